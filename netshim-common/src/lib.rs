@@ -1,0 +1,207 @@
+//! Types shared by the eBPF datapath (`netshim-ebpf`) and userspace (`netshim`).
+//!
+//! Everything here is `#[repr(C)]` plain data: the same bytes are written by one side and read
+//! by the other through BPF maps. With the `user` feature the types implement `aya::Pod`.
+#![no_std]
+
+/// Most endpoints one sandbox (one network namespace) can have.
+pub const MAX_ENDPOINTS: u32 = 32;
+/// Two counter slots per endpoint: one per direction.
+pub const COUNTER_SLOTS: u32 = MAX_ENDPOINTS * 2;
+/// Most devices that can have a redirect entry (two per endpoint, headroom for `connect`).
+pub const MAX_PEERS: u32 = COUNTER_SLOTS * 2;
+
+/// Names of the maps in the eBPF object; these are also the file names of their bpffs pins.
+pub mod map_names {
+    /// `HashMap<u32 ifindex, PeerEntry>`: where a packet arriving on `ifindex` goes.
+    pub const PEERS: &str = "peers";
+    /// `PerCpuArray<Counters>` indexed by counter slot.
+    pub const COUNTERS: &str = "counters";
+    /// `PerCpuArray<Counters>` with one entry: packets seen on a device with no peer entry.
+    pub const UNMATCHED: &str = "unmatched";
+    /// `Array<EndpointRecord>` indexed by endpoint index: who the slots belong to.
+    pub const ENDPOINTS: &str = "endpoints";
+    /// `Array<SandboxRecord>` with one entry: which netns this pin directory serves.
+    pub const SANDBOX: &str = "sandbox";
+}
+
+/// Name of the TC classifier program in the eBPF object.
+pub const PROGRAM_NAME: &str = "netshim_redirect";
+
+/// Direction of traffic through an endpoint, seen from the VM.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Arrives at the pod-side device (veth) ingress, leaves through the tap to the VM.
+    ToVm = 0,
+    /// Arrives at the tap ingress (written by the VMM), leaves through the pod-side device.
+    FromVm = 1,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::ToVm, Direction::FromVm];
+
+    /// Counter slot of this direction of endpoint `index`.
+    pub const fn slot(self, index: u32) -> u32 {
+        index * 2 + self as u32
+    }
+}
+
+/// Value of the `peers` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerEntry {
+    /// Device whose egress receives packets that arrive on the key device.
+    pub peer_ifindex: u32,
+    /// Counter slot (see [`Direction::slot`]).
+    pub slot: u32,
+}
+
+/// Value of the per-CPU `counters` and `unmatched` maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Packets handed to `bpf_redirect` successfully.
+    pub packets: u64,
+    /// Bytes of those packets (L2 frame length as seen at TC ingress).
+    pub bytes: u64,
+    /// Packets for which `bpf_redirect` did not return `TC_ACT_REDIRECT`.
+    pub redirect_errors: u64,
+}
+
+impl Counters {
+    /// Adds another CPU's (or slot's) values.
+    pub fn add(&mut self, other: &Counters) {
+        self.packets = self.packets.wrapping_add(other.packets);
+        self.bytes = self.bytes.wrapping_add(other.bytes);
+        self.redirect_errors = self.redirect_errors.wrapping_add(other.redirect_errors);
+    }
+}
+
+/// Length of a Linux interface name buffer (IFNAMSIZ).
+pub const IFNAMSIZ: usize = 16;
+/// Room for a netns path in [`SandboxRecord`].
+pub const NETNS_PATH_MAX: usize = 256;
+
+/// Value of the `endpoints` map: which devices an endpoint index connects.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointRecord {
+    /// 1 when this index is in use, 0 for a free slot.
+    pub in_use: u32,
+    pub pod_ifindex: u32,
+    pub tap_ifindex: u32,
+    pub _pad: u32,
+    /// NUL-padded interface names.
+    pub pod_name: [u8; IFNAMSIZ],
+    pub tap_name: [u8; IFNAMSIZ],
+}
+
+impl Default for EndpointRecord {
+    fn default() -> Self {
+        Self {
+            in_use: 0,
+            pod_ifindex: 0,
+            tap_ifindex: 0,
+            _pad: 0,
+            pod_name: [0; IFNAMSIZ],
+            tap_name: [0; IFNAMSIZ],
+        }
+    }
+}
+
+/// [`SandboxRecord::attach_mode`]: TCX links pinned in bpffs (kernel >= 6.6).
+pub const ATTACH_TCX: u32 = 0;
+/// [`SandboxRecord::attach_mode`]: cls_bpf direct-action filters under a clsact qdisc.
+pub const ATTACH_CLS_BPF: u32 = 1;
+
+/// Value of the `sandbox` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SandboxRecord {
+    /// Inode number of the network namespace (its identity while it lives).
+    pub netns_inode: u64,
+    /// How the programs are attached: [`ATTACH_TCX`] or [`ATTACH_CLS_BPF`].
+    pub attach_mode: u32,
+    pub _pad: u32,
+    /// NUL-padded path the namespace was attached by (`/run/netns/NAME`, `/proc/PID/ns/net`).
+    pub netns_path: [u8; NETNS_PATH_MAX],
+}
+
+impl Default for SandboxRecord {
+    fn default() -> Self {
+        Self {
+            netns_inode: 0,
+            attach_mode: ATTACH_TCX,
+            _pad: 0,
+            netns_path: [0; NETNS_PATH_MAX],
+        }
+    }
+}
+
+/// Copies `s` into a NUL-padded fixed buffer, truncating to leave room for a NUL.
+pub fn to_fixed<const N: usize>(s: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    let n = if s.len() < N { s.len() } else { N - 1 };
+    out[..n].copy_from_slice(&s[..n]);
+    out
+}
+
+/// The bytes of a NUL-padded fixed buffer up to the first NUL.
+pub fn from_fixed(buf: &[u8]) -> &[u8] {
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    &buf[..end]
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all are #[repr(C)], contain only integers and byte arrays, and have no padding
+    // holes that are not explicit fields.
+    unsafe impl aya::Pod for super::PeerEntry {}
+    unsafe impl aya::Pod for super::Counters {}
+    unsafe impl aya::Pod for super::EndpointRecord {}
+    unsafe impl aya::Pod for super::SandboxRecord {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_do_not_overlap() {
+        assert_eq!(Direction::ToVm.slot(0), 0);
+        assert_eq!(Direction::FromVm.slot(0), 1);
+        assert_eq!(Direction::ToVm.slot(3), 6);
+        assert_eq!(Direction::FromVm.slot(MAX_ENDPOINTS - 1), COUNTER_SLOTS - 1);
+    }
+
+    #[test]
+    fn fixed_buffers_round_trip_and_truncate() {
+        let b: [u8; 4] = to_fixed(b"eth0");
+        assert_eq!(from_fixed(&b), b"eth");
+        let b: [u8; IFNAMSIZ] = to_fixed(b"tap0_kata");
+        assert_eq!(from_fixed(&b), b"tap0_kata");
+    }
+
+    #[test]
+    fn counters_add_sums_fields() {
+        let mut a = Counters {
+            packets: 1,
+            bytes: 10,
+            redirect_errors: 0,
+        };
+        a.add(&Counters {
+            packets: 2,
+            bytes: 5,
+            redirect_errors: 1,
+        });
+        assert_eq!(
+            a,
+            Counters {
+                packets: 3,
+                bytes: 15,
+                redirect_errors: 1
+            }
+        );
+    }
+}

@@ -1,0 +1,85 @@
+//! netshim's datapath: one TC classifier attached to the ingress of both sides of an endpoint.
+//!
+//! A packet arriving on a device with an entry in `peers` is redirected to the egress of the
+//! peer device and counted in its per-CPU counter slot. A packet on a device without an entry
+//! is counted in `unmatched` and passed on (`TC_ACT_UNSPEC`: the next TCX program or the stack
+//! gets it), never dropped. No logging per packet; only a failed redirect (which needs a bug or
+//! a bad map entry) logs.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{TC_ACT_REDIRECT, TC_ACT_UNSPEC},
+    helpers::bpf_redirect,
+    macros::{classifier, map},
+    maps::{Array, HashMap, PerCpuArray},
+    programs::TcContext,
+};
+use aya_log_ebpf::warn;
+use netshim_common::{
+    Counters, EndpointRecord, PeerEntry, SandboxRecord, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_PEERS,
+};
+
+#[map(name = "peers")]
+static PEERS: HashMap<u32, PeerEntry> = HashMap::pinned(MAX_PEERS, 0);
+
+#[map(name = "counters")]
+static COUNTERS: PerCpuArray<Counters> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
+
+#[map(name = "unmatched")]
+static UNMATCHED: PerCpuArray<Counters> = PerCpuArray::pinned(1, 0);
+
+// Read and written by userspace only; declared here so they are created and pinned with the
+// rest and a later process finds the whole sandbox in one directory.
+#[map(name = "endpoints")]
+static ENDPOINTS: Array<EndpointRecord> = Array::pinned(MAX_ENDPOINTS, 0);
+
+#[map(name = "sandbox")]
+static SANDBOX: Array<SandboxRecord> = Array::pinned(1, 0);
+
+#[classifier]
+pub fn netshim_redirect(ctx: TcContext) -> i32 {
+    // SAFETY: the context pointer is valid for the duration of the program.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let len = u64::from(ctx.len());
+    // SAFETY: the value is copied out before any other map operation.
+    let Some(entry) = (unsafe { PEERS.get(ifindex) }).copied() else {
+        count(&UNMATCHED, 0, len, true);
+        return TC_ACT_UNSPEC;
+    };
+    // SAFETY: plain helper call; flags 0 = egress of the target device.
+    let verdict = unsafe { bpf_redirect(entry.peer_ifindex, 0) } as i32;
+    let redirected = verdict == TC_ACT_REDIRECT as i32;
+    count(&COUNTERS, entry.slot, len, redirected);
+    if !redirected {
+        warn!(
+            &ctx,
+            "netshim: bpf_redirect to ifindex {} returned {}", entry.peer_ifindex, verdict
+        );
+    }
+    verdict
+}
+
+#[inline(always)]
+fn count(map: &PerCpuArray<Counters>, slot: u32, len: u64, ok: bool) {
+    if let Some(c) = map.get_ptr_mut(slot) {
+        // SAFETY: per-CPU value; TC programs run with migration disabled.
+        let c = unsafe { &mut *c };
+        if ok {
+            c.packets += 1;
+            c.bytes += len;
+        } else {
+            c.redirect_errors += 1;
+        }
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

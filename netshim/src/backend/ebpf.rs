@@ -1,0 +1,360 @@
+//! The eBPF datapath: `netshim_redirect` on the ingress of both devices of an endpoint.
+//!
+//! One copy of the program and its maps per sandbox netns, pinned under
+//! [`crate::pins::sandbox_dir`]. On kernels with TCX (>= 6.6) each attachment is a bpf_link
+//! pinned next to the maps, so the datapath keeps forwarding after this process exits and
+//! removing the pin detaches it. Older kernels get a clsact qdisc and a cls_bpf filter in
+//! direct-action mode, which the kernel keeps without a process.
+//!
+//! Everything that attaches must run on a thread inside the sandbox netns (see
+//! [`crate::netns::Netns::run`]): interface names and ifindexes are per netns.
+
+use std::path::{Path, PathBuf};
+
+use aya::{
+    maps::{Array, HashMap, MapData},
+    programs::{
+        links::FdLink,
+        tc::{self, NlOptions, TcAttachOptions},
+        LinkOrder, SchedClassifier, TcAttachType,
+    },
+    util::KernelVersion,
+    Ebpf, EbpfLoader,
+};
+use netshim_common::{
+    map_names, to_fixed, Direction, EndpointRecord, PeerEntry, SandboxRecord, ATTACH_CLS_BPF,
+    ATTACH_TCX, MAX_ENDPOINTS, PROGRAM_NAME,
+};
+
+use super::Dev;
+use crate::{netns::Netns, pins};
+
+/// How the classifier is hooked to a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttachMode {
+    /// bpf_link on the TCX ingress hook, pinned in bpffs.
+    Tcx,
+    /// cls_bpf direct-action filter under a clsact qdisc (kernels before 6.6).
+    ClsBpf,
+}
+
+impl AttachMode {
+    /// TCX when the running kernel has it.
+    pub fn for_running_kernel() -> Self {
+        match KernelVersion::current() {
+            Ok(v) if v >= KernelVersion::new(6, 6, 0) => Self::Tcx,
+            _ => Self::ClsBpf,
+        }
+    }
+
+    fn from_record(mode: u32) -> Self {
+        if mode == ATTACH_CLS_BPF {
+            Self::ClsBpf
+        } else {
+            Self::Tcx
+        }
+    }
+
+    fn to_record(self) -> u32 {
+        match self {
+            Self::Tcx => ATTACH_TCX,
+            Self::ClsBpf => ATTACH_CLS_BPF,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcx => "tcx",
+            Self::ClsBpf => "cls_bpf",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error("loading the eBPF object with maps pinned in {dir}: {source}")]
+    Load {
+        dir: PathBuf,
+        source: Box<aya::EbpfError>,
+    },
+    #[error("the eBPF object has no program {PROGRAM_NAME}")]
+    MissingProgram,
+    #[error("the eBPF object has no map {0}")]
+    MissingMap(&'static str),
+    #[error("BPF_PROG_LOAD {PROGRAM_NAME}: {0}")]
+    ProgramLoad(Box<aya::programs::ProgramError>),
+    #[error("attaching {PROGRAM_NAME} to the ingress of {dev} ({mode}): {source}")]
+    Attach {
+        dev: String,
+        mode: &'static str,
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("adding a clsact qdisc to {dev}: {source}")]
+    Clsact {
+        dev: String,
+        source: Box<aya::programs::tc::TcError>,
+    },
+    #[error("removing {PROGRAM_NAME} from the ingress of {dev}: {source}")]
+    Detach {
+        dev: String,
+        source: Box<aya::programs::tc::TcError>,
+    },
+    #[error("BPF_OBJ_PIN of the link on {dev} at {path}: {source}")]
+    PinLink {
+        dev: String,
+        path: PathBuf,
+        source: Box<aya::pin::PinError>,
+    },
+    #[error("converting the link on {dev} to an fd link: {source}")]
+    Link {
+        dev: String,
+        source: Box<aya::programs::links::LinkError>,
+    },
+    #[error("{op} on map {map} (pinned in {dir}): {source}")]
+    Map {
+        op: &'static str,
+        map: &'static str,
+        dir: PathBuf,
+        source: Box<aya::maps::MapError>,
+    },
+    #[error("endpoint index {index} is out of range (at most {MAX_ENDPOINTS} endpoints)")]
+    IndexOutOfRange { index: u32 },
+    #[error(transparent)]
+    Pins(#[from] pins::PinError),
+}
+
+fn map_err(
+    op: &'static str,
+    map: &'static str,
+    dir: &Path,
+) -> impl FnOnce(aya::maps::MapError) -> EbpfError {
+    let dir = dir.to_owned();
+    move |source| EbpfError::Map {
+        op,
+        map,
+        dir,
+        source: Box::new(source),
+    }
+}
+
+/// A loaded copy of the datapath whose maps live in one sandbox pin directory.
+pub struct EbpfDatapath {
+    ebpf: Ebpf,
+    dir: PathBuf,
+    mode: AttachMode,
+}
+
+impl EbpfDatapath {
+    /// Loads the object, creating (or reusing) the maps pinned in `dir`, and loads the program.
+    pub fn load(dir: &Path, mode: AttachMode) -> Result<Self, EbpfError> {
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(dir)
+            .load(crate::EBPF_OBJECT)
+            .map_err(|source| EbpfError::Load {
+                dir: dir.to_owned(),
+                source: Box::new(source),
+            })?;
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(EbpfError::MissingProgram)?
+            .try_into()
+            .map_err(|e| EbpfError::ProgramLoad(Box::new(e)))?;
+        program
+            .load()
+            .map_err(|e| EbpfError::ProgramLoad(Box::new(e)))?;
+        Ok(Self {
+            ebpf,
+            dir: dir.to_owned(),
+            mode,
+        })
+    }
+
+    pub fn mode(&self) -> AttachMode {
+        self.mode
+    }
+
+    /// Writes which netns this sandbox directory serves (read by `status` and `stats`).
+    pub fn record_sandbox(&mut self, netns: &Netns) -> Result<(), EbpfError> {
+        let record = SandboxRecord {
+            netns_inode: netns.inode,
+            attach_mode: self.mode.to_record(),
+            netns_path: to_fixed(netns.path.as_os_str().as_encoded_bytes()),
+            ..SandboxRecord::default()
+        };
+        let dir = self.dir.clone();
+        let mut map: Array<_, SandboxRecord> = Array::try_from(
+            self.ebpf
+                .map_mut(map_names::SANDBOX)
+                .ok_or(EbpfError::MissingMap(map_names::SANDBOX))?,
+        )
+        .map_err(map_err("open", map_names::SANDBOX, &dir))?;
+        map.set(0, record, 0)
+            .map_err(map_err("BPF_MAP_UPDATE_ELEM", map_names::SANDBOX, &dir))
+    }
+
+    /// Connects endpoint `index`: `pod` ingress → `tap` egress and back. The map entries are
+    /// written before the programs are attached, so no packet meets a half-made endpoint.
+    pub fn connect(&mut self, index: u32, pod: &Dev, tap: &Dev) -> Result<(), EbpfError> {
+        if index >= MAX_ENDPOINTS {
+            return Err(EbpfError::IndexOutOfRange { index });
+        }
+        let dir = self.dir.clone();
+        {
+            let mut peers: HashMap<_, u32, PeerEntry> = HashMap::try_from(
+                self.ebpf
+                    .map_mut(map_names::PEERS)
+                    .ok_or(EbpfError::MissingMap(map_names::PEERS))?,
+            )
+            .map_err(map_err("open", map_names::PEERS, &dir))?;
+            for (from, to, direction) in
+                [(pod, tap, Direction::ToVm), (tap, pod, Direction::FromVm)]
+            {
+                let entry = PeerEntry {
+                    peer_ifindex: to.ifindex,
+                    slot: direction.slot(index),
+                };
+                peers.insert(from.ifindex, entry, 0).map_err(map_err(
+                    "BPF_MAP_UPDATE_ELEM",
+                    map_names::PEERS,
+                    &dir,
+                ))?;
+            }
+        }
+        {
+            let mut endpoints: Array<_, EndpointRecord> = Array::try_from(
+                self.ebpf
+                    .map_mut(map_names::ENDPOINTS)
+                    .ok_or(EbpfError::MissingMap(map_names::ENDPOINTS))?,
+            )
+            .map_err(map_err("open", map_names::ENDPOINTS, &dir))?;
+            let record = EndpointRecord {
+                in_use: 1,
+                pod_ifindex: pod.ifindex,
+                tap_ifindex: tap.ifindex,
+                pod_name: to_fixed(pod.name.as_bytes()),
+                tap_name: to_fixed(tap.name.as_bytes()),
+                ..EndpointRecord::default()
+            };
+            endpoints.set(index, record, 0).map_err(map_err(
+                "BPF_MAP_UPDATE_ELEM",
+                map_names::ENDPOINTS,
+                &dir,
+            ))?;
+        }
+        for dev in [pod, tap] {
+            self.attach_ingress(dev)?;
+        }
+        Ok(())
+    }
+
+    fn program(&mut self) -> Result<&mut SchedClassifier, EbpfError> {
+        self.ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(EbpfError::MissingProgram)?
+            .try_into()
+            .map_err(|e| EbpfError::ProgramLoad(Box::new(e)))
+    }
+
+    fn attach_ingress(&mut self, dev: &Dev) -> Result<(), EbpfError> {
+        let mode = self.mode;
+        let pin = pins::link_pin(&self.dir, &dev.name);
+        let attach_err = |source| EbpfError::Attach {
+            dev: dev.to_string(),
+            mode: mode.as_str(),
+            source: Box::new(source),
+        };
+        match mode {
+            AttachMode::Tcx => {
+                let program = self.program()?;
+                let id = program
+                    .attach_with_options(
+                        &dev.name,
+                        TcAttachType::Ingress,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                    .map_err(attach_err)?;
+                let link = program.take_link(id).map_err(attach_err)?;
+                let link: FdLink = link.try_into().map_err(|source| EbpfError::Link {
+                    dev: dev.to_string(),
+                    source: Box::new(source),
+                })?;
+                // Dropping the returned PinnedLink closes our fd; the pin keeps the link.
+                link.pin(&pin).map_err(|source| EbpfError::PinLink {
+                    dev: dev.to_string(),
+                    path: pin.clone(),
+                    source: Box::new(source),
+                })?;
+            }
+            AttachMode::ClsBpf => {
+                match tc::qdisc_add_clsact(&dev.name) {
+                    Ok(()) => {}
+                    Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    }
+                    Err(source) => {
+                        return Err(EbpfError::Clsact {
+                            dev: dev.to_string(),
+                            source: Box::new(source),
+                        })
+                    }
+                }
+                let program = self.program()?;
+                let id = program
+                    .attach_with_options(
+                        &dev.name,
+                        TcAttachType::Ingress,
+                        TcAttachOptions::Netlink(NlOptions::default()),
+                    )
+                    .map_err(attach_err)?;
+                // The filter lives in the qdisc; keep it when the link handle goes away.
+                let link = program.take_link(id).map_err(attach_err)?;
+                std::mem::forget(link);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the attach mode a sandbox directory was made with.
+pub fn recorded_mode(dir: &Path) -> Result<AttachMode, EbpfError> {
+    let data = MapData::from_pin(dir.join(map_names::SANDBOX)).map_err(map_err(
+        "BPF_OBJ_GET",
+        map_names::SANDBOX,
+        dir,
+    ))?;
+    let map =
+        aya::maps::Map::from_map_data(data).map_err(map_err("open", map_names::SANDBOX, dir))?;
+    let array: Array<_, SandboxRecord> =
+        Array::try_from(map).map_err(map_err("open", map_names::SANDBOX, dir))?;
+    let record =
+        array
+            .get(&0, 0)
+            .map_err(map_err("BPF_MAP_LOOKUP_ELEM", map_names::SANDBOX, dir))?;
+    Ok(AttachMode::from_record(record.attach_mode))
+}
+
+/// Takes the datapath of a sandbox down: with TCX, unpinning the links detaches them; with
+/// cls_bpf, our filters are removed from the given devices' ingress. Then the maps' pins
+/// and the directory go. Must run inside the sandbox netns. Devices that no longer exist
+/// are fine.
+pub fn detach_sandbox(dir: &Path, devices: &[String]) -> Result<(), EbpfError> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    if recorded_mode(dir).unwrap_or(AttachMode::Tcx) == AttachMode::ClsBpf {
+        for dev in devices {
+            match tc::qdisc_detach_program(dev, TcAttachType::Ingress, PROGRAM_NAME) {
+                Ok(()) => {}
+                Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(EbpfError::Detach {
+                        dev: dev.clone(),
+                        source: Box::new(source),
+                    })
+                }
+            }
+        }
+    }
+    pins::remove_sandbox_dir(dir)?;
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! The `netshim` command line: argument parsing and output. The library does the work.
+
+pub mod args;
+pub mod output;
+pub mod run;

@@ -1,0 +1,164 @@
+//! Human-readable tables for the CLI's reports (`--json` prints the structs instead).
+
+use std::fmt::Write as _;
+
+use netshim::{
+    sandbox::{AttachReport, DetachReport, StatusReport},
+    stats::SandboxStats,
+};
+
+fn addrs(list: &[netshim::interfaces::IfAddr]) -> String {
+    if list.is_empty() {
+        return "-".into();
+    }
+    list.iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+pub fn attach(r: &AttachReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "attached netns {} (inode {}) model {} datapath {}",
+        r.netns, r.netns_inode, r.model, r.datapath
+    );
+    let _ = writeln!(
+        s,
+        "{:<3} {:<12} {:<7} {:>7} {:<17} {:>5} {:<12} {:>7}  addresses",
+        "idx", "endpoint", "kind", "ifindex", "mac", "mtu", "tap", "tapidx"
+    );
+    for e in &r.endpoints {
+        let _ = writeln!(
+            s,
+            "{:<3} {:<12} {:<7} {:>7} {:<17} {:>5} {:<12} {:>7}  {}",
+            e.index,
+            e.name,
+            e.kind.as_str(),
+            e.ifindex,
+            opt(e.mac),
+            e.mtu,
+            e.tap.name,
+            e.tap.ifindex,
+            addrs(&e.addresses)
+        );
+    }
+    for k in &r.skipped {
+        let _ = writeln!(s, "skipped {} ({})", k.name, k.reason);
+    }
+    s
+}
+
+pub fn detach(r: &DetachReport) -> String {
+    if !r.removed_anything() {
+        return format!("netns {}: nothing attached, nothing removed\n", r.netns);
+    }
+    let mut s = format!("detached netns {}", r.netns);
+    if !r.removed_taps.is_empty() {
+        let _ = write!(s, "; removed taps {}", r.removed_taps.join(","));
+    }
+    if let Some(dir) = &r.removed_pin_dir {
+        let _ = write!(s, "; removed pins {}", dir.display());
+    }
+    if !r.removed_mirred.is_empty() {
+        let _ = write!(
+            s,
+            "; removed ingress qdiscs on {}",
+            r.removed_mirred.join(",")
+        );
+    }
+    s.push('\n');
+    s
+}
+
+pub fn status(r: &StatusReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "netns {} (inode {}): {}{}",
+        r.netns,
+        r.netns_inode,
+        if r.attached {
+            "attached"
+        } else {
+            "not attached"
+        },
+        r.datapath
+            .as_ref()
+            .map(|d| format!(", datapath {d}"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        s,
+        "{:<3} {:<12} {:<7} {:>7} {:<17} {:>5} {:<12} {:<9}  addresses",
+        "idx", "endpoint", "kind", "ifindex", "mac", "mtu", "tap", "connected"
+    );
+    for e in &r.endpoints {
+        let _ = writeln!(
+            s,
+            "{:<3} {:<12} {:<7} {:>7} {:<17} {:>5} {:<12} {:<9}  {}",
+            e.index,
+            e.name,
+            e.kind.as_str(),
+            e.ifindex,
+            opt(e.mac),
+            e.mtu,
+            opt(e.tap.as_ref()),
+            if e.connected { "yes" } else { "no" },
+            addrs(&e.addresses)
+        );
+    }
+    for k in &r.skipped {
+        let _ = writeln!(s, "skipped {} ({})", k.name, k.reason);
+    }
+    s
+}
+
+pub fn stats(all: &[SandboxStats]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<24} {:<7} {:<12} {:<12} {:>12} {:>14} {:>6} {:>12} {:>14} {:>6}",
+        "netns",
+        "backend",
+        "endpoint",
+        "tap",
+        "to_vm_pkts",
+        "to_vm_bytes",
+        "errs",
+        "from_vm_pkts",
+        "from_vm_bytes",
+        "errs"
+    );
+    for sb in all {
+        for e in &sb.endpoints {
+            let _ = writeln!(
+                s,
+                "{:<24} {:<7} {:<12} {:<12} {:>12} {:>14} {:>6} {:>12} {:>14} {:>6}",
+                sb.netns,
+                sb.backend.as_str(),
+                e.pod,
+                e.tap,
+                e.to_vm.packets,
+                e.to_vm.bytes,
+                e.to_vm.errors,
+                e.from_vm.packets,
+                e.from_vm.bytes,
+                e.from_vm.errors
+            );
+        }
+        if sb.unmatched.packets > 0 {
+            let _ = writeln!(
+                s,
+                "{:<24} unmatched (passed, no peer entry): {} packets, {} bytes",
+                sb.netns, sb.unmatched.packets, sb.unmatched.bytes
+            );
+        }
+    }
+    s
+}

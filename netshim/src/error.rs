@@ -1,0 +1,101 @@
+//! The library's error type. Each variant says what failed, on which interface, in which
+//! netns; [`Error::exit_code`] maps it to the CLI's documented exit codes.
+
+use crate::{
+    backend::{ebpf::EbpfError, mirred::MirredError, UnknownBackend},
+    endpoint::UnsupportedInterface,
+    model::UnknownModel,
+    netns::NetnsError,
+    pins::PinError,
+    stats::StatsError,
+    tap::TapError,
+};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: an operation on the system failed (netlink, bpf, tap ioctl, bpffs).
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code: the input is invalid (usage, model, netns argument, nothing to attach to).
+pub const EXIT_INVALID_INPUT: i32 = 2;
+/// Exit code: the netns is in a state that conflicts with the request (already attached,
+/// not attached).
+pub const EXIT_CONFLICT: i32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    UnknownModel(#[from] UnknownModel),
+    #[error(transparent)]
+    UnknownBackend(#[from] UnknownBackend),
+    #[error("{source} in netns {netns}")]
+    UnsupportedInterface {
+        netns: String,
+        source: UnsupportedInterface,
+    },
+    #[error("no usable interface in netns {netns}: {detail}")]
+    NoUsableInterface { netns: String, detail: String },
+    #[error("netns {netns} has {count} endpoints; netshim supports at most {max}")]
+    TooManyEndpoints {
+        netns: String,
+        count: usize,
+        max: u32,
+    },
+    #[error("{kind} endpoint {ifname} in netns {netns}: not supported by the {model} model of this netshim version")]
+    KindNotSupported {
+        netns: String,
+        ifname: String,
+        kind: crate::endpoint::EndpointKind,
+        model: crate::model::InternetworkingModel,
+    },
+    #[error("netns {netns} is already attached ({detail}); run `netshim detach` first")]
+    AlreadyAttached { netns: String, detail: String },
+    #[error("{op} for {target} in netns {netns}: {source}")]
+    Netlink {
+        op: &'static str,
+        target: String,
+        netns: String,
+        source: Box<rtnetlink::Error>,
+    },
+    #[error("{source} (netns {netns})")]
+    Tap {
+        netns: String,
+        source: Box<TapError>,
+    },
+    #[error("{source} (netns {netns})")]
+    Ebpf {
+        netns: String,
+        source: Box<EbpfError>,
+    },
+    #[error("{source} (netns {netns})")]
+    Mirred {
+        netns: String,
+        source: Box<MirredError>,
+    },
+    #[error(transparent)]
+    Pins(#[from] PinError),
+    #[error(transparent)]
+    Stats(#[from] StatsError),
+}
+
+impl Error {
+    /// The CLI exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Netns(NetnsError::Open { .. })
+            | Error::Netns(NetnsError::NotNetns { .. })
+            | Error::Netns(NetnsError::BadArgument { .. })
+            | Error::UnknownModel(_)
+            | Error::UnknownBackend(_)
+            | Error::UnsupportedInterface { .. }
+            | Error::NoUsableInterface { .. }
+            | Error::TooManyEndpoints { .. }
+            | Error::KindNotSupported { .. } => EXIT_INVALID_INPUT,
+            Error::AlreadyAttached { .. } => EXIT_CONFLICT,
+            _ => EXIT_FAILED,
+        }
+    }
+}

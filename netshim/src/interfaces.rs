@@ -1,0 +1,168 @@
+//! What the netns holds: links and their addresses, read over rtnetlink.
+
+use std::{collections::BTreeMap, fmt, net::IpAddr};
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::{
+    address::AddressAttribute,
+    link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+};
+
+/// An interface address with its prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct IfAddr {
+    pub address: IpAddr,
+    pub prefix_len: u8,
+}
+
+impl fmt::Display for IfAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
+/// A MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mac(pub [u8; 6]);
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl serde::Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One link of the netns as netlink reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub ifindex: u32,
+    /// `IFLA_INFO_KIND` ("veth", "macvlan", "tun", …); `None` for devices without one
+    /// (loopback, physical NICs).
+    pub kind: Option<String>,
+    pub mac: Option<Mac>,
+    pub mtu: u32,
+    pub up: bool,
+    pub loopback: bool,
+    pub addresses: Vec<IfAddr>,
+}
+
+impl Interface {
+    /// Builds an interface from a link message (addresses are added separately).
+    pub fn from_link_message(msg: &LinkMessage) -> Self {
+        let mut iface = Interface {
+            name: String::new(),
+            ifindex: msg.header.index,
+            kind: None,
+            mac: None,
+            mtu: 0,
+            up: msg.header.flags.contains(LinkFlags::Up),
+            loopback: msg.header.flags.contains(LinkFlags::Loopback),
+            addresses: Vec::new(),
+        };
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::IfName(name) => iface.name = name.clone(),
+                LinkAttribute::Mtu(mtu) => iface.mtu = *mtu,
+                LinkAttribute::Address(a) if a.len() == 6 => {
+                    let mut mac = [0u8; 6];
+                    mac.copy_from_slice(a);
+                    iface.mac = Some(Mac(mac));
+                }
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        if let LinkInfo::Kind(kind) = info {
+                            iface.kind = Some(kind.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        iface
+    }
+}
+
+/// Every link of the handle's netns with its addresses, ordered by ifindex.
+pub async fn list(handle: &rtnetlink::Handle) -> Result<Vec<Interface>, rtnetlink::Error> {
+    let mut by_index: BTreeMap<u32, Interface> = BTreeMap::new();
+    let mut links = handle.link().get().execute();
+    while let Some(msg) = links.try_next().await? {
+        let iface = Interface::from_link_message(&msg);
+        by_index.insert(iface.ifindex, iface);
+    }
+    let mut addrs = handle.address().get().execute();
+    while let Some(msg) = addrs.try_next().await? {
+        let Some(iface) = by_index.get_mut(&msg.header.index) else {
+            continue;
+        };
+        for attr in &msg.attributes {
+            if let AddressAttribute::Address(address) = attr {
+                iface.addresses.push(IfAddr {
+                    address: *address,
+                    prefix_len: msg.header.prefix_len,
+                });
+            }
+        }
+    }
+    Ok(by_index.into_values().collect())
+}
+
+/// The link called `name`, if there is one.
+pub async fn by_name(
+    handle: &rtnetlink::Handle,
+    name: &str,
+) -> Result<Option<Interface>, rtnetlink::Error> {
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    match links.try_next().await {
+        Ok(Some(msg)) => Ok(Some(Interface::from_link_message(&msg))),
+        Ok(None) => Ok(None),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_formats_lowercase_colon_separated() {
+        assert_eq!(
+            Mac([0x02, 0xab, 0, 1, 0x10, 0xff]).to_string(),
+            "02:ab:00:01:10:ff"
+        );
+    }
+
+    #[test]
+    fn link_message_attributes_are_read() {
+        use rtnetlink::packet_route::link::InfoKind;
+        let mut msg = LinkMessage::default();
+        msg.header.index = 7;
+        msg.header.flags = LinkFlags::Up;
+        msg.attributes = vec![
+            LinkAttribute::IfName("eth0".into()),
+            LinkAttribute::Mtu(1450),
+            LinkAttribute::Address(vec![2, 0, 0, 0, 0, 9]),
+            LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth)]),
+        ];
+        let iface = Interface::from_link_message(&msg);
+        assert_eq!(iface.name, "eth0");
+        assert_eq!(iface.ifindex, 7);
+        assert_eq!(iface.mtu, 1450);
+        assert_eq!(iface.kind.as_deref(), Some("veth"));
+        assert_eq!(iface.mac, Some(Mac([2, 0, 0, 0, 0, 9])));
+        assert!(iface.up);
+        assert!(!iface.loopback);
+    }
+}

@@ -1,0 +1,30 @@
+//! netshim: connects the pod-side interfaces of a sandbox network namespace to taps for a
+//! microVM, the way kata-containers' tcfilter model does, with a TC eBPF datapath (or kata's
+//! u32 + mirred as a baseline) and per-endpoint counters pinned in bpffs.
+//!
+//! Module map:
+//! - [`netns`]: resolving and entering network namespaces (one thread per netns operation).
+//! - [`endpoint`]: classifying the interfaces a CNI plugin left in the netns.
+//! - [`model`]: kata's internetworking models.
+//! - [`tap`]: creating and opening the taps handed to the VMM.
+//! - [`backend`]: the datapaths that connect an endpoint to its tap (eBPF, mirred).
+//! - [`pins`]: the bpffs layout that outlives the netshim process.
+//! - [`stats`]: reading per-endpoint counters back.
+//! - [`sandbox`]: attach / detach / status of a whole netns.
+
+pub mod backend;
+pub mod endpoint;
+pub mod error;
+pub mod interfaces;
+pub mod model;
+pub mod netns;
+pub mod pins;
+pub mod sandbox;
+pub mod stats;
+pub mod tap;
+pub mod tap_name;
+
+pub use error::{Error, Result};
+
+/// The eBPF object built from `netshim-ebpf` by build.rs.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netshim"));

@@ -1,0 +1,208 @@
+//! The bpffs layout that keeps a sandbox's datapath alive after `netshim` exits.
+//!
+//! ```text
+//! /sys/fs/bpf/netshim/                 0700, created on first attach
+//!   netns-<inode>/                     0700, one per attached network namespace
+//!     peers counters unmatched         maps of the datapath (see netshim-common::map_names)
+//!     endpoints sandbox                maps that describe the sandbox to later processes
+//!     link_<ifname>                    one TCX link per device ingress (kernel >= 6.6)
+//! ```
+//! The directory is named after the namespace's inode number, so `--netns NAME` and
+//! `--netns /proc/<pid>/ns/net` of the same namespace find the same pins.
+
+use std::{
+    fs, io,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use nix::{
+    mount::{mount, MsFlags},
+    sys::statfs::{statfs, BPF_FS_MAGIC},
+};
+
+/// Where bpffs is (or gets) mounted.
+pub const BPFFS: &str = "/sys/fs/bpf";
+/// netshim's directory in bpffs.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/netshim";
+/// Prefix of a sandbox's directory name; the rest is the netns inode number.
+pub const SANDBOX_DIR_PREFIX: &str = "netns-";
+/// Prefix of a pinned TCX link; the rest is the interface name.
+pub const LINK_PIN_PREFIX: &str = "link_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("mount -t bpf bpf {BPFFS}: {0}")]
+    Mount(nix::Error),
+    #[error("statfs {path}: {source}")]
+    Statfs { path: PathBuf, source: nix::Error },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+/// Mounts bpffs at /sys/fs/bpf unless one is mounted there already. Returns whether it
+/// mounted.
+pub fn ensure_bpffs() -> Result<bool, PinError> {
+    if is_bpffs(Path::new(BPFFS))? {
+        return Ok(false);
+    }
+    mount(
+        Some("bpf"),
+        BPFFS,
+        Some("bpf"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0700"),
+    )
+    .map_err(PinError::Mount)?;
+    Ok(true)
+}
+
+fn is_bpffs(path: &Path) -> Result<bool, PinError> {
+    match statfs(path) {
+        Ok(s) => Ok(s.filesystem_type() == BPF_FS_MAGIC),
+        Err(nix::Error::ENOENT) => Ok(false),
+        Err(source) => Err(PinError::Statfs {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// The pin directory of the sandbox whose netns has inode `netns_inode`.
+pub fn sandbox_dir(netns_inode: u64) -> PathBuf {
+    Path::new(PIN_ROOT).join(format!("{SANDBOX_DIR_PREFIX}{netns_inode}"))
+}
+
+/// The pin of the TCX link on `ifname`'s ingress.
+pub fn link_pin(dir: &Path, ifname: &str) -> PathBuf {
+    dir.join(format!("{LINK_PIN_PREFIX}{ifname}"))
+}
+
+/// Creates the sandbox's pin directory (and netshim's root), both 0700.
+pub fn create_sandbox_dir(netns_inode: u64) -> Result<PathBuf, PinError> {
+    ensure_bpffs()?;
+    let dir = sandbox_dir(netns_inode);
+    for d in [Path::new(PIN_ROOT), dir.as_path()] {
+        match fs::DirBuilder::new().mode(0o700).create(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(PinError::Io {
+                    op: "mkdir",
+                    path: d.to_owned(),
+                    source,
+                })
+            }
+        }
+        fs::set_permissions(d, fs::Permissions::from_mode(0o700)).map_err(|source| {
+            PinError::Io {
+                op: "chmod 0700",
+                path: d.to_owned(),
+                source,
+            }
+        })?;
+    }
+    Ok(dir)
+}
+
+/// Netns inode numbers of every sandbox directory under [`PIN_ROOT`], sorted.
+pub fn sandbox_inodes() -> Result<Vec<u64>, PinError> {
+    let entries = match fs::read_dir(PIN_ROOT) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(PinError::Io {
+                op: "readdir",
+                path: PIN_ROOT.into(),
+                source,
+            })
+        }
+    };
+    let mut inodes: Vec<u64> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| parse_sandbox_dir_name(&e.file_name().to_string_lossy()))
+        .collect();
+    inodes.sort_unstable();
+    Ok(inodes)
+}
+
+/// The netns inode a sandbox directory name stands for.
+pub fn parse_sandbox_dir_name(name: &str) -> Option<u64> {
+    name.strip_prefix(SANDBOX_DIR_PREFIX)?.parse().ok()
+}
+
+/// Pinned link files in a sandbox directory, as (interface name, path).
+pub fn link_pins(dir: &Path) -> Result<Vec<(String, PathBuf)>, PinError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(PinError::Io {
+                op: "readdir",
+                path: dir.to_owned(),
+                source,
+            })
+        }
+    };
+    let mut pins: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ifname = name.strip_prefix(LINK_PIN_PREFIX)?.to_owned();
+            Some((ifname, e.path()))
+        })
+        .collect();
+    pins.sort();
+    Ok(pins)
+}
+
+/// Removes a sandbox directory and every pin in it. Removing a link pin detaches the link
+/// once no process holds it; removing a map pin frees the map once nothing uses it.
+pub fn remove_sandbox_dir(dir: &Path) -> Result<(), PinError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(PinError::Io {
+                op: "readdir",
+                path: dir.to_owned(),
+                source,
+            })
+        }
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        fs::remove_file(&path).map_err(|source| PinError::Io {
+            op: "unlink",
+            path: path.clone(),
+            source,
+        })?;
+    }
+    fs::remove_dir(dir).map_err(|source| PinError::Io {
+        op: "rmdir",
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_names() {
+        let dir = sandbox_dir(4026532000);
+        assert_eq!(dir, PathBuf::from("/sys/fs/bpf/netshim/netns-4026532000"));
+        assert_eq!(
+            link_pin(&dir, "eth0"),
+            PathBuf::from("/sys/fs/bpf/netshim/netns-4026532000/link_eth0")
+        );
+        assert_eq!(parse_sandbox_dir_name("netns-42"), Some(42));
+        assert_eq!(parse_sandbox_dir_name("netns-x"), None);
+        assert_eq!(parse_sandbox_dir_name("peers"), None);
+    }
+}

@@ -1,0 +1,96 @@
+//! Whole-netns operations: attach, detach, status, stats.
+//!
+//! Each runs on a thread inside the sandbox netns ([`Netns::run`]). The first step is
+//! always the same survey: list the interfaces, classify them, and find the taps an earlier
+//! attach made.
+
+mod attach;
+mod detach;
+mod status;
+
+pub use attach::{attach, AttachOptions, AttachReport, EndpointReport, TapReport};
+pub use detach::{detach, DetachReport};
+pub use status::{stats, status, EndpointStatus, StatusReport};
+
+use crate::{
+    endpoint::{self, Classification, EndpointKind, SkipReason},
+    interfaces::{self, Interface},
+    netns::Netns,
+    tap_name, Error, Result,
+};
+
+/// An interface that is not an endpoint, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SkippedInterface {
+    pub name: String,
+    pub ifindex: u32,
+    pub reason: SkipReason,
+}
+
+/// What a netns holds, as netshim sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Survey {
+    /// Endpoints in kata's order (by ifindex); the position is the endpoint index.
+    pub endpoints: Vec<(Interface, EndpointKind)>,
+    pub skipped: Vec<SkippedInterface>,
+    /// `tap<N>_kata` devices present, with N.
+    pub taps: Vec<(u32, Interface)>,
+    pub all: Vec<Interface>,
+}
+
+impl Survey {
+    pub fn tap(&self, index: u32) -> Option<&Interface> {
+        self.taps.iter().find(|(i, _)| *i == index).map(|(_, t)| t)
+    }
+}
+
+/// Lists and classifies the netns's interfaces. `strict`: an interface kata would refuse is an
+/// error (attach); otherwise it is listed as skipped (detach, status).
+pub(crate) async fn survey(
+    handle: &rtnetlink::Handle,
+    netns: &Netns,
+    strict: bool,
+) -> Result<Survey> {
+    let all = interfaces::list(handle)
+        .await
+        .map_err(|source| Error::Netlink {
+            op: "RTM_GETLINK/RTM_GETADDR dump",
+            target: "all interfaces".into(),
+            netns: netns.to_string(),
+            source: Box::new(source),
+        })?;
+    let mut survey = Survey {
+        endpoints: Vec::new(),
+        skipped: Vec::new(),
+        taps: Vec::new(),
+        all: all.clone(),
+    };
+    for iface in all {
+        let class = match endpoint::classify(&iface) {
+            Ok(class) => class,
+            Err(source) if strict => {
+                return Err(Error::UnsupportedInterface {
+                    netns: netns.to_string(),
+                    source,
+                })
+            }
+            Err(_) => Classification::Skipped(SkipReason::Unsupported),
+        };
+        match class {
+            Classification::Endpoint(kind) => survey.endpoints.push((iface, kind)),
+            Classification::Skipped(reason) => {
+                if reason == SkipReason::NetshimTap {
+                    if let Some(index) = tap_name::parse(&iface.name) {
+                        survey.taps.push((index, iface.clone()));
+                    }
+                }
+                survey.skipped.push(SkippedInterface {
+                    name: iface.name,
+                    ifindex: iface.ifindex,
+                    reason,
+                });
+            }
+        }
+    }
+    Ok(survey)
+}

@@ -1,0 +1,168 @@
+//! `netshim status` and `netshim stats` for one netns.
+
+use super::{detach::mirred_pairs, survey, SkippedInterface};
+use crate::{
+    backend::{ebpf, mirred, TcBackend},
+    endpoint::EndpointKind,
+    interfaces::{IfAddr, Mac},
+    netns::Netns,
+    pins,
+    stats::{self, DirectionStats, EndpointStats, SandboxStats},
+    Error, Result,
+};
+
+/// One endpoint as it is now.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EndpointStatus {
+    pub index: u32,
+    pub name: String,
+    pub kind: EndpointKind,
+    pub ifindex: u32,
+    pub mac: Option<Mac>,
+    pub mtu: u32,
+    pub addresses: Vec<IfAddr>,
+    /// The endpoint's `tap<N>_kata`, if present.
+    pub tap: Option<String>,
+    pub tap_ifindex: Option<u32>,
+    pub tap_up: Option<bool>,
+    /// Both directions have a datapath hooked (a pinned TCX link on each device, or an
+    /// ingress qdisc on each for mirred).
+    pub connected: bool,
+}
+
+/// A netns as netshim sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StatusReport {
+    pub netns: String,
+    pub netns_inode: u64,
+    pub attached: bool,
+    pub backend: Option<TcBackend>,
+    /// `tcx`, `cls_bpf` or `mirred` when attached.
+    pub datapath: Option<String>,
+    pub pin_dir: Option<std::path::PathBuf>,
+    pub endpoints: Vec<EndpointStatus>,
+    pub skipped: Vec<SkippedInterface>,
+}
+
+/// Reports what is attached in `netns`. Changes nothing.
+pub fn status(netns: &Netns) -> Result<StatusReport> {
+    let netns = netns.clone();
+    netns.clone().run(move |handle| async move {
+        let survey = survey(&handle, &netns, false).await?;
+        let dir = pins::sandbox_dir(netns.inode);
+        let pinned = dir.exists();
+        let mode = if pinned {
+            ebpf::recorded_mode(&dir).ok()
+        } else {
+            None
+        };
+        let mut report = StatusReport {
+            netns: netns.arg.clone(),
+            netns_inode: netns.inode,
+            attached: pinned || !survey.taps.is_empty(),
+            backend: pinned.then_some(TcBackend::Ebpf),
+            datapath: mode.map(|m| m.as_str().to_owned()),
+            pin_dir: pinned.then(|| dir.clone()),
+            endpoints: Vec::new(),
+            skipped: survey.skipped.clone(),
+        };
+        for (index, (iface, kind)) in survey.endpoints.iter().enumerate() {
+            let tap = survey.tap(index as u32);
+            let connected = match tap {
+                None => false,
+                Some(tap) if pinned => match mode {
+                    Some(ebpf::AttachMode::ClsBpf) => true,
+                    _ => {
+                        pins::link_pin(&dir, &iface.name).exists()
+                            && pins::link_pin(&dir, &tap.name).exists()
+                    }
+                },
+                Some(tap) => {
+                    let mut both = true;
+                    for (name, ifindex) in [(&iface.name, iface.ifindex), (&tap.name, tap.ifindex)]
+                    {
+                        let dev = crate::backend::Dev {
+                            name: name.clone(),
+                            ifindex,
+                        };
+                        let q = mirred::ingress_qdisc(&handle, &dev)
+                            .await
+                            .map_err(|source| Error::Mirred {
+                                netns: netns.to_string(),
+                                source: Box::new(source),
+                            })?;
+                        both &= q == mirred::IngressQdisc::Ingress;
+                    }
+                    if both {
+                        report.backend = Some(TcBackend::Mirred);
+                        report.datapath = Some("mirred".into());
+                    }
+                    both
+                }
+            };
+            report.endpoints.push(EndpointStatus {
+                index: index as u32,
+                name: iface.name.clone(),
+                kind: *kind,
+                ifindex: iface.ifindex,
+                mac: iface.mac,
+                mtu: iface.mtu,
+                addresses: iface.addresses.clone(),
+                tap: tap.map(|t| t.name.clone()),
+                tap_ifindex: tap.map(|t| t.ifindex),
+                tap_up: tap.map(|t| t.up),
+                connected,
+            });
+        }
+        Ok(report)
+    })
+}
+
+/// Counters of one netns: from the pinned maps (eBPF; no need to enter the netns), or from
+/// the mirred actions' own statistics.
+pub fn stats(netns: &Netns) -> Result<Option<SandboxStats>> {
+    let dir = pins::sandbox_dir(netns.inode);
+    if dir.exists() {
+        let mut s = stats::read_pinned(&dir)?;
+        s.netns = netns.arg.clone();
+        return Ok(Some(s));
+    }
+    let netns = netns.clone();
+    netns.clone().run(move |handle| async move {
+        let survey = survey(&handle, &netns, false).await?;
+        let mut endpoints = Vec::new();
+        for (index, (pod, tap)) in mirred_pairs(&survey).into_iter().enumerate() {
+            let mirred_err = |source| Error::Mirred {
+                netns: netns.to_string(),
+                source: Box::new(source),
+            };
+            let to_vm = mirred::counters(&handle, &pod).await.map_err(mirred_err)?;
+            let from_vm = mirred::counters(&handle, &tap).await.map_err(mirred_err)?;
+            let (Some(to_vm), Some(from_vm)) = (to_vm, from_vm) else {
+                continue;
+            };
+            let convert = |c: mirred::MirredCounters| DirectionStats {
+                packets: c.packets,
+                bytes: c.bytes,
+                errors: c.drops,
+            };
+            endpoints.push(EndpointStats {
+                index: index as u32,
+                pod: pod.name,
+                tap: tap.name,
+                to_vm: convert(to_vm),
+                from_vm: convert(from_vm),
+            });
+        }
+        if endpoints.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(SandboxStats {
+            netns: netns.arg.clone(),
+            netns_inode: netns.inode,
+            backend: TcBackend::Mirred,
+            endpoints,
+            unmatched: DirectionStats::default(),
+        }))
+    })
+}

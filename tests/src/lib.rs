@@ -1,0 +1,18 @@
+//! Test support for netshim (not product code; may shell out to `ip`/`tc`).
+//!
+//! It plays the VMM's userspace tap backend for demos, integration tests and benchmarks:
+//! - [`netns_fixture`]: throw-away network namespaces ([`TestNetns`]), veth pairs, process
+//!   guards, and [`on_netns_thread`] to run code inside a netns.
+//! - [`relay`]: the two-thread frame relay between two tap queues (virtio-net headers and GSO
+//!   frames cross whole), used by the `vm-standin` binary.
+//! - [`tap_reader`]: read/inject single frames on a tap; an Ethernet/IPv4/UDP frame builder.
+
+pub mod netns_fixture;
+pub mod relay;
+pub mod tap_reader;
+
+pub use netns_fixture::{
+    is_root, on_netns_thread, try_on_netns_thread, veth_pair, ChildGuard, TestNetns,
+};
+pub use relay::{Relay, RelaySummary};
+pub use tap_reader::{TapQueue, UdpFrame};

@@ -1,0 +1,54 @@
+//! Developer and CI tasks for the netshim workspace: `cargo xtask <command>`.
+//!
+//! - `setup`: install what building and testing need (apt packages, nightly rust-src,
+//!   bpf-linker). Idempotent; every other command runs it first.
+//! - `lint`: rustfmt check and clippy (`-D warnings`) on the host crates.
+//! - `test`: lint, build, then `cargo test` over the host crates.
+//! - `demo`: client netns <-> sandbox netns (pod veth) <-> netshim <-> tap <-> vm-standin,
+//!   with ping and iperf3 through it, then stats and teardown.
+
+mod cmd;
+mod demo;
+mod setup;
+mod test;
+mod topology;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "netshim developer tasks",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install build/test prerequisites (apt packages, nightly rust-src, bpf-linker).
+    Setup(setup::SetupArgs),
+    /// rustfmt --check and clippy -D warnings on the host crates.
+    Lint,
+    /// Lint, build and run the test suite (needs root for the netns tests).
+    Test(test::TestArgs),
+    /// Build release binaries and run the end-to-end demo in private network namespaces.
+    Demo(demo::DemoArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup(args) => setup::run(&args).map(|_| ()),
+        Command::Lint => setup::run(&setup::SetupArgs::default()).and_then(|_| test::lint()),
+        Command::Test(args) => test::run(&args),
+        Command::Demo(args) => demo::run(&args),
+    };
+    if let Err(err) = result {
+        eprintln!("xtask: error: {err:#}");
+        std::process::exit(1);
+    }
+}
