@@ -119,8 +119,10 @@ pub const ATTACH_CLS_BPF: u32 = 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SandboxRecord {
-    /// Inode number of the network namespace (its identity while it lives).
+    /// Inode number of the network namespace.
     pub netns_inode: u64,
+    /// `SO_NETNS_COOKIE` of the network namespace (never reused; names the pin directory).
+    pub netns_cookie: u64,
     /// How the programs are attached: [`ATTACH_TCX`] or [`ATTACH_CLS_BPF`].
     pub attach_mode: u32,
     pub _pad: u32,
@@ -132,6 +134,7 @@ impl Default for SandboxRecord {
     fn default() -> Self {
         Self {
             netns_inode: 0,
+            netns_cookie: 0,
             attach_mode: ATTACH_TCX,
             _pad: 0,
             netns_path: [0; NETNS_PATH_MAX],

@@ -9,7 +9,10 @@ use std::{
     fmt,
     fs::File,
     future::Future,
-    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    os::{
+        fd::{AsRawFd, FromRawFd},
+        unix::fs::MetadataExt,
+    },
     path::{Path, PathBuf},
 };
 
@@ -48,6 +51,11 @@ pub enum NetnsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("getsockopt(SO_NETNS_COOKIE) in netns {path}: {source}")]
+    Cookie {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the thread working in netns {path} panicked")]
     Panicked { path: PathBuf },
 }
@@ -59,8 +67,12 @@ pub struct Netns {
     pub arg: String,
     /// The path that was opened.
     pub path: PathBuf,
-    /// The namespace's inode number: its identity while it lives.
+    /// The namespace's inode number (what `lsns` and `ls -iL /run/netns` show). The kernel
+    /// may give it to a new namespace once this one is gone.
     pub inode: u64,
+    /// The namespace's cookie (`SO_NETNS_COOKIE`): unique for the life of the system, never
+    /// reused, so bpffs state keyed by it cannot be mistaken for another namespace's.
+    pub cookie: u64,
 }
 
 impl fmt::Display for Netns {
@@ -113,10 +125,12 @@ impl Netns {
                 source,
             })?
             .ino();
+        let cookie = cookie_of(&file, &path)?;
         Ok(Self {
             arg: arg.to_owned(),
             path,
             inode,
+            cookie,
         })
     }
 
@@ -177,6 +191,65 @@ impl Netns {
             .join();
         joined.unwrap_or_else(|_| Err(NetnsError::Panicked { path }.into()))
     }
+}
+
+/// `SO_NETNS_COOKIE` (asm-generic; the same on x86 and arm).
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// Reads the cookie of the namespace `file` refers to, from a socket made inside it on a
+/// short-lived thread.
+fn cookie_of(file: &File, path: &Path) -> Result<u64, NetnsError> {
+    let file = file.try_clone().map_err(|source| NetnsError::Runtime {
+        path: path.to_owned(),
+        source,
+    })?;
+    let thread_path = path.to_owned();
+    std::thread::Builder::new()
+        .name("netshim-netns-cookie".into())
+        .spawn(move || -> Result<u64, NetnsError> {
+            setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter {
+                path: thread_path.clone(),
+                source,
+            })?;
+            let cookie_err = |source| NetnsError::Cookie {
+                path: thread_path.clone(),
+                source,
+            };
+            // SAFETY: plain socket(2); the fd is owned right away.
+            let fd =
+                unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+            if fd < 0 {
+                return Err(cookie_err(std::io::Error::last_os_error()));
+            }
+            // SAFETY: fd is a fresh, valid descriptor nobody else owns.
+            let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+            let mut cookie: u64 = 0;
+            let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+            // SAFETY: the out pointer and length describe `cookie`.
+            let rc = unsafe {
+                libc::getsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    SO_NETNS_COOKIE,
+                    (&mut cookie as *mut u64).cast(),
+                    &mut len,
+                )
+            };
+            if rc != 0 {
+                return Err(cookie_err(std::io::Error::last_os_error()));
+            }
+            Ok(cookie)
+        })
+        .map_err(|source| NetnsError::Runtime {
+            path: path.to_owned(),
+            source,
+        })?
+        .join()
+        .unwrap_or_else(|_| {
+            Err(NetnsError::Panicked {
+                path: path.to_owned(),
+            })
+        })
 }
 
 fn verify_netns(file: &File, path: &Path) -> Result<(), NetnsError> {
@@ -242,5 +315,8 @@ mod tests {
     fn own_netns_resolves() {
         let ns = Netns::resolve("/proc/self/ns/net").unwrap();
         assert!(ns.inode > 0);
+        assert!(ns.cookie > 0);
+        let again = Netns::resolve("/proc/thread-self/ns/net").unwrap();
+        assert_eq!(ns.cookie, again.cookie, "same netns, same cookie");
     }
 }

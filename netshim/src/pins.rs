@@ -2,13 +2,14 @@
 //!
 //! ```text
 //! /sys/fs/bpf/netshim/                 0700, created on first attach
-//!   netns-<inode>/                     0700, one per attached network namespace
+//!   netns-<cookie>/                    0700, one per attached network namespace
 //!     peers counters unmatched         maps of the datapath (see netshim-common::map_names)
 //!     endpoints sandbox                maps that describe the sandbox to later processes
 //!     link_<ifname>                    one TCX link per device ingress (kernel >= 6.6)
 //! ```
-//! The directory is named after the namespace's inode number, so `--netns NAME` and
-//! `--netns /proc/<pid>/ns/net` of the same namespace find the same pins.
+//! The directory is named after the namespace's cookie (`SO_NETNS_COOKIE`), so `--netns NAME`
+//! and `--netns /proc/<pid>/ns/net` of the same namespace find the same pins, and a new
+//! namespace can never inherit a dead one's pins (inode numbers are reused; cookies are not).
 
 use std::{
     fs, io,
@@ -25,7 +26,7 @@ use nix::{
 pub const BPFFS: &str = "/sys/fs/bpf";
 /// netshim's directory in bpffs.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/netshim";
-/// Prefix of a sandbox's directory name; the rest is the netns inode number.
+/// Prefix of a sandbox's directory name; the rest is the netns cookie.
 pub const SANDBOX_DIR_PREFIX: &str = "netns-";
 /// Prefix of a pinned TCX link; the rest is the interface name.
 pub const LINK_PIN_PREFIX: &str = "link_";
@@ -72,9 +73,9 @@ fn is_bpffs(path: &Path) -> Result<bool, PinError> {
     }
 }
 
-/// The pin directory of the sandbox whose netns has inode `netns_inode`.
-pub fn sandbox_dir(netns_inode: u64) -> PathBuf {
-    Path::new(PIN_ROOT).join(format!("{SANDBOX_DIR_PREFIX}{netns_inode}"))
+/// The pin directory of the sandbox whose netns has cookie `netns_cookie`.
+pub fn sandbox_dir(netns_cookie: u64) -> PathBuf {
+    Path::new(PIN_ROOT).join(format!("{SANDBOX_DIR_PREFIX}{netns_cookie}"))
 }
 
 /// The pin of the TCX link on `ifname`'s ingress.
@@ -83,9 +84,9 @@ pub fn link_pin(dir: &Path, ifname: &str) -> PathBuf {
 }
 
 /// Creates the sandbox's pin directory (and netshim's root), both 0700.
-pub fn create_sandbox_dir(netns_inode: u64) -> Result<PathBuf, PinError> {
+pub fn create_sandbox_dir(netns_cookie: u64) -> Result<PathBuf, PinError> {
     ensure_bpffs()?;
-    let dir = sandbox_dir(netns_inode);
+    let dir = sandbox_dir(netns_cookie);
     for d in [Path::new(PIN_ROOT), dir.as_path()] {
         match fs::DirBuilder::new().mode(0o700).create(d) {
             Ok(()) => {}
@@ -109,8 +110,8 @@ pub fn create_sandbox_dir(netns_inode: u64) -> Result<PathBuf, PinError> {
     Ok(dir)
 }
 
-/// Netns inode numbers of every sandbox directory under [`PIN_ROOT`], sorted.
-pub fn sandbox_inodes() -> Result<Vec<u64>, PinError> {
+/// Netns cookies of every sandbox directory under [`PIN_ROOT`], sorted.
+pub fn sandbox_cookies() -> Result<Vec<u64>, PinError> {
     let entries = match fs::read_dir(PIN_ROOT) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -122,15 +123,15 @@ pub fn sandbox_inodes() -> Result<Vec<u64>, PinError> {
             })
         }
     };
-    let mut inodes: Vec<u64> = entries
+    let mut cookies: Vec<u64> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| parse_sandbox_dir_name(&e.file_name().to_string_lossy()))
         .collect();
-    inodes.sort_unstable();
-    Ok(inodes)
+    cookies.sort_unstable();
+    Ok(cookies)
 }
 
-/// The netns inode a sandbox directory name stands for.
+/// The netns cookie a sandbox directory name stands for.
 pub fn parse_sandbox_dir_name(name: &str) -> Option<u64> {
     name.strip_prefix(SANDBOX_DIR_PREFIX)?.parse().ok()
 }

@@ -44,6 +44,7 @@ pub struct EndpointStats {
 pub struct SandboxStats {
     pub netns: String,
     pub netns_inode: u64,
+    pub netns_cookie: u64,
     pub backend: crate::backend::TcBackend,
     pub endpoints: Vec<EndpointStats>,
     /// Packets that reached the classifier on a device without a peer entry (passed on).
@@ -115,6 +116,7 @@ pub fn read_pinned(dir: &Path) -> Result<SandboxStats, StatsError> {
     let mut out = SandboxStats {
         netns: String::from_utf8_lossy(from_fixed(&record.netns_path)).into_owned(),
         netns_inode: record.netns_inode,
+        netns_cookie: record.netns_cookie,
         backend: crate::backend::TcBackend::Ebpf,
         endpoints: Vec::new(),
         unmatched: sum_slot(&unmatched, 0)
@@ -145,8 +147,8 @@ pub fn read_pinned(dir: &Path) -> Result<SandboxStats, StatsError> {
 /// Reads every pinned sandbox. Directories that cannot be read are returned as errors next
 /// to the others rather than hiding them.
 pub fn read_all_pinned() -> Result<Vec<Result<SandboxStats, StatsError>>, pins::PinError> {
-    Ok(pins::sandbox_inodes()?
+    Ok(pins::sandbox_cookies()?
         .into_iter()
-        .map(|inode| read_pinned(&pins::sandbox_dir(inode)))
+        .map(|cookie| read_pinned(&pins::sandbox_dir(cookie)))
         .collect())
 }

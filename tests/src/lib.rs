@@ -8,6 +8,7 @@
 //! - [`tap_reader`]: read/inject single frames on a tap; an Ethernet/IPv4/UDP frame builder.
 
 pub mod netns_fixture;
+pub mod netshim_cli;
 pub mod relay;
 pub mod tap_reader;
 

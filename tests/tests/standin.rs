@@ -127,17 +127,14 @@ fn iperf3_gbps(t: &Topology, port: u16, secs: u32, reverse: bool) -> (f64, serde
         &port.to_string(),
     ]);
     // Wait for the server to listen (a refused connect leaves no state behind).
+    let (p, s) = (port.to_string(), secs.to_string());
+    let mut args = vec!["iperf3", "-c", &t.guest_ip, "-p", &p, "-t", &s, "-J"];
+    if reverse {
+        args.push("-R");
+    }
     let mut last = None;
     for _ in 0..50 {
         std::thread::sleep(Duration::from_millis(100));
-        let mut args = vec!["iperf3", "-c", t.guest_ip.as_str(), "-p"];
-        let p = port.to_string();
-        args.push(&p);
-        let s = secs.to_string();
-        args.extend(["-t", &s, "-J"]);
-        if reverse {
-            args.push("-R");
-        }
         let out = t.client.exec(&args);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         if out.status.success() {
@@ -146,12 +143,11 @@ fn iperf3_gbps(t: &Topology, port: u16, secs: u32, reverse: bool) -> (f64, serde
                 .expect("iperf3 sum_received");
             return (bps / 1e9, v);
         }
-        last = Some(v["error"].clone());
-        if !v["error"]
+        let refused = v["error"]
             .as_str()
-            .unwrap_or("")
-            .contains("Connection refused")
-        {
+            .is_some_and(|e| e.contains("Connection refused"));
+        last = Some(v["error"].clone());
+        if !refused {
             break;
         }
     }

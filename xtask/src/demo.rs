@@ -150,11 +150,12 @@ fn build() -> Result<(PathBuf, PathBuf)> {
     Ok((netshim, standin))
 }
 
-/// What netshim's exit codes mean (0 ok, 1 operation failed, 2 invalid input).
+/// What netshim's exit codes mean (0 ok, 1 operation failed, 2 invalid input, 3 conflict).
 fn netshim_failure(code: Option<i32>) -> &'static str {
     match code {
         Some(1) => "operation failed",
         Some(2) => "invalid input",
+        Some(3) => "conflict: the netns is already attached",
         Some(_) => "unexpected exit code",
         None => "killed by a signal",
     }

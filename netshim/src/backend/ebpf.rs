@@ -178,6 +178,7 @@ impl EbpfDatapath {
     pub fn record_sandbox(&mut self, netns: &Netns) -> Result<(), EbpfError> {
         let record = SandboxRecord {
             netns_inode: netns.inode,
+            netns_cookie: netns.cookie,
             attach_mode: self.mode.to_record(),
             netns_path: to_fixed(netns.path.as_os_str().as_encoded_bytes()),
             ..SandboxRecord::default()

@@ -6,7 +6,11 @@
 //! `TC_ACT_STOLEN`. This is exactly what kata's Go and Rust runtimes and the tc-redirect-tap
 //! CNI plugin install; rtnetlink's [`TrafficFilterNewRequest::redirect`] builds that same
 //! filter (selector flags `TERMINAL`, `nkeys` 1, key val 0 mask 0 off 0, mirred
-//! `TCA_EGRESS_REDIR`, `TC_ACT_STOLEN`), so it is used for the add.
+//! `TCA_EGRESS_REDIR`, `TC_ACT_STOLEN`), so it is used for the add. Two traps in that
+//! builder: `priority()` overwrites all of `tcm_info`, so it must come before `protocol()`; and
+//! `protocol()` takes the wire value, `htons(ETH_P_ALL)`: `protocol(0x0003)` (as in rtnetlink's
+//! own test) installs a filter for protocol 0x0300 that matches nothing (`tc` shows
+//! `protocol [768]`).
 //!
 //! Differences from kata, all in the direction of idempotency:
 //! - Our filter goes at a fixed preference ([`FILTER_PRIO`], 1) instead of the kernel's
@@ -1317,8 +1321,21 @@ mod tests {
             sh(
                 "tc",
                 &[
-                    "-n", &s, "filter", "add", "dev", "d5", "parent", "ffff:", "pref", "1",
-                    "protocol", "all", "matchall", "action", "drop",
+                    "-n",
+                    &s,
+                    "filter",
+                    "add",
+                    "dev",
+                    "d5",
+                    "parent",
+                    "ffff:",
+                    "pref",
+                    "1",
+                    "protocol",
+                    "all",
+                    "bpf",
+                    "bytecode",
+                    "1,6 0 0 0,",
                 ],
             );
 
@@ -1363,10 +1380,10 @@ mod tests {
                     disconnect(h, &d[3], &d[4]).await.expect("disconnect leaves clsact alone");
                     assert_eq!(ingress_qdisc(h, &d[3]).await.unwrap(), IngressQdisc::Clsact);
 
-                    // (4) someone else's filter at our preference.
+                    // (4) someone else's (classic-BPF cls_bpf) filter at our preference.
                     let e = connect(h, &d[5], &d[4]).await.unwrap_err();
                     assert!(
-                        matches!(e, MirredError::PrioTaken { ref kind, prio: 1, .. } if kind == "matchall"),
+                        matches!(e, MirredError::PrioTaken { ref kind, prio: 1, .. } if kind == "bpf"),
                         "{e}"
                     );
                     println!("prio taken: {e}");

@@ -25,8 +25,8 @@ pub fn attach(r: &AttachReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "attached netns {} (inode {}) model {} datapath {}",
-        r.netns, r.netns_inode, r.model, r.datapath
+        "attached netns {} (inode {}, cookie {}) model {} datapath {}",
+        r.netns, r.netns_inode, r.netns_cookie, r.model, r.datapath
     );
     let _ = writeln!(
         s,
@@ -80,9 +80,10 @@ pub fn status(r: &StatusReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "netns {} (inode {}): {}{}",
+        "netns {} (inode {}, cookie {}): {}{}",
         r.netns,
         r.netns_inode,
+        r.netns_cookie,
         if r.attached {
             "attached"
         } else {

@@ -59,6 +59,7 @@ pub struct AttachReport {
     pub netns: String,
     pub netns_path: PathBuf,
     pub netns_inode: u64,
+    pub netns_cookie: u64,
     pub model: String,
     pub backend: Option<TcBackend>,
     /// `tcx`, `cls_bpf`, `mirred`, or `none`.
@@ -134,7 +135,7 @@ fn check_attachable(netns: &Netns, options: &AttachOptions, survey: &Survey) -> 
             });
         }
     }
-    let pin_dir = pins::sandbox_dir(netns.inode);
+    let pin_dir = pins::sandbox_dir(netns.cookie);
     if !survey.taps.is_empty() || pin_dir.exists() {
         let mut found: Vec<String> = survey.taps.iter().map(|(_, t)| t.name.clone()).collect();
         if pin_dir.exists() {
@@ -188,7 +189,7 @@ async fn connect_all(
         InternetworkingModel::None => (None, "none".to_owned()),
         _ => match options.backend {
             TcBackend::Ebpf => {
-                let dir = pins::create_sandbox_dir(netns.inode)?;
+                let dir = pins::create_sandbox_dir(netns.cookie)?;
                 undo.pin_dir = Some((
                     dir.clone(),
                     survey.all.iter().map(|i| i.name.clone()).collect(),
@@ -224,6 +225,7 @@ async fn connect_all(
         netns: netns.arg.clone(),
         netns_path: netns.path.clone(),
         netns_inode: netns.inode,
+        netns_cookie: netns.cookie,
         model: options.model.to_string(),
         backend,
         datapath,

@@ -40,7 +40,7 @@ pub fn detach(netns: &Netns) -> Result<DetachReport> {
             ..DetachReport::default()
         };
 
-        let dir = pins::sandbox_dir(netns.inode);
+        let dir = pins::sandbox_dir(netns.cookie);
         if dir.exists() {
             let names: Vec<String> = survey.all.iter().map(|i| i.name.clone()).collect();
             ebpf::detach_sandbox(&dir, &names).map_err(|source| Error::Ebpf {

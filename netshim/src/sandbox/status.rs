@@ -35,6 +35,7 @@ pub struct EndpointStatus {
 pub struct StatusReport {
     pub netns: String,
     pub netns_inode: u64,
+    pub netns_cookie: u64,
     pub attached: bool,
     pub backend: Option<TcBackend>,
     /// `tcx`, `cls_bpf` or `mirred` when attached.
@@ -49,7 +50,7 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
     let netns = netns.clone();
     netns.clone().run(move |handle| async move {
         let survey = survey(&handle, &netns, false).await?;
-        let dir = pins::sandbox_dir(netns.inode);
+        let dir = pins::sandbox_dir(netns.cookie);
         let pinned = dir.exists();
         let mode = if pinned {
             ebpf::recorded_mode(&dir).ok()
@@ -59,6 +60,7 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
         let mut report = StatusReport {
             netns: netns.arg.clone(),
             netns_inode: netns.inode,
+            netns_cookie: netns.cookie,
             attached: pinned || !survey.taps.is_empty(),
             backend: pinned.then_some(TcBackend::Ebpf),
             datapath: mode.map(|m| m.as_str().to_owned()),
@@ -121,7 +123,7 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
 /// Counters of one netns: from the pinned maps (eBPF; no need to enter the netns), or from
 /// the mirred actions' own statistics.
 pub fn stats(netns: &Netns) -> Result<Option<SandboxStats>> {
-    let dir = pins::sandbox_dir(netns.inode);
+    let dir = pins::sandbox_dir(netns.cookie);
     if dir.exists() {
         let mut s = stats::read_pinned(&dir)?;
         s.netns = netns.arg.clone();
@@ -160,6 +162,7 @@ pub fn stats(netns: &Netns) -> Result<Option<SandboxStats>> {
         Ok(Some(SandboxStats {
             netns: netns.arg.clone(),
             netns_inode: netns.inode,
+            netns_cookie: netns.cookie,
             backend: TcBackend::Mirred,
             endpoints,
             unmatched: DirectionStats::default(),

@@ -72,8 +72,8 @@ struct Args {
     /// Default gateway of the guest; repeatable (one IPv4, one IPv6).
     #[arg(long = "guest-gw")]
     guest_gws: Vec<String>,
-    /// Do not enable TUNSETOFFLOAD on the taps (GSO frames then get segmented in the kernel
-    /// before reaching the relay; for comparisons).
+    /// Clear the offloads (TUNSETOFFLOAD 0) instead of enabling CSUM|TSO4|TSO6|TSO_ECN: GSO
+    /// frames then get segmented in software before reaching the relay (for comparisons).
     #[arg(long)]
     no_offloads: bool,
     /// Keep running on stdin EOF (stop only on SIGINT/SIGTERM).
@@ -103,7 +103,8 @@ fn run(args: &Args) -> Result<i32> {
     install_signal_handlers()?;
     let mac = parse_mac(&args.guest_mac)
         .with_context(|| format!("invalid --guest-mac {:?}", args.guest_mac))?;
-    let offloads = (!args.no_offloads).then_some(VMM_OFFLOADS);
+    // Offloads stick to a persistent tap across fds, so "none" is set explicitly (0).
+    let offloads = Some(if args.no_offloads { 0 } else { VMM_OFFLOADS });
 
     let sandbox_fd = try_on_netns_thread(&args.sandbox_netns, || {
         open_sandbox_queue(&args.tap, args.multi_queue, offloads)

@@ -1,0 +1,114 @@
+//! Running the real `netshim` binary from tests, and the pod topology tests attach to.
+
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::{Command, Output},
+    sync::OnceLock,
+};
+
+use crate::{tap_reader::parse_mac, veth_pair, TestNetns};
+
+/// Path of the `netshim` binary of this workspace, built once per test process (so a test
+/// never runs a stale binary).
+pub fn netshim_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let workspace = manifest.parent().expect("workspace root").to_owned();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&workspace)
+            .args(["build", "--quiet", "-p", "netshim", "--bin", "netshim"])
+            .status()
+            .expect("run cargo build -p netshim");
+        assert!(status.success(), "cargo build -p netshim failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace.join("target"));
+        target.join("debug").join("netshim")
+    })
+    .clone()
+}
+
+/// Runs `netshim args…` to completion.
+pub fn netshim(args: &[&str]) -> Output {
+    Command::new(netshim_bin())
+        .args(args)
+        .output()
+        .expect("run netshim")
+}
+
+/// Runs `netshim args…`, panics unless it exits 0, returns stdout.
+pub fn netshim_ok(args: &[&str]) -> String {
+    let out = netshim(args);
+    assert!(
+        out.status.success(),
+        "netshim {args:?} exited {}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `netshim args… --json` successfully and parses its output.
+pub fn netshim_json(args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = netshim_ok(&all);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("netshim {all:?}: bad JSON {e}: {out}"))
+}
+
+/// A CNI-style pod: client netns `c0` (10.123.0.1/24) ⟷ veth ⟷ sandbox netns `eth0`
+/// (10.123.0.2/24). Each pod has namespaces of its own, so the addresses never meet. IPv6 is disabled on the client so that the only frames crossing
+/// are the ones a test sends.
+pub struct Pod {
+    pub client: TestNetns,
+    pub sandbox: TestNetns,
+    pub client_ip: Ipv4Addr,
+    pub pod_ip: Ipv4Addr,
+    pub client_mac: [u8; 6],
+    pub pod_mac: [u8; 6],
+}
+
+impl Pod {
+    pub fn new(tag: &str) -> Pod {
+        let client = TestNetns::new(&format!("nsh-{tag}-c"));
+        let sandbox = TestNetns::new(&format!("nsh-{tag}-s"));
+        let client_ip = Ipv4Addr::new(10, 123, 0, 1);
+        let pod_ip = Ipv4Addr::new(10, 123, 0, 2);
+        for ns in [&client, &sandbox] {
+            ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+            ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+        }
+        veth_pair(&client, "c0", &sandbox, "eth0");
+        client.ip(&["addr", "add", &format!("{client_ip}/24"), "dev", "c0"]);
+        sandbox.ip(&["addr", "add", &format!("{pod_ip}/24"), "dev", "eth0"]);
+        let client_mac = parse_mac(&client.link_mac("c0")).expect("c0 mac");
+        let pod_mac = parse_mac(&sandbox.link_mac("eth0")).expect("eth0 mac");
+        Pod {
+            client,
+            sandbox,
+            client_ip,
+            pod_ip,
+            client_mac,
+            pod_mac,
+        }
+    }
+
+    /// The sandbox netns as `--netns` takes it.
+    pub fn netns(&self) -> &str {
+        self.sandbox.name()
+    }
+}
+
+/// The bpffs directory netshim uses for `ns`: `/sys/fs/bpf/netshim/netns-<cookie>`, with the
+/// cookie as `netshim status` reports it.
+pub fn pin_dir(ns: &TestNetns) -> PathBuf {
+    let status = netshim_json(&["status", "--netns", ns.name()]);
+    let cookie = status["netns_cookie"]
+        .as_u64()
+        .expect("netns_cookie in status");
+    PathBuf::from(format!("/sys/fs/bpf/netshim/netns-{cookie}"))
+}

@@ -1,0 +1,154 @@
+//! Every bad input gets its error and exit code, and leaves nothing behind.
+
+use std::{path::PathBuf, process::Output};
+
+use netshim_tests::{
+    is_root,
+    netshim_cli::{netshim, netshim_json, Pod},
+    TestNetns,
+};
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_fails(out: &Output, code: i32, needle: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {} stderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(out)
+    );
+    assert!(
+        stderr(out).contains(needle),
+        "{needle:?} not in: {}",
+        stderr(out)
+    );
+    assert!(out.stdout.is_empty(), "a failed command prints no report");
+}
+
+fn pin_dir(ns: &TestNetns) -> PathBuf {
+    netshim_tests::netshim_cli::pin_dir(ns)
+}
+
+/// Links of a netns, by name, for "nothing was created" checks.
+fn link_names(ns: &TestNetns) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "link", "show"])).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn missing_netns_name() {
+    let out = netshim(&["attach", "--netns", "netshim-test-no-such-netns"]);
+    assert_fails(
+        &out,
+        2,
+        "network namespace netshim-test-no-such-netns not found",
+    );
+    for cmd in ["detach", "status"] {
+        let out = netshim(&[cmd, "--netns", "netshim-test-no-such-netns"]);
+        assert_fails(&out, 2, "not found");
+    }
+}
+
+#[test]
+fn paths_that_are_not_network_namespaces() {
+    assert_fails(
+        &netshim(&["attach", "--netns", "/proc/self/ns/uts"]),
+        2,
+        "is not a network namespace",
+    );
+    assert_fails(
+        &netshim(&["attach", "--netns", "/proc/self/status"]),
+        2,
+        "is not a network namespace",
+    );
+    assert_fails(&netshim(&["attach", "--netns", ""]), 2, "empty");
+}
+
+#[test]
+fn unknown_model_uses_katas_text_and_touches_nothing() {
+    if !is_root() {
+        eprintln!("skipping: needs root (network namespaces)");
+        return;
+    }
+    let pod = Pod::new("bm");
+    let before = link_names(&pod.sandbox);
+    let out = netshim(&["attach", "--netns", pod.netns(), "--model", "bogus"]);
+    assert_fails(&out, 2, "Unknown type bogus");
+    for valid in ["default", "macvtap", "tcfilter", "none"] {
+        assert!(stderr(&out).contains(valid), "lists {valid}");
+    }
+    assert_fails(
+        &netshim(&["attach", "--netns", pod.netns(), "--tc-backend", "xdp"]),
+        2,
+        "unknown tc backend xdp",
+    );
+    assert_fails(
+        &netshim(&["attach", "--netns", pod.netns(), "--queues", "0"]),
+        2,
+        "--queues",
+    );
+    assert_eq!(link_names(&pod.sandbox), before);
+    assert!(!pin_dir(&pod.sandbox).exists());
+}
+
+#[test]
+fn netns_without_a_usable_interface() {
+    if !is_root() {
+        eprintln!("skipping: needs root (network namespaces)");
+        return;
+    }
+    let ns = TestNetns::new("nsh-empty");
+    let out = netshim(&["attach", "--netns", ns.name()]);
+    assert_fails(&out, 2, "no usable interface");
+    // A veth without an address is skipped, as kata does: still nothing to attach to.
+    let peer = TestNetns::new("nsh-empty-peer");
+    netshim_tests::veth_pair(&peer, "p0", &ns, "eth0");
+    let before = link_names(&ns);
+    let out = netshim(&["attach", "--netns", ns.name()]);
+    assert_fails(&out, 2, "eth0 (no address)");
+    assert_eq!(link_names(&ns), before, "no tap created");
+    assert!(!pin_dir(&ns).exists(), "no pins created");
+}
+
+#[test]
+fn unsupported_interface_kind_uses_katas_text_and_touches_nothing() {
+    if !is_root() {
+        eprintln!("skipping: needs root (network namespaces)");
+        return;
+    }
+    let pod = Pod::new("un");
+    pod.sandbox.ip(&["link", "add", "br0", "type", "bridge"]);
+    pod.sandbox
+        .ip(&["addr", "add", "10.124.0.2/24", "dev", "br0"]);
+    let before = link_names(&pod.sandbox);
+    let out = netshim(&["attach", "--netns", pod.netns()]);
+    assert_fails(&out, 2, "Unsupported network interface: bridge");
+    assert!(stderr(&out).contains(pod.netns()), "names the netns");
+    assert_eq!(link_names(&pod.sandbox), before);
+    assert!(!pin_dir(&pod.sandbox).exists());
+}
+
+#[test]
+fn attaching_twice_is_a_conflict_that_changes_nothing() {
+    if !is_root() {
+        eprintln!("skipping: needs root (network namespaces)");
+        return;
+    }
+    let pod = Pod::new("tw");
+    netshim_json(&["attach", "--netns", pod.netns()]);
+    let links = link_names(&pod.sandbox);
+    let out = netshim(&["attach", "--netns", pod.netns(), "--tc-backend", "mirred"]);
+    assert_fails(&out, 3, "already attached");
+    assert_eq!(link_names(&pod.sandbox), links);
+    let status = netshim_json(&["status", "--netns", pod.netns()]);
+    assert_eq!(status["datapath"], "tcx", "the first attach is intact");
+    assert_eq!(status["endpoints"][0]["connected"], true);
+    netshim_json(&["detach", "--netns", pod.netns()]);
+}

@@ -1,0 +1,147 @@
+//! Traffic crosses an attached endpoint both ways, after the attaching process has exited,
+//! and the counters `netshim stats` reads from another process equal the frames seen.
+
+use std::{net::UdpSocket, time::Duration};
+
+use netshim_tests::{
+    is_root,
+    netshim_cli::{netshim_json, Pod},
+    tap_reader::{format_mac, udp_frame},
+    TapQueue, UdpFrame,
+};
+
+const TO_VM: usize = 40;
+const FROM_VM: usize = 25;
+const ETH_HLEN: u64 = 14;
+
+fn forwards_both_ways_and_counts(backend: &str) {
+    if !is_root() {
+        eprintln!("skipping: needs root (network namespaces)");
+        return;
+    }
+    let pod = Pod::new(&format!("dp{}", &backend[..1]));
+    let report = netshim_json(&["attach", "--netns", pod.netns(), "--tc-backend", backend]);
+    // `netshim attach` has exited: from here on only what it left in the kernel works.
+    let ep = &report["endpoints"][0];
+    assert_eq!(ep["name"], "eth0");
+    assert_eq!(ep["kind"], "veth");
+    assert_eq!(ep["tap"]["name"], "tap0_kata");
+    assert_eq!(ep["mac"], format_mac(&pod.pod_mac), "guest MAC = veth MAC");
+    assert_eq!(report["backend"], backend);
+
+    let tap = TapQueue::open_in(pod.sandbox.path(), "tap0_kata", false, None).expect("open tap");
+    // A permanent neighbour entry: the client sends no ARP, so every frame is the test's.
+    pod.client.ip(&[
+        "neigh",
+        "replace",
+        &pod.pod_ip.to_string(),
+        "lladdr",
+        &format_mac(&pod.pod_mac),
+        "dev",
+        "c0",
+        "nud",
+        "permanent",
+    ]);
+
+    // Client → VM: datagrams sent in the client netns arrive on the tap fd.
+    let sender = pod
+        .client
+        .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind client socket"));
+    for i in 0..TO_VM {
+        sender
+            .send_to(format!("to-vm {i}").as_bytes(), (pod.pod_ip, 9999))
+            .expect("send");
+    }
+    let mut frames = Vec::new();
+    while let Some(f) = tap.read_frame(Duration::from_millis(800)) {
+        frames.push(f);
+    }
+    let udp: Vec<UdpFrame> = frames.iter().filter_map(|f| UdpFrame::parse(f)).collect();
+    assert_eq!(frames.len(), TO_VM, "frames on the tap: {udp:?}");
+    for (i, u) in udp.iter().enumerate() {
+        assert_eq!(u.dst_port, 9999);
+        assert_eq!(u.payload, format!("to-vm {i}").as_bytes());
+        assert_eq!(u.dst_mac, pod.pod_mac);
+    }
+    let to_vm_bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
+
+    // VM → client: frames written to the tap fd leave the veth and reach a client socket.
+    let receiver = pod
+        .client
+        .run(|| UdpSocket::bind((pod.client_ip, 9998)).expect("bind receiver"));
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut from_vm_bytes = 0u64;
+    for i in 0..FROM_VM {
+        let frame = udp_frame(
+            pod.pod_mac,
+            pod.client_mac,
+            pod.pod_ip,
+            pod.client_ip,
+            5555,
+            9998,
+            format!("from-vm {i}").as_bytes(),
+        );
+        from_vm_bytes += frame.len() as u64;
+        tap.write_frame(&frame).expect("write frame to tap");
+    }
+    let mut buf = [0u8; 2048];
+    for i in 0..FROM_VM {
+        let (n, from) = receiver
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("datagram {i} of {FROM_VM} from the VM: {e}"));
+        assert_eq!(&buf[..n], format!("from-vm {i}").as_bytes());
+        assert_eq!(from.ip(), pod.pod_ip);
+    }
+
+    // Counters, read by a fresh process.
+    let stats = netshim_json(&["stats", "--netns", pod.netns()]);
+    let ep = &stats[0]["endpoints"][0];
+    assert_eq!(stats[0]["backend"], backend);
+    assert_eq!(ep["pod"], "eth0");
+    assert_eq!(ep["tap"], "tap0_kata");
+    assert_eq!(ep["to_vm"]["packets"], TO_VM as u64, "{stats}");
+    assert_eq!(ep["from_vm"]["packets"], FROM_VM as u64, "{stats}");
+    assert_eq!(ep["to_vm"]["errors"], 0);
+    assert_eq!(ep["from_vm"]["errors"], 0);
+    // The classifier sees whole frames; mirred's action counts from the network header.
+    let l2 = |bytes: u64, packets: usize| match backend {
+        "mirred" => bytes - ETH_HLEN * packets as u64,
+        _ => bytes,
+    };
+    assert_eq!(ep["to_vm"]["bytes"], l2(to_vm_bytes, TO_VM), "{stats}");
+    assert_eq!(
+        ep["from_vm"]["bytes"],
+        l2(from_vm_bytes, FROM_VM),
+        "{stats}"
+    );
+    if backend == "ebpf" {
+        assert_eq!(stats[0]["unmatched"]["packets"], 0);
+        // Without --netns, stats lists every pinned sandbox; this one is among them.
+        let all = netshim_json(&["stats"]);
+        let inode = report["netns_inode"].clone();
+        let mine = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["netns_inode"] == inode)
+            .unwrap_or_else(|| panic!("sandbox {inode} missing from {all}"));
+        assert_eq!(mine["endpoints"][0]["to_vm"]["packets"], TO_VM as u64);
+    }
+
+    drop(tap);
+    let detached = netshim_json(&["detach", "--netns", pod.netns()]);
+    assert_eq!(detached["removed_taps"][0], "tap0_kata");
+    assert!(!pod.sandbox.link_exists("tap0_kata"));
+}
+
+#[test]
+fn ebpf_forwards_both_ways_after_netshim_exits_and_counts_every_frame() {
+    forwards_both_ways_and_counts("ebpf");
+}
+
+#[test]
+fn mirred_forwards_both_ways_and_counts_every_frame() {
+    forwards_both_ways_and_counts("mirred");
+}

@@ -1,0 +1,158 @@
+//! attach then detach leaves the netns exactly as it was: links, addresses, qdiscs,
+//! filters, bpffs pins — and the pod interface answers again (no redirect left behind).
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use netshim_tests::{
+    is_root,
+    netshim_cli::{netshim_json, Pod},
+    TestNetns,
+};
+use serde_json::Value;
+
+/// Everything attach could change, as the kernel reports it.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    links: Vec<Value>,
+    addresses: Vec<Value>,
+    qdiscs: Vec<Value>,
+    filters: BTreeMap<String, Value>,
+    pin_dir_exists: bool,
+}
+
+fn json(out: String) -> Vec<Value> {
+    if out.trim().is_empty() {
+        return Vec::new();
+    }
+    serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn pick(v: &Value, keys: &[&str]) -> Value {
+    let mut m = serde_json::Map::new();
+    for k in keys {
+        if let Some(x) = v.get(*k) {
+            m.insert((*k).to_owned(), x.clone());
+        }
+    }
+    Value::Object(m)
+}
+
+fn pin_dir(ns: &TestNetns) -> PathBuf {
+    netshim_tests::netshim_cli::pin_dir(ns)
+}
+
+fn snapshot(ns: &TestNetns) -> Snapshot {
+    let links: Vec<Value> = json(ns.ip(&["-j", "-d", "link", "show"]))
+        .iter()
+        .map(|l| {
+            let mut v = pick(
+                l,
+                &["ifindex", "ifname", "flags", "mtu", "address", "qdisc"],
+            );
+            v["kind"] = l["linkinfo"]["info_kind"].clone();
+            v
+        })
+        .collect();
+    let addresses = json(ns.ip(&["-j", "addr", "show"]))
+        .iter()
+        .map(|a| pick(a, &["ifname", "addr_info"]))
+        .collect();
+    let qdiscs = json(ns.tc(&["-j", "qdisc", "show"]))
+        .iter()
+        .map(|q| pick(q, &["dev", "kind", "handle", "parent"]))
+        .collect();
+    let mut filters = BTreeMap::new();
+    for l in &links {
+        let dev = l["ifname"].as_str().unwrap().to_owned();
+        for hook in ["ingress", "egress"] {
+            let out = ns.tc(&["-j", "filter", "show", "dev", &dev, hook]);
+            filters.insert(format!("{dev}/{hook}"), Value::Array(json(out)));
+        }
+    }
+    Snapshot {
+        links,
+        addresses,
+        qdiscs,
+        filters,
+        pin_dir_exists: pin_dir(ns).exists(),
+    }
+}
+
+fn pings(pod: &Pod) -> bool {
+    pod.client
+        .exec(&["ping", "-c", "1", "-W", "1", &pod.pod_ip.to_string()])
+        .status
+        .success()
+}
+
+fn attach_detach_restores(backend: &str) {
+    if !is_root() {
+        eprintln!("skipping: needs root (network namespaces)");
+        return;
+    }
+    let pod = Pod::new(&format!("rs{}", &backend[..1]));
+    assert!(pings(&pod), "the pod answers before attach");
+    let before = snapshot(&pod.sandbox);
+
+    netshim_json(&["attach", "--netns", pod.netns(), "--tc-backend", backend]);
+    let attached = snapshot(&pod.sandbox);
+    assert_ne!(before, attached, "attach changed nothing?");
+    assert!(
+        !pings(&pod),
+        "attached: eth0's traffic goes to the tap, the sandbox stack must not answer"
+    );
+
+    let report = netshim_json(&["detach", "--netns", pod.netns()]);
+    assert_eq!(report["removed_taps"], serde_json::json!(["tap0_kata"]));
+    let after = snapshot(&pod.sandbox);
+    assert_eq!(before, after, "detach must restore the netns exactly");
+    assert!(!after.pin_dir_exists);
+    assert!(pings(&pod), "no redirect is left on eth0 after detach");
+
+    // Detaching again is a quiet success that removes nothing.
+    let again = netshim_json(&["detach", "--netns", pod.netns()]);
+    assert_eq!(again["removed_taps"], serde_json::json!([]));
+    assert_eq!(again["removed_pin_dir"], Value::Null);
+    assert_eq!(snapshot(&pod.sandbox), before);
+}
+
+#[test]
+fn ebpf_attach_then_detach_restores_the_netns() {
+    attach_detach_restores("ebpf");
+}
+
+#[test]
+fn mirred_attach_then_detach_restores_the_netns() {
+    attach_detach_restores("mirred");
+}
+
+#[test]
+fn status_reports_what_attach_made() {
+    if !is_root() {
+        eprintln!("skipping: needs root (network namespaces)");
+        return;
+    }
+    let pod = Pod::new("st");
+    let status = netshim_json(&["status", "--netns", pod.netns()]);
+    assert_eq!(status["attached"], false);
+    assert_eq!(status["endpoints"][0]["connected"], false);
+    netshim_json(&["attach", "--netns", pod.netns()]);
+    let status = netshim_json(&["status", "--netns", pod.netns()]);
+    assert_eq!(status["attached"], true);
+    assert_eq!(status["datapath"], "tcx");
+    let ep = &status["endpoints"][0];
+    assert_eq!(ep["name"], "eth0");
+    assert_eq!(ep["tap"], "tap0_kata");
+    assert_eq!(ep["connected"], true);
+    assert_eq!(ep["tap_up"], true);
+    // The pinned links are what keep the datapath; removing one shows as disconnected.
+    std::fs::remove_file(pin_dir(&pod.sandbox).join("link_eth0")).unwrap();
+    let status = netshim_json(&["status", "--netns", pod.netns()]);
+    assert_eq!(status["endpoints"][0]["connected"], false);
+    netshim_json(&["detach", "--netns", pod.netns()]);
+    assert!(!pin_dir(&pod.sandbox).exists());
+}
