@@ -83,6 +83,11 @@ pub const IFNAMSIZ: usize = 16;
 /// Room for a netns path in [`SandboxRecord`].
 pub const NETNS_PATH_MAX: usize = 256;
 
+/// [`EndpointRecord::flags`]: netshim added the clsact qdisc on the pod device.
+pub const ENDPOINT_POD_CLSACT: u32 = 1;
+/// [`EndpointRecord::flags`]: netshim added the clsact qdisc on the tap.
+pub const ENDPOINT_TAP_CLSACT: u32 = 2;
+
 /// Value of the `endpoints` map: which devices an endpoint index connects.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +96,9 @@ pub struct EndpointRecord {
     pub in_use: u32,
     pub pod_ifindex: u32,
     pub tap_ifindex: u32,
-    pub _pad: u32,
+    /// [`ENDPOINT_POD_CLSACT`] | [`ENDPOINT_TAP_CLSACT`]: clsact qdiscs netshim added (cls_bpf
+    /// mode) and must remove on detach.
+    pub flags: u32,
     /// NUL-padded interface names.
     pub pod_name: [u8; IFNAMSIZ],
     pub tap_name: [u8; IFNAMSIZ],
@@ -103,7 +110,7 @@ impl Default for EndpointRecord {
             in_use: 0,
             pod_ifindex: 0,
             tap_ifindex: 0,
-            _pad: 0,
+            flags: 0,
             pod_name: [0; IFNAMSIZ],
             tap_name: [0; IFNAMSIZ],
         }

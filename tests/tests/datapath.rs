@@ -14,13 +14,21 @@ const TO_VM: usize = 40;
 const FROM_VM: usize = 25;
 const ETH_HLEN: u64 = 14;
 
-fn forwards_both_ways_and_counts(backend: &str) {
+fn forwards_both_ways_and_counts(backend: &str, attach_mode: &str) {
     if !is_root() {
         eprintln!("skipping: needs root (network namespaces)");
         return;
     }
-    let pod = Pod::new(&format!("dp{}", &backend[..1]));
-    let report = netshim_json(&["attach", "--netns", pod.netns(), "--tc-backend", backend]);
+    let pod = Pod::new(&format!("dp{}{}", &backend[..1], &attach_mode[..1]));
+    let report = netshim_json(&[
+        "attach",
+        "--netns",
+        pod.netns(),
+        "--tc-backend",
+        backend,
+        "--ebpf-attach",
+        attach_mode,
+    ]);
     // `netshim attach` has exited: from here on only what it left in the kernel works.
     let ep = &report["endpoints"][0];
     assert_eq!(ep["name"], "eth0");
@@ -138,10 +146,16 @@ fn forwards_both_ways_and_counts(backend: &str) {
 
 #[test]
 fn ebpf_forwards_both_ways_after_netshim_exits_and_counts_every_frame() {
-    forwards_both_ways_and_counts("ebpf");
+    forwards_both_ways_and_counts("ebpf", "auto");
 }
 
 #[test]
 fn mirred_forwards_both_ways_and_counts_every_frame() {
-    forwards_both_ways_and_counts("mirred");
+    forwards_both_ways_and_counts("mirred", "auto");
+}
+
+#[test]
+fn ebpf_cls_bpf_fallback_forwards_both_ways_and_counts_every_frame() {
+    // The path kernels before 6.6 take (clsact + cls_bpf direct-action), forced here.
+    forwards_both_ways_and_counts("ebpf", "cls-bpf");
 }

@@ -89,16 +89,24 @@ fn pings(pod: &Pod) -> bool {
         .success()
 }
 
-fn attach_detach_restores(backend: &str) {
+fn attach_detach_restores(backend: &str, attach_mode: &str) {
     if !is_root() {
         eprintln!("skipping: needs root (network namespaces)");
         return;
     }
-    let pod = Pod::new(&format!("rs{}", &backend[..1]));
+    let pod = Pod::new(&format!("rs{}{}", &backend[..1], &attach_mode[..1]));
     assert!(pings(&pod), "the pod answers before attach");
     let before = snapshot(&pod.sandbox);
 
-    netshim_json(&["attach", "--netns", pod.netns(), "--tc-backend", backend]);
+    netshim_json(&[
+        "attach",
+        "--netns",
+        pod.netns(),
+        "--tc-backend",
+        backend,
+        "--ebpf-attach",
+        attach_mode,
+    ]);
     let attached = snapshot(&pod.sandbox);
     assert_ne!(before, attached, "attach changed nothing?");
     assert!(
@@ -122,12 +130,12 @@ fn attach_detach_restores(backend: &str) {
 
 #[test]
 fn ebpf_attach_then_detach_restores_the_netns() {
-    attach_detach_restores("ebpf");
+    attach_detach_restores("ebpf", "auto");
 }
 
 #[test]
 fn mirred_attach_then_detach_restores_the_netns() {
-    attach_detach_restores("mirred");
+    attach_detach_restores("mirred", "auto");
 }
 
 #[test]
@@ -155,4 +163,10 @@ fn status_reports_what_attach_made() {
     assert_eq!(status["endpoints"][0]["connected"], false);
     netshim_json(&["detach", "--netns", pod.netns()]);
     assert!(!pin_dir(&pod.sandbox).exists());
+}
+
+#[test]
+fn ebpf_cls_bpf_fallback_attach_then_detach_restores_the_netns() {
+    // clsact qdiscs netshim added go away again; the filters with them.
+    attach_detach_restores("ebpf", "cls-bpf");
 }

@@ -101,19 +101,21 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     cmd::step("netshim stats", || {
         netshim_cmd(&netshim, &["stats", "--netns", &topo.sandbox])
     })?;
-    cmd::step("netshim detach", || {
-        netshim_cmd(&netshim, &["detach", "--netns", &topo.sandbox])
-    })?;
-    topology::disarm(detach);
 
     cmd::step("stop vm-standin", || {
         let summary = standin.stop()?;
         match summary {
-            Some(json) => println!("vm-standin summary: {json}"),
+            Some(json) => println!("vm-standin relayed: {}", relay_digest(&json)),
             None => println!("vm-standin printed no JSON summary"),
         }
         Ok(())
     })?;
+
+    // Like kata: the VM goes first, then the network plumbing (detach removes the tap).
+    cmd::step("netshim detach", || {
+        netshim_cmd(&netshim, &["detach", "--netns", &topo.sandbox])
+    })?;
+    topology::disarm(detach);
 
     cmd::step("delete namespaces", || {
         drop(guard);
@@ -304,6 +306,22 @@ impl StandIn {
         ensure!(status.success(), "vm-standin exited with {status}");
         Ok(summary)
     }
+}
+
+/// `sandbox_to_guest N frames / B bytes, guest_to_sandbox ...` from the stand-in's summary.
+fn relay_digest(summary: &serde_json::Value) -> String {
+    ["sandbox_to_guest", "guest_to_sandbox"]
+        .iter()
+        .map(|dir| {
+            let n = |field: &str| {
+                summary[dir][field]
+                    .as_u64()
+                    .map_or("?".into(), |v| v.to_string())
+            };
+            format!("{dir} {} frames / {} bytes", n("frames"), n("bytes"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn wait_timeout(child: &mut Child, limit: Duration) -> Result<Option<std::process::ExitStatus>> {

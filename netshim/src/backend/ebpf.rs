@@ -22,9 +22,11 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use netshim_common::{
-    map_names, to_fixed, Direction, EndpointRecord, PeerEntry, SandboxRecord, ATTACH_CLS_BPF,
-    ATTACH_TCX, MAX_ENDPOINTS, PROGRAM_NAME,
+    from_fixed, map_names, to_fixed, Direction, EndpointRecord, PeerEntry, SandboxRecord,
+    ATTACH_CLS_BPF, ATTACH_TCX, ENDPOINT_POD_CLSACT, ENDPOINT_TAP_CLSACT, MAX_ENDPOINTS,
+    PROGRAM_NAME,
 };
+use rtnetlink::packet_route::tc::{TcAttribute, TcHandle};
 
 use super::Dev;
 use crate::{netns::Netns, pins};
@@ -99,6 +101,11 @@ pub enum EbpfError {
     Detach {
         dev: String,
         source: Box<aya::programs::tc::TcError>,
+    },
+    #[error("RTM_DELQDISC clsact on {dev}: {source}")]
+    DeleteClsact {
+        dev: String,
+        source: Box<rtnetlink::Error>,
     },
     #[error("BPF_OBJ_PIN of the link on {dev} at {path}: {source}")]
     PinLink {
@@ -222,31 +229,38 @@ impl EbpfDatapath {
                 ))?;
             }
         }
-        {
-            let mut endpoints: Array<_, EndpointRecord> = Array::try_from(
-                self.ebpf
-                    .map_mut(map_names::ENDPOINTS)
-                    .ok_or(EbpfError::MissingMap(map_names::ENDPOINTS))?,
-            )
-            .map_err(map_err("open", map_names::ENDPOINTS, &dir))?;
-            let record = EndpointRecord {
-                in_use: 1,
-                pod_ifindex: pod.ifindex,
-                tap_ifindex: tap.ifindex,
-                pod_name: to_fixed(pod.name.as_bytes()),
-                tap_name: to_fixed(tap.name.as_bytes()),
-                ..EndpointRecord::default()
-            };
-            endpoints.set(index, record, 0).map_err(map_err(
-                "BPF_MAP_UPDATE_ELEM",
-                map_names::ENDPOINTS,
-                &dir,
-            ))?;
-        }
-        for dev in [pod, tap] {
-            self.attach_ingress(dev)?;
+        let mut record = EndpointRecord {
+            in_use: 1,
+            pod_ifindex: pod.ifindex,
+            tap_ifindex: tap.ifindex,
+            pod_name: to_fixed(pod.name.as_bytes()),
+            tap_name: to_fixed(tap.name.as_bytes()),
+            ..EndpointRecord::default()
+        };
+        // Recorded before attaching, so that a failed attach can be undone from the record.
+        self.write_endpoint(index, &record)?;
+        for (dev, flag) in [(pod, ENDPOINT_POD_CLSACT), (tap, ENDPOINT_TAP_CLSACT)] {
+            if self.attach_ingress(dev)? == AddedClsact::Yes {
+                record.flags |= flag;
+                self.write_endpoint(index, &record)?;
+            }
         }
         Ok(())
+    }
+
+    fn write_endpoint(&mut self, index: u32, record: &EndpointRecord) -> Result<(), EbpfError> {
+        let dir = self.dir.clone();
+        let mut endpoints: Array<_, EndpointRecord> = Array::try_from(
+            self.ebpf
+                .map_mut(map_names::ENDPOINTS)
+                .ok_or(EbpfError::MissingMap(map_names::ENDPOINTS))?,
+        )
+        .map_err(map_err("open", map_names::ENDPOINTS, &dir))?;
+        endpoints.set(index, record, 0).map_err(map_err(
+            "BPF_MAP_UPDATE_ELEM",
+            map_names::ENDPOINTS,
+            &dir,
+        ))
     }
 
     fn program(&mut self) -> Result<&mut SchedClassifier, EbpfError> {
@@ -257,7 +271,7 @@ impl EbpfDatapath {
             .map_err(|e| EbpfError::ProgramLoad(Box::new(e)))
     }
 
-    fn attach_ingress(&mut self, dev: &Dev) -> Result<(), EbpfError> {
+    fn attach_ingress(&mut self, dev: &Dev) -> Result<AddedClsact, EbpfError> {
         let mode = self.mode;
         let pin = pins::link_pin(&self.dir, &dev.name);
         let attach_err = |source| EbpfError::Attach {
@@ -286,11 +300,13 @@ impl EbpfDatapath {
                     path: pin.clone(),
                     source: Box::new(source),
                 })?;
+                Ok(AddedClsact::No)
             }
             AttachMode::ClsBpf => {
-                match tc::qdisc_add_clsact(&dev.name) {
-                    Ok(()) => {}
+                let added = match tc::qdisc_add_clsact(&dev.name) {
+                    Ok(()) => AddedClsact::Yes,
                     Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        AddedClsact::No
                     }
                     Err(source) => {
                         return Err(EbpfError::Clsact {
@@ -298,7 +314,7 @@ impl EbpfDatapath {
                             source: Box::new(source),
                         })
                     }
-                }
+                };
                 let program = self.program()?;
                 let id = program
                     .attach_with_options(
@@ -310,23 +326,27 @@ impl EbpfDatapath {
                 // The filter lives in the qdisc; keep it when the link handle goes away.
                 let link = program.take_link(id).map_err(attach_err)?;
                 std::mem::forget(link);
+                Ok(added)
             }
         }
-        Ok(())
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AddedClsact {
+    Yes,
+    No,
+}
+
+fn pinned_map(dir: &Path, name: &'static str) -> Result<aya::maps::Map, EbpfError> {
+    let data = MapData::from_pin(dir.join(name)).map_err(map_err("BPF_OBJ_GET", name, dir))?;
+    aya::maps::Map::from_map_data(data).map_err(map_err("open", name, dir))
 }
 
 /// Reads the attach mode a sandbox directory was made with.
 pub fn recorded_mode(dir: &Path) -> Result<AttachMode, EbpfError> {
-    let data = MapData::from_pin(dir.join(map_names::SANDBOX)).map_err(map_err(
-        "BPF_OBJ_GET",
-        map_names::SANDBOX,
-        dir,
-    ))?;
-    let map =
-        aya::maps::Map::from_map_data(data).map_err(map_err("open", map_names::SANDBOX, dir))?;
-    let array: Array<_, SandboxRecord> =
-        Array::try_from(map).map_err(map_err("open", map_names::SANDBOX, dir))?;
+    let array: Array<_, SandboxRecord> = Array::try_from(pinned_map(dir, map_names::SANDBOX)?)
+        .map_err(map_err("open", map_names::SANDBOX, dir))?;
     let record =
         array
             .get(&0, 0)
@@ -334,28 +354,87 @@ pub fn recorded_mode(dir: &Path) -> Result<AttachMode, EbpfError> {
     Ok(AttachMode::from_record(record.attach_mode))
 }
 
-/// Takes the datapath of a sandbox down: with TCX, unpinning the links detaches them; with
-/// cls_bpf, our filters are removed from the given devices' ingress. Then the maps' pins
-/// and the directory go. Must run inside the sandbox netns. Devices that no longer exist
-/// are fine.
-pub fn detach_sandbox(dir: &Path, devices: &[String]) -> Result<(), EbpfError> {
+/// The endpoint records of a sandbox directory, by index.
+pub fn recorded_endpoints(dir: &Path) -> Result<Vec<(u32, EndpointRecord)>, EbpfError> {
+    let array: Array<_, EndpointRecord> = Array::try_from(pinned_map(dir, map_names::ENDPOINTS)?)
+        .map_err(map_err("open", map_names::ENDPOINTS, dir))?;
+    let mut out = Vec::new();
+    for index in 0..array.len() {
+        let record = array.get(&index, 0).map_err(map_err(
+            "BPF_MAP_LOOKUP_ELEM",
+            map_names::ENDPOINTS,
+            dir,
+        ))?;
+        if record.in_use != 0 {
+            out.push((index, record));
+        }
+    }
+    Ok(out)
+}
+
+/// Takes the datapath of a sandbox down. With TCX, unpinning the links detaches them. With
+/// cls_bpf, our filters are removed from both devices of every recorded endpoint, and the
+/// clsact qdiscs netshim added are deleted. Then the maps' pins and the directory go. Must
+/// run inside the sandbox netns; devices that no longer exist are fine.
+pub async fn detach_sandbox(handle: &rtnetlink::Handle, dir: &Path) -> Result<(), EbpfError> {
     if !dir.exists() {
         return Ok(());
     }
     if recorded_mode(dir).unwrap_or(AttachMode::Tcx) == AttachMode::ClsBpf {
-        for dev in devices {
-            match tc::qdisc_detach_program(dev, TcAttachType::Ingress, PROGRAM_NAME) {
-                Ok(()) => {}
-                Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(EbpfError::Detach {
-                        dev: dev.clone(),
-                        source: Box::new(source),
-                    })
-                }
+        for (_, record) in recorded_endpoints(dir)? {
+            let devices = [
+                (&record.pod_name, record.pod_ifindex, ENDPOINT_POD_CLSACT),
+                (&record.tap_name, record.tap_ifindex, ENDPOINT_TAP_CLSACT),
+            ];
+            for (name, ifindex, flag) in devices {
+                let name = String::from_utf8_lossy(from_fixed(name)).into_owned();
+                detach_cls_bpf(handle, &name, ifindex, record.flags & flag != 0).await?;
             }
         }
     }
     pins::remove_sandbox_dir(dir)?;
     Ok(())
+}
+
+async fn detach_cls_bpf(
+    handle: &rtnetlink::Handle,
+    name: &str,
+    ifindex: u32,
+    delete_clsact: bool,
+) -> Result<(), EbpfError> {
+    match tc::qdisc_detach_program(name, TcAttachType::Ingress, PROGRAM_NAME) {
+        Ok(()) => {}
+        // The device is gone, or the filter is: nothing of ours left there.
+        Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::ENODEV) => {
+            return Ok(())
+        }
+        Err(source) => {
+            return Err(EbpfError::Detach {
+                dev: name.to_owned(),
+                source: Box::new(source),
+            })
+        }
+    }
+    if !delete_clsact {
+        return Ok(());
+    }
+    let mut req = handle.qdisc().del(ifindex as i32);
+    let msg = req.message_mut();
+    msg.header.parent = TcHandle::INGRESS;
+    msg.header.handle = TcHandle::from(0xffff_0000u32);
+    // With the kind, the kernel refuses rather than deletes a qdisc that is not a clsact.
+    msg.attributes.push(TcAttribute::Kind("clsact".into()));
+    match req.execute().await {
+        Ok(()) => Ok(()),
+        Err(rtnetlink::Error::NetlinkError(e))
+            if [-libc::ENOENT, -libc::ENODEV, -libc::EINVAL].contains(&e.raw_code()) =>
+        {
+            Ok(())
+        }
+        Err(source) => Err(EbpfError::DeleteClsact {
+            dev: name.to_owned(),
+            source: Box::new(source),
+        }),
+    }
 }

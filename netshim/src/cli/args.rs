@@ -57,6 +57,10 @@ pub struct AttachArgs {
     /// u32 + mirred).
     #[arg(long, default_value = "ebpf", value_parser = parse_backend)]
     pub tc_backend: TcBackend,
+    /// How the eBPF classifier is hooked: auto (TCX links on kernels >= 6.6, else clsact +
+    /// cls_bpf), tcx, or cls-bpf.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tcx", "cls-bpf"])]
+    pub ebpf_attach: String,
     /// Queues per tap (more than 1 makes it multi-queue).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub queues: u32,

@@ -1,6 +1,6 @@
 //! Dispatches a parsed command to the library and prints its report.
 
-use netshim::{netns::Netns, sandbox, stats};
+use netshim::{backend::ebpf::AttachMode, netns::Netns, sandbox, stats};
 
 use super::{
     args::{Cli, Command},
@@ -27,6 +27,11 @@ pub fn run(cli: Cli) -> Result<(), netshim::Error> {
                 model: a.model,
                 backend: a.tc_backend,
                 queues: a.queues,
+                ebpf_attach: match a.ebpf_attach.as_str() {
+                    "tcx" => Some(AttachMode::Tcx),
+                    "cls-bpf" => Some(AttachMode::ClsBpf),
+                    _ => None,
+                },
             };
             let report = sandbox::attach(&netns, &options)?;
             print(a.netns.json, &report, output::attach);

@@ -26,6 +26,8 @@ pub struct AttachOptions {
     pub backend: TcBackend,
     /// Queues per tap: 0 or 1 = single queue, more = IFF_MULTI_QUEUE.
     pub queues: u32,
+    /// How to hook the eBPF classifier; `None` = TCX when the kernel has it, else cls_bpf.
+    pub ebpf_attach: Option<AttachMode>,
 }
 
 /// The tap made for an endpoint.
@@ -190,16 +192,18 @@ async fn connect_all(
         _ => match options.backend {
             TcBackend::Ebpf => {
                 let dir = pins::create_sandbox_dir(netns.cookie)?;
-                undo.pin_dir = Some((
-                    dir.clone(),
-                    survey.all.iter().map(|i| i.name.clone()).collect(),
-                ));
+                undo.pin_dir = Some(dir.clone());
                 let ebpf_err = |source| Error::Ebpf {
                     netns: netns.to_string(),
                     source: Box::new(source),
                 };
-                let mut datapath =
-                    EbpfDatapath::load(&dir, AttachMode::for_running_kernel()).map_err(ebpf_err)?;
+                let mut datapath = EbpfDatapath::load(
+                    &dir,
+                    options
+                        .ebpf_attach
+                        .unwrap_or_else(AttachMode::for_running_kernel),
+                )
+                .map_err(ebpf_err)?;
                 datapath.record_sandbox(netns).map_err(ebpf_err)?;
                 for (index, (pod, tap)) in pairs.iter().enumerate() {
                     datapath.connect(index as u32, pod, tap).map_err(ebpf_err)?;
@@ -301,8 +305,7 @@ async fn create_tap(
 struct Undo {
     taps: Vec<Dev>,
     mirred: Vec<(Dev, Dev)>,
-    /// The pin directory and the netns's device names (for a cls_bpf detach).
-    pin_dir: Option<(PathBuf, Vec<String>)>,
+    pin_dir: Option<PathBuf>,
 }
 
 impl Undo {
@@ -313,8 +316,8 @@ impl Undo {
                 log::warn!("undo: {e}");
             }
         }
-        if let Some((dir, devices)) = &self.pin_dir {
-            if let Err(e) = ebpf::detach_sandbox(dir, devices) {
+        if let Some(dir) = &self.pin_dir {
+            if let Err(e) = ebpf::detach_sandbox(handle, dir).await {
                 log::warn!("undo: {e}");
             }
         }

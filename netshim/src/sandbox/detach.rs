@@ -42,11 +42,12 @@ pub fn detach(netns: &Netns) -> Result<DetachReport> {
 
         let dir = pins::sandbox_dir(netns.cookie);
         if dir.exists() {
-            let names: Vec<String> = survey.all.iter().map(|i| i.name.clone()).collect();
-            ebpf::detach_sandbox(&dir, &names).map_err(|source| Error::Ebpf {
-                netns: netns.to_string(),
-                source: Box::new(source),
-            })?;
+            ebpf::detach_sandbox(&handle, &dir)
+                .await
+                .map_err(|source| Error::Ebpf {
+                    netns: netns.to_string(),
+                    source: Box::new(source),
+                })?;
             report.removed_pin_dir = Some(dir);
         }
 

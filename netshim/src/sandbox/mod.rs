@@ -35,7 +35,6 @@ pub(crate) struct Survey {
     pub skipped: Vec<SkippedInterface>,
     /// `tap<N>_kata` devices present, with N.
     pub taps: Vec<(u32, Interface)>,
-    pub all: Vec<Interface>,
 }
 
 impl Survey {
@@ -63,7 +62,6 @@ pub(crate) async fn survey(
         endpoints: Vec::new(),
         skipped: Vec::new(),
         taps: Vec::new(),
-        all: all.clone(),
     };
     for iface in all {
         let class = match endpoint::classify(&iface) {
