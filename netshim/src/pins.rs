@@ -110,21 +110,23 @@ pub fn create_sandbox_dir(netns_cookie: u64) -> Result<PathBuf, PinError> {
     Ok(dir)
 }
 
+/// Entries of `dir`; a directory that does not exist has none.
+fn read_dir_if_exists(dir: &Path) -> Result<Vec<fs::DirEntry>, PinError> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(entries.filter_map(|e| e.ok()).collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(PinError::Io {
+            op: "readdir",
+            path: dir.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// Netns cookies of every sandbox directory under [`PIN_ROOT`], sorted.
 pub fn sandbox_cookies() -> Result<Vec<u64>, PinError> {
-    let entries = match fs::read_dir(PIN_ROOT) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(PinError::Io {
-                op: "readdir",
-                path: PIN_ROOT.into(),
-                source,
-            })
-        }
-    };
-    let mut cookies: Vec<u64> = entries
-        .filter_map(|e| e.ok())
+    let mut cookies: Vec<u64> = read_dir_if_exists(Path::new(PIN_ROOT))?
+        .into_iter()
         .filter_map(|e| parse_sandbox_dir_name(&e.file_name().to_string_lossy()))
         .collect();
     cookies.sort_unstable();
@@ -138,19 +140,8 @@ pub fn parse_sandbox_dir_name(name: &str) -> Option<u64> {
 
 /// Pinned link files in a sandbox directory, as (interface name, path).
 pub fn link_pins(dir: &Path) -> Result<Vec<(String, PathBuf)>, PinError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(PinError::Io {
-                op: "readdir",
-                path: dir.to_owned(),
-                source,
-            })
-        }
-    };
-    let mut pins: Vec<_> = entries
-        .filter_map(|e| e.ok())
+    let mut pins: Vec<_> = read_dir_if_exists(dir)?
+        .into_iter()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let ifname = name.strip_prefix(LINK_PIN_PREFIX)?.to_owned();
@@ -164,18 +155,10 @@ pub fn link_pins(dir: &Path) -> Result<Vec<(String, PathBuf)>, PinError> {
 /// Removes a sandbox directory and every pin in it. Removing a link pin detaches the link
 /// once no process holds it; removing a map pin frees the map once nothing uses it.
 pub fn remove_sandbox_dir(dir: &Path) -> Result<(), PinError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(PinError::Io {
-                op: "readdir",
-                path: dir.to_owned(),
-                source,
-            })
-        }
-    };
-    for entry in entries.filter_map(|e| e.ok()) {
+    if !dir.exists() {
+        return Ok(());
+    }
+    for entry in read_dir_if_exists(dir)? {
         let path = entry.path();
         fs::remove_file(&path).map_err(|source| PinError::Io {
             op: "unlink",

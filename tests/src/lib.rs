@@ -13,7 +13,8 @@ pub mod relay;
 pub mod tap_reader;
 
 pub use netns_fixture::{
-    is_root, on_netns_thread, try_on_netns_thread, veth_pair, ChildGuard, TestNetns,
+    is_root, on_netns_thread, skip_unless_root, try_on_netns_thread, veth_pair, ChildGuard,
+    TestNetns,
 };
 pub use relay::{Relay, RelaySummary};
 pub use tap_reader::{TapQueue, UdpFrame};

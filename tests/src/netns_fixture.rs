@@ -24,6 +24,15 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// For tests that need root: true (after printing why) when the test must be skipped.
+pub fn skip_unless_root() -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("skipping: needs root (network namespaces)");
+    true
+}
+
 /// A random u32 (std's per-process random hash keys mixed with the time; not cryptographic).
 pub fn random_u32() -> u32 {
     let mut h = RandomState::new().build_hasher();

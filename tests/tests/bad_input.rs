@@ -3,9 +3,8 @@
 use std::{path::PathBuf, process::Output};
 
 use netshim_tests::{
-    is_root,
     netshim_cli::{netshim, netshim_json, Pod},
-    TestNetns,
+    skip_unless_root, TestNetns,
 };
 
 fn stderr(out: &Output) -> String {
@@ -73,8 +72,7 @@ fn paths_that_are_not_network_namespaces() {
 
 #[test]
 fn unknown_model_uses_katas_text_and_touches_nothing() {
-    if !is_root() {
-        eprintln!("skipping: needs root (network namespaces)");
+    if skip_unless_root() {
         return;
     }
     let pod = Pod::new("bm");
@@ -100,8 +98,7 @@ fn unknown_model_uses_katas_text_and_touches_nothing() {
 
 #[test]
 fn netns_without_a_usable_interface() {
-    if !is_root() {
-        eprintln!("skipping: needs root (network namespaces)");
+    if skip_unless_root() {
         return;
     }
     let ns = TestNetns::new("nsh-empty");
@@ -119,8 +116,7 @@ fn netns_without_a_usable_interface() {
 
 #[test]
 fn unsupported_interface_kind_uses_katas_text_and_touches_nothing() {
-    if !is_root() {
-        eprintln!("skipping: needs root (network namespaces)");
+    if skip_unless_root() {
         return;
     }
     let pod = Pod::new("un");
@@ -137,8 +133,7 @@ fn unsupported_interface_kind_uses_katas_text_and_touches_nothing() {
 
 #[test]
 fn attaching_twice_is_a_conflict_that_changes_nothing() {
-    if !is_root() {
-        eprintln!("skipping: needs root (network namespaces)");
+    if skip_unless_root() {
         return;
     }
     let pod = Pod::new("tw");

@@ -4,8 +4,8 @@
 use std::{net::UdpSocket, time::Duration};
 
 use netshim_tests::{
-    is_root,
     netshim_cli::{netshim_json, Pod},
+    skip_unless_root,
     tap_reader::{format_mac, udp_frame},
     TapQueue, UdpFrame,
 };
@@ -15,8 +15,7 @@ const FROM_VM: usize = 25;
 const ETH_HLEN: u64 = 14;
 
 fn forwards_both_ways_and_counts(backend: &str, attach_mode: &str) {
-    if !is_root() {
-        eprintln!("skipping: needs root (network namespaces)");
+    if skip_unless_root() {
         return;
     }
     let pod = Pod::new(&format!("dp{}{}", &backend[..1], &attach_mode[..1]));

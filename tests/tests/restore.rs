@@ -4,9 +4,8 @@
 use std::{collections::BTreeMap, path::PathBuf};
 
 use netshim_tests::{
-    is_root,
     netshim_cli::{netshim_json, Pod},
-    TestNetns,
+    skip_unless_root, TestNetns,
 };
 use serde_json::Value;
 
@@ -90,8 +89,7 @@ fn pings(pod: &Pod) -> bool {
 }
 
 fn attach_detach_restores(backend: &str, attach_mode: &str) {
-    if !is_root() {
-        eprintln!("skipping: needs root (network namespaces)");
+    if skip_unless_root() {
         return;
     }
     let pod = Pod::new(&format!("rs{}{}", &backend[..1], &attach_mode[..1]));
@@ -140,8 +138,7 @@ fn mirred_attach_then_detach_restores_the_netns() {
 
 #[test]
 fn status_reports_what_attach_made() {
-    if !is_root() {
-        eprintln!("skipping: needs root (network namespaces)");
+    if skip_unless_root() {
         return;
     }
     let pod = Pod::new("st");

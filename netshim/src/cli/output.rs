@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use netshim::{
-    sandbox::{AttachReport, DetachReport, StatusReport},
+    sandbox::{AttachReport, DetachReport, EndpointInfo, StatusReport},
     stats::SandboxStats,
 };
 
@@ -16,6 +16,21 @@ fn addrs(list: &[netshim::interfaces::IfAddr]) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+/// The columns attach and status share: index, name, kind, ifindex, mac, mtu.
+fn endpoint_columns(e: &EndpointInfo) -> String {
+    format!(
+        "{:<3} {:<12} {:<7} {:>7} {:<17} {:>5}",
+        e.index,
+        e.name,
+        e.kind.as_str(),
+        e.ifindex,
+        opt(e.mac),
+        e.mtu
+    )
+}
+
+const ENDPOINT_HEADER: &str = "idx endpoint     kind    ifindex mac                 mtu";
 
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
@@ -30,22 +45,17 @@ pub fn attach(r: &AttachReport) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<3} {:<12} {:<7} {:>7} {:<17} {:>5} {:<12} {:>7}  addresses",
-        "idx", "endpoint", "kind", "ifindex", "mac", "mtu", "tap", "tapidx"
+        "{ENDPOINT_HEADER} {:<12} {:>7}  addresses",
+        "tap", "tapidx"
     );
     for e in &r.endpoints {
         let _ = writeln!(
             s,
-            "{:<3} {:<12} {:<7} {:>7} {:<17} {:>5} {:<12} {:>7}  {}",
-            e.index,
-            e.name,
-            e.kind.as_str(),
-            e.ifindex,
-            opt(e.mac),
-            e.mtu,
+            "{} {:<12} {:>7}  {}",
+            endpoint_columns(&e.endpoint),
             e.tap.name,
             e.tap.ifindex,
-            addrs(&e.addresses)
+            addrs(&e.endpoint.addresses)
         );
     }
     for k in &r.skipped {
@@ -96,22 +106,17 @@ pub fn status(r: &StatusReport) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<3} {:<12} {:<7} {:>7} {:<17} {:>5} {:<12} {:<9}  addresses",
-        "idx", "endpoint", "kind", "ifindex", "mac", "mtu", "tap", "connected"
+        "{ENDPOINT_HEADER} {:<12} {:<9}  addresses",
+        "tap", "connected"
     );
     for e in &r.endpoints {
         let _ = writeln!(
             s,
-            "{:<3} {:<12} {:<7} {:>7} {:<17} {:>5} {:<12} {:<9}  {}",
-            e.index,
-            e.name,
-            e.kind.as_str(),
-            e.ifindex,
-            opt(e.mac),
-            e.mtu,
+            "{} {:<12} {:<9}  {}",
+            endpoint_columns(&e.endpoint),
             opt(e.tap.as_ref()),
             if e.connected { "yes" } else { "no" },
-            addrs(&e.addresses)
+            addrs(&e.endpoint.addresses)
         );
     }
     for k in &r.skipped {

@@ -3,14 +3,14 @@
 //! Nothing is left half-made: every step that changes the netns registers its undo first,
 //! and a failure runs the undo list before the error is returned.
 
-use super::{survey, SkippedInterface, Survey};
+use super::{survey, EndpointInfo, SkippedInterface, Survey};
 use crate::{
     backend::{
         ebpf::{self, AttachMode, EbpfDatapath},
         mirred, Dev, TcBackend,
     },
     endpoint::EndpointKind,
-    interfaces::{self, IfAddr, Interface, Mac},
+    interfaces::{self, Interface},
     model::InternetworkingModel,
     netns::Netns,
     pins, tap, tap_name, Error, Result,
@@ -42,14 +42,8 @@ pub struct TapReport {
 /// One attached endpoint: what the VMM and the guest need to know.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EndpointReport {
-    pub index: u32,
-    pub name: String,
-    pub kind: EndpointKind,
-    pub ifindex: u32,
-    /// The pod interface's MAC: the guest NIC must use it (the CNI expects traffic from it).
-    pub mac: Option<Mac>,
-    pub mtu: u32,
-    pub addresses: Vec<IfAddr>,
+    #[serde(flatten)]
+    pub endpoint: EndpointInfo,
     /// The guest-side interface name (`eth<N>`).
     pub guest_ifname: String,
     pub tap: TapReport,
@@ -174,13 +168,7 @@ async fn connect_all(
             },
         ));
         endpoints.push(EndpointReport {
-            index,
-            name: iface.name.clone(),
-            kind: *kind,
-            ifindex: iface.ifindex,
-            mac: iface.mac,
-            mtu: iface.mtu,
-            addresses: iface.addresses.clone(),
+            endpoint: EndpointInfo::new(index, iface, *kind),
             guest_ifname: tap_name::guest_ifname_for(index),
             tap,
         });

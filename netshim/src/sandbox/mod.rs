@@ -14,10 +14,38 @@ pub use status::{stats, status, EndpointStatus, StatusReport};
 
 use crate::{
     endpoint::{self, Classification, EndpointKind, SkipReason},
-    interfaces::{self, Interface},
+    interfaces::{self, IfAddr, Interface, Mac},
     netns::Netns,
     tap_name, Error, Result,
 };
+
+/// An endpoint as the pod netns shows it: what the VMM and the guest need to know of it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EndpointInfo {
+    /// Position in kata's order; endpoint N gets `tap<N>_kata` and `eth<N>` in the guest.
+    pub index: u32,
+    pub name: String,
+    pub kind: EndpointKind,
+    pub ifindex: u32,
+    /// The pod interface's MAC: the guest NIC must use it (the CNI expects traffic from it).
+    pub mac: Option<Mac>,
+    pub mtu: u32,
+    pub addresses: Vec<IfAddr>,
+}
+
+impl EndpointInfo {
+    pub(crate) fn new(index: u32, iface: &Interface, kind: EndpointKind) -> Self {
+        Self {
+            index,
+            name: iface.name.clone(),
+            kind,
+            ifindex: iface.ifindex,
+            mac: iface.mac,
+            mtu: iface.mtu,
+            addresses: iface.addresses.clone(),
+        }
+    }
+}
 
 /// An interface that is not an endpoint, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -1,10 +1,8 @@
 //! `netshim status` and `netshim stats` for one netns.
 
-use super::{detach::mirred_pairs, survey, SkippedInterface};
+use super::{detach::mirred_pairs, survey, EndpointInfo, SkippedInterface};
 use crate::{
     backend::{ebpf, mirred, TcBackend},
-    endpoint::EndpointKind,
-    interfaces::{IfAddr, Mac},
     netns::Netns,
     pins,
     stats::{self, DirectionStats, EndpointStats, SandboxStats},
@@ -14,13 +12,8 @@ use crate::{
 /// One endpoint as it is now.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EndpointStatus {
-    pub index: u32,
-    pub name: String,
-    pub kind: EndpointKind,
-    pub ifindex: u32,
-    pub mac: Option<Mac>,
-    pub mtu: u32,
-    pub addresses: Vec<IfAddr>,
+    #[serde(flatten)]
+    pub endpoint: EndpointInfo,
     /// The endpoint's `tap<N>_kata`, if present.
     pub tap: Option<String>,
     pub tap_ifindex: Option<u32>,
@@ -103,13 +96,7 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
                 }
             };
             report.endpoints.push(EndpointStatus {
-                index: index as u32,
-                name: iface.name.clone(),
-                kind: *kind,
-                ifindex: iface.ifindex,
-                mac: iface.mac,
-                mtu: iface.mtu,
-                addresses: iface.addresses.clone(),
+                endpoint: EndpointInfo::new(index as u32, iface, *kind),
                 tap: tap.map(|t| t.name.clone()),
                 tap_ifindex: tap.map(|t| t.ifindex),
                 tap_up: tap.map(|t| t.up),
