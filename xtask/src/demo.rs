@@ -377,7 +377,20 @@ fn iperf(topo: &DemoTopology, seconds: u32, reverse: bool) -> Result<IperfResult
     }
     let mut client = topology::exec_in(&topo.client, "iperf3", &client_args);
     println!("+ {}", cmd::display(&client));
-    let out = cmd::capture(&mut client)?;
+    let child = client
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting iperf3 client")?;
+    let client_token = topology::register(Action::Kill {
+        pid: child.id(),
+        what: "iperf3 client".into(),
+    });
+    let out = child
+        .wait_with_output()
+        .context("waiting for iperf3 client")?;
+    topology::disarm(client_token);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let result = parse_iperf(&stdout);
 

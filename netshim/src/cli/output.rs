@@ -126,10 +126,16 @@ pub fn status(r: &StatusReport) -> String {
 }
 
 pub fn stats(all: &[SandboxStats]) -> String {
+    let w = all
+        .iter()
+        .map(|sb| sb.netns.len())
+        .chain(["netns".len()])
+        .max()
+        .unwrap_or(5);
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<24} {:<7} {:<12} {:<12} {:>12} {:>14} {:>6} {:>12} {:>14} {:>6}",
+        "{:<w$} {:<7} {:<12} {:<12} {:>12} {:>14} {:>6} {:>12} {:>14} {:>6}",
         "netns",
         "backend",
         "endpoint",
@@ -145,7 +151,7 @@ pub fn stats(all: &[SandboxStats]) -> String {
         for e in &sb.endpoints {
             let _ = writeln!(
                 s,
-                "{:<24} {:<7} {:<12} {:<12} {:>12} {:>14} {:>6} {:>12} {:>14} {:>6}",
+                "{:<w$} {:<7} {:<12} {:<12} {:>12} {:>14} {:>6} {:>12} {:>14} {:>6}",
                 sb.netns,
                 sb.backend.as_str(),
                 e.pod,
@@ -161,7 +167,7 @@ pub fn stats(all: &[SandboxStats]) -> String {
         if sb.unmatched.packets > 0 {
             let _ = writeln!(
                 s,
-                "{:<24} unmatched (passed, no peer entry): {} packets, {} bytes",
+                "{:<w$} unmatched (passed, no peer entry): {} packets, {} bytes",
                 sb.netns, sb.unmatched.packets, sb.unmatched.bytes
             );
         }
