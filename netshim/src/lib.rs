@@ -15,6 +15,7 @@
 pub mod backend;
 pub mod endpoint;
 pub mod error;
+pub mod guest_info;
 pub mod interfaces;
 pub mod model;
 pub mod netns;

@@ -1,6 +1,8 @@
 //! kata's internetworking models (`internetworking_model` in configuration.toml) and
 //! `SetModel`'s parsing rules: `default` means tcfilter; anything else is `Unknown type <x>`.
 
+pub mod macvtap;
+
 use std::{fmt, str::FromStr};
 
 /// How an endpoint in the sandbox netns is connected to the VM's tap.

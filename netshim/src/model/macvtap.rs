@@ -1,0 +1,1 @@
+//! kata's macvtap internetworking model (being written).
