@@ -3,7 +3,7 @@
 
 use crate::{
     backend::{ebpf::EbpfError, mirred::MirredError, UnknownBackend},
-    endpoint::UnsupportedInterface,
+    endpoint::ClassifyError,
     model::UnknownModel,
     netns::NetnsError,
     pins::PinError,
@@ -34,7 +34,7 @@ pub enum Error {
     #[error("{source} in netns {netns}")]
     UnsupportedInterface {
         netns: String,
-        source: UnsupportedInterface,
+        source: ClassifyError,
     },
     #[error("no usable interface in netns {netns}: {detail}")]
     NoUsableInterface { netns: String, detail: String },
@@ -43,13 +43,6 @@ pub enum Error {
         netns: String,
         count: usize,
         max: u32,
-    },
-    #[error("{kind} endpoint {ifname} in netns {netns}: not supported by the {model} model of this netshim version")]
-    KindNotSupported {
-        netns: String,
-        ifname: String,
-        kind: crate::endpoint::EndpointKind,
-        model: crate::model::InternetworkingModel,
     },
     #[error("netns {netns} is already attached ({detail}); run `netshim detach` first")]
     AlreadyAttached { netns: String, detail: String },
@@ -75,6 +68,15 @@ pub enum Error {
         netns: String,
         source: Box<MirredError>,
     },
+    #[error("{source} (netns {netns})")]
+    Macvtap {
+        netns: String,
+        source: Box<crate::model::macvtap::MacvtapError>,
+    },
+    #[error("{0}")]
+    InvalidOptions(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Pins(#[from] PinError),
     #[error(transparent)]
@@ -93,7 +95,8 @@ impl Error {
             | Error::UnsupportedInterface { .. }
             | Error::NoUsableInterface { .. }
             | Error::TooManyEndpoints { .. }
-            | Error::KindNotSupported { .. } => EXIT_INVALID_INPUT,
+            | Error::InvalidOptions(_)
+            | Error::Config(_) => EXIT_INVALID_INPUT,
             Error::AlreadyAttached { .. } => EXIT_CONFLICT,
             _ => EXIT_FAILED,
         }

@@ -64,7 +64,6 @@ fn ip_of(addr: &RouteAddress) -> Option<IpAddr> {
 /// that are not the guest's business.
 pub fn guest_route(msg: &RouteMessage) -> Option<(u32, GuestRoute)> {
     let RouteHeader {
-        address_family,
         destination_prefix_length,
         table,
         protocol,
@@ -113,7 +112,6 @@ pub fn guest_route(msg: &RouteMessage) -> Option<(u32, GuestRoute)> {
             return None;
         }
     }
-    let _ = address_family == AddressFamily::Inet6;
     let scope = match (scope, gateway) {
         (RouteScope::Link, _) | (_, None) => "link",
         _ => "universe",

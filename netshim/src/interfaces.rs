@@ -54,6 +54,8 @@ pub struct Interface {
     pub mtu: u32,
     pub up: bool,
     pub loopback: bool,
+    /// `IFLA_LINK`: the lower device (macvlan, macvtap, ipvlan) or the veth peer's ifindex.
+    pub link: Option<u32>,
     pub addresses: Vec<IfAddr>,
 }
 
@@ -68,12 +70,14 @@ impl Interface {
             mtu: 0,
             up: msg.header.flags.contains(LinkFlags::Up),
             loopback: msg.header.flags.contains(LinkFlags::Loopback),
+            link: None,
             addresses: Vec::new(),
         };
         for attr in &msg.attributes {
             match attr {
                 LinkAttribute::IfName(name) => iface.name = name.clone(),
                 LinkAttribute::Mtu(mtu) => iface.mtu = *mtu,
+                LinkAttribute::Link(link) => iface.link = Some(*link),
                 LinkAttribute::Address(a) if a.len() == 6 => {
                     let mut mac = [0u8; 6];
                     mac.copy_from_slice(a);

@@ -13,6 +13,7 @@
 //! - [`sandbox`]: attach / detach / status of a whole netns.
 
 pub mod backend;
+pub mod config;
 pub mod endpoint;
 pub mod error;
 pub mod guest_info;
@@ -21,6 +22,7 @@ pub mod model;
 pub mod netns;
 pub mod pins;
 pub mod sandbox;
+pub mod state;
 pub mod stats;
 pub mod tap;
 pub mod tap_name;

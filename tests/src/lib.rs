@@ -6,9 +6,12 @@
 //! - [`relay`]: the two-thread frame relay between two tap queues (virtio-net headers and GSO
 //!   frames cross whole), used by the `vm-standin` binary.
 //! - [`tap_reader`]: read/inject single frames on a tap; an Ethernet/IPv4/UDP frame builder.
+//! - [`qemu`]: a real VMM: QEMU (TCG) booting the host kernel with a busybox initramfs on a
+//!   tap, configured from netshim's attach JSON.
 
 pub mod netns_fixture;
 pub mod netshim_cli;
+pub mod qemu;
 pub mod relay;
 pub mod tap_reader;
 

@@ -21,8 +21,7 @@ pub struct AptPackage {
 }
 
 /// Every Debian package the project needs, in one place. Append here when a task needs more
-/// (planned: qemu-system-x86, linux-image-amd64, busybox-static, sockperf,
-/// containernetworking-plugins).
+/// (planned: sockperf, containernetworking-plugins).
 pub const APT_PACKAGES: &[AptPackage] = &[
     AptPackage {
         name: "iproute2",
@@ -44,6 +43,23 @@ pub const APT_PACKAGES: &[AptPackage] = &[
     AptPackage {
         name: "iputils-ping",
         probe: "ping",
+    },
+    // The real-VMM test (tests/tests/qemu_guest.rs): QEMU under TCG boots the Debian kernel
+    // with a busybox initramfs the test builds. linux-image-amd64 is a metapackage whose
+    // kernel file name carries the version, and the dynamic `busybox` package also installs
+    // /bin/busybox, so those two are probed by their doc directories' copyright files
+    // (kept even where dpkg excludes /usr/share/doc).
+    AptPackage {
+        name: "qemu-system-x86",
+        probe: "qemu-system-x86_64",
+    },
+    AptPackage {
+        name: "linux-image-amd64",
+        probe: "/usr/share/doc/linux-image-amd64/copyright",
+    },
+    AptPackage {
+        name: "busybox-static",
+        probe: "/usr/share/doc/busybox-static/copyright",
     },
 ];
 

@@ -1,15 +1,18 @@
 //! Command-line arguments (clap).
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand};
-use netshim::{backend::TcBackend, model::InternetworkingModel};
+use netshim::{backend::TcBackend, config::TapOwner, model::InternetworkingModel};
 
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success
   1  an operation on the system failed (netlink, bpf, tap ioctl, bpffs)
   2  invalid input: bad usage, unknown model (kata's \"Unknown type <x>\"), a netns that is
-     missing or not a network namespace, an interface kind kata refuses, nothing to attach to
-  3  conflict: the netns is already attached";
+     missing or not a network namespace, an interface kind kata refuses, nothing to attach to,
+     conflicting options, a bad config file
+  3  conflict: the netns is already attached (detach first)";
 
 /// eBPF-accelerated networking shim between a sandbox's pod interfaces and its microVM's taps.
 #[derive(Debug, Parser)]
@@ -24,6 +27,9 @@ pub enum Command {
     /// Create a tap per endpoint of a pod netns and connect them (kata's tcfilter model).
     #[command(after_help = EXIT_CODES_HELP)]
     Attach(AttachArgs),
+    /// Classify every interface of a netns as kata would, changing nothing.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Scan(ScanArgs),
     /// Remove everything attach made in a netns (succeeds when there is nothing to remove).
     #[command(after_help = EXIT_CODES_HELP)]
     Detach(NetnsArgs),
@@ -47,23 +53,62 @@ pub struct NetnsArgs {
 
 #[derive(Debug, Args)]
 pub struct AttachArgs {
-    #[command(flatten)]
-    pub netns: NetnsArgs,
+    /// Network namespace: a NAME under /run/netns, or a PATH such as /proc/<pid>/ns/net.
+    /// Optional with --disable-new-netns (then: the caller's own netns).
+    #[arg(
+        long,
+        value_name = "NAME|PATH",
+        required_unless_present = "disable_new_netns"
+    )]
+    pub netns: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// kata-style TOML configuration ([runtime] internetworking_model, disable_new_netns;
+    /// [netshim] tc_backend, queues, tap_owner, txqueuelen, vhost_user_dir). Flags win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Internetworking model, as kata's `internetworking_model`: default (= tcfilter),
-    /// tcfilter, macvtap, none.
-    #[arg(long, default_value = "tcfilter", value_parser = parse_model)]
-    pub model: InternetworkingModel,
-    /// Datapath for tcfilter: ebpf (TC classifier + bpf_redirect) or mirred (kata's
-    /// u32 + mirred).
-    #[arg(long, default_value = "ebpf", value_parser = parse_backend)]
-    pub tc_backend: TcBackend,
+    /// tcfilter, macvtap, none. Default: tcfilter.
+    #[arg(long, value_parser = parse_model)]
+    pub model: Option<InternetworkingModel>,
+    /// Datapath of the tcfilter model: ebpf (TC classifier + bpf_redirect) or mirred
+    /// (kata's u32 + mirred). Default: ebpf.
+    #[arg(long, value_parser = parse_backend)]
+    pub tc_backend: Option<TcBackend>,
     /// How the eBPF classifier is hooked: auto (TCX links on kernels >= 6.6, else clsact +
     /// cls_bpf), tcx, or cls-bpf.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "tcx", "cls-bpf"])]
-    pub ebpf_attach: String,
-    /// Queues per tap (more than 1 makes it multi-queue).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub queues: u32,
+    #[arg(long, value_parser = ["auto", "tcx", "cls-bpf"])]
+    pub ebpf_attach: Option<String>,
+    /// Queues per tap or macvtap (more than 1 makes taps multi-queue). Default: 1.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub queues: Option<u32>,
+    /// Owner of the taps (TUNSETOWNER / TUNSETGROUP): the VMM's UID[:GID].
+    #[arg(long, value_name = "UID[:GID]")]
+    pub tap_owner: Option<TapOwner>,
+    /// txqueuelen of the taps (kernel default 1000).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub txqueuelen: Option<u32>,
+    /// Where kata's vhost-user sockets are: <DIR>/vhostuser_<IP>/vhu.sock. Default: /tmp.
+    #[arg(long, value_name = "DIR")]
+    pub vhost_user_dir: Option<PathBuf>,
+    /// List interfaces kata would refuse (tun mode, unknown kinds) as skipped instead of
+    /// failing.
+    #[arg(long)]
+    pub skip_unsupported: bool,
+    /// kata's disable_new_netns: the sandbox has no netns of its own; only valid with
+    /// --model none.
+    #[arg(long)]
+    pub disable_new_netns: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    #[command(flatten)]
+    pub netns: NetnsArgs,
+    /// Where kata's vhost-user sockets are: <DIR>/vhostuser_<IP>/vhu.sock. Default: /tmp.
+    #[arg(long, value_name = "DIR")]
+    pub vhost_user_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -110,14 +155,62 @@ mod tests {
         let Command::Attach(a) = cli.command else {
             panic!("not attach")
         };
-        assert_eq!(a.model, InternetworkingModel::TcFilter);
-        assert_eq!(a.tc_backend, TcBackend::Ebpf);
+        assert_eq!(
+            a.model, None,
+            "the default is applied after the config file"
+        );
+        assert_eq!(a.tc_backend, None);
         let cli = Cli::try_parse_from(["netshim", "attach", "--netns", "x", "--model", "default"])
             .unwrap();
         let Command::Attach(a) = cli.command else {
             panic!("not attach")
         };
-        assert_eq!(a.model, InternetworkingModel::TcFilter);
+        assert_eq!(a.model, Some(InternetworkingModel::TcFilter));
+    }
+
+    #[test]
+    fn netns_is_required_unless_disable_new_netns() {
+        assert!(Cli::try_parse_from(["netshim", "attach"]).is_err());
+        let cli = Cli::try_parse_from([
+            "netshim",
+            "attach",
+            "--disable-new-netns",
+            "--model",
+            "none",
+        ])
+        .unwrap();
+        let Command::Attach(a) = cli.command else {
+            panic!("not attach")
+        };
+        assert!(a.disable_new_netns);
+        assert_eq!(a.netns, None);
+    }
+
+    #[test]
+    fn tap_owner_parses_uid_and_gid() {
+        let cli = Cli::try_parse_from([
+            "netshim",
+            "attach",
+            "--netns",
+            "x",
+            "--tap-owner",
+            "1000:100",
+        ])
+        .unwrap();
+        let Command::Attach(a) = cli.command else {
+            panic!("not attach")
+        };
+        assert_eq!(
+            a.tap_owner,
+            Some(TapOwner {
+                uid: 1000,
+                gid: Some(100)
+            })
+        );
+        assert!(
+            Cli::try_parse_from(["netshim", "attach", "--netns", "x", "--tap-owner", "qemu"])
+                .is_err()
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 
 use netshim::{
-    sandbox::{AttachReport, DetachReport, EndpointInfo, StatusReport},
+    sandbox::{
+        AttachReport, DetachReport, EndpointInfo, ScanReport, ScannedInterface, StatusReport,
+    },
     stats::SandboxStats,
 };
 
@@ -46,20 +48,82 @@ pub fn attach(r: &AttachReport) -> String {
     let _ = writeln!(
         s,
         "{ENDPOINT_HEADER} {:<12} {:>7}  addresses",
-        "tap", "tapidx"
+        "vm device", "ifindex"
     );
     for e in &r.endpoints {
         let _ = writeln!(
             s,
             "{} {:<12} {:>7}  {}",
             endpoint_columns(&e.endpoint),
-            e.tap.name,
-            e.tap.ifindex,
+            handed_over(e),
+            opt(e
+                .tap
+                .as_ref()
+                .map(|t| t.ifindex)
+                .or(e.macvtap.as_ref().map(|m| m.ifindex))),
             addrs(&e.endpoint.addresses)
         );
     }
     for k in &r.skipped {
-        let _ = writeln!(s, "skipped {} ({})", k.name, k.reason);
+        let _ = writeln!(
+            s,
+            "skipped {} ({}){}",
+            k.name,
+            k.reason,
+            k.detail
+                .as_ref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        );
+    }
+    s
+}
+
+/// What the VMM opens for an endpoint: the tap, the macvtap's char device, the vhost-user
+/// socket or the PCI device.
+fn handed_over(e: &netshim::sandbox::EndpointReport) -> String {
+    if let Some(t) = &e.tap {
+        return t.name.clone();
+    }
+    if let Some(m) = &e.macvtap {
+        return m.device.display().to_string();
+    }
+    if let Some(s) = &e.endpoint.vhost_user_socket {
+        return s.display().to_string();
+    }
+    if let Some(p) = &e.endpoint.pci_address {
+        return format!("pci {p}");
+    }
+    "-".into()
+}
+
+pub fn scan(r: &ScanReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "netns {} (inode {}, cookie {})",
+        r.netns, r.netns_inode, r.netns_cookie
+    );
+    let _ = writeln!(s, "{ENDPOINT_HEADER}  addresses / why skipped");
+    for i in &r.interfaces {
+        match i {
+            ScannedInterface::Endpoint(e) => {
+                let _ = writeln!(s, "{}  {}", endpoint_columns(e), addrs(&e.addresses));
+            }
+            ScannedInterface::Skipped(k) => {
+                let _ = writeln!(
+                    s,
+                    "{:<3} {:<12} skipped ({}){}",
+                    "-",
+                    k.name,
+                    k.reason,
+                    k.detail
+                        .as_ref()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
     }
     s
 }
@@ -120,7 +184,16 @@ pub fn status(r: &StatusReport) -> String {
         );
     }
     for k in &r.skipped {
-        let _ = writeln!(s, "skipped {} ({})", k.name, k.reason);
+        let _ = writeln!(
+            s,
+            "skipped {} ({}){}",
+            k.name,
+            k.reason,
+            k.detail
+                .as_ref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        );
     }
     s
 }

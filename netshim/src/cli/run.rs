@@ -1,9 +1,16 @@
 //! Dispatches a parsed command to the library and prints its report.
 
-use netshim::{backend::ebpf::AttachMode, netns::Netns, sandbox, stats};
+use netshim::{
+    backend::{ebpf::AttachMode, TcBackend},
+    config::{self, FileConfig},
+    endpoint::SystemProbe,
+    model::InternetworkingModel,
+    netns::Netns,
+    sandbox, stats, Error,
+};
 
 use super::{
-    args::{Cli, Command},
+    args::{AttachArgs, Cli, Command},
     output,
 };
 
@@ -19,22 +26,73 @@ fn print<T: serde::Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> S
     }
 }
 
-pub fn run(cli: Cli) -> Result<(), netshim::Error> {
+fn probe(dir: Option<std::path::PathBuf>) -> SystemProbe {
+    match dir {
+        Some(vhost_user_dir) => SystemProbe { vhost_user_dir },
+        None => SystemProbe::default(),
+    }
+}
+
+/// Flags over the config file over the defaults; conflicting combinations are refused.
+fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
+    let file = match &a.config {
+        Some(path) => config::load(path)?,
+        None => FileConfig::default(),
+    };
+    let model = a.model.or(file.model).unwrap_or_default();
+    if model != InternetworkingModel::TcFilter {
+        if a.tc_backend.is_some() {
+            return Err(Error::InvalidOptions(format!(
+                "--tc-backend applies to the tcfilter model only, not to '{model}'"
+            )));
+        }
+        if a.ebpf_attach.is_some() {
+            return Err(Error::InvalidOptions(format!(
+                "--ebpf-attach applies to the tcfilter model only, not to '{model}'"
+            )));
+        }
+    }
+    let backend = a.tc_backend.or(file.tc_backend).unwrap_or_default();
+    let ebpf_attach = match a.ebpf_attach.as_deref() {
+        Some("tcx") => Some(AttachMode::Tcx),
+        Some("cls-bpf") => Some(AttachMode::ClsBpf),
+        _ => None,
+    };
+    if ebpf_attach.is_some() && backend != TcBackend::Ebpf {
+        return Err(Error::InvalidOptions(
+            "--ebpf-attach applies to the ebpf tc backend only".into(),
+        ));
+    }
+    let owner = a.tap_owner.or(file.tap_owner);
+    Ok(sandbox::AttachOptions {
+        model,
+        backend,
+        queues: a.queues.or(file.queues).unwrap_or(1),
+        tap_owner: owner.map(|o| o.uid),
+        tap_group: owner.and_then(|o| o.gid),
+        txqueuelen: a.txqueuelen.or(file.txqueuelen),
+        ebpf_attach,
+        probe: probe(a.vhost_user_dir.clone().or(file.vhost_user_dir)),
+        skip_unsupported: a.skip_unsupported,
+        disable_new_netns: a.disable_new_netns || file.disable_new_netns.unwrap_or(false),
+    })
+}
+
+pub fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Attach(a) => {
-            let netns = Netns::resolve(&a.netns.netns)?;
-            let options = sandbox::AttachOptions {
-                model: a.model,
-                backend: a.tc_backend,
-                queues: a.queues,
-                ebpf_attach: match a.ebpf_attach.as_str() {
-                    "tcx" => Some(AttachMode::Tcx),
-                    "cls-bpf" => Some(AttachMode::ClsBpf),
-                    _ => None,
-                },
-            };
+            let options = attach_options(&a)?;
+            options.validate()?;
+            // Without a netns of its own the sandbox lives in the caller's.
+            let arg = a.netns.as_deref().unwrap_or("/proc/self/ns/net");
+            let netns = Netns::resolve(arg)?;
             let report = sandbox::attach(&netns, &options)?;
-            print(a.netns.json, &report, output::attach);
+            print(a.json, &report, output::attach);
+        }
+        Command::Scan(a) => {
+            let netns = Netns::resolve(&a.netns.netns)?;
+            let report = sandbox::scan(&netns, &probe(a.vhost_user_dir))?;
+            print(a.netns.json, &report, output::scan);
         }
         Command::Detach(a) => {
             let netns = Netns::resolve(&a.netns)?;
@@ -69,7 +127,7 @@ pub fn run(cli: Cli) -> Result<(), netshim::Error> {
     Ok(())
 }
 
-/// Runs and turns the outcome into an exit code, printing the error chain.
+/// Runs and turns the outcome into an exit code, printing the error.
 pub fn main_with_exit_code(cli: Cli) -> i32 {
     match run(cli) {
         Ok(()) => netshim::error::EXIT_OK,

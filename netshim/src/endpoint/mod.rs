@@ -1,15 +1,25 @@
 //! Classifying the interfaces a CNI plugin left in the sandbox netns, in kata's
-//! `createEndpoint` taxonomy.
+//! `createEndpoint` order: physical first (ethtool bus info that is a PCI address), then
+//! vhost-user (a socket for one of the interface's addresses), then by link kind.
 //!
 //! kata skips loopback and interfaces without an address (there is nothing to hand to the
-//! guest), then decides by link kind. netshim also skips the taps it made itself
-//! (`tap<N>_kata`, see [`crate::tap_name`]), which have no address either.
+//! guest). netshim also skips the taps it made itself (`tap<N>_kata`, see
+//! [`crate::tap_name`]), which have no address either.
+//!
+//! The kernel has no "tap" link kind: a tap is a `tun` device in tap mode. netshim classifies
+//! it as kata's `tuntap` endpoint (it gets a `tap<N>_kata` of its own, connected by the
+//! model); kata's separate `tap` endpoint is only reachable through kata's API, not from a
+//! netns scan, so netshim has no such kind.
 
-use std::fmt;
+mod probe;
 
-use crate::interfaces::Interface;
+use std::{fmt, io, path::PathBuf};
 
-/// The endpoint kinds kata distinguishes.
+pub use probe::{Probe, SystemProbe, DEFAULT_VHOST_USER_DIR};
+
+use crate::{interfaces::Interface, tap::TunMode};
+
+/// The endpoint kinds kata distinguishes (see the module docs for `tap`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EndpointKind {
@@ -17,7 +27,6 @@ pub enum EndpointKind {
     VhostUser,
     Macvlan,
     Macvtap,
-    Tap,
     Tuntap,
     Veth,
     Ipvlan,
@@ -30,17 +39,51 @@ impl EndpointKind {
             Self::VhostUser => "vhost-user",
             Self::Macvlan => "macvlan",
             Self::Macvtap => "macvtap",
-            Self::Tap => "tap",
             Self::Tuntap => "tuntap",
             Self::Veth => "veth",
             Self::Ipvlan => "ipvlan",
         }
+    }
+
+    /// Kinds kata connects through the internetworking model (a tap or macvtap of their
+    /// own). The others are handed to the VMM as they are.
+    pub fn uses_model(self) -> bool {
+        matches!(
+            self,
+            Self::Veth | Self::Macvlan | Self::Ipvlan | Self::Tuntap
+        )
     }
 }
 
 impl fmt::Display for EndpointKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// An interface that is an endpoint, with what the VMM needs for kinds without a model.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Classified {
+    pub kind: EndpointKind,
+    /// Physical: the PCI address from ethtool's bus info (for VFIO passthrough).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pci_address: Option<String>,
+    /// Physical: the driver ethtool reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// vhost-user: the socket the VMM connects to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vhost_user_socket: Option<PathBuf>,
+}
+
+impl Classified {
+    fn of(kind: EndpointKind) -> Self {
+        Self {
+            kind,
+            pci_address: None,
+            driver: None,
+            vhost_user_socket: None,
+        }
     }
 }
 
@@ -52,7 +95,8 @@ pub enum SkipReason {
     NoAddress,
     /// A `tap<N>_kata` device: netshim's own (or a previous run's) VM side.
     NetshimTap,
-    /// A kind kata refuses ("Unsupported network interface"); only listed by status/detach.
+    /// An interface kata would refuse; listed by scan/status/detach, an error for attach
+    /// unless `--skip-unsupported`.
     Unsupported,
 }
 
@@ -62,28 +106,39 @@ impl fmt::Display for SkipReason {
             Self::Loopback => "loopback",
             Self::NoAddress => "no address",
             Self::NetshimTap => "netshim tap",
-            Self::Unsupported => "unsupported kind",
+            Self::Unsupported => "unsupported",
         })
     }
 }
 
 /// What an interface is to netshim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Classification {
-    Endpoint(EndpointKind),
+    Endpoint(Classified),
     Skipped(SkipReason),
 }
 
-/// An interface kata would refuse.
+/// An interface kata would refuse, in kata's words (with the interface added).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Unsupported network interface: {kind} (interface {ifname})")]
-pub struct UnsupportedInterface {
-    pub kind: String,
-    pub ifname: String,
+pub enum ClassifyError {
+    #[error("Unsupported network interface: {kind} (interface {ifname})")]
+    Unsupported { kind: String, ifname: String },
+    #[error("tun networking device not yet supported (interface {ifname} is a tuntap device in tun mode: it carries IP packets, a VM needs Ethernet frames)")]
+    TunMode { ifname: String },
+    #[error("Network device mode not determined correctly. Mount sysfs in caller (interface {ifname}: netshim reads the tuntap mode with ETHTOOL_GDRVINFO instead of sysfs, and that failed: {detail})")]
+    ModeUndetermined { ifname: String, detail: String },
 }
 
-/// Classifies one interface.
-pub fn classify(iface: &Interface) -> Result<Classification, UnsupportedInterface> {
+/// Whether ethtool's bus info is a PCI address (`0000:00:03.0`): kata's test for a
+/// physical NIC — three fields separated by ':'.
+pub fn is_pci_bus_info(bus_info: &str) -> bool {
+    let parts: Vec<&str> = bus_info.split(':').collect();
+    parts.len() == 3 && parts.iter().all(|p| !p.is_empty())
+}
+
+/// Classifies one interface. `probe` answers the questions netlink cannot (ethtool driver
+/// info, vhost-user sockets).
+pub fn classify(iface: &Interface, probe: &dyn Probe) -> Result<Classification, ClassifyError> {
     if iface.loopback {
         return Ok(Classification::Skipped(SkipReason::Loopback));
     }
@@ -93,100 +148,61 @@ pub fn classify(iface: &Interface) -> Result<Classification, UnsupportedInterfac
     if iface.addresses.is_empty() {
         return Ok(Classification::Skipped(SkipReason::NoAddress));
     }
+    let drvinfo = probe.drvinfo(&iface.name);
+    if let Ok((driver, bus_info)) = &drvinfo {
+        if is_pci_bus_info(bus_info) {
+            return Ok(Classification::Endpoint(Classified {
+                pci_address: Some(bus_info.clone()),
+                driver: Some(driver.clone()),
+                ..Classified::of(EndpointKind::Physical)
+            }));
+        }
+    }
+    if let Some(socket) = probe.vhost_user_socket(iface) {
+        return Ok(Classification::Endpoint(Classified {
+            vhost_user_socket: Some(socket),
+            ..Classified::of(EndpointKind::VhostUser)
+        }));
+    }
     let kind = iface.kind.as_deref().unwrap_or("device");
     let endpoint = match kind {
         "veth" => EndpointKind::Veth,
         "macvlan" => EndpointKind::Macvlan,
         "macvtap" => EndpointKind::Macvtap,
         "ipvlan" => EndpointKind::Ipvlan,
-        "tun" => EndpointKind::Tuntap,
+        "tun" => {
+            tuntap_mode(&iface.name, &drvinfo)?;
+            EndpointKind::Tuntap
+        }
         other => {
-            return Err(UnsupportedInterface {
+            return Err(ClassifyError::Unsupported {
                 kind: other.to_owned(),
                 ifname: iface.name.clone(),
             })
         }
     };
-    Ok(Classification::Endpoint(endpoint))
+    Ok(Classification::Endpoint(Classified::of(endpoint)))
+}
+
+/// kata's tuntap rules: tap mode is an endpoint, tun mode and an unknown mode are errors.
+fn tuntap_mode(ifname: &str, drvinfo: &io::Result<(String, String)>) -> Result<(), ClassifyError> {
+    let undetermined = |detail: String| ClassifyError::ModeUndetermined {
+        ifname: ifname.to_owned(),
+        detail,
+    };
+    match drvinfo {
+        Ok((driver, bus_info)) => match crate::tap::mode_from_drvinfo(driver, bus_info) {
+            Some(TunMode::Tap) => Ok(()),
+            Some(TunMode::Tun) => Err(ClassifyError::TunMode {
+                ifname: ifname.to_owned(),
+            }),
+            None => Err(undetermined(format!(
+                "driver {driver:?} bus info {bus_info:?}"
+            ))),
+        },
+        Err(e) => Err(undetermined(e.to_string())),
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
-
-    use super::*;
-    use crate::interfaces::IfAddr;
-
-    fn iface(name: &str, kind: Option<&str>, with_addr: bool) -> Interface {
-        Interface {
-            name: name.into(),
-            ifindex: 2,
-            kind: kind.map(str::to_owned),
-            mac: None,
-            mtu: 1500,
-            up: true,
-            loopback: false,
-            addresses: if with_addr {
-                vec![IfAddr {
-                    address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
-                    prefix_len: 24,
-                }]
-            } else {
-                vec![]
-            },
-        }
-    }
-
-    #[test]
-    fn veth_with_address_is_an_endpoint() {
-        assert_eq!(
-            classify(&iface("eth0", Some("veth"), true)),
-            Ok(Classification::Endpoint(EndpointKind::Veth))
-        );
-    }
-
-    #[test]
-    fn loopback_no_address_and_own_taps_are_skipped() {
-        let mut lo = iface("lo", None, true);
-        lo.loopback = true;
-        assert_eq!(
-            classify(&lo),
-            Ok(Classification::Skipped(SkipReason::Loopback))
-        );
-        assert_eq!(
-            classify(&iface("eth1", Some("veth"), false)),
-            Ok(Classification::Skipped(SkipReason::NoAddress))
-        );
-        assert_eq!(
-            classify(&iface("tap0_kata", Some("tun"), false)),
-            Ok(Classification::Skipped(SkipReason::NetshimTap))
-        );
-    }
-
-    #[test]
-    fn other_kinds_use_katas_error_text() {
-        let err = classify(&iface("br0", Some("bridge"), true)).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("Unsupported network interface: bridge"),
-            "{err}"
-        );
-        let err = classify(&iface("ens3", None, true)).unwrap_err();
-        assert_eq!(err.kind, "device");
-    }
-
-    #[test]
-    fn kata_kinds_map_by_link_kind() {
-        for (kind, want) in [
-            ("macvlan", EndpointKind::Macvlan),
-            ("macvtap", EndpointKind::Macvtap),
-            ("ipvlan", EndpointKind::Ipvlan),
-            ("tun", EndpointKind::Tuntap),
-        ] {
-            assert_eq!(
-                classify(&iface("x0", Some(kind), true)),
-                Ok(Classification::Endpoint(want))
-            );
-        }
-    }
-}
+mod tests;

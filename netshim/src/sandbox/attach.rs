@@ -1,33 +1,70 @@
-//! `netshim attach`: a tap per endpoint, connected by the chosen model and backend.
+//! `netshim attach`: hand every endpoint of a pod netns to the VM.
+//!
+//! Per endpoint kind, as kata does: veth, macvlan, ipvlan and tap-mode tuntap go through the
+//! internetworking model (tcfilter: a `tap<N>_kata` connected by the eBPF or mirred
+//! datapath; macvtap: a macvtap on the pod device; none: the tap alone); a macvtap already
+//! in the netns is handed over as it is; physical and vhost-user endpoints are reported with
+//! what the VMM needs (PCI address, socket) and get no datapath.
 //!
 //! Nothing is left half-made: every step that changes the netns registers its undo first,
 //! and a failure runs the undo list before the error is returned.
 
-use super::{survey, EndpointInfo, SkippedInterface, Survey};
+use std::path::PathBuf;
+
+use netshim_common::MAX_ENDPOINTS;
+use rtnetlink::LinkUnspec;
+
+use super::{survey, EndpointInfo, SkippedInterface, Strictness, Survey};
 use crate::{
     backend::{
         ebpf::{self, AttachMode, EbpfDatapath},
         mirred, Dev, TcBackend,
     },
-    endpoint::EndpointKind,
+    endpoint::{EndpointKind, SystemProbe},
+    guest_info::{self, GuestNeighbor, GuestNetwork, GuestRoute},
     interfaces::{self, Interface},
-    model::InternetworkingModel,
+    model::{macvtap, InternetworkingModel},
     netns::Netns,
-    pins, tap, tap_name, Error, Result,
+    pins, state, tap, tap_name, Error, Result,
 };
-use netshim_common::MAX_ENDPOINTS;
-use rtnetlink::LinkUnspec;
-use std::path::PathBuf;
 
 /// What `attach` does.
 #[derive(Debug, Clone, Default)]
 pub struct AttachOptions {
     pub model: InternetworkingModel,
     pub backend: TcBackend,
-    /// Queues per tap: 0 or 1 = single queue, more = IFF_MULTI_QUEUE.
+    /// Queues per tap (and macvtap): 0 or 1 = single queue, more = IFF_MULTI_QUEUE.
     pub queues: u32,
+    /// TUNSETOWNER / TUNSETGROUP of the taps (the VMM's user).
+    pub tap_owner: Option<u32>,
+    pub tap_group: Option<u32>,
+    /// txqueuelen of the taps; the kernel default (1000) when `None`.
+    pub txqueuelen: Option<u32>,
     /// How to hook the eBPF classifier; `None` = TCX when the kernel has it, else cls_bpf.
     pub ebpf_attach: Option<AttachMode>,
+    /// Where vhost-user sockets are looked for.
+    pub probe: SystemProbe,
+    /// List interfaces kata would refuse as skipped instead of failing.
+    pub skip_unsupported: bool,
+    /// kata's `disable_new_netns`: the netns is the caller's own, not one made for the
+    /// sandbox; only valid with the `none` model.
+    pub disable_new_netns: bool,
+}
+
+impl AttachOptions {
+    /// kata's configuration rule: with `disable_new_netns` the runtime works in the caller's
+    /// netns, whose interfaces must not be redirected into a VM, so only `none` applies.
+    pub fn validate(&self) -> Result<()> {
+        if self.disable_new_netns && self.model != InternetworkingModel::None {
+            return Err(Error::InvalidOptions(format!(
+                "config disable_new_netns only works with 'none' internetworking model, not \
+                 '{}': without a netns of its own the sandbox shares the caller's interfaces, \
+                 and connecting them to a VM would take them away from the caller",
+                self.model
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The tap made for an endpoint.
@@ -37,6 +74,24 @@ pub struct TapReport {
     pub ifindex: u32,
     pub mtu: u32,
     pub queues: u32,
+    pub multi_queue: bool,
+    /// Always on: the VMM reads and writes frames with a virtio-net header, and may turn on
+    /// offloads (TUNSETOFFLOAD) on its queue fds.
+    pub vnet_hdr: bool,
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+    pub txqueuelen: Option<u32>,
+}
+
+/// A macvtap the VMM opens (`device`, once per queue).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MacvtapReport {
+    pub name: String,
+    pub ifindex: u32,
+    pub device: PathBuf,
+    pub queues: u32,
+    /// Made by netshim's macvtap model (and removed by detach), or found in the netns.
+    pub created: bool,
 }
 
 /// One attached endpoint: what the VMM and the guest need to know.
@@ -46,7 +101,13 @@ pub struct EndpointReport {
     pub endpoint: EndpointInfo,
     /// The guest-side interface name (`eth<N>`).
     pub guest_ifname: String,
-    pub tap: TapReport,
+    /// How the VMM gets this endpoint: `tap`, `macvtap`, `vhost-user` or `physical`.
+    pub attachment: &'static str,
+    pub tap: Option<TapReport>,
+    pub macvtap: Option<MacvtapReport>,
+    /// Routes through this endpoint, without the kernel's own (see [`guest_info`]).
+    pub routes: Vec<GuestRoute>,
+    pub neighbors: Vec<GuestNeighbor>,
 }
 
 /// The result of an attach.
@@ -58,39 +119,74 @@ pub struct AttachReport {
     pub netns_cookie: u64,
     pub model: String,
     pub backend: Option<TcBackend>,
-    /// `tcx`, `cls_bpf`, `mirred`, or `none`.
+    /// `tcx`, `cls_bpf`, `mirred`, `macvtap` or `none`.
     pub datapath: String,
     /// The bpffs pin directory (eBPF backend).
     pub pin_dir: Option<PathBuf>,
     pub endpoints: Vec<EndpointReport>,
     pub skipped: Vec<SkippedInterface>,
+    /// `tap<N>_kata` devices a dead run left behind, replaced by new ones.
+    pub replaced_leftovers: Vec<String>,
 }
 
 /// Attaches netshim to every endpoint of `netns`.
 pub fn attach(netns: &Netns, options: &AttachOptions) -> Result<AttachReport> {
+    options.validate()?;
     let netns = netns.clone();
     let options = options.clone();
     netns.clone().run(move |handle| async move {
-        let survey = survey(&handle, &netns, true).await?;
-        check_attachable(&netns, &options, &survey)?;
+        let strictness = if options.skip_unsupported {
+            Strictness::List
+        } else {
+            Strictness::Refuse
+        };
+        let survey = survey(&handle, &netns, strictness, &options.probe).await?;
+        check_attachable(&handle, &netns, &survey).await?;
         let mut undo = Undo::default();
         match connect_all(&handle, &netns, &options, &survey, &mut undo).await {
             Ok(report) => Ok(report),
             Err(e) => {
-                undo.run(&handle).await;
+                undo.run(&handle, &netns).await;
                 Err(e)
             }
         }
     })
 }
 
-fn check_attachable(netns: &Netns, options: &AttachOptions, survey: &Survey) -> Result<()> {
-    if options.model == InternetworkingModel::MacVtap {
-        return Err(Error::KindNotSupported {
+async fn check_attachable(
+    handle: &rtnetlink::Handle,
+    netns: &Netns,
+    survey: &Survey,
+) -> Result<()> {
+    // An attached netns first: after the macvtap model its pod device has no address left.
+    let mut found = Vec::new();
+    let pin_dir = pins::sandbox_dir(netns.cookie);
+    if pin_dir.exists() {
+        found.push(pin_dir.display().to_string());
+    }
+    let state_dir = state::sandbox_dir(netns.cookie);
+    if state::has_state(&state_dir) {
+        found.push(state_dir.display().to_string());
+    }
+    for (_, tap) in &survey.taps {
+        let dev = Dev {
+            name: tap.name.clone(),
+            ifindex: tap.ifindex,
+        };
+        let q = mirred::ingress_qdisc(handle, &dev)
+            .await
+            .map_err(|source| Error::Mirred {
+                netns: netns.to_string(),
+                source: Box::new(source),
+            })?;
+        if q == mirred::IngressQdisc::Ingress {
+            found.push(format!("mirred datapath on {}", tap.name));
+        }
+    }
+    if !found.is_empty() {
+        return Err(Error::AlreadyAttached {
             netns: netns.to_string(),
-            ifname: "*".into(),
-            kind: EndpointKind::Macvtap,
-            model: options.model,
+            detail: format!("found {}", found.join(", ")),
         });
     }
     if survey.endpoints.is_empty() {
@@ -116,33 +212,14 @@ fn check_attachable(netns: &Netns, options: &AttachOptions, survey: &Survey) -> 
             max: MAX_ENDPOINTS,
         });
     }
-    for (iface, kind) in &survey.endpoints {
-        // TC redirect works on any netdev: kata connects veth, macvlan and ipvlan through
-        // the model. Other kinds need their own handling.
-        if !matches!(
-            kind,
-            EndpointKind::Veth | EndpointKind::Macvlan | EndpointKind::Ipvlan
-        ) {
-            return Err(Error::KindNotSupported {
-                netns: netns.to_string(),
-                ifname: iface.name.clone(),
-                kind: *kind,
-                model: options.model,
-            });
-        }
-    }
-    let pin_dir = pins::sandbox_dir(netns.cookie);
-    if !survey.taps.is_empty() || pin_dir.exists() {
-        let mut found: Vec<String> = survey.taps.iter().map(|(_, t)| t.name.clone()).collect();
-        if pin_dir.exists() {
-            found.push(pin_dir.display().to_string());
-        }
-        return Err(Error::AlreadyAttached {
-            netns: netns.to_string(),
-            detail: format!("found {}", found.join(", ")),
-        });
-    }
     Ok(())
+}
+
+/// What an endpoint needs the VMM to open, once made.
+enum Attachment {
+    Tap(TapReport),
+    Macvtap(MacvtapReport),
+    Handover(&'static str),
 }
 
 async fn connect_all(
@@ -152,32 +229,51 @@ async fn connect_all(
     survey: &Survey,
     undo: &mut Undo,
 ) -> Result<AttachReport> {
+    // Read before the macvtap model moves addresses (and with them routes) away.
+    let guest = guest_info::collect(handle)
+        .await
+        .map_err(|source| Error::Netlink {
+            op: "RTM_GETROUTE/RTM_GETNEIGH dump",
+            target: "routes and neighbours".into(),
+            netns: netns.to_string(),
+            source: Box::new(source),
+        })?;
+    let replaced_leftovers = replace_leftover_taps(handle, netns, survey).await?;
+
     let mut pairs = Vec::new();
     let mut endpoints = Vec::new();
-    for (index, (iface, kind)) in survey.endpoints.iter().enumerate() {
+    for (index, (iface, class)) in survey.endpoints.iter().enumerate() {
         let index = index as u32;
-        let tap = create_tap(handle, netns, options, index, iface, undo).await?;
-        pairs.push((
-            Dev {
+        let attachment = match class.kind {
+            kind if kind.uses_model() => match options.model {
+                InternetworkingModel::TcFilter | InternetworkingModel::None => {
+                    let tap = create_tap(handle, netns, options, index, iface, undo).await?;
+                    pairs.push((index, dev_of(iface), dev_of_tap(&tap)));
+                    Attachment::Tap(tap)
+                }
+                InternetworkingModel::MacVtap => Attachment::Macvtap(
+                    create_macvtap(handle, netns, options, index, iface, undo).await?,
+                ),
+            },
+            EndpointKind::Macvtap => Attachment::Macvtap(MacvtapReport {
                 name: iface.name.clone(),
                 ifindex: iface.ifindex,
-            },
-            Dev {
-                name: tap.name.clone(),
-                ifindex: tap.ifindex,
-            },
-        ));
-        endpoints.push(EndpointReport {
-            endpoint: EndpointInfo::new(index, iface, *kind),
-            guest_ifname: tap_name::guest_ifname_for(index),
-            tap,
-        });
+                device: macvtap::device_path(iface.ifindex),
+                queues: options.queues.max(1),
+                created: false,
+            }),
+            EndpointKind::VhostUser => Attachment::Handover("vhost-user"),
+            _ => Attachment::Handover("physical"),
+        };
+        endpoints.push(endpoint_report(index, iface, class, attachment, &guest));
     }
 
     let mut pin_dir = None;
     let (backend, datapath) = match options.model {
         InternetworkingModel::None => (None, "none".to_owned()),
-        _ => match options.backend {
+        InternetworkingModel::MacVtap => (None, "macvtap".to_owned()),
+        InternetworkingModel::TcFilter if pairs.is_empty() => (None, "none".to_owned()),
+        InternetworkingModel::TcFilter => match options.backend {
             TcBackend::Ebpf => {
                 let dir = pins::create_sandbox_dir(netns.cookie)?;
                 undo.pin_dir = Some(dir.clone());
@@ -185,22 +281,19 @@ async fn connect_all(
                     netns: netns.to_string(),
                     source: Box::new(source),
                 };
-                let mut datapath = EbpfDatapath::load(
-                    &dir,
-                    options
-                        .ebpf_attach
-                        .unwrap_or_else(AttachMode::for_running_kernel),
-                )
-                .map_err(ebpf_err)?;
+                let mode = options
+                    .ebpf_attach
+                    .unwrap_or_else(AttachMode::for_running_kernel);
+                let mut datapath = EbpfDatapath::load(&dir, mode).map_err(ebpf_err)?;
                 datapath.record_sandbox(netns).map_err(ebpf_err)?;
-                for (index, (pod, tap)) in pairs.iter().enumerate() {
-                    datapath.connect(index as u32, pod, tap).map_err(ebpf_err)?;
+                for (index, pod, tap) in &pairs {
+                    datapath.connect(*index, pod, tap).map_err(ebpf_err)?;
                 }
                 pin_dir = Some(dir);
                 (Some(TcBackend::Ebpf), datapath.mode().as_str().to_owned())
             }
             TcBackend::Mirred => {
-                for (pod, tap) in &pairs {
+                for (_, pod, tap) in &pairs {
                     undo.mirred.push((pod.clone(), tap.clone()));
                     mirred::connect(handle, pod, tap)
                         .await
@@ -224,7 +317,80 @@ async fn connect_all(
         pin_dir,
         endpoints,
         skipped: survey.skipped.clone(),
+        replaced_leftovers,
     })
+}
+
+fn endpoint_report(
+    index: u32,
+    iface: &Interface,
+    class: &crate::endpoint::Classified,
+    attachment: Attachment,
+    guest: &GuestNetwork,
+) -> EndpointReport {
+    let (kind, tap, macvtap) = match attachment {
+        Attachment::Tap(t) => ("tap", Some(t), None),
+        Attachment::Macvtap(m) => ("macvtap", None, Some(m)),
+        Attachment::Handover(kind) => (kind, None, None),
+    };
+    EndpointReport {
+        endpoint: EndpointInfo::new(index, iface, class),
+        guest_ifname: tap_name::guest_ifname_for(index),
+        attachment: kind,
+        tap,
+        macvtap,
+        routes: guest
+            .routes
+            .get(&iface.ifindex)
+            .cloned()
+            .unwrap_or_default(),
+        neighbors: guest
+            .neighbors
+            .get(&iface.ifindex)
+            .cloned()
+            .unwrap_or_default(),
+    }
+}
+
+fn dev_of(iface: &Interface) -> Dev {
+    Dev {
+        name: iface.name.clone(),
+        ifindex: iface.ifindex,
+    }
+}
+
+fn dev_of_tap(tap: &TapReport) -> Dev {
+    Dev {
+        name: tap.name.clone(),
+        ifindex: tap.ifindex,
+    }
+}
+
+/// Taps a dead run left (no datapath of ours is attached, see `check_attachable`) are
+/// deleted, so that the new ones start clean even when a dead VMM's fd still holds one
+/// (a persistent tap that is still attached would make TUNSETIFF fail with EBUSY —
+/// firecracker-go-sdk#73).
+async fn replace_leftover_taps(
+    handle: &rtnetlink::Handle,
+    netns: &Netns,
+    survey: &Survey,
+) -> Result<Vec<String>> {
+    let mut replaced = Vec::new();
+    for (_, tap) in &survey.taps {
+        if tap.kind.as_deref() != Some("tun") {
+            continue;
+        }
+        super::detach::delete_link(handle, &dev_of(tap))
+            .await
+            .map_err(|source| Error::Netlink {
+                op: "RTM_DELLINK (leftover tap)",
+                target: tap.name.clone(),
+                netns: netns.to_string(),
+                source: Box::new(source),
+            })?;
+        replaced.push(tap.name.clone());
+    }
+    Ok(replaced)
 }
 
 /// Creates `tap<index>_kata` for `iface`: persistent, vnet_hdr, the endpoint's MTU, up.
@@ -240,8 +406,8 @@ async fn create_tap(
     let spec = tap::TapSpec {
         name: name.clone(),
         queues: options.queues,
-        owner: None,
-        group: None,
+        owner: options.tap_owner,
+        group: options.tap_group,
     };
     tap::create_persistent_tap(&spec).map_err(|source| Error::Tap {
         netns: netns.to_string(),
@@ -265,26 +431,56 @@ async fn create_tap(
             netns: netns.to_string(),
             source: Box::new(rtnetlink::Error::RequestFailed),
         })?;
-    undo.taps.push(Dev {
-        name: name.clone(),
-        ifindex: created.ifindex,
-    });
+    undo.taps.push(dev_of(&created));
+    let mut change = LinkUnspec::new_with_index(created.ifindex)
+        .mtu(iface.mtu)
+        .up();
+    if let Some(len) = options.txqueuelen {
+        change = change.txqueuelen(len);
+    }
     handle
         .link()
-        .set(
-            LinkUnspec::new_with_index(created.ifindex)
-                .mtu(iface.mtu)
-                .up()
-                .build(),
-        )
+        .set(change.build())
         .execute()
         .await
-        .map_err(netlink_err("RTM_NEWLINK (mtu, up)"))?;
+        .map_err(netlink_err("RTM_NEWLINK (mtu, txqueuelen, up)"))?;
     Ok(TapReport {
         name,
         ifindex: created.ifindex,
         mtu: iface.mtu,
         queues: options.queues.max(1),
+        multi_queue: spec.multi_queue(),
+        vnet_hdr: true,
+        owner: options.tap_owner,
+        group: options.tap_group,
+        txqueuelen: options.txqueuelen,
+    })
+}
+
+/// kata's macvtap model for one endpoint: `tap<index>_kata` is a macvtap on the pod device.
+async fn create_macvtap(
+    handle: &rtnetlink::Handle,
+    netns: &Netns,
+    options: &AttachOptions,
+    index: u32,
+    iface: &Interface,
+    undo: &mut Undo,
+) -> Result<MacvtapReport> {
+    let name = tap_name::tap_for(index);
+    let state_dir = state::create_sandbox_dir(netns.cookie)?;
+    let made = macvtap::connect(handle, iface, &name, options.queues.max(1), &state_dir)
+        .await
+        .map_err(|source| Error::Macvtap {
+            netns: netns.to_string(),
+            source: Box::new(source),
+        })?;
+    undo.macvtaps.push((name.clone(), iface.ifindex));
+    Ok(MacvtapReport {
+        name: made.name,
+        ifindex: made.ifindex,
+        device: made.device,
+        queues: made.queues,
+        created: true,
     })
 }
 
@@ -293,12 +489,14 @@ async fn create_tap(
 struct Undo {
     taps: Vec<Dev>,
     mirred: Vec<(Dev, Dev)>,
+    /// (macvtap name, pod ifindex)
+    macvtaps: Vec<(String, u32)>,
     pin_dir: Option<PathBuf>,
 }
 
 impl Undo {
     /// Best effort: every step runs even when an earlier one fails; failures are logged.
-    async fn run(self, handle: &rtnetlink::Handle) {
+    async fn run(self, handle: &rtnetlink::Handle, netns: &Netns) {
         for (pod, tap) in &self.mirred {
             if let Err(e) = mirred::disconnect(handle, pod, tap).await {
                 log::warn!("undo: {e}");
@@ -309,6 +507,13 @@ impl Undo {
                 log::warn!("undo: {e}");
             }
         }
+        let state_dir = state::sandbox_dir(netns.cookie);
+        for (name, pod_ifindex) in &self.macvtaps {
+            if let Err(e) = macvtap::disconnect(handle, name, *pod_ifindex, &state_dir).await {
+                log::warn!("undo: {e}");
+            }
+        }
+        state::remove_sandbox_dir_if_empty(&state_dir);
         for tap in &self.taps {
             if let Err(e) = super::detach::delete_link(handle, tap).await {
                 log::warn!("undo: {e}");

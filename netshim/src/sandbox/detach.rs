@@ -5,11 +5,13 @@
 //! the pod devices they pair with. Detaching a netns that has none of these succeeds and
 //! says so (CNI DEL semantics).
 
-use super::{survey, Survey};
+use super::{survey, Strictness, Survey};
 use crate::{
     backend::{ebpf, mirred, Dev},
+    endpoint::SystemProbe,
+    model::macvtap,
     netns::Netns,
-    pins, Error, Result,
+    pins, state, Error, Result,
 };
 
 /// What detach removed.
@@ -20,6 +22,8 @@ pub struct DetachReport {
     pub removed_pin_dir: Option<std::path::PathBuf>,
     /// Devices whose mirred ingress qdisc was removed.
     pub removed_mirred: Vec<String>,
+    /// Macvtaps of the macvtap model removed (their pod devices restored).
+    pub removed_macvtaps: Vec<String>,
 }
 
 impl DetachReport {
@@ -27,6 +31,7 @@ impl DetachReport {
         !self.removed_taps.is_empty()
             || self.removed_pin_dir.is_some()
             || !self.removed_mirred.is_empty()
+            || !self.removed_macvtaps.is_empty()
     }
 }
 
@@ -34,7 +39,7 @@ impl DetachReport {
 pub fn detach(netns: &Netns) -> Result<DetachReport> {
     let netns = netns.clone();
     netns.clone().run(move |handle| async move {
-        let survey = survey(&handle, &netns, false).await?;
+        let survey = survey(&handle, &netns, Strictness::List, &SystemProbe::default()).await?;
         let mut report = DetachReport {
             netns: netns.arg.clone(),
             ..DetachReport::default()
@@ -70,6 +75,24 @@ pub fn detach(netns: &Netns) -> Result<DetachReport> {
             report.removed_mirred.push(pod.name.clone());
             report.removed_mirred.push(tap.name.clone());
         }
+
+        let state_dir = state::sandbox_dir(netns.cookie);
+        for (_, mvt) in &survey.taps {
+            if mvt.kind.as_deref() != Some("macvtap") {
+                continue;
+            }
+            let Some(pod_ifindex) = mvt.link else {
+                continue;
+            };
+            macvtap::disconnect(&handle, &mvt.name, pod_ifindex, &state_dir)
+                .await
+                .map_err(|source| Error::Macvtap {
+                    netns: netns.to_string(),
+                    source: Box::new(source),
+                })?;
+            report.removed_macvtaps.push(mvt.name.clone());
+        }
+        state::remove_sandbox_dir_if_empty(&state_dir);
 
         for (_, tap) in &survey.taps {
             if tap.kind.as_deref() != Some("tun") {

@@ -1,4 +1,4 @@
-//! Whole-netns operations: attach, detach, status, stats.
+//! Whole-netns operations: scan, attach, detach, status, stats.
 //!
 //! Each runs on a thread inside the sandbox netns ([`Netns::run`]). The first step is
 //! always the same survey: list the interfaces, classify them, and find the taps an earlier
@@ -6,14 +6,18 @@
 
 mod attach;
 mod detach;
+mod scan;
 mod status;
 
-pub use attach::{attach, AttachOptions, AttachReport, EndpointReport, TapReport};
+pub use attach::{attach, AttachOptions, AttachReport, EndpointReport, MacvtapReport, TapReport};
 pub use detach::{detach, DetachReport};
+pub use scan::{scan, ScanReport, ScannedInterface};
 pub use status::{stats, status, EndpointStatus, StatusReport};
 
+use std::path::PathBuf;
+
 use crate::{
-    endpoint::{self, Classification, EndpointKind, SkipReason},
+    endpoint::{self, Classification, Classified, EndpointKind, SkipReason, SystemProbe},
     interfaces::{self, IfAddr, Interface, Mac},
     netns::Netns,
     tap_name, Error, Result,
@@ -31,18 +35,28 @@ pub struct EndpointInfo {
     pub mac: Option<Mac>,
     pub mtu: u32,
     pub addresses: Vec<IfAddr>,
+    /// Physical: PCI address and driver; vhost-user: socket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pci_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vhost_user_socket: Option<PathBuf>,
 }
 
 impl EndpointInfo {
-    pub(crate) fn new(index: u32, iface: &Interface, kind: EndpointKind) -> Self {
+    pub(crate) fn new(index: u32, iface: &Interface, class: &Classified) -> Self {
         Self {
             index,
             name: iface.name.clone(),
-            kind,
+            kind: class.kind,
             ifindex: iface.ifindex,
             mac: iface.mac,
             mtu: iface.mtu,
             addresses: iface.addresses.clone(),
+            pci_address: class.pci_address.clone(),
+            driver: class.driver.clone(),
+            vhost_user_socket: class.vhost_user_socket.clone(),
         }
     }
 }
@@ -53,13 +67,25 @@ pub struct SkippedInterface {
     pub name: String,
     pub ifindex: u32,
     pub reason: SkipReason,
+    /// For `unsupported`: kata's error text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// How strictly the survey treats interfaces kata would refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Strictness {
+    /// The first one is an error (attach, kata's behaviour).
+    Refuse,
+    /// They are listed as skipped (scan, status, detach, `attach --skip-unsupported`).
+    List,
 }
 
 /// What a netns holds, as netshim sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct Survey {
     /// Endpoints in kata's order (by ifindex); the position is the endpoint index.
-    pub endpoints: Vec<(Interface, EndpointKind)>,
+    pub endpoints: Vec<(Interface, Classified)>,
     pub skipped: Vec<SkippedInterface>,
     /// `tap<N>_kata` devices present, with N.
     pub taps: Vec<(u32, Interface)>,
@@ -71,12 +97,12 @@ impl Survey {
     }
 }
 
-/// Lists and classifies the netns's interfaces. `strict`: an interface kata would refuse is an
-/// error (attach); otherwise it is listed as skipped (detach, status).
+/// Lists and classifies the netns's interfaces.
 pub(crate) async fn survey(
     handle: &rtnetlink::Handle,
     netns: &Netns,
-    strict: bool,
+    strictness: Strictness,
+    probe: &SystemProbe,
 ) -> Result<Survey> {
     let all = interfaces::list(handle)
         .await
@@ -92,18 +118,21 @@ pub(crate) async fn survey(
         taps: Vec::new(),
     };
     for iface in all {
-        let class = match endpoint::classify(&iface) {
-            Ok(class) => class,
-            Err(source) if strict => {
+        let (class, detail) = match endpoint::classify(&iface, probe) {
+            Ok(class) => (class, None),
+            Err(source) if strictness == Strictness::Refuse => {
                 return Err(Error::UnsupportedInterface {
                     netns: netns.to_string(),
                     source,
                 })
             }
-            Err(_) => Classification::Skipped(SkipReason::Unsupported),
+            Err(e) => (
+                Classification::Skipped(SkipReason::Unsupported),
+                Some(e.to_string()),
+            ),
         };
         match class {
-            Classification::Endpoint(kind) => survey.endpoints.push((iface, kind)),
+            Classification::Endpoint(class) => survey.endpoints.push((iface, class)),
             Classification::Skipped(reason) => {
                 if reason == SkipReason::NetshimTap {
                     if let Some(index) = tap_name::parse(&iface.name) {
@@ -114,6 +143,7 @@ pub(crate) async fn survey(
                     name: iface.name,
                     ifindex: iface.ifindex,
                     reason,
+                    detail,
                 });
             }
         }

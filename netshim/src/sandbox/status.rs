@@ -1,8 +1,9 @@
 //! `netshim status` and `netshim stats` for one netns.
 
-use super::{detach::mirred_pairs, survey, EndpointInfo, SkippedInterface};
+use super::{detach::mirred_pairs, survey, EndpointInfo, SkippedInterface, Strictness};
 use crate::{
     backend::{ebpf, mirred, TcBackend},
+    endpoint::SystemProbe,
     netns::Netns,
     pins,
     stats::{self, DirectionStats, EndpointStats, SandboxStats},
@@ -42,7 +43,7 @@ pub struct StatusReport {
 pub fn status(netns: &Netns) -> Result<StatusReport> {
     let netns = netns.clone();
     netns.clone().run(move |handle| async move {
-        let survey = survey(&handle, &netns, false).await?;
+        let survey = survey(&handle, &netns, Strictness::List, &SystemProbe::default()).await?;
         let dir = pins::sandbox_dir(netns.cookie);
         let pinned = dir.exists();
         let mode = if pinned {
@@ -61,7 +62,7 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
             endpoints: Vec::new(),
             skipped: survey.skipped.clone(),
         };
-        for (index, (iface, kind)) in survey.endpoints.iter().enumerate() {
+        for (index, (iface, class)) in survey.endpoints.iter().enumerate() {
             let tap = survey.tap(index as u32);
             let connected = match tap {
                 None => false,
@@ -96,7 +97,7 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
                 }
             };
             report.endpoints.push(EndpointStatus {
-                endpoint: EndpointInfo::new(index as u32, iface, *kind),
+                endpoint: EndpointInfo::new(index as u32, iface, class),
                 tap: tap.map(|t| t.name.clone()),
                 tap_ifindex: tap.map(|t| t.ifindex),
                 tap_up: tap.map(|t| t.up),
@@ -118,7 +119,7 @@ pub fn stats(netns: &Netns) -> Result<Option<SandboxStats>> {
     }
     let netns = netns.clone();
     netns.clone().run(move |handle| async move {
-        let survey = survey(&handle, &netns, false).await?;
+        let survey = survey(&handle, &netns, Strictness::List, &SystemProbe::default()).await?;
         let mut endpoints = Vec::new();
         for (index, (pod, tap)) in mirred_pairs(&survey).into_iter().enumerate() {
             let mirred_err = |source| Error::Mirred {

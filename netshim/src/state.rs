@@ -1,0 +1,60 @@
+//! Files netshim keeps outside bpffs: `/run/netshim/netns-<cookie>/`, for what the kernel
+//! does not remember itself (the macvtap model's saved pod-device MAC and addresses).
+//! Directories 0700, files 0600. `/run` is a tmpfs: the state goes with a reboot, as do
+//! the namespaces it describes.
+
+use std::{
+    fs, io,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use crate::pins::PinError;
+
+/// netshim's directory under /run.
+pub const STATE_ROOT: &str = "/run/netshim";
+
+/// The state directory of the sandbox whose netns has cookie `netns_cookie`.
+pub fn sandbox_dir(netns_cookie: u64) -> PathBuf {
+    Path::new(STATE_ROOT).join(format!("netns-{netns_cookie}"))
+}
+
+/// Creates the sandbox's state directory (and the root), both 0700.
+pub fn create_sandbox_dir(netns_cookie: u64) -> Result<PathBuf, PinError> {
+    let dir = sandbox_dir(netns_cookie);
+    for d in [Path::new(STATE_ROOT), dir.as_path()] {
+        match fs::DirBuilder::new().mode(0o700).create(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(PinError::Io {
+                    op: "mkdir",
+                    path: d.to_owned(),
+                    source,
+                })
+            }
+        }
+        fs::set_permissions(d, fs::Permissions::from_mode(0o700)).map_err(|source| {
+            PinError::Io {
+                op: "chmod 0700",
+                path: d.to_owned(),
+                source,
+            }
+        })?;
+    }
+    Ok(dir)
+}
+
+/// Whether the directory holds any state file.
+pub fn has_state(dir: &Path) -> bool {
+    fs::read_dir(dir)
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false)
+}
+
+/// Removes the directory when nothing is left in it (best effort).
+pub fn remove_sandbox_dir_if_empty(dir: &Path) {
+    if !has_state(dir) {
+        let _ = fs::remove_dir(dir);
+    }
+}

@@ -1,0 +1,198 @@
+//! Every endpoint kind this kernel can create, alone and all at once: what `scan` says,
+//! what `attach` hands to the VMM, and that `detach` puts the netns back.
+
+use netshim_tests::{
+    netshim_cli::{netshim, netshim_json, Pod},
+    skip_unless_root, TestNetns,
+};
+use serde_json::Value;
+
+/// The scanned entry for `name`.
+fn scanned<'a>(scan: &'a Value, name: &str) -> &'a Value {
+    scan["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("{name} missing from scan: {scan}"))
+}
+
+/// The attached endpoint for `name`.
+fn endpoint<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("{name} missing from attach: {report}"))
+}
+
+/// Links, addresses and qdiscs of a netns as JSON, without counters.
+fn state(ns: &TestNetns) -> (Value, Value, Value) {
+    let strip = |v: Value| -> Value {
+        Value::Array(
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|l| {
+                    let mut l = l.clone();
+                    if let Some(o) = l.as_object_mut() {
+                        o.remove("stats64");
+                        o.remove("operstate");
+                        o.remove("linkmode");
+                    }
+                    l
+                })
+                .collect(),
+        )
+    };
+    let json = |s: String| serde_json::from_str::<Value>(&s).unwrap();
+    (
+        strip(json(ns.ip(&["-j", "-d", "link", "show"]))),
+        json(ns.ip(&["-j", "addr", "show"])),
+        json(ns.tc(&["-j", "qdisc", "show"])),
+    )
+}
+
+/// A sandbox with veth `eth0`, macvlan `mvl0`, macvtap `mvt0` (both on `low0`, which has no
+/// address), tap `tapx` and tun `tunx`, each with an address of its own.
+/// The second netns holds `low0`'s peer; keep it alive as long as the pod.
+fn every_kind() -> (Pod, TestNetns) {
+    let pod = Pod::new("kinds");
+    let s = &pod.sandbox;
+    let peer = TestNetns::new("nsh-kinds-peer");
+    netshim_tests::veth_pair(s, "low0", &peer, "low1");
+    s.ip(&[
+        "link", "add", "link", "low0", "name", "mvl0", "type", "macvlan", "mode", "bridge",
+    ]);
+    s.ip(&[
+        "link", "add", "link", "low0", "name", "mvt0", "type", "macvtap", "mode", "bridge",
+    ]);
+    s.ip(&["tuntap", "add", "dev", "tapx", "mode", "tap"]);
+    s.ip(&["tuntap", "add", "dev", "tunx", "mode", "tun"]);
+    for (dev, addr) in [
+        ("mvl0", "10.124.0.2/24"),
+        ("mvt0", "10.125.0.2/24"),
+        ("tapx", "10.126.0.2/24"),
+        ("tunx", "10.127.0.2/24"),
+    ] {
+        s.ip(&["addr", "add", addr, "dev", dev]);
+        s.ip(&["link", "set", dev, "up"]);
+    }
+    (pod, peer)
+}
+
+#[test]
+fn scan_classifies_every_kind_like_kata() {
+    if skip_unless_root() {
+        return;
+    }
+    let (pod, _peer) = every_kind();
+    let before = state(&pod.sandbox);
+    let scan = netshim_json(&["scan", "--netns", pod.netns()]);
+    for (name, kind) in [
+        ("eth0", "veth"),
+        ("mvl0", "macvlan"),
+        ("mvt0", "macvtap"),
+        ("tapx", "tuntap"),
+    ] {
+        let i = scanned(&scan, name);
+        assert_eq!(i["class"], "endpoint", "{i}");
+        assert_eq!(i["kind"], kind, "{i}");
+    }
+    let tun = scanned(&scan, "tunx");
+    assert_eq!(tun["class"], "skipped");
+    assert_eq!(tun["reason"], "unsupported");
+    assert!(
+        tun["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("tun networking device not yet supported"),
+        "{tun}"
+    );
+    assert_eq!(scanned(&scan, "low0")["reason"], "no-address");
+    assert_eq!(scanned(&scan, "lo")["reason"], "loopback");
+    assert_eq!(state(&pod.sandbox), before, "scan changes nothing");
+}
+
+#[test]
+fn attach_refuses_a_tun_device_like_kata_and_creates_nothing() {
+    if skip_unless_root() {
+        return;
+    }
+    let (pod, _peer) = every_kind();
+    let before = state(&pod.sandbox);
+    let out = netshim(&["attach", "--netns", pod.netns()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tun networking device not yet supported"),
+        "{err}"
+    );
+    assert!(err.contains("tunx"), "{err}");
+    assert_eq!(state(&pod.sandbox), before);
+}
+
+#[test]
+fn attach_every_kind_at_once_and_detach_restores() {
+    if skip_unless_root() {
+        return;
+    }
+    let (pod, _peer) = every_kind();
+    let before = state(&pod.sandbox);
+    let report = netshim_json(&["attach", "--netns", pod.netns(), "--skip-unsupported"]);
+    // Through the model: veth, macvlan and tap-mode tuntap get taps of their own, in
+    // kata's (ifindex) order.
+    let mut taps = Vec::new();
+    for name in ["eth0", "mvl0", "tapx"] {
+        let e = endpoint(&report, name);
+        assert_eq!(e["attachment"], "tap", "{e}");
+        let tap = e["tap"]["name"].as_str().unwrap().to_owned();
+        assert_eq!(tap, format!("tap{}_kata", e["index"]));
+        assert!(pod.sandbox.link_exists(&tap));
+        assert_eq!(
+            e["mac"],
+            pod.sandbox.link_mac(name),
+            "guest MAC = {name}'s MAC"
+        );
+        taps.push(tap);
+    }
+    // A macvtap already there is handed to the VMM as it is.
+    let mvt = endpoint(&report, "mvt0");
+    assert_eq!(mvt["attachment"], "macvtap");
+    assert_eq!(mvt["macvtap"]["created"], false);
+    let dev = mvt["macvtap"]["device"].as_str().unwrap();
+    assert_eq!(dev, format!("/dev/tap{}", mvt["ifindex"]));
+    assert!(std::path::Path::new(dev).exists(), "{dev} exists");
+    // The tun device is listed, with kata's reason.
+    let skipped: Vec<&Value> = report["skipped"].as_array().unwrap().iter().collect();
+    assert!(skipped
+        .iter()
+        .any(|s| s["name"] == "tunx" && s["reason"] == "unsupported"));
+    assert_eq!(report["datapath"], "tcx");
+
+    let stats = netshim_json(&["stats", "--netns", pod.netns()]);
+    let names: Vec<&str> = stats[0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pod"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["eth0", "mvl0", "tapx"],
+        "one counter pair per connected endpoint"
+    );
+
+    let detached = netshim_json(&["detach", "--netns", pod.netns()]);
+    let mut removed: Vec<String> = detached["removed_taps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect();
+    removed.sort();
+    taps.sort();
+    assert_eq!(removed, taps);
+    assert_eq!(state(&pod.sandbox), before, "detach restores the netns");
+}

@@ -1,0 +1,87 @@
+//! Tap options (queues, owner, txqueuelen) and re-attaching over a dead run's leftovers.
+
+use netshim_tests::{
+    netshim_cli::{netshim_json, Pod},
+    skip_unless_root, TapQueue,
+};
+
+#[test]
+fn queues_owner_and_txqueuelen_reach_the_tap() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("topt");
+    let report = netshim_json(&[
+        "attach",
+        "--netns",
+        pod.netns(),
+        "--queues",
+        "4",
+        "--tap-owner",
+        "1234:4321",
+        "--txqueuelen",
+        "777",
+    ]);
+    let tap = &report["endpoints"][0]["tap"];
+    assert_eq!(tap["queues"], 4);
+    assert_eq!(tap["multi_queue"], true);
+    assert_eq!(tap["vnet_hdr"], true);
+    let d = pod.sandbox.ip(&["-d", "link", "show", "tap0_kata"]);
+    assert!(d.contains("multi_queue"), "{d}");
+    assert!(d.contains("vnet_hdr on"), "{d}");
+    assert!(d.contains("persist on"), "{d}");
+    assert!(d.contains("user 1234") && d.contains("group 4321"), "{d}");
+    assert!(d.contains("qlen 777"), "{d}");
+    assert!(d.contains("mtu 1500"), "{d}");
+    // A VMM opens 4 queues.
+    let queues: Vec<TapQueue> = (0..4)
+        .map(|_| TapQueue::open_in(pod.sandbox.path(), "tap0_kata", true, None).unwrap())
+        .collect();
+    drop(queues);
+    netshim_json(&["detach", "--netns", pod.netns()]);
+}
+
+#[test]
+fn tap_mtu_follows_the_endpoint() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("tmtu");
+    pod.sandbox.ip(&["link", "set", "eth0", "mtu", "1400"]);
+    let report = netshim_json(&["attach", "--netns", pod.netns()]);
+    assert_eq!(report["endpoints"][0]["mtu"], 1400);
+    assert_eq!(pod.sandbox.link_mtu("tap0_kata"), 1400);
+    netshim_json(&["detach", "--netns", pod.netns()]);
+}
+
+#[test]
+fn reattach_over_a_leftover_tap_replaces_it_even_while_held_open() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("left");
+    // kata #6339: a dead run left tap0_kata behind; a stuck process still holds it.
+    pod.sandbox.ip(&[
+        "tuntap",
+        "add",
+        "dev",
+        "tap0_kata",
+        "mode",
+        "tap",
+        "vnet_hdr",
+    ]);
+    let held = TapQueue::open_in(pod.sandbox.path(), "tap0_kata", false, None).unwrap();
+    let report = netshim_json(&["attach", "--netns", pod.netns()]);
+    assert_eq!(report["replaced_leftovers"][0], "tap0_kata");
+    assert_eq!(report["endpoints"][0]["tap"]["name"], "tap0_kata");
+    drop(held);
+    // The new tap is connected: a VMM can open it and frames from the client arrive.
+    let q = TapQueue::open_in(pod.sandbox.path(), "tap0_kata", false, None).unwrap();
+    let _ = pod
+        .client
+        .exec(&["ping", "-c", "1", "-W", "1", &pod.pod_ip.to_string()]);
+    let frame = q.read_frame(std::time::Duration::from_secs(2));
+    assert!(frame.is_some(), "the client's ARP reaches the new tap");
+    drop(q);
+    netshim_json(&["detach", "--netns", pod.netns()]);
+}
