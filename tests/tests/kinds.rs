@@ -196,3 +196,65 @@ fn attach_every_kind_at_once_and_detach_restores() {
     assert_eq!(removed, taps);
     assert_eq!(state(&pod.sandbox), before, "detach restores the netns");
 }
+
+#[test]
+fn vhost_user_endpoint_is_reported_with_its_socket_and_gets_no_datapath() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("vhu");
+    // kata's convention: <dir>/vhostuser_<IP>/vhu.sock for one of the interface's addresses.
+    let dir = std::env::temp_dir().join(format!(
+        "netshim-vhu-{}-{}",
+        std::process::id(),
+        pod.netns()
+    ));
+    let sock_dir = dir.join(format!("vhostuser_{}", pod.pod_ip));
+    std::fs::create_dir_all(&sock_dir).unwrap();
+    let sock_path = sock_dir.join("vhu.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+    let dir_s = dir.to_str().unwrap();
+
+    let scan = netshim_json(&["scan", "--netns", pod.netns(), "--vhost-user-dir", dir_s]);
+    let eth0 = scanned(&scan, "eth0");
+    assert_eq!(eth0["kind"], "vhost-user", "{eth0}");
+    assert_eq!(eth0["vhost_user_socket"], sock_path.to_str().unwrap());
+    // Without the directory it is the veth it also is.
+    let scan = netshim_json(&["scan", "--netns", pod.netns()]);
+    assert_eq!(scanned(&scan, "eth0")["kind"], "veth");
+
+    let report = netshim_json(&["attach", "--netns", pod.netns(), "--vhost-user-dir", dir_s]);
+    let e = endpoint(&report, "eth0");
+    assert_eq!(e["attachment"], "vhost-user");
+    assert_eq!(e["tap"], Value::Null);
+    assert_eq!(report["datapath"], "none", "nothing to connect");
+    assert!(!pod.sandbox.link_exists("tap0_kata"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn ipvlan_endpoint_when_the_kernel_has_ipvlan() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("ipvl");
+    let made = pod.sandbox.try_ip(&[
+        "link", "add", "link", "eth0", "name", "ipvl0", "type", "ipvlan", "mode", "l2",
+    ]);
+    if !made.status.success() {
+        eprintln!(
+            "skipping: this kernel has no ipvlan ({}); its classification and connection are \
+             unit-tested on parsed netlink messages (endpoint::tests::ipvlan_from_a_parsed_netlink_message)",
+            String::from_utf8_lossy(&made.stderr).trim()
+        );
+        return;
+    }
+    pod.sandbox
+        .ip(&["addr", "add", "10.128.0.2/24", "dev", "ipvl0"]);
+    pod.sandbox.ip(&["link", "set", "ipvl0", "up"]);
+    let report = netshim_json(&["attach", "--netns", pod.netns()]);
+    let e = endpoint(&report, "ipvl0");
+    assert_eq!(e["kind"], "ipvlan");
+    assert_eq!(e["attachment"], "tap");
+    netshim_json(&["detach", "--netns", pod.netns()]);
+}

@@ -237,8 +237,13 @@ fn macvtap_model_hands_a_macvtap_to_the_vmm_and_detach_restores_the_veth() {
     );
     let device = mvt["device"].as_str().unwrap();
     assert!(std::path::Path::new(device).exists(), "{device}");
-    let status = netshim(&["attach", "--netns", pod.netns(), "--model", "macvtap"]);
-    assert_eq!(status.status.code(), Some(3), "already attached");
+    let again = netshim(&["attach", "--netns", pod.netns(), "--model", "macvtap"]);
+    assert_eq!(again.status.code(), Some(3), "already attached");
+    let status = netshim_json(&["status", "--netns", pod.netns()]);
+    assert_eq!(status["attached"], true);
+    assert_eq!(status["datapath"], "macvtap");
+    assert_eq!(status["macvtaps"][0]["name"], "tap0_kata");
+    assert_eq!(status["macvtaps"][0]["device"], device);
 
     let detached = netshim_json(&["detach", "--netns", pod.netns()]);
     assert_eq!(detached["removed_macvtaps"][0], "tap0_kata");

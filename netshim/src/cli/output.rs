@@ -183,6 +183,17 @@ pub fn status(r: &StatusReport) -> String {
             addrs(&e.endpoint.addresses)
         );
     }
+    for m in &r.macvtaps {
+        let _ = writeln!(
+            s,
+            "macvtap {} (ifindex {}, {}) on pod ifindex {}, {}",
+            m.name,
+            m.ifindex,
+            m.device.display(),
+            m.pod_ifindex,
+            if m.up { "up" } else { "down" }
+        );
+    }
     for k in &r.skipped {
         let _ = writeln!(
             s,

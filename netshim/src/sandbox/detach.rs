@@ -81,9 +81,14 @@ pub fn detach(netns: &Netns) -> Result<DetachReport> {
             if mvt.kind.as_deref() != Some("macvtap") {
                 continue;
             }
+            // Only macvtaps netshim's model made (it left a state file for the pod device);
+            // a macvtap someone else named like ours stays.
             let Some(pod_ifindex) = mvt.link else {
                 continue;
             };
+            if !macvtap::state_path(&state_dir, pod_ifindex).exists() {
+                continue;
+            }
             macvtap::disconnect(&handle, &mvt.name, pod_ifindex, &state_dir)
                 .await
                 .map_err(|source| Error::Macvtap {

@@ -12,7 +12,7 @@ mod status;
 pub use attach::{attach, AttachOptions, AttachReport, EndpointReport, MacvtapReport, TapReport};
 pub use detach::{detach, DetachReport};
 pub use scan::{scan, ScanReport, ScannedInterface};
-pub use status::{stats, status, EndpointStatus, StatusReport};
+pub use status::{stats, status, EndpointStatus, MacvtapStatus, StatusReport};
 
 use std::path::PathBuf;
 

@@ -4,6 +4,7 @@ use super::{detach::mirred_pairs, survey, EndpointInfo, SkippedInterface, Strict
 use crate::{
     backend::{ebpf, mirred, TcBackend},
     endpoint::SystemProbe,
+    model::macvtap,
     netns::Netns,
     pins,
     stats::{self, DirectionStats, EndpointStats, SandboxStats},
@@ -36,7 +37,21 @@ pub struct StatusReport {
     pub datapath: Option<String>,
     pub pin_dir: Option<std::path::PathBuf>,
     pub endpoints: Vec<EndpointStatus>,
+    /// Macvtaps of netshim's macvtap model (their pod devices have handed their addresses
+    /// to the guest, so they are not endpoints any more until detach).
+    pub macvtaps: Vec<MacvtapStatus>,
     pub skipped: Vec<SkippedInterface>,
+}
+
+/// A macvtap made by the macvtap model.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MacvtapStatus {
+    pub name: String,
+    pub ifindex: u32,
+    pub device: std::path::PathBuf,
+    /// The pod device it sits on.
+    pub pod_ifindex: u32,
+    pub up: bool,
 }
 
 /// Reports what is attached in `netns`. Changes nothing.
@@ -60,8 +75,28 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
             datapath: mode.map(|m| m.as_str().to_owned()),
             pin_dir: pinned.then(|| dir.clone()),
             endpoints: Vec::new(),
+            macvtaps: Vec::new(),
             skipped: survey.skipped.clone(),
         };
+        let state_dir = crate::state::sandbox_dir(netns.cookie);
+        for (_, mvt) in &survey.taps {
+            let Some(pod_ifindex) = mvt.link else {
+                continue;
+            };
+            if mvt.kind.as_deref() == Some("macvtap")
+                && macvtap::state_path(&state_dir, pod_ifindex).exists()
+            {
+                report.attached = true;
+                report.datapath = Some("macvtap".into());
+                report.macvtaps.push(MacvtapStatus {
+                    name: mvt.name.clone(),
+                    ifindex: mvt.ifindex,
+                    device: macvtap::device_path(mvt.ifindex),
+                    pod_ifindex,
+                    up: mvt.up,
+                });
+            }
+        }
         for (index, (iface, class)) in survey.endpoints.iter().enumerate() {
             let tap = survey.tap(index as u32);
             let connected = match tap {
