@@ -4,13 +4,16 @@
 //!
 //! Module map:
 //! - [`netns`]: resolving and entering network namespaces (one thread per netns operation).
-//! - [`endpoint`]: classifying the interfaces a CNI plugin left in the netns.
-//! - [`model`]: kata's internetworking models.
-//! - [`tap`]: creating and opening the taps handed to the VMM.
+//! - [`interfaces`]: the links and addresses of a netns, over rtnetlink.
+//! - [`endpoint`]: classifying them in kata's `createEndpoint` taxonomy.
+//! - [`model`]: kata's internetworking models, and the macvtap model itself.
+//! - [`tap`], [`tap_name`]: creating and opening the taps handed to the VMM.
 //! - [`backend`]: the datapaths that connect an endpoint to its tap (eBPF, mirred).
-//! - [`pins`]: the bpffs layout that outlives the netshim process.
+//! - [`pins`], [`state`]: what outlives the netshim process (bpffs pins, /run/netshim).
+//! - [`guest_info`]: routes and neighbours the guest agent needs.
 //! - [`stats`]: reading per-endpoint counters back.
-//! - [`sandbox`]: attach / detach / status of a whole netns.
+//! - [`config`]: the kata-style TOML configuration file.
+//! - [`sandbox`]: scan / attach / detach / status / stats of a whole netns.
 
 pub mod backend;
 pub mod config;
