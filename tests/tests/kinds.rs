@@ -258,3 +258,149 @@ fn ipvlan_endpoint_when_the_kernel_has_ipvlan() {
     assert_eq!(e["attachment"], "tap");
     netshim_json(&["detach", "--netns", pod.netns()]);
 }
+
+/// A frame sent into the endpoint device's ingress comes out of its tap, counted.
+fn assert_crosses(pod: &Pod, ifname: &str, inject: impl FnOnce(), want_src: [u8; 6]) {
+    let report_tap = {
+        let status = netshim_json(&["status", "--netns", pod.netns()]);
+        status["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == ifname)
+            .and_then(|e| e["tap"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("{ifname} has no tap: {status}"))
+    };
+    let q = netshim_tests::TapQueue::open_in(pod.sandbox.path(), &report_tap, false, None).unwrap();
+    inject();
+    let frame = q
+        .read_matching(std::time::Duration::from_secs(2), |f| f[6..12] == want_src)
+        .unwrap_or_else(|| panic!("nothing from {want_src:02x?} crossed {ifname} -> {report_tap}"));
+    assert!(frame.len() >= 42);
+    let stats = netshim_json(&["stats", "--netns", pod.netns()]);
+    let ep = stats[0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["pod"] == ifname)
+        .unwrap();
+    assert!(ep["to_vm"]["packets"].as_u64().unwrap() >= 1, "{stats}");
+}
+
+#[test]
+fn macvlan_endpoint_alone_carries_traffic_through_tcfilter() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("mvl");
+    let peer = TestNetns::new("nsh-mvl-peer");
+    netshim_tests::veth_pair(&pod.sandbox, "low0", &peer, "low1");
+    let s = &pod.sandbox;
+    s.ip(&[
+        "link", "add", "link", "low0", "name", "mvl0", "type", "macvlan", "mode", "bridge",
+    ]);
+    s.ip(&["addr", "add", "10.124.0.2/24", "dev", "mvl0"]);
+    s.ip(&["link", "set", "mvl0", "up"]);
+    peer.ip(&["addr", "add", "10.124.0.1/24", "dev", "low1"]);
+    let report = netshim_json(&["attach", "--netns", pod.netns(), "--skip-unsupported"]);
+    assert_eq!(endpoint(&report, "mvl0")["kind"], "macvlan");
+    let peer_mac = netshim_tests::tap_reader::parse_mac(&peer.link_mac("low1")).expect("low1 mac");
+    // The peer's ARP for the macvlan's address reaches mvl0's ingress and crosses.
+    assert_crosses(
+        &pod,
+        "mvl0",
+        || {
+            let _ = peer.exec(&["ping", "-c", "1", "-W", "1", "10.124.0.2"]);
+        },
+        peer_mac,
+    );
+    netshim_json(&["detach", "--netns", pod.netns()]);
+}
+
+#[test]
+fn tap_device_alone_is_a_tuntap_endpoint_that_carries_traffic() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("tpx");
+    let s = &pod.sandbox;
+    s.ip(&["tuntap", "add", "dev", "tapx", "mode", "tap", "vnet_hdr"]);
+    s.ip(&["addr", "add", "10.126.0.2/24", "dev", "tapx"]);
+    s.ip(&["link", "set", "tapx", "up"]);
+    let report = netshim_json(&["attach", "--netns", pod.netns()]);
+    let e = endpoint(&report, "tapx");
+    assert_eq!(e["kind"], "tuntap");
+    assert_eq!(e["attachment"], "tap");
+    assert_ne!(e["tap"]["name"], "tapx", "a tap of its own");
+    // Whoever owns tapx writes a frame: it enters tapx's ingress and crosses to its tap.
+    let owner = netshim_tests::TapQueue::open_in(pod.sandbox.path(), "tapx", false, None).unwrap();
+    let src = [0x02, 0, 0, 0, 0x7a, 0x01];
+    assert_crosses(
+        &pod,
+        "tapx",
+        || {
+            let frame = netshim_tests::tap_reader::udp_frame(
+                src,
+                [0xff; 6],
+                "10.126.0.9".parse().unwrap(),
+                "10.126.0.2".parse().unwrap(),
+                1000,
+                2000,
+                b"tuntap",
+            );
+            owner.write_frame(&frame).unwrap();
+        },
+        src,
+    );
+    drop(owner);
+    netshim_json(&["detach", "--netns", pod.netns()]);
+}
+
+#[test]
+fn tun_device_alone_is_refused_with_katas_text() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("tnx");
+    pod.sandbox
+        .ip(&["tuntap", "add", "dev", "tunx", "mode", "tun"]);
+    pod.sandbox
+        .ip(&["addr", "add", "10.127.0.2/24", "dev", "tunx"]);
+    let out = netshim(&["attach", "--netns", pod.netns()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tun networking device not yet supported")
+    );
+    assert!(!pod.sandbox.link_exists("tap0_kata"));
+    // With --skip-unsupported the veth is attached and tunx listed.
+    let report = netshim_json(&["attach", "--netns", pod.netns(), "--skip-unsupported"]);
+    assert_eq!(report["endpoints"].as_array().unwrap().len(), 1);
+    netshim_json(&["detach", "--netns", pod.netns()]);
+}
+
+#[test]
+fn macvtap_alone_is_handed_over_as_it_is() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("mvx");
+    let s = &pod.sandbox;
+    let peer = TestNetns::new("nsh-mvx-peer");
+    netshim_tests::veth_pair(s, "low0", &peer, "low1");
+    s.ip(&[
+        "link", "add", "link", "low0", "name", "mvt0", "type", "macvtap", "mode", "bridge",
+    ]);
+    s.ip(&["addr", "add", "10.125.0.2/24", "dev", "mvt0"]);
+    s.ip(&["link", "set", "mvt0", "up"]);
+    let report = netshim_json(&["attach", "--netns", pod.netns()]);
+    let e = endpoint(&report, "mvt0");
+    assert_eq!(e["attachment"], "macvtap");
+    assert_eq!(e["macvtap"]["created"], false);
+    let detached = netshim_json(&["detach", "--netns", pod.netns()]);
+    assert_eq!(
+        detached["removed_macvtaps"],
+        serde_json::json!([]),
+        "not ours to remove"
+    );
+    assert!(pod.sandbox.link_exists("mvt0"));
+}
