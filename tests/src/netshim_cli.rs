@@ -11,8 +11,9 @@ use crate::{tap_reader::parse_mac, veth_pair, TestNetns};
 
 /// Path of the `netshim` binary of this workspace, built once per test process (so a test
 /// never runs a stale binary).
+static BIN: OnceLock<PathBuf> = OnceLock::new();
+
 pub fn netshim_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let workspace = manifest.parent().expect("workspace root").to_owned();
@@ -100,6 +101,28 @@ impl Pod {
     /// The sandbox netns as `--netns` takes it.
     pub fn netns(&self) -> &str {
         self.sandbox.name()
+    }
+}
+
+impl Drop for Pod {
+    /// A test that used netshim and failed half-way still leaves no pins or state files:
+    /// detach runs before the namespaces go (it is a no-op when nothing is attached).
+    fn drop(&mut self) {
+        let Some(bin) = BIN.get() else {
+            return;
+        };
+        match Command::new(bin)
+            .args(["detach", "--netns", self.sandbox.name()])
+            .output()
+        {
+            Ok(out) if !out.status.success() => eprintln!(
+                "warning: netshim detach --netns {}: {}",
+                self.sandbox.name(),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: running netshim detach: {e}"),
+        }
     }
 }
 
