@@ -51,11 +51,19 @@ impl Direction {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PeerEntry {
-    /// Device whose egress receives packets that arrive on the key device.
+    /// Device that receives packets arriving on the key device: its egress, or with
+    /// [`PEER_REDIRECT_PEER`] the ingress of its veth peer in another netns.
     pub peer_ifindex: u32,
     /// Counter slot (see [`Direction::slot`]).
     pub slot: u32,
+    /// [`PEER_REDIRECT_PEER`] or 0.
+    pub flags: u32,
+    pub _pad: u32,
 }
+
+/// [`PeerEntry::flags`]: use `bpf_redirect_peer` (the target is a veth whose peer is in
+/// another netns; the packet enters the peer's ingress without the per-CPU backlog round).
+pub const PEER_REDIRECT_PEER: u32 = 1;
 
 /// Value of the per-CPU `counters` and `unmatched` maps.
 #[repr(C)]

@@ -1,7 +1,8 @@
 //! netshim's datapath: one TC classifier attached to the ingress of both sides of an endpoint.
 //!
 //! A packet arriving on a device with an entry in `peers` is redirected to the egress of the
-//! peer device and counted in its per-CPU counter slot. A packet on a device without an entry
+//! peer device (or, when the entry says so, straight into the ingress of that veth's peer in
+//! another netns with `bpf_redirect_peer`) and counted in its per-CPU counter slot. A packet on a device without an entry
 //! is counted in `unmatched` and passed on (`TC_ACT_UNSPEC`: the next TCX program or the stack
 //! gets it), never dropped. No logging per packet; only a failed redirect (which needs a bug or
 //! a bad map entry) logs.
@@ -10,7 +11,7 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_REDIRECT, TC_ACT_UNSPEC},
-    helpers::bpf_redirect,
+    helpers::{bpf_redirect, bpf_redirect_peer},
     macros::{classifier, map},
     maps::{Array, HashMap, PerCpuArray},
     programs::TcContext,
@@ -18,6 +19,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use netshim_common::{
     Counters, EndpointRecord, PeerEntry, SandboxRecord, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_PEERS,
+    PEER_REDIRECT_PEER,
 };
 
 #[map(name = "peers")]
@@ -47,8 +49,14 @@ pub fn netshim_redirect(ctx: TcContext) -> i32 {
         count(&UNMATCHED, 0, len, true);
         return TC_ACT_UNSPEC;
     };
-    // SAFETY: plain helper call; flags 0 = egress of the target device.
-    let verdict = unsafe { bpf_redirect(entry.peer_ifindex, 0) } as i32;
+    // SAFETY: plain helper calls. bpf_redirect with flags 0: egress of the target device.
+    // bpf_redirect_peer: ingress of the target veth's peer (userspace only sets the flag
+    // when the target is a veth whose peer is in another netns).
+    let verdict = if entry.flags & PEER_REDIRECT_PEER != 0 {
+        unsafe { bpf_redirect_peer(entry.peer_ifindex, 0) }
+    } else {
+        unsafe { bpf_redirect(entry.peer_ifindex, 0) }
+    } as i32;
     let redirected = verdict == TC_ACT_REDIRECT as i32;
     count(&COUNTERS, entry.slot, len, redirected);
     if !redirected {

@@ -75,6 +75,8 @@ pub enum Error {
     },
     #[error("{0}")]
     InvalidOptions(String),
+    #[error("no device {name} in netns {netns}")]
+    NoSuchDevice { netns: String, name: String },
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
@@ -96,6 +98,7 @@ impl Error {
             | Error::NoUsableInterface { .. }
             | Error::TooManyEndpoints { .. }
             | Error::InvalidOptions(_)
+            | Error::NoSuchDevice { .. }
             | Error::Config(_) => EXIT_INVALID_INPUT,
             Error::AlreadyAttached { .. } => EXIT_CONFLICT,
             _ => EXIT_FAILED,

@@ -56,6 +56,9 @@ pub struct Interface {
     pub loopback: bool,
     /// `IFLA_LINK`: the lower device (macvlan, macvtap, ipvlan) or the veth peer's ifindex.
     pub link: Option<u32>,
+    /// `IFLA_LINK_NETNSID`: set when the `link` device lives in another netns (a veth whose
+    /// peer is elsewhere).
+    pub link_netnsid: Option<i32>,
     pub addresses: Vec<IfAddr>,
 }
 
@@ -71,6 +74,7 @@ impl Interface {
             up: msg.header.flags.contains(LinkFlags::Up),
             loopback: msg.header.flags.contains(LinkFlags::Loopback),
             link: None,
+            link_netnsid: None,
             addresses: Vec::new(),
         };
         for attr in &msg.attributes {
@@ -78,6 +82,7 @@ impl Interface {
                 LinkAttribute::IfName(name) => iface.name = name.clone(),
                 LinkAttribute::Mtu(mtu) => iface.mtu = *mtu,
                 LinkAttribute::Link(link) => iface.link = Some(*link),
+                LinkAttribute::LinkNetNsId(id) => iface.link_netnsid = Some(*id),
                 LinkAttribute::Address(a) if a.len() == 6 => {
                     let mut mac = [0u8; 6];
                     mac.copy_from_slice(a);

@@ -14,20 +14,21 @@ const TO_VM: usize = 40;
 const FROM_VM: usize = 25;
 const ETH_HLEN: u64 = 14;
 
-fn forwards_both_ways_and_counts(backend: &str, attach_mode: &str) {
+fn forwards_both_ways_and_counts(backend: &str, attach_mode: &str, fast_path: &str) {
     if skip_unless_root() {
         return;
     }
-    let pod = Pod::new(&format!("dp{}{}", &backend[..1], &attach_mode[..1]));
-    let report = netshim_json(&[
-        "attach",
-        "--netns",
-        pod.netns(),
-        "--tc-backend",
-        backend,
-        "--ebpf-attach",
-        attach_mode,
-    ]);
+    let pod = Pod::new(&format!(
+        "dp{}{}{}",
+        &backend[..1],
+        &attach_mode[..1],
+        &fast_path[..1]
+    ));
+    let mut args = vec!["attach", "--netns", pod.netns(), "--tc-backend", backend];
+    if backend == "ebpf" {
+        args.extend(["--ebpf-attach", attach_mode, "--fast-path", fast_path]);
+    }
+    let report = netshim_json(&args);
     // `netshim attach` has exited: from here on only what it left in the kernel works.
     let ep = &report["endpoints"][0];
     assert_eq!(ep["name"], "eth0");
@@ -35,6 +36,19 @@ fn forwards_both_ways_and_counts(backend: &str, attach_mode: &str) {
     assert_eq!(ep["tap"]["name"], "tap0_kata");
     assert_eq!(ep["mac"], format_mac(&pod.pod_mac), "guest MAC = veth MAC");
     assert_eq!(report["backend"], backend);
+    if backend == "ebpf" {
+        // Towards the tap: plain redirect (a tap has no peer). Towards eth0, whose peer is
+        // in the client netns: bpf_redirect_peer unless the fast path is off.
+        assert_eq!(ep["redirect"]["to_vm"], "redirect");
+        let from_vm = if fast_path == "auto" {
+            "redirect_peer"
+        } else {
+            "redirect"
+        };
+        assert_eq!(ep["redirect"]["from_vm"], from_vm, "{report}");
+    } else {
+        assert_eq!(ep["redirect"], serde_json::Value::Null);
+    }
 
     let tap = TapQueue::open_in(pod.sandbox.path(), "tap0_kata", false, None).expect("open tap");
     // A permanent neighbour entry: the client sends no ARP, so every frame is the test's.
@@ -145,16 +159,21 @@ fn forwards_both_ways_and_counts(backend: &str, attach_mode: &str) {
 
 #[test]
 fn ebpf_forwards_both_ways_after_netshim_exits_and_counts_every_frame() {
-    forwards_both_ways_and_counts("ebpf", "auto");
+    forwards_both_ways_and_counts("ebpf", "auto", "auto");
 }
 
 #[test]
 fn mirred_forwards_both_ways_and_counts_every_frame() {
-    forwards_both_ways_and_counts("mirred", "auto");
+    forwards_both_ways_and_counts("mirred", "auto", "off");
 }
 
 #[test]
 fn ebpf_cls_bpf_fallback_forwards_both_ways_and_counts_every_frame() {
     // The path kernels before 6.6 take (clsact + cls_bpf direct-action), forced here.
-    forwards_both_ways_and_counts("ebpf", "cls-bpf");
+    forwards_both_ways_and_counts("ebpf", "cls-bpf", "auto");
+}
+
+#[test]
+fn ebpf_without_fast_path_forwards_both_ways_and_counts_every_frame() {
+    forwards_both_ways_and_counts("ebpf", "auto", "off");
 }

@@ -24,11 +24,11 @@ use aya::{
 use netshim_common::{
     from_fixed, map_names, to_fixed, Direction, EndpointRecord, PeerEntry, SandboxRecord,
     ATTACH_CLS_BPF, ATTACH_TCX, ENDPOINT_POD_CLSACT, ENDPOINT_TAP_CLSACT, MAX_ENDPOINTS,
-    PROGRAM_NAME,
+    PEER_REDIRECT_PEER, PROGRAM_NAME,
 };
 use rtnetlink::packet_route::tc::{TcAttribute, TcHandle};
 
-use super::Dev;
+use super::{Dev, RedirectMode};
 use crate::{netns::Netns, pins};
 
 /// How the classifier is hooked to a device.
@@ -203,7 +203,16 @@ impl EbpfDatapath {
 
     /// Connects endpoint `index`: `pod` ingress → `tap` egress and back. The map entries are
     /// written before the programs are attached, so no packet meets a half-made endpoint.
-    pub fn connect(&mut self, index: u32, pod: &Dev, tap: &Dev) -> Result<(), EbpfError> {
+    /// `to_vm` is how packets reach `tap`, `from_vm` how they reach `pod` (see
+    /// [`RedirectMode::towards`]).
+    pub fn connect(
+        &mut self,
+        index: u32,
+        pod: &Dev,
+        tap: &Dev,
+        to_vm: RedirectMode,
+        from_vm: RedirectMode,
+    ) -> Result<(), EbpfError> {
         if index >= MAX_ENDPOINTS {
             return Err(EbpfError::IndexOutOfRange { index });
         }
@@ -215,12 +224,18 @@ impl EbpfDatapath {
                     .ok_or(EbpfError::MissingMap(map_names::PEERS))?,
             )
             .map_err(map_err("open", map_names::PEERS, &dir))?;
-            for (from, to, direction) in
-                [(pod, tap, Direction::ToVm), (tap, pod, Direction::FromVm)]
-            {
+            for (from, to, direction, mode) in [
+                (pod, tap, Direction::ToVm, to_vm),
+                (tap, pod, Direction::FromVm, from_vm),
+            ] {
                 let entry = PeerEntry {
                     peer_ifindex: to.ifindex,
                     slot: direction.slot(index),
+                    flags: match mode {
+                        RedirectMode::RedirectPeer => PEER_REDIRECT_PEER,
+                        RedirectMode::Redirect => 0,
+                    },
+                    _pad: 0,
                 };
                 peers.insert(from.ifindex, entry, 0).map_err(map_err(
                     "BPF_MAP_UPDATE_ELEM",
@@ -437,4 +452,73 @@ async fn detach_cls_bpf(
             source: Box::new(source),
         }),
     }
+}
+
+/// Disconnects the recorded pair `a`/`b` (either order) of a sandbox directory: its links
+/// (TCX: unpinned; cls_bpf: filters removed, clsact qdiscs netshim added deleted), its
+/// peer entries and its endpoint record. The directory goes with its last pair. Returns
+/// whether the pair was found. Must run inside the sandbox netns.
+pub async fn disconnect_pair(
+    handle: &rtnetlink::Handle,
+    dir: &Path,
+    a: &str,
+    b: &str,
+) -> Result<bool, EbpfError> {
+    if !dir.exists() {
+        return Ok(false);
+    }
+    let records = recorded_endpoints(dir)?;
+    let name = |f: &[u8]| String::from_utf8_lossy(from_fixed(f)).into_owned();
+    let Some((index, record)) = records.iter().copied().find(|(_, r)| {
+        let (p, t) = (name(&r.pod_name), name(&r.tap_name));
+        (p == a && t == b) || (p == b && t == a)
+    }) else {
+        return Ok(false);
+    };
+    if recorded_mode(dir).unwrap_or(AttachMode::Tcx) == AttachMode::ClsBpf {
+        for (n, ifindex, flag) in [
+            (&record.pod_name, record.pod_ifindex, ENDPOINT_POD_CLSACT),
+            (&record.tap_name, record.tap_ifindex, ENDPOINT_TAP_CLSACT),
+        ] {
+            detach_cls_bpf(handle, &name(n), ifindex, record.flags & flag != 0).await?;
+        }
+    } else {
+        for n in [&record.pod_name, &record.tap_name] {
+            let pin = pins::link_pin(dir, &name(n));
+            match std::fs::remove_file(&pin) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(EbpfError::Pins(pins::PinError::Io {
+                        op: "unlink",
+                        path: pin,
+                        source,
+                    }))
+                }
+            }
+        }
+    }
+    let mut peers: HashMap<_, u32, PeerEntry> = HashMap::try_from(pinned_map(
+        dir,
+        map_names::PEERS,
+    )?)
+    .map_err(map_err("open", map_names::PEERS, dir))?;
+    for ifindex in [record.pod_ifindex, record.tap_ifindex] {
+        match peers.remove(&ifindex) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err("BPF_MAP_DELETE_ELEM", map_names::PEERS, dir)(e)),
+        }
+    }
+    let mut endpoints: Array<_, EndpointRecord> = Array::try_from(pinned_map(
+        dir,
+        map_names::ENDPOINTS,
+    )?)
+    .map_err(map_err("open", map_names::ENDPOINTS, dir))?;
+    endpoints
+        .set(index, EndpointRecord::default(), 0)
+        .map_err(map_err("BPF_MAP_UPDATE_ELEM", map_names::ENDPOINTS, dir))?;
+    if records.len() == 1 {
+        pins::remove_sandbox_dir(dir)?;
+    }
+    Ok(true)
 }

@@ -210,6 +210,16 @@ pub async fn counters(handle: &Handle, dev: &Dev) -> Result<Option<MirredCounter
         .and_then(|f| f.mirred.map(|m| m.counters)))
 }
 
+/// The ifindex `dev`'s ingress match-all mirred filter redirects to, if it has one (the
+/// filter the kernel runs first).
+pub async fn redirect_target(handle: &Handle, dev: &Dev) -> Result<Option<u32>, MirredError> {
+    let msgs = dump_filters(handle, dev).await?;
+    Ok(parse_filters(&msgs)
+        .iter()
+        .find(|f| f.is_match_all_redirect())
+        .and_then(|f| f.mirred.map(|m| m.target)))
+}
+
 /// Whether dev has an ingress qdisc (handle ffff:) — and whether it's a clsact (which shares
 /// ffff:) — for status/conflicts. A device that does not exist has [`IngressQdisc::None`].
 pub async fn ingress_qdisc(handle: &Handle, dev: &Dev) -> Result<IngressQdisc, MirredError> {

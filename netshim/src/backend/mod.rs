@@ -23,6 +23,55 @@ impl fmt::Display for Dev {
     }
 }
 
+/// `--fast-path`: whether the eBPF datapath may use `bpf_redirect_peer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FastPath {
+    /// `bpf_redirect_peer` wherever it is valid.
+    #[default]
+    Auto,
+    /// Always plain `bpf_redirect`.
+    Off,
+}
+
+impl FromStr for FastPath {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "off" => Ok(Self::Off),
+            other => Err(format!("unknown fast path {other} (valid: auto, off)")),
+        }
+    }
+}
+
+/// How the eBPF datapath hands a packet to the other device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedirectMode {
+    /// `bpf_redirect`: to the target's egress.
+    Redirect,
+    /// `bpf_redirect_peer`: straight into the ingress of the target veth's peer in another
+    /// netns, skipping the target's egress and the per-CPU backlog.
+    RedirectPeer,
+}
+
+impl RedirectMode {
+    /// `bpf_redirect_peer` is valid from TC ingress (where netshim always is) to a veth
+    /// whose peer lives in another netns; anything else (a tap, a veth with both ends
+    /// here) takes `bpf_redirect`.
+    pub fn towards(target: &crate::interfaces::Interface, fast_path: FastPath) -> Self {
+        let peer_elsewhere =
+            target.kind.as_deref() == Some("veth") && target.link_netnsid.is_some();
+        if fast_path == FastPath::Auto && peer_elsewhere {
+            Self::RedirectPeer
+        } else {
+            Self::Redirect
+        }
+    }
+}
+
 /// Which traffic-control datapath connects endpoint and tap (`--tc-backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -67,6 +116,48 @@ impl FromStr for TcBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn iface(kind: &str, netnsid: Option<i32>) -> crate::interfaces::Interface {
+        crate::interfaces::Interface {
+            name: "x".into(),
+            ifindex: 2,
+            kind: Some(kind.into()),
+            mac: None,
+            mtu: 1500,
+            up: true,
+            loopback: false,
+            link: Some(3),
+            link_netnsid: netnsid,
+            addresses: vec![],
+        }
+    }
+
+    #[test]
+    fn redirect_peer_only_towards_a_veth_with_its_peer_elsewhere() {
+        use RedirectMode::*;
+        assert_eq!(
+            RedirectMode::towards(&iface("veth", Some(0)), FastPath::Auto),
+            RedirectPeer
+        );
+        assert_eq!(
+            RedirectMode::towards(&iface("veth", Some(0)), FastPath::Off),
+            Redirect
+        );
+        assert_eq!(
+            RedirectMode::towards(&iface("veth", None), FastPath::Auto),
+            Redirect
+        );
+        assert_eq!(
+            RedirectMode::towards(&iface("tun", None), FastPath::Auto),
+            Redirect
+        );
+        assert_eq!(
+            RedirectMode::towards(&iface("macvlan", Some(0)), FastPath::Auto),
+            Redirect
+        );
+        assert_eq!("off".parse(), Ok(FastPath::Off));
+        assert!("on".parse::<FastPath>().is_err());
+    }
 
     #[test]
     fn backends_parse() {

@@ -3,7 +3,11 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use netshim::{backend::TcBackend, config::TapOwner, model::InternetworkingModel};
+use netshim::{
+    backend::{FastPath, TcBackend},
+    config::TapOwner,
+    model::InternetworkingModel,
+};
 
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
@@ -30,6 +34,13 @@ pub enum Command {
     /// Classify every interface of a netns as kata would, changing nothing.
     #[command(after_help = EXIT_CODES_HELP)]
     Scan(ScanArgs),
+    /// Connect two existing devices of a netns both ways (same datapath, pins and counters
+    /// as attach).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Connect(ConnectArgs),
+    /// Undo `connect` (succeeds when the two are not connected).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Disconnect(DisconnectArgs),
     /// Remove everything attach made in a netns (succeeds when there is nothing to remove).
     #[command(after_help = EXIT_CODES_HELP)]
     Detach(NetnsArgs),
@@ -80,6 +91,10 @@ pub struct AttachArgs {
     /// cls_bpf), tcx, or cls-bpf.
     #[arg(long, value_parser = ["auto", "tcx", "cls-bpf"])]
     pub ebpf_attach: Option<String>,
+    /// bpf_redirect_peer for VM → pod where the pod device is a veth whose peer is in
+    /// another netns (auto), or always plain bpf_redirect (off). Default: auto.
+    #[arg(long, value_parser = parse_fast_path)]
+    pub fast_path: Option<FastPath>,
     /// Queues per tap or macvtap (more than 1 makes taps multi-queue). Default: 1.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub queues: Option<u32>,
@@ -100,6 +115,34 @@ pub struct AttachArgs {
     /// --model none.
     #[arg(long)]
     pub disable_new_netns: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub netns: NetnsArgs,
+    /// The first device (the "pod" side: its traffic counts as to_vm).
+    pub dev_a: String,
+    /// The second device (the "VM" side).
+    pub dev_b: String,
+    /// ebpf (TC classifier + bpf_redirect) or mirred (kata's u32 + mirred).
+    #[arg(long, default_value = "ebpf", value_parser = parse_backend)]
+    pub tc_backend: TcBackend,
+    /// bpf_redirect_peer towards a veth whose peer is in another netns (auto), or always
+    /// plain bpf_redirect (off).
+    #[arg(long, default_value = "auto", value_parser = parse_fast_path)]
+    pub fast_path: FastPath,
+    /// How the eBPF classifier is hooked (auto, tcx, cls-bpf).
+    #[arg(long, value_parser = ["auto", "tcx", "cls-bpf"])]
+    pub ebpf_attach: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DisconnectArgs {
+    #[command(flatten)]
+    pub netns: NetnsArgs,
+    pub dev_a: String,
+    pub dev_b: String,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +167,10 @@ pub struct StatsArgs {
 fn parse_model(s: &str) -> Result<InternetworkingModel, String> {
     s.parse()
         .map_err(|e: netshim::model::UnknownModel| e.to_string())
+}
+
+fn parse_fast_path(s: &str) -> Result<FastPath, String> {
+    s.parse()
 }
 
 fn parse_backend(s: &str) -> Result<TcBackend, String> {

@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 
 use netshim::{
     sandbox::{
-        AttachReport, DetachReport, EndpointInfo, ScanReport, ScannedInterface, StatusReport,
+        AttachReport, ConnectReport, DetachReport, DisconnectReport, EndpointInfo, ScanReport,
+        ScannedInterface, StatusReport,
     },
     stats::SandboxStats,
 };
@@ -126,6 +127,44 @@ pub fn scan(r: &ScanReport) -> String {
         }
     }
     s
+}
+
+pub fn connect(r: &ConnectReport) -> String {
+    let mode = |m: Option<netshim::backend::RedirectMode>| match m {
+        Some(netshim::backend::RedirectMode::RedirectPeer) => " (bpf_redirect_peer)",
+        Some(netshim::backend::RedirectMode::Redirect) => " (bpf_redirect)",
+        None => "",
+    };
+    format!(
+        "connected {} <-> {} in netns {} with {} ({}): {} -> {}{}, {} -> {}{}\n",
+        r.a,
+        r.b,
+        r.netns,
+        r.backend.as_str(),
+        r.datapath,
+        r.a,
+        r.b,
+        mode(r.a_to_b),
+        r.b,
+        r.a,
+        mode(r.b_to_a)
+    )
+}
+
+pub fn disconnect(r: &DisconnectReport) -> String {
+    match r.removed {
+        Some(b) => format!(
+            "disconnected {} <-> {} in netns {} ({})\n",
+            r.a,
+            r.b,
+            r.netns,
+            b.as_str()
+        ),
+        None => format!(
+            "{} and {} in netns {} were not connected; nothing removed\n",
+            r.a, r.b, r.netns
+        ),
+    }
 }
 
 pub fn detach(r: &DetachReport) -> String {

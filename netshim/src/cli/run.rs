@@ -33,6 +33,14 @@ fn probe(dir: Option<std::path::PathBuf>) -> SystemProbe {
     }
 }
 
+fn parse_ebpf_attach(arg: Option<&str>) -> Option<AttachMode> {
+    match arg {
+        Some("tcx") => Some(AttachMode::Tcx),
+        Some("cls-bpf") => Some(AttachMode::ClsBpf),
+        _ => None,
+    }
+}
+
 /// Flags over the config file over the defaults; conflicting combinations are refused.
 fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
     let file = match &a.config {
@@ -46,6 +54,11 @@ fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
                 "--tc-backend applies to the tcfilter model only, not to '{model}'"
             )));
         }
+        if a.fast_path.is_some() {
+            return Err(Error::InvalidOptions(format!(
+                "--fast-path applies to the tcfilter model only, not to '{model}'"
+            )));
+        }
         if a.ebpf_attach.is_some() {
             return Err(Error::InvalidOptions(format!(
                 "--ebpf-attach applies to the tcfilter model only, not to '{model}'"
@@ -53,11 +66,7 @@ fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
         }
     }
     let backend = a.tc_backend.or(file.tc_backend).unwrap_or_default();
-    let ebpf_attach = match a.ebpf_attach.as_deref() {
-        Some("tcx") => Some(AttachMode::Tcx),
-        Some("cls-bpf") => Some(AttachMode::ClsBpf),
-        _ => None,
-    };
+    let ebpf_attach = parse_ebpf_attach(a.ebpf_attach.as_deref());
     if ebpf_attach.is_some() && backend != TcBackend::Ebpf {
         return Err(Error::InvalidOptions(
             "--ebpf-attach applies to the ebpf tc backend only".into(),
@@ -72,6 +81,7 @@ fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
         tap_group: owner.and_then(|o| o.gid),
         txqueuelen: a.txqueuelen.or(file.txqueuelen),
         ebpf_attach,
+        fast_path: a.fast_path.unwrap_or_default(),
         probe: probe(a.vhost_user_dir.clone().or(file.vhost_user_dir)),
         skip_unsupported: a.skip_unsupported,
         disable_new_netns: a.disable_new_netns || file.disable_new_netns.unwrap_or(false),
@@ -88,6 +98,31 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             let netns = Netns::resolve(arg)?;
             let report = sandbox::attach(&netns, &options)?;
             print(a.json, &report, output::attach);
+        }
+        Command::Connect(a) => {
+            let ebpf_attach = parse_ebpf_attach(a.ebpf_attach.as_deref());
+            if a.tc_backend != TcBackend::Ebpf
+                && (ebpf_attach.is_some() || a.fast_path != Default::default())
+            {
+                return Err(Error::InvalidOptions(
+                    "--fast-path off|auto and --ebpf-attach apply to the ebpf tc backend only; \
+                     use --fast-path auto (the default) with mirred"
+                        .into(),
+                ));
+            }
+            let netns = Netns::resolve(&a.netns.netns)?;
+            let options = sandbox::ConnectOptions {
+                backend: a.tc_backend,
+                fast_path: a.fast_path,
+                ebpf_attach,
+            };
+            let report = sandbox::connect(&netns, &a.dev_a, &a.dev_b, &options)?;
+            print(a.netns.json, &report, output::connect);
+        }
+        Command::Disconnect(a) => {
+            let netns = Netns::resolve(&a.netns.netns)?;
+            let report = sandbox::disconnect(&netns, &a.dev_a, &a.dev_b)?;
+            print(a.netns.json, &report, output::disconnect);
         }
         Command::Scan(a) => {
             let netns = Netns::resolve(&a.netns.netns)?;

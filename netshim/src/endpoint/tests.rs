@@ -45,6 +45,7 @@ fn iface(name: &str, kind: Option<&str>, with_addr: bool) -> Interface {
         up: true,
         loopback: false,
         link: None,
+        link_netnsid: None,
         addresses: if with_addr {
             vec![IfAddr {
                 address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),

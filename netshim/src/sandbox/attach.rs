@@ -14,12 +14,14 @@ use std::path::PathBuf;
 use netshim_common::MAX_ENDPOINTS;
 use rtnetlink::LinkUnspec;
 
-use super::{survey, EndpointInfo, SkippedInterface, Strictness, Survey};
+use super::{
+    connect::{connect_pairs, dev, Pair},
+    survey,
+    undo::Undo,
+    EndpointInfo, SkippedInterface, Strictness, Survey,
+};
 use crate::{
-    backend::{
-        ebpf::{self, AttachMode, EbpfDatapath},
-        mirred, Dev, TcBackend,
-    },
+    backend::{ebpf::AttachMode, mirred, Dev, FastPath, RedirectMode, TcBackend},
     endpoint::{EndpointKind, SystemProbe},
     guest_info::{self, GuestNeighbor, GuestNetwork, GuestRoute},
     interfaces::{self, Interface},
@@ -42,6 +44,8 @@ pub struct AttachOptions {
     pub txqueuelen: Option<u32>,
     /// How to hook the eBPF classifier; `None` = TCX when the kernel has it, else cls_bpf.
     pub ebpf_attach: Option<AttachMode>,
+    /// Whether the eBPF datapath may use `bpf_redirect_peer` (VM → pod veth's peer).
+    pub fast_path: FastPath,
     /// Where vhost-user sockets are looked for.
     pub probe: SystemProbe,
     /// List interfaces kata would refuse as skipped instead of failing.
@@ -105,9 +109,21 @@ pub struct EndpointReport {
     pub attachment: &'static str,
     pub tap: Option<TapReport>,
     pub macvtap: Option<MacvtapReport>,
+    /// eBPF backend: how each direction is redirected.
+    pub redirect: Option<Redirects>,
     /// Routes through this endpoint, without the kernel's own (see [`guest_info`]).
     pub routes: Vec<GuestRoute>,
     pub neighbors: Vec<GuestNeighbor>,
+}
+
+/// How the eBPF datapath redirects each direction of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Redirects {
+    /// pod device ingress → tap: always `redirect` (a tap has no peer).
+    pub to_vm: RedirectMode,
+    /// tap ingress → pod device: `redirect_peer` when the pod device is a veth whose peer is
+    /// in another netns and the fast path is on.
+    pub from_vm: RedirectMode,
 }
 
 /// The result of an attach.
@@ -248,7 +264,19 @@ async fn connect_all(
             kind if kind.uses_model() => match options.model {
                 InternetworkingModel::TcFilter | InternetworkingModel::None => {
                     let tap = create_tap(handle, netns, options, index, iface, undo).await?;
-                    pairs.push((index, dev_of(iface), dev_of_tap(&tap)));
+                    let tap_iface = interfaces::by_name(handle, &tap.name)
+                        .await
+                        .map_err(|source| Error::Netlink {
+                            op: "RTM_GETLINK",
+                            target: tap.name.clone(),
+                            netns: netns.to_string(),
+                            source: Box::new(source),
+                        })?
+                        .ok_or_else(|| Error::NoSuchDevice {
+                            netns: netns.to_string(),
+                            name: tap.name.clone(),
+                        })?;
+                    pairs.push(Pair::new(index, iface, &tap_iface, options.fast_path));
                     Attachment::Tap(tap)
                 }
                 InternetworkingModel::MacVtap => Attachment::Macvtap(
@@ -268,44 +296,31 @@ async fn connect_all(
         endpoints.push(endpoint_report(index, iface, class, attachment, &guest));
     }
 
-    let mut pin_dir = None;
-    let (backend, datapath) = match options.model {
-        InternetworkingModel::None => (None, "none".to_owned()),
-        InternetworkingModel::MacVtap => (None, "macvtap".to_owned()),
-        InternetworkingModel::TcFilter if pairs.is_empty() => (None, "none".to_owned()),
-        InternetworkingModel::TcFilter => match options.backend {
-            TcBackend::Ebpf => {
-                let dir = pins::create_sandbox_dir(netns.cookie)?;
-                undo.pin_dir = Some(dir.clone());
-                let ebpf_err = |source| Error::Ebpf {
-                    netns: netns.to_string(),
-                    source: Box::new(source),
-                };
-                let mode = options
-                    .ebpf_attach
-                    .unwrap_or_else(AttachMode::for_running_kernel);
-                let mut datapath = EbpfDatapath::load(&dir, mode).map_err(ebpf_err)?;
-                datapath.record_sandbox(netns).map_err(ebpf_err)?;
-                for (index, pod, tap) in &pairs {
-                    datapath.connect(*index, pod, tap).map_err(ebpf_err)?;
-                }
-                pin_dir = Some(dir);
-                (Some(TcBackend::Ebpf), datapath.mode().as_str().to_owned())
-            }
-            TcBackend::Mirred => {
-                for (_, pod, tap) in &pairs {
-                    undo.mirred.push((pod.clone(), tap.clone()));
-                    mirred::connect(handle, pod, tap)
-                        .await
-                        .map_err(|source| Error::Mirred {
-                            netns: netns.to_string(),
-                            source: Box::new(source),
-                        })?;
-                }
-                (Some(TcBackend::Mirred), "mirred".to_owned())
-            }
-        },
+    let (backend, datapath, pin_dir) = match options.model {
+        InternetworkingModel::None => (None, "none".to_owned(), None),
+        InternetworkingModel::MacVtap => (None, "macvtap".to_owned(), None),
+        InternetworkingModel::TcFilter if pairs.is_empty() => (None, "none".to_owned(), None),
+        InternetworkingModel::TcFilter => {
+            let c = connect_pairs(
+                handle,
+                netns,
+                options.backend,
+                options.ebpf_attach,
+                &pairs,
+                undo,
+            )
+            .await?;
+            (Some(c.backend), c.datapath, c.pin_dir)
+        }
     };
+    if backend == Some(TcBackend::Ebpf) {
+        for (e, p) in endpoints.iter_mut().filter(|e| e.tap.is_some()).zip(&pairs) {
+            e.redirect = Some(Redirects {
+                to_vm: p.a_to_b,
+                from_vm: p.b_to_a,
+            });
+        }
+    }
     Ok(AttachReport {
         netns: netns.arg.clone(),
         netns_path: netns.path.clone(),
@@ -339,6 +354,7 @@ fn endpoint_report(
         attachment: kind,
         tap,
         macvtap,
+        redirect: None,
         routes: guest
             .routes
             .get(&iface.ifindex)
@@ -349,20 +365,6 @@ fn endpoint_report(
             .get(&iface.ifindex)
             .cloned()
             .unwrap_or_default(),
-    }
-}
-
-fn dev_of(iface: &Interface) -> Dev {
-    Dev {
-        name: iface.name.clone(),
-        ifindex: iface.ifindex,
-    }
-}
-
-fn dev_of_tap(tap: &TapReport) -> Dev {
-    Dev {
-        name: tap.name.clone(),
-        ifindex: tap.ifindex,
     }
 }
 
@@ -380,7 +382,7 @@ async fn replace_leftover_taps(
         if tap.kind.as_deref() != Some("tun") {
             continue;
         }
-        super::detach::delete_link(handle, &dev_of(tap))
+        super::detach::delete_link(handle, &dev(tap))
             .await
             .map_err(|source| Error::Netlink {
                 op: "RTM_DELLINK (leftover tap)",
@@ -431,7 +433,7 @@ async fn create_tap(
             netns: netns.to_string(),
             source: Box::new(rtnetlink::Error::RequestFailed),
         })?;
-    undo.taps.push(dev_of(&created));
+    undo.taps.push(dev(&created));
     let mut change = LinkUnspec::new_with_index(created.ifindex)
         .mtu(iface.mtu)
         .up();
@@ -482,42 +484,4 @@ async fn create_macvtap(
         queues: made.queues,
         created: true,
     })
-}
-
-/// What attach has changed so far, to take back on failure.
-#[derive(Default)]
-struct Undo {
-    taps: Vec<Dev>,
-    mirred: Vec<(Dev, Dev)>,
-    /// (macvtap name, pod ifindex)
-    macvtaps: Vec<(String, u32)>,
-    pin_dir: Option<PathBuf>,
-}
-
-impl Undo {
-    /// Best effort: every step runs even when an earlier one fails; failures are logged.
-    async fn run(self, handle: &rtnetlink::Handle, netns: &Netns) {
-        for (pod, tap) in &self.mirred {
-            if let Err(e) = mirred::disconnect(handle, pod, tap).await {
-                log::warn!("undo: {e}");
-            }
-        }
-        if let Some(dir) = &self.pin_dir {
-            if let Err(e) = ebpf::detach_sandbox(handle, dir).await {
-                log::warn!("undo: {e}");
-            }
-        }
-        let state_dir = state::sandbox_dir(netns.cookie);
-        for (name, pod_ifindex) in &self.macvtaps {
-            if let Err(e) = macvtap::disconnect(handle, name, *pod_ifindex, &state_dir).await {
-                log::warn!("undo: {e}");
-            }
-        }
-        state::remove_sandbox_dir_if_empty(&state_dir);
-        for tap in &self.taps {
-            if let Err(e) = super::detach::delete_link(handle, tap).await {
-                log::warn!("undo: {e}");
-            }
-        }
-    }
 }

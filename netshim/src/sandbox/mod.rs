@@ -5,11 +5,14 @@
 //! attach made.
 
 mod attach;
+mod connect;
 mod detach;
 mod scan;
 mod status;
+mod undo;
 
 pub use attach::{attach, AttachOptions, AttachReport, EndpointReport, MacvtapReport, TapReport};
+pub use connect::{connect, disconnect, ConnectOptions, ConnectReport, DisconnectReport};
 pub use detach::{detach, DetachReport};
 pub use scan::{scan, ScanReport, ScannedInterface};
 pub use status::{stats, status, EndpointStatus, MacvtapStatus, StatusReport};

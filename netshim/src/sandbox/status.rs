@@ -1,6 +1,6 @@
 //! `netshim status` and `netshim stats` for one netns.
 
-use super::{detach::mirred_pairs, survey, EndpointInfo, SkippedInterface, Strictness};
+use super::{survey, EndpointInfo, SkippedInterface, Strictness};
 use crate::{
     backend::{ebpf, mirred, TcBackend},
     endpoint::SystemProbe,
@@ -154,9 +154,12 @@ pub fn stats(netns: &Netns) -> Result<Option<SandboxStats>> {
     }
     let netns = netns.clone();
     netns.clone().run(move |handle| async move {
-        let survey = survey(&handle, &netns, Strictness::List, &SystemProbe::default()).await?;
         let mut endpoints = Vec::new();
-        for (index, (pod, tap)) in mirred_pairs(&survey).into_iter().enumerate() {
+        for (index, (pod, tap)) in mirred_pairs_by_target(&handle, &netns)
+            .await?
+            .into_iter()
+            .enumerate()
+        {
             let mirred_err = |source| Error::Mirred {
                 netns: netns.to_string(),
                 source: Box::new(source),
@@ -191,4 +194,57 @@ pub fn stats(netns: &Netns) -> Result<Option<SandboxStats>> {
             unmatched: DirectionStats::default(),
         }))
     })
+}
+
+/// Devices whose ingress mirred filters redirect to each other, as (pod side, VM side): a
+/// `tap<N>_kata` is the VM side; otherwise the lower ifindex is the pod side (`connect`'s
+/// first device when it was created first).
+async fn mirred_pairs_by_target(
+    handle: &rtnetlink::Handle,
+    netns: &Netns,
+) -> Result<Vec<(crate::backend::Dev, crate::backend::Dev)>> {
+    let all = crate::interfaces::list(handle)
+        .await
+        .map_err(|source| Error::Netlink {
+            op: "RTM_GETLINK dump",
+            target: "all interfaces".into(),
+            netns: netns.to_string(),
+            source: Box::new(source),
+        })?;
+    let mut targets = std::collections::BTreeMap::new();
+    for iface in &all {
+        let dev = crate::backend::Dev {
+            name: iface.name.clone(),
+            ifindex: iface.ifindex,
+        };
+        if let Some(t) = mirred::redirect_target(handle, &dev)
+            .await
+            .map_err(|source| Error::Mirred {
+                netns: netns.to_string(),
+                source: Box::new(source),
+            })?
+        {
+            targets.insert(iface.ifindex, (dev, t));
+        }
+    }
+    let mut pairs = Vec::new();
+    for (ifindex, (dev, target)) in &targets {
+        let Some((other, back)) = targets.get(target) else {
+            continue;
+        };
+        if back != ifindex {
+            continue;
+        }
+        let dev_is_tap = crate::tap_name::parse(&dev.name).is_some();
+        let other_is_tap = crate::tap_name::parse(&other.name).is_some();
+        let dev_is_pod = match (dev_is_tap, other_is_tap) {
+            (false, true) => true,
+            (true, false) => false,
+            _ => ifindex < target,
+        };
+        if dev_is_pod {
+            pairs.push((dev.clone(), other.clone()));
+        }
+    }
+    Ok(pairs)
 }

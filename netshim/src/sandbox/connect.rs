@@ -1,0 +1,317 @@
+//! `netshim connect` / `disconnect`: the tcfilter datapath between any two devices of a
+//! netns, with the same pins and counters as attach (which uses it for pod device ↔ tap).
+//! Device A plays the pod side: A → B counts as `to_vm`, B → A as `from_vm`.
+
+use std::path::PathBuf;
+
+use netshim_common::MAX_ENDPOINTS;
+
+use super::undo::Undo;
+use crate::{
+    backend::{
+        ebpf::{self, AttachMode, EbpfDatapath},
+        mirred, Dev, FastPath, RedirectMode, TcBackend,
+    },
+    interfaces::{self, Interface},
+    netns::Netns,
+    pins, Error, Result,
+};
+
+/// One pair to connect, and how each direction is redirected.
+#[derive(Debug, Clone)]
+pub(crate) struct Pair {
+    pub index: u32,
+    pub a: Dev,
+    pub b: Dev,
+    /// How packets reach `b` (A → B) and `a` (B → A).
+    pub a_to_b: RedirectMode,
+    pub b_to_a: RedirectMode,
+}
+
+impl Pair {
+    pub fn new(index: u32, a: &Interface, b: &Interface, fast_path: FastPath) -> Self {
+        Pair {
+            index,
+            a: dev(a),
+            b: dev(b),
+            a_to_b: RedirectMode::towards(b, fast_path),
+            b_to_a: RedirectMode::towards(a, fast_path),
+        }
+    }
+}
+
+pub(crate) fn dev(iface: &Interface) -> Dev {
+    Dev {
+        name: iface.name.clone(),
+        ifindex: iface.ifindex,
+    }
+}
+
+/// The datapath that was set up.
+pub(crate) struct Connected {
+    pub backend: TcBackend,
+    /// `tcx`, `cls_bpf` or `mirred`.
+    pub datapath: String,
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// Connects `pairs` with `backend`; every change is registered in `undo` first.
+pub(crate) async fn connect_pairs(
+    handle: &rtnetlink::Handle,
+    netns: &Netns,
+    backend: TcBackend,
+    ebpf_attach: Option<AttachMode>,
+    pairs: &[Pair],
+    undo: &mut Undo,
+) -> Result<Connected> {
+    match backend {
+        TcBackend::Ebpf => {
+            let existed = pins::sandbox_dir(netns.cookie).exists();
+            let dir = pins::create_sandbox_dir(netns.cookie)?;
+            let ebpf_err = |source| Error::Ebpf {
+                netns: netns.to_string(),
+                source: Box::new(source),
+            };
+            let mode = match existed {
+                // Later pairs join the sandbox as it was made.
+                true => ebpf::recorded_mode(&dir).map_err(ebpf_err)?,
+                false => {
+                    undo.pin_dir = Some(dir.clone());
+                    ebpf_attach.unwrap_or_else(AttachMode::for_running_kernel)
+                }
+            };
+            let mut datapath = EbpfDatapath::load(&dir, mode).map_err(ebpf_err)?;
+            if !existed {
+                datapath.record_sandbox(netns).map_err(ebpf_err)?;
+            }
+            for p in pairs {
+                if existed {
+                    undo.ebpf_pairs
+                        .push((dir.clone(), p.a.name.clone(), p.b.name.clone()));
+                }
+                datapath
+                    .connect(p.index, &p.a, &p.b, p.a_to_b, p.b_to_a)
+                    .map_err(ebpf_err)?;
+            }
+            Ok(Connected {
+                backend,
+                datapath: datapath.mode().as_str().to_owned(),
+                pin_dir: Some(dir),
+            })
+        }
+        TcBackend::Mirred => {
+            for p in pairs {
+                undo.mirred.push((p.a.clone(), p.b.clone()));
+                mirred::connect(handle, &p.a, &p.b)
+                    .await
+                    .map_err(|source| Error::Mirred {
+                        netns: netns.to_string(),
+                        source: Box::new(source),
+                    })?;
+            }
+            Ok(Connected {
+                backend,
+                datapath: "mirred".into(),
+                pin_dir: None,
+            })
+        }
+    }
+}
+
+/// What `connect` does.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    pub backend: TcBackend,
+    pub fast_path: FastPath,
+    pub ebpf_attach: Option<AttachMode>,
+}
+
+/// The result of `connect`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConnectReport {
+    pub netns: String,
+    pub netns_cookie: u64,
+    pub a: String,
+    pub b: String,
+    pub backend: TcBackend,
+    pub datapath: String,
+    /// Counter slot pair (endpoint index) in the pinned maps (eBPF).
+    pub index: Option<u32>,
+    pub a_to_b: Option<RedirectMode>,
+    pub b_to_a: Option<RedirectMode>,
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// The result of `disconnect`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DisconnectReport {
+    pub netns: String,
+    pub a: String,
+    pub b: String,
+    /// `ebpf`, `mirred`, or null when the two were not connected.
+    pub removed: Option<TcBackend>,
+}
+
+async fn lookup(handle: &rtnetlink::Handle, netns: &Netns, name: &str) -> Result<Interface> {
+    interfaces::by_name(handle, name)
+        .await
+        .map_err(|source| Error::Netlink {
+            op: "RTM_GETLINK",
+            target: name.to_owned(),
+            netns: netns.to_string(),
+            source: Box::new(source),
+        })?
+        .ok_or_else(|| Error::NoSuchDevice {
+            netns: netns.to_string(),
+            name: name.to_owned(),
+        })
+}
+
+/// Connects devices `a` and `b` of `netns` both ways.
+pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Result<ConnectReport> {
+    if a == b {
+        return Err(Error::InvalidOptions(format!(
+            "cannot connect {a} to itself"
+        )));
+    }
+    let (netns, a, b, options) = (netns.clone(), a.to_owned(), b.to_owned(), options.clone());
+    netns.clone().run(move |handle| async move {
+        let ia = lookup(&handle, &netns, &a).await?;
+        let ib = lookup(&handle, &netns, &b).await?;
+        for d in [dev(&ia), dev(&ib)] {
+            let target = mirred::redirect_target(&handle, &d)
+                .await
+                .map_err(|source| Error::Mirred {
+                    netns: netns.to_string(),
+                    source: Box::new(source),
+                })?;
+            if target.is_some() {
+                return Err(Error::AlreadyAttached {
+                    netns: netns.to_string(),
+                    detail: format!("{} already has a mirred redirect on its ingress", d.name),
+                });
+            }
+        }
+        let dir = pins::sandbox_dir(netns.cookie);
+        let mut index = None;
+        // Also for mirred: a device the eBPF datapath already redirects is taken.
+        let free = free_index(&netns, &dir, &[&a, &b])?;
+        if options.backend == TcBackend::Ebpf {
+            index = Some(free);
+        }
+        let fast_path = match options.backend {
+            TcBackend::Ebpf => options.fast_path,
+            TcBackend::Mirred => FastPath::Off,
+        };
+        let pair = Pair::new(index.unwrap_or(0), &ia, &ib, fast_path);
+        let mut undo = Undo::default();
+        let connected = match connect_pairs(
+            &handle,
+            &netns,
+            options.backend,
+            options.ebpf_attach,
+            std::slice::from_ref(&pair),
+            &mut undo,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                undo.run(&handle, &netns).await;
+                return Err(e);
+            }
+        };
+        let ebpf = options.backend == TcBackend::Ebpf;
+        Ok(ConnectReport {
+            netns: netns.arg.clone(),
+            netns_cookie: netns.cookie,
+            a,
+            b,
+            backend: connected.backend,
+            datapath: connected.datapath,
+            index,
+            a_to_b: ebpf.then_some(pair.a_to_b),
+            b_to_a: ebpf.then_some(pair.b_to_a),
+            pin_dir: connected.pin_dir,
+        })
+    })
+}
+
+/// The first free endpoint index of the sandbox's pins; an error when either device is
+/// already connected there.
+fn free_index(netns: &Netns, dir: &std::path::Path, names: &[&str]) -> Result<u32> {
+    if !dir.exists() {
+        return Ok(0);
+    }
+    let records = ebpf::recorded_endpoints(dir).map_err(|source| Error::Ebpf {
+        netns: netns.to_string(),
+        source: Box::new(source),
+    })?;
+    for (_, r) in &records {
+        for side in [&r.pod_name, &r.tap_name] {
+            let name = String::from_utf8_lossy(netshim_common::from_fixed(side)).into_owned();
+            if names.contains(&name.as_str()) {
+                return Err(Error::AlreadyAttached {
+                    netns: netns.to_string(),
+                    detail: format!("{name} is already connected"),
+                });
+            }
+        }
+    }
+    (0..MAX_ENDPOINTS)
+        .find(|i| records.iter().all(|(used, _)| used != i))
+        .ok_or(Error::TooManyEndpoints {
+            netns: netns.to_string(),
+            count: records.len() + 1,
+            max: MAX_ENDPOINTS,
+        })
+}
+
+/// Disconnects `a` and `b`; succeeds (removing nothing) when they are not connected.
+pub fn disconnect(netns: &Netns, a: &str, b: &str) -> Result<DisconnectReport> {
+    let (netns, a, b) = (netns.clone(), a.to_owned(), b.to_owned());
+    netns.clone().run(move |handle| async move {
+        let mut report = DisconnectReport {
+            netns: netns.arg.clone(),
+            a: a.clone(),
+            b: b.clone(),
+            removed: None,
+        };
+        let dir = pins::sandbox_dir(netns.cookie);
+        if dir.exists() {
+            let found = ebpf::disconnect_pair(&handle, &dir, &a, &b)
+                .await
+                .map_err(|source| Error::Ebpf {
+                    netns: netns.to_string(),
+                    source: Box::new(source),
+                })?;
+            if found {
+                report.removed = Some(TcBackend::Ebpf);
+                return Ok(report);
+            }
+        }
+        let (Ok(ia), Ok(ib)) = (
+            lookup(&handle, &netns, &a).await,
+            lookup(&handle, &netns, &b).await,
+        ) else {
+            return Ok(report);
+        };
+        let (da, db) = (dev(&ia), dev(&ib));
+        let on_a = mirred::ingress_qdisc(&handle, &da)
+            .await
+            .map_err(|source| Error::Mirred {
+                netns: netns.to_string(),
+                source: Box::new(source),
+            })?;
+        if on_a == mirred::IngressQdisc::Ingress {
+            mirred::disconnect(&handle, &da, &db)
+                .await
+                .map_err(|source| Error::Mirred {
+                    netns: netns.to_string(),
+                    source: Box::new(source),
+                })?;
+            report.removed = Some(TcBackend::Mirred);
+        }
+        Ok(report)
+    })
+}
