@@ -6,7 +6,10 @@
 //! - `test`: lint, build, then `cargo test` over the host crates.
 //! - `demo`: client netns <-> sandbox netns (pod veth) <-> netshim <-> tap <-> vm-standin,
 //!   with ping and iperf3 through it, then stats and teardown.
+//! - `bench`: iperf3/sockperf benchmark of every path (direct veth, bridge, mirred, eBPF,
+//!   eBPF + redirect_peer, macvtap) in pair and sandbox topologies; JSON, markdown and SVG.
 
+mod bench;
 mod cmd;
 mod demo;
 mod setup;
@@ -37,6 +40,8 @@ enum Command {
     Test(test::TestArgs),
     /// Build release binaries and run the end-to-end demo in private network namespaces.
     Demo(demo::DemoArgs),
+    /// Benchmark the datapaths (iperf3, sockperf) in private network namespaces.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -46,6 +51,7 @@ fn main() {
         Command::Lint => setup::run(&setup::SetupArgs::default()).and_then(|_| test::lint()),
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");

@@ -21,7 +21,7 @@ pub struct AptPackage {
 }
 
 /// Every Debian package the project needs, in one place. Append here when a task needs more
-/// (planned: sockperf, containernetworking-plugins).
+/// (planned: containernetworking-plugins).
 pub const APT_PACKAGES: &[AptPackage] = &[
     AptPackage {
         name: "iproute2",
@@ -30,6 +30,11 @@ pub const APT_PACKAGES: &[AptPackage] = &[
     AptPackage {
         name: "iperf3",
         probe: "iperf3",
+    },
+    // TCP request/response latency in `cargo xtask bench` (sockperf ping-pong).
+    AptPackage {
+        name: "sockperf",
+        probe: "sockperf",
     },
     AptPackage {
         name: "ethtool",

@@ -14,6 +14,7 @@ use std::sync::{Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
 /// Something to undo.
+#[derive(Clone)]
 pub enum Action {
     /// SIGTERM (then SIGKILL) a child process of ours.
     Kill { pid: u32, what: String },
@@ -21,6 +22,9 @@ pub enum Action {
     Detach { netshim: PathBuf, netns: String },
     /// `ip netns del NS`.
     DeleteNetns(String),
+    /// Any other command (argv), run quietly; a failure is only reported. For undo steps
+    /// the variants above do not cover (e.g. `netshim disconnect`, `ip link del`).
+    Command { argv: Vec<String> },
 }
 
 struct Registry {
@@ -81,6 +85,17 @@ impl Action {
                         String::from_utf8_lossy(&out.stderr).trim()
                     ),
                     Err(err) => eprintln!("cleanup: warning: {err:#}"),
+                }
+            }
+            Action::Command { argv } => {
+                let Some((prog, args)) = argv.split_first() else {
+                    return;
+                };
+                let mut undo = Command::new(prog);
+                undo.args(args);
+                println!("cleanup: + {}", cmd::display(&undo));
+                if let Err(err) = cmd::output(&mut undo) {
+                    eprintln!("cleanup: warning: {err:#}");
                 }
             }
             Action::DeleteNetns(name) => {

@@ -11,6 +11,10 @@
 //!     --guest-netns /run/netns/guest --guest-ifname eth0 --guest-mac 02:00:0a:4d:00:02 \
 //!     --guest-addr 10.77.0.2/24 --guest-gw 10.77.0.1
 //! ```
+//!
+//! For the macvtap model, `--sandbox-dev /dev/tap<ifindex>` replaces `--tap NAME`: the stand-in
+//! opens the macvtap's char device as a VMM does (vnet header on by default there, 10 bytes)
+//! and sets the same offloads on it.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -51,6 +55,10 @@ struct Args {
     /// The sandbox tap to attach to (it must exist).
     #[arg(long, default_value = "tap0_kata")]
     tap: String,
+    /// A macvtap char device (`/dev/tap<ifindex>`) to open instead of `--tap`: the VMM side of
+    /// the macvtap model.
+    #[arg(long, value_name = "PATH", conflicts_with = "multi_queue")]
+    sandbox_dev: Option<PathBuf>,
     /// Whether the sandbox tap is multi-queue (we open one queue).
     #[arg(long, value_enum, default_value = "auto")]
     multi_queue: MultiQueue,
@@ -104,19 +112,24 @@ fn run(args: &Args) -> Result<i32> {
     let mac = parse_mac(&args.guest_mac)
         .with_context(|| format!("invalid --guest-mac {:?}", args.guest_mac))?;
     // Offloads stick to a persistent tap across fds, so "none" is set explicitly (0).
-    let offloads = Some(if args.no_offloads { 0 } else { VMM_OFFLOADS });
+    let offload_bits = if args.no_offloads { 0 } else { VMM_OFFLOADS };
+    let offloads = Some(offload_bits);
 
-    let sandbox_fd = try_on_netns_thread(&args.sandbox_netns, || {
-        open_sandbox_queue(&args.tap, args.multi_queue, offloads)
-    })
-    .with_context(|| format!("enter sandbox netns {}", args.sandbox_netns.display()))?
-    .with_context(|| {
-        format!(
-            "open queue of tap {} in {}",
-            args.tap,
-            args.sandbox_netns.display()
-        )
-    })?;
+    let sandbox_fd = match &args.sandbox_dev {
+        Some(dev) => open_macvtap_queue(dev, offload_bits)
+            .with_context(|| format!("open macvtap queue {}", dev.display()))?,
+        None => try_on_netns_thread(&args.sandbox_netns, || {
+            open_sandbox_queue(&args.tap, args.multi_queue, offloads)
+        })
+        .with_context(|| format!("enter sandbox netns {}", args.sandbox_netns.display()))?
+        .with_context(|| {
+            format!(
+                "open queue of tap {} in {}",
+                args.tap,
+                args.sandbox_netns.display()
+            )
+        })?,
+    };
 
     let guest_fd = try_on_netns_thread(&args.guest_netns, || -> Result<_> {
         let fd = tap::create_tap_queue(&args.guest_ifname, false, offloads)
@@ -208,6 +221,29 @@ fn open_sandbox_queue(
             r => r,
         },
     }
+}
+
+/// Opens one queue of a macvtap through its char device, as a VMM does: `O_RDWR`, then
+/// `TUNSETOFFLOAD`. A macvtap queue has `IFF_VNET_HDR` on from the start; its header size is
+/// checked (and set) to the 10 bytes the relay and the guest tap use. The char device is found
+/// by path, so no netns needs entering.
+fn open_macvtap_queue(dev: &std::path::Path, offloads: u32) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .context("open")?;
+    let fd = std::os::fd::OwnedFd::from(file);
+    let flags = tap::tun_flags(fd.as_fd())?;
+    if flags & tap::IFF_VNET_HDR == 0 {
+        bail!("{} has no IFF_VNET_HDR (flags {flags:#x})", dev.display());
+    }
+    if tap::vnet_hdr_size(fd.as_fd())? != tap::VNET_HDR_LEN {
+        tap::set_vnet_hdr_size(fd.as_fd(), tap::VNET_HDR_LEN)?;
+    }
+    tap::set_offloads(fd.as_fd(), offloads)?;
+    Ok(fd)
 }
 
 /// Configures the guest NIC with `ip` (run from a thread inside the guest netns).

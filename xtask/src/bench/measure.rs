@@ -1,0 +1,560 @@
+//! Load generators and what is read from them: iperf3 (TCP 1 and 4 streams, UDP 64 B),
+//! sockperf TCP ping-pong, and CPU time from `/proc/stat`.
+//!
+//! Every child runs with a deadline (killed past it) and is registered with the cleanup
+//! registry, so an interrupted bench leaves no iperf3 or sockperf behind.
+
+use crate::topology::{self, Action};
+use anyhow::{bail, ensure, Context, Result};
+use std::io::Read;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const IPERF_PORT: &str = "5201";
+pub const SOCKPERF_PORT: &str = "11111";
+/// The busy-polling sockperf server's port.
+pub const SOCKPERF_SPIN_PORT: &str = "11112";
+/// UDP payload size of the packet-rate test.
+pub const UDP_LEN: u32 = 64;
+
+/// Extra time a client gets beyond its `-t` before it is killed.
+const GRACE: Duration = Duration::from_secs(20);
+
+/// Run a command to completion with a deadline, capturing stdout and stderr.
+pub fn run_bounded(cmd: &mut Command, limit: Duration, what: &str) -> Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    let token = topology::register(Action::Kill {
+        pid: child.id(),
+        what: what.to_string(),
+    });
+    let readers = [
+        drain(
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ),
+        drain(
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ),
+    ];
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    topology::disarm(token);
+    let [stdout, stderr] = readers.map(|r| r.join().unwrap_or_default());
+    match status {
+        Some(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => bail!("{what} still running after {limit:?}: killed"),
+    }
+}
+
+fn drain(pipe: Option<Box<dyn Read + Send>>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut buf);
+        }
+        buf
+    })
+}
+
+/// A server process in a netns, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Server {
+    child: Child,
+    token: Option<topology::Token>,
+    what: String,
+}
+
+impl Server {
+    /// Start `prog args` in `netns` and wait until something listens on TCP `port` there.
+    pub fn start(netns: &str, prog: &str, args: &[&str], port: &str) -> Result<Server> {
+        let what = format!("{prog} server in {netns}");
+        let child = topology::exec_in(netns, prog, args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {what}"))?;
+        let token = topology::register(Action::Kill {
+            pid: child.id(),
+            what: what.clone(),
+        });
+        let mut server = Server {
+            child,
+            token: Some(token),
+            what,
+        };
+        server.wait_listening(netns, port)?;
+        Ok(server)
+    }
+
+    fn wait_listening(&mut self, netns: &str, port: &str) -> Result<()> {
+        let filter = format!("sport = :{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = crate::cmd::output(&mut topology::exec_in(netns, "ss", &["-Hltn", &filter]))?;
+            if !out.trim().is_empty() {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{} exited early ({status})", self.what);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{} not listening on {port} after 10 s",
+                self.what
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Wait up to `limit` for the server to exit by itself (iperf3 `-1`), then stop it.
+    pub fn finish(mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: our own child, not yet reaped.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(3);
+            loop {
+                match self.child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        let _ = self.child.kill();
+                        let _ = self.child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+        if let Some(token) = self.token.take() {
+            topology::disarm(token);
+        }
+    }
+}
+
+/// Where the load runs: client netns, server netns and the server's address.
+pub struct Endpoints<'a> {
+    pub client: &'a str,
+    pub server: &'a str,
+    pub server_ip: &'a str,
+}
+
+/// One iperf3 test.
+#[derive(Clone, Copy, Debug)]
+pub enum IperfTest {
+    Tcp { streams: u32 },
+    Udp64,
+}
+
+/// What one iperf3 run yields.
+#[derive(Debug, Default, PartialEq)]
+pub struct IperfResult {
+    /// TCP: receiver's bits/s. UDP: received bits/s.
+    pub received_bps: f64,
+    /// Bytes the receiver got.
+    pub received_bytes: f64,
+    /// TCP retransmits (sender side).
+    pub retransmits: Option<u64>,
+    /// UDP: packets/s the server received; and the sender's packets/s.
+    pub udp_received_pps: Option<f64>,
+    pub udp_sent_pps: Option<f64>,
+}
+
+/// One-shot iperf3 server in the server netns, client in the client netns, `-J` parsed.
+pub fn iperf(ep: &Endpoints, test: IperfTest, seconds: u32) -> Result<IperfResult> {
+    let server = Server::start(
+        ep.server,
+        "iperf3",
+        &["-s", "-1", "-p", IPERF_PORT],
+        IPERF_PORT,
+    )?;
+    let secs = seconds.to_string();
+    let mut args = vec![
+        "-c",
+        ep.server_ip,
+        "-p",
+        IPERF_PORT,
+        "-t",
+        &secs,
+        "-J",
+        "--connect-timeout",
+        "3000",
+    ];
+    let streams;
+    let len = UDP_LEN.to_string();
+    match test {
+        IperfTest::Tcp { streams: n } => {
+            streams = n.to_string();
+            args.extend(["-P", &streams]);
+        }
+        // -b 0: unlimited, the sender goes as fast as it can; the server counts what arrives.
+        IperfTest::Udp64 => args.extend(["-u", "-l", &len, "-b", "0"]),
+    }
+    let mut client = topology::exec_in(ep.client, "iperf3", &args);
+    let out = run_bounded(
+        &mut client,
+        Duration::from_secs(seconds.into()) + GRACE,
+        "iperf3 client",
+    )?;
+    server.finish(Duration::from_secs(3));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result = parse_iperf(&stdout, test).with_context(|| {
+        format!(
+            "iperf3 client ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })?;
+    ensure!(
+        out.status.success(),
+        "iperf3 client exited with {}",
+        out.status
+    );
+    Ok(result)
+}
+
+/// Parse `iperf3 -J`. TCP: `end.sum_received` (the receiver's count). UDP: `end.sum_received`
+/// is what the server reported back at the end (packets it expected from the sequence
+/// numbers, and lost ones), so received = packets - lost_packets.
+pub fn parse_iperf(json: &str, test: IperfTest) -> Result<IperfResult> {
+    let v: serde_json::Value = serde_json::from_str(json).context("iperf3 printed no JSON")?;
+    if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
+        bail!("iperf3: {err}");
+    }
+    let end = v.get("end").context("iperf3 JSON has no `end` section")?;
+    let field = |section: &str, name: &str| {
+        end.get(section)
+            .and_then(|s| s.get(name))
+            .and_then(|b| b.as_f64())
+            .with_context(|| format!("iperf3 JSON has no end.{section}.{name}"))
+    };
+    let mut result = IperfResult {
+        received_bps: field("sum_received", "bits_per_second")?,
+        received_bytes: field("sum_received", "bytes")?,
+        ..Default::default()
+    };
+    match test {
+        IperfTest::Tcp { .. } => {
+            result.retransmits = end
+                .get("sum_sent")
+                .and_then(|s| s.get("retransmits"))
+                .and_then(|r| r.as_u64());
+        }
+        IperfTest::Udp64 => {
+            let packets = field("sum_received", "packets")?;
+            let lost = field("sum_received", "lost_packets")?;
+            let secs = field("sum_received", "seconds")?;
+            ensure!(secs > 0.0, "iperf3 UDP run of 0 s");
+            result.udp_received_pps = Some((packets - lost).max(0.0) / secs);
+            let sent = field("sum_sent", "packets")?;
+            let sent_secs = field("sum_sent", "seconds")?;
+            if sent_secs > 0.0 {
+                result.udp_sent_pps = Some(sent / sent_secs);
+            }
+        }
+    }
+    Ok(result)
+}
+
+/// sockperf ping-pong figures (full round trip, µs).
+#[derive(Debug, Default, PartialEq)]
+pub struct RttResult {
+    pub avg_us: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub observations: Option<u64>,
+}
+
+/// How the ping-pong ends wait for the next message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Blocking receive (sockperf's default): every message wakes a sleeping thread, so on a
+    /// VM the figure includes the vCPU's wake-up from idle.
+    Block,
+    /// Non-blocking sockets polled in a loop on both ends (`--nonblocked`, server epoll with
+    /// `--timeout 0`): no sleeping, so the figure is the network path's own cost.
+    Spin,
+}
+
+impl Wait {
+    fn port(self) -> &'static str {
+        match self {
+            Wait::Block => SOCKPERF_PORT,
+            Wait::Spin => SOCKPERF_SPIN_PORT,
+        }
+    }
+}
+
+/// `sockperf server --tcp` in the server netns (for one path; dropped after).
+pub fn sockperf_server(server_ns: &str, wait: Wait) -> Result<Server> {
+    let port = wait.port();
+    let mut args = vec!["server", "--tcp", "-i", "0.0.0.0", "-p", port];
+    if wait == Wait::Spin {
+        args.extend(["--nonblocked", "--timeout", "0"]);
+    }
+    Server::start(server_ns, "sockperf", &args, port)
+}
+
+/// `sockperf ping-pong --tcp -m 64 --full-rtt` for `seconds` against a running server.
+pub fn sockperf(ep: &Endpoints, seconds: u32, wait: Wait) -> Result<RttResult> {
+    let secs = seconds.to_string();
+    let mut args = vec![
+        "ping-pong",
+        "--tcp",
+        "-m",
+        "64",
+        "-t",
+        &secs,
+        "-i",
+        ep.server_ip,
+        "-p",
+        wait.port(),
+        "--full-rtt",
+    ];
+    if wait == Wait::Spin {
+        args.push("--nonblocked");
+    }
+    let mut client = topology::exec_in(ep.client, "sockperf", &args);
+    let out = run_bounded(
+        &mut client,
+        Duration::from_secs(seconds.into()) + GRACE,
+        "sockperf client",
+    )?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result = parse_sockperf(&text)
+        .with_context(|| format!("sockperf ping-pong ({}): {}", out.status, tail(&text, 400)))?;
+    ensure!(out.status.success(), "sockperf exited with {}", out.status);
+    Ok(result)
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    let s = s.trim();
+    let mut start = s.len().saturating_sub(n);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// Drop ANSI colour sequences (`ESC [ ... m`), which sockperf prints even into a pipe.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Parse sockperf 3.x output: `avg-rtt=X` (or `avg-latency=X`, half the round trip, when run
+/// without --full-rtt: then doubled), `---> percentile 50.000 = X`, `... 99.000 = X`,
+/// `Total N observations`.
+pub fn parse_sockperf(text: &str) -> Result<RttResult> {
+    let text = strip_ansi(text);
+    let number_after = |line: &str, key: &str| -> Option<f64> {
+        let rest = &line[line.find(key)? + key.len()..];
+        let rest = rest.trim_start_matches([' ', '=']);
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    };
+    let (mut avg, mut p50, mut p99, mut obs) = (None, None, None, None);
+    let mut half = false;
+    for line in text.lines() {
+        if let Some(v) = number_after(line, "avg-rtt") {
+            avg = Some(v);
+        } else if let Some(v) = number_after(line, "avg-latency") {
+            avg = Some(v);
+            half = true;
+        } else if let Some(v) = number_after(line, "percentile 50.000") {
+            p50 = Some(v);
+        } else if let Some(v) = number_after(line, "percentile 99.000") {
+            p99 = Some(v);
+        } else if let Some(v) = number_after(line, "Total") {
+            obs = Some(v as u64);
+        }
+    }
+    let scale = if half { 2.0 } else { 1.0 };
+    Ok(RttResult {
+        avg_us: avg.context("no avg-rtt in sockperf output")? * scale,
+        p50_us: p50.context("no 50th percentile in sockperf output")? * scale,
+        p99_us: p99.context("no 99th percentile in sockperf output")? * scale,
+        observations: obs,
+    })
+}
+
+/// Busy jiffies of all CPUs: user + nice + system + irq + softirq (the `cpu` line of
+/// /proc/stat; idle, iowait and steal left out).
+pub fn busy_jiffies() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    parse_busy_jiffies(&stat)
+}
+
+pub fn parse_busy_jiffies(stat: &str) -> Result<u64> {
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .context("/proc/stat has no `cpu` line")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    ensure!(f.len() >= 7, "short /proc/stat cpu line: {line}");
+    // user nice system idle iowait irq softirq ...
+    Ok(f[0] + f[1] + f[2] + f[5] + f[6])
+}
+
+/// Jiffies per second (`USER_HZ`).
+pub fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as f64
+    } else {
+        100.0
+    }
+}
+
+/// `ping` until one reply comes back (or `within` passes): the path carries traffic and ARP is
+/// resolved before anything is timed.
+pub fn wait_reachable(ep: &Endpoints, within: Duration) -> Result<()> {
+    let deadline = within.as_secs().max(1).to_string();
+    let mut ping = topology::exec_in(
+        ep.client,
+        "ping",
+        &["-c", "1", "-i", "0.2", "-w", &deadline, "-q", ep.server_ip],
+    );
+    let out = run_bounded(&mut ping, within + Duration::from_secs(5), "ping")?;
+    ensure!(
+        out.status.success(),
+        "{} does not answer ping from {} within {within:?}",
+        ep.server_ip,
+        ep.client
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tcp_iperf() {
+        let json = r#"{"end":{
+            "sum_sent":{"bytes":100,"bits_per_second":2.5e10,"retransmits":3},
+            "sum_received":{"bytes":3e9,"bits_per_second":2.4e10}}}"#;
+        let r = parse_iperf(json, IperfTest::Tcp { streams: 1 }).unwrap();
+        assert_eq!(r.received_bps, 2.4e10);
+        assert_eq!(r.received_bytes, 3e9);
+        assert_eq!(r.retransmits, Some(3));
+        assert_eq!(r.udp_received_pps, None);
+    }
+
+    #[test]
+    fn parses_udp_iperf_received_packets() {
+        // Shape of iperf 3.12's client JSON for -u (sum_received = the server's report).
+        let json = r#"{"end":{
+            "sum_sent":{"seconds":2.0,"bytes":22175360,"bits_per_second":8.87e7,
+                        "lost_packets":0,"packets":346490},
+            "sum_received":{"seconds":2.0,"bytes":11674432,"bits_per_second":4.67e7,
+                            "lost_packets":163604,"packets":346017}}}"#;
+        let r = parse_iperf(json, IperfTest::Udp64).unwrap();
+        assert_eq!(r.udp_received_pps, Some((346017.0 - 163604.0) / 2.0));
+        assert_eq!(r.udp_sent_pps, Some(346490.0 / 2.0));
+    }
+
+    #[test]
+    fn iperf_error_is_reported() {
+        let json = r#"{"start":{},"end":{},"error":"unable to connect to server"}"#;
+        let err = parse_iperf(json, IperfTest::Udp64).unwrap_err().to_string();
+        assert!(err.contains("unable to connect"), "{err}");
+    }
+
+    #[test]
+    fn parses_sockperf_full_rtt() {
+        let text = "sockperf: [Valid Duration] RunTime=1.550 sec; SentMessages=115362\n\
+            sockperf: \u{1b}[2;35m====> avg-rtt=13.418 (std-dev=45.022)\u{1b}[0m\n\
+            sockperf: \u{1b}[2;35mTotal 115362 observations\u{1b}[0m; each percentile\n\
+            sockperf: ---> percentile 99.900 =   49.394\n\
+            sockperf: ---> percentile 99.000 =   14.131\n\
+            sockperf: ---> percentile 50.000 =   12.578\n";
+        let r = parse_sockperf(text).unwrap();
+        assert_eq!(
+            r,
+            RttResult {
+                avg_us: 13.418,
+                p50_us: 12.578,
+                p99_us: 14.131,
+                observations: Some(115362)
+            }
+        );
+    }
+
+    #[test]
+    fn sockperf_half_rtt_is_doubled() {
+        let text = "====> avg-latency=6.5 (std-dev=1)\n\
+            ---> percentile 99.000 =   7.0\n---> percentile 50.000 =   6.25\n";
+        let r = parse_sockperf(text).unwrap();
+        assert_eq!((r.avg_us, r.p50_us, r.p99_us), (13.0, 12.5, 14.0));
+    }
+
+    #[test]
+    fn sockperf_without_percentiles_fails() {
+        assert!(parse_sockperf("sockperf: connection refused").is_err());
+    }
+
+    #[test]
+    fn busy_jiffies_skip_idle_iowait_steal() {
+        let stat = "cpu  10 1 5 1000 7 2 3 9 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n";
+        assert_eq!(parse_busy_jiffies(stat).unwrap(), 10 + 1 + 5 + 2 + 3);
+    }
+}

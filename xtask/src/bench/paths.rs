@@ -1,0 +1,914 @@
+//! The two topologies, their paths, and building / tearing down one path.
+//!
+//! ```text
+//! pair:    client [eth0 10.201.0.1] <-veth-> shim [c0 ==path== s0] <-veth-> server [eth0 10.201.0.2]
+//!          (direct: client eth0 <-veth-> server eth0, no shim netns in between)
+//! sandbox: client [eth0 10.202.0.1] <-veth-> sandbox [eth0 ==netshim attach== tap0_kata]
+//!          <-> vm-standin <-> guest [eth0 10.202.0.2, eth0's MAC]
+//! ```
+//!
+//! The namespaces live for the whole run; each path's links, datapath and stand-in are made
+//! fresh for every (round, path) and removed right after its measurements, so no path
+//! inherits state (neighbour entries, learned MACs, GRO or offload changes, pins) from another.
+//! Every undo step is registered with the cleanup registry before the thing it undoes.
+
+use crate::bench::measure::{run_bounded, Endpoints};
+use crate::cmd;
+use crate::topology::{self, Action, Token};
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+pub const PAIR_CLIENT_ADDR: &str = "10.201.0.1/24";
+pub const PAIR_SERVER_ADDR: &str = "10.201.0.2/24";
+pub const PAIR_SERVER_IP: &str = "10.201.0.2";
+pub const SANDBOX_CLIENT_ADDR: &str = "10.202.0.1/24";
+pub const SANDBOX_POD_ADDR: &str = "10.202.0.2/24";
+pub const SANDBOX_POD_IP: &str = "10.202.0.2";
+const IFNAME: &str = "eth0";
+const SHIM_CLIENT_SIDE: &str = "c0";
+const SHIM_SERVER_SIDE: &str = "s0";
+const BRIDGE: &str = "br0";
+const BRIDGE_NF_OFF: &str = "for f in /proc/sys/net/bridge/bridge-nf-call-*; do \
+    if [ -w \"$f\" ]; then echo 0 > \"$f\"; fi; done";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Topo {
+    Pair,
+    Sandbox,
+}
+
+impl Topo {
+    pub fn name(self) -> &'static str {
+        match self {
+            Topo::Pair => "pair",
+            Topo::Sandbox => "sandbox",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Kind {
+    /// client eth0 <-> server eth0, one veth pair (the floor).
+    Direct,
+    /// A linux bridge in the shim netns with c0 and s0.
+    Bridge,
+    /// `netshim connect --netns shim c0 s0`.
+    Connect {
+        backend: &'static str,
+        fast_path: Option<&'static str>,
+    },
+    /// `netshim attach --netns sandbox`, then the VM stand-in.
+    Attach {
+        model: &'static str,
+        backend: Option<&'static str>,
+        fast_path: Option<&'static str>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct PathSpec {
+    pub topo: Topo,
+    pub name: &'static str,
+    pub kind: Kind,
+    pub about: &'static str,
+}
+
+impl PathSpec {
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.topo.name(), self.name)
+    }
+}
+
+/// Every path, in the order a round runs them.
+pub fn all_paths() -> Vec<PathSpec> {
+    let p = |topo, name, kind, about| PathSpec {
+        topo,
+        name,
+        kind,
+        about,
+    };
+    vec![
+        p(
+            Topo::Pair,
+            "direct",
+            Kind::Direct,
+            "client and server on one veth pair (floor)",
+        ),
+        p(
+            Topo::Pair,
+            "bridge",
+            Kind::Bridge,
+            "linux bridge in the shim netns",
+        ),
+        p(
+            Topo::Pair,
+            "mirred",
+            Kind::Connect {
+                backend: "mirred",
+                fast_path: None,
+            },
+            "netshim connect --tc-backend mirred (kata's u32 + mirred)",
+        ),
+        p(
+            Topo::Pair,
+            "ebpf",
+            Kind::Connect {
+                backend: "ebpf",
+                fast_path: Some("off"),
+            },
+            "netshim connect --tc-backend ebpf --fast-path off (bpf_redirect)",
+        ),
+        p(
+            Topo::Pair,
+            "ebpf-peer",
+            Kind::Connect {
+                backend: "ebpf",
+                fast_path: Some("auto"),
+            },
+            "netshim connect --tc-backend ebpf --fast-path auto (bpf_redirect_peer)",
+        ),
+        p(
+            Topo::Sandbox,
+            "mirred",
+            Kind::Attach {
+                model: "tcfilter",
+                backend: Some("mirred"),
+                fast_path: None,
+            },
+            "netshim attach --tc-backend mirred (kata's tcfilter)",
+        ),
+        p(
+            Topo::Sandbox,
+            "ebpf",
+            Kind::Attach {
+                model: "tcfilter",
+                backend: Some("ebpf"),
+                fast_path: Some("off"),
+            },
+            "netshim attach --tc-backend ebpf --fast-path off",
+        ),
+        p(
+            Topo::Sandbox,
+            "ebpf-peer",
+            Kind::Attach {
+                model: "tcfilter",
+                backend: Some("ebpf"),
+                fast_path: Some("auto"),
+            },
+            "netshim attach --tc-backend ebpf --fast-path auto",
+        ),
+        p(
+            Topo::Sandbox,
+            "macvtap",
+            Kind::Attach {
+                model: "macvtap",
+                backend: None,
+                fast_path: None,
+            },
+            "netshim attach --model macvtap; stand-in on /dev/tap<ifindex>",
+        ),
+    ]
+}
+
+/// What the netshim binary at hand supports (read from its `--help`), so a bench against a
+/// netshim without `connect` or `--fast-path` reports those paths as unavailable.
+#[derive(Debug, Default, Clone)]
+pub struct Caps {
+    pub connect: bool,
+    pub connect_fast_path: bool,
+    pub attach_fast_path: bool,
+    pub attach_macvtap: bool,
+}
+
+impl Caps {
+    pub fn probe(netshim: &Path) -> Result<Caps> {
+        let help = |sub: &str| -> Result<Option<String>> {
+            let out = cmd::capture(Command::new(netshim).args([sub, "--help"]))?;
+            Ok(out
+                .status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+        };
+        let connect = help("connect")?;
+        let attach = help("attach")?.context("`netshim attach --help` failed")?;
+        Ok(Caps {
+            connect: connect.is_some(),
+            connect_fast_path: connect
+                .as_deref()
+                .is_some_and(|h| h.contains("--fast-path")),
+            attach_fast_path: attach.contains("--fast-path"),
+            attach_macvtap: attach.contains("macvtap"),
+        })
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "connect": self.connect,
+            "connect_fast_path": self.connect_fast_path,
+            "attach_fast_path": self.attach_fast_path,
+            "attach_macvtap": self.attach_macvtap,
+        })
+    }
+
+    /// Why this netshim cannot run `spec`, if it cannot.
+    pub fn unavailable(&self, spec: &PathSpec) -> Option<String> {
+        match &spec.kind {
+            Kind::Direct | Kind::Bridge => None,
+            Kind::Connect { fast_path, .. } => {
+                if !self.connect {
+                    Some("this netshim has no `connect` subcommand".into())
+                } else if fast_path == &Some("auto") && !self.connect_fast_path {
+                    Some("this netshim's `connect` has no --fast-path".into())
+                } else {
+                    None
+                }
+            }
+            Kind::Attach {
+                model, fast_path, ..
+            } => {
+                if *model == "macvtap" && !self.attach_macvtap {
+                    Some("this netshim's `attach` has no macvtap model".into())
+                } else if fast_path == &Some("auto") && !self.attach_fast_path {
+                    Some("this netshim's `attach` has no --fast-path".into())
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// `--fast-path X` when this netshim knows the flag (`off` is its only behaviour otherwise).
+    fn fast_path_args(&self, spec: &PathSpec) -> Vec<String> {
+        let (known, fast) = match &spec.kind {
+            Kind::Connect { fast_path, .. } => (self.connect_fast_path, fast_path),
+            Kind::Attach { fast_path, .. } => (self.attach_fast_path, fast_path),
+            _ => return Vec::new(),
+        };
+        match fast {
+            Some(f) if known => vec!["--fast-path".into(), f.to_string()],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The namespaces of a run, one set per topology in use.
+pub struct Namespaces {
+    pub tag: String,
+    pub pair: Option<[String; 3]>,
+    pub sandbox: Option<[String; 3]>,
+}
+
+impl Namespaces {
+    /// Create uniquely named namespaces (registered for deletion) for the topologies in use.
+    pub fn create(pair: bool, sandbox: bool) -> Result<Namespaces> {
+        let tag = format!("nsbench-{}", std::process::id());
+        let make = |roles: [&str; 3]| -> Result<[String; 3]> {
+            let names = roles.map(|r| format!("{tag}-{r}"));
+            for n in &names {
+                topology::add_netns(n)?;
+            }
+            Ok(names)
+        };
+        let pair = if pair {
+            let names = make(["pc", "shim", "srv"])?;
+            // The bridge path measures the bridge, not iptables: where br_netfilter is loaded
+            // (its sysctls are per netns), bridged frames skip netfilter in the shim netns.
+            quiet(&mut topology::exec_in(
+                &names[1],
+                "sh",
+                &["-c", BRIDGE_NF_OFF],
+            ))?;
+            Some(names)
+        } else {
+            None
+        };
+        let sandbox = if sandbox {
+            Some(make(["sc", "sbx", "guest"])?)
+        } else {
+            None
+        };
+        Ok(Namespaces { tag, pair, sandbox })
+    }
+}
+
+/// A device whose offloads are recorded: (role, netns, ifname).
+#[derive(Clone, Debug)]
+pub struct Device {
+    pub role: String,
+    pub netns: String,
+    pub ifname: String,
+    /// veth, tap or macvtap.
+    pub kind: &'static str,
+}
+
+impl Device {
+    /// `role:ifname (kind)`, the key offloads are compared by across paths.
+    pub fn label(&self) -> String {
+        format!("{}:{} ({})", self.role, self.ifname, self.kind)
+    }
+}
+
+/// One path, set up and carrying traffic.
+pub struct Live {
+    pub client: String,
+    pub server: String,
+    pub server_ip: &'static str,
+    pub devices: Vec<Device>,
+    /// netns to read `netshim stats` from.
+    pub stats_netns: Option<String>,
+    /// What netshim printed on connect/attach (JSON when it printed JSON).
+    pub setup_output: Option<Value>,
+    undo: Vec<(Token, Action)>,
+    standin: Option<StandIn>,
+}
+
+impl Live {
+    pub fn endpoints(&self) -> Endpoints<'_> {
+        Endpoints {
+            client: &self.client,
+            server: &self.server,
+            server_ip: self.server_ip,
+        }
+    }
+
+    /// Stop the stand-in, then undo everything, newest first. Returns the stand-in's summary.
+    pub fn teardown(mut self) -> Result<Option<Value>> {
+        let mut first_err = None;
+        let summary = match self.standin.take() {
+            Some(s) => match s.stop() {
+                Ok(v) => v,
+                Err(e) => {
+                    first_err = Some(e);
+                    None
+                }
+            },
+            None => None,
+        };
+        while let Some((token, action)) = self.undo.pop() {
+            topology::disarm(token);
+            if let Err(e) = run_action(&action) {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(summary),
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        // An error part-way through: undo now rather than at the end of the run.
+        drop(self.standin.take());
+        while let Some((token, action)) = self.undo.pop() {
+            topology::disarm(token);
+            let _ = run_action(&action);
+        }
+    }
+}
+
+fn run_action(action: &Action) -> Result<()> {
+    let argv: Vec<String> = match action {
+        Action::Command { argv } => argv.clone(),
+        Action::Detach { netshim, netns } => vec![
+            netshim.display().to_string(),
+            "detach".into(),
+            "--netns".into(),
+            netns.clone(),
+        ],
+        _ => bail!("not an undo step"),
+    };
+    quiet(Command::new(&argv[0]).args(&argv[1..])).map(|_| ())
+}
+
+/// Run quietly with a deadline; fail with stderr unless the exit status is 0.
+fn quiet(cmd: &mut Command) -> Result<String> {
+    let line = cmd::display(cmd);
+    let out = run_bounded(cmd, Duration::from_secs(30), &line)?;
+    ensure!(
+        out.status.success(),
+        "`{line}` failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(netns: &str, args: &[&str]) -> Result<()> {
+    quiet(&mut topology::ip(netns, args)).map(|_| ())
+}
+
+struct Builder<'a> {
+    live: Live,
+    netshim: &'a Path,
+}
+
+impl Builder<'_> {
+    /// Register an undo step (before doing what it undoes).
+    fn undo(&mut self, action: Action) {
+        let token = topology::register(action.clone());
+        self.live.undo.push((token, action));
+    }
+
+    fn undo_cmd(&mut self, argv: &[&str]) {
+        self.undo(Action::Command {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+        });
+    }
+
+    /// veth `a` in netns `ns_a` with peer `b` in `ns_b`; deleted from `ns_a` on undo.
+    fn veth(&mut self, ns_a: &str, a: &str, ns_b: &str, b: &str) -> Result<()> {
+        self.undo_cmd(&["ip", "-n", ns_a, "link", "del", a]);
+        ip(
+            ns_a,
+            &[
+                "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns_b,
+            ],
+        )
+    }
+
+    fn netshim(&self, args: &[String]) -> Result<Option<Value>> {
+        let out = quiet(Command::new(self.netshim).args(args))?;
+        Ok(serde_json::from_str(&out).ok().or_else(|| {
+            let t = out.trim();
+            (!t.is_empty()).then(|| Value::String(t.to_string()))
+        }))
+    }
+}
+
+/// Build `spec` in `ns` and check it carries traffic.
+pub fn setup(
+    spec: &PathSpec,
+    ns: &Namespaces,
+    caps: &Caps,
+    netshim: &Path,
+    standin: &Path,
+) -> Result<Live> {
+    match spec.topo {
+        Topo::Pair => setup_pair(
+            spec,
+            ns.pair.as_ref().context("no pair netns")?,
+            caps,
+            netshim,
+        ),
+        Topo::Sandbox => setup_sandbox(
+            spec,
+            ns.sandbox.as_ref().context("no sandbox netns")?,
+            caps,
+            netshim,
+            standin,
+        ),
+    }
+}
+
+fn device(role: &str, netns: &str, ifname: &str, kind: &'static str) -> Device {
+    Device {
+        role: role.into(),
+        netns: netns.into(),
+        ifname: ifname.into(),
+        kind,
+    }
+}
+
+fn setup_pair(spec: &PathSpec, ns: &[String; 3], caps: &Caps, netshim: &Path) -> Result<Live> {
+    let [client, shim, server] = ns;
+    let mut b = Builder {
+        live: Live {
+            client: client.clone(),
+            server: server.clone(),
+            server_ip: PAIR_SERVER_IP,
+            devices: vec![device("client", client, IFNAME, "veth")],
+            stats_netns: None,
+            setup_output: None,
+            undo: Vec::new(),
+            standin: None,
+        },
+        netshim,
+    };
+    if let Kind::Direct = spec.kind {
+        b.veth(client, IFNAME, server, IFNAME)?;
+    } else {
+        b.veth(client, IFNAME, shim, SHIM_CLIENT_SIDE)?;
+        b.veth(server, IFNAME, shim, SHIM_SERVER_SIDE)?;
+        b.live
+            .devices
+            .push(device("shim", shim, SHIM_CLIENT_SIDE, "veth"));
+        b.live
+            .devices
+            .push(device("shim", shim, SHIM_SERVER_SIDE, "veth"));
+        for dev in [SHIM_CLIENT_SIDE, SHIM_SERVER_SIDE] {
+            ip(shim, &["link", "set", dev, "up"])?;
+        }
+    }
+    b.live
+        .devices
+        .push(device("server", server, IFNAME, "veth"));
+    ip(client, &["addr", "add", PAIR_CLIENT_ADDR, "dev", IFNAME])?;
+    ip(server, &["addr", "add", PAIR_SERVER_ADDR, "dev", IFNAME])?;
+    ip(client, &["link", "set", IFNAME, "up"])?;
+    ip(server, &["link", "set", IFNAME, "up"])?;
+
+    match &spec.kind {
+        Kind::Direct => {}
+        Kind::Bridge => {
+            b.undo_cmd(&["ip", "-n", shim, "link", "del", BRIDGE]);
+            ip(shim, &["link", "add", BRIDGE, "type", "bridge"])?;
+            for dev in [SHIM_CLIENT_SIDE, SHIM_SERVER_SIDE] {
+                ip(shim, &["link", "set", dev, "master", BRIDGE])?;
+            }
+            ip(shim, &["link", "set", BRIDGE, "up"])?;
+        }
+        Kind::Connect { backend, .. } => {
+            let ns_s = shim.as_str();
+            b.undo_cmd(&[
+                &netshim.display().to_string(),
+                "disconnect",
+                "--netns",
+                ns_s,
+                SHIM_CLIENT_SIDE,
+                SHIM_SERVER_SIDE,
+            ]);
+            let mut args: Vec<String> = [
+                "connect",
+                "--netns",
+                ns_s,
+                SHIM_CLIENT_SIDE,
+                SHIM_SERVER_SIDE,
+                "--tc-backend",
+                backend,
+                "--json",
+            ]
+            .map(String::from)
+            .to_vec();
+            args.extend(caps.fast_path_args(spec));
+            b.live.setup_output = b.netshim(&args)?;
+            b.live.stats_netns = Some(shim.clone());
+        }
+        Kind::Attach { .. } => bail!("{} is not a pair path", spec.id()),
+    }
+    Ok(b.live)
+}
+
+fn setup_sandbox(
+    spec: &PathSpec,
+    ns: &[String; 3],
+    caps: &Caps,
+    netshim: &Path,
+    standin: &Path,
+) -> Result<Live> {
+    let [client, sandbox, guest] = ns;
+    let Kind::Attach {
+        model,
+        backend,
+        fast_path: _,
+    } = &spec.kind
+    else {
+        bail!("{} is not a sandbox path", spec.id());
+    };
+    let mut b = Builder {
+        live: Live {
+            client: client.clone(),
+            server: guest.clone(),
+            server_ip: SANDBOX_POD_IP,
+            devices: vec![
+                device("client", client, IFNAME, "veth"),
+                device("sandbox", sandbox, IFNAME, "veth"),
+            ],
+            stats_netns: None,
+            setup_output: None,
+            undo: Vec::new(),
+            standin: None,
+        },
+        netshim,
+    };
+    b.veth(client, IFNAME, sandbox, IFNAME)?;
+    ip(client, &["addr", "add", SANDBOX_CLIENT_ADDR, "dev", IFNAME])?;
+    ip(sandbox, &["addr", "add", SANDBOX_POD_ADDR, "dev", IFNAME])?;
+    ip(client, &["link", "set", IFNAME, "up"])?;
+    ip(sandbox, &["link", "set", IFNAME, "up"])?;
+
+    b.undo(Action::Detach {
+        netshim: netshim.to_path_buf(),
+        netns: sandbox.clone(),
+    });
+    let mut args: Vec<String> = ["attach", "--netns", sandbox, "--json", "--model", model]
+        .map(String::from)
+        .to_vec();
+    if let Some(backend) = backend {
+        args.extend(["--tc-backend".to_string(), backend.to_string()]);
+    }
+    args.extend(caps.fast_path_args(spec));
+    let json = b
+        .netshim(&args)?
+        .context("netshim attach printed nothing")?;
+    let ep = json
+        .get("endpoints")
+        .and_then(|e| e.get(0))
+        .with_context(|| format!("attach JSON has no endpoints: {json}"))?;
+    let mac = ep
+        .get("mac")
+        .and_then(Value::as_str)
+        .with_context(|| format!("attach JSON: endpoint has no mac: {ep}"))?
+        .to_string();
+    let queue = if *model == "macvtap" {
+        let m = ep.get("macvtap").context("attach JSON: no `macvtap`")?;
+        let dev = m
+            .get("device")
+            .and_then(Value::as_str)
+            .context("attach JSON: no macvtap.device")?;
+        if let Some(name) = m.get("name").and_then(Value::as_str) {
+            b.live
+                .devices
+                .push(device("sandbox", sandbox, name, "macvtap"));
+        }
+        Queue::Device(PathBuf::from(dev))
+    } else {
+        let name = ep
+            .get("tap")
+            .and_then(|t| t.get("name"))
+            .and_then(Value::as_str)
+            .context("attach JSON: no tap.name")?;
+        b.live.devices.push(device("sandbox", sandbox, name, "tap"));
+        Queue::Tap(name.to_string())
+    };
+    b.live.setup_output = Some(json.clone());
+    b.live.stats_netns = Some(sandbox.clone());
+    b.live.devices.push(device("guest", guest, IFNAME, "tap"));
+    b.live.standin = Some(StandIn::start(standin, sandbox, guest, &queue, &mac)?);
+    Ok(b.live)
+}
+
+/// The sandbox side the stand-in opens.
+enum Queue {
+    /// A tap by name (tcfilter model).
+    Tap(String),
+    /// A macvtap char device (macvtap model).
+    Device(PathBuf),
+}
+
+/// vm-standin, quiet: stdout lines go through a channel (for `ready` and the summary),
+/// stderr is kept for error messages.
+struct StandIn {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    token: Option<Token>,
+}
+
+impl StandIn {
+    fn start(bin: &Path, sandbox: &str, guest: &str, queue: &Queue, mac: &str) -> Result<Self> {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--sandbox-netns")
+            .arg(format!("/run/netns/{sandbox}"))
+            .arg("--guest-netns")
+            .arg(format!("/run/netns/{guest}"))
+            .args(["--guest-ifname", IFNAME, "--guest-mac", mac])
+            .args(["--guest-addr", SANDBOX_POD_ADDR]);
+        match queue {
+            Queue::Tap(name) => cmd.args(["--tap", name]),
+            Queue::Device(dev) => cmd.arg("--sandbox-dev").arg(dev),
+        };
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting vm-standin")?;
+        let token = topology::register(Action::Kill {
+            pid: child.id(),
+            what: "vm-standin".into(),
+        });
+        let stdout = child.stdout.take().context("vm-standin stdout")?;
+        let mut stderr_pipe = child.stderr.take().context("vm-standin stderr")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr_pipe.read_to_string(&mut s);
+            s
+        });
+        let mut standin = StandIn {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            stderr: Some(stderr),
+            token: Some(token),
+        };
+        standin.wait_ready(Duration::from_secs(20))?;
+        Ok(standin)
+    }
+
+    fn stderr_text(&mut self) -> String {
+        self.stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    fn wait_ready(&mut self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.trim() == "ready" => return Ok(()),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!("vm-standin printed no `ready` within {within:?}")
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait()?;
+                    bail!(
+                        "vm-standin exited before `ready` ({status}): {}",
+                        self.stderr_text()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Close stdin (the stand-in exits on EOF; SIGTERM, then SIGKILL if it does not) and
+    /// return its JSON summary line.
+    fn stop(mut self) -> Result<Option<Value>> {
+        drop(self.stdin.take());
+        let mut status = wait_timeout(&mut self.child, Duration::from_secs(5))?;
+        if status.is_none() {
+            // SAFETY: our own child, not yet reaped.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            status = wait_timeout(&mut self.child, Duration::from_secs(5))?;
+        }
+        let status = match status {
+            Some(s) => s,
+            None => {
+                self.child.kill()?;
+                self.child.wait()?
+            }
+        };
+        if let Some(token) = self.token.take() {
+            topology::disarm(token);
+        }
+        let summary = self
+            .lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+            .filter(Value::is_object)
+            .last();
+        let stderr = self.stderr_text();
+        ensure!(
+            status.success(),
+            "vm-standin exited with {status}: {stderr}"
+        );
+        Ok(summary)
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(token) = self.token.take() {
+            topology::disarm(token);
+        }
+    }
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> Result<Option<std::process::ExitStatus>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Offload features recorded per device (`ethtool -k` names).
+pub const OFFLOAD_FEATURES: &[(&str, &str)] = &[
+    ("rx-checksumming", "rxcsum"),
+    ("tx-checksumming", "txcsum"),
+    ("scatter-gather", "sg"),
+    ("tcp-segmentation-offload", "tso"),
+    ("generic-segmentation-offload", "gso"),
+    ("generic-receive-offload", "gro"),
+    ("large-receive-offload", "lro"),
+    ("rx-gro-list", "grolist"),
+    ("rx-udp-gro-forwarding", "udpgrofwd"),
+];
+
+/// `ethtool -k` (the features above, `on`/`off`) plus the queue counts of `ip -d link`.
+pub fn offloads(dev: &Device) -> Result<BTreeMap<String, String>> {
+    let text = quiet(&mut topology::exec_in(
+        &dev.netns,
+        "ethtool",
+        &["-k", &dev.ifname],
+    ))?;
+    let mut map = parse_ethtool_k(&text);
+    let link = quiet(&mut topology::ip(
+        &dev.netns,
+        &["-d", "-j", "link", "show", "dev", &dev.ifname],
+    ))?;
+    if let Ok(v) = serde_json::from_str::<Value>(&link) {
+        let q = |k: &str| v[0][k].as_u64().map_or("?".into(), |n| n.to_string());
+        map.insert(
+            "queues".into(),
+            format!("{}/{}", q("num_rx_queues"), q("num_tx_queues")),
+        );
+    }
+    Ok(map)
+}
+
+pub fn parse_ethtool_k(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(':')?;
+            OFFLOAD_FEATURES.iter().find(|(name, _)| *name == k)?;
+            let v = v.split_whitespace().next().unwrap_or("?");
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// `netshim stats --netns NS --json` (raw; null when it fails).
+pub fn stats(netshim: &Path, netns: &str) -> Value {
+    let mut cmd = Command::new(netshim);
+    cmd.args(["stats", "--netns", netns, "--json"]);
+    match quiet(&mut cmd) {
+        Ok(out) => serde_json::from_str(&out).unwrap_or(Value::String(out)),
+        Err(e) => json!({ "error": format!("{e:#}") }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ethtool_k_keeps_the_listed_features() {
+        let text = "Features for eth0:\nrx-checksumming: on\ntx-checksumming: on\n\
+            \ttx-checksum-ip-generic: on\nscatter-gather: on\n\
+            tcp-segmentation-offload: on\ngeneric-receive-offload: off\n\
+            large-receive-offload: off [fixed]\nrx-gro-list: off\n";
+        let m = parse_ethtool_k(text);
+        assert_eq!(m["generic-receive-offload"], "off");
+        assert_eq!(m["large-receive-offload"], "off");
+        assert_eq!(m["rx-checksumming"], "on");
+        assert!(!m.contains_key("tx-checksum-ip-generic"));
+    }
+
+    #[test]
+    fn paths_are_unique_and_caps_gate_them() {
+        let paths = all_paths();
+        let mut ids: Vec<String> = paths.iter().map(PathSpec::id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), paths.len());
+        let none = Caps::default();
+        let gated: Vec<String> = paths
+            .iter()
+            .filter(|p| none.unavailable(p).is_some())
+            .map(PathSpec::id)
+            .collect();
+        assert_eq!(
+            gated,
+            [
+                "pair/mirred",
+                "pair/ebpf",
+                "pair/ebpf-peer",
+                "sandbox/ebpf-peer",
+                "sandbox/macvtap"
+            ]
+        );
+        // Without the flag, `ebpf` runs netshim's only behaviour (plain bpf_redirect).
+        let sandbox_ebpf = paths.iter().find(|p| p.id() == "sandbox/ebpf").unwrap();
+        assert!(none.fast_path_args(sandbox_ebpf).is_empty());
+        let all = Caps {
+            connect: true,
+            connect_fast_path: true,
+            attach_fast_path: true,
+            attach_macvtap: true,
+        };
+        assert_eq!(all.fast_path_args(sandbox_ebpf), ["--fast-path", "off"]);
+        assert!(paths.iter().all(|p| all.unavailable(p).is_none()));
+    }
+}
