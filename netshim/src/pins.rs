@@ -87,14 +87,21 @@ pub fn link_pin(dir: &Path, ifname: &str) -> PathBuf {
 pub fn create_sandbox_dir(netns_cookie: u64) -> Result<PathBuf, PinError> {
     ensure_bpffs()?;
     let dir = sandbox_dir(netns_cookie);
-    for d in [Path::new(PIN_ROOT), dir.as_path()] {
+    create_private_dirs(&[Path::new(PIN_ROOT), &dir])?;
+    Ok(dir)
+}
+
+/// Creates each directory (parents first, as given) if missing, and makes it 0700: only
+/// root may read netshim's state.
+pub(crate) fn create_private_dirs(dirs: &[&Path]) -> Result<(), PinError> {
+    for d in dirs {
         match fs::DirBuilder::new().mode(0o700).create(d) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(source) => {
                 return Err(PinError::Io {
                     op: "mkdir",
-                    path: d.to_owned(),
+                    path: d.to_path_buf(),
                     source,
                 })
             }
@@ -102,12 +109,12 @@ pub fn create_sandbox_dir(netns_cookie: u64) -> Result<PathBuf, PinError> {
         fs::set_permissions(d, fs::Permissions::from_mode(0o700)).map_err(|source| {
             PinError::Io {
                 op: "chmod 0700",
-                path: d.to_owned(),
+                path: d.to_path_buf(),
                 source,
             }
         })?;
     }
-    Ok(dir)
+    Ok(())
 }
 
 /// Entries of `dir`; a directory that does not exist has none.

@@ -4,8 +4,7 @@
 //! the namespaces it describes.
 
 use std::{
-    fs, io,
-    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    fs,
     path::{Path, PathBuf},
 };
 
@@ -22,26 +21,7 @@ pub fn sandbox_dir(netns_cookie: u64) -> PathBuf {
 /// Creates the sandbox's state directory (and the root), both 0700.
 pub fn create_sandbox_dir(netns_cookie: u64) -> Result<PathBuf, PinError> {
     let dir = sandbox_dir(netns_cookie);
-    for d in [Path::new(STATE_ROOT), dir.as_path()] {
-        match fs::DirBuilder::new().mode(0o700).create(d) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(source) => {
-                return Err(PinError::Io {
-                    op: "mkdir",
-                    path: d.to_owned(),
-                    source,
-                })
-            }
-        }
-        fs::set_permissions(d, fs::Permissions::from_mode(0o700)).map_err(|source| {
-            PinError::Io {
-                op: "chmod 0700",
-                path: d.to_owned(),
-                source,
-            }
-        })?;
-    }
+    crate::pins::create_private_dirs(&[Path::new(STATE_ROOT), &dir])?;
     Ok(dir)
 }
 

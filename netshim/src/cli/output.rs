@@ -65,19 +65,19 @@ pub fn attach(r: &AttachReport) -> String {
             addrs(&e.endpoint.addresses)
         );
     }
-    for k in &r.skipped {
-        let _ = writeln!(
-            s,
-            "skipped {} ({}){}",
-            k.name,
-            k.reason,
-            k.detail
-                .as_ref()
-                .map(|d| format!(": {d}"))
-                .unwrap_or_default()
-        );
-    }
+    skipped_lines(&mut s, &r.skipped);
     s
+}
+
+fn skipped_lines(s: &mut String, skipped: &[netshim::sandbox::SkippedInterface]) {
+    for k in skipped {
+        let detail = k
+            .detail
+            .as_ref()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
+        let _ = writeln!(s, "skipped {} ({}){detail}", k.name, k.reason);
+    }
 }
 
 /// What the VMM opens for an endpoint: the tap, the macvtap's char device, the vhost-user
@@ -233,18 +233,7 @@ pub fn status(r: &StatusReport) -> String {
             if m.up { "up" } else { "down" }
         );
     }
-    for k in &r.skipped {
-        let _ = writeln!(
-            s,
-            "skipped {} ({}){}",
-            k.name,
-            k.reason,
-            k.detail
-                .as_ref()
-                .map(|d| format!(": {d}"))
-                .unwrap_or_default()
-        );
-    }
+    skipped_lines(&mut s, &r.skipped);
     s
 }
 
