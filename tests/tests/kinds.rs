@@ -163,7 +163,10 @@ fn attach_every_kind_at_once_and_detach_restores() {
     assert_eq!(mvt["macvtap"]["created"], false);
     let dev = mvt["macvtap"]["device"].as_str().unwrap();
     assert_eq!(dev, format!("/dev/tap{}", mvt["ifindex"]));
-    assert!(std::path::Path::new(dev).exists(), "{dev} exists");
+    // (Not checked: that the node exists. /dev is shared by all netns while ifindexes are
+    // not, so a parallel test deleting its own macvtap with the same ifindex removes the
+    // node devtmpfs made for ours. netshim's macvtap model avoids that by picking a free
+    // ifindex; a macvtap found in the netns is reported as the kernel named it.)
     // The tun device is listed, with kata's reason.
     let skipped: Vec<&Value> = report["skipped"].as_array().unwrap().iter().collect();
     assert!(skipped
