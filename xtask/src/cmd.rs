@@ -1,9 +1,9 @@
 //! Small helpers for running external commands and locating things.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Render a command line for logs: `prog arg arg`, with env overrides in front.
@@ -129,4 +129,49 @@ pub fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         Err(_) => println!("==> {name}: FAILED ({})", secs(start.elapsed())),
     }
     result.with_context(|| format!("{name} failed"))
+}
+
+/// Wait up to `limit` for `child` to exit; `None` if it is still running.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `cargo build --release` of netshim and vm-standin (`--locked` in CI).
+pub fn build_release_binaries() -> Result<()> {
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "netshim",
+        "-p",
+        "netshim-tests",
+        "--bin",
+        "netshim",
+        "--bin",
+        "vm-standin",
+    ]);
+    if in_ci() {
+        build.arg("--locked");
+    }
+    run(&mut build)
+}
+
+/// target/release/{netshim,vm-standin}; a missing one fails with `<path> <missing>`.
+pub fn release_binaries(missing: &str) -> Result<(PathBuf, PathBuf)> {
+    let release = target_dir().join("release");
+    let (netshim, standin) = (release.join("netshim"), release.join("vm-standin"));
+    for bin in [&netshim, &standin] {
+        ensure!(is_executable(bin), "{} {missing}", bin.display());
+    }
+    Ok((netshim, standin))
 }

@@ -8,18 +8,16 @@
 //! The sandbox eth0 keeps the address the CNI gave it; netshim redirects at its ingress, so
 //! the sandbox stack never sees the client's packets and the guest answers for the pod IP.
 
+use crate::standin::{self, Queue, StandIn};
 use crate::topology::{self, Action, CleanupGuard, DemoTopology};
-use crate::{cmd, setup};
+use crate::{cmd, iperf, setup};
 use anyhow::{bail, ensure, Context, Result};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Tap name kata gives the first endpoint's tap (`tap%d_kata`).
 const TAP: &str = "tap0_kata";
-const IPERF_PORT: &str = "5201";
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -60,8 +58,17 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     });
     cmd::step("netshim attach", || attach(&netshim, &topo, args))?;
 
-    let mut standin = cmd::step("start vm-standin", || {
-        StandIn::start(&standin, &topo, Duration::from_secs(20))
+    let standin = cmd::step("start vm-standin", || {
+        let cmd = standin::command(
+            &standin,
+            &topo.sandbox,
+            &Queue::Tap(TAP.into()),
+            &topo.guest,
+            topology::POD_IFNAME,
+            &topo.pod_mac,
+            topology::POD_ADDR,
+        );
+        StandIn::start(cmd, true, Duration::from_secs(20))
     })?;
 
     cmd::step("ping guest from client", || {
@@ -73,10 +80,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     })?;
 
     let forward = cmd::step("iperf3 client -> guest", || {
-        iperf(&topo, args.seconds, false)
+        run_iperf(&topo, args.seconds, false)
     })?;
     let reverse = cmd::step("iperf3 guest -> client (-R)", || {
-        iperf(&topo, args.seconds, true)
+        run_iperf(&topo, args.seconds, true)
     })?;
     println!();
     println!("iperf3, single TCP stream, {} s each (the server runs only in the guest netns, so these bytes crossed netshim, the tap and the stand-in):", args.seconds);
@@ -127,29 +134,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 
 /// `cargo build --release` of the two binaries; returns their paths.
 fn build() -> Result<(PathBuf, PathBuf)> {
-    let mut build = cmd::cargo();
-    build.args([
-        "build",
-        "--release",
-        "-p",
-        "netshim",
-        "-p",
-        "netshim-tests",
-        "--bin",
-        "netshim",
-        "--bin",
-        "vm-standin",
-    ]);
-    if cmd::in_ci() {
-        build.arg("--locked");
-    }
-    cmd::run(&mut build)?;
-    let release = cmd::target_dir().join("release");
-    let (netshim, standin) = (release.join("netshim"), release.join("vm-standin"));
-    for bin in [&netshim, &standin] {
-        ensure!(cmd::is_executable(bin), "{} was not built", bin.display());
-    }
-    Ok((netshim, standin))
+    cmd::build_release_binaries()?;
+    cmd::release_binaries("was not built")
 }
 
 /// What netshim's exit codes mean (0 ok, 1 operation failed, 2 invalid input, 3 conflict).
@@ -204,110 +190,6 @@ fn attach(netshim: &Path, topo: &DemoTopology, args: &DemoArgs) -> Result<()> {
     Ok(())
 }
 
-/// The VM stand-in: relays frames between the sandbox's tap and an interface in the guest
-/// netns that carries the pod's MAC and IP.
-struct StandIn {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    token: Option<topology::Token>,
-}
-
-impl StandIn {
-    fn start(bin: &Path, topo: &DemoTopology, ready_within: Duration) -> Result<Self> {
-        let mut cmd = Command::new(bin);
-        cmd.arg("--sandbox-netns")
-            .arg(DemoTopology::path(&topo.sandbox))
-            .args(["--tap", TAP])
-            .arg("--guest-netns")
-            .arg(DemoTopology::path(&topo.guest))
-            .args(["--guest-ifname", topology::POD_IFNAME])
-            .args(["--guest-mac", &topo.pod_mac])
-            .args(["--guest-addr", topology::POD_ADDR]);
-        println!("+ {}", cmd::display(&cmd));
-        // stdin is a pipe we hold: closing it (or our death) stops the stand-in.
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting vm-standin")?;
-        let token = topology::register(Action::Kill {
-            pid: child.id(),
-            what: "vm-standin".into(),
-        });
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().context("vm-standin stdout")?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                println!("vm-standin: {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut standin = StandIn {
-            child,
-            stdin,
-            lines,
-            token: Some(token),
-        };
-        standin.wait_ready(ready_within)?;
-        Ok(standin)
-    }
-
-    fn wait_ready(&mut self, within: Duration) -> Result<()> {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.trim() == "ready" => return Ok(()),
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => {
-                    bail!("vm-standin printed no `ready` within {within:?}")
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait()?;
-                    bail!("vm-standin exited before `ready` ({status})");
-                }
-            }
-        }
-    }
-
-    /// Close stdin (the stand-in exits on EOF), escalate to SIGTERM after 5 s; return the
-    /// JSON summary line it printed on exit, if any.
-    fn stop(&mut self) -> Result<Option<serde_json::Value>> {
-        drop(self.stdin.take());
-        let mut status = wait_timeout(&mut self.child, Duration::from_secs(5))?;
-        if status.is_none() {
-            println!("vm-standin still running after stdin EOF; sending SIGTERM");
-            // SAFETY: our own child, not yet reaped.
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-            status = wait_timeout(&mut self.child, Duration::from_secs(5))?;
-        }
-        let status = match status {
-            Some(s) => s,
-            None => {
-                self.child.kill()?;
-                self.child.wait()?
-            }
-        };
-        if let Some(token) = self.token.take() {
-            topology::disarm(token);
-        }
-        // The reader thread ends at EOF; collect what it has not handed over yet.
-        let summary = self
-            .lines
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
-            .filter(|v| v.is_object())
-            .last();
-        ensure!(status.success(), "vm-standin exited with {status}");
-        Ok(summary)
-    }
-}
-
 /// `sandbox_to_guest N frames / B bytes, guest_to_sandbox ...` from the stand-in's summary.
 fn relay_digest(summary: &serde_json::Value) -> String {
     ["sandbox_to_guest", "guest_to_sandbox"]
@@ -324,19 +206,6 @@ fn relay_digest(summary: &serde_json::Value) -> String {
         .join(", ")
 }
 
-fn wait_timeout(child: &mut Child, limit: Duration) -> Result<Option<std::process::ExitStatus>> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// One iperf3 run's end-of-test totals.
 #[derive(Debug, PartialEq)]
 struct IperfResult {
@@ -346,8 +215,8 @@ struct IperfResult {
 }
 
 /// Start a one-shot iperf3 server in the guest netns, run the client from the client netns.
-fn iperf(topo: &DemoTopology, seconds: u32, reverse: bool) -> Result<IperfResult> {
-    let mut server_cmd = topology::exec_in(&topo.guest, "iperf3", &["-s", "-1", "-p", IPERF_PORT]);
+fn run_iperf(topo: &DemoTopology, seconds: u32, reverse: bool) -> Result<IperfResult> {
+    let mut server_cmd = topology::exec_in(&topo.guest, "iperf3", &iperf::SERVER_ARGS);
     println!("+ {}", cmd::display(&server_cmd));
     let mut server = server_cmd
         .stdin(Stdio::null())
@@ -361,17 +230,7 @@ fn iperf(topo: &DemoTopology, seconds: u32, reverse: bool) -> Result<IperfResult
     wait_listening(&topo.guest, &mut server)?;
 
     let secs = seconds.to_string();
-    let mut client_args = vec![
-        "-c",
-        topology::POD_IP,
-        "-p",
-        IPERF_PORT,
-        "-t",
-        &secs,
-        "-J",
-        "--connect-timeout",
-        "3000",
-    ];
+    let mut client_args = iperf::client_args(topology::POD_IP, &secs);
     if reverse {
         client_args.push("-R");
     }
@@ -391,33 +250,19 @@ fn iperf(topo: &DemoTopology, seconds: u32, reverse: bool) -> Result<IperfResult
         .wait_with_output()
         .context("waiting for iperf3 client")?;
     topology::disarm(client_token);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result = parse_iperf(&stdout);
+    let result = iperf::client_result(&out, parse_iperf);
 
-    if wait_timeout(&mut server, Duration::from_secs(5))?.is_none() {
+    if cmd::wait_timeout(&mut server, Duration::from_secs(5))?.is_none() {
         server.kill()?;
         server.wait()?;
     }
     topology::disarm(token);
-
-    let result = result.with_context(|| {
-        format!(
-            "iperf3 client ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-    })?;
-    ensure!(
-        out.status.success(),
-        "iperf3 client exited with {}",
-        out.status
-    );
-    Ok(result)
+    result
 }
 
 /// Poll `ss` in the guest netns until the server listens (or it died).
 fn wait_listening(netns: &str, server: &mut Child) -> Result<()> {
-    let filter = format!("sport = :{IPERF_PORT}");
+    let filter = format!("sport = :{}", iperf::PORT);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let out = cmd::output(&mut topology::exec_in(netns, "ss", &["-Hltn", &filter]))?;
@@ -437,24 +282,11 @@ fn wait_listening(netns: &str, server: &mut Child) -> Result<()> {
 
 /// Totals from `iperf3 -J`: `end.sum_sent` / `end.sum_received` (TCP).
 fn parse_iperf(json: &str) -> Result<IperfResult> {
-    let v: serde_json::Value = serde_json::from_str(json).context("iperf3 printed no JSON")?;
-    if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
-        bail!("iperf3: {err}");
-    }
-    let end = v.get("end").context("iperf3 JSON has no `end` section")?;
-    let bps = |section: &str| {
-        end.get(section)
-            .and_then(|s| s.get("bits_per_second"))
-            .and_then(|b| b.as_f64())
-            .with_context(|| format!("iperf3 JSON has no end.{section}.bits_per_second"))
-    };
+    let end = iperf::end_section(json)?;
     Ok(IperfResult {
-        sent_bps: bps("sum_sent")?,
-        received_bps: bps("sum_received")?,
-        retransmits: end
-            .get("sum_sent")
-            .and_then(|s| s.get("retransmits"))
-            .and_then(|r| r.as_u64()),
+        sent_bps: iperf::end_number(&end, "sum_sent", "bits_per_second")?,
+        received_bps: iperf::end_number(&end, "sum_received", "bits_per_second")?,
+        retransmits: iperf::retransmits(&end),
     })
 }
 

@@ -12,7 +12,9 @@
 mod bench;
 mod cmd;
 mod demo;
+mod iperf;
 mod setup;
+mod standin;
 mod test;
 mod topology;
 

@@ -263,10 +263,11 @@ impl DemoTopology {
             pod_mac,
         })
     }
+}
 
-    pub fn path(name: &str) -> String {
-        format!("/run/netns/{name}")
-    }
+/// `/run/netns/NAME`, the bind mount of a named netns.
+pub fn netns_path(name: &str) -> String {
+    format!("/run/netns/{name}")
 }
 
 /// MAC address of an interface inside a netns (`ip -j link show`).

@@ -4,13 +4,13 @@
 //! Every child runs with a deadline (killed past it) and is registered with the cleanup
 //! registry, so an interrupted bench leaves no iperf3 or sockperf behind.
 
+use crate::iperf::{self as iperf3, PORT as IPERF_PORT};
 use crate::topology::{self, Action};
 use anyhow::{bail, ensure, Context, Result};
 use std::io::Read;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const IPERF_PORT: &str = "5201";
 pub const SOCKPERF_PORT: &str = "11111";
 /// The busy-polling sockperf server's port.
 pub const SOCKPERF_SPIN_PORT: &str = "11112";
@@ -196,24 +196,9 @@ pub struct IperfResult {
 
 /// One-shot iperf3 server in the server netns, client in the client netns, `-J` parsed.
 pub fn iperf(ep: &Endpoints, test: IperfTest, seconds: u32) -> Result<IperfResult> {
-    let server = Server::start(
-        ep.server,
-        "iperf3",
-        &["-s", "-1", "-p", IPERF_PORT],
-        IPERF_PORT,
-    )?;
+    let server = Server::start(ep.server, "iperf3", &iperf3::SERVER_ARGS, IPERF_PORT)?;
     let secs = seconds.to_string();
-    let mut args = vec![
-        "-c",
-        ep.server_ip,
-        "-p",
-        IPERF_PORT,
-        "-t",
-        &secs,
-        "-J",
-        "--connect-timeout",
-        "3000",
-    ];
+    let mut args = iperf3::client_args(ep.server_ip, &secs);
     let streams;
     let len = UDP_LEN.to_string();
     match test {
@@ -231,37 +216,15 @@ pub fn iperf(ep: &Endpoints, test: IperfTest, seconds: u32) -> Result<IperfResul
         "iperf3 client",
     )?;
     server.finish(Duration::from_secs(3));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result = parse_iperf(&stdout, test).with_context(|| {
-        format!(
-            "iperf3 client ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-    })?;
-    ensure!(
-        out.status.success(),
-        "iperf3 client exited with {}",
-        out.status
-    );
-    Ok(result)
+    iperf3::client_result(&out, |stdout| parse_iperf(stdout, test))
 }
 
 /// Parse `iperf3 -J`. TCP: `end.sum_received` (the receiver's count). UDP: `end.sum_received`
 /// is what the server reported back at the end (packets it expected from the sequence
 /// numbers, and lost ones), so received = packets - lost_packets.
 pub fn parse_iperf(json: &str, test: IperfTest) -> Result<IperfResult> {
-    let v: serde_json::Value = serde_json::from_str(json).context("iperf3 printed no JSON")?;
-    if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
-        bail!("iperf3: {err}");
-    }
-    let end = v.get("end").context("iperf3 JSON has no `end` section")?;
-    let field = |section: &str, name: &str| {
-        end.get(section)
-            .and_then(|s| s.get(name))
-            .and_then(|b| b.as_f64())
-            .with_context(|| format!("iperf3 JSON has no end.{section}.{name}"))
-    };
+    let end = iperf3::end_section(json)?;
+    let field = |section: &str, name: &str| iperf3::end_number(&end, section, name);
     let mut result = IperfResult {
         received_bps: field("sum_received", "bits_per_second")?,
         received_bytes: field("sum_received", "bytes")?,
@@ -269,10 +232,7 @@ pub fn parse_iperf(json: &str, test: IperfTest) -> Result<IperfResult> {
     };
     match test {
         IperfTest::Tcp { .. } => {
-            result.retransmits = end
-                .get("sum_sent")
-                .and_then(|s| s.get("retransmits"))
-                .and_then(|r| r.as_u64());
+            result.retransmits = iperf3::retransmits(&end);
         }
         IperfTest::Udp64 => {
             let packets = field("sum_received", "packets")?;

@@ -533,37 +533,12 @@ fn mmss(secs: f64) -> String {
 
 /// `cargo build --release` of netshim and vm-standin; returns their paths.
 fn build() -> Result<(PathBuf, PathBuf)> {
-    let mut build = cmd::cargo();
-    build.args([
-        "build",
-        "--release",
-        "-p",
-        "netshim",
-        "-p",
-        "netshim-tests",
-        "--bin",
-        "netshim",
-        "--bin",
-        "vm-standin",
-    ]);
-    if cmd::in_ci() {
-        build.arg("--locked");
-    }
-    cmd::run(&mut build)?;
+    cmd::build_release_binaries()?;
     existing_binaries()
 }
 
 fn existing_binaries() -> Result<(PathBuf, PathBuf)> {
-    let release = cmd::target_dir().join("release");
-    let (netshim, standin) = (release.join("netshim"), release.join("vm-standin"));
-    for bin in [&netshim, &standin] {
-        ensure!(
-            cmd::is_executable(bin),
-            "{} is missing (build it, or drop --no-build)",
-            bin.display()
-        );
-    }
-    Ok((netshim, standin))
+    cmd::release_binaries("is missing (build it, or drop --no-build)")
 }
 
 /// Kernel, CPUs, commit, tool versions and load, for results.json and the table header.

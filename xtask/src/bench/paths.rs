@@ -14,15 +14,14 @@
 
 use crate::bench::measure::{run_bounded, Endpoints};
 use crate::cmd;
+use crate::standin::{self, Queue, StandIn};
 use crate::topology::{self, Action, Token};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 pub const PAIR_CLIENT_ADDR: &str = "10.201.0.1/24";
 pub const PAIR_SERVER_ADDR: &str = "10.201.0.2/24";
@@ -641,166 +640,17 @@ fn setup_sandbox(
     b.live.setup_output = Some(json.clone());
     b.live.stats_netns = Some(sandbox.clone());
     b.live.devices.push(device("guest", guest, IFNAME, "tap"));
-    b.live.standin = Some(StandIn::start(standin, sandbox, guest, &queue, &mac)?);
+    let cmd = standin::command(
+        standin,
+        sandbox,
+        &queue,
+        guest,
+        IFNAME,
+        &mac,
+        SANDBOX_POD_ADDR,
+    );
+    b.live.standin = Some(StandIn::start(cmd, false, Duration::from_secs(20))?);
     Ok(b.live)
-}
-
-/// The sandbox side the stand-in opens.
-enum Queue {
-    /// A tap by name (tcfilter model).
-    Tap(String),
-    /// A macvtap char device (macvtap model).
-    Device(PathBuf),
-}
-
-/// vm-standin, quiet: stdout lines go through a channel (for `ready` and the summary),
-/// stderr is kept for error messages.
-struct StandIn {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    stderr: Option<std::thread::JoinHandle<String>>,
-    token: Option<Token>,
-}
-
-impl StandIn {
-    fn start(bin: &Path, sandbox: &str, guest: &str, queue: &Queue, mac: &str) -> Result<Self> {
-        let mut cmd = Command::new(bin);
-        cmd.arg("--sandbox-netns")
-            .arg(format!("/run/netns/{sandbox}"))
-            .arg("--guest-netns")
-            .arg(format!("/run/netns/{guest}"))
-            .args(["--guest-ifname", IFNAME, "--guest-mac", mac])
-            .args(["--guest-addr", SANDBOX_POD_ADDR]);
-        match queue {
-            Queue::Tap(name) => cmd.args(["--tap", name]),
-            Queue::Device(dev) => cmd.arg("--sandbox-dev").arg(dev),
-        };
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting vm-standin")?;
-        let token = topology::register(Action::Kill {
-            pid: child.id(),
-            what: "vm-standin".into(),
-        });
-        let stdout = child.stdout.take().context("vm-standin stdout")?;
-        let mut stderr_pipe = child.stderr.take().context("vm-standin stderr")?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr_pipe.read_to_string(&mut s);
-            s
-        });
-        let mut standin = StandIn {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            stderr: Some(stderr),
-            token: Some(token),
-        };
-        standin.wait_ready(Duration::from_secs(20))?;
-        Ok(standin)
-    }
-
-    fn stderr_text(&mut self) -> String {
-        self.stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    }
-
-    fn wait_ready(&mut self, within: Duration) -> Result<()> {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.trim() == "ready" => return Ok(()),
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => {
-                    bail!("vm-standin printed no `ready` within {within:?}")
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait()?;
-                    bail!(
-                        "vm-standin exited before `ready` ({status}): {}",
-                        self.stderr_text()
-                    );
-                }
-            }
-        }
-    }
-
-    /// Close stdin (the stand-in exits on EOF; SIGTERM, then SIGKILL if it does not) and
-    /// return its JSON summary line.
-    fn stop(mut self) -> Result<Option<Value>> {
-        drop(self.stdin.take());
-        let mut status = wait_timeout(&mut self.child, Duration::from_secs(5))?;
-        if status.is_none() {
-            // SAFETY: our own child, not yet reaped.
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-            status = wait_timeout(&mut self.child, Duration::from_secs(5))?;
-        }
-        let status = match status {
-            Some(s) => s,
-            None => {
-                self.child.kill()?;
-                self.child.wait()?
-            }
-        };
-        if let Some(token) = self.token.take() {
-            topology::disarm(token);
-        }
-        let summary = self
-            .lines
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
-            .filter(Value::is_object)
-            .last();
-        let stderr = self.stderr_text();
-        ensure!(
-            status.success(),
-            "vm-standin exited with {status}: {stderr}"
-        );
-        Ok(summary)
-    }
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if let Some(token) = self.token.take() {
-            topology::disarm(token);
-        }
-    }
-}
-
-fn wait_timeout(child: &mut Child, limit: Duration) -> Result<Option<std::process::ExitStatus>> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Offload features recorded per device (`ethtool -k` names).
