@@ -108,5 +108,10 @@ fn attach_json_carries_addresses_routes_and_neighbours() {
         neigh.contains(&json!({"address": "10.123.0.1", "mac": gw_mac, "state": "reachable"})),
         "the default gateway: {neigh:?}"
     );
+    // status --json reports the same guest information.
+    let status = netshim_json(&["status", "--netns", pod.netns()]);
+    let st = &status["endpoints"][0];
+    assert_eq!(st["routes"], e["routes"], "{status}");
+    assert_eq!(st["neighbors"], e["neighbors"], "{status}");
     netshim_json(&["detach", "--netns", pod.netns()]);
 }

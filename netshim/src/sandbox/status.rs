@@ -23,6 +23,9 @@ pub struct EndpointStatus {
     /// Both directions have a datapath hooked (a pinned TCX link on each device, or an
     /// ingress qdisc on each for mirred).
     pub connected: bool,
+    /// What the guest agent needs besides addresses, as in attach's report.
+    pub routes: Vec<crate::guest_info::GuestRoute>,
+    pub neighbors: Vec<crate::guest_info::GuestNeighbor>,
 }
 
 /// A netns as netshim sees it.
@@ -66,6 +69,14 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
         } else {
             None
         };
+        let guest = crate::guest_info::collect(&handle)
+            .await
+            .map_err(|source| Error::Netlink {
+                op: "RTM_GETROUTE/RTM_GETNEIGH dump",
+                target: "routes and neighbours".into(),
+                netns: netns.to_string(),
+                source: Box::new(source),
+            })?;
         let mut report = StatusReport {
             netns: netns.arg.clone(),
             netns_inode: netns.inode,
@@ -137,6 +148,16 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
                 tap_ifindex: tap.map(|t| t.ifindex),
                 tap_up: tap.map(|t| t.up),
                 connected,
+                routes: guest
+                    .routes
+                    .get(&iface.ifindex)
+                    .cloned()
+                    .unwrap_or_default(),
+                neighbors: guest
+                    .neighbors
+                    .get(&iface.ifindex)
+                    .cloned()
+                    .unwrap_or_default(),
             });
         }
         Ok(report)
