@@ -52,6 +52,16 @@ pub struct GuestNetwork {
     pub neighbors: BTreeMap<u32, Vec<GuestNeighbor>>,
 }
 
+impl GuestNetwork {
+    /// The routes and neighbours through interface `ifindex`.
+    pub fn of(&self, ifindex: u32) -> (Vec<GuestRoute>, Vec<GuestNeighbor>) {
+        (
+            self.routes.get(&ifindex).cloned().unwrap_or_default(),
+            self.neighbors.get(&ifindex).cloned().unwrap_or_default(),
+        )
+    }
+}
+
 fn ip_of(addr: &RouteAddress) -> Option<IpAddr> {
     match addr {
         RouteAddress::Inet(a) => Some(IpAddr::V4(*a)),

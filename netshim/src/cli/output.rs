@@ -26,7 +26,7 @@ fn endpoint_columns(e: &EndpointInfo) -> String {
         "{:<3} {:<12} {:<7} {:>7} {:<17} {:>5}",
         e.index,
         e.name,
-        e.kind.as_str(),
+        e.class.kind.as_str(),
         e.ifindex,
         opt(e.mac),
         e.mtu
@@ -89,10 +89,10 @@ fn handed_over(e: &netshim::sandbox::EndpointReport) -> String {
     if let Some(m) = &e.macvtap {
         return m.device.display().to_string();
     }
-    if let Some(s) = &e.endpoint.vhost_user_socket {
+    if let Some(s) = &e.endpoint.class.vhost_user_socket {
         return s.display().to_string();
     }
-    if let Some(p) = &e.endpoint.pci_address {
+    if let Some(p) = &e.endpoint.class.pci_address {
         return format!("pci {p}");
     }
     "-".into()

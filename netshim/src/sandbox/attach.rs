@@ -23,7 +23,7 @@ use super::{
 use crate::{
     backend::{ebpf::AttachMode, mirred, Dev, FastPath, RedirectMode, TcBackend},
     endpoint::{EndpointKind, SystemProbe},
-    guest_info::{self, GuestNeighbor, GuestNetwork, GuestRoute},
+    guest_info::{GuestNeighbor, GuestNetwork, GuestRoute},
     interfaces::{self, Interface},
     model::{macvtap, InternetworkingModel},
     netns::Netns,
@@ -111,7 +111,7 @@ pub struct EndpointReport {
     pub macvtap: Option<MacvtapReport>,
     /// eBPF backend: how each direction is redirected.
     pub redirect: Option<Redirects>,
-    /// Routes through this endpoint, without the kernel's own (see [`guest_info`]).
+    /// Routes through this endpoint, without the kernel's own (see [`crate::guest_info`]).
     pub routes: Vec<GuestRoute>,
     pub neighbors: Vec<GuestNeighbor>,
 }
@@ -246,14 +246,7 @@ async fn connect_all(
     undo: &mut Undo,
 ) -> Result<AttachReport> {
     // Read before the macvtap model moves addresses (and with them routes) away.
-    let guest = guest_info::collect(handle)
-        .await
-        .map_err(|source| Error::Netlink {
-            op: "RTM_GETROUTE/RTM_GETNEIGH dump",
-            target: "routes and neighbours".into(),
-            netns: netns.to_string(),
-            source: Box::new(source),
-        })?;
+    let guest = super::collect_guest_network(handle, netns).await?;
     let replaced_leftovers = replace_leftover_taps(handle, netns, survey).await?;
 
     let mut pairs = Vec::new();
@@ -348,6 +341,7 @@ fn endpoint_report(
         Attachment::Macvtap(m) => ("macvtap", None, Some(m)),
         Attachment::Handover(kind) => (kind, None, None),
     };
+    let (routes, neighbors) = guest.of(iface.ifindex);
     EndpointReport {
         endpoint: EndpointInfo::new(index, iface, class),
         guest_ifname: tap_name::guest_ifname_for(index),
@@ -355,16 +349,8 @@ fn endpoint_report(
         tap,
         macvtap,
         redirect: None,
-        routes: guest
-            .routes
-            .get(&iface.ifindex)
-            .cloned()
-            .unwrap_or_default(),
-        neighbors: guest
-            .neighbors
-            .get(&iface.ifindex)
-            .cloned()
-            .unwrap_or_default(),
+        routes,
+        neighbors,
     }
 }
 

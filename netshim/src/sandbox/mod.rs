@@ -17,10 +17,8 @@ pub use detach::{detach, DetachReport};
 pub use scan::{scan, ScanReport, ScannedInterface};
 pub use status::{stats, status, EndpointStatus, MacvtapStatus, StatusReport};
 
-use std::path::PathBuf;
-
 use crate::{
-    endpoint::{self, Classification, Classified, EndpointKind, SkipReason, SystemProbe},
+    endpoint::{self, Classification, Classified, SkipReason, SystemProbe},
     interfaces::{self, IfAddr, Interface, Mac},
     netns::Netns,
     tap_name, Error, Result,
@@ -32,19 +30,14 @@ pub struct EndpointInfo {
     /// Position in kata's order; endpoint N gets `tap<N>_kata` and `eth<N>` in the guest.
     pub index: u32,
     pub name: String,
-    pub kind: EndpointKind,
+    /// Kind, and for physical / vhost-user what the VMM needs (PCI address, socket).
+    #[serde(flatten)]
+    pub class: Classified,
     pub ifindex: u32,
     /// The pod interface's MAC: the guest NIC must use it (the CNI expects traffic from it).
     pub mac: Option<Mac>,
     pub mtu: u32,
     pub addresses: Vec<IfAddr>,
-    /// Physical: PCI address and driver; vhost-user: socket.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pci_address: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub driver: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vhost_user_socket: Option<PathBuf>,
 }
 
 impl EndpointInfo {
@@ -52,14 +45,11 @@ impl EndpointInfo {
         Self {
             index,
             name: iface.name.clone(),
-            kind: class.kind,
+            class: class.clone(),
             ifindex: iface.ifindex,
             mac: iface.mac,
             mtu: iface.mtu,
             addresses: iface.addresses.clone(),
-            pci_address: class.pci_address.clone(),
-            driver: class.driver.clone(),
-            vhost_user_socket: class.vhost_user_socket.clone(),
         }
     }
 }
@@ -152,4 +142,19 @@ pub(crate) async fn survey(
         }
     }
     Ok(survey)
+}
+
+/// Reads the netns's routes and neighbours (see [`crate::guest_info`]).
+pub(crate) async fn collect_guest_network(
+    handle: &rtnetlink::Handle,
+    netns: &Netns,
+) -> Result<crate::guest_info::GuestNetwork> {
+    crate::guest_info::collect(handle)
+        .await
+        .map_err(|source| Error::Netlink {
+            op: "RTM_GETROUTE/RTM_GETNEIGH dump",
+            target: "routes and neighbours".into(),
+            netns: netns.to_string(),
+            source: Box::new(source),
+        })
 }

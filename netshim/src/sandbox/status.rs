@@ -69,14 +69,7 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
         } else {
             None
         };
-        let guest = crate::guest_info::collect(&handle)
-            .await
-            .map_err(|source| Error::Netlink {
-                op: "RTM_GETROUTE/RTM_GETNEIGH dump",
-                target: "routes and neighbours".into(),
-                netns: netns.to_string(),
-                source: Box::new(source),
-            })?;
+        let guest = super::collect_guest_network(&handle, &netns).await?;
         let mut report = StatusReport {
             netns: netns.arg.clone(),
             netns_inode: netns.inode,
@@ -142,22 +135,15 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
                     both
                 }
             };
+            let (routes, neighbors) = guest.of(iface.ifindex);
             report.endpoints.push(EndpointStatus {
                 endpoint: EndpointInfo::new(index as u32, iface, class),
                 tap: tap.map(|t| t.name.clone()),
                 tap_ifindex: tap.map(|t| t.ifindex),
                 tap_up: tap.map(|t| t.up),
                 connected,
-                routes: guest
-                    .routes
-                    .get(&iface.ifindex)
-                    .cloned()
-                    .unwrap_or_default(),
-                neighbors: guest
-                    .neighbors
-                    .get(&iface.ifindex)
-                    .cloned()
-                    .unwrap_or_default(),
+                routes,
+                neighbors,
             });
         }
         Ok(report)
