@@ -1,5 +1,6 @@
 //! Load generators and what is read from them: iperf3 (TCP 1 and 4 streams, UDP 64 B),
-//! sockperf TCP ping-pong, and CPU time from `/proc/stat`.
+//! sockperf TCP ping-pong, CPU time from `/proc/stat`, and the eBPF program's own run time
+//! (`kernel.bpf_stats_enabled`).
 //!
 //! Every child runs with a deadline (killed past it) and is registered with the cleanup
 //! registry, so an interrupted bench leaves no iperf3 or sockperf behind.
@@ -88,10 +89,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Start `prog args` in `netns` and wait until something listens on TCP `port` there.
-    pub fn start(netns: &str, prog: &str, args: &[&str], port: &str) -> Result<Server> {
+    /// Start `prog args` in `netns` (on `cpu` when given) and wait until something listens on
+    /// TCP `port` there.
+    pub fn start(
+        netns: &str,
+        cpu: Option<u32>,
+        prog: &str,
+        args: &[&str],
+        port: &str,
+    ) -> Result<Server> {
         let what = format!("{prog} server in {netns}");
-        let child = topology::exec_in(netns, prog, args)
+        let child = load_cmd(netns, cpu, prog, args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -166,11 +174,27 @@ impl Drop for Server {
     }
 }
 
-/// Where the load runs: client netns, server netns and the server's address.
+/// Where the load runs: client netns, server netns and the server's address; and the CPUs
+/// the client and server processes are pinned to (none: the scheduler places them).
 pub struct Endpoints<'a> {
     pub client: &'a str,
     pub server: &'a str,
     pub server_ip: &'a str,
+    pub client_cpu: Option<u32>,
+    pub server_cpu: Option<u32>,
+}
+
+/// `prog args` in `netns`, under `taskset -c cpu` when a CPU is given.
+fn load_cmd(netns: &str, cpu: Option<u32>, prog: &str, args: &[&str]) -> Command {
+    match cpu {
+        None => topology::exec_in(netns, prog, args),
+        Some(cpu) => {
+            let cpu = cpu.to_string();
+            let mut all = vec!["-c", cpu.as_str(), prog];
+            all.extend_from_slice(args);
+            topology::exec_in(netns, "taskset", &all)
+        }
+    }
 }
 
 /// One iperf3 test.
@@ -189,14 +213,21 @@ pub struct IperfResult {
     pub received_bytes: f64,
     /// TCP retransmits (sender side).
     pub retransmits: Option<u64>,
-    /// UDP: packets/s the server received; and the sender's packets/s.
+    /// UDP: packets the server received, and per second; and the sender's packets/s.
+    pub udp_received_packets: Option<f64>,
     pub udp_received_pps: Option<f64>,
     pub udp_sent_pps: Option<f64>,
 }
 
 /// One-shot iperf3 server in the server netns, client in the client netns, `-J` parsed.
 pub fn iperf(ep: &Endpoints, test: IperfTest, seconds: u32) -> Result<IperfResult> {
-    let server = Server::start(ep.server, "iperf3", &iperf3::SERVER_ARGS, IPERF_PORT)?;
+    let server = Server::start(
+        ep.server,
+        ep.server_cpu,
+        "iperf3",
+        &iperf3::SERVER_ARGS,
+        IPERF_PORT,
+    )?;
     let secs = seconds.to_string();
     let mut args = iperf3::client_args(ep.server_ip, &secs);
     let streams;
@@ -209,7 +240,7 @@ pub fn iperf(ep: &Endpoints, test: IperfTest, seconds: u32) -> Result<IperfResul
         // -b 0: unlimited, the sender goes as fast as it can; the server counts what arrives.
         IperfTest::Udp64 => args.extend(["-u", "-l", &len, "-b", "0"]),
     }
-    let mut client = topology::exec_in(ep.client, "iperf3", &args);
+    let mut client = load_cmd(ep.client, ep.client_cpu, "iperf3", &args);
     let out = run_bounded(
         &mut client,
         Duration::from_secs(seconds.into()) + GRACE,
@@ -239,6 +270,7 @@ pub fn parse_iperf(json: &str, test: IperfTest) -> Result<IperfResult> {
             let lost = field("sum_received", "lost_packets")?;
             let secs = field("sum_received", "seconds")?;
             ensure!(secs > 0.0, "iperf3 UDP run of 0 s");
+            result.udp_received_packets = Some((packets - lost).max(0.0));
             result.udp_received_pps = Some((packets - lost).max(0.0) / secs);
             let sent = field("sum_sent", "packets")?;
             let sent_secs = field("sum_sent", "seconds")?;
@@ -280,13 +312,13 @@ impl Wait {
 }
 
 /// `sockperf server --tcp` in the server netns (for one path; dropped after).
-pub fn sockperf_server(server_ns: &str, wait: Wait) -> Result<Server> {
+pub fn sockperf_server(ep: &Endpoints, wait: Wait) -> Result<Server> {
     let port = wait.port();
     let mut args = vec!["server", "--tcp", "-i", "0.0.0.0", "-p", port];
     if wait == Wait::Spin {
         args.extend(["--nonblocked", "--timeout", "0"]);
     }
-    Server::start(server_ns, "sockperf", &args, port)
+    Server::start(ep.server, ep.server_cpu, "sockperf", &args, port)
 }
 
 /// `sockperf ping-pong --tcp -m 64 --full-rtt` for `seconds` against a running server.
@@ -308,7 +340,7 @@ pub fn sockperf(ep: &Endpoints, seconds: u32, wait: Wait) -> Result<RttResult> {
     if wait == Wait::Spin {
         args.push("--nonblocked");
     }
-    let mut client = topology::exec_in(ep.client, "sockperf", &args);
+    let mut client = load_cmd(ep.client, ep.client_cpu, "sockperf", &args);
     let out = run_bounded(
         &mut client,
         Duration::from_secs(seconds.into()) + GRACE,
@@ -391,26 +423,114 @@ pub fn parse_sockperf(text: &str) -> Result<RttResult> {
     })
 }
 
-/// Busy jiffies of all CPUs: user + nice + system + irq + softirq (the `cpu` line of
-/// /proc/stat; idle, iowait and steal left out).
-pub fn busy_jiffies() -> Result<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
-    parse_busy_jiffies(&stat)
+/// CPU time of all CPUs from the `cpu` line of /proc/stat, in jiffies (`USER_HZ`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuJiffies {
+    /// user + nice + system + irq + softirq (idle, iowait and steal left out).
+    pub busy: u64,
+    /// softirq alone. Without CONFIG_IRQ_TIME_ACCOUNTING (this machine's kernel) the kernel
+    /// charges each tick to softirq when the tick finds the CPU serving one, so this is a
+    /// sample (250 Hz here) of where the time went, not an exact sum.
+    pub softirq: u64,
 }
 
-pub fn parse_busy_jiffies(stat: &str) -> Result<u64> {
-    let line = stat
-        .lines()
-        .find(|l| l.starts_with("cpu "))
-        .context("/proc/stat has no `cpu` line")?;
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    ensure!(f.len() >= 7, "short /proc/stat cpu line: {line}");
-    // user nice system idle iowait irq softirq ...
-    Ok(f[0] + f[1] + f[2] + f[5] + f[6])
+impl CpuJiffies {
+    pub fn now() -> Result<CpuJiffies> {
+        let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+        CpuJiffies::parse(&stat)
+    }
+
+    pub fn parse(stat: &str) -> Result<CpuJiffies> {
+        let line = stat
+            .lines()
+            .find(|l| l.starts_with("cpu "))
+            .context("/proc/stat has no `cpu` line")?;
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        ensure!(f.len() >= 7, "short /proc/stat cpu line: {line}");
+        // user nice system idle iowait irq softirq ...
+        Ok(CpuJiffies {
+            busy: f[0] + f[1] + f[2] + f[5] + f[6],
+            softirq: f[6],
+        })
+    }
+
+    /// What was spent since `earlier`.
+    pub fn since(self, earlier: CpuJiffies) -> CpuJiffies {
+        CpuJiffies {
+            busy: self.busy.saturating_sub(earlier.busy),
+            softirq: self.softirq.saturating_sub(earlier.softirq),
+        }
+    }
+}
+
+/// The datapath program's name as the kernel keeps it (object names are cut to 15 bytes).
+const PROG_NAME_PREFIX: &str = "netshim_redirec";
+
+/// Summed run time and run count of every loaded netshim datapath program
+/// (`bpftool prog show -j`; the counts only move while `kernel.bpf_stats_enabled` is 1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgRuns {
+    pub run_time_ns: u64,
+    pub run_cnt: u64,
+}
+
+impl ProgRuns {
+    pub fn now() -> Result<ProgRuns> {
+        let out = crate::cmd::output(Command::new("bpftool").args(["prog", "show", "-j"]))?;
+        ProgRuns::parse(&out)
+    }
+
+    pub fn parse(json: &str) -> Result<ProgRuns> {
+        let progs: serde_json::Value =
+            serde_json::from_str(json).context("parsing `bpftool prog show -j`")?;
+        let mut sum = ProgRuns::default();
+        for p in progs.as_array().into_iter().flatten() {
+            let name = p["name"].as_str().unwrap_or("");
+            if name.starts_with(PROG_NAME_PREFIX) {
+                sum.run_time_ns += p["run_time_ns"].as_u64().unwrap_or(0);
+                sum.run_cnt += p["run_cnt"].as_u64().unwrap_or(0);
+            }
+        }
+        Ok(sum)
+    }
+
+    /// Average ns per run since `earlier`; None when nothing ran.
+    pub fn ns_per_run_since(self, earlier: ProgRuns) -> Option<f64> {
+        let runs = self.run_cnt.checked_sub(earlier.run_cnt)?;
+        let ns = self.run_time_ns.checked_sub(earlier.run_time_ns)?;
+        (runs > 0).then(|| ns as f64 / runs as f64)
+    }
+}
+
+/// `kernel.bpf_stats_enabled` set to 1 while this lives (the kernel then times every program
+/// run, which costs two clock reads per run, so it is on only for the program-cost run);
+/// the previous value is put back on drop.
+pub struct BpfStats {
+    previous: String,
+}
+
+const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    pub fn enable() -> Result<BpfStats> {
+        let previous = std::fs::read_to_string(BPF_STATS_SYSCTL)
+            .with_context(|| format!("reading {BPF_STATS_SYSCTL}"))?;
+        std::fs::write(BPF_STATS_SYSCTL, "1")
+            .with_context(|| format!("writing 1 to {BPF_STATS_SYSCTL}"))?;
+        Ok(BpfStats {
+            previous: previous.trim().to_string(),
+        })
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(BPF_STATS_SYSCTL, &self.previous);
+    }
 }
 
 /// Jiffies per second (`USER_HZ`).
@@ -513,8 +633,43 @@ mod tests {
     }
 
     #[test]
+    fn prog_runs_sum_netshim_programs_only() {
+        let json = r#"[{"id":1,"name":"netshim_redirec","run_time_ns":1000,"run_cnt":10},
+            {"id":2,"name":"netshim_redirect","run_time_ns":500,"run_cnt":5},
+            {"id":3,"name":"other","run_time_ns":9999,"run_cnt":99},
+            {"id":4,"name":"netshim_redirec"}]"#;
+        let now = ProgRuns::parse(json).unwrap();
+        assert_eq!(
+            now,
+            ProgRuns {
+                run_time_ns: 1500,
+                run_cnt: 15
+            }
+        );
+        let before = ProgRuns {
+            run_time_ns: 500,
+            run_cnt: 5,
+        };
+        assert_eq!(now.ns_per_run_since(before), Some(100.0));
+        assert_eq!(now.ns_per_run_since(now), None);
+    }
+
+    #[test]
     fn busy_jiffies_skip_idle_iowait_steal() {
         let stat = "cpu  10 1 5 1000 7 2 3 9 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n";
-        assert_eq!(parse_busy_jiffies(stat).unwrap(), 10 + 1 + 5 + 2 + 3);
+        let j = CpuJiffies::parse(stat).unwrap();
+        assert_eq!(j.busy, 10 + 1 + 5 + 2 + 3);
+        assert_eq!(j.softirq, 3);
+        let later = CpuJiffies {
+            busy: j.busy + 7,
+            softirq: 5,
+        };
+        assert_eq!(
+            later.since(j),
+            CpuJiffies {
+                busy: 7,
+                softirq: 2
+            }
+        );
     }
 }

@@ -10,7 +10,12 @@
 //! sockets) and its p50 with both ends busy-polling (on a VM a blocking ping-pong mostly
 //! measures vCPU wake-ups from idle: 56 µs blocking vs 7 µs spinning on a direct veth pair on
 //! the 2-vCPU machine), CPU seconds per GB (busy jiffies of /proc/stat over the 1-stream TCP run
-//! / bytes received).
+//! / bytes received), and from the UDP run busy CPU and softirq time per received packet
+//! (where the hop's per-packet cost shows: the sender's CPU runs the whole receive path in
+//! softirq). For netshim's eBPF paths, one more UDP run with `kernel.bpf_stats_enabled` gives
+//! the datapath program's own ns per packet. The load's client is pinned to CPU 0 and its
+//! server to CPU 1 (`--no-pin` leaves placement to the scheduler), which takes scheduler
+//! migrations out of the round-to-round spread.
 //! Rounds are interleaved (`for round { for path { ... } }`) and every path is built fresh
 //! for each round and torn down after it; the report gives medians and ratios against
 //! `direct` (pair) and `mirred` (both), all from the same run. It prints; it never fails on
@@ -23,7 +28,9 @@ mod report;
 use crate::topology::{Action, CleanupGuard};
 use crate::{cmd, setup};
 use anyhow::{bail, ensure, Context, Result};
-use measure::{busy_jiffies, clock_ticks, iperf, sockperf, sockperf_server, IperfTest, Wait};
+use measure::{
+    clock_ticks, iperf, sockperf, sockperf_server, BpfStats, CpuJiffies, IperfTest, ProgRuns, Wait,
+};
 use paths::{Caps, Namespaces, PathSpec, Topo};
 use report::{PathRun, RoundResult};
 use serde_json::{json, Value};
@@ -53,11 +60,16 @@ pub struct BenchArgs {
     /// Use target/release/{netshim,vm-standin} as they are instead of building them.
     #[arg(long)]
     pub no_build: bool,
+    /// Do not pin the load's client to CPU 0 and its server to CPU 1.
+    #[arg(long)]
+    pub no_pin: bool,
 }
 
 struct Config {
     rounds: u32,
     seconds: u32,
+    /// CPUs of the load's client and server.
+    pin: Option<(u32, u32)>,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -81,6 +93,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let cfg = Config {
         rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }),
         seconds: args.seconds.unwrap_or(if args.quick { 1 } else { 5 }),
+        pin: (!args.no_pin && cpu_count() >= 2).then_some((0, 1)),
     };
     let caps = Caps::probe(&netshim)?;
     let mut runs: Vec<PathRun> = select_paths(&args.paths)?
@@ -98,9 +111,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     });
     let machine = machine_info();
     println!(
-        "bench: {} rounds x {} s per metric; paths: {}",
+        "bench: {} rounds x {} s per metric; load {}; paths: {}",
         cfg.rounds,
         cfg.seconds,
+        match cfg.pin {
+            Some((c, s)) => format!("client on CPU {c}, server on CPU {s}"),
+            None => "not pinned".into(),
+        },
         runs.iter()
             .map(|r| match &r.unavailable {
                 Some(_) => format!("{} (unavailable)", r.spec.id()),
@@ -188,6 +205,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "rr": "sockperf ping-pong --tcp -m 64 --full-rtt (full round trip), blocking sockets",
             "rr_spin": "the same with both ends busy-polling non-blocking sockets (server --nonblocked --timeout 0, client --nonblocked): no vCPU wake-ups in the figure",
             "cpu": "sum of user+nice+system+irq+softirq jiffies (/proc/stat, all CPUs) over the TCP 1-stream run / GB (1e9 bytes) received",
+            "udp_cpu": "busy and softirq jiffies (/proc/stat, all CPUs; softirq tick-sampled) over the UDP 64 B run / packets received, in ns",
+            "prog": "eBPF paths: one more UDP 64 B run with kernel.bpf_stats_enabled=1; delta run_time_ns / delta run_cnt of the netshim_redirect programs (bpftool prog show)",
+            "pin": cfg.pin.map(|(c, s)| json!({"client_cpu": c, "server_cpu": s})),
             "bridge": "bridge-nf-call-* set to 0 in the shim netns (where br_netfilter exists)",
             "pair_addresses": [paths::PAIR_CLIENT_ADDR, paths::PAIR_SERVER_ADDR],
             "sandbox_addresses": [paths::SANDBOX_CLIENT_ADDR, paths::SANDBOX_POD_ADDR],
@@ -216,7 +236,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
          (iperf3 -b 0). RR: sockperf TCP ping-pong 64 B, full round trip, blocking \
          sockets (on a VM this includes vCPU wake-ups from idle); busy-poll: both ends spin \
          on non-blocking sockets, which leaves the network path's own cost. CPU: busy CPU \
-         seconds (all CPUs, whole machine) per GB received during the 1-stream TCP run.\n",
+         seconds (all CPUs, whole machine) per GB received during the 1-stream TCP run. UDP \
+         CPU / softirq per pkt: busy and softirq CPU time (all CPUs, /proc/stat; softirq is \
+         tick-sampled) per packet received during the UDP run. eBPF prog per pkt: the \
+         netshim_redirect program's own run time (kernel.bpf_stats_enabled, in a separate \
+         UDP run). Load: {pin}.\n",
         commit = machine["commit"].as_str().unwrap_or("?"),
         kernel = machine["kernel"].as_str().unwrap_or("?"),
         nproc = machine["nproc"],
@@ -225,6 +249,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         secs = cfg.seconds,
         date = started.iso,
         load = machine["loadavg_start"].as_str().unwrap_or("?"),
+        pin = match cfg.pin {
+            Some((c, s)) => format!("client pinned to CPU {c}, server to CPU {s}"),
+            None => "not pinned".into(),
+        },
     );
     let md = report::markdown(&runs, &intro, &offload_md);
     let svg = report::svg(&runs, &subtitle);
@@ -260,8 +288,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// setup + the five load runs.
-const STEPS_PER_PATH: usize = 6;
+/// setup + the five load runs + the program-cost run.
+const STEPS_PER_PATH: usize = 7;
 
 #[allow(clippy::too_many_arguments)]
 fn run_path(
@@ -292,7 +320,7 @@ fn run_path(
         }
     };
     run.setup_output = live.setup_output.clone();
-    let ep = live.endpoints();
+    let ep = live.endpoints(cfg.pin);
     if let Err(e) = measure::wait_reachable(&ep, Duration::from_secs(5)) {
         result.errors.push(format!("reachability: {e:#}"));
         progress.skip(STEPS_PER_PATH - 1);
@@ -309,6 +337,18 @@ fn run_path(
             }
         }
         measure_path(&ep, cfg.seconds, &mut result, progress, round, &id);
+        progress.step(round, &id, "eBPF program cost");
+        if spec.runs_netshim_ebpf() {
+            match prog_cost(&ep, cfg.seconds) {
+                Ok(Some(ns)) => {
+                    result.values.insert(report::PROG, ns);
+                }
+                Ok(None) => result
+                    .errors
+                    .push("prog: no netshim_redirect program ran".to_string()),
+                Err(e) => result.errors.push(format!("prog: {e:#}")),
+            }
+        }
         if let Some(stats_ns) = &live.stats_netns {
             run.netshim_stats = Some(paths::stats(netshim, stats_ns));
         }
@@ -332,10 +372,9 @@ fn measure_path(
     progress.step(round, id, "TCP 1 stream");
     let hz = clock_ticks();
     let tcp1 = (|| {
-        let before = busy_jiffies()?;
+        let before = CpuJiffies::now()?;
         let r = iperf(ep, IperfTest::Tcp { streams: 1 }, seconds)?;
-        let after = busy_jiffies()?;
-        Ok::<_, anyhow::Error>((r, after.saturating_sub(before)))
+        Ok::<_, anyhow::Error>((r, CpuJiffies::now()?.since(before).busy))
     })();
     match tcp1 {
         Ok((r, jiffies)) => {
@@ -366,10 +405,25 @@ fn measure_path(
     }
 
     progress.step(round, id, "UDP 64 B");
-    match iperf(ep, IperfTest::Udp64, seconds) {
-        Ok(r) => {
+    let udp = (|| {
+        let before = CpuJiffies::now()?;
+        let r = iperf(ep, IperfTest::Udp64, seconds)?;
+        Ok::<_, anyhow::Error>((r, CpuJiffies::now()?.since(before)))
+    })();
+    match udp {
+        Ok((r, cpu)) => {
             if let Some(pps) = r.udp_received_pps {
                 result.values.insert(report::UDP64, pps / 1e3);
+            }
+            if let Some(packets) = r.udp_received_packets.filter(|&p| p > 0.0) {
+                let ns_per_jiffy = 1e9 / hz;
+                result
+                    .values
+                    .insert(report::UDP_CPU, cpu.busy as f64 * ns_per_jiffy / packets);
+                result.values.insert(
+                    report::UDP_SOFTIRQ,
+                    cpu.softirq as f64 * ns_per_jiffy / packets,
+                );
             }
             if let Some(pps) = r.udp_sent_pps {
                 result.extra.insert("udp64_sent_kpps", pps / 1e3);
@@ -384,7 +438,7 @@ fn measure_path(
             Wait::Spin => ("TCP RR busy-poll", "rr_spin"),
         };
         progress.step(round, id, label);
-        let rr = sockperf_server(ep.server, wait).and_then(|server| {
+        let rr = sockperf_server(ep, wait).and_then(|server| {
             let r = sockperf(ep, seconds, wait);
             drop(server);
             r
@@ -409,6 +463,21 @@ fn measure_path(
             (Err(e), _) => result.errors.push(format!("{name}: {e:#}")),
         }
     }
+}
+
+/// The netshim_redirect program's own ns per packet over a UDP 64 B run, timed by the kernel
+/// (`kernel.bpf_stats_enabled` on for this run only). None when no netshim program ran.
+fn prog_cost(ep: &measure::Endpoints, seconds: u32) -> Result<Option<f64>> {
+    let _stats = BpfStats::enable()?;
+    let before = ProgRuns::now()?;
+    iperf(ep, IperfTest::Udp64, seconds)?;
+    Ok(ProgRuns::now()?.ns_per_run_since(before))
+}
+
+fn cpu_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// `--paths` filter: ids (`pair/ebpf`) or topology names; everything when empty.
@@ -594,7 +663,7 @@ fn machine_info() -> Value {
         .join(" ");
     json!({
         "kernel": read("/proc/sys/kernel/osrelease").trim(),
-        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "nproc": cpu_count(),
         "cpu_model": cpu_model,
         "commit": commit,
         "iperf3": first_line("iperf3", &["--version"]),
@@ -663,5 +732,23 @@ mod tests {
         assert_eq!(ids(&["sandbox"]).len(), 4);
         assert_eq!(ids(&[]).len(), 9);
         assert!(select_paths(&["pair/nope".to_string()]).is_err());
+    }
+
+    #[test]
+    fn program_cost_is_measured_on_ebpf_paths_only() {
+        let ebpf: Vec<String> = paths::all_paths()
+            .into_iter()
+            .filter(PathSpec::runs_netshim_ebpf)
+            .map(|p| p.id())
+            .collect();
+        assert_eq!(
+            ebpf,
+            [
+                "pair/ebpf",
+                "pair/ebpf-peer",
+                "sandbox/ebpf",
+                "sandbox/ebpf-peer"
+            ]
+        );
     }
 }

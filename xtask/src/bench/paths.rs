@@ -82,6 +82,17 @@ impl PathSpec {
     pub fn id(&self) -> String {
         format!("{}/{}", self.topo.name(), self.name)
     }
+
+    /// Whether the path's datapath is netshim's eBPF program.
+    pub fn runs_netshim_ebpf(&self) -> bool {
+        match self.kind {
+            Kind::Connect { backend, .. } => backend == "ebpf",
+            Kind::Attach { model, backend, .. } => {
+                model == "tcfilter" && backend.is_none_or(|b| b == "ebpf")
+            }
+            Kind::Direct | Kind::Bridge => false,
+        }
+    }
 }
 
 /// Every path, in the order a round runs them.
@@ -328,11 +339,14 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn endpoints(&self) -> Endpoints<'_> {
+    /// Where the load runs; `pin` = the CPUs of its client and server.
+    pub fn endpoints(&self, pin: Option<(u32, u32)>) -> Endpoints<'_> {
         Endpoints {
             client: &self.client,
             server: &self.server,
             server_ip: self.server_ip,
+            client_cpu: pin.map(|p| p.0),
+            server_cpu: pin.map(|p| p.1),
         }
     }
 

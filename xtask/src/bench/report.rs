@@ -21,6 +21,9 @@ pub const RR_P50: &str = "rr_p50_us";
 pub const RR_P99: &str = "rr_p99_us";
 pub const RR_SPIN_P50: &str = "rr_spin_p50_us";
 pub const CPU: &str = "cpu_s_per_gb";
+pub const UDP_CPU: &str = "udp64_cpu_ns_per_pkt";
+pub const UDP_SOFTIRQ: &str = "udp64_softirq_ns_per_pkt";
+pub const PROG: &str = "prog_ns_per_pkt";
 
 pub const METRICS: &[Metric] = &[
     Metric {
@@ -71,6 +74,27 @@ pub const METRICS: &[Metric] = &[
         unit: "s/GB",
         higher_is_better: false,
         decimals: 3,
+    },
+    Metric {
+        key: UDP_CPU,
+        label: "UDP CPU per pkt",
+        unit: "ns",
+        higher_is_better: false,
+        decimals: 0,
+    },
+    Metric {
+        key: UDP_SOFTIRQ,
+        label: "UDP softirq per pkt",
+        unit: "ns",
+        higher_is_better: false,
+        decimals: 0,
+    },
+    Metric {
+        key: PROG,
+        label: "eBPF prog per pkt",
+        unit: "ns",
+        higher_is_better: false,
+        decimals: 0,
     },
 ];
 
@@ -326,7 +350,7 @@ pub fn markdown(runs: &[PathRun], intro: &str, offload_md: &str) -> String {
             let _ = writeln!(
                 md,
                 "\nRatios vs {base} (median / median of {base}, same run; Gbps, kpps: higher is \
-                 better; RTT, CPU/GB: lower is better)\n"
+                 better; RTT, CPU, ns: lower is better)\n"
             );
             md.push_str("| path |");
             for m in METRICS {
