@@ -10,6 +10,7 @@
 //! - [`tap`], [`tap_name`]: creating and opening the taps handed to the VMM.
 //! - [`backend`]: the datapaths that connect an endpoint to its tap (eBPF, mirred).
 //! - [`pins`], [`state`]: what outlives the netshim process (bpffs pins, /run/netshim).
+//! - [`lock`]: one operation per sandbox at a time (a flock that dies with its holder).
 //! - [`guest_info`]: routes and neighbours the guest agent needs.
 //! - [`stats`]: reading per-endpoint counters back.
 //! - [`config`]: the kata-style TOML configuration file.
@@ -21,6 +22,7 @@ pub mod endpoint;
 pub mod error;
 pub mod guest_info;
 pub mod interfaces;
+pub mod lock;
 pub mod model;
 pub mod netns;
 pub mod pins;
