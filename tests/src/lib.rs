@@ -8,12 +8,17 @@
 //! - [`tap_reader`]: read/inject single frames on a tap; an Ethernet/IPv4/UDP frame builder.
 //! - [`qemu`]: a real VMM: QEMU (TCG) booting the host kernel with a busybox initramfs on a
 //!   tap, configured from netshim's attach JSON.
+//! - [`traffic`]: a quick two-way forwarding probe of an attached pod.
+//! - [`leaks`]: what netshim may leave in a netns (links, qdiscs, filters, TCX links, pins),
+//!   captured so that a test can compare before and after.
 
+pub mod leaks;
 pub mod netns_fixture;
 pub mod netshim_cli;
 pub mod qemu;
 pub mod relay;
 pub mod tap_reader;
+pub mod traffic;
 
 pub use netns_fixture::{
     is_root, on_netns_thread, skip_unless_root, try_on_netns_thread, veth_pair, ChildGuard,

@@ -169,12 +169,23 @@ impl TestNetns {
 
     /// Runs `tc -n NAME args...`; panics with stderr on failure; returns stdout.
     pub fn tc(&self, args: &[&str]) -> String {
-        let out = Command::new("tc")
+        checked(
+            self.tc_output(args),
+            &format!("tc -n {} {args:?}", self.name),
+        )
+    }
+
+    /// Runs `tc -n NAME args...` and returns its stdout, whatever the exit status.
+    pub fn try_tc(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&self.tc_output(args).stdout).into_owned()
+    }
+
+    fn tc_output(&self, args: &[&str]) -> Output {
+        Command::new("tc")
             .args(["-n", &self.name])
             .args(args)
             .output()
-            .expect("run tc");
-        checked(out, &format!("tc -n {} {args:?}", self.name))
+            .expect("run tc")
     }
 
     /// Spawns `ip netns exec NAME args...` (stdout/stderr discarded) as a guard that kills

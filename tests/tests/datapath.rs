@@ -52,17 +52,7 @@ fn forwards_both_ways_and_counts(backend: &str, attach_mode: &str, fast_path: &s
 
     let tap = TapQueue::open_in(pod.sandbox.path(), "tap0_kata", false, None).expect("open tap");
     // A permanent neighbour entry: the client sends no ARP, so every frame is the test's.
-    pod.client.ip(&[
-        "neigh",
-        "replace",
-        &pod.pod_ip.to_string(),
-        "lladdr",
-        &format_mac(&pod.pod_mac),
-        "dev",
-        "c0",
-        "nud",
-        "permanent",
-    ]);
+    pod.pin_pod_neighbor();
 
     // Client → VM: datagrams sent in the client netns arrive on the tap fd.
     let sender = pod

@@ -8,10 +8,12 @@
 //!   with ping and iperf3 through it, then stats and teardown.
 //! - `bench`: iperf3/sockperf benchmark of every path (direct veth, bridge, mirred, eBPF,
 //!   eBPF + redirect_peer, macvtap) in pair and sandbox topologies; JSON, markdown and SVG.
+//! - `fuzz`: every cargo-fuzz target of netshim/fuzz for a bounded time.
 
 mod bench;
 mod cmd;
 mod demo;
+mod fuzz;
 mod iperf;
 mod setup;
 mod standin;
@@ -44,6 +46,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Benchmark the datapaths (iperf3, sockperf) in private network namespaces.
     Bench(bench::BenchArgs),
+    /// Fuzz every parser of outside input for a bounded time (cargo-fuzz, nightly).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() {
@@ -54,6 +58,7 @@ fn main() {
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");

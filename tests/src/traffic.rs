@@ -1,0 +1,66 @@
+//! A quick two-way forwarding check of an attached [`Pod`]: datagrams from the client netns
+//! must come out of the tap fd, and frames written to the tap fd must reach a client socket.
+
+use std::{net::UdpSocket, time::Duration};
+
+use crate::{netshim_cli::Pod, tap_reader::udp_frame, TapQueue, UdpFrame};
+
+/// What crossed in each direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded {
+    pub to_vm: usize,
+    pub from_vm: usize,
+}
+
+/// Sends `count` datagrams each way through `tap` (the pod's `tap0_kata` unless the caller
+/// says otherwise) and returns how many arrived. Sets a permanent neighbour entry for the
+/// pod on the client, so no ARP frame mixes in.
+pub fn probe(pod: &Pod, tap: &str, count: usize) -> Forwarded {
+    let queue = TapQueue::open_in(pod.sandbox.path(), tap, false, None)
+        .unwrap_or_else(|e| panic!("open {tap} in {}: {e}", pod.netns()));
+    pod.pin_pod_neighbor();
+    let (sender, receiver) = pod.client.run(|| {
+        (
+            UdpSocket::bind((pod.client_ip, 0)).expect("bind client sender"),
+            UdpSocket::bind((pod.client_ip, 0)).expect("bind client receiver"),
+        )
+    });
+    let port = receiver.local_addr().expect("receiver address").port();
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("receiver timeout");
+
+    for i in 0..count {
+        sender
+            .send_to(format!("probe {i}").as_bytes(), (pod.pod_ip, 9))
+            .expect("send to the VM");
+    }
+    let mut to_vm = 0;
+    while to_vm < count {
+        let Some(frame) = queue.read_frame(Duration::from_millis(500)) else {
+            break;
+        };
+        if UdpFrame::parse(&frame).is_some_and(|u| u.dst_port == 9) {
+            to_vm += 1;
+        }
+    }
+
+    for i in 0..count {
+        let frame = udp_frame(
+            pod.pod_mac,
+            pod.client_mac,
+            pod.pod_ip,
+            pod.client_ip,
+            4242,
+            port,
+            format!("reply {i}").as_bytes(),
+        );
+        queue.write_frame(&frame).expect("write a frame to the tap");
+    }
+    let mut from_vm = 0;
+    let mut buf = [0u8; 256];
+    while from_vm < count && receiver.recv_from(&mut buf).is_ok() {
+        from_vm += 1;
+    }
+    Forwarded { to_vm, from_vm }
+}
