@@ -20,7 +20,7 @@ pub const EXIT_FAILED: i32 = 1;
 /// Exit code: the input is invalid (usage, model, netns argument, nothing to attach to).
 pub const EXIT_INVALID_INPUT: i32 = 2;
 /// Exit code: the netns is in a state that conflicts with the request (already attached,
-/// not attached).
+/// a device's ingress owned by kata's mirred datapath or another tool).
 pub const EXIT_CONFLICT: i32 = 3;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,16 @@ pub enum Error {
     },
     #[error("netns {netns} is already attached ({detail}); run `netshim detach` first")]
     AlreadyAttached { netns: String, detail: String },
+    #[error(
+        "{dev} in netns {netns} has an `ingress` qdisc (handle ffff:) that netshim did not \
+         make: kata's mirred datapath (or another tool) owns that device's ingress, and \
+         {consequence}; remove that qdisc first, or use --tc-backend mirred"
+    )]
+    IngressQdiscTaken {
+        netns: String,
+        dev: String,
+        consequence: &'static str,
+    },
     #[error("{op} for {target} in netns {netns}: {source}")]
     Netlink {
         op: &'static str,
@@ -100,7 +110,7 @@ impl Error {
             | Error::InvalidOptions(_)
             | Error::NoSuchDevice { .. }
             | Error::Config(_) => EXIT_INVALID_INPUT,
-            Error::AlreadyAttached { .. } => EXIT_CONFLICT,
+            Error::AlreadyAttached { .. } | Error::IngressQdiscTaken { .. } => EXIT_CONFLICT,
             _ => EXIT_FAILED,
         }
     }

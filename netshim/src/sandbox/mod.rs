@@ -5,6 +5,7 @@
 //! attach made.
 
 mod attach;
+mod coexist;
 mod connect;
 mod detach;
 mod scan;
