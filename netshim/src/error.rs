@@ -2,7 +2,7 @@
 //! netns; [`Error::exit_code`] maps it to the CLI's documented exit codes.
 
 use crate::{
-    backend::{ebpf::EbpfError, mirred::MirredError, UnknownBackend},
+    backend::{ebpf::EbpfError, mirred::MirredError, upgrade::UpgradeError, UnknownBackend},
     endpoint::ClassifyError,
     model::UnknownModel,
     netns::NetnsError,
@@ -17,10 +17,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub const EXIT_OK: i32 = 0;
 /// Exit code: an operation on the system failed (netlink, bpf, tap ioctl, bpffs).
 pub const EXIT_FAILED: i32 = 1;
-/// Exit code: the input is invalid (usage, model, netns argument, nothing to attach to).
+/// Exit code: the input is invalid (usage, model, netns argument, nothing to attach to,
+/// nothing to upgrade, an eBPF object that does not fit the pinned maps).
 pub const EXIT_INVALID_INPUT: i32 = 2;
 /// Exit code: the netns is in a state that conflicts with the request (already attached,
-/// not attached).
+/// a device's ingress owned by kata's mirred datapath or another tool, a hook changed by
+/// someone else during an upgrade).
 pub const EXIT_CONFLICT: i32 = 3;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,29 @@ pub enum Error {
     },
     #[error("netns {netns} is already attached ({detail}); run `netshim detach` first")]
     AlreadyAttached { netns: String, detail: String },
+    #[error(
+        "{dev} in netns {netns} has an `ingress` qdisc (handle ffff:) that netshim did not \
+         make: kata's mirred datapath (or another tool) owns that device's ingress, and \
+         {consequence}; remove that qdisc first, or use --tc-backend mirred"
+    )]
+    IngressQdiscTaken {
+        netns: String,
+        dev: String,
+        consequence: &'static str,
+    },
+    #[error(
+        "netns {netns} has no netshim eBPF datapath ({detail}): not attached, nothing to upgrade"
+    )]
+    NotAttached { netns: String, detail: String },
+    #[error("upgrade of netns {netns}: {source}")]
+    Upgrade {
+        netns: String,
+        source: Box<UpgradeError>,
+    },
+    #[error("{source}")]
+    UpgradeObject { source: Box<UpgradeError> },
+    #[error("upgrade failed for {failed} of {total} sandboxes")]
+    UpgradeIncomplete { failed: usize, total: usize },
     #[error("{op} for {target} in netns {netns}: {source}")]
     Netlink {
         op: &'static str,
@@ -99,8 +124,12 @@ impl Error {
             | Error::TooManyEndpoints { .. }
             | Error::InvalidOptions(_)
             | Error::NoSuchDevice { .. }
+            | Error::NotAttached { .. }
+            | Error::UpgradeObject { .. }
             | Error::Config(_) => EXIT_INVALID_INPUT,
-            Error::AlreadyAttached { .. } => EXIT_CONFLICT,
+            Error::Upgrade { source, .. } if source.is_incompatible_object() => EXIT_INVALID_INPUT,
+            Error::AlreadyAttached { .. } | Error::IngressQdiscTaken { .. } => EXIT_CONFLICT,
+            Error::Upgrade { source, .. } if source.is_conflict() => EXIT_CONFLICT,
             _ => EXIT_FAILED,
         }
     }

@@ -3,8 +3,9 @@
 //! One copy of the program and its maps per sandbox netns, pinned under
 //! [`crate::pins::sandbox_dir`]. On kernels with TCX (>= 6.6) each attachment is a bpf_link
 //! pinned next to the maps, so the datapath keeps forwarding after this process exits and
-//! removing the pin detaches it. Older kernels get a clsact qdisc and a cls_bpf filter in
-//! direct-action mode, which the kernel keeps without a process.
+//! removing the pin detaches it; the link goes after any other TCX program already on the
+//! device (`LinkOrder::last()`, see `sandbox/coexist.rs`). Older kernels get a clsact qdisc
+//! and a cls_bpf filter in direct-action mode, which the kernel keeps without a process.
 //!
 //! Everything that attaches must run on a thread inside the sandbox netns (see
 //! [`crate::netns::Netns::run`]): interface names and ifindexes are per netns.
@@ -297,11 +298,15 @@ impl EbpfDatapath {
         match mode {
             AttachMode::Tcx => {
                 let program = self.program()?;
+                // Last, explicitly: other TCX programs on the device (another tool's policy
+                // program) run first and see every packet; ours redirects, which ends the
+                // chain, so nothing placed after it would see the packets it takes. See
+                // sandbox/coexist.rs.
                 let id = program
                     .attach_with_options(
                         &dev.name,
                         TcAttachType::Ingress,
-                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                        TcAttachOptions::TcxOrder(LinkOrder::last()),
                     )
                     .map_err(attach_err)?;
                 let link = program.take_link(id).map_err(attach_err)?;

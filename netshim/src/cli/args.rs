@@ -15,8 +15,11 @@ Exit codes:
   1  an operation on the system failed (netlink, bpf, tap ioctl, bpffs)
   2  invalid input: bad usage, unknown model (kata's \"Unknown type <x>\"), a netns that is
      missing or not a network namespace, an interface kind kata refuses, nothing to attach to,
-     conflicting options, a bad config file
-  3  conflict: the netns is already attached (detach first)";
+     conflicting options, a bad config file, upgrade of a netns that is not attached, an
+     eBPF object whose maps do not match the pinned ones
+  3  conflict: the netns is already attached (detach first), a device's ingress is owned by
+     a legacy `ingress` qdisc (kata's mirred datapath or another tool), a hook was changed
+     by someone else during an upgrade";
 
 /// eBPF-accelerated networking shim between a sandbox's pod interfaces and its microVM's taps.
 #[derive(Debug, Parser)]
@@ -50,6 +53,10 @@ pub enum Command {
     /// Per-endpoint packet and byte counters, read from the pinned maps.
     #[command(after_help = EXIT_CODES_HELP)]
     Stats(StatsArgs),
+    /// Swap the datapath program of attached sandboxes for a new one without a gap in
+    /// forwarding, keeping the pinned maps (peers, counters).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Upgrade(UpgradeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +171,28 @@ pub struct StatsArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// Only this network namespace (NAME or PATH).
+    #[arg(
+        long,
+        value_name = "NAME|PATH",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub netns: Option<String>,
+    /// Every sandbox pinned in bpffs.
+    #[arg(long)]
+    pub all: bool,
+    /// The eBPF object to load (default: the one built into this binary). Its maps must
+    /// match the pinned ones.
+    #[arg(long, value_name = "PATH")]
+    pub object: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 fn parse_model(s: &str) -> Result<InternetworkingModel, String> {
     s.parse()
         .map_err(|e: netshim::model::UnknownModel| e.to_string())
@@ -258,6 +287,18 @@ mod tests {
             Cli::try_parse_from(["netshim", "attach", "--netns", "x", "--tap-owner", "qemu"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn upgrade_takes_a_netns_or_all() {
+        assert!(Cli::try_parse_from(["netshim", "upgrade"]).is_err());
+        assert!(Cli::try_parse_from(["netshim", "upgrade", "--netns", "x", "--all"]).is_err());
+        let cli = Cli::try_parse_from(["netshim", "upgrade", "--all", "--object", "/x.o"]).unwrap();
+        let Command::Upgrade(u) = cli.command else {
+            panic!("not upgrade")
+        };
+        assert!(u.all);
+        assert_eq!(u.object, Some(PathBuf::from("/x.o")));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use netshim::{
     sandbox::{
         AttachReport, ConnectReport, DetachReport, DisconnectReport, EndpointInfo, ScanReport,
-        ScannedInterface, StatusReport,
+        ScannedInterface, StatusReport, UpgradeOutcome, UpgradeReport,
     },
     stats::SandboxStats,
 };
@@ -282,6 +282,60 @@ pub fn stats(all: &[SandboxStats]) -> String {
                 "{:<w$} unmatched (passed, no peer entry): {} packets, {} bytes",
                 sb.netns, sb.unmatched.packets, sb.unmatched.bytes
             );
+        }
+    }
+    s
+}
+
+pub fn upgrade(r: &UpgradeReport) -> String {
+    if r.sandboxes.is_empty() {
+        return "nothing to upgrade: no netshim sandbox is pinned\n".into();
+    }
+    let mut s = String::new();
+    for sb in &r.sandboxes {
+        let datapath = sb.datapath.as_deref().unwrap_or("-");
+        match sb.outcome {
+            UpgradeOutcome::Upgraded => {
+                let _ = writeln!(
+                    s,
+                    "upgraded netns {} (cookie {}, {datapath}) to program {} from {}",
+                    sb.netns,
+                    sb.netns_cookie,
+                    opt(sb.new_prog_id),
+                    r.object
+                );
+            }
+            UpgradeOutcome::Skipped | UpgradeOutcome::Failed => {
+                let _ = writeln!(
+                    s,
+                    "{} netns {} (cookie {}, {datapath}): {}",
+                    if sb.outcome == UpgradeOutcome::Skipped {
+                        "skipped"
+                    } else {
+                        "FAILED"
+                    },
+                    sb.netns,
+                    sb.netns_cookie,
+                    sb.reason.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        for h in &sb.hooks.swapped {
+            let hook = match (h.link_id, h.prio, h.handle) {
+                (Some(link), _, _) => format!("tcx link {link}"),
+                (None, Some(prio), Some(handle)) => {
+                    format!("cls_bpf pref {prio} handle {handle:#x}")
+                }
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                s,
+                "  {:<12} {hook}: prog {} -> {}",
+                h.device, h.old_prog_id, h.new_prog_id
+            );
+        }
+        for k in &sb.hooks.skipped {
+            let _ = writeln!(s, "  {:<12} skipped: {}", k.device, k.reason);
         }
     }
     s

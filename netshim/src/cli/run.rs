@@ -158,6 +158,21 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             };
             print(a.json, &all, |v| output::stats(v));
         }
+        Command::Upgrade(a) => {
+            let options = sandbox::UpgradeOptions { object: a.object };
+            let report = match &a.netns {
+                Some(arg) => sandbox::upgrade(&Netns::resolve(arg)?, &options)?,
+                None => sandbox::upgrade_all(&options)?,
+            };
+            print(a.json, &report, output::upgrade);
+            let failed = report.failed();
+            if failed > 0 {
+                return Err(Error::UpgradeIncomplete {
+                    failed,
+                    total: report.sandboxes.len(),
+                });
+            }
+        }
     }
     Ok(())
 }

@@ -158,6 +158,9 @@ pub fn attach(netns: &Netns, options: &AttachOptions) -> Result<AttachReport> {
         };
         let survey = survey(&handle, &netns, strictness, &options.probe).await?;
         check_attachable(&handle, &netns, &survey).await?;
+        // What the pod devices' ingress hooks already hold (see coexist.rs).
+        let (model, backend, mode) = (options.model, options.backend, options.ebpf_attach);
+        super::coexist::check_pod_devices(&handle, &netns, model, backend, mode, &survey).await?;
         let mut undo = Undo::default();
         match connect_all(&handle, &netns, &options, &survey, &mut undo).await {
             Ok(report) => Ok(report),

@@ -192,6 +192,14 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
                 });
             }
         }
+        if options.backend == TcBackend::Ebpf {
+            let mode = options
+                .ebpf_attach
+                .unwrap_or_else(AttachMode::for_running_kernel);
+            for d in [dev(&ia), dev(&ib)] {
+                super::coexist::check_ingress_free(&handle, &netns, &d, mode).await?;
+            }
+        }
         let dir = pins::sandbox_dir(netns.cookie);
         let mut index = None;
         // Also for mirred: a device the eBPF datapath already redirects is taken.

@@ -1,21 +1,26 @@
-//! Whole-netns operations: scan, attach, detach, status, stats.
+//! Whole-netns operations: scan, attach, detach, status, stats, upgrade.
 //!
 //! Each runs on a thread inside the sandbox netns ([`Netns::run`]). The first step is
 //! always the same survey: list the interfaces, classify them, and find the taps an earlier
 //! attach made.
 
 mod attach;
+mod coexist;
 mod connect;
 mod detach;
 mod scan;
 mod status;
 mod undo;
+mod upgrade;
 
 pub use attach::{attach, AttachOptions, AttachReport, EndpointReport, MacvtapReport, TapReport};
 pub use connect::{connect, disconnect, ConnectOptions, ConnectReport, DisconnectReport};
 pub use detach::{detach, DetachReport};
 pub use scan::{scan, ScanReport, ScannedInterface};
 pub use status::{stats, status, EndpointStatus, MacvtapStatus, StatusReport};
+pub use upgrade::{
+    upgrade, upgrade_all, SandboxUpgrade, UpgradeOptions, UpgradeOutcome, UpgradeReport,
+};
 
 use crate::{
     endpoint::{self, Classification, Classified, SkipReason, SystemProbe},

@@ -1,0 +1,282 @@
+//! `netshim upgrade`: a new datapath program for attached sandboxes, with no gap in
+//! forwarding and the pinned maps (peers, counters) kept. See [`crate::backend::upgrade`]
+//! for how each hook is swapped.
+//!
+//! Scope: one netns (`--netns`), or every sandbox directory in bpffs (`--all`): each directory
+//! names its netns cookie, and its pinned `sandbox` map records the netns path, which is
+//! entered when device names matter (cls_bpf). A directory whose netns is gone, or whose path
+//! now names another namespace, is skipped: it is stale, and gc removes it. Each sandbox is
+//! upgraded under its [`SandboxLock`].
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use aya::maps::{Array, Map, MapData};
+use netshim_common::{from_fixed, map_names, SandboxRecord};
+
+use crate::{
+    backend::{
+        ebpf::{self, AttachMode},
+        upgrade::{self as up, Object, Swapped, UpgradeError},
+    },
+    lock::SandboxLock,
+    netns::Netns,
+    pins, Error, Result,
+};
+
+/// What `upgrade` loads.
+#[derive(Debug, Clone, Default)]
+pub struct UpgradeOptions {
+    /// An eBPF object file instead of the one built into this binary.
+    pub object: Option<PathBuf>,
+}
+
+/// What happened to one sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpgradeOutcome {
+    /// Every live hook runs the new program.
+    Upgraded,
+    /// Nothing was changed (stale directory, no live hook, detached meanwhile).
+    Skipped,
+    /// See `error`; what the error says was changed, was.
+    Failed,
+}
+
+/// One sandbox's upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SandboxUpgrade {
+    pub netns: String,
+    pub netns_cookie: u64,
+    pub pin_dir: PathBuf,
+    /// `tcx` or `cls_bpf`, when known.
+    pub datapath: Option<String>,
+    pub outcome: UpgradeOutcome,
+    /// The program every swapped hook runs now.
+    pub new_prog_id: Option<u32>,
+    /// Hooks now on the new program (old → new program id each), and hooks left alone.
+    #[serde(flatten)]
+    pub hooks: Swapped,
+    /// Why it was skipped or failed.
+    pub reason: Option<String>,
+}
+
+/// The result of `upgrade`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UpgradeReport {
+    /// `embedded` or the object file's path.
+    pub object: String,
+    pub sandboxes: Vec<SandboxUpgrade>,
+}
+
+impl UpgradeReport {
+    pub fn failed(&self) -> usize {
+        self.sandboxes
+            .iter()
+            .filter(|s| s.outcome == UpgradeOutcome::Failed)
+            .count()
+    }
+}
+
+fn object(options: &UpgradeOptions) -> Result<Arc<Object>> {
+    let object = match &options.object {
+        Some(path) => Object::from_file(path),
+        None => Object::embedded(),
+    };
+    object.map(Arc::new).map_err(|source| Error::UpgradeObject {
+        source: Box::new(source),
+    })
+}
+
+fn not_attached(netns: &Netns, dir: &Path) -> Error {
+    Error::NotAttached {
+        netns: netns.to_string(),
+        detail: format!("no pin directory {}", dir.display()),
+    }
+}
+
+/// Upgrades the sandbox of `netns`. Not attached with the eBPF datapath (no pin directory)
+/// is an error ([`Error::NotAttached`]).
+pub fn upgrade(netns: &Netns, options: &UpgradeOptions) -> Result<UpgradeReport> {
+    let object = object(options)?;
+    let dir = pins::sandbox_dir(netns.cookie);
+    if !dir.exists() {
+        return Err(not_attached(netns, &dir));
+    }
+    let sandbox = upgrade_sandbox(netns, &dir, &object)?;
+    Ok(UpgradeReport {
+        object: object.name.clone(),
+        sandboxes: vec![sandbox],
+    })
+}
+
+/// Upgrades every sandbox pinned in bpffs. Per-sandbox failures are in the report (see
+/// [`UpgradeReport::failed`]); none at all is an empty report.
+pub fn upgrade_all(options: &UpgradeOptions) -> Result<UpgradeReport> {
+    let object = object(options)?;
+    let mut sandboxes = Vec::new();
+    for cookie in pins::sandbox_cookies()? {
+        let dir = pins::sandbox_dir(cookie);
+        let entry = |netns: String, outcome, reason: String| SandboxUpgrade {
+            netns,
+            netns_cookie: cookie,
+            pin_dir: dir.clone(),
+            datapath: None,
+            outcome,
+            new_prog_id: None,
+            hooks: Swapped::default(),
+            reason: Some(reason),
+        };
+        let netns = match sandbox_netns(&dir, cookie) {
+            Ok(netns) => netns,
+            Err((path, reason)) => {
+                sandboxes.push(entry(path, UpgradeOutcome::Skipped, reason));
+                continue;
+            }
+        };
+        match upgrade_sandbox(&netns, &dir, &object) {
+            Ok(s) => sandboxes.push(s),
+            Err(Error::NotAttached { .. }) => sandboxes.push(entry(
+                netns.to_string(),
+                UpgradeOutcome::Skipped,
+                "detached meanwhile".into(),
+            )),
+            Err(e) => sandboxes.push(entry(
+                netns.to_string(),
+                UpgradeOutcome::Failed,
+                e.to_string(),
+            )),
+        }
+    }
+    Ok(UpgradeReport {
+        object: object.name.clone(),
+        sandboxes,
+    })
+}
+
+/// The netns a sandbox directory serves, from its `sandbox` map; `Err((path, why))` when it
+/// cannot be entered as that same namespace.
+fn sandbox_netns(dir: &Path, cookie: u64) -> std::result::Result<Netns, (String, String)> {
+    let record = read_record(dir).map_err(|e| (String::new(), e))?;
+    let path = String::from_utf8_lossy(from_fixed(&record.netns_path)).into_owned();
+    if path.is_empty() {
+        return Err((path, "no netns recorded in the sandbox map".into()));
+    }
+    match Netns::resolve(&path) {
+        Ok(netns) if netns.cookie == cookie => Ok(netns),
+        Ok(netns) => Err((
+            path,
+            format!(
+                "the recorded netns path now names another namespace (cookie {}): the pin \
+                 directory is stale (gc removes it)",
+                netns.cookie
+            ),
+        )),
+        Err(e) => Err((
+            path,
+            format!("its netns is gone ({e}): the pin directory is stale (gc removes it)"),
+        )),
+    }
+}
+
+fn read_record(dir: &Path) -> std::result::Result<SandboxRecord, String> {
+    let path = dir.join(map_names::SANDBOX);
+    let data =
+        MapData::from_pin(&path).map_err(|e| format!("BPF_OBJ_GET {}: {e}", path.display()))?;
+    let array: Array<MapData, SandboxRecord> =
+        Map::from_map_data(data)
+            .and_then(Array::try_from)
+            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    array
+        .get(&0, 0)
+        .map_err(|e| format!("BPF_MAP_LOOKUP_ELEM {}: {e}", path.display()))
+}
+
+/// Upgrades one sandbox under its lock.
+fn upgrade_sandbox(netns: &Netns, dir: &Path, object: &Arc<Object>) -> Result<SandboxUpgrade> {
+    let _lock = SandboxLock::acquire(netns.cookie)?;
+    // Detached while we waited for the lock?
+    if !dir.exists() {
+        return Err(not_attached(netns, dir));
+    }
+    let upgrade_err = |netns: &Netns| {
+        let netns = netns.to_string();
+        move |source| Error::Upgrade {
+            netns: netns.clone(),
+            source: Box::new(source),
+        }
+    };
+    let mode = ebpf::recorded_mode(dir)
+        .map_err(UpgradeError::from)
+        .map_err(upgrade_err(netns))?;
+    let (new_prog_id, hooks) = match mode {
+        // Links are reached through their pins: no need to enter the netns.
+        AttachMode::Tcx => {
+            let mut loaded = up::load_against(dir, object).map_err(upgrade_err(netns))?;
+            let hooks = up::swap_tcx_links(dir, &mut loaded).map_err(upgrade_err(netns))?;
+            (loaded.prog_id, hooks)
+        }
+        // Filters are found and replaced by device, over netlink in the netns.
+        AttachMode::ClsBpf => {
+            let (dir, object, err) = (dir.to_owned(), object.clone(), upgrade_err(netns));
+            netns.run(move |handle| async move {
+                let mut loaded = up::load_against(&dir, &object).map_err(&err)?;
+                let hooks = up::swap_cls_bpf_filters(&handle, &dir, &mut loaded)
+                    .await
+                    .map_err(&err)?;
+                Ok::<_, Error>((loaded.prog_id, hooks))
+            })?
+        }
+    };
+    let (outcome, reason) = if hooks.swapped.is_empty() {
+        (
+            UpgradeOutcome::Skipped,
+            Some("no live hook to upgrade".to_owned()),
+        )
+    } else {
+        (UpgradeOutcome::Upgraded, None)
+    };
+    Ok(SandboxUpgrade {
+        netns: netns.to_string(),
+        netns_cookie: netns.cookie,
+        pin_dir: dir.to_owned(),
+        datapath: Some(mode.as_str().to_owned()),
+        outcome,
+        new_prog_id: (outcome == UpgradeOutcome::Upgraded).then_some(new_prog_id),
+        hooks,
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_counts_only_failures() {
+        let entry = |outcome| SandboxUpgrade {
+            netns: "x".into(),
+            netns_cookie: 1,
+            pin_dir: PathBuf::from("/sys/fs/bpf/netshim/netns-1"),
+            datapath: None,
+            outcome,
+            new_prog_id: None,
+            hooks: Swapped::default(),
+            reason: None,
+        };
+        let report = UpgradeReport {
+            object: "embedded".into(),
+            sandboxes: vec![
+                entry(UpgradeOutcome::Upgraded),
+                entry(UpgradeOutcome::Skipped),
+                entry(UpgradeOutcome::Failed),
+            ],
+        };
+        assert_eq!(report.failed(), 1);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["sandboxes"][2]["outcome"], "failed");
+        assert!(json["sandboxes"][0]["swapped"].is_array(), "{json}");
+    }
+}
