@@ -1,4 +1,4 @@
-//! Whole-netns operations: scan, attach, detach, status, stats.
+//! Whole-netns operations: scan, attach, detach, status, stats, watch.
 //!
 //! Each runs on a thread inside the sandbox netns ([`Netns::run`]). The first step is
 //! always the same survey: list the interfaces, classify them, and find the taps an earlier
@@ -7,15 +7,18 @@
 mod attach;
 mod connect;
 mod detach;
+mod hotplug;
 mod scan;
 mod status;
 mod undo;
+mod watch;
 
 pub use attach::{attach, AttachOptions, AttachReport, EndpointReport, MacvtapReport, TapReport};
 pub use connect::{connect, disconnect, ConnectOptions, ConnectReport, DisconnectReport};
 pub use detach::{detach, DetachReport};
 pub use scan::{scan, ScanReport, ScannedInterface};
 pub use status::{stats, status, EndpointStatus, MacvtapStatus, StatusReport};
+pub use watch::{rfc3339_utc, watch, Change, WatchEvent, WatchOptions, WatchedEndpoint};
 
 use crate::{
     endpoint::{self, Classification, Classified, SkipReason, SystemProbe},
