@@ -91,15 +91,15 @@ impl Watch {
     }
 }
 
-/// A second pod network, as a CNI ADD makes it: the veth first (one end moved into the
-/// sandbox as `ifname`), then its address. Returns the client netns and the moment the
-/// address was added.
+/// A pod network added while the sandbox runs: the client netns and the addresses.
 struct SecondNet {
     client: TestNetns,
     client_ip: Ipv4Addr,
     pod_ip: Ipv4Addr,
 }
 
+/// A CNI ADD: the veth first (one end moved into the sandbox as `ifname`, up), then its
+/// address. Returns the network and the moment `ip addr add` returned.
 fn cni_add(sandbox: &TestNetns, ifname: &str, tag: &str, subnet: u8) -> (SecondNet, Instant) {
     let client = TestNetns::new(&format!("nsh-{tag}-c2"));
     client.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
@@ -121,6 +121,9 @@ fn cni_add(sandbox: &TestNetns, ifname: &str, tag: &str, subnet: u8) -> (SecondN
     client.ip(&["addr", "add", &format!("{client_ip}/24"), "dev", "c1"]);
     client.ip(&["link", "set", "c1", "up"]);
     sandbox.ip(&["link", "set", ifname, "up"]);
+    // The address comes later (as from a CNI plugin's IPAM): the latency measured from here
+    // then includes the watcher's whole debounce, not one the link events already started.
+    std::thread::sleep(Duration::from_millis(200));
     sandbox.ip(&["addr", "add", &format!("{pod_ip}/24"), "dev", ifname]);
     let added = Instant::now();
     (
@@ -148,6 +151,8 @@ fn wait_for_link(ns: &TestNetns, ifname: &str, timeout: Duration) -> Option<Inst
 /// A client and the pod-side address it sends to.
 struct ToPod<'a> {
     client: &'a TestNetns,
+    /// The sandbox (for diagnostics).
+    sandbox: &'a TestNetns,
     /// The client's device.
     dev: &'a str,
     from: Ipv4Addr,
@@ -160,6 +165,7 @@ struct ToPod<'a> {
 fn client_reaches_tap(p: &ToPod, tap: &TapQueue, port: u16, count: usize) {
     let ToPod {
         client,
+        sandbox,
         dev,
         from,
         to_ip,
@@ -183,10 +189,32 @@ fn client_reaches_tap(p: &ToPod, tap: &TapQueue, port: u16, count: usize) {
             .expect("send");
         let got = tap
             .read_udp(Duration::from_secs(2), port)
-            .unwrap_or_else(|| panic!("datagram {i} never reached {}", tap.name()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "datagram {i} never reached {}; sandbox:\n{}\n{}\nclient:\n{}",
+                    tap.name(),
+                    sandbox.ip(&["-s", "-d", "link", "show"]),
+                    sandbox.tc(&["-s", "qdisc", "show"]),
+                    client.ip(&["-s", "link", "show"]),
+                )
+            });
         assert_eq!(got.payload, format!("to-vm {i}").as_bytes());
         assert_eq!(got.dst_mac, to_mac);
     }
+}
+
+/// Opens a queue of `name` like a VMM does, and waits until the kernel has activated the
+/// tap's qdisc: opening brings the carrier up, but until linkwatch (a deferred work item)
+/// has run, frames redirected to the tap meet the `noop` qdisc and are dropped. linkwatch
+/// sets the operstate in the same step.
+fn open_tap(ns: &TestNetns, name: &str) -> TapQueue {
+    let tap = TapQueue::open_in(ns.path(), name, false, None).expect("open tap");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ns.link_json(name)["operstate"] != "UP" {
+        assert!(Instant::now() < deadline, "{name} never came up");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    tap
 }
 
 /// The keys (ifindexes) of the sandbox's pinned `peers` map, as bpftool dumps them.
@@ -237,7 +265,7 @@ fn hot_plugged_veth_gets_a_working_tap_within_a_second_and_unplugging_removes_it
     assert_eq!(eps[0]["name"], "eth0");
     assert_eq!(eps[0]["vm_device"], "tap0_kata");
     assert_eq!(eps[0]["datapath"], "tcfilter/ebpf");
-    let eth0_tap = TapQueue::open_in(pod.sandbox.path(), "tap0_kata", false, None).unwrap();
+    let eth0_tap = open_tap(&pod.sandbox, "tap0_kata");
 
     // (a) CNI ADD of a second network while the sandbox runs.
     let (net, addr_added) = cni_add(&pod.sandbox, "eth1", "hp", 1);
@@ -272,10 +300,11 @@ fn hot_plugged_veth_gets_a_working_tap_within_a_second_and_unplugging_removes_it
     // The new tap is connected both ways.
     let eth1_mac = parse_mac(&pod.sandbox.link_mac("eth1")).unwrap();
     let c1_mac = parse_mac(&net.client.link_mac("c1")).unwrap();
-    let tap1 = TapQueue::open_in(pod.sandbox.path(), "tap1_kata", false, None).unwrap();
+    let tap1 = open_tap(&pod.sandbox, "tap1_kata");
     client_reaches_tap(
         &ToPod {
             client: &net.client,
+            sandbox: &pod.sandbox,
             dev: "c1",
             from: net.client_ip,
             to_ip: net.pod_ip,
@@ -358,6 +387,7 @@ fn hot_plugged_veth_gets_a_working_tap_within_a_second_and_unplugging_removes_it
     client_reaches_tap(
         &ToPod {
             client: &pod.client,
+            sandbox: &pod.sandbox,
             dev: "c0",
             from: pod.client_ip,
             to_ip: pod.pod_ip,
@@ -379,6 +409,7 @@ fn hot_plugged_veth_gets_a_working_tap_within_a_second_and_unplugging_removes_it
     client_reaches_tap(
         &ToPod {
             client: &pod.client,
+            sandbox: &pod.sandbox,
             dev: "c0",
             from: pod.client_ip,
             to_ip: pod.pod_ip,
@@ -435,11 +466,12 @@ fn watch_adopts_an_attached_netns_and_follows_it_with_mirred() {
         .sandbox
         .tc(&["qdisc", "show", "dev", "tap1_kata", "ingress"]);
     assert!(qdiscs.contains("ingress"), "{qdiscs}");
-    let tap1 = TapQueue::open_in(pod.sandbox.path(), "tap1_kata", false, None).unwrap();
+    let tap1 = open_tap(&pod.sandbox, "tap1_kata");
     let eth1_mac = parse_mac(&pod.sandbox.link_mac("eth1")).unwrap();
     client_reaches_tap(
         &ToPod {
             client: &net.client,
+            sandbox: &pod.sandbox,
             dev: "c1",
             from: net.client_ip,
             to_ip: net.pod_ip,
@@ -463,10 +495,11 @@ fn watch_adopts_an_attached_netns_and_follows_it_with_mirred() {
 
     let (status, rest) = watch.stop(Signal::SIGTERM);
     assert_eq!(status.code(), Some(0), "{rest:?}");
-    let tap0 = TapQueue::open_in(pod.sandbox.path(), "tap0_kata", false, None).unwrap();
+    let tap0 = open_tap(&pod.sandbox, "tap0_kata");
     client_reaches_tap(
         &ToPod {
             client: &pod.client,
+            sandbox: &pod.sandbox,
             dev: "c0",
             from: pod.client_ip,
             to_ip: pod.pod_ip,
@@ -503,11 +536,12 @@ fn watch_started_before_the_cni_plugs_the_first_endpoint_and_unplugs_the_last() 
     assert_eq!(added["index"], 0);
     let dir = pin_dir(&pod.sandbox);
     assert!(dir.join("link_eth0").exists(), "a new pin directory");
-    let tap0 = TapQueue::open_in(pod.sandbox.path(), "tap0_kata", false, None).unwrap();
+    let tap0 = open_tap(&pod.sandbox, "tap0_kata");
     let eth0_mac = parse_mac(&pod.sandbox.link_mac("eth0")).unwrap();
     client_reaches_tap(
         &ToPod {
             client: &net.client,
+            sandbox: &pod.sandbox,
             dev: "c1",
             from: net.client_ip,
             to_ip: net.pod_ip,
