@@ -237,7 +237,9 @@ impl Watcher {
         F: FnMut(&Change),
     {
         // Subscribed before attaching: whatever changes from here on is seen, either by the
-        // first survey below or as an event.
+        // first survey below or as an event. The sandbox lock is not held around attach:
+        // attach is to take it itself, and flock on a second open of the lock file would
+        // wait for this process forever.
         let attached = match attach(&self.netns, &self.options.attach) {
             Ok(report) => Some(Box::new(report)),
             Err(Error::AlreadyAttached { .. }) | Err(Error::NoUsableInterface { .. }) => None,
