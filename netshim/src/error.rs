@@ -102,6 +102,8 @@ pub enum Error {
     InvalidOptions(String),
     #[error("no device {name} in netns {netns}")]
     NoSuchDevice { netns: String, name: String },
+    #[error("watching netns {netns}: {detail}")]
+    Watch { netns: String, detail: String },
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]

@@ -14,7 +14,7 @@
 //! - [`guest_info`]: routes and neighbours the guest agent needs.
 //! - [`stats`]: reading per-endpoint counters back.
 //! - [`config`]: the kata-style TOML configuration file.
-//! - [`sandbox`]: scan / attach / detach / status / stats of a whole netns.
+//! - [`sandbox`]: scan / attach / detach / status / stats / watch of a whole netns.
 
 pub mod backend;
 pub mod config;

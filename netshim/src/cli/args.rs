@@ -34,6 +34,11 @@ pub enum Command {
     /// Create a tap per endpoint of a pod netns and connect them (kata's tcfilter model).
     #[command(after_help = EXIT_CODES_HELP)]
     Attach(AttachArgs),
+    /// Attach a netns (unless it is attached), then hand each endpoint the CNI plugin adds
+    /// to the VM and take back those it removes, printing one line per change, until
+    /// SIGINT/SIGTERM (which leave the datapath running). Takes attach's options.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Watch(AttachArgs),
     /// Classify every interface of a netns as kata would, changing nothing.
     #[command(after_help = EXIT_CODES_HELP)]
     Scan(ScanArgs),
@@ -299,6 +304,27 @@ mod tests {
         };
         assert!(u.all);
         assert_eq!(u.object, Some(PathBuf::from("/x.o")));
+    }
+
+    #[test]
+    fn watch_takes_attach_options() {
+        let cli = Cli::try_parse_from([
+            "netshim",
+            "watch",
+            "--netns",
+            "x",
+            "--tc-backend",
+            "mirred",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Watch(a) = cli.command else {
+            panic!("not watch")
+        };
+        assert_eq!(a.netns.as_deref(), Some("x"));
+        assert_eq!(a.tc_backend, Some(TcBackend::Mirred));
+        assert!(a.json);
+        assert!(Cli::try_parse_from(["netshim", "watch"]).is_err());
     }
 
     #[test]

@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 
 use netshim::{
     sandbox::{
-        AttachReport, ConnectReport, DetachReport, DisconnectReport, EndpointInfo, ScanReport,
-        ScannedInterface, StatusReport, UpgradeOutcome, UpgradeReport,
+        AttachReport, Change, ConnectReport, DetachReport, DisconnectReport, EndpointInfo,
+        ScanReport, ScannedInterface, StatusReport, UpgradeOutcome, UpgradeReport, WatchEvent,
+        WatchedEndpoint,
     },
     stats::SandboxStats,
 };
@@ -339,4 +340,59 @@ pub fn upgrade(r: &UpgradeReport) -> String {
         }
     }
     s
+}
+
+/// Prints one line for a change `watch` made or saw: a JSON object, or text. A closed stdout
+/// does not stop the watcher.
+pub fn watch_line(json: bool, change: &Change) {
+    use std::io::Write as _;
+    let line = if json {
+        // Serializing plain structs cannot fail.
+        serde_json::to_string(change).expect("serializable change")
+    } else {
+        format!("{} {}", change.time, watch(change))
+    };
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+fn watched(e: &WatchedEndpoint) -> String {
+    format!(
+        "{} -> {} ({})",
+        e.name,
+        e.vm_device.as_deref().unwrap_or("-"),
+        e.datapath
+    )
+}
+
+/// The text of a watch change, without its timestamp.
+pub fn watch(c: &Change) -> String {
+    match &c.event {
+        WatchEvent::Watching {
+            attached,
+            endpoints,
+        } => {
+            let list = endpoints.iter().map(watched).collect::<Vec<_>>().join(", ");
+            let how = match (attached.is_some(), endpoints.is_empty()) {
+                (_, true) => "no endpoint yet".to_owned(),
+                (true, false) => format!("attached {list}"),
+                (false, false) => format!("already attached: {list}"),
+            };
+            format!("watching netns {} ({how})", c.netns)
+        }
+        WatchEvent::Added { endpoint, .. } => format!("added {}", watched(endpoint)),
+        WatchEvent::Removed { endpoint } => format!(
+            "removed {} ({})",
+            endpoint.name,
+            endpoint.vm_device.as_deref().unwrap_or(&endpoint.datapath)
+        ),
+        WatchEvent::Skipped { name, detail, .. } => format!(
+            "skipped {name}: {}",
+            detail.as_deref().unwrap_or("unsupported")
+        ),
+        WatchEvent::Failed { name, error, .. } => format!("failed {name}: {error}"),
+        WatchEvent::Stopped => format!(
+            "stopped watching netns {}; the datapath stays attached",
+            c.netns
+        ),
+    }
 }

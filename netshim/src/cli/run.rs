@@ -99,6 +99,20 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             let report = sandbox::attach(&netns, &options)?;
             print(a.json, &report, output::attach);
         }
+        Command::Watch(a) => {
+            let options = attach_options(&a)?;
+            options.validate()?;
+            let arg = a.netns.as_deref().unwrap_or("/proc/self/ns/net");
+            let netns = Netns::resolve(arg)?;
+            let options = sandbox::WatchOptions {
+                attach: options,
+                ..sandbox::WatchOptions::default()
+            };
+            let json = a.json;
+            sandbox::watch(&netns, &options, stop_signal(), move |change| {
+                output::watch_line(json, change)
+            })?;
+        }
         Command::Connect(a) => {
             let ebpf_attach = parse_ebpf_attach(a.ebpf_attach.as_deref());
             if a.tc_backend != TcBackend::Ebpf
@@ -175,6 +189,27 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM. The handlers are installed when it is first polled (on
+/// the watcher's runtime, before anything changes).
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("netshim: warning: cannot handle SIGINT/SIGTERM ({e}); stop with SIGKILL");
+            std::future::pending::<()>().await
+        }
+    }
 }
 
 /// Runs and turns the outcome into an exit code, printing the error.

@@ -235,7 +235,7 @@ async fn check_attachable(
 }
 
 /// What an endpoint needs the VMM to open, once made.
-enum Attachment {
+pub(crate) enum Attachment {
     Tap(TapReport),
     Macvtap(MacvtapReport),
     Handover(&'static str),
@@ -332,7 +332,7 @@ async fn connect_all(
     })
 }
 
-fn endpoint_report(
+pub(crate) fn endpoint_report(
     index: u32,
     iface: &Interface,
     class: &crate::endpoint::Classified,
@@ -385,7 +385,7 @@ async fn replace_leftover_taps(
 }
 
 /// Creates `tap<index>_kata` for `iface`: persistent, vnet_hdr, the endpoint's MTU, up.
-async fn create_tap(
+pub(crate) async fn create_tap(
     handle: &rtnetlink::Handle,
     netns: &Netns,
     options: &AttachOptions,
@@ -449,7 +449,7 @@ async fn create_tap(
 }
 
 /// kata's macvtap model for one endpoint: `tap<index>_kata` is a macvtap on the pod device.
-async fn create_macvtap(
+pub(crate) async fn create_macvtap(
     handle: &rtnetlink::Handle,
     netns: &Netns,
     options: &AttachOptions,

@@ -1,4 +1,4 @@
-//! Whole-netns operations: scan, attach, detach, status, stats, upgrade.
+//! Whole-netns operations: scan, attach, detach, status, stats, upgrade, watch.
 //!
 //! Each runs on a thread inside the sandbox netns ([`Netns::run`]). The first step is
 //! always the same survey: list the interfaces, classify them, and find the taps an earlier
@@ -8,10 +8,12 @@ mod attach;
 mod coexist;
 mod connect;
 mod detach;
+mod hotplug;
 mod scan;
 mod status;
 mod undo;
 mod upgrade;
+mod watch;
 
 pub use attach::{attach, AttachOptions, AttachReport, EndpointReport, MacvtapReport, TapReport};
 pub use connect::{connect, disconnect, ConnectOptions, ConnectReport, DisconnectReport};
@@ -21,6 +23,7 @@ pub use status::{stats, status, EndpointStatus, MacvtapStatus, StatusReport};
 pub use upgrade::{
     upgrade, upgrade_all, SandboxUpgrade, UpgradeOptions, UpgradeOutcome, UpgradeReport,
 };
+pub use watch::{rfc3339_utc, watch, Change, WatchEvent, WatchOptions, WatchedEndpoint};
 
 use crate::{
     endpoint::{self, Classification, Classified, SkipReason, SystemProbe},

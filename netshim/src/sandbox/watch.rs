@@ -1,0 +1,762 @@
+//! `netshim watch`: attach a netns, then keep its endpoints and the VM's taps in step while
+//! the CNI plugin adds and removes interfaces.
+//!
+//! The watcher runs on one thread inside the sandbox netns ([`Netns::run`]) with two rtnetlink
+//! sockets: one for requests, one bound to the `RTNLGRP_LINK`, `RTNLGRP_IPV4_IFADDR` and
+//! `RTNLGRP_IPV6_IFADDR` multicast groups. Separate sockets, because the kernel stamps a
+//! notification with the sequence number and port of the request that caused it, and
+//! netlink-proto would take such a notification for that request's answer.
+//!
+//! Events only say that something changed. Each burst (debounced, [`WatchOptions::debounce`])
+//! triggers a fresh survey under the sandbox lock, compared with what the watcher has handed
+//! to the VM:
+//! - an endpoint (classified as kata does: with an address; a CNI plugin adds the veth first
+//!   and its address after) that is new gets the lowest free index N and what attach would
+//!   give it (`tap<N>_kata` and the configured datapath, a macvtap, or nothing for kinds the
+//!   VMM takes as they are);
+//! - an endpoint whose pod device is gone (by ifindex) loses its tap and datapath entries.
+//!
+//! What the watcher has handed to the VM is kept by pod ifindex, read back at start from the
+//! datapath itself (eBPF endpoint records, mirred redirect targets, the macvtap model's state
+//! files), because after its pod device is gone nothing in the kernel says which tap was its.
+//! An endpoint whose pod device still exists is never re-plugged, so a `netshim detach` while
+//! watching is not undone. A change that fails is reported and not retried until the
+//! interface goes away and comes back.
+//!
+//! Stopping (the `stop` future: SIGINT/SIGTERM in the CLI) leaves the datapath as it is.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
+    time::{Duration, SystemTime},
+};
+
+use futures::StreamExt;
+use netshim_common::{from_fixed, MAX_ENDPOINTS};
+use rtnetlink::{
+    packet_core::{NetlinkMessage, NetlinkPayload},
+    packet_route::RouteNetlinkMessage,
+    MulticastGroup,
+};
+
+use super::{
+    attach::{attach, AttachOptions, AttachReport, EndpointReport},
+    connect::dev,
+    hotplug::{self, model_datapath, Plugged, TapDatapath, VmSide},
+    survey, SkippedInterface, Strictness, Survey,
+};
+use crate::{
+    backend::{ebpf, mirred, Dev},
+    endpoint::{EndpointKind, SkipReason},
+    lock::SandboxLock,
+    model::macvtap,
+    netns::{Netns, NetnsError},
+    pins, state, tap_name, Error, Result,
+};
+
+/// What `watch` does.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// How endpoints are attached, at start and when they appear.
+    pub attach: AttachOptions,
+    /// How long to wait after the first event of a burst before surveying the netns.
+    pub debounce: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        Self {
+            attach: AttachOptions::default(),
+            debounce: Duration::from_millis(50),
+        }
+    }
+}
+
+/// One change the watcher made or saw, as reported to the `on_change` callback.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    /// UTC, RFC 3339 with milliseconds.
+    pub time: String,
+    pub netns: String,
+    #[serde(flatten)]
+    pub event: WatchEvent,
+}
+
+/// An endpoint as the watcher keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WatchedEndpoint {
+    /// The pod device.
+    pub name: String,
+    pub ifindex: u32,
+    /// Endpoint index: `tap<index>_kata`, `eth<index>` in the guest.
+    pub index: u32,
+    /// What the VMM opens: the tap, the macvtap, a vhost-user socket, a PCI address.
+    pub vm_device: Option<String>,
+    /// `tcfilter/ebpf`, `tcfilter/mirred`, `macvtap`, `none`, or `<kind> (handed over)`.
+    pub datapath: String,
+}
+
+impl WatchedEndpoint {
+    fn of(p: &Plugged) -> Self {
+        Self {
+            name: p.pod.name.clone(),
+            ifindex: p.pod.ifindex,
+            index: p.index,
+            vm_device: p.vm_device(),
+            datapath: p.datapath(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum WatchEvent {
+    /// Watching has started. `attached`: the report of the attach this run made (none when
+    /// the netns was attached already, or had no endpoint yet).
+    Watching {
+        attached: Option<Box<AttachReport>>,
+        endpoints: Vec<WatchedEndpoint>,
+    },
+    /// An endpoint appeared and was handed to the VM; `report` is what attach reports for
+    /// an endpoint (tap, MAC, addresses, routes, neighbours).
+    Added {
+        #[serde(flatten)]
+        endpoint: WatchedEndpoint,
+        report: Box<EndpointReport>,
+    },
+    /// An endpoint's pod device disappeared; what was made for it is gone.
+    Removed {
+        #[serde(flatten)]
+        endpoint: WatchedEndpoint,
+    },
+    /// An interface kata would refuse appeared (`--skip-unsupported`).
+    Skipped {
+        name: String,
+        ifindex: u32,
+        detail: Option<String>,
+    },
+    /// Handing an endpoint to the VM, or taking it back, failed; watching goes on.
+    Failed {
+        name: String,
+        ifindex: u32,
+        error: String,
+    },
+    /// Watching has stopped; the datapath stays as it is.
+    Stopped,
+}
+
+/// Attaches `netns` unless it is attached already (or has no endpoint yet), then hands each
+/// endpoint that appears to the VM and takes back those whose pod device disappears, until
+/// `stop` completes. Each change is passed to `on_change` as it happens. Returns `Ok` when
+/// stopped; the attached datapath keeps running.
+///
+/// `stop` is first polled (on the watcher's own runtime) before anything is changed, so a
+/// signal handler it installs is in place from the start.
+pub fn watch<S, F>(netns: &Netns, options: &WatchOptions, stop: S, on_change: F) -> Result<()>
+where
+    S: Future<Output = ()> + Send + 'static,
+    F: FnMut(&Change) + Send + 'static,
+{
+    options.attach.validate()?;
+    let (netns, options) = (netns.clone(), options.clone());
+    netns.clone().run(move |handle| async move {
+        let mut stop = std::pin::pin!(stop);
+        let mut emit = Emitter {
+            netns: netns.arg.clone(),
+            on_change,
+        };
+        if futures::poll!(stop.as_mut()).is_ready() {
+            emit.send(WatchEvent::Stopped);
+            return Ok(());
+        }
+        let (events_conn, _, events) = rtnetlink::new_multicast_connection(&[
+            MulticastGroup::Link,
+            MulticastGroup::Ipv4Ifaddr,
+            MulticastGroup::Ipv6Ifaddr,
+        ])
+        .map_err(|source| NetnsError::Netlink {
+            path: netns.path.clone(),
+            source,
+        })?;
+        let events_conn = tokio::spawn(events_conn);
+        let mut watcher = Watcher {
+            handle,
+            netns,
+            options,
+            plugged: BTreeMap::new(),
+            foreign: BTreeSet::new(),
+            reported: BTreeSet::new(),
+        };
+        let result = watcher.run(stop, events, &mut emit).await;
+        events_conn.abort();
+        result
+    })
+}
+
+struct Emitter<F> {
+    netns: String,
+    on_change: F,
+}
+
+impl<F: FnMut(&Change)> Emitter<F> {
+    fn send(&mut self, event: WatchEvent) {
+        (self.on_change)(&Change {
+            time: rfc3339_utc(SystemTime::now()),
+            netns: self.netns.clone(),
+            event,
+        });
+    }
+}
+
+type Events = futures::channel::mpsc::UnboundedReceiver<(
+    NetlinkMessage<RouteNetlinkMessage>,
+    rtnetlink::sys::SocketAddr,
+)>;
+
+struct Watcher {
+    handle: rtnetlink::Handle,
+    netns: Netns,
+    options: WatchOptions,
+    /// What was handed to the VM, by pod ifindex.
+    plugged: BTreeMap<u32, Plugged>,
+    /// Devices of `netshim connect` pairs: not endpoints of this sandbox.
+    foreign: BTreeSet<u32>,
+    /// Interfaces a failure or a refusal was reported for (once each, while they exist).
+    reported: BTreeSet<u32>,
+}
+
+impl Watcher {
+    async fn run<S, F>(
+        &mut self,
+        mut stop: std::pin::Pin<&mut S>,
+        mut events: Events,
+        emit: &mut Emitter<F>,
+    ) -> Result<()>
+    where
+        S: Future<Output = ()>,
+        F: FnMut(&Change),
+    {
+        // Subscribed before attaching: whatever changes from here on is seen, either by the
+        // first survey below or as an event. The sandbox lock is not held around attach:
+        // attach is to take it itself, and flock on a second open of the lock file would
+        // wait for this process forever.
+        let attached = match attach(&self.netns, &self.options.attach) {
+            Ok(report) => Some(Box::new(report)),
+            Err(Error::AlreadyAttached { .. }) | Err(Error::NoUsableInterface { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        {
+            let Some(_lock) = self.lock(stop.as_mut()).await? else {
+                emit.send(WatchEvent::Stopped);
+                return Ok(());
+            };
+            let survey = self.survey().await?;
+            self.discover(&survey).await?;
+            self.check_datapath()?;
+            emit.send(WatchEvent::Watching {
+                attached,
+                endpoints: self.plugged.values().map(WatchedEndpoint::of).collect(),
+            });
+            self.reconcile(survey, emit).await?;
+        }
+        let mut due: Option<tokio::time::Instant> = None;
+        loop {
+            let deadline = due.unwrap_or_else(tokio::time::Instant::now);
+            tokio::select! {
+                biased;
+                _ = stop.as_mut() => break,
+                event = events.next() => match event {
+                    Some((msg, _)) => {
+                        if due.is_none() && relevant(&msg) {
+                            due = Some(tokio::time::Instant::now() + self.options.debounce);
+                        }
+                    }
+                    None => {
+                        return Err(Error::Watch {
+                            netns: self.netns.to_string(),
+                            detail: "the rtnetlink event socket closed".into(),
+                        })
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline), if due.is_some() => {
+                    due = None;
+                    let Some(_lock) = self.lock(stop.as_mut()).await? else {
+                        break;
+                    };
+                    let survey = self.survey().await?;
+                    self.reconcile(survey, emit).await?;
+                }
+            }
+        }
+        emit.send(WatchEvent::Stopped);
+        Ok(())
+    }
+
+    /// The sandbox lock, or `None` when `stop` completes while waiting for it.
+    async fn lock<S: Future<Output = ()>>(
+        &self,
+        stop: std::pin::Pin<&mut S>,
+    ) -> Result<Option<SandboxLock>> {
+        let cookie = self.netns.cookie;
+        if let Some(lock) = SandboxLock::try_acquire(cookie)? {
+            return Ok(Some(lock));
+        }
+        log::info!("waiting for the lock of netns {}", self.netns);
+        let wait = tokio::task::spawn_blocking(move || SandboxLock::acquire(cookie));
+        tokio::select! {
+            biased;
+            _ = stop => Ok(None),
+            got = wait => match got {
+                Ok(lock) => Ok(Some(lock?)),
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            },
+        }
+    }
+
+    async fn survey(&self) -> Result<Survey> {
+        survey(
+            &self.handle,
+            &self.netns,
+            Strictness::List,
+            &self.options.attach.probe,
+        )
+        .await
+    }
+
+    /// Reads back what the netns already hands to the VM: endpoints recorded in the eBPF
+    /// pins, taps whose mirred filter redirects to a pod device, macvtaps of the macvtap
+    /// model, taps of the `none` model (endpoint N of kata's order), and endpoints the VMM
+    /// takes as they are (their position in kata's order).
+    async fn discover(&mut self, survey: &Survey) -> Result<()> {
+        let netns = &self.netns;
+        let dir = pins::sandbox_dir(netns.cookie);
+        if dir.exists() {
+            let records = ebpf::recorded_endpoints(&dir).map_err(|source| Error::Ebpf {
+                netns: netns.to_string(),
+                source: Box::new(source),
+            })?;
+            for (index, r) in records {
+                let name = |f: &[u8]| String::from_utf8_lossy(from_fixed(f)).into_owned();
+                let (pod_name, tap) = (name(&r.pod_name), name(&r.tap_name));
+                if tap_name::parse(&tap).is_none() {
+                    self.foreign.extend([r.pod_ifindex, r.tap_ifindex]);
+                    continue;
+                }
+                self.plugged.insert(
+                    r.pod_ifindex,
+                    Plugged {
+                        pod: Dev {
+                            name: pod_name,
+                            ifindex: r.pod_ifindex,
+                        },
+                        index,
+                        vm: VmSide::Tap {
+                            tap: Dev {
+                                name: tap,
+                                ifindex: r.tap_ifindex,
+                            },
+                            datapath: TapDatapath::Ebpf,
+                        },
+                    },
+                );
+            }
+        }
+        let state_dir = state::sandbox_dir(netns.cookie);
+        for (index, tap) in &survey.taps {
+            let bound = self.plugged.values().any(|p| match &p.vm {
+                VmSide::Tap { tap: t, .. } => t.ifindex == tap.ifindex,
+                _ => false,
+            });
+            if bound {
+                continue;
+            }
+            let (pod_ifindex, vm) = match tap.kind.as_deref() {
+                Some("tun") => {
+                    let target = mirred::redirect_target(&self.handle, &dev(tap))
+                        .await
+                        .map_err(|source| Error::Mirred {
+                            netns: netns.to_string(),
+                            source: Box::new(source),
+                        })?;
+                    let (pod_ifindex, datapath) = match target.filter(|t| *t != 0) {
+                        Some(t) => (Some(t), TapDatapath::Mirred),
+                        None => (
+                            survey
+                                .endpoints
+                                .get(*index as usize)
+                                .map(|(e, _)| e.ifindex),
+                            TapDatapath::None,
+                        ),
+                    };
+                    let vm = VmSide::Tap {
+                        tap: dev(tap),
+                        datapath,
+                    };
+                    (pod_ifindex, vm)
+                }
+                Some("macvtap") => {
+                    let made_here = tap
+                        .link
+                        .filter(|pod| macvtap::state_path(&state_dir, *pod).exists());
+                    (made_here, VmSide::Macvtap { macvtap: dev(tap) })
+                }
+                _ => continue,
+            };
+            let Some(pod) = pod_ifindex.and_then(|i| link(survey, i)) else {
+                continue;
+            };
+            if self.plugged.contains_key(&pod.ifindex) {
+                continue;
+            }
+            self.plugged.insert(
+                pod.ifindex,
+                Plugged {
+                    pod,
+                    index: *index,
+                    vm,
+                },
+            );
+        }
+        for (position, (iface, class)) in survey.endpoints.iter().enumerate() {
+            if class.kind.uses_model() || self.plugged.contains_key(&iface.ifindex) {
+                continue;
+            }
+            let used = self.used_indices(survey)?;
+            let position = position as u32;
+            let index = if used.contains(&position) {
+                match free_index(&used) {
+                    Some(i) => i,
+                    None => continue,
+                }
+            } else {
+                position
+            };
+            let vm = handover(iface, class);
+            self.plugged.insert(
+                iface.ifindex,
+                Plugged {
+                    pod: dev(iface),
+                    index,
+                    vm,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// An already attached netns must be attached the way the watcher would attach new
+    /// endpoints: one sandbox, one datapath.
+    fn check_datapath(&self) -> Result<()> {
+        let want = model_datapath(&self.options.attach);
+        for p in self.plugged.values() {
+            let comparable = match &p.vm {
+                VmSide::Tap { datapath, .. } => *datapath != TapDatapath::None,
+                VmSide::Macvtap { .. } => true,
+                VmSide::Handover { .. } => false,
+            };
+            if comparable && p.datapath() != want {
+                return Err(Error::AlreadyAttached {
+                    netns: self.netns.to_string(),
+                    detail: format!(
+                        "{} -> {} uses {}, but watch was asked for {want}",
+                        p.pod.name,
+                        p.vm_device().unwrap_or_default(),
+                        p.datapath()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Endpoint indexes taken: by what was handed to the VM, by any `tap<N>_kata` device and
+    /// by any record in the eBPF pins.
+    fn used_indices(&self, survey: &Survey) -> Result<BTreeSet<u32>> {
+        let mut used: BTreeSet<u32> = self.plugged.values().map(|p| p.index).collect();
+        used.extend(survey.taps.iter().map(|(i, _)| *i));
+        let dir = pins::sandbox_dir(self.netns.cookie);
+        if dir.exists() {
+            let records = ebpf::recorded_endpoints(&dir).map_err(|source| Error::Ebpf {
+                netns: self.netns.to_string(),
+                source: Box::new(source),
+            })?;
+            used.extend(records.iter().map(|(i, _)| *i));
+        }
+        Ok(used)
+    }
+
+    /// Brings the VM side in step with `survey`: removals first (their indexes become
+    /// free), then new endpoints in kata's order.
+    async fn reconcile<F: FnMut(&Change)>(
+        &mut self,
+        survey: Survey,
+        emit: &mut Emitter<F>,
+    ) -> Result<()> {
+        let present: BTreeSet<u32> = survey
+            .endpoints
+            .iter()
+            .map(|(i, _)| i.ifindex)
+            .chain(survey.skipped.iter().map(|s| s.ifindex))
+            .collect();
+        let gone: Vec<u32> = self
+            .plugged
+            .keys()
+            .filter(|i| !present.contains(i))
+            .copied()
+            .collect();
+        for ifindex in gone {
+            let Some(p) = self.plugged.remove(&ifindex) else {
+                continue;
+            };
+            match hotplug::unplug(&self.handle, &self.netns, &p).await {
+                Ok(()) => emit.send(WatchEvent::Removed {
+                    endpoint: WatchedEndpoint::of(&p),
+                }),
+                Err(e) => emit.send(WatchEvent::Failed {
+                    name: p.pod.name.clone(),
+                    ifindex,
+                    error: format!(
+                        "removing what was made for it ({}): {e}",
+                        p.vm_device().unwrap_or_default()
+                    ),
+                }),
+            }
+        }
+        self.foreign.retain(|i| present.contains(i));
+        self.reported.retain(|i| present.contains(i));
+
+        for s in &survey.skipped {
+            if s.reason == SkipReason::Unsupported && self.reported.insert(s.ifindex) {
+                emit.send(self.refused(s));
+            }
+        }
+        let new: Vec<_> = survey
+            .endpoints
+            .iter()
+            .filter(|(i, _)| {
+                !self.plugged.contains_key(&i.ifindex)
+                    && !self.foreign.contains(&i.ifindex)
+                    && !self.reported.contains(&i.ifindex)
+            })
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        // Read before the macvtap model moves addresses (and their routes) away.
+        let guest = super::collect_guest_network(&self.handle, &self.netns).await?;
+        let mut used = self.used_indices(&survey)?;
+        for (iface, class) in new {
+            let Some(index) = free_index(&used) else {
+                self.reported.insert(iface.ifindex);
+                emit.send(WatchEvent::Failed {
+                    name: iface.name.clone(),
+                    ifindex: iface.ifindex,
+                    error: Error::TooManyEndpoints {
+                        netns: self.netns.to_string(),
+                        count: used.len() + 1,
+                        max: MAX_ENDPOINTS,
+                    }
+                    .to_string(),
+                });
+                continue;
+            };
+            let plugged = hotplug::plug(
+                &self.handle,
+                &self.netns,
+                &self.options.attach,
+                index,
+                iface,
+                class,
+                &guest,
+            )
+            .await;
+            match plugged {
+                Ok((p, report)) => {
+                    used.insert(index);
+                    emit.send(WatchEvent::Added {
+                        endpoint: WatchedEndpoint::of(&p),
+                        report: Box::new(report),
+                    });
+                    self.plugged.insert(iface.ifindex, p);
+                }
+                Err(e) => {
+                    self.reported.insert(iface.ifindex);
+                    emit.send(WatchEvent::Failed {
+                        name: iface.name.clone(),
+                        ifindex: iface.ifindex,
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An interface kata would refuse: skipped with `--skip-unsupported`, a failure without.
+    fn refused(&self, s: &SkippedInterface) -> WatchEvent {
+        if self.options.attach.skip_unsupported {
+            WatchEvent::Skipped {
+                name: s.name.clone(),
+                ifindex: s.ifindex,
+                detail: s.detail.clone(),
+            }
+        } else {
+            WatchEvent::Failed {
+                name: s.name.clone(),
+                ifindex: s.ifindex,
+                error: format!(
+                    "{} in netns {}",
+                    s.detail.as_deref().unwrap_or("unsupported interface"),
+                    self.netns
+                ),
+            }
+        }
+    }
+}
+
+/// Whether an event can change what is an endpoint: links and addresses coming and going,
+/// and lost events (the socket's buffer overran).
+fn relevant(msg: &NetlinkMessage<RouteNetlinkMessage>) -> bool {
+    match &msg.payload {
+        NetlinkPayload::InnerMessage(m) => matches!(
+            m,
+            RouteNetlinkMessage::NewLink(_)
+                | RouteNetlinkMessage::DelLink(_)
+                | RouteNetlinkMessage::NewAddress(_)
+                | RouteNetlinkMessage::DelAddress(_)
+        ),
+        NetlinkPayload::Overrun(_) => true,
+        _ => false,
+    }
+}
+
+fn free_index(used: &BTreeSet<u32>) -> Option<u32> {
+    (0..MAX_ENDPOINTS).find(|i| !used.contains(i))
+}
+
+/// The link with `ifindex`, endpoint or not.
+fn link(survey: &Survey, ifindex: u32) -> Option<Dev> {
+    survey
+        .endpoints
+        .iter()
+        .map(|(i, _)| dev(i))
+        .chain(survey.skipped.iter().map(|s| Dev {
+            name: s.name.clone(),
+            ifindex: s.ifindex,
+        }))
+        .find(|d| d.ifindex == ifindex)
+}
+
+/// An endpoint the VMM takes as it is.
+fn handover(iface: &crate::interfaces::Interface, class: &crate::endpoint::Classified) -> VmSide {
+    match class.kind {
+        EndpointKind::Macvtap => VmSide::Handover {
+            kind: "macvtap",
+            device: Some(macvtap::device_path(iface.ifindex).display().to_string()),
+        },
+        EndpointKind::VhostUser => VmSide::Handover {
+            kind: "vhost-user",
+            device: class
+                .vhost_user_socket
+                .as_ref()
+                .map(|s| s.display().to_string()),
+        },
+        _ => VmSide::Handover {
+            kind: "physical",
+            device: class.pci_address.as_ref().map(|p| format!("pci {p}")),
+        },
+    }
+}
+
+/// `2026-01-31T12:34:56.789Z`.
+pub fn rfc3339_utc(t: SystemTime) -> String {
+    let since = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let at = |s: u64, ms: u64| {
+            rfc3339_utc(SystemTime::UNIX_EPOCH + Duration::from_millis(s * 1000 + ms))
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(at(1_709_251_199, 999), "2024-02-29T23:59:59.999Z");
+        assert_eq!(at(4_102_444_800, 0), "2100-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn events_serialize_as_json_lines() {
+        let change = Change {
+            time: "2026-01-01T00:00:00.000Z".into(),
+            netns: "pod".into(),
+            event: WatchEvent::Removed {
+                endpoint: WatchedEndpoint {
+                    name: "eth1".into(),
+                    ifindex: 5,
+                    index: 1,
+                    vm_device: Some("tap1_kata".into()),
+                    datapath: "tcfilter/ebpf".into(),
+                },
+            },
+        };
+        let v = serde_json::to_value(&change).unwrap();
+        assert_eq!(v["event"], "removed");
+        assert_eq!(v["name"], "eth1");
+        assert_eq!(v["vm_device"], "tap1_kata");
+        assert_eq!(v["index"], 1);
+        let stopped = serde_json::to_value(Change {
+            event: WatchEvent::Stopped,
+            ..change
+        })
+        .unwrap();
+        assert_eq!(stopped["event"], "stopped");
+        assert_eq!(stopped["netns"], "pod");
+    }
+
+    #[test]
+    fn only_link_and_address_events_are_relevant() {
+        use rtnetlink::packet_route::{address::AddressMessage, link::LinkMessage};
+        let msg = |m| NetlinkMessage::from(m);
+        assert!(relevant(&msg(RouteNetlinkMessage::NewLink(
+            LinkMessage::default()
+        ))));
+        assert!(relevant(&msg(RouteNetlinkMessage::DelAddress(
+            AddressMessage::default()
+        ))));
+        assert!(!relevant(&msg(RouteNetlinkMessage::NewRoute(
+            Default::default()
+        ))));
+    }
+
+    #[test]
+    fn the_lowest_free_index_is_taken() {
+        assert_eq!(free_index(&BTreeSet::new()), Some(0));
+        assert_eq!(free_index(&[0, 2].into_iter().collect()), Some(1));
+        assert_eq!(free_index(&(0..MAX_ENDPOINTS).collect()), None);
+    }
+}

@@ -1,0 +1,567 @@
+//! `netshim watch`: endpoints a CNI plugin adds to a running sandbox get a working tap within
+//! a second, endpoints it removes lose theirs, and stopping the watcher leaves the datapath
+//! running.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::{Ipv4Addr, UdpSocket},
+    path::Path,
+    process::{Command, ExitStatus, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use netshim_tests::{
+    netshim_cli::{netshim_bin, netshim_json, pin_dir, Pod},
+    skip_unless_root,
+    tap_reader::{format_mac, parse_mac, udp_frame},
+    ChildGuard, TapQueue, TestNetns,
+};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+/// Hot-plug latency the issue asks for.
+const HOTPLUG_TARGET: Duration = Duration::from_secs(1);
+
+/// A running `netshim watch --json`, its output lines timestamped as they arrive.
+struct Watch {
+    child: ChildGuard,
+    lines: mpsc::Receiver<(Instant, Value)>,
+    seen: Vec<Value>,
+}
+
+impl Watch {
+    fn start(netns: &str, extra: &[&str]) -> Watch {
+        let mut cmd = Command::new(netshim_bin());
+        cmd.args(["watch", "--netns", netns, "--json"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = ChildGuard::spawn(cmd, "netshim watch");
+        let stdout = child.child_mut().stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let v = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                if tx.send((Instant::now(), v)).is_err() {
+                    break;
+                }
+            }
+        });
+        Watch {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the next `event` (for interface `name`), skipping others; returns when its
+    /// line was read, and the line.
+    fn expect(&mut self, event: &str, name: Option<&str>, timeout: Duration) -> (Instant, Value) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((at, v)) => {
+                    self.seen.push(v.clone());
+                    let matches =
+                        v["event"] == event && name.is_none_or(|n| v["name"].as_str() == Some(n));
+                    if matches {
+                        return (at, v);
+                    }
+                    assert_ne!(v["event"], "failed", "watch reported a failure: {v}");
+                }
+                Err(e) => panic!(
+                    "no `{event}` {name:?} from netshim watch within {timeout:?} ({e}); saw {:#?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Sends `sig`, waits for the exit, and returns the status and the lines printed after
+    /// the last one [`Watch::expect`] took.
+    fn stop(self, sig: Signal) -> (ExitStatus, Vec<Value>) {
+        self.child.signal(sig).expect("signal netshim watch");
+        let out = self.child.wait_with_output(Duration::from_secs(20));
+        let rest = self.lines.iter().map(|(_, v)| v).collect();
+        (out.status, rest)
+    }
+}
+
+/// A pod network added while the sandbox runs: the client netns and the addresses.
+struct SecondNet {
+    client: TestNetns,
+    client_ip: Ipv4Addr,
+    pod_ip: Ipv4Addr,
+}
+
+/// A CNI ADD: the veth first (one end moved into the sandbox as `ifname`, up), then its
+/// address. Returns the network and the moment `ip addr add` returned.
+fn cni_add(sandbox: &TestNetns, ifname: &str, tag: &str, subnet: u8) -> (SecondNet, Instant) {
+    let client = TestNetns::new(&format!("nsh-{tag}-c2"));
+    client.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    client.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+    let client_ip = Ipv4Addr::new(10, 124, subnet, 1);
+    let pod_ip = Ipv4Addr::new(10, 124, subnet, 2);
+    client.ip(&[
+        "link",
+        "add",
+        "c1",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        ifname,
+        "netns",
+        sandbox.name(),
+    ]);
+    client.ip(&["addr", "add", &format!("{client_ip}/24"), "dev", "c1"]);
+    client.ip(&["link", "set", "c1", "up"]);
+    sandbox.ip(&["link", "set", ifname, "up"]);
+    // The address comes later (as from a CNI plugin's IPAM): the latency measured from here
+    // then includes the watcher's whole debounce, not one the link events already started.
+    std::thread::sleep(Duration::from_millis(200));
+    sandbox.ip(&["addr", "add", &format!("{pod_ip}/24"), "dev", ifname]);
+    let added = Instant::now();
+    (
+        SecondNet {
+            client,
+            client_ip,
+            pod_ip,
+        },
+        added,
+    )
+}
+
+/// Polls until `ifname` exists in `ns` (or `timeout` passes); returns when it was seen.
+fn wait_for_link(ns: &TestNetns, ifname: &str, timeout: Duration) -> Option<Instant> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ns.link_exists(ifname) {
+            return Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
+/// A client and the pod-side address it sends to.
+struct ToPod<'a> {
+    client: &'a TestNetns,
+    /// The sandbox (for diagnostics).
+    sandbox: &'a TestNetns,
+    /// The client's device.
+    dev: &'a str,
+    from: Ipv4Addr,
+    to_ip: Ipv4Addr,
+    to_mac: [u8; 6],
+}
+
+/// Sends `count` datagrams from the client to the pod address (with a permanent neighbour
+/// entry, so no ARP crosses) and checks each arrives on `tap`.
+fn client_reaches_tap(p: &ToPod, tap: &TapQueue, port: u16, count: usize) {
+    let ToPod {
+        client,
+        sandbox,
+        dev,
+        from,
+        to_ip,
+        to_mac,
+    } = *p;
+    client.ip(&[
+        "neigh",
+        "replace",
+        &to_ip.to_string(),
+        "lladdr",
+        &format_mac(&to_mac),
+        "dev",
+        dev,
+        "nud",
+        "permanent",
+    ]);
+    let sender = client.run(|| UdpSocket::bind((from, 0)).expect("bind client socket"));
+    for i in 0..count {
+        sender
+            .send_to(format!("to-vm {i}").as_bytes(), (to_ip, port))
+            .expect("send");
+        let got = tap
+            .read_udp(Duration::from_secs(2), port)
+            .unwrap_or_else(|| {
+                panic!(
+                    "datagram {i} never reached {}; sandbox:\n{}\n{}\nclient:\n{}",
+                    tap.name(),
+                    sandbox.ip(&["-s", "-d", "link", "show"]),
+                    sandbox.tc(&["-s", "qdisc", "show"]),
+                    client.ip(&["-s", "link", "show"]),
+                )
+            });
+        assert_eq!(got.payload, format!("to-vm {i}").as_bytes());
+        assert_eq!(got.dst_mac, to_mac);
+    }
+}
+
+/// Opens a queue of `name` like a VMM does, and waits until the kernel has activated the
+/// tap's qdisc: opening brings the carrier up, but until linkwatch (a deferred work item)
+/// has run, frames redirected to the tap meet the `noop` qdisc and are dropped. linkwatch
+/// sets the operstate in the same step.
+fn open_tap(ns: &TestNetns, name: &str) -> TapQueue {
+    let tap = TapQueue::open_in(ns.path(), name, false, None).expect("open tap");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ns.link_json(name)["operstate"] != "UP" {
+        assert!(Instant::now() < deadline, "{name} never came up");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    tap
+}
+
+/// The keys (ifindexes) of the sandbox's pinned `peers` map, as bpftool dumps them.
+fn peer_keys(dir: &Path) -> Vec<u64> {
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(dir.join("peers"))
+        .output()
+        .expect("run bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool map dump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    v.as_array()
+        .expect("array of entries")
+        .iter()
+        .map(|e| match &e["key"] {
+            Value::Number(n) => n.as_u64().unwrap(),
+            Value::Array(bytes) => bytes.iter().rev().fold(0u64, |acc, b| {
+                let b = b.as_str().expect("hex byte").trim_start_matches("0x");
+                acc << 8 | u64::from_str_radix(b, 16).expect("hex byte")
+            }),
+            other => panic!("unexpected key {other}"),
+        })
+        .collect()
+}
+
+fn ifindex(ns: &TestNetns, ifname: &str) -> u64 {
+    ns.link_json(ifname)["ifindex"].as_u64().expect("ifindex")
+}
+
+#[test]
+fn hot_plugged_veth_gets_a_working_tap_within_a_second_and_unplugging_removes_it() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("hp");
+    let mut watch = Watch::start(pod.netns(), &[]);
+    let (_, watching) = watch.expect("watching", None, Duration::from_secs(30));
+    assert_eq!(
+        watching["attached"]["endpoints"][0]["tap"]["name"], "tap0_kata",
+        "{watching}"
+    );
+    let eps = watching["endpoints"].as_array().unwrap();
+    assert_eq!(eps.len(), 1, "{watching}");
+    assert_eq!(eps[0]["name"], "eth0");
+    assert_eq!(eps[0]["vm_device"], "tap0_kata");
+    assert_eq!(eps[0]["datapath"], "tcfilter/ebpf");
+    let eth0_tap = open_tap(&pod.sandbox, "tap0_kata");
+
+    // (a) CNI ADD of a second network while the sandbox runs.
+    let (net, addr_added) = cni_add(&pod.sandbox, "eth1", "hp", 1);
+    let tap_seen = wait_for_link(&pod.sandbox, "tap1_kata", Duration::from_secs(5))
+        .expect("tap1_kata appears");
+    let (line_at, added) = watch.expect("added", Some("eth1"), Duration::from_secs(5));
+    let tap_latency = tap_seen.saturating_duration_since(addr_added);
+    let line_latency = line_at.saturating_duration_since(addr_added);
+    eprintln!(
+        "hot-plug latency from `ip addr add` returning: tap1_kata exists after {tap_latency:?}, \
+         connected (`added` line read) after {line_latency:?}"
+    );
+    assert!(
+        line_latency < HOTPLUG_TARGET,
+        "hot-plug took {line_latency:?}"
+    );
+    assert_eq!(added["vm_device"], "tap1_kata", "{added}");
+    assert_eq!(added["index"], 1);
+    assert_eq!(added["datapath"], "tcfilter/ebpf");
+    let report = &added["report"];
+    assert_eq!(report["tap"]["name"], "tap1_kata");
+    assert_eq!(report["guest_ifname"], "eth1");
+    assert_eq!(report["kind"], "veth");
+    assert_eq!(report["mac"], pod.sandbox.link_mac("eth1"));
+    assert_eq!(report["addresses"][0]["address"], net.pod_ip.to_string());
+    assert_eq!(report["redirect"]["from_vm"], "redirect_peer", "{report}");
+    let (eth1_ifindex, tap1_ifindex) = (
+        ifindex(&pod.sandbox, "eth1"),
+        ifindex(&pod.sandbox, "tap1_kata"),
+    );
+
+    // The new tap is connected both ways.
+    let eth1_mac = parse_mac(&pod.sandbox.link_mac("eth1")).unwrap();
+    let c1_mac = parse_mac(&net.client.link_mac("c1")).unwrap();
+    let tap1 = open_tap(&pod.sandbox, "tap1_kata");
+    client_reaches_tap(
+        &ToPod {
+            client: &net.client,
+            sandbox: &pod.sandbox,
+            dev: "c1",
+            from: net.client_ip,
+            to_ip: net.pod_ip,
+            to_mac: eth1_mac,
+        },
+        &tap1,
+        9999,
+        5,
+    );
+    let receiver = net
+        .client
+        .run(|| UdpSocket::bind((net.client_ip, 9998)).expect("bind receiver"));
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    tap1.write_frame(&udp_frame(
+        eth1_mac,
+        c1_mac,
+        net.pod_ip,
+        net.client_ip,
+        5555,
+        9998,
+        b"from-vm",
+    ))
+    .unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = receiver.recv_from(&mut buf).expect("frame from tap1_kata");
+    assert_eq!(&buf[..n], b"from-vm");
+    let stats = netshim_json(&["stats", "--netns", pod.netns()]);
+    let ep = stats[0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["tap"] == "tap1_kata")
+        .unwrap_or_else(|| panic!("tap1_kata missing from stats: {stats}"));
+    assert_eq!(ep["index"], 1);
+    assert_eq!(ep["pod"], "eth1");
+    assert_eq!(ep["to_vm"]["packets"], 5, "{stats}");
+    assert_eq!(ep["from_vm"]["packets"], 1, "{stats}");
+
+    // (b) CNI DEL: the veth goes (deleting the client end takes eth1 with it).
+    let dir = pin_dir(&pod.sandbox);
+    assert!(dir.join("link_eth1").exists() && dir.join("link_tap1_kata").exists());
+    net.client.ip(&["link", "del", "c1"]);
+    let deleted = Instant::now();
+    let (at, removed) = watch.expect("removed", Some("eth1"), Duration::from_secs(5));
+    eprintln!(
+        "unplug: `removed` line after {:?}",
+        at.saturating_duration_since(deleted)
+    );
+    assert_eq!(removed["vm_device"], "tap1_kata", "{removed}");
+    assert_eq!(removed["index"], 1);
+    assert!(!pod.sandbox.link_exists("tap1_kata"));
+    assert!(!dir.join("link_eth1").exists(), "eth1's link pin is gone");
+    assert!(
+        !dir.join("link_tap1_kata").exists(),
+        "tap1's link pin is gone"
+    );
+    assert!(dir.join("link_eth0").exists() && dir.join("link_tap0_kata").exists());
+    let keys = peer_keys(&dir);
+    assert!(
+        !keys.contains(&eth1_ifindex) && !keys.contains(&tap1_ifindex),
+        "peer entries of eth1/tap1_kata left: {keys:?}"
+    );
+    let (eth0_ifindex, tap0_ifindex) = (
+        ifindex(&pod.sandbox, "eth0"),
+        ifindex(&pod.sandbox, "tap0_kata"),
+    );
+    assert!(
+        keys.contains(&eth0_ifindex) && keys.contains(&tap0_ifindex),
+        "{keys:?}"
+    );
+    let records = netshim::backend::ebpf::recorded_endpoints(&dir).unwrap();
+    assert_eq!(
+        records.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        vec![0],
+        "only endpoint 0 stays recorded"
+    );
+    drop(tap1);
+    client_reaches_tap(
+        &ToPod {
+            client: &pod.client,
+            sandbox: &pod.sandbox,
+            dev: "c0",
+            from: pod.client_ip,
+            to_ip: pod.pod_ip,
+            to_mac: pod.pod_mac,
+        },
+        &eth0_tap,
+        9997,
+        3,
+    );
+
+    // (c) Ctrl-C: the watcher exits 0, the datapath stays.
+    let (status, rest) = watch.stop(Signal::SIGINT);
+    assert_eq!(status.code(), Some(0), "watch exit: {status}; {rest:?}");
+    assert_eq!(
+        rest.last().map(|v| &v["event"]),
+        Some(&Value::from("stopped")),
+        "{rest:?}"
+    );
+    client_reaches_tap(
+        &ToPod {
+            client: &pod.client,
+            sandbox: &pod.sandbox,
+            dev: "c0",
+            from: pod.client_ip,
+            to_ip: pod.pod_ip,
+            to_mac: pod.pod_mac,
+        },
+        &eth0_tap,
+        9996,
+        3,
+    );
+    let status = netshim_json(&["status", "--netns", pod.netns()]);
+    assert_eq!(status["endpoints"][0]["connected"], true, "{status}");
+    assert_eq!(status["endpoints"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn watch_adopts_an_attached_netns_and_follows_it_with_mirred() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("hpm");
+    netshim_json(&["attach", "--netns", pod.netns(), "--tc-backend", "mirred"]);
+
+    // One sandbox, one datapath: a watcher asked for eBPF refuses the mirred sandbox.
+    let mut wrong = Command::new(netshim_bin());
+    wrong
+        .args(["watch", "--netns", pod.netns()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out =
+        ChildGuard::spawn(wrong, "netshim watch (ebpf)").wait_with_output(Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("tcfilter/mirred"), "{stderr}");
+
+    let mut watch = Watch::start(pod.netns(), &["--tc-backend", "mirred"]);
+    let (_, watching) = watch.expect("watching", None, Duration::from_secs(30));
+    assert_eq!(
+        watching["attached"],
+        Value::Null,
+        "already attached: {watching}"
+    );
+    assert_eq!(watching["endpoints"][0]["vm_device"], "tap0_kata");
+    assert_eq!(watching["endpoints"][0]["datapath"], "tcfilter/mirred");
+
+    let (net, addr_added) = cni_add(&pod.sandbox, "eth1", "hpm", 2);
+    let (at, added) = watch.expect("added", Some("eth1"), Duration::from_secs(5));
+    eprintln!(
+        "mirred hot-plug: `added` line after {:?}",
+        at.saturating_duration_since(addr_added)
+    );
+    assert_eq!(added["vm_device"], "tap1_kata");
+    assert_eq!(added["datapath"], "tcfilter/mirred");
+    let qdiscs = pod
+        .sandbox
+        .tc(&["qdisc", "show", "dev", "tap1_kata", "ingress"]);
+    assert!(qdiscs.contains("ingress"), "{qdiscs}");
+    let tap1 = open_tap(&pod.sandbox, "tap1_kata");
+    let eth1_mac = parse_mac(&pod.sandbox.link_mac("eth1")).unwrap();
+    client_reaches_tap(
+        &ToPod {
+            client: &net.client,
+            sandbox: &pod.sandbox,
+            dev: "c1",
+            from: net.client_ip,
+            to_ip: net.pod_ip,
+            to_mac: eth1_mac,
+        },
+        &tap1,
+        9999,
+        3,
+    );
+    drop(tap1);
+
+    pod.sandbox.ip(&["link", "del", "eth1"]);
+    let (_, removed) = watch.expect("removed", Some("eth1"), Duration::from_secs(5));
+    assert_eq!(removed["vm_device"], "tap1_kata");
+    assert!(!pod.sandbox.link_exists("tap1_kata"));
+    let eth0 = pod.sandbox.tc(&["qdisc", "show", "dev", "eth0", "ingress"]);
+    assert!(
+        eth0.contains("ingress"),
+        "eth0 keeps its mirred datapath: {eth0}"
+    );
+
+    let (status, rest) = watch.stop(Signal::SIGTERM);
+    assert_eq!(status.code(), Some(0), "{rest:?}");
+    let tap0 = open_tap(&pod.sandbox, "tap0_kata");
+    client_reaches_tap(
+        &ToPod {
+            client: &pod.client,
+            sandbox: &pod.sandbox,
+            dev: "c0",
+            from: pod.client_ip,
+            to_ip: pod.pod_ip,
+            to_mac: pod.pod_mac,
+        },
+        &tap0,
+        9995,
+        2,
+    );
+}
+
+#[test]
+fn watch_started_before_the_cni_plugs_the_first_endpoint_and_unplugs_the_last() {
+    if skip_unless_root() {
+        return;
+    }
+    // A sandbox netns the CNI plugin has not filled yet.
+    let pod = Pod::new("hpe");
+    pod.client.ip(&["link", "del", "c0"]);
+    assert!(!pod.sandbox.link_exists("eth0"));
+
+    let mut watch = Watch::start(pod.netns(), &[]);
+    let (_, watching) = watch.expect("watching", None, Duration::from_secs(30));
+    assert_eq!(watching["attached"], Value::Null);
+    assert_eq!(watching["endpoints"], serde_json::json!([]));
+
+    let (net, addr_added) = cni_add(&pod.sandbox, "eth0", "hpe", 3);
+    let (at, added) = watch.expect("added", Some("eth0"), Duration::from_secs(5));
+    eprintln!(
+        "first endpoint: `added` line after {:?}",
+        at.saturating_duration_since(addr_added)
+    );
+    assert_eq!(added["vm_device"], "tap0_kata");
+    assert_eq!(added["index"], 0);
+    let dir = pin_dir(&pod.sandbox);
+    assert!(dir.join("link_eth0").exists(), "a new pin directory");
+    let tap0 = open_tap(&pod.sandbox, "tap0_kata");
+    let eth0_mac = parse_mac(&pod.sandbox.link_mac("eth0")).unwrap();
+    client_reaches_tap(
+        &ToPod {
+            client: &net.client,
+            sandbox: &pod.sandbox,
+            dev: "c1",
+            from: net.client_ip,
+            to_ip: net.pod_ip,
+            to_mac: eth0_mac,
+        },
+        &tap0,
+        9999,
+        2,
+    );
+    drop(tap0);
+
+    net.client.ip(&["link", "del", "c1"]);
+    let (_, removed) = watch.expect("removed", Some("eth0"), Duration::from_secs(5));
+    assert_eq!(removed["vm_device"], "tap0_kata");
+    assert!(!pod.sandbox.link_exists("tap0_kata"));
+    assert!(
+        !dir.exists(),
+        "the last endpoint takes the pin directory with it"
+    );
+
+    let (status, _) = watch.stop(Signal::SIGINT);
+    assert_eq!(status.code(), Some(0));
+}
