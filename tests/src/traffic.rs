@@ -1,9 +1,27 @@
 //! A quick two-way forwarding check of an attached [`Pod`]: datagrams from the client netns
 //! must come out of the tap fd, and frames written to the tap fd must reach a client socket.
 
-use std::{net::UdpSocket, time::Duration};
+use std::{
+    net::UdpSocket,
+    time::{Duration, Instant},
+};
 
-use crate::{netshim_cli::Pod, tap_reader::udp_frame, TapQueue, UdpFrame};
+use crate::{netshim_cli::Pod, tap_reader::udp_frame, TapQueue, TestNetns, UdpFrame};
+
+/// Opens a queue of tap `name` like a VMM does, and waits until the kernel has activated the
+/// tap's qdisc: opening brings the carrier up, but until linkwatch (a deferred work item)
+/// has run, frames redirected to the tap meet the `noop` qdisc and are dropped. linkwatch
+/// sets the operstate in the same step.
+pub fn open_tap(ns: &TestNetns, name: &str) -> TapQueue {
+    let tap = TapQueue::open_in(ns.path(), name, false, None)
+        .unwrap_or_else(|e| panic!("open {name} in {}: {e}", ns.name()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ns.link_json(name)["operstate"] != "UP" {
+        assert!(Instant::now() < deadline, "{name} never came up");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    tap
+}
 
 /// What crossed in each direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,8 +34,7 @@ pub struct Forwarded {
 /// says otherwise) and returns how many arrived. Sets a permanent neighbour entry for the
 /// pod on the client, so no ARP frame mixes in.
 pub fn probe(pod: &Pod, tap: &str, count: usize) -> Forwarded {
-    let queue = TapQueue::open_in(pod.sandbox.path(), tap, false, None)
-        .unwrap_or_else(|e| panic!("open {tap} in {}: {e}", pod.netns()));
+    let queue = open_tap(&pod.sandbox, tap);
     pod.pin_pod_neighbor();
     let (sender, receiver) = pod.client.run(|| {
         (

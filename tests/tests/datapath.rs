@@ -7,7 +7,7 @@ use netshim_tests::{
     netshim_cli::{netshim_json, Pod},
     skip_unless_root,
     tap_reader::{format_mac, udp_frame},
-    TapQueue, UdpFrame,
+    traffic, UdpFrame,
 };
 
 const TO_VM: usize = 40;
@@ -50,7 +50,7 @@ fn forwards_both_ways_and_counts(backend: &str, attach_mode: &str, fast_path: &s
         assert_eq!(ep["redirect"], serde_json::Value::Null);
     }
 
-    let tap = TapQueue::open_in(pod.sandbox.path(), "tap0_kata", false, None).expect("open tap");
+    let tap = traffic::open_tap(&pod.sandbox, "tap0_kata");
     // A permanent neighbour entry: the client sends no ARP, so every frame is the test's.
     pod.pin_pod_neighbor();
 

@@ -15,6 +15,7 @@ use netshim_tests::{
     netshim_cli::{netshim_bin, netshim_json, pin_dir, Pod},
     skip_unless_root,
     tap_reader::{format_mac, parse_mac, udp_frame},
+    traffic::open_tap,
     ChildGuard, TapQueue, TestNetns,
 };
 use nix::sys::signal::Signal;
@@ -201,20 +202,6 @@ fn client_reaches_tap(p: &ToPod, tap: &TapQueue, port: u16, count: usize) {
         assert_eq!(got.payload, format!("to-vm {i}").as_bytes());
         assert_eq!(got.dst_mac, to_mac);
     }
-}
-
-/// Opens a queue of `name` like a VMM does, and waits until the kernel has activated the
-/// tap's qdisc: opening brings the carrier up, but until linkwatch (a deferred work item)
-/// has run, frames redirected to the tap meet the `noop` qdisc and are dropped. linkwatch
-/// sets the operstate in the same step.
-fn open_tap(ns: &TestNetns, name: &str) -> TapQueue {
-    let tap = TapQueue::open_in(ns.path(), name, false, None).expect("open tap");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while ns.link_json(name)["operstate"] != "UP" {
-        assert!(Instant::now() < deadline, "{name} never came up");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    tap
 }
 
 /// The keys (ifindexes) of the sandbox's pinned `peers` map, as bpftool dumps them.
