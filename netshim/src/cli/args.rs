@@ -16,7 +16,8 @@ Exit codes:
   2  invalid input: bad usage, unknown model (kata's \"Unknown type <x>\"), a netns that is
      missing or not a network namespace, an interface kind kata refuses, nothing to attach to,
      conflicting options, a bad config file
-  3  conflict: the netns is already attached (detach first)";
+  3  conflict: the netns is attached with another model or tc backend, or its devices are
+     connected by `netshim connect` (detach or disconnect first)";
 
 /// eBPF-accelerated networking shim between a sandbox's pod interfaces and its microVM's taps.
 #[derive(Debug, Parser)]
@@ -29,6 +30,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a tap per endpoint of a pod netns and connect them (kata's tcfilter model).
+    /// Idempotent: an attached netns reports what was attached and changes nothing; what a
+    /// killed run left is cleaned up first.
     #[command(after_help = EXIT_CODES_HELP)]
     Attach(AttachArgs),
     /// Classify every interface of a netns as kata would, changing nothing.
@@ -41,7 +44,8 @@ pub enum Command {
     /// Undo `connect` (succeeds when the two are not connected).
     #[command(after_help = EXIT_CODES_HELP)]
     Disconnect(DisconnectArgs),
-    /// Remove everything attach made in a netns (succeeds when there is nothing to remove).
+    /// Remove everything attach made in a netns (succeeds when there is nothing to remove,
+    /// and when the netns no longer exists).
     #[command(after_help = EXIT_CODES_HELP)]
     Detach(NetnsArgs),
     /// Show the endpoints of a netns, their taps and whether they are connected.
@@ -50,6 +54,17 @@ pub enum Command {
     /// Per-endpoint packet and byte counters, read from the pinned maps.
     #[command(after_help = EXIT_CODES_HELP)]
     Stats(StatsArgs),
+    /// Remove the pins and state of namespaces that no longer exist, and take down what
+    /// killed runs left half-made in live ones.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Gc(GcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
