@@ -477,6 +477,7 @@ fn crash_matrix(backend: TcBackend) {
             let report = netshim_json(&attach_args(&pod, name));
             if committed {
                 assert_eq!(report["already_attached"], true, "{step}: {report}");
+                assert_eq!(report["cleaned_leftovers"], Value::Null, "{step}: {report}");
             } else {
                 assert_eq!(report["already_attached"], false, "{step}: {report}");
                 let cleaned = &report["cleaned_leftovers"];

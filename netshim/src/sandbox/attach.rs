@@ -158,8 +158,8 @@ pub struct AttachReport {
     /// does before attaching.
     #[serde(default)]
     pub cleaned_leftovers: Option<DetachReport>,
-    /// The netns was attached already as requested: this is the recorded report, and
-    /// nothing was changed.
+    /// The netns was attached already as requested: this is the recorded report (without
+    /// the leftovers that earlier run cleaned), and nothing was changed.
     #[serde(default)]
     pub already_attached: bool,
 }
@@ -330,6 +330,9 @@ fn already_attached(
     // The intent file of a run killed right after its commit.
     state::remove_file_if_exists(intent)?;
     recorded.already_attached = true;
+    // This call removed nothing.
+    recorded.replaced_leftovers.clear();
+    recorded.cleaned_leftovers = None;
     recorded.netns = netns.arg.clone();
     recorded.netns_path = netns.path.clone();
     Ok(recorded)
