@@ -770,3 +770,53 @@ fn gc_finds_a_netns_that_only_a_process_holds() {
         assert!(!p.exists(), "{p:?} left");
     }
 }
+
+#[test]
+fn gc_finds_a_netns_that_only_an_open_fd_holds() {
+    if skip_unless_root() {
+        return;
+    }
+    let _serial = serial();
+    let pod = pod("gcfd");
+    // Opened through the bind mount, which `ip netns del` then detaches: the fd reads back
+    // as "/" and is the only thing that keeps the netns (and its pinned datapath) alive.
+    let holder = std::fs::File::open(pod.sandbox.path()).unwrap();
+    let path = format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        std::os::fd::AsRawFd::as_raw_fd(&holder)
+    );
+    // Attached by name: the path the sandbox recorded goes away with the name.
+    let report = netshim_json(&["attach", "--netns", pod.netns()]);
+    let cookie = report["netns_cookie"].as_u64().unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "del", pod.netns()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_link(&path).unwrap(), Path::new("/"));
+
+    let gc = netshim_json(&["gc"]);
+    assert!(!mentions(&gc, cookie), "gc touched a live attach: {gc}");
+    assert!(pin_dir(cookie).exists() && state_dir(cookie).exists());
+    let status = netshim_json(&["status", "--netns", &path]);
+    assert_eq!(status["endpoints"][0]["connected"], true, "{status}");
+
+    drop(holder);
+    let gc = netshim_json(&["gc"]);
+    assert!(
+        gc["removed_dead"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["netns_cookie"] == cookie),
+        "{gc}"
+    );
+    for p in [pin_dir(cookie), state_dir(cookie), lock_file(cookie)] {
+        assert!(!p.exists(), "{p:?} left");
+    }
+}

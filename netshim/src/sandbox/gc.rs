@@ -6,7 +6,9 @@
 //! - Is a network namespace with that cookie still alive? The candidates are every nsfs
 //!   bind mount of a net namespace (the mount tables of all mount namespaces: /run/netns,
 //!   docker's, ...), every process's and thread's `ns/net`, every open namespace fd, and
-//!   the path the sandbox recorded. They are compared by inode first (the inode the sandbox
+//!   the path the sandbox recorded. (An fd opened on a bind mount that was detached since,
+//!   as `ip netns del` does, reads back as `/`, not `net:[…]`: those are stat'ed.) They
+//!   are compared by inode first (the inode the sandbox
 //!   recorded; a readlink each) and confirmed by cookie (inodes are reused, cookies never).
 //!   A sandbox is dead only when no live namespace has its cookie.
 //! - Dead: its lock is taken (a sandbox whose lock is held is skipped) and its pin
@@ -22,6 +24,7 @@ use std::{
     cell::RefCell,
     collections::{BTreeMap, BTreeSet, HashSet},
     fs,
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
@@ -303,6 +306,8 @@ impl Live {
             by_inode: BTreeMap::new(),
             cookies: RefCell::new(BTreeMap::new()),
         };
+        // The device of nsfs: a namespace file, whatever path it reads back as.
+        let nsfs_dev = fs::metadata("/proc/self/ns/net").map(|m| m.dev()).ok();
         let mut mount_namespaces = HashSet::new();
         // Our own mount table first: its mount points are the nicest paths to report.
         if let Ok(text) = fs::read_to_string("/proc/self/mountinfo") {
@@ -332,7 +337,7 @@ impl Live {
             }
             if let Ok(fds) = fs::read_dir(base.join("fd")) {
                 for fd in fds.filter_map(|e| e.ok()) {
-                    live.add_link(fd.path());
+                    live.add_fd(fd.path(), nsfs_dev);
                 }
             }
             // Bind mounts in other mount namespaces, reached through the process's root.
@@ -360,6 +365,25 @@ impl Live {
         }
     }
 
+    /// An open fd: `net:[<inode>]` when it was opened through /proc/*/ns; a namespace file
+    /// opened through a bind mount reads back as the mount's path, and as `/` once that
+    /// mount is detached (`ip netns del`): then only stat tells (other namespace types are
+    /// sorted out when the cookie is read).
+    fn add_fd(&mut self, path: PathBuf, nsfs_dev: Option<u64>) {
+        let Ok(link) = fs::read_link(&path) else {
+            return;
+        };
+        if let Some(inode) = parse_net_link(&link.to_string_lossy()) {
+            self.add(inode, path);
+        } else if link == Path::new("/") {
+            if let Ok(m) = fs::metadata(&path) {
+                if Some(m.dev()) == nsfs_dev {
+                    self.add(m.ino(), path);
+                }
+            }
+        }
+    }
+
     fn add(&mut self, inode: u64, path: PathBuf) {
         let paths = self.by_inode.entry(inode).or_default();
         if paths.len() < PATHS_PER_INODE && !paths.contains(&path) {
@@ -382,6 +406,8 @@ impl Live {
                 }
                 Ok(_) => {}
                 Err(e) if e.is_gone() => {}
+                // A namespace of another type (found by stat on an nsfs fd).
+                Err(netns::NetnsError::NotNetns { .. }) => {}
                 Err(e) => result = CookieOf::Unknown(e.to_string()),
             }
         }
