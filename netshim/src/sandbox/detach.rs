@@ -101,6 +101,7 @@ pub(crate) async fn teardown(handle: &rtnetlink::Handle, netns: &Netns) -> Resul
     }
     let intent = state_dir.join(state::INTENT_FILE);
     let dead_run_intent = intent.exists();
+    let had_state_dir = state_dir.exists();
     write_intent(netns, "detach", serde_json::Value::Null)?;
     // Un-commit first: from here on the sandbox is not attached, whatever else is left.
     let commit = state_dir.join(state::COMMIT_FILE);
@@ -180,7 +181,7 @@ pub(crate) async fn teardown(handle: &rtnetlink::Handle, netns: &Netns) -> Resul
     if dead_run_intent {
         report.removed_state.push(intent);
     }
-    if state::remove_sandbox_dir_if_empty(&state_dir) {
+    if state::remove_sandbox_dir_if_empty(&state_dir) && had_state_dir {
         report.removed_state.push(state_dir);
     }
     Ok(report)
