@@ -20,9 +20,9 @@ pub const EXIT_FAILED: i32 = 1;
 /// Exit code: the input is invalid (usage, model, netns argument, nothing to attach to,
 /// nothing to upgrade, an eBPF object that does not fit the pinned maps).
 pub const EXIT_INVALID_INPUT: i32 = 2;
-/// Exit code: the netns is in a state that conflicts with the request (already attached,
-/// a device's ingress owned by kata's mirred datapath or another tool, a hook changed by
-/// someone else during an upgrade).
+/// Exit code: the netns is in a state that conflicts with the request (attached with another
+/// model or backend, devices connected by `netshim connect`, a device's ingress owned by
+/// kata's mirred datapath or another tool, a hook changed by someone else during an upgrade).
 pub const EXIT_CONFLICT: i32 = 3;
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +110,18 @@ pub enum Error {
     Pins(#[from] PinError),
     #[error(transparent)]
     Stats(#[from] StatsError),
+    #[error("{path} is netns cookie {found} now, not {expected}: left alone")]
+    NetnsChanged {
+        path: std::path::PathBuf,
+        expected: u64,
+        found: u64,
+    },
+    #[error("gc could not collect {count} sandbox(es); first: netns cookie {cookie}: {error}")]
+    GcIncomplete {
+        count: usize,
+        cookie: u64,
+        error: String,
+    },
 }
 
 impl Error {

@@ -8,7 +8,7 @@
 //! - Neighbours: the permanent entries (a CNI may pin its gateway's MAC), and the reachable
 //!   entries of default gateways.
 
-use std::{collections::BTreeMap, fmt, net::IpAddr};
+use std::{borrow::Cow, collections::BTreeMap, fmt, net::IpAddr};
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::{
@@ -23,7 +23,7 @@ use rtnetlink::packet_route::{
 use crate::interfaces::Mac;
 
 /// A route the guest should install on the endpoint's interface.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GuestRoute {
     /// `default`, or a prefix such as `10.1.0.0/16` / `fd00::/64`.
     pub destination: String,
@@ -31,18 +31,18 @@ pub struct GuestRoute {
     /// Preferred source address.
     pub source: Option<IpAddr>,
     /// `universe` (via a gateway or global) or `link` (directly reachable).
-    pub scope: &'static str,
+    pub scope: Cow<'static, str>,
     /// The route's MTU metric, if it has one.
     pub mtu: Option<u32>,
 }
 
 /// A neighbour entry the guest should install.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GuestNeighbor {
     pub address: IpAddr,
     pub mac: Mac,
     /// `permanent` or `reachable`.
-    pub state: &'static str,
+    pub state: Cow<'static, str>,
 }
 
 /// Routes and neighbours of a netns, by output interface index.
@@ -132,7 +132,7 @@ pub fn guest_route(msg: &RouteMessage) -> Option<(u32, GuestRoute)> {
             destination,
             gateway,
             source,
-            scope,
+            scope: scope.into(),
             mtu,
         },
     ))
@@ -170,7 +170,7 @@ fn neighbor(msg: &NeighbourMessage) -> Option<(u32, NeighbourState, GuestNeighbo
         GuestNeighbor {
             address: address?,
             mac: mac?,
-            state: label,
+            state: label.into(),
         },
     ))
 }

@@ -9,7 +9,9 @@ use rtnetlink::packet_route::{
 };
 
 /// An interface address with its prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct IfAddr {
     pub address: IpAddr,
     pub prefix_len: u8,
@@ -39,6 +41,35 @@ impl fmt::Display for Mac {
 impl serde::Serialize for Mac {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+impl std::str::FromStr for Mac {
+    type Err = String;
+
+    /// `aa:bb:cc:dd:ee:ff`, as [`fmt::Display`] writes it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("invalid MAC address {s:?}");
+        let mut mac = [0u8; 6];
+        let mut parts = s.split(':');
+        for b in &mut mac {
+            let p = parts.next().ok_or_else(bad)?;
+            if p.len() != 2 {
+                return Err(bad());
+            }
+            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        match parts.next() {
+            None => Ok(Mac(mac)),
+            Some(_) => Err(bad()),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Mac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 

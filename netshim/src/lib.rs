@@ -11,13 +11,16 @@
 //! - [`backend`]: the datapaths that connect an endpoint to its tap (eBPF, mirred).
 //! - [`pins`], [`state`]: what outlives the netshim process (bpffs pins, /run/netshim).
 //! - [`lock`]: one operation per sandbox at a time (a flock that dies with its holder).
+//! - [`crash`]: named crash points for crash-safety tests (debug builds).
 //! - [`guest_info`]: routes and neighbours the guest agent needs.
 //! - [`stats`]: reading per-endpoint counters back.
 //! - [`config`]: the kata-style TOML configuration file.
-//! - [`sandbox`]: scan / attach / detach / status / stats / watch of a whole netns.
+//! - [`sandbox`]: scan / attach / detach / status / stats / upgrade / watch of a whole netns,
+//!   and gc.
 
 pub mod backend;
 pub mod config;
+pub mod crash;
 pub mod endpoint;
 pub mod error;
 pub mod guest_info;

@@ -31,6 +31,7 @@ pub fn lock_path(netns_cookie: u64) -> PathBuf {
 pub struct SandboxLock {
     _file: File,
     path: PathBuf,
+    netns_cookie: u64,
 }
 
 impl SandboxLock {
@@ -84,11 +85,28 @@ impl SandboxLock {
             let held = file.metadata().map_err(io_err("fstat", &path))?;
             match std::fs::symlink_metadata(&path) {
                 Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
-                    return Ok(Some(Self { _file: file, path }))
+                    return Ok(Some(Self {
+                        _file: file,
+                        path,
+                        netns_cookie,
+                    }))
                 }
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_err("stat", &path)(e)),
+            }
+        }
+    }
+
+    /// Releases the lock, and removes the lock file as well when the sandbox has nothing
+    /// left (no pin directory, no state directory): a netns netshim is done with keeps no
+    /// file. Best effort.
+    pub fn release(self) {
+        let left = crate::pins::sandbox_dir(self.netns_cookie).exists()
+            || crate::state::sandbox_dir(self.netns_cookie).exists();
+        if !left {
+            if let Err(e) = self.remove_file() {
+                log::warn!("{e}");
             }
         }
     }

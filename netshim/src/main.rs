@@ -5,6 +5,11 @@ mod cli;
 use clap::Parser;
 
 fn main() {
+    // A debug build's NETSHIM_TEST_KILL_AT must name a crash point (see netshim::crash).
+    if let Err(e) = netshim::crash::check_env() {
+        eprintln!("netshim: {e}");
+        std::process::exit(e.exit_code());
+    }
     let args = cli::args::Cli::parse();
     std::process::exit(cli::run::main_with_exit_code(args));
 }

@@ -60,6 +60,13 @@ pub enum NetnsError {
     Panicked { path: PathBuf },
 }
 
+impl NetnsError {
+    /// The namespace file does not exist (ENOENT): the netns is gone, or never was.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, NetnsError::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
 /// A resolved, verified network namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Netns {
@@ -196,6 +203,33 @@ impl Netns {
 /// `SO_NETNS_COOKIE` (asm-generic; the same on x86 and arm).
 const SO_NETNS_COOKIE: libc::c_int = 71;
 
+/// The cookie of the netns the calling thread is in (from a socket made here).
+pub fn current_cookie() -> std::io::Result<u64> {
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor nobody else owns.
+    let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: the out pointer and length describe `cookie`.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
 /// Reads the cookie of the namespace `file` refers to, from a socket made inside it on a
 /// short-lived thread.
 fn cookie_of(file: &File, path: &Path) -> Result<u64, NetnsError> {
@@ -211,34 +245,10 @@ fn cookie_of(file: &File, path: &Path) -> Result<u64, NetnsError> {
                 path: thread_path.clone(),
                 source,
             })?;
-            let cookie_err = |source| NetnsError::Cookie {
+            current_cookie().map_err(|source| NetnsError::Cookie {
                 path: thread_path.clone(),
                 source,
-            };
-            // SAFETY: plain socket(2); the fd is owned right away.
-            let fd =
-                unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-            if fd < 0 {
-                return Err(cookie_err(std::io::Error::last_os_error()));
-            }
-            // SAFETY: fd is a fresh, valid descriptor nobody else owns.
-            let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-            let mut cookie: u64 = 0;
-            let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-            // SAFETY: the out pointer and length describe `cookie`.
-            let rc = unsafe {
-                libc::getsockopt(
-                    sock.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    SO_NETNS_COOKIE,
-                    (&mut cookie as *mut u64).cast(),
-                    &mut len,
-                )
-            };
-            if rc != 0 {
-                return Err(cookie_err(std::io::Error::last_os_error()));
-            }
-            Ok(cookie)
+            })
         })
         .map_err(|source| NetnsError::Runtime {
             path: path.to_owned(),
@@ -309,6 +319,14 @@ mod tests {
     fn missing_names_say_not_found() {
         let err = Netns::resolve("netshim-no-such-netns-xyz").unwrap_err();
         assert!(err.to_string().contains("not found"), "{err}");
+        assert!(err.is_gone());
+        assert!(!Netns::resolve("/proc/self/status").unwrap_err().is_gone());
+    }
+
+    #[test]
+    fn current_cookie_is_the_resolved_one() {
+        let ns = Netns::resolve("/proc/thread-self/ns/net").unwrap();
+        assert_eq!(current_cookie().unwrap(), ns.cookie);
     }
 
     #[test]

@@ -225,6 +225,23 @@ impl TestNetns {
             .success()
     }
 
+    /// Waits until `ifname`'s operstate is UP; false after `timeout`. A tap's carrier comes
+    /// on when a queue is attached, but its qdisc is activated later by linkwatch (which
+    /// needs rtnl, so it lags while other tests create namespaces); frames sent to the tap
+    /// before that are dropped. Linkwatch sets operstate UP in the same step.
+    pub fn wait_oper_up(&self, ifname: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.link_json(ifname)["operstate"] == "UP" {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// `ip -j -d -s link show dev IFNAME` as JSON (the first element).
     pub fn link_json(&self, ifname: &str) -> serde_json::Value {
         let out = self.ip(&["-j", "-d", "-s", "link", "show", "dev", ifname]);

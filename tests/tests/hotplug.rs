@@ -331,6 +331,18 @@ fn hot_plugged_veth_gets_a_working_tap_within_a_second_and_unplugging_removes_it
     assert_eq!(ep["pod"], "eth1");
     assert_eq!(ep["to_vm"]["packets"], 5, "{stats}");
     assert_eq!(ep["from_vm"]["packets"], 1, "{stats}");
+    // The commit file follows: an idempotent attach now reports both endpoints.
+    let again = netshim_json(&["attach", "--netns", pod.netns()]);
+    assert_eq!(again["already_attached"], true, "{again}");
+    let taps = |r: &Value| -> Vec<String> {
+        r["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["tap"]["name"].as_str().unwrap_or("-").to_owned())
+            .collect()
+    };
+    assert_eq!(taps(&again), ["tap0_kata", "tap1_kata"], "{again}");
 
     // (b) CNI DEL: the veth goes (deleting the client end takes eth1 with it).
     let dir = pin_dir(&pod.sandbox);
@@ -350,6 +362,8 @@ fn hot_plugged_veth_gets_a_working_tap_within_a_second_and_unplugging_removes_it
         !dir.join("link_tap1_kata").exists(),
         "tap1's link pin is gone"
     );
+    let again = netshim_json(&["attach", "--netns", pod.netns()]);
+    assert_eq!(taps(&again), ["tap0_kata"], "{again}");
     assert!(dir.join("link_eth0").exists() && dir.join("link_tap0_kata").exists());
     let keys = peer_keys(&dir);
     assert!(

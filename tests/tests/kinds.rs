@@ -275,6 +275,9 @@ fn assert_crosses(pod: &Pod, ifname: &str, inject: impl FnOnce(), want_src: [u8;
             .unwrap_or_else(|| panic!("{ifname} has no tap: {status}"))
     };
     let q = netshim_tests::TapQueue::open_in(pod.sandbox.path(), &report_tap, false, None).unwrap();
+    assert!(pod
+        .sandbox
+        .wait_oper_up(&report_tap, std::time::Duration::from_secs(10)));
     inject();
     let frame = q
         .read_matching(std::time::Duration::from_secs(2), |f| f[6..12] == want_src)

@@ -237,8 +237,13 @@ fn macvtap_model_hands_a_macvtap_to_the_vmm_and_detach_restores_the_veth() {
     );
     let device = mvt["device"].as_str().unwrap();
     assert!(std::path::Path::new(device).exists(), "{device}");
-    let again = netshim(&["attach", "--netns", pod.netns(), "--model", "macvtap"]);
-    assert_eq!(again.status.code(), Some(3), "already attached");
+    // Attaching again is idempotent: the recorded report, nothing changed.
+    let again = netshim_json(&["attach", "--netns", pod.netns(), "--model", "macvtap"]);
+    assert_eq!(again["already_attached"], true, "{again}");
+    assert_eq!(again["endpoints"][0]["macvtap"], e["macvtap"]);
+    assert_eq!(pod.sandbox.link_mac("tap0_kata"), mac_before);
+    let other = netshim(&["attach", "--netns", pod.netns(), "--model", "tcfilter"]);
+    assert_eq!(other.status.code(), Some(3), "another model is a conflict");
     let status = netshim_json(&["status", "--netns", pod.netns()]);
     assert_eq!(status["attached"], true);
     assert_eq!(status["datapath"], "macvtap");

@@ -143,7 +143,7 @@ fn netshim_failure(code: Option<i32>) -> &'static str {
     match code {
         Some(1) => "operation failed",
         Some(2) => "invalid input",
-        Some(3) => "conflict: the netns is already attached",
+        Some(3) => "conflict: the netns is attached differently (detach first)",
         Some(_) => "unexpected exit code",
         None => "killed by a signal",
     }

@@ -245,6 +245,7 @@ impl EbpfDatapath {
                 ))?;
             }
         }
+        crate::crash::crash_point("peers-written");
         let mut record = EndpointRecord {
             in_use: 1,
             pod_ifindex: pod.ifindex,
@@ -255,11 +256,15 @@ impl EbpfDatapath {
         };
         // Recorded before attaching, so that a failed attach can be undone from the record.
         self.write_endpoint(index, &record)?;
-        for (dev, flag) in [(pod, ENDPOINT_POD_CLSACT), (tap, ENDPOINT_TAP_CLSACT)] {
+        for (dev, flag, step) in [
+            (pod, ENDPOINT_POD_CLSACT, "pod-link-pinned"),
+            (tap, ENDPOINT_TAP_CLSACT, "tap-link-pinned"),
+        ] {
             if self.attach_ingress(dev)? == AddedClsact::Yes {
                 record.flags |= flag;
                 self.write_endpoint(index, &record)?;
             }
+            crate::crash::crash_point(step);
         }
         Ok(())
     }
@@ -365,13 +370,17 @@ fn pinned_map(dir: &Path, name: &'static str) -> Result<aya::maps::Map, EbpfErro
 
 /// Reads the attach mode a sandbox directory was made with.
 pub fn recorded_mode(dir: &Path) -> Result<AttachMode, EbpfError> {
+    Ok(AttachMode::from_record(recorded_sandbox(dir)?.attach_mode))
+}
+
+/// Reads which netns a sandbox directory serves (all zero when the attach that made it died
+/// before writing it).
+pub fn recorded_sandbox(dir: &Path) -> Result<SandboxRecord, EbpfError> {
     let array: Array<_, SandboxRecord> = Array::try_from(pinned_map(dir, map_names::SANDBOX)?)
         .map_err(map_err("open", map_names::SANDBOX, dir))?;
-    let record =
-        array
-            .get(&0, 0)
-            .map_err(map_err("BPF_MAP_LOOKUP_ELEM", map_names::SANDBOX, dir))?;
-    Ok(AttachMode::from_record(record.attach_mode))
+    array
+        .get(&0, 0)
+        .map_err(map_err("BPF_MAP_LOOKUP_ELEM", map_names::SANDBOX, dir))
 }
 
 /// The endpoint records of a sandbox directory, by index.

@@ -51,7 +51,7 @@ impl FromStr for FastPath {
 }
 
 /// How the eBPF datapath hands a packet to the other device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RedirectMode {
     /// `bpf_redirect`: to the target's egress.
@@ -77,7 +77,7 @@ impl RedirectMode {
 }
 
 /// Which traffic-control datapath connects endpoint and tap (`--tc-backend`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TcBackend {
     #[default]

@@ -17,9 +17,10 @@ Exit codes:
      missing or not a network namespace, an interface kind kata refuses, nothing to attach to,
      conflicting options, a bad config file, upgrade of a netns that is not attached, an
      eBPF object whose maps do not match the pinned ones
-  3  conflict: the netns is already attached (detach first), a device's ingress is owned by
-     a legacy `ingress` qdisc (kata's mirred datapath or another tool), a hook was changed
-     by someone else during an upgrade";
+  3  conflict: the netns is attached with another model or tc backend, or its devices are
+     connected by `netshim connect` (detach or disconnect first); a device's ingress is
+     owned by a legacy `ingress` qdisc (kata's mirred datapath or another tool); a hook was
+     changed by someone else during an upgrade";
 
 /// eBPF-accelerated networking shim between a sandbox's pod interfaces and its microVM's taps.
 #[derive(Debug, Parser)]
@@ -32,6 +33,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a tap per endpoint of a pod netns and connect them (kata's tcfilter model).
+    /// Idempotent: an attached netns reports what was attached and changes nothing; what a
+    /// killed run left is cleaned up first.
     #[command(after_help = EXIT_CODES_HELP)]
     Attach(AttachArgs),
     /// Attach a netns (unless it is attached), then hand each endpoint the CNI plugin adds
@@ -49,7 +52,8 @@ pub enum Command {
     /// Undo `connect` (succeeds when the two are not connected).
     #[command(after_help = EXIT_CODES_HELP)]
     Disconnect(DisconnectArgs),
-    /// Remove everything attach made in a netns (succeeds when there is nothing to remove).
+    /// Remove everything attach made in a netns (succeeds when there is nothing to remove,
+    /// and when the netns no longer exists).
     #[command(after_help = EXIT_CODES_HELP)]
     Detach(NetnsArgs),
     /// Show the endpoints of a netns, their taps and whether they are connected.
@@ -62,6 +66,17 @@ pub enum Command {
     /// forwarding, keeping the pinned maps (peers, counters).
     #[command(after_help = EXIT_CODES_HELP)]
     Upgrade(UpgradeArgs),
+    /// Remove the pins and state of namespaces that no longer exist, and take down what
+    /// killed runs left half-made in live ones.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Gc(GcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use netshim::{
     sandbox::{
         AttachReport, Change, ConnectReport, DetachReport, DisconnectReport, EndpointInfo,
-        ScanReport, ScannedInterface, StatusReport, UpgradeOutcome, UpgradeReport, WatchEvent,
-        WatchedEndpoint,
+        GcReport, ScanReport, ScannedInterface, StatusReport, UpgradeOutcome, UpgradeReport,
+        WatchEvent, WatchedEndpoint,
     },
     stats::SandboxStats,
 };
@@ -47,6 +47,12 @@ pub fn attach(r: &AttachReport) -> String {
         "attached netns {} (inode {}, cookie {}) model {} datapath {}",
         r.netns, r.netns_inode, r.netns_cookie, r.model, r.datapath
     );
+    if r.already_attached {
+        let _ = writeln!(s, "already attached: nothing changed (the recorded attach)");
+    }
+    if let Some(c) = &r.cleaned_leftovers {
+        let _ = writeln!(s, "cleaned up a dead run's leftovers: {}", removed_list(c));
+    }
     let _ = writeln!(
         s,
         "{ENDPOINT_HEADER} {:<12} {:>7}  addresses",
@@ -169,24 +175,80 @@ pub fn disconnect(r: &DisconnectReport) -> String {
 }
 
 pub fn detach(r: &DetachReport) -> String {
+    if r.netns_gone {
+        let mut s = format!("netns {} gone; nothing to detach\n", r.netns);
+        if let Some(gc) = &r.gc {
+            s.push_str(&self::gc(gc));
+        }
+        return s;
+    }
     if !r.removed_anything() {
         return format!("netns {}: nothing attached, nothing removed\n", r.netns);
     }
-    let mut s = format!("detached netns {}", r.netns);
+    format!("detached netns {}; {}\n", r.netns, removed_list(r))
+}
+
+/// What a teardown removed, on one line.
+fn removed_list(r: &DetachReport) -> String {
+    let mut parts = Vec::new();
     if !r.removed_taps.is_empty() {
-        let _ = write!(s, "; removed taps {}", r.removed_taps.join(","));
+        parts.push(format!("removed taps {}", r.removed_taps.join(",")));
     }
     if let Some(dir) = &r.removed_pin_dir {
-        let _ = write!(s, "; removed pins {}", dir.display());
+        parts.push(format!("removed pins {}", dir.display()));
     }
     if !r.removed_mirred.is_empty() {
-        let _ = write!(
-            s,
-            "; removed ingress qdiscs on {}",
+        parts.push(format!(
+            "removed ingress qdiscs on {}",
             r.removed_mirred.join(",")
+        ));
+    }
+    if !r.removed_macvtaps.is_empty() {
+        parts.push(format!("removed macvtaps {}", r.removed_macvtaps.join(",")));
+    }
+    if !r.removed_state.is_empty() {
+        let files: Vec<String> = r
+            .removed_state
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        parts.push(format!("removed state {}", files.join(",")));
+    }
+    if parts.is_empty() {
+        return "nothing removed".into();
+    }
+    parts.join("; ")
+}
+
+pub fn gc(r: &GcReport) -> String {
+    if r.is_empty() {
+        return "gc: nothing to collect\n".into();
+    }
+    let mut s = String::new();
+    for d in &r.removed_dead {
+        let paths: Vec<String> = d.removed.iter().map(|p| p.display().to_string()).collect();
+        let _ = writeln!(
+            s,
+            "dead netns cookie {}: removed {}",
+            d.netns_cookie,
+            paths.join(", ")
         );
     }
-    s.push('\n');
+    for h in &r.cleaned_half_made {
+        let _ = writeln!(
+            s,
+            "half-made sandbox in netns {} (cookie {}): {}",
+            h.netns_path.display(),
+            h.netns_cookie,
+            removed_list(&h.removed)
+        );
+    }
+    for b in &r.skipped_busy {
+        let _ = writeln!(s, "skipped netns cookie {}: {}", b.netns_cookie, b.reason);
+    }
+    for f in &r.failed {
+        let _ = writeln!(s, "failed netns cookie {}: {}", f.netns_cookie, f.error);
+    }
     s
 }
 

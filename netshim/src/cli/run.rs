@@ -144,9 +144,19 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             print(a.netns.json, &report, output::scan);
         }
         Command::Detach(a) => {
-            let netns = Netns::resolve(&a.netns)?;
-            let report = sandbox::detach(&netns)?;
+            let report = sandbox::detach_arg(&a.netns)?;
             print(a.json, &report, output::detach);
+        }
+        Command::Gc(a) => {
+            let report = sandbox::gc()?;
+            print(a.json, &report, output::gc);
+            if let Some(first) = report.failed.first() {
+                return Err(Error::GcIncomplete {
+                    count: report.failed.len(),
+                    cookie: first.netns_cookie,
+                    error: first.error.clone(),
+                });
+            }
         }
         Command::Status(a) => {
             let netns = Netns::resolve(&a.netns)?;

@@ -20,7 +20,7 @@ pub use probe::{Probe, SystemProbe, DEFAULT_VHOST_USER_DIR};
 use crate::{interfaces::Interface, tap::TunMode};
 
 /// The endpoint kinds kata distinguishes (see the module docs for `tap`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EndpointKind {
     Physical,
@@ -62,7 +62,7 @@ impl fmt::Display for EndpointKind {
 }
 
 /// An interface that is an endpoint, with what the VMM needs for kinds without a model.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Classified {
     pub kind: EndpointKind,
     /// Physical: the PCI address from ethtool's bus info (for VFIO passthrough).
@@ -88,7 +88,7 @@ impl Classified {
 }
 
 /// Why an interface is not an endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SkipReason {
     Loopback,

@@ -286,6 +286,39 @@ pub fn state_path(state_dir: &Path, pod_ifindex: u32) -> PathBuf {
     state_dir.join(format!("macvtap-{pod_ifindex}.json"))
 }
 
+/// The macvtaps the state files in `state_dir` describe, as (macvtap name, pod ifindex):
+/// what [`disconnect`] takes. A state file is written before the model changes anything, so
+/// this also finds a connect that was killed before its macvtap existed.
+pub fn recorded(state_dir: &Path) -> Result<Vec<(String, u32)>, MacvtapError> {
+    let entries = match fs::read_dir(state_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(MacvtapError::StateIo {
+                op: "readdir",
+                path: state_dir.to_owned(),
+                source,
+            })
+        }
+    };
+    let mut out = Vec::new();
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(ifindex) = name
+            .strip_prefix("macvtap-")
+            .and_then(|r| r.strip_suffix(".json"))
+            .and_then(|r| r.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(state) = read_state(&state_path(state_dir, ifindex))? {
+            out.push((state.macvtap.name, ifindex));
+        }
+    }
+    out.sort_by_key(|(_, ifindex)| *ifindex);
+    Ok(out)
+}
+
 /// kata's macvtap model for `pod` (a veth/macvlan with addresses), see the module docs: saves
 /// the pod interface's MAC, MTU, up-state, addresses (IPv4 and IPv6, link-local included),
 /// routes and permanent neighbours into the state file before changing anything; creates the

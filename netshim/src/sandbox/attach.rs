@@ -7,24 +7,35 @@
 //! what the VMM needs (PCI address, socket) and get no datapath.
 //!
 //! Nothing is left half-made: every step that changes the netns registers its undo first,
-//! and a failure runs the undo list before the error is returned.
+//! and a failure runs the undo list before the error is returned. A run that is killed
+//! cannot undo: for that, attach holds the sandbox lock throughout, writes the intent file
+//! before its first change and the commit file (`attached.json`, this report) after its last
+//! (see [`crate::state`]). The next attach, detach or `netshim gc` takes away what a killed
+//! run left.
+//!
+//! Attach is idempotent: a netns whose commit file is there and whose recorded taps still
+//! exist is attached already; the recorded report comes back (`already_attached`) and
+//! nothing changes, unless another model or backend is asked for (a conflict).
 
-use std::path::PathBuf;
+use std::{borrow::Cow, path::PathBuf};
 
 use netshim_common::MAX_ENDPOINTS;
 use rtnetlink::LinkUnspec;
 
 use super::{
     connect::{connect_pairs, dev, Pair},
+    detach::{teardown, DetachReport},
     survey,
     undo::Undo,
-    EndpointInfo, SkippedInterface, Strictness, Survey,
+    write_intent, EndpointInfo, SkippedInterface, Strictness, Survey,
 };
 use crate::{
-    backend::{ebpf::AttachMode, mirred, Dev, FastPath, RedirectMode, TcBackend},
+    backend::{ebpf, ebpf::AttachMode, FastPath, RedirectMode, TcBackend},
+    crash::crash_point,
     endpoint::{EndpointKind, SystemProbe},
     guest_info::{GuestNeighbor, GuestNetwork, GuestRoute},
     interfaces::{self, Interface},
+    lock::SandboxLock,
     model::{macvtap, InternetworkingModel},
     netns::Netns,
     pins, state, tap, tap_name, Error, Result,
@@ -72,7 +83,7 @@ impl AttachOptions {
 }
 
 /// The tap made for an endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TapReport {
     pub name: String,
     pub ifindex: u32,
@@ -88,7 +99,7 @@ pub struct TapReport {
 }
 
 /// A macvtap the VMM opens (`device`, once per queue).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MacvtapReport {
     pub name: String,
     pub ifindex: u32,
@@ -99,14 +110,14 @@ pub struct MacvtapReport {
 }
 
 /// One attached endpoint: what the VMM and the guest need to know.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EndpointReport {
     #[serde(flatten)]
     pub endpoint: EndpointInfo,
     /// The guest-side interface name (`eth<N>`).
     pub guest_ifname: String,
     /// How the VMM gets this endpoint: `tap`, `macvtap`, `vhost-user` or `physical`.
-    pub attachment: &'static str,
+    pub attachment: Cow<'static, str>,
     pub tap: Option<TapReport>,
     pub macvtap: Option<MacvtapReport>,
     /// eBPF backend: how each direction is redirected.
@@ -117,7 +128,7 @@ pub struct EndpointReport {
 }
 
 /// How the eBPF datapath redirects each direction of an endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Redirects {
     /// pod device ingress → tap: always `redirect` (a tap has no peer).
     pub to_vm: RedirectMode,
@@ -127,7 +138,7 @@ pub struct Redirects {
 }
 
 /// The result of an attach.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AttachReport {
     pub netns: String,
     pub netns_path: PathBuf,
@@ -143,71 +154,261 @@ pub struct AttachReport {
     pub skipped: Vec<SkippedInterface>,
     /// `tap<N>_kata` devices a dead run left behind, replaced by new ones.
     pub replaced_leftovers: Vec<String>,
+    /// Everything a run that died half-way had left (taps included), taken away as detach
+    /// does before attaching.
+    #[serde(default)]
+    pub cleaned_leftovers: Option<DetachReport>,
+    /// The netns was attached already as requested: this is the recorded report (without
+    /// the leftovers that earlier run cleaned), and nothing was changed.
+    #[serde(default)]
+    pub already_attached: bool,
 }
 
 /// Attaches netshim to every endpoint of `netns`.
 pub fn attach(netns: &Netns, options: &AttachOptions) -> Result<AttachReport> {
     options.validate()?;
-    let netns = netns.clone();
-    let options = options.clone();
-    netns.clone().run(move |handle| async move {
-        let strictness = if options.skip_unsupported {
-            Strictness::List
-        } else {
-            Strictness::Refuse
-        };
-        let survey = survey(&handle, &netns, strictness, &options.probe).await?;
-        check_attachable(&handle, &netns, &survey).await?;
-        // What the pod devices' ingress hooks already hold (see coexist.rs).
-        let (model, backend, mode) = (options.model, options.backend, options.ebpf_attach);
-        super::coexist::check_pod_devices(&handle, &netns, model, backend, mode, &survey).await?;
-        let mut undo = Undo::default();
-        match connect_all(&handle, &netns, &options, &survey, &mut undo).await {
-            Ok(report) => Ok(report),
-            Err(e) => {
-                undo.run(&handle, &netns).await;
-                Err(e)
-            }
+    // One operation per sandbox at a time (see crate::lock), for the whole attach.
+    let lock = SandboxLock::acquire(netns.cookie)?;
+    let (n, o) = (netns.clone(), options.clone());
+    let result = netns.run(move |handle| async move { attach_locked(&handle, &n, &o).await });
+    lock.release();
+    result
+}
+
+async fn attach_locked(
+    handle: &rtnetlink::Handle,
+    netns: &Netns,
+    options: &AttachOptions,
+) -> Result<AttachReport> {
+    let state_dir = state::sandbox_dir(netns.cookie);
+    let intent = state_dir.join(state::INTENT_FILE);
+    let listed = survey(handle, netns, Strictness::List, &options.probe).await?;
+    if let Some(recorded) = state::read_json::<AttachReport>(&state_dir.join(state::COMMIT_FILE)) {
+        if still_attached(netns, &recorded, &listed) {
+            return already_attached(netns, options, recorded, &intent);
         }
+    }
+    refuse_connected_devices(netns, &state_dir)?;
+    let strictness = if options.skip_unsupported {
+        Strictness::List
+    } else {
+        Strictness::Refuse
+    };
+    // Leftovers of a run that died are taken away first (they may hide the endpoints: the
+    // macvtap model moves the pod device's addresses); a refusal of a clean netns changes
+    // nothing at all.
+    let leftovers = has_leftovers(netns, &listed);
+    let mut checked = None;
+    if !leftovers {
+        let survey = survey(handle, netns, strictness, &options.probe).await?;
+        check_attachable(netns, &survey)?;
+        check_coexistence(handle, netns, options, &survey).await?;
+        checked = Some(survey);
+    }
+    let cleaned = match leftovers {
+        true => Some(teardown(handle, netns).await?),
+        false => None,
+    };
+
+    write_intent(netns, "attach", intent_options(options))?;
+    crash_point("intent-written");
+    let result: Result<AttachReport> = async {
+        let survey = match checked {
+            Some(survey) => survey,
+            None => {
+                let survey = survey(handle, netns, strictness, &options.probe).await?;
+                check_attachable(netns, &survey)?;
+                check_coexistence(handle, netns, options, &survey).await?;
+                survey
+            }
+        };
+        let mut undo = Undo::default();
+        let made: Result<AttachReport> = async {
+            let mut report = connect_all(handle, netns, options, &survey, &mut undo).await?;
+            if let Some(cleaned) = cleaned {
+                report.replaced_leftovers = cleaned.removed_taps.clone();
+                report.cleaned_leftovers = Some(cleaned);
+            }
+            crash_point("before-commit");
+            commit(&state_dir, &report)?;
+            Ok(report)
+        }
+        .await;
+        if made.is_err() {
+            undo.run(handle, netns).await;
+        }
+        made
+    }
+    .await;
+    if result.is_ok() {
+        crash_point("committed");
+    }
+    if let Err(e) = state::remove_file_if_exists(&intent) {
+        log::warn!("{e}");
+    }
+    if result.is_err() {
+        state::remove_temp_files(&state_dir);
+        state::remove_sandbox_dir_if_empty(&state_dir);
+    }
+    result
+}
+
+/// What the pod devices' ingress hooks already hold, against what this attach would add
+/// (see coexist.rs).
+async fn check_coexistence(
+    handle: &rtnetlink::Handle,
+    netns: &Netns,
+    options: &AttachOptions,
+    survey: &Survey,
+) -> Result<()> {
+    let (model, backend, mode) = (options.model, options.backend, options.ebpf_attach);
+    super::coexist::check_pod_devices(handle, netns, model, backend, mode, survey).await
+}
+
+/// The attach options, as the intent file records them.
+fn intent_options(options: &AttachOptions) -> serde_json::Value {
+    serde_json::json!({
+        "model": options.model.to_string(),
+        "tc_backend": options.backend,
+        "ebpf_attach": options.ebpf_attach,
+        "fast_path": options.fast_path,
+        "queues": options.queues,
+        "tap_owner": options.tap_owner,
+        "tap_group": options.tap_group,
+        "txqueuelen": options.txqueuelen,
+        "skip_unsupported": options.skip_unsupported,
+        "disable_new_netns": options.disable_new_netns,
     })
 }
 
-async fn check_attachable(
-    handle: &rtnetlink::Handle,
-    netns: &Netns,
-    survey: &Survey,
-) -> Result<()> {
-    // An attached netns first: after the macvtap model its pod device has no address left.
-    let mut found = Vec::new();
-    let pin_dir = pins::sandbox_dir(netns.cookie);
-    if pin_dir.exists() {
-        found.push(pin_dir.display().to_string());
-    }
+/// Writes the commit file: the report, atomically.
+fn commit(state_dir: &std::path::Path, report: &AttachReport) -> Result<()> {
+    let json = serde_json::to_vec_pretty(report).expect("plain struct serializes");
+    state::write_file_atomic(&state_dir.join(state::COMMIT_FILE), &json)?;
+    Ok(())
+}
+
+/// Changes the commit file of an attached sandbox (watch records the endpoints it plugs and
+/// unplugs there, so that a later idempotent attach reports them). A sandbox without a
+/// commit file is left as it is. The caller holds the sandbox lock.
+pub(crate) fn amend_commit(netns: &Netns, change: impl FnOnce(&mut AttachReport)) -> Result<()> {
     let state_dir = state::sandbox_dir(netns.cookie);
-    if state::has_state(&state_dir) {
-        found.push(state_dir.display().to_string());
-    }
-    for (_, tap) in &survey.taps {
-        let dev = Dev {
-            name: tap.name.clone(),
-            ifindex: tap.ifindex,
-        };
-        let q = mirred::ingress_qdisc(handle, &dev)
-            .await
-            .map_err(|source| Error::Mirred {
-                netns: netns.to_string(),
-                source: Box::new(source),
-            })?;
-        if q == mirred::IngressQdisc::Ingress {
-            found.push(format!("mirred datapath on {}", tap.name));
+    let Some(mut report) = state::read_json::<AttachReport>(&state_dir.join(state::COMMIT_FILE))
+    else {
+        return Ok(());
+    };
+    change(&mut report);
+    commit(&state_dir, &report)
+}
+
+/// Whether what the commit file records is still there: every tap and macvtap it made, with
+/// the same ifindex, and the pin directory.
+fn still_attached(netns: &Netns, recorded: &AttachReport, listed: &Survey) -> bool {
+    let present = |name: &str, ifindex: u32, kind: Option<&str>| {
+        listed.taps.iter().any(|(_, t)| {
+            t.name == name
+                && t.ifindex == ifindex
+                && kind.is_none_or(|k| t.kind.as_deref() == Some(k))
+        })
+    };
+    recorded.netns_cookie == netns.cookie
+        && recorded.pin_dir.as_ref().is_none_or(|d| d.exists())
+        && recorded.endpoints.iter().all(|e| {
+            e.tap
+                .as_ref()
+                .is_none_or(|t| present(&t.name, t.ifindex, Some("tun")))
+                && e.macvtap
+                    .as_ref()
+                    .is_none_or(|m| !m.created || present(&m.name, m.ifindex, Some("macvtap")))
+        })
+}
+
+/// An attach of an attached netns: the recorded report when the request matches it, a
+/// conflict when it asks for another model or datapath.
+fn already_attached(
+    netns: &Netns,
+    options: &AttachOptions,
+    mut recorded: AttachReport,
+    intent: &std::path::Path,
+) -> Result<AttachReport> {
+    let mut differs = Vec::new();
+    if recorded.model != options.model.to_string() {
+        differs.push(format!("model {}", options.model));
+    } else if let Some(backend) = recorded.backend {
+        if backend != options.backend {
+            differs.push(format!("tc backend {}", options.backend));
+        } else if let Some(mode) = options.ebpf_attach {
+            if recorded.datapath != mode.as_str() {
+                differs.push(format!("eBPF attach mode {}", mode.as_str()));
+            }
         }
     }
-    if !found.is_empty() {
+    if !differs.is_empty() {
         return Err(Error::AlreadyAttached {
             netns: netns.to_string(),
-            detail: format!("found {}", found.join(", ")),
+            detail: format!(
+                "with model {}, datapath {}; {} was requested",
+                recorded.model,
+                recorded.datapath,
+                differs.join(", ")
+            ),
         });
     }
+    // The intent file of a run killed right after its commit.
+    state::remove_file_if_exists(intent)?;
+    recorded.already_attached = true;
+    // This call removed nothing.
+    recorded.replaced_leftovers.clear();
+    recorded.cleaned_leftovers = None;
+    recorded.netns = netns.arg.clone();
+    recorded.netns_path = netns.path.clone();
+    Ok(recorded)
+}
+
+/// Whether netshim has left anything in the netns (no commit file says it is attached):
+/// the same things [`teardown`] takes away.
+fn has_leftovers(netns: &Netns, listed: &Survey) -> bool {
+    state::sandbox_dir(netns.cookie).exists()
+        || pins::sandbox_dir(netns.cookie).exists()
+        || listed
+            .taps
+            .iter()
+            .any(|(_, t)| t.kind.as_deref() == Some("tun"))
+}
+
+/// A pin directory that only `netshim connect` made (no attach ever committed or began
+/// here) is not a leftover: its pairs are someone's. Attach does not take them down.
+fn refuse_connected_devices(netns: &Netns, state_dir: &std::path::Path) -> Result<()> {
+    let pin_dir = pins::sandbox_dir(netns.cookie);
+    if !pin_dir.exists()
+        || state_dir.join(state::INTENT_FILE).exists()
+        || state_dir.join(state::COMMIT_FILE).exists()
+    {
+        return Ok(());
+    }
+    let Ok(records) = ebpf::recorded_endpoints(&pin_dir) else {
+        return Ok(());
+    };
+    let name = |f: &[u8]| String::from_utf8_lossy(netshim_common::from_fixed(f)).into_owned();
+    let connected: Vec<String> = records
+        .iter()
+        .filter(|(_, r)| tap_name::parse(&name(&r.tap_name)).is_none())
+        .map(|(_, r)| format!("{} <-> {}", name(&r.pod_name), name(&r.tap_name)))
+        .collect();
+    if connected.is_empty() {
+        return Ok(());
+    }
+    Err(Error::AlreadyAttached {
+        netns: netns.to_string(),
+        detail: format!(
+            "devices connected by `netshim connect`: {}; disconnect them",
+            connected.join(", ")
+        ),
+    })
+}
+
+/// Refuses a netns attach cannot serve: nothing to attach to, or too much.
+fn check_attachable(netns: &Netns, survey: &Survey) -> Result<()> {
     if survey.endpoints.is_empty() {
         let detail = if survey.skipped.is_empty() {
             "it has no interfaces".to_owned()
@@ -250,7 +451,6 @@ async fn connect_all(
 ) -> Result<AttachReport> {
     // Read before the macvtap model moves addresses (and with them routes) away.
     let guest = super::collect_guest_network(handle, netns).await?;
-    let replaced_leftovers = replace_leftover_taps(handle, netns, survey).await?;
 
     let mut pairs = Vec::new();
     let mut endpoints = Vec::new();
@@ -328,7 +528,9 @@ async fn connect_all(
         pin_dir,
         endpoints,
         skipped: survey.skipped.clone(),
-        replaced_leftovers,
+        replaced_leftovers: Vec::new(),
+        cleaned_leftovers: None,
+        already_attached: false,
     })
 }
 
@@ -348,40 +550,13 @@ pub(crate) fn endpoint_report(
     EndpointReport {
         endpoint: EndpointInfo::new(index, iface, class),
         guest_ifname: tap_name::guest_ifname_for(index),
-        attachment: kind,
+        attachment: kind.into(),
         tap,
         macvtap,
         redirect: None,
         routes,
         neighbors,
     }
-}
-
-/// Taps a dead run left (no datapath of ours is attached, see `check_attachable`) are
-/// deleted, so that the new ones start clean even when a dead VMM's fd still holds one
-/// (a persistent tap that is still attached would make TUNSETIFF fail with EBUSY —
-/// firecracker-go-sdk#73).
-async fn replace_leftover_taps(
-    handle: &rtnetlink::Handle,
-    netns: &Netns,
-    survey: &Survey,
-) -> Result<Vec<String>> {
-    let mut replaced = Vec::new();
-    for (_, tap) in &survey.taps {
-        if tap.kind.as_deref() != Some("tun") {
-            continue;
-        }
-        super::detach::delete_link(handle, &dev(tap))
-            .await
-            .map_err(|source| Error::Netlink {
-                op: "RTM_DELLINK (leftover tap)",
-                target: tap.name.clone(),
-                netns: netns.to_string(),
-                source: Box::new(source),
-            })?;
-        replaced.push(tap.name.clone());
-    }
-    Ok(replaced)
 }
 
 /// Creates `tap<index>_kata` for `iface`: persistent, vnet_hdr, the endpoint's MTU, up.
@@ -404,6 +579,7 @@ pub(crate) async fn create_tap(
         netns: netns.to_string(),
         source: Box::new(source),
     })?;
+    crash_point("tap-created");
     let netlink_err = |op| {
         let name = name.clone();
         move |source| Error::Netlink {
@@ -435,6 +611,7 @@ pub(crate) async fn create_tap(
         .execute()
         .await
         .map_err(netlink_err("RTM_NEWLINK (mtu, txqueuelen, up)"))?;
+    crash_point("tap-configured");
     Ok(TapReport {
         name,
         ifindex: created.ifindex,
@@ -473,4 +650,102 @@ pub(crate) async fn create_macvtap(
         queues: made.queues,
         created: true,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        endpoint::Classified,
+        interfaces::{IfAddr, Mac},
+    };
+
+    /// The commit file is this report; attach reads it back to answer a second attach.
+    #[test]
+    fn the_report_reads_back_as_written() {
+        let endpoint = EndpointInfo {
+            index: 0,
+            name: "eth0".into(),
+            class: Classified {
+                kind: EndpointKind::Veth,
+                pci_address: None,
+                driver: None,
+                vhost_user_socket: None,
+            },
+            ifindex: 2,
+            mac: Some(Mac([0x02, 0, 0, 0, 0, 0x2a])),
+            mtu: 1500,
+            addresses: vec![IfAddr {
+                address: "10.1.0.2".parse().unwrap(),
+                prefix_len: 24,
+            }],
+        };
+        let report = AttachReport {
+            netns: "pod".into(),
+            netns_path: "/run/netns/pod".into(),
+            netns_inode: 4026532000,
+            netns_cookie: 4242,
+            model: "tcfilter".into(),
+            backend: Some(TcBackend::Ebpf),
+            datapath: "tcx".into(),
+            pin_dir: Some("/sys/fs/bpf/netshim/netns-4242".into()),
+            endpoints: vec![EndpointReport {
+                endpoint,
+                guest_ifname: "eth0".into(),
+                attachment: "tap".into(),
+                tap: Some(TapReport {
+                    name: "tap0_kata".into(),
+                    ifindex: 3,
+                    mtu: 1500,
+                    queues: 1,
+                    multi_queue: false,
+                    vnet_hdr: true,
+                    owner: Some(1000),
+                    group: None,
+                    txqueuelen: None,
+                }),
+                macvtap: None,
+                redirect: Some(Redirects {
+                    to_vm: RedirectMode::Redirect,
+                    from_vm: RedirectMode::RedirectPeer,
+                }),
+                routes: vec![GuestRoute {
+                    destination: "default".into(),
+                    gateway: Some("10.1.0.1".parse().unwrap()),
+                    source: None,
+                    scope: "universe".into(),
+                    mtu: Some(1400),
+                }],
+                neighbors: vec![GuestNeighbor {
+                    address: "10.1.0.1".parse().unwrap(),
+                    mac: Mac([0x02, 0, 0, 0, 0, 1]),
+                    state: "permanent".into(),
+                }],
+            }],
+            skipped: vec![SkippedInterface {
+                name: "lo".into(),
+                ifindex: 1,
+                reason: crate::endpoint::SkipReason::Loopback,
+                detail: None,
+            }],
+            replaced_leftovers: vec!["tap0_kata".into()],
+            cleaned_leftovers: Some(DetachReport {
+                netns: "pod".into(),
+                removed_taps: vec!["tap0_kata".into()],
+                removed_state: vec!["/run/netshim/netns-4242/attaching.json".into()],
+                ..DetachReport::default()
+            }),
+            already_attached: false,
+        };
+        let json = serde_json::to_string_pretty(&report).unwrap();
+        let back: AttachReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, report, "{json}");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["endpoints"][0]["kind"], "veth", "flattened as before");
+        assert_eq!(v["endpoints"][0]["mac"], "02:00:00:00:00:2a");
+        assert!(
+            v["cleaned_leftovers"].get("gc").is_none(),
+            "no gc field outside detach of a gone netns"
+        );
+    }
 }

@@ -12,7 +12,9 @@ use crate::{
         ebpf::{self, AttachMode, EbpfDatapath},
         mirred, Dev, FastPath, RedirectMode, TcBackend,
     },
+    crash::crash_point,
     interfaces::{self, Interface},
+    lock::SandboxLock,
     netns::Netns,
     pins, Error, Result,
 };
@@ -68,6 +70,7 @@ pub(crate) async fn connect_pairs(
         TcBackend::Ebpf => {
             let existed = pins::sandbox_dir(netns.cookie).exists();
             let dir = pins::create_sandbox_dir(netns.cookie)?;
+            crash_point("pin-dir-created");
             let ebpf_err = |source| Error::Ebpf {
                 netns: netns.to_string(),
                 source: Box::new(source),
@@ -81,6 +84,7 @@ pub(crate) async fn connect_pairs(
                 }
             };
             let mut datapath = EbpfDatapath::load(&dir, mode).map_err(ebpf_err)?;
+            crash_point("program-loaded");
             if !existed {
                 datapath.record_sandbox(netns).map_err(ebpf_err)?;
             }
@@ -108,6 +112,7 @@ pub(crate) async fn connect_pairs(
                         netns: netns.to_string(),
                         source: Box::new(source),
                     })?;
+                crash_point("mirred-connected");
             }
             Ok(Connected {
                 backend,
@@ -175,7 +180,9 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
         )));
     }
     let (netns, a, b, options) = (netns.clone(), a.to_owned(), b.to_owned(), options.clone());
-    netns.clone().run(move |handle| async move {
+    // One operation per sandbox at a time (see crate::lock).
+    let lock = SandboxLock::acquire(netns.cookie)?;
+    let result = netns.clone().run(move |handle| async move {
         let ia = lookup(&handle, &netns, &a).await?;
         let ib = lookup(&handle, &netns, &b).await?;
         for d in [dev(&ia), dev(&ib)] {
@@ -242,7 +249,9 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
             b_to_a: ebpf.then_some(pair.b_to_a),
             pin_dir: connected.pin_dir,
         })
-    })
+    });
+    lock.release();
+    result
 }
 
 /// The first free endpoint index of the sandbox's pins; an error when either device is
@@ -278,7 +287,9 @@ fn free_index(netns: &Netns, dir: &std::path::Path, names: &[&str]) -> Result<u3
 /// Disconnects `a` and `b`; succeeds (removing nothing) when they are not connected.
 pub fn disconnect(netns: &Netns, a: &str, b: &str) -> Result<DisconnectReport> {
     let (netns, a, b) = (netns.clone(), a.to_owned(), b.to_owned());
-    netns.clone().run(move |handle| async move {
+    // One operation per sandbox at a time (see crate::lock).
+    let lock = SandboxLock::acquire(netns.cookie)?;
+    let result = netns.clone().run(move |handle| async move {
         let mut report = DisconnectReport {
             netns: netns.arg.clone(),
             a: a.clone(),
@@ -321,5 +332,7 @@ pub fn disconnect(netns: &Netns, a: &str, b: &str) -> Result<DisconnectReport> {
             report.removed = Some(TcBackend::Mirred);
         }
         Ok(report)
-    })
+    });
+    lock.release();
+    result
 }

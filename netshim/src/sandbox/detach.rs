@@ -1,29 +1,48 @@
 //! `netshim detach`: remove everything attach made, and nothing else.
 //!
 //! What is netshim's: the `tap<N>_kata` tun devices, the sandbox's bpffs directory (and with
-//! it the TCX links), and the ingress qdiscs of kata's mirred datapath on the taps and on
-//! the pod devices they pair with. Detaching a netns that has none of these succeeds and
-//! says so (CNI DEL semantics).
+//! it the TCX links), the ingress qdiscs of kata's mirred datapath on the taps and on the pod
+//! devices they pair with, the macvtap model's macvtaps (their state files say which), and
+//! the sandbox's files under /run/netshim. Detaching a netns that has none of these succeeds
+//! and says so, and so does detaching a netns that no longer exists (CNI DEL semantics).
+//!
+//! The same teardown cleans up after a run that died half-way: attach runs it before
+//! attaching over leftovers, and `netshim gc` runs it in live namespaces that a killed
+//! attach left half-made. It writes the intent file before it changes anything, so a
+//! teardown that is itself killed is found and finished by the next one.
 
-use super::{survey, Strictness, Survey};
+use std::path::PathBuf;
+
+use super::{survey, write_intent, GcReport, Strictness, Survey};
 use crate::{
     backend::{ebpf, mirred, Dev},
     endpoint::SystemProbe,
+    lock::SandboxLock,
     model::macvtap,
     netns::Netns,
     pins, state, Error, Result,
 };
 
 /// What detach removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DetachReport {
     pub netns: String,
     pub removed_taps: Vec<String>,
-    pub removed_pin_dir: Option<std::path::PathBuf>,
+    pub removed_pin_dir: Option<PathBuf>,
     /// Devices whose mirred ingress qdisc was removed.
     pub removed_mirred: Vec<String>,
     /// Macvtaps of the macvtap model removed (their pod devices restored).
     pub removed_macvtaps: Vec<String>,
+    /// netshim's files under /run/netshim that went: the commit file, the intent file of a
+    /// run that died, the sandbox's state directory.
+    #[serde(default)]
+    pub removed_state: Vec<PathBuf>,
+    /// The netns no longer exists: nothing to detach (its leftovers are collected, `gc`).
+    #[serde(default)]
+    pub netns_gone: bool,
+    /// With `netns_gone`: what the collection of dead namespaces' leftovers removed.
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub gc: Option<GcReport>,
 }
 
 impl DetachReport {
@@ -32,115 +51,171 @@ impl DetachReport {
             || self.removed_pin_dir.is_some()
             || !self.removed_mirred.is_empty()
             || !self.removed_macvtaps.is_empty()
+            || !self.removed_state.is_empty()
     }
 }
 
 /// Detaches `netns`.
 pub fn detach(netns: &Netns) -> Result<DetachReport> {
-    let netns = netns.clone();
-    netns.clone().run(move |handle| async move {
-        let survey = survey(&handle, &netns, Strictness::List, &SystemProbe::default()).await?;
-        let mut report = DetachReport {
-            netns: netns.arg.clone(),
-            ..DetachReport::default()
-        };
-
-        let dir = pins::sandbox_dir(netns.cookie);
-        if dir.exists() {
-            ebpf::detach_sandbox(&handle, &dir)
-                .await
-                .map_err(|source| Error::Ebpf {
-                    netns: netns.to_string(),
-                    source: Box::new(source),
-                })?;
-            report.removed_pin_dir = Some(dir);
-        }
-
-        for (pod, tap) in mirred_pairs(&survey) {
-            let on_tap = mirred::ingress_qdisc(&handle, &tap)
-                .await
-                .map_err(|source| Error::Mirred {
-                    netns: netns.to_string(),
-                    source: Box::new(source),
-                })?;
-            if on_tap != mirred::IngressQdisc::Ingress {
-                continue;
-            }
-            mirred::disconnect(&handle, &pod, &tap)
-                .await
-                .map_err(|source| Error::Mirred {
-                    netns: netns.to_string(),
-                    source: Box::new(source),
-                })?;
-            report.removed_mirred.push(pod.name.clone());
-            report.removed_mirred.push(tap.name.clone());
-        }
-
-        let state_dir = state::sandbox_dir(netns.cookie);
-        for (_, mvt) in &survey.taps {
-            if mvt.kind.as_deref() != Some("macvtap") {
-                continue;
-            }
-            // Only macvtaps netshim's model made (it left a state file for the pod device);
-            // a macvtap someone else named like ours stays.
-            let Some(pod_ifindex) = mvt.link else {
-                continue;
-            };
-            if !macvtap::state_path(&state_dir, pod_ifindex).exists() {
-                continue;
-            }
-            macvtap::disconnect(&handle, &mvt.name, pod_ifindex, &state_dir)
-                .await
-                .map_err(|source| Error::Macvtap {
-                    netns: netns.to_string(),
-                    source: Box::new(source),
-                })?;
-            report.removed_macvtaps.push(mvt.name.clone());
-        }
-        state::remove_sandbox_dir_if_empty(&state_dir);
-
-        for (_, tap) in &survey.taps {
-            if tap.kind.as_deref() != Some("tun") {
-                continue;
-            }
-            let dev = Dev {
-                name: tap.name.clone(),
-                ifindex: tap.ifindex,
-            };
-            delete_link(&handle, &dev)
-                .await
-                .map_err(|source| Error::Netlink {
-                    op: "RTM_DELLINK",
-                    target: dev.name.clone(),
-                    netns: netns.to_string(),
-                    source: Box::new(source),
-                })?;
-            report.removed_taps.push(dev.name);
-        }
-        Ok(report)
-    })
+    // One operation per sandbox at a time (see crate::lock).
+    let lock = SandboxLock::acquire(netns.cookie)?;
+    let n = netns.clone();
+    let result = netns.run(move |handle| async move { teardown(&handle, &n).await });
+    lock.release();
+    result
 }
 
-/// Pod device ↔ tap pairs as attach made them: endpoint N (kata's order) ↔ `tap<N>_kata`.
-pub(crate) fn mirred_pairs(survey: &Survey) -> Vec<(Dev, Dev)> {
-    survey
-        .endpoints
+/// Detaches the netns `arg` names (as `--netns` takes it). A netns that no longer exists
+/// (the name or path is gone) has nothing to detach: that succeeds, and the leftovers of
+/// dead namespaces are collected so that nothing of it stays. A path that exists but is not
+/// a network namespace is an error.
+pub fn detach_arg(arg: &str) -> Result<DetachReport> {
+    match Netns::resolve(arg) {
+        Ok(netns) => detach(&netns),
+        Err(e) if e.is_gone() => Ok(DetachReport {
+            netns: arg.to_owned(),
+            netns_gone: true,
+            gc: Some(super::gc::collect_dead()?),
+            ..DetachReport::default()
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes everything netshim made in `netns` (see the module docs). Must run inside it,
+/// with the sandbox lock held.
+pub(crate) async fn teardown(handle: &rtnetlink::Handle, netns: &Netns) -> Result<DetachReport> {
+    let mut report = DetachReport {
+        netns: netns.arg.clone(),
+        ..DetachReport::default()
+    };
+    let survey = survey(handle, netns, Strictness::List, &SystemProbe::default()).await?;
+    let state_dir = state::sandbox_dir(netns.cookie);
+    let pin_dir = pins::sandbox_dir(netns.cookie);
+    let has_tun_taps = survey
+        .taps
         .iter()
-        .enumerate()
-        .filter_map(|(index, (pod, _))| {
-            let tap = survey.tap(index as u32)?;
-            Some((
-                Dev {
-                    name: pod.name.clone(),
-                    ifindex: pod.ifindex,
-                },
-                Dev {
-                    name: tap.name.clone(),
-                    ifindex: tap.ifindex,
-                },
-            ))
-        })
-        .collect()
+        .any(|(_, t)| t.kind.as_deref() == Some("tun"));
+    if !state_dir.exists() && !pin_dir.exists() && !has_tun_taps {
+        return Ok(report);
+    }
+    let intent = state_dir.join(state::INTENT_FILE);
+    let dead_run_intent = intent.exists();
+    let had_state_dir = state_dir.exists();
+    write_intent(netns, "detach", serde_json::Value::Null)?;
+    // Un-commit first: from here on the sandbox is not attached, whatever else is left.
+    let commit = state_dir.join(state::COMMIT_FILE);
+    if state::remove_file_if_exists(&commit)? {
+        report.removed_state.push(commit);
+    }
+
+    if pin_dir.exists() {
+        ebpf::detach_sandbox(handle, &pin_dir)
+            .await
+            .map_err(|source| Error::Ebpf {
+                netns: netns.to_string(),
+                source: Box::new(source),
+            })?;
+        report.removed_pin_dir = Some(pin_dir);
+    }
+
+    let mirred_err = |source| Error::Mirred {
+        netns: netns.to_string(),
+        source: Box::new(source),
+    };
+    for (pod, tap) in mirred_pairs_by_redirect(handle, &survey)
+        .await
+        .map_err(mirred_err)?
+    {
+        // Ours when the tap has kata's ingress qdisc, or the pod device redirects to the
+        // tap (an attach killed between the two devices).
+        let on_tap = mirred::ingress_qdisc(handle, &tap)
+            .await
+            .map_err(mirred_err)?
+            == mirred::IngressQdisc::Ingress;
+        let pod_to_tap = mirred::redirect_target(handle, &pod)
+            .await
+            .map_err(mirred_err)?
+            == Some(tap.ifindex);
+        if !on_tap && !pod_to_tap {
+            continue;
+        }
+        mirred::disconnect(handle, &pod, &tap)
+            .await
+            .map_err(mirred_err)?;
+        report.removed_mirred.push(pod.name.clone());
+        report.removed_mirred.push(tap.name.clone());
+    }
+
+    // Only macvtaps netshim's model made: it wrote a state file for the pod device before
+    // changing anything. A macvtap someone else named like ours stays.
+    let macvtap_err = |source| Error::Macvtap {
+        netns: netns.to_string(),
+        source: Box::new(source),
+    };
+    for (name, pod_ifindex) in macvtap::recorded(&state_dir).map_err(macvtap_err)? {
+        macvtap::disconnect(handle, &name, pod_ifindex, &state_dir)
+            .await
+            .map_err(macvtap_err)?;
+        report.removed_macvtaps.push(name);
+    }
+
+    for (_, tap) in &survey.taps {
+        if tap.kind.as_deref() != Some("tun") {
+            continue;
+        }
+        let dev = Dev {
+            name: tap.name.clone(),
+            ifindex: tap.ifindex,
+        };
+        delete_link(handle, &dev)
+            .await
+            .map_err(|source| Error::Netlink {
+                op: "RTM_DELLINK",
+                target: dev.name.clone(),
+                netns: netns.to_string(),
+                source: Box::new(source),
+            })?;
+        report.removed_taps.push(dev.name);
+    }
+
+    state::remove_temp_files(&state_dir);
+    state::remove_file_if_exists(&intent)?;
+    if dead_run_intent {
+        report.removed_state.push(intent);
+    }
+    if state::remove_sandbox_dir_if_empty(&state_dir) && had_state_dir {
+        report.removed_state.push(state_dir);
+    }
+    Ok(report)
+}
+
+/// The pairs kata's mirred datapath may connect: each pod endpoint with the tap its ingress
+/// filter redirects to, or else (nothing redirects yet: an attach killed before the pod's
+/// filter) with `tap<N>_kata` of its position. After `watch` has unplugged an endpoint in the
+/// middle, positions and tap numbers no longer line up; the redirect target still does.
+async fn mirred_pairs_by_redirect(
+    handle: &rtnetlink::Handle,
+    survey: &Survey,
+) -> std::result::Result<Vec<(Dev, Dev)>, mirred::MirredError> {
+    let dev = |i: &crate::interfaces::Interface| Dev {
+        name: i.name.clone(),
+        ifindex: i.ifindex,
+    };
+    let mut pairs = Vec::new();
+    for (index, (pod, _)) in survey.endpoints.iter().enumerate() {
+        let pod = dev(pod);
+        let target = mirred::redirect_target(handle, &pod).await?;
+        let redirected = target.and_then(|t| survey.taps.iter().find(|(_, x)| x.ifindex == t));
+        match redirected
+            .map(|(_, t)| t)
+            .or_else(|| survey.tap(index as u32))
+        {
+            Some(tap) => pairs.push((pod, dev(tap))),
+            None => continue,
+        }
+    }
+    Ok(pairs)
 }
 
 /// Deletes a link; one that is already gone is fine.

@@ -1,4 +1,4 @@
-//! Whole-netns operations: scan, attach, detach, status, stats, upgrade, watch.
+//! Whole-netns operations: scan, attach, detach, status, stats, upgrade, watch, gc.
 //!
 //! Each runs on a thread inside the sandbox netns ([`Netns::run`]). The first step is
 //! always the same survey: list the interfaces, classify them, and find the taps an earlier
@@ -8,6 +8,7 @@ mod attach;
 mod coexist;
 mod connect;
 mod detach;
+mod gc;
 mod hotplug;
 mod scan;
 mod status;
@@ -17,7 +18,8 @@ mod watch;
 
 pub use attach::{attach, AttachOptions, AttachReport, EndpointReport, MacvtapReport, TapReport};
 pub use connect::{connect, disconnect, ConnectOptions, ConnectReport, DisconnectReport};
-pub use detach::{detach, DetachReport};
+pub use detach::{detach, detach_arg, DetachReport};
+pub use gc::{gc, DeadSandbox, FailedSandbox, GcReport, HalfMadeSandbox, SkippedSandbox};
 pub use scan::{scan, ScanReport, ScannedInterface};
 pub use status::{stats, status, EndpointStatus, MacvtapStatus, StatusReport};
 pub use upgrade::{
@@ -29,11 +31,31 @@ use crate::{
     endpoint::{self, Classification, Classified, SkipReason, SystemProbe},
     interfaces::{self, IfAddr, Interface, Mac},
     netns::Netns,
-    tap_name, Error, Result,
+    state, tap_name, Error, Result,
 };
 
+/// Writes the sandbox's intent file (see [`crate::state`]) before `op` changes anything.
+pub(crate) fn write_intent(netns: &Netns, op: &str, options: serde_json::Value) -> Result<()> {
+    let dir = state::create_sandbox_dir(netns.cookie)?;
+    let intent = state::Intent {
+        op: op.to_owned(),
+        pid: std::process::id(),
+        started_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        netns_path: netns.path.clone(),
+        netns_inode: netns.inode,
+        netns_cookie: netns.cookie,
+        options,
+    };
+    let json = serde_json::to_vec_pretty(&intent).expect("plain struct serializes");
+    state::write_file_atomic(&dir.join(state::INTENT_FILE), &json)?;
+    Ok(())
+}
+
 /// An endpoint as the pod netns shows it: what the VMM and the guest need to know of it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EndpointInfo {
     /// Position in kata's order; endpoint N gets `tap<N>_kata` and `eth<N>` in the guest.
     pub index: u32,
@@ -63,7 +85,7 @@ impl EndpointInfo {
 }
 
 /// An interface that is not an endpoint, and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SkippedInterface {
     pub name: String,
     pub ifindex: u32,

@@ -241,6 +241,7 @@ impl Watcher {
         // attach is to take it itself, and flock on a second open of the lock file would
         // wait for this process forever.
         let attached = match attach(&self.netns, &self.options.attach) {
+            Ok(report) if report.already_attached => None,
             Ok(report) => Some(Box::new(report)),
             Err(Error::AlreadyAttached { .. }) | Err(Error::NoUsableInterface { .. }) => None,
             Err(e) => return Err(e),
@@ -508,7 +509,13 @@ impl Watcher {
             let Some(p) = self.plugged.remove(&ifindex) else {
                 continue;
             };
-            match hotplug::unplug(&self.handle, &self.netns, &p).await {
+            let unplugged = hotplug::unplug(&self.handle, &self.netns, &p).await;
+            let unplugged = unplugged.and_then(|()| {
+                super::attach::amend_commit(&self.netns, |r| {
+                    r.endpoints.retain(|e| e.endpoint.ifindex != ifindex)
+                })
+            });
+            match unplugged {
                 Ok(()) => emit.send(WatchEvent::Removed {
                     endpoint: WatchedEndpoint::of(&p),
                 }),
@@ -570,6 +577,10 @@ impl Watcher {
                 &guest,
             )
             .await;
+            let plugged = plugged.and_then(|(p, report)| {
+                super::attach::amend_commit(&self.netns, |r| r.endpoints.push(report.clone()))?;
+                Ok((p, report))
+            });
             match plugged {
                 Ok((p, report)) => {
                     used.insert(index);

@@ -1,0 +1,822 @@
+//! Lifecycle and crash safety: attach is idempotent, an attach killed at any step is cleaned
+//! up by the next attach or by `netshim gc` without a trace, gc collects what a deleted netns
+//! left, and detach of a netns that is gone succeeds (CNI DEL).
+//!
+//! Every assertion is about this file's own namespaces: other tests on the machine create and
+//! remove sandboxes of their own at the same time.
+
+use std::{
+    collections::BTreeMap,
+    net::UdpSocket,
+    os::unix::{fs::MetadataExt, process::ExitStatusExt},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use netshim::{
+    backend::TcBackend,
+    crash::{CRASH_POINTS, KILL_AT_ENV},
+};
+use netshim_tests::{
+    netshim_cli::{netshim, netshim_bin, netshim_json, netshim_ok, Pod},
+    skip_unless_root,
+    tap_reader::{format_mac, udp_frame},
+    TapQueue, TestNetns,
+};
+use serde_json::Value;
+
+/// Held from a killed attach to the run that cleans it up, and around every gc: otherwise
+/// one test's gc could clean another test's half-made sandbox before that test's own
+/// cleanup runs, and the test would assert on what someone else did.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A pod whose client has a permanent neighbour entry for the pod address: every frame that
+/// crosses is one a test sent.
+fn pod(tag: &str) -> Pod {
+    let pod = Pod::new(tag);
+    pod.client.ip(&[
+        "neigh",
+        "replace",
+        &pod.pod_ip.to_string(),
+        "lladdr",
+        &format_mac(&pod.pod_mac),
+        "dev",
+        "c0",
+        "nud",
+        "permanent",
+    ]);
+    pod
+}
+
+fn attach_args<'a>(pod: &'a Pod, backend: &'a str) -> Vec<&'a str> {
+    vec!["attach", "--netns", pod.netns(), "--tc-backend", backend]
+}
+
+fn cookie(ns: &TestNetns) -> u64 {
+    netshim_json(&["status", "--netns", ns.name()])["netns_cookie"]
+        .as_u64()
+        .expect("netns_cookie")
+}
+
+fn pin_dir(cookie: u64) -> PathBuf {
+    PathBuf::from(format!("/sys/fs/bpf/netshim/netns-{cookie}"))
+}
+
+fn state_dir(cookie: u64) -> PathBuf {
+    PathBuf::from(format!("/run/netshim/netns-{cookie}"))
+}
+
+fn lock_file(cookie: u64) -> PathBuf {
+    PathBuf::from(format!("/run/netshim/netns-{cookie}.lock"))
+}
+
+// ---- TCX links, straight from the kernel (bpftool 7.1 cannot filter them by device) -----
+
+/// `union bpf_attr` for BPF_PROG_QUERY (include/uapi/linux/bpf.h).
+#[repr(C)]
+#[derive(Default)]
+struct ProgQueryAttr {
+    target_ifindex: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    count: u32,
+    _pad: u32,
+    prog_attach_flags: u64,
+    link_ids: u64,
+    link_attach_flags: u64,
+    revision: u64,
+}
+
+const BPF_PROG_QUERY: libc::c_long = 16;
+const BPF_TCX_INGRESS: u32 = 46;
+const BPF_TCX_EGRESS: u32 = 47;
+
+/// (hook, program id, link id) of every TCX attachment of device `ifindex` in `ns`.
+fn tcx_attachments(ns: &TestNetns, ifindex: u32) -> Vec<(&'static str, u32, u32)> {
+    ns.run(|| {
+        let mut out = Vec::new();
+        for (hook, attach_type) in [("ingress", BPF_TCX_INGRESS), ("egress", BPF_TCX_EGRESS)] {
+            let mut progs = [0u32; 16];
+            let mut links = [0u32; 16];
+            let mut attr = ProgQueryAttr {
+                target_ifindex: ifindex,
+                attach_type,
+                prog_ids: progs.as_mut_ptr() as u64,
+                link_ids: links.as_mut_ptr() as u64,
+                count: progs.len() as u32,
+                ..ProgQueryAttr::default()
+            };
+            // SAFETY: attr is a valid BPF_PROG_QUERY attribute whose id buffers hold `count`
+            // entries and outlive the call.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    BPF_PROG_QUERY,
+                    &mut attr as *mut ProgQueryAttr,
+                    std::mem::size_of::<ProgQueryAttr>() as u32,
+                )
+            };
+            assert_eq!(
+                rc,
+                0,
+                "BPF_PROG_QUERY {hook} on ifindex {ifindex}: {}",
+                std::io::Error::last_os_error()
+            );
+            for i in 0..attr.count as usize {
+                out.push((hook, progs[i], links[i]));
+            }
+        }
+        out
+    })
+}
+
+// ---- what attach can change, as the kernel and the file system report it ---------------
+
+fn json(out: String) -> Vec<Value> {
+    if out.trim().is_empty() {
+        return Vec::new();
+    }
+    serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn pick(v: &Value, keys: &[&str]) -> Value {
+    let mut m = serde_json::Map::new();
+    for k in keys {
+        if let Some(x) = v.get(*k) {
+            m.insert((*k).to_owned(), x.clone());
+        }
+    }
+    Value::Object(m)
+}
+
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    links: Vec<Value>,
+    addresses: Vec<Value>,
+    routes: Vec<Value>,
+    qdiscs: Vec<Value>,
+    filters: BTreeMap<String, Value>,
+    tcx: BTreeMap<String, Vec<(&'static str, u32, u32)>>,
+}
+
+fn snapshot(ns: &TestNetns) -> Snapshot {
+    let links: Vec<Value> = json(ns.ip(&["-j", "-d", "link", "show"]))
+        .iter()
+        .map(|l| {
+            let mut v = pick(
+                l,
+                &["ifindex", "ifname", "flags", "mtu", "address", "qdisc"],
+            );
+            v["kind"] = l["linkinfo"]["info_kind"].clone();
+            v
+        })
+        .collect();
+    let addresses = json(ns.ip(&["-j", "addr", "show"]))
+        .iter()
+        .map(|a| pick(a, &["ifname", "addr_info"]))
+        .collect();
+    let routes = json(ns.ip(&["-j", "route", "show", "table", "all"]));
+    let qdiscs = json(ns.tc(&["-j", "qdisc", "show"]))
+        .iter()
+        .map(|q| pick(q, &["dev", "kind", "handle", "parent"]))
+        .collect();
+    let mut filters = BTreeMap::new();
+    let mut tcx = BTreeMap::new();
+    for l in &links {
+        let dev = l["ifname"].as_str().unwrap().to_owned();
+        for hook in ["ingress", "egress"] {
+            let out = ns.tc(&["-j", "filter", "show", "dev", &dev, hook]);
+            filters.insert(format!("{dev}/{hook}"), Value::Array(json(out)));
+        }
+        let ifindex = l["ifindex"].as_u64().unwrap() as u32;
+        tcx.insert(dev, tcx_attachments(ns, ifindex));
+    }
+    Snapshot {
+        links,
+        addresses,
+        routes,
+        qdiscs,
+        filters,
+        tcx,
+    }
+}
+
+/// Everything of netshim's still in the pod's sandbox netns (and in bpffs and /run for it),
+/// compared with the snapshot taken before anything was attached.
+fn leaks(pod: &Pod, before: &Snapshot, cookie: u64) -> Vec<String> {
+    let now = snapshot(&pod.sandbox);
+    let mut leaks = Vec::new();
+    let mut differs = |what: &str, a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
+        let (a, b) = (format!("{a:?}"), format!("{b:?}"));
+        if a != b {
+            leaks.push(format!("{what}: before {a}\n  now {b}"));
+        }
+    };
+    differs("links", &before.links, &now.links);
+    differs("addresses", &before.addresses, &now.addresses);
+    differs("routes", &before.routes, &now.routes);
+    differs("qdiscs", &before.qdiscs, &now.qdiscs);
+    differs("filters", &before.filters, &now.filters);
+    differs("tcx", &before.tcx, &now.tcx);
+    for path in [pin_dir(cookie), state_dir(cookie), lock_file(cookie)] {
+        if path.exists() {
+            leaks.push(format!("{} exists", path.display()));
+        }
+    }
+    leaks
+}
+
+// ---- traffic ------------------------------------------------------------------------------
+
+/// A few datagrams cross tap0_kata each way: client → tap fd, tap fd → client.
+fn traffic_flows(pod: &Pod, frames: usize) {
+    let tap = TapQueue::open_in(pod.sandbox.path(), "tap0_kata", false, None).expect("open tap");
+    assert!(
+        pod.sandbox
+            .wait_oper_up("tap0_kata", Duration::from_secs(10)),
+        "tap0_kata not UP: {}",
+        diagnostics(pod)
+    );
+    let sender = pod
+        .client
+        .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind client socket"));
+    for i in 0..frames {
+        sender
+            .send_to(format!("to-vm {i}").as_bytes(), (pod.pod_ip, 9999))
+            .expect("send");
+    }
+    for i in 0..frames {
+        let u = tap
+            .read_udp(Duration::from_secs(2), 9999)
+            .unwrap_or_else(|| {
+                panic!(
+                    "datagram {i} of {frames} did not reach the tap\n{}",
+                    diagnostics(pod)
+                )
+            });
+        assert_eq!(u.payload, format!("to-vm {i}").as_bytes());
+    }
+    let receiver = pod
+        .client
+        .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind receiver"));
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    for i in 0..frames {
+        let frame = udp_frame(
+            pod.pod_mac,
+            pod.client_mac,
+            pod.pod_ip,
+            pod.client_ip,
+            5555,
+            port,
+            format!("from-vm {i}").as_bytes(),
+        );
+        tap.write_frame(&frame).expect("write frame to tap");
+    }
+    let mut buf = [0u8; 2048];
+    for i in 0..frames {
+        let (n, _) = receiver
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("datagram {i} of {frames} from the VM: {e}"));
+        assert_eq!(&buf[..n], format!("from-vm {i}").as_bytes());
+    }
+}
+
+/// What the kernel says about the pod, for a failure message.
+fn diagnostics(pod: &Pod) -> String {
+    let stats = netshim(&["stats", "--netns", pod.netns()]);
+    format!(
+        "sandbox links:\n{}\nclient links:\n{}\nclient neighbours:\n{}\nsandbox qdiscs:\n{}\n\
+         tcx: {:?}\nstats:\n{}{}",
+        String::from_utf8_lossy(&pod.sandbox.try_ip(&["-s", "-d", "link"]).stdout),
+        String::from_utf8_lossy(&pod.client.try_ip(&["-s", "link"]).stdout),
+        String::from_utf8_lossy(&pod.client.try_ip(&["neigh"]).stdout),
+        pod.sandbox.tc(&["qdisc", "show"]),
+        snapshot(&pod.sandbox).tcx,
+        String::from_utf8_lossy(&stats.stdout),
+        String::from_utf8_lossy(&stats.stderr),
+    )
+}
+
+// ---- idempotent attach ------------------------------------------------------------------
+
+/// Pinned files of a sandbox, with their inodes: re-pinning would make new ones.
+fn pin_files(cookie: u64) -> Vec<(String, u64)> {
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(pin_dir(cookie))
+        .expect("pin dir")
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().ino(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn attaching_twice_returns_the_recorded_attach_and_changes_nothing() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = pod("idem");
+    let before = snapshot(&pod.sandbox);
+    let first = netshim_json(&attach_args(&pod, "ebpf"));
+    assert_eq!(first["already_attached"], false);
+    let cookie = first["netns_cookie"].as_u64().unwrap();
+    let attached = snapshot(&pod.sandbox);
+    let tcx_links: usize = attached.tcx.values().map(Vec::len).sum();
+    assert_eq!(
+        tcx_links, 2,
+        "a TCX link on eth0 and tap0_kata: {:?}",
+        attached.tcx
+    );
+    let pins = pin_files(cookie);
+    assert!(pins.iter().any(|(n, _)| n == "link_eth0"), "{pins:?}");
+    let commit = state_dir(cookie).join("attached.json");
+    let commit_inode = std::fs::metadata(&commit).unwrap().ino();
+
+    let second = netshim_json(&attach_args(&pod, "ebpf"));
+    assert_eq!(second["already_attached"], true);
+    let mut same = second.clone();
+    same["already_attached"] = Value::Bool(false);
+    assert_eq!(same, first, "the recorded report comes back");
+    assert_eq!(
+        second["endpoints"][0]["tap"]["ifindex"],
+        first["endpoints"][0]["tap"]["ifindex"]
+    );
+    // The default backend is the recorded one: no conflict either.
+    let table = netshim_ok(&["attach", "--netns", pod.netns()]);
+    assert!(table.contains("already attached"), "{table}");
+
+    assert_eq!(
+        snapshot(&pod.sandbox),
+        attached,
+        "nothing changed in the netns"
+    );
+    assert_eq!(pin_files(cookie), pins, "same pins, same inodes");
+    assert_eq!(std::fs::metadata(&commit).unwrap().ino(), commit_inode);
+    assert!(!state_dir(cookie).join("attaching.json").exists());
+    traffic_flows(&pod, 3);
+
+    netshim_json(&["detach", "--netns", pod.netns()]);
+    assert_eq!(leaks(&pod, &before, cookie), Vec::<String>::new());
+}
+
+#[test]
+fn attaching_with_another_model_or_backend_is_a_conflict_that_changes_nothing() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = pod("conf");
+    let before = snapshot(&pod.sandbox);
+    let first = netshim_json(&attach_args(&pod, "mirred"));
+    let cookie = first["netns_cookie"].as_u64().unwrap();
+    let attached = snapshot(&pod.sandbox);
+    for other in [
+        vec!["attach", "--netns", pod.netns(), "--model", "none"],
+        vec!["attach", "--netns", pod.netns(), "--model", "macvtap"],
+        vec!["attach", "--netns", pod.netns(), "--tc-backend", "ebpf"],
+    ] {
+        let out = netshim(&other);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{other:?}: {stderr}");
+        assert!(stderr.contains("already attached"), "{stderr}");
+        assert!(
+            stderr.contains("datapath mirred"),
+            "says what is attached: {stderr}"
+        );
+        assert!(
+            stderr.contains("netshim detach"),
+            "says what to do: {stderr}"
+        );
+        assert!(out.stdout.is_empty());
+        assert_eq!(
+            snapshot(&pod.sandbox),
+            attached,
+            "{other:?} changed the netns"
+        );
+    }
+    assert!(
+        !pin_dir(cookie).exists(),
+        "no eBPF pins for a mirred attach"
+    );
+    traffic_flows(&pod, 3);
+    netshim_json(&["detach", "--netns", pod.netns()]);
+    assert_eq!(leaks(&pod, &before, cookie), Vec::<String>::new());
+}
+
+// ---- crash safety -----------------------------------------------------------------------
+
+/// Runs attach with a crash point armed; it must die by SIGKILL.
+fn killed_attach(pod: &Pod, backend: &str, step: &str) {
+    let out = Command::new(netshim_bin())
+        .args(attach_args(pod, backend))
+        .env(KILL_AT_ENV, step)
+        .output()
+        .expect("run netshim");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "attach --tc-backend {backend} with {KILL_AT_ENV}={step} did not die by SIGKILL: {} \
+         stdout {} stderr {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn crash_matrix(backend: TcBackend) {
+    if skip_unless_root() {
+        return;
+    }
+    let name = backend.as_str();
+    let pod = pod(&format!("crash{}", &name[..1]));
+    let cookie = cookie(&pod.sandbox);
+    let before = snapshot(&pod.sandbox);
+    assert_eq!(leaks(&pod, &before, cookie), Vec::<String>::new());
+    let intent = state_dir(cookie).join("attaching.json");
+    let taps_from = CRASH_POINTS
+        .iter()
+        .position(|p| p.name == "tap-created")
+        .unwrap();
+    let started = Instant::now();
+    let mut steps = 0;
+    for (i, point) in CRASH_POINTS.iter().enumerate() {
+        if !point.backends.contains(&backend) {
+            continue;
+        }
+        steps += 1;
+        let step = point.name;
+        let committed = step == "committed";
+
+        // (a) a killed attach, then attach again: it cleans up and attaches.
+        {
+            let _serial = serial();
+            killed_attach(&pod, name, step);
+            assert!(
+                intent.exists(),
+                "{step}: the killed attach left its intent file"
+            );
+            let report = netshim_json(&attach_args(&pod, name));
+            if committed {
+                assert_eq!(report["already_attached"], true, "{step}: {report}");
+                assert_eq!(report["cleaned_leftovers"], Value::Null, "{step}: {report}");
+            } else {
+                assert_eq!(report["already_attached"], false, "{step}: {report}");
+                let cleaned = &report["cleaned_leftovers"];
+                let removed_intent = cleaned["removed_state"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|p| p == intent.to_str().unwrap()));
+                assert!(
+                    removed_intent,
+                    "{step}: dead run's intent not cleaned: {report}"
+                );
+                let taps = if i >= taps_from {
+                    serde_json::json!(["tap0_kata"])
+                } else {
+                    serde_json::json!([])
+                };
+                assert_eq!(report["replaced_leftovers"], taps, "{step}: {report}");
+            }
+            assert!(
+                !intent.exists(),
+                "{step}: intent file after a complete attach"
+            );
+        }
+        traffic_flows(&pod, 2);
+        netshim_json(&["detach", "--netns", pod.netns()]);
+        let after_reattach = leaks(&pod, &before, cookie);
+        assert_eq!(after_reattach, Vec::<String>::new(), "{step} (a), {name}");
+
+        // (b) a killed attach, then gc: the half-made sandbox is taken down.
+        {
+            let _serial = serial();
+            killed_attach(&pod, name, step);
+            let gc = netshim_json(&["gc"]);
+            let cleaned = gc["cleaned_half_made"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["netns_cookie"] == cookie);
+            if committed {
+                // A complete attach (its commit file is there) is not gc's to take.
+                assert!(!cleaned, "{step}: gc took down a committed attach: {gc}");
+                assert_eq!(
+                    netshim_json(&["status", "--netns", pod.netns()])["attached"],
+                    true
+                );
+                netshim_json(&["detach", "--netns", pod.netns()]);
+            } else {
+                assert!(
+                    cleaned,
+                    "{step}: gc did not clean netns cookie {cookie}: {gc}"
+                );
+            }
+        }
+        let after_gc = leaks(&pod, &before, cookie);
+        assert_eq!(after_gc, Vec::<String>::new(), "{step} (b), {name}");
+        eprintln!(
+            "crash matrix: step {step:<16} backend {name:<6} leaks after re-attach+detach = {}, \
+             after gc = {}",
+            after_reattach.len(),
+            after_gc.len()
+        );
+    }
+    eprintln!(
+        "crash matrix: {name}: {steps} steps x 2 rounds in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(steps >= 6, "{name}: only {steps} crash points apply");
+}
+
+#[test]
+fn ebpf_attach_killed_at_every_step_is_cleaned_up_by_attach_and_by_gc() {
+    crash_matrix(TcBackend::Ebpf);
+}
+
+#[test]
+fn mirred_attach_killed_at_every_step_is_cleaned_up_by_attach_and_by_gc() {
+    crash_matrix(TcBackend::Mirred);
+}
+
+#[test]
+fn an_unknown_crash_point_refuses_to_start() {
+    let out = Command::new(netshim_bin())
+        .args(["detach", "--netns", "netshim-test-no-such-netns-lc"])
+        .env(KILL_AT_ENV, "tap-creatd")
+        .output()
+        .expect("run netshim");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no such crash point"), "{stderr}");
+    assert!(
+        stderr.contains("tap-created"),
+        "lists the known ones: {stderr}"
+    );
+}
+
+// ---- gc and detach of namespaces that are gone -------------------------------------------
+
+fn mentions(report: &Value, cookie: u64) -> bool {
+    [
+        "removed_dead",
+        "cleaned_half_made",
+        "skipped_busy",
+        "failed",
+    ]
+    .iter()
+    .any(|list| {
+        report[*list]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|s| s["netns_cookie"] == cookie))
+    })
+}
+
+#[test]
+fn gc_removes_what_a_deleted_netns_left() {
+    if skip_unless_root() {
+        return;
+    }
+    let _serial = serial();
+    let pod = pod("gcdead");
+    let report = netshim_json(&attach_args(&pod, "ebpf"));
+    let cookie = report["netns_cookie"].as_u64().unwrap();
+    let (pins, state, lock) = (pin_dir(cookie), state_dir(cookie), lock_file(cookie));
+    assert!(pins.exists() && state.exists() && lock.exists());
+    // The netns goes without a detach; its devices vanish with it, the pins and files stay.
+    let out = Command::new("ip")
+        .args(["netns", "del", pod.netns()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(pins.exists() && state.exists() && lock.exists());
+
+    let gc = netshim_json(&["gc"]);
+    let dead = gc["removed_dead"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["netns_cookie"] == cookie)
+        .unwrap_or_else(|| panic!("gc did not collect cookie {cookie}: {gc}"));
+    let removed: Vec<&str> = dead["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    for p in [&pins, &state, &lock] {
+        assert!(
+            removed.contains(&p.to_str().unwrap()),
+            "{p:?} not in {dead}"
+        );
+        assert!(!p.exists(), "{p:?} still exists");
+    }
+    let again = netshim_json(&["gc"]);
+    assert!(
+        !mentions(&again, cookie),
+        "a second gc found {cookie} again: {again}"
+    );
+}
+
+#[test]
+fn gc_leaves_a_live_attached_netns_alone() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = pod("gclive");
+    let before = snapshot(&pod.sandbox);
+    let report = netshim_json(&attach_args(&pod, "ebpf"));
+    let cookie = report["netns_cookie"].as_u64().unwrap();
+    let attached = snapshot(&pod.sandbox);
+    let pins = pin_files(cookie);
+    let gc = {
+        let _serial = serial();
+        netshim_json(&["gc"])
+    };
+    assert!(!mentions(&gc, cookie), "gc touched a live attach: {gc}");
+    assert_eq!(snapshot(&pod.sandbox), attached);
+    assert_eq!(pin_files(cookie), pins);
+    traffic_flows(&pod, 2);
+    netshim_json(&["detach", "--netns", pod.netns()]);
+    assert_eq!(leaks(&pod, &before, cookie), Vec::<String>::new());
+}
+
+#[test]
+fn detach_of_a_netns_that_is_gone_succeeds_and_of_a_file_is_refused() {
+    let _serial = serial();
+    let name = format!("netshim-test-gone-{}", std::process::id());
+    let out = netshim(&["detach", "--netns", &name]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("gone; nothing to detach"), "{stdout}");
+    let report = netshim_json(&["detach", "--netns", &format!("/proc/{}/ns/net", u32::MAX)]);
+    assert_eq!(report["netns_gone"], true, "{report}");
+    assert_eq!(report["removed_taps"], serde_json::json!([]));
+    assert!(report["gc"].is_object(), "{report}");
+
+    let file = std::env::temp_dir().join(format!("netshim-not-a-netns-{}", std::process::id()));
+    std::fs::write(&file, b"x").unwrap();
+    let out = netshim(&["detach", "--netns", file.to_str().unwrap()]);
+    std::fs::remove_file(&file).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is not a network namespace"), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(!Path::new(&file).exists());
+}
+
+#[test]
+fn gc_finds_a_netns_that_only_a_process_holds() {
+    if skip_unless_root() {
+        return;
+    }
+    let _serial = serial();
+    let pod = pod("gcproc");
+    // The runtime's view: a process (in a mount namespace of its own, as `ip netns exec`
+    // makes) holds the netns; no name is bound to it.
+    let holder = pod.sandbox.spawn(&["sleep", "120"]);
+    let path = format!("/proc/{}/ns/net", holder.id());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ino = |p: &str| std::fs::metadata(p).map(|m| m.ino()).ok();
+    let want = ino(pod.sandbox.path().to_str().unwrap());
+    while ino(&path) != want {
+        assert!(Instant::now() < deadline, "sleep did not enter the netns");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let cookie = cookie(&pod.sandbox);
+    let out = Command::new("ip")
+        .args(["netns", "del", pod.netns()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Alive and attached: left alone.
+    netshim_json(&["attach", "--netns", &path]);
+    let gc = netshim_json(&["gc"]);
+    assert!(!mentions(&gc, cookie), "gc touched a live attach: {gc}");
+    netshim_json(&["detach", "--netns", &path]);
+
+    // Alive and half-made: taken down inside the netns, found through the process.
+    let out = Command::new(netshim_bin())
+        .args(["attach", "--netns", &path])
+        .env(KILL_AT_ENV, "tap-link-pinned")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL));
+    let gc = netshim_json(&["gc"]);
+    let half = gc["cleaned_half_made"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["netns_cookie"] == cookie)
+        .unwrap_or_else(|| panic!("gc did not clean cookie {cookie}: {gc}"));
+    assert_eq!(
+        half["removed"]["removed_taps"],
+        serde_json::json!(["tap0_kata"])
+    );
+    assert!(
+        half["netns_path"].as_str().unwrap().starts_with("/proc/"),
+        "{half}"
+    );
+    let status = netshim_json(&["status", "--netns", &path]);
+    assert_eq!(status["attached"], false, "{status}");
+    for p in [pin_dir(cookie), state_dir(cookie), lock_file(cookie)] {
+        assert!(!p.exists(), "{p:?} left");
+    }
+
+    // Dead once the process is: collected.
+    netshim_json(&["attach", "--netns", &path]);
+    drop(holder);
+    let gc = netshim_json(&["gc"]);
+    assert!(
+        gc["removed_dead"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["netns_cookie"] == cookie),
+        "{gc}"
+    );
+    for p in [pin_dir(cookie), state_dir(cookie), lock_file(cookie)] {
+        assert!(!p.exists(), "{p:?} left");
+    }
+}
+
+#[test]
+fn gc_finds_a_netns_that_only_an_open_fd_holds() {
+    if skip_unless_root() {
+        return;
+    }
+    let _serial = serial();
+    let pod = pod("gcfd");
+    // Opened through the bind mount, which `ip netns del` then detaches: the fd reads back
+    // as "/" and is the only thing that keeps the netns (and its pinned datapath) alive.
+    let holder = std::fs::File::open(pod.sandbox.path()).unwrap();
+    let path = format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        std::os::fd::AsRawFd::as_raw_fd(&holder)
+    );
+    // Attached by name: the path the sandbox recorded goes away with the name.
+    let report = netshim_json(&["attach", "--netns", pod.netns()]);
+    let cookie = report["netns_cookie"].as_u64().unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "del", pod.netns()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_link(&path).unwrap(), Path::new("/"));
+
+    let gc = netshim_json(&["gc"]);
+    assert!(!mentions(&gc, cookie), "gc touched a live attach: {gc}");
+    assert!(pin_dir(cookie).exists() && state_dir(cookie).exists());
+    let status = netshim_json(&["status", "--netns", &path]);
+    assert_eq!(status["endpoints"][0]["connected"], true, "{status}");
+
+    drop(holder);
+    let gc = netshim_json(&["gc"]);
+    assert!(
+        gc["removed_dead"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["netns_cookie"] == cookie),
+        "{gc}"
+    );
+    for p in [pin_dir(cookie), state_dir(cookie), lock_file(cookie)] {
+        assert!(!p.exists(), "{p:?} left");
+    }
+}
