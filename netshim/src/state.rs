@@ -105,6 +105,21 @@ pub fn sandbox_cookies() -> Result<Vec<u64>, PinError> {
 /// Writes `bytes` to `path` atomically: a temporary file (0600) in the same directory,
 /// fsync, rename over `path`, fsync of the directory.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), PinError> {
+    place_file(path, bytes, Placement::Replace)
+}
+
+/// How [`place_file`] puts the finished temporary file at its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// rename over whatever is there.
+    Replace,
+    /// link to the path, which fails with `AlreadyExists` (op "link into") when it exists.
+    Exclusive,
+}
+
+/// Writes `bytes` to a temporary file (0600) next to `path`, fsyncs it, places it at
+/// `path` as `placement` says, and fsyncs the directory. The temporary file never stays.
+pub fn place_file(path: &Path, bytes: &[u8], placement: Placement) -> Result<(), PinError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -118,6 +133,7 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), PinError> {
             .truncate(true)
             .mode(0o600)
             .open(&tmp)?;
+        // A leftover temporary file keeps its old mode through open(O_CREAT).
         f.set_permissions(fs::Permissions::from_mode(0o600))?;
         f.write_all(bytes)?;
         f.sync_all()
@@ -130,14 +146,16 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), PinError> {
             source,
         });
     }
-    if let Err(source) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(PinError::Io {
-            op: "rename into",
-            path: path.to_owned(),
-            source,
-        });
-    }
+    let (op, placed) = match placement {
+        Placement::Replace => ("rename into", fs::rename(&tmp, path)),
+        Placement::Exclusive => ("link into", fs::hard_link(&tmp, path)),
+    };
+    let _ = fs::remove_file(&tmp);
+    placed.map_err(|source| PinError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    })?;
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }

@@ -93,10 +93,9 @@
 //!   filled in once the macvtap exists (`null` until then).
 
 use std::{
-    fs,
-    io::{self, Write},
+    fs, io,
     net::{IpAddr, Ipv4Addr},
-    os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt},
+    os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -1582,38 +1581,21 @@ fn write_state(path: &Path, state: &State, exclusive: bool) -> Result<(), Macvta
         source,
     })?;
     json.push(b'\n');
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let written = (|| -> io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        // A leftover temporary file keeps its old mode through open(O_CREAT).
-        f.set_permissions(fs::Permissions::from_mode(0o600))?;
-        f.write_all(&json)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err("write", &tmp)(e));
-    }
-    let placed = if exclusive {
-        fs::hard_link(&tmp, path).map_err(io_err("link into", path))
+    let placement = if exclusive {
+        crate::state::Placement::Exclusive
     } else {
-        fs::rename(&tmp, path).map_err(io_err("rename into", path))
+        crate::state::Placement::Replace
     };
-    let _ = fs::remove_file(&tmp);
-    placed?;
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::state::place_file(path, &json, placement).map_err(|e| match e {
+        crate::pins::PinError::Io { op, path, source } => {
+            MacvtapError::StateIo { op, path, source }
+        }
+        other => MacvtapError::StateIo {
+            op: "write",
+            path: path.to_owned(),
+            source: io::Error::other(other.to_string()),
+        },
+    })
 }
 
 /// The state file, `None` if there is none.
