@@ -104,12 +104,13 @@ impl NetnsSnapshot {
     }
 }
 
-/// netshim's directories for a netns cookie: the bpffs pin directory and the /run state
-/// directory. Returns those that exist.
+/// netshim's files for a netns cookie: the bpffs pin directory, the /run state directory and
+/// the sandbox's lock file. Returns those that exist.
 pub fn netshim_dirs(cookie: u64) -> Vec<PathBuf> {
     [
         PathBuf::from(format!("/sys/fs/bpf/netshim/netns-{cookie}")),
         PathBuf::from(format!("/run/netshim/netns-{cookie}")),
+        PathBuf::from(format!("/run/netshim/netns-{cookie}.lock")),
     ]
     .into_iter()
     .filter(|p| p.exists())

@@ -100,8 +100,8 @@ fn churn_attach_detach_leaks_nothing() {
         .collect();
     println!(
         "churn: {cycles} attach/detach cycles (ebpf and mirred alternating) in {:.1} s \
-         ({:.1} ms per cycle); leaked links/addresses/qdiscs/filters/TCX links: {}, pin and \
-         state dirs left: {}, programs still loaded: {} of {} sampled; open fds {fds_start} -> \
+         ({:.1} ms per cycle); leaked links/addresses/qdiscs/filters/TCX links: {}, pin dirs, state \
+         dirs and lock files left: {}, programs still loaded: {} of {} sampled; open fds {fds_start} -> \
          {fds_end}; RSS {rss_start} -> {rss_end} KiB",
         elapsed.as_secs_f64(),
         elapsed.as_secs_f64() * 1e3 / (cycles - 10) as f64,
