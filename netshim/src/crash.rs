@@ -65,6 +65,11 @@ pub const CRASH_POINTS: &[CrashPoint] = &[
         name: "tap-link-pinned",
         backends: EBPF,
     },
+    // kata's ingress qdisc is on the tap; the pod device has nothing yet.
+    CrashPoint {
+        name: "mirred-tap-qdisc",
+        backends: MIRRED,
+    },
     // Ingress qdiscs and u32 + mirred filters on both devices of an endpoint.
     CrashPoint {
         name: "mirred-connected",

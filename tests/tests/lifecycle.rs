@@ -574,6 +574,40 @@ fn an_unknown_crash_point_refuses_to_start() {
 
 // ---- gc and detach of namespaces that are gone -------------------------------------------
 
+/// Runs `netshim gc` until it collects `cookie` (the kernel tears a netns down in a worker
+/// after its last reference goes, and gc leaves a sandbox alone while its TCX links are
+/// still on devices) and returns that report.
+fn gc_until_collected(cookie: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let gc = netshim_json(&["gc"]);
+        let collected = gc["removed_dead"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|d| d["netns_cookie"] == cookie));
+        if collected {
+            return gc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gc never collected {cookie}: {gc}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `ip netns del`: the name (bind mount) goes; the netns lives on while anything holds it.
+fn delete_netns_name(pod: &Pod) {
+    let out = Command::new("ip")
+        .args(["netns", "del", pod.netns()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn mentions(report: &Value, cookie: u64) -> bool {
     [
         "removed_dead",
@@ -601,18 +635,10 @@ fn gc_removes_what_a_deleted_netns_left() {
     let (pins, state, lock) = (pin_dir(cookie), state_dir(cookie), lock_file(cookie));
     assert!(pins.exists() && state.exists() && lock.exists());
     // The netns goes without a detach; its devices vanish with it, the pins and files stay.
-    let out = Command::new("ip")
-        .args(["netns", "del", pod.netns()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    delete_netns_name(&pod);
     assert!(pins.exists() && state.exists() && lock.exists());
 
-    let gc = netshim_json(&["gc"]);
+    let gc = gc_until_collected(cookie);
     let dead = gc["removed_dead"]
         .as_array()
         .unwrap()
@@ -710,15 +736,7 @@ fn gc_finds_a_netns_that_only_a_process_holds() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let cookie = cookie(&pod.sandbox);
-    let out = Command::new("ip")
-        .args(["netns", "del", pod.netns()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    delete_netns_name(&pod);
 
     // Alive and attached: left alone.
     netshim_json(&["attach", "--netns", &path]);
@@ -757,15 +775,7 @@ fn gc_finds_a_netns_that_only_a_process_holds() {
     // Dead once the process is: collected.
     netshim_json(&["attach", "--netns", &path]);
     drop(holder);
-    let gc = netshim_json(&["gc"]);
-    assert!(
-        gc["removed_dead"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d["netns_cookie"] == cookie),
-        "{gc}"
-    );
+    gc_until_collected(cookie);
     for p in [pin_dir(cookie), state_dir(cookie), lock_file(cookie)] {
         assert!(!p.exists(), "{p:?} left");
     }
@@ -789,15 +799,7 @@ fn gc_finds_a_netns_that_only_an_open_fd_holds() {
     // Attached by name: the path the sandbox recorded goes away with the name.
     let report = netshim_json(&["attach", "--netns", pod.netns()]);
     let cookie = report["netns_cookie"].as_u64().unwrap();
-    let out = Command::new("ip")
-        .args(["netns", "del", pod.netns()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    delete_netns_name(&pod);
     assert_eq!(std::fs::read_link(&path).unwrap(), Path::new("/"));
 
     let gc = netshim_json(&["gc"]);
@@ -807,15 +809,47 @@ fn gc_finds_a_netns_that_only_an_open_fd_holds() {
     assert_eq!(status["endpoints"][0]["connected"], true, "{status}");
 
     drop(holder);
+    gc_until_collected(cookie);
+    for p in [pin_dir(cookie), state_dir(cookie), lock_file(cookie)] {
+        assert!(!p.exists(), "{p:?} left");
+    }
+}
+
+/// A netns that only a socket keeps alive has no path gc can find; its pinned TCX links are
+/// still on its devices, which vetoes the removal. Once the socket goes, the netns and its
+/// devices go, the links are detached, and gc collects the sandbox.
+#[test]
+fn gc_keeps_a_netns_that_only_a_socket_holds() {
+    if skip_unless_root() {
+        return;
+    }
+    let _serial = serial();
+    let pod = pod("gcsock");
+    let socket = pod
+        .sandbox
+        .run(|| UdpSocket::bind("0.0.0.0:0").expect("socket in the sandbox netns"));
+    let report = netshim_json(&["attach", "--netns", pod.netns()]);
+    let cookie = report["netns_cookie"].as_u64().unwrap();
+    delete_netns_name(&pod);
+
     let gc = netshim_json(&["gc"]);
+    let skipped = gc["skipped_busy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["netns_cookie"] == cookie)
+        .unwrap_or_else(|| panic!("gc did not keep cookie {cookie}: {gc}"));
     assert!(
-        gc["removed_dead"]
-            .as_array()
+        skipped["reason"]
+            .as_str()
             .unwrap()
-            .iter()
-            .any(|d| d["netns_cookie"] == cookie),
-        "{gc}"
+            .contains("still attached"),
+        "{skipped}"
     );
+    assert!(pin_dir(cookie).join("link_eth0").exists());
+
+    drop(socket);
+    gc_until_collected(cookie);
     for p in [pin_dir(cookie), state_dir(cookie), lock_file(cookie)] {
         assert!(!p.exists(), "{p:?} left");
     }

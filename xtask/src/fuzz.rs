@@ -47,7 +47,6 @@ pub fn run(args: &FuzzArgs) -> Result<()> {
                 .arg(&fuzz_dir),
         )
     })?;
-    let mut summary = Vec::new();
     for target in TARGETS
         .iter()
         .filter(|t| args.targets.is_empty() || args.targets.iter().any(|a| a == *t))
@@ -91,10 +90,6 @@ pub fn run(args: &FuzzArgs) -> Result<()> {
             corpus.display()
         );
         println!("{line}");
-        summary.push(line);
-    }
-    if summary.len() > 1 {
-        println!("{}", summary.join("\n"));
     }
     Ok(())
 }

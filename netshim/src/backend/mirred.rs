@@ -168,22 +168,27 @@ pub async fn connect(handle: &Handle, a: &Dev, b: &Dev) -> Result<(), MirredErro
             ifindex: a.ifindex,
         });
     }
-    let created_a = ensure_ingress(handle, a).await?;
+    // `b` first: attach passes the tap as `b`, and an ingress qdisc on a netshim tap is what
+    // detach, gc and the next attach recognise as netshim's mirred datapath. A run killed
+    // between the two qdiscs then leaves one they find, never an empty ingress qdisc on the
+    // pod device alone (which would look like another tool's).
+    let created_b = ensure_ingress(handle, b).await?;
+    crate::crash::crash_point("mirred-tap-qdisc");
     let result = async {
-        let created_b = ensure_ingress(handle, b).await?;
+        let created_a = ensure_ingress(handle, a).await?;
         let filters = async {
             ensure_filter(handle, a, b).await?;
             ensure_filter(handle, b, a).await
         }
         .await;
-        if filters.is_err() && created_b {
-            let _ = del_ingress(handle, b).await;
+        if filters.is_err() && created_a {
+            let _ = del_ingress(handle, a).await;
         }
         filters
     }
     .await;
-    if result.is_err() && created_a {
-        let _ = del_ingress(handle, a).await;
+    if result.is_err() && created_b {
+        let _ = del_ingress(handle, b).await;
     }
     result
 }

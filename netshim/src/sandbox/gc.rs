@@ -13,7 +13,8 @@
 //!   A sandbox is dead only when no live namespace has its cookie.
 //! - Dead: its lock is taken (a sandbox whose lock is held is skipped) and its pin
 //!   directory, state directory and lock file are removed. Its devices went with the netns;
-//!   unpinning TCX links of vanished devices is fine.
+//!   unpinning TCX links of vanished devices is fine. A pinned TCX link that is still on a
+//!   device vetoes this (the netns lives on, held by something without a path).
 //! - Alive and half-made: it has an intent file and no commit file, and its lock is free (a
 //!   held lock means the operation is still running). The run that wrote the intent died:
 //!   what it made is taken away inside the netns, exactly as `detach` would.
@@ -24,13 +25,13 @@ use std::{
     cell::RefCell,
     collections::{BTreeMap, BTreeSet, HashSet},
     fs,
-    os::unix::fs::MetadataExt,
+    os::{fd::AsFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
 };
 
 use super::detach::{teardown, DetachReport};
 use crate::{
-    backend::ebpf,
+    backend::{bpf_sys, ebpf},
     lock::{self, SandboxLock},
     netns::{self, Netns},
     pins, state, Error, Result,
@@ -115,7 +116,11 @@ fn collect(half_made_too: bool) -> Result<GcReport> {
             netns_cookie: cookie,
             reason: "its lock is held: an operation is in progress".into(),
         };
-        match live.find(cookie, &Hints::of(cookie)) {
+        let liveness = match live.find(cookie, &Hints::of(cookie)) {
+            Liveness::Dead => attached_links(cookie),
+            other => other,
+        };
+        match liveness {
             Liveness::Dead => match remove_dead(cookie) {
                 Ok(Some(removed)) => report.removed_dead.push(DeadSandbox {
                     netns_cookie: cookie,
@@ -142,6 +147,33 @@ fn collect(half_made_too: bool) -> Result<GcReport> {
         }
     }
     Ok(report)
+}
+
+/// A second opinion before a sandbox whose netns was not found is removed: its pinned TCX
+/// links. The kernel detaches a TCX link when its device is unregistered (the link reports
+/// ifindex 0), and a device goes with its netns; a link still on a device means the netns
+/// lives on without any path gc can find (held only by a socket, say), and removing the pin
+/// would take the datapath away from a running sandbox.
+fn attached_links(cookie: u64) -> Liveness {
+    let dir = pins::sandbox_dir(cookie);
+    let Ok(links) = pins::link_pins(&dir) else {
+        return Liveness::Dead;
+    };
+    for (ifname, pin) in links {
+        let Ok(fd) = bpf_sys::obj_get(&pin) else {
+            continue;
+        };
+        if let Ok(info) = bpf_sys::link_info(fd.as_fd()) {
+            if info.tcx_ifindex != 0 {
+                return Liveness::Unknown(format!(
+                    "no live netns has its cookie, but its TCX link on {ifname} (ifindex {}) is \
+                     still attached to a device: the netns is alive and unreachable by path",
+                    info.tcx_ifindex
+                ));
+            }
+        }
+    }
+    Liveness::Dead
 }
 
 /// Removes a dead sandbox's pin directory, state directory and lock file; `None` when its
