@@ -537,6 +537,12 @@ fn watch_started_before_the_cni_plugs_the_first_endpoint_and_unplugs_the_last() 
     assert_eq!(added["index"], 0);
     let dir = pin_dir(&pod.sandbox);
     assert!(dir.join("link_eth0").exists(), "a new pin directory");
+    // No attach committed when watch started; the first plug wrote the commit, so an attach
+    // now is the idempotent answer, not a cleanup of "leftovers".
+    let again = netshim_json(&["attach", "--netns", pod.netns()]);
+    assert_eq!(again["already_attached"], true, "{again}");
+    assert_eq!(again["endpoints"][0]["tap"]["name"], "tap0_kata", "{again}");
+    assert_eq!(again["datapath"], "tcx", "{again}");
     let tap0 = open_tap(&pod.sandbox, "tap0_kata");
     let eth0_mac = parse_mac(&pod.sandbox.link_mac("eth0")).unwrap();
     client_reaches_tap(

@@ -289,16 +289,67 @@ fn commit(state_dir: &std::path::Path, report: &AttachReport) -> Result<()> {
 }
 
 /// Changes the commit file of an attached sandbox (watch records the endpoints it plugs and
-/// unplugs there, so that a later idempotent attach reports them). A sandbox without a
-/// commit file is left as it is. The caller holds the sandbox lock.
-pub(crate) fn amend_commit(netns: &Netns, change: impl FnOnce(&mut AttachReport)) -> Result<()> {
+/// unplugs there, so that a later idempotent attach reports them). Without a commit file,
+/// `create` says what the sandbox is (watch started on a netns with no endpoint yet, so no
+/// attach committed): a commit is written from it; with `None` nothing is written. The
+/// caller holds the sandbox lock.
+pub(crate) fn amend_commit(
+    netns: &Netns,
+    create: Option<&AttachOptions>,
+    change: impl FnOnce(&mut AttachReport),
+) -> Result<()> {
     let state_dir = state::sandbox_dir(netns.cookie);
-    let Some(mut report) = state::read_json::<AttachReport>(&state_dir.join(state::COMMIT_FILE))
-    else {
+    let recorded = state::read_json::<AttachReport>(&state_dir.join(state::COMMIT_FILE));
+    let Some(mut report) = recorded.or_else(|| create.map(|o| empty_report(netns, o))) else {
         return Ok(());
     };
     change(&mut report);
+    let state_dir = state::create_sandbox_dir(netns.cookie)?;
     commit(&state_dir, &report)
+}
+
+/// What attach would have recorded for `options`, without endpoints.
+fn empty_report(netns: &Netns, options: &AttachOptions) -> AttachReport {
+    let dir = pins::sandbox_dir(netns.cookie);
+    let (backend, datapath, pin_dir) = match (options.model, options.backend) {
+        (InternetworkingModel::None, _) => (None, "none".to_owned(), None),
+        (InternetworkingModel::MacVtap, _) => (None, "macvtap".to_owned(), None),
+        (InternetworkingModel::TcFilter, TcBackend::Mirred) => {
+            (Some(TcBackend::Mirred), "mirred".to_owned(), None)
+        }
+        (InternetworkingModel::TcFilter, TcBackend::Ebpf) => {
+            let mode = crate::backend::ebpf::recorded_mode(&dir)
+                .unwrap_or_else(|_| AttachMode::for_running_kernel());
+            let pin_dir = dir.exists().then_some(dir);
+            (Some(TcBackend::Ebpf), mode.as_str().to_owned(), pin_dir)
+        }
+    };
+    report_without_endpoints(netns, options, backend, datapath, pin_dir)
+}
+
+/// An attach report with everything but the endpoints and what was skipped or cleaned.
+fn report_without_endpoints(
+    netns: &Netns,
+    options: &AttachOptions,
+    backend: Option<TcBackend>,
+    datapath: String,
+    pin_dir: Option<PathBuf>,
+) -> AttachReport {
+    AttachReport {
+        netns: netns.arg.clone(),
+        netns_path: netns.path.clone(),
+        netns_inode: netns.inode,
+        netns_cookie: netns.cookie,
+        model: options.model.to_string(),
+        backend,
+        datapath,
+        pin_dir,
+        endpoints: Vec::new(),
+        skipped: Vec::new(),
+        replaced_leftovers: Vec::new(),
+        cleaned_leftovers: None,
+        already_attached: false,
+    }
 }
 
 /// Whether what the commit file records is still there: every tap and macvtap it made, with
@@ -518,19 +569,9 @@ async fn connect_all(
         }
     }
     Ok(AttachReport {
-        netns: netns.arg.clone(),
-        netns_path: netns.path.clone(),
-        netns_inode: netns.inode,
-        netns_cookie: netns.cookie,
-        model: options.model.to_string(),
-        backend,
-        datapath,
-        pin_dir,
         endpoints,
         skipped: survey.skipped.clone(),
-        replaced_leftovers: Vec::new(),
-        cleaned_leftovers: None,
-        already_attached: false,
+        ..report_without_endpoints(netns, options, backend, datapath, pin_dir)
     })
 }
 

@@ -511,7 +511,7 @@ impl Watcher {
             };
             let unplugged = hotplug::unplug(&self.handle, &self.netns, &p).await;
             let unplugged = unplugged.and_then(|()| {
-                super::attach::amend_commit(&self.netns, |r| {
+                super::attach::amend_commit(&self.netns, None, |r| {
                     r.endpoints.retain(|e| e.endpoint.ifindex != ifindex)
                 })
             });
@@ -578,7 +578,10 @@ impl Watcher {
             )
             .await;
             let plugged = plugged.and_then(|(p, report)| {
-                super::attach::amend_commit(&self.netns, |r| r.endpoints.push(report.clone()))?;
+                let options = Some(&self.options.attach);
+                super::attach::amend_commit(&self.netns, options, |r| {
+                    r.endpoints.push(report.clone())
+                })?;
                 Ok((p, report))
             });
             match plugged {
