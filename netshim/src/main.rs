@@ -11,5 +11,6 @@ fn main() {
         std::process::exit(e.exit_code());
     }
     let args = cli::args::Cli::parse();
+    cli::logging::init(args.log_level, false);
     std::process::exit(cli::run::main_with_exit_code(args));
 }

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+use super::logging::LogLevel;
 use netshim::{
     backend::{FastPath, TcBackend},
     config::TapOwner,
@@ -28,6 +30,16 @@ Exit codes:
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Diagnostics on stderr at this level and above (stdout keeps only the report).
+    /// RUST_LOG, when set, overrides it (e.g. RUST_LOG=netshim=debug,aya=info).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogLevel::Warn,
+        value_name = "LEVEL"
+    )]
+    pub log_level: LogLevel,
 }
 
 #[derive(Debug, Subcommand)]

@@ -152,6 +152,7 @@ pub enum WatchEvent {
 ///
 /// `stop` is first polled (on the watcher's own runtime) before anything is changed, so a
 /// signal handler it installs is in place from the start.
+#[tracing::instrument(level = "debug", skip_all, fields(netns = %netns))]
 pub fn watch<S, F>(netns: &Netns, options: &WatchOptions, stop: S, on_change: F) -> Result<()>
 where
     S: Future<Output = ()> + Send + 'static,
@@ -281,6 +282,7 @@ impl Watcher {
                 },
                 _ = tokio::time::sleep_until(deadline), if due.is_some() => {
                     due = None;
+                    tracing::debug!("interfaces changed: surveying the netns");
                     let Some(_lock) = self.lock(stop.as_mut()).await? else {
                         break;
                     };
@@ -302,7 +304,7 @@ impl Watcher {
         if let Some(lock) = SandboxLock::try_acquire(cookie)? {
             return Ok(Some(lock));
         }
-        log::info!("waiting for the lock of netns {}", self.netns);
+        tracing::info!("waiting for the lock of netns {}", self.netns);
         let wait = tokio::task::spawn_blocking(move || SandboxLock::acquire(cookie));
         tokio::select! {
             biased;
