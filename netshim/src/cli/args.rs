@@ -82,6 +82,26 @@ pub enum Command {
     /// killed runs left half-made in live ones.
     #[command(after_help = EXIT_CODES_HELP)]
     Gc(GcArgs),
+    // --- CLI tools: see ebpf_log.rs ---
+    /// Print the eBPF datapath's own log records (aya-log, e.g. a failed redirect) on
+    /// stderr as they come, until SIGINT/SIGTERM.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Only the datapath of this network namespace (NAME or PATH).
+    #[arg(
+        long,
+        value_name = "NAME|PATH",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub netns: Option<String>,
+    /// Every netshim datapath program loaded on the host, including ones loaded later.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]

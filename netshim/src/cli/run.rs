@@ -3,6 +3,7 @@
 use netshim::{
     backend::{ebpf::AttachMode, TcBackend},
     config::{self, FileConfig},
+    ebpf_log,
     endpoint::SystemProbe,
     model::InternetworkingModel,
     netns::Netns,
@@ -196,6 +197,14 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                     total: report.sandboxes.len(),
                 });
             }
+        }
+        // --- CLI tools ---
+        Command::Logs(a) => {
+            let scope = match &a.netns {
+                Some(arg) => ebpf_log::Scope::sandbox(&Netns::resolve(arg)?),
+                None => ebpf_log::Scope::All,
+            };
+            ebpf_log::follow(&scope, stop_signal())?;
         }
     }
     Ok(())

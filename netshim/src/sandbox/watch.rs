@@ -261,6 +261,9 @@ impl Watcher {
             });
             self.reconcile(survey, emit).await?;
         }
+        // The datapath's own log records (aya-log) become tracing events while watching.
+        let _datapath_logs =
+            crate::ebpf_log::spawn_follower(crate::ebpf_log::Scope::sandbox(&self.netns));
         let mut due: Option<tokio::time::Instant> = None;
         loop {
             let deadline = due.unwrap_or_else(tokio::time::Instant::now);
