@@ -122,9 +122,14 @@ pub enum Error {
         cookie: u64,
         error: String,
     },
-    // --- CLI tools ---
+    // --- CLI tools (logs, man) ---
     #[error(transparent)]
     EbpfLog(#[from] crate::ebpf_log::EbpfLogError),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl Error {

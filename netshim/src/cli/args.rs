@@ -82,11 +82,16 @@ pub enum Command {
     /// killed runs left half-made in live ones.
     #[command(after_help = EXIT_CODES_HELP)]
     Gc(GcArgs),
-    // --- CLI tools: see ebpf_log.rs ---
+    // --- CLI tools (logs, completions, man): see cli/tools.rs, ebpf_log.rs ---
     /// Print the eBPF datapath's own log records (aya-log, e.g. a failed redirect) on
     /// stderr as they come, until SIGINT/SIGTERM.
     #[command(after_help = EXIT_CODES_HELP)]
     Logs(LogsArgs),
+    /// Print a shell completion script on stdout.
+    Completions(CompletionsArgs),
+    /// Print the netshim(1) man page (roff) on stdout, or write it and one page per
+    /// subcommand (netshim-attach.1, ...) into a directory.
+    Man(ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +107,21 @@ pub struct LogsArgs {
     /// Every netshim datapath program loaded on the host, including ones loaded later.
     #[arg(long)]
     pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write netshim.1 and netshim-<subcommand>.1 into DIR (created if needed) and print
+    /// their paths, instead of printing netshim.1.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -4,3 +4,4 @@ pub mod args;
 pub mod logging;
 pub mod output;
 pub mod run;
+pub mod tools;
