@@ -222,20 +222,21 @@ fn logs_go_to_stderr_and_stdout_keeps_only_the_report() {
     serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("stdout is JSON only");
 }
 
-/// A running `netshim logs`, its stderr collected line by line.
+/// A running `netshim logs` or `watch`, its stderr collected line by line.
 struct Follower {
     child: ChildGuard,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Follower {
+    /// Starts `netshim args…` (RUST_LOG unset), collecting its stderr.
     fn start(args: &[&str]) -> Follower {
         let mut cmd = Command::new(netshim_bin());
         cmd.args(args)
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = ChildGuard::spawn(cmd, "netshim logs");
+        let mut child = ChildGuard::spawn(cmd, &format!("netshim {}", args.join(" ")));
         let pipe = child.child_mut().stderr.take().unwrap();
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
@@ -334,5 +335,48 @@ fn logs_follows_the_programs_of_an_attached_netns_until_sigint() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.is_empty(), "logs prints nothing on stdout: {stdout}");
     assert!(!stderr.contains("WARN"), "{stderr}");
+    netshim_ok(&["detach", "--netns", pod.netns()]);
+}
+
+#[test]
+fn watch_follows_its_datapath_logs_on_stderr_and_keeps_stdout_json_lines() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("lw");
+    let watcher = Follower::start(&[
+        "--log-level",
+        "info",
+        "watch",
+        "--netns",
+        pod.netns(),
+        "--json",
+    ]);
+    assert!(
+        watcher.wait_for(
+            "following the datapath's log records",
+            Duration::from_secs(15)
+        ),
+        "{}",
+        watcher.stderr()
+    );
+    let ids = leaks::tcx_prog_ids(&pod.sandbox);
+    assert!(!ids.is_empty());
+    for id in &ids {
+        assert!(
+            watcher.wait_for(&format!("prog_id={id}"), Duration::from_secs(5)),
+            "{}",
+            watcher.stderr()
+        );
+    }
+    let (code, stdout, stderr) = watcher.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(events.first().unwrap()["event"], "watching", "{stdout}");
+    assert_eq!(events.last().unwrap()["event"], "stopped", "{stdout}");
+    assert!(!stdout.contains("INFO"), "logs stay off stdout");
     netshim_ok(&["detach", "--netns", pod.netns()]);
 }
