@@ -126,7 +126,7 @@ pub fn crash_point(step: &'static str) {
             "crash point {step} missing from CRASH_POINTS"
         );
         if *KILL_AT.get_or_init(|| requested().ok().flatten()) == Some(step) {
-            log::warn!("{KILL_AT_ENV}={step}: killing netshim");
+            tracing::warn!("{KILL_AT_ENV}={step}: killing netshim");
             let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::SIGKILL);
             // SIGKILL to ourselves is delivered before kill(2) returns; never go on.
             loop {

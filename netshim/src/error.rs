@@ -122,6 +122,14 @@ pub enum Error {
         cookie: u64,
         error: String,
     },
+    // --- CLI tools (logs, man) ---
+    #[error(transparent)]
+    EbpfLog(#[from] crate::ebpf_log::EbpfLogError),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -140,7 +148,10 @@ impl Error {
             | Error::NoSuchDevice { .. }
             | Error::NotAttached { .. }
             | Error::UpgradeObject { .. }
-            | Error::Config(_) => EXIT_INVALID_INPUT,
+            | Error::Config(_)
+            | Error::EbpfLog(crate::ebpf_log::EbpfLogError::NotAttached { .. }) => {
+                EXIT_INVALID_INPUT
+            }
             Error::Upgrade { source, .. } if source.is_incompatible_object() => EXIT_INVALID_INPUT,
             Error::AlreadyAttached { .. } | Error::IngressQdiscTaken { .. } => EXIT_CONFLICT,
             Error::Upgrade { source, .. } if source.is_conflict() => EXIT_CONFLICT,

@@ -14,6 +14,7 @@
 //! - [`crash`]: named crash points for crash-safety tests (debug builds).
 //! - [`guest_info`]: routes and neighbours the guest agent needs.
 //! - [`stats`]: reading per-endpoint counters back.
+//! - [`ebpf_log`]: forwarding the datapath's aya-log records into `tracing`.
 //! - [`config`]: the kata-style TOML configuration file.
 //! - [`sandbox`]: scan / attach / detach / status / stats / upgrade / watch of a whole netns,
 //!   and gc.
@@ -21,6 +22,7 @@
 pub mod backend;
 pub mod config;
 pub mod crash;
+pub mod ebpf_log;
 pub mod endpoint;
 pub mod error;
 pub mod guest_info;

@@ -106,7 +106,7 @@ impl SandboxLock {
             || crate::state::sandbox_dir(self.netns_cookie).exists();
         if !left {
             if let Err(e) = self.remove_file() {
-                log::warn!("{e}");
+                tracing::warn!("{e}");
             }
         }
     }

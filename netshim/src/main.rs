@@ -11,5 +11,9 @@ fn main() {
         std::process::exit(e.exit_code());
     }
     let args = cli::args::Cli::parse();
+    cli::logging::init(
+        args.log_level,
+        matches!(args.command, cli::args::Command::Logs(_)),
+    );
     std::process::exit(cli::run::main_with_exit_code(args));
 }

@@ -164,14 +164,18 @@ impl Netns {
         let file = self.open()?;
         let path = self.path.clone();
         let thread_path = path.clone();
+        // The caller's tracing span (attach, detach, watch ...) goes on on the netns thread.
+        let span = tracing::Span::current();
         let joined = std::thread::Builder::new()
             .name("netshim-netns".into())
             .spawn(move || -> Result<T, E> {
+                let _span = span.entered();
                 setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter {
                     path: thread_path.clone(),
                     source,
                 })?;
                 drop(file);
+                tracing::trace!(path = %thread_path.display(), "entered the netns");
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

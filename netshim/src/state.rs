@@ -198,7 +198,7 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     match serde_json::from_slice(&bytes) {
         Ok(v) => Some(v),
         Err(e) => {
-            log::warn!("{}: {e}; ignored", path.display());
+            tracing::warn!("{}: {e}; ignored", path.display());
             None
         }
     }

@@ -385,7 +385,7 @@ fn remove_stale_staging() {
 impl Drop for Staging {
     fn drop(&mut self) {
         if let Err(e) = pins::remove_sandbox_dir(&self.dir) {
-            log::warn!("removing the upgrade staging directory: {e}");
+            tracing::warn!("removing the upgrade staging directory: {e}");
         }
     }
 }

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+use super::logging::LogLevel;
 use netshim::{
     backend::{FastPath, TcBackend},
     config::TapOwner,
@@ -28,6 +30,16 @@ Exit codes:
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Diagnostics on stderr at this level and above (stdout keeps only the report).
+    /// RUST_LOG, when set, overrides it (e.g. RUST_LOG=netshim=debug,aya=info).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogLevel::Warn,
+        value_name = "LEVEL"
+    )]
+    pub log_level: LogLevel,
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +82,46 @@ pub enum Command {
     /// killed runs left half-made in live ones.
     #[command(after_help = EXIT_CODES_HELP)]
     Gc(GcArgs),
+    // --- CLI tools (logs, completions, man): see cli/tools.rs, ebpf_log.rs ---
+    /// Print the eBPF datapath's own log records (aya-log, e.g. a failed redirect) on
+    /// stderr as they come, until SIGINT/SIGTERM.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Logs(LogsArgs),
+    /// Print a shell completion script on stdout.
+    Completions(CompletionsArgs),
+    /// Print the netshim(1) man page (roff) on stdout, or write it and one page per
+    /// subcommand (netshim-attach.1, ...) into a directory.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Only the datapath of this network namespace (NAME or PATH).
+    #[arg(
+        long,
+        value_name = "NAME|PATH",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub netns: Option<String>,
+    /// Every netshim datapath program loaded on the host, including ones loaded later.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write netshim.1 and netshim-<subcommand>.1 into DIR (created if needed) and print
+    /// their paths, instead of printing netshim.1.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,7 @@
 //! The `netshim` command line: argument parsing and output. The library does the work.
 
 pub mod args;
+pub mod logging;
 pub mod output;
 pub mod run;
+pub mod tools;

@@ -3,6 +3,7 @@
 use netshim::{
     backend::{ebpf::AttachMode, TcBackend},
     config::{self, FileConfig},
+    ebpf_log,
     endpoint::SystemProbe,
     model::InternetworkingModel,
     netns::Netns,
@@ -11,7 +12,7 @@ use netshim::{
 
 use super::{
     args::{AttachArgs, Cli, Command},
-    output,
+    output, tools,
 };
 
 fn print<T: serde::Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) {
@@ -197,8 +198,40 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 });
             }
         }
+        // --- CLI tools (logs, completions, man) ---
+        Command::Logs(a) => {
+            let scope = match &a.netns {
+                Some(arg) => ebpf_log::Scope::sandbox(&Netns::resolve(arg)?),
+                None => ebpf_log::Scope::All,
+            };
+            ebpf_log::follow(&scope, stop_signal())?;
+        }
+        Command::Completions(a) => stdout(&tools::completions(a.shell))?,
+        Command::Man(a) => match &a.out {
+            None => stdout(&tools::man_page().map_err(stdout_err)?)?,
+            Some(dir) => {
+                let written = tools::write_man_pages(dir).map_err(|source| Error::Write {
+                    path: dir.clone(),
+                    source,
+                })?;
+                for path in written {
+                    println!("{}", path.display());
+                }
+            }
+        },
     }
     Ok(())
+}
+
+fn stdout_err(source: std::io::Error) -> Error {
+    Error::Write {
+        path: "stdout".into(),
+        source,
+    }
+}
+
+fn stdout(bytes: &[u8]) -> Result<(), Error> {
+    tools::print_bytes(bytes).map_err(stdout_err)
 }
 
 /// Completes on SIGINT or SIGTERM. The handlers are installed when it is first polled (on

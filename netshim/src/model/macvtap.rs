@@ -454,7 +454,7 @@ pub async fn disconnect(
     let path = state_path(state_dir, pod_ifindex);
     let Some(state) = read_state(&path)? else {
         if is_connected(handle, name, pod_ifindex).await? {
-            log::info!(
+            tracing::info!(
                 "macvtap {name} on ifindex {pod_ifindex} has no state file {}: not made by \
                  netshim's macvtap model, left alone",
                 path.display()
@@ -463,7 +463,7 @@ pub async fn disconnect(
         return Ok(());
     };
     if state.macvtap.name != name {
-        log::info!(
+        tracing::info!(
             "state file {} belongs to macvtap {}, not {name}: {name} left alone",
             path.display(),
             state.macvtap.name
@@ -487,7 +487,7 @@ pub async fn disconnect(
         if link.is_macvtap_on(pod_ifindex) && recorded {
             delete_link(handle, name, link.iface.ifindex).await?;
         } else {
-            log::warn!(
+            tracing::warn!(
                 "{name} (ifindex {}) is not the macvtap recorded in {}: left alone",
                 link.iface.ifindex,
                 path.display()
@@ -622,7 +622,7 @@ async fn create_macvtap(handle: &Handle, pod: &PodState, name: &str) -> Result<M
                 })
             }
             Ok(None) => {
-                log::info!(
+                tracing::info!(
                     "{} belongs to another macvtap; trying another ifindex for {name}",
                     device.display()
                 );
@@ -630,7 +630,7 @@ async fn create_macvtap(handle: &Handle, pod: &PodState, name: &str) -> Result<M
             }
             Err(e) => {
                 if let Err(del) = delete_link(handle, name, ifindex).await {
-                    log::warn!("undo: {del}");
+                    tracing::warn!("undo: {del}");
                 }
                 return Err(e);
             }
@@ -693,19 +693,19 @@ async fn finish_macvtap(
 async fn rollback(handle: &Handle, state: &State, path: &Path) {
     if let Some(ifindex) = state.macvtap.ifindex {
         if let Err(e) = delete_link(handle, &state.macvtap.name, ifindex).await {
-            log::warn!("undo: {e}");
+            tracing::warn!("undo: {e}");
         }
     }
     if let Err(e) = remove_device_node(&state.macvtap) {
-        log::warn!("undo: {e}");
+        tracing::warn!("undo: {e}");
     }
     match restore_pod(handle, state).await {
         Ok(()) => {
             if let Err(e) = remove_state(path) {
-                log::warn!("undo: {e}");
+                tracing::warn!("undo: {e}");
             }
         }
-        Err(e) => log::warn!("undo: {e} (state kept in {})", path.display()),
+        Err(e) => tracing::warn!("undo: {e} (state kept in {})", path.display()),
     }
 }
 
@@ -727,7 +727,7 @@ async fn restore_pod(handle: &Handle, state: &State) -> Result<(), MacvtapError>
     };
     let cur = &current.iface;
     if cur.name != pod.name {
-        log::warn!(
+        tracing::warn!(
             "ifindex {} is {} now, not {}: pod device not restored",
             pod.ifindex,
             cur.name,
@@ -769,7 +769,7 @@ async fn restore_pod(handle: &Handle, state: &State) -> Result<(), MacvtapError>
     }
     for r in &state.routes {
         if let Err(e) = restore_raw(handle, r, Kind::Route).await {
-            log::warn!(
+            tracing::warn!(
                 "RTM_NEWROUTE {} on {} (ifindex {}): {e}",
                 r.summary,
                 pod.name,
@@ -779,7 +779,7 @@ async fn restore_pod(handle: &Handle, state: &State) -> Result<(), MacvtapError>
     }
     for n in &state.neighbours {
         if let Err(e) = restore_raw(handle, n, Kind::Neighbour).await {
-            log::warn!(
+            tracing::warn!(
                 "RTM_NEWNEIGH {} on {} (ifindex {}): {e}",
                 n.summary,
                 pod.name,
@@ -796,7 +796,7 @@ async fn restore_pod(handle: &Handle, state: &State) -> Result<(), MacvtapError>
         );
     }
     for e in errors.iter().skip(1) {
-        log::warn!("restoring {}: {e}", pod.name);
+        tracing::warn!("restoring {}: {e}", pod.name);
     }
     errors.into_iter().next().map_or(Ok(()), Err)
 }

@@ -165,10 +165,12 @@ pub struct AttachReport {
 }
 
 /// Attaches netshim to every endpoint of `netns`.
+#[tracing::instrument(level = "debug", skip_all, fields(netns = %netns, model = %options.model))]
 pub fn attach(netns: &Netns, options: &AttachOptions) -> Result<AttachReport> {
     options.validate()?;
     // One operation per sandbox at a time (see crate::lock), for the whole attach.
     let lock = SandboxLock::acquire(netns.cookie)?;
+    tracing::debug!("sandbox lock taken");
     let (n, o) = (netns.clone(), options.clone());
     let result = netns.run(move |handle| async move { attach_locked(&handle, &n, &o).await });
     lock.release();
@@ -244,7 +246,7 @@ async fn attach_locked(
         crash_point("committed");
     }
     if let Err(e) = state::remove_file_if_exists(&intent) {
-        log::warn!("{e}");
+        tracing::warn!("{e}");
     }
     if result.is_err() {
         state::remove_temp_files(&state_dir);
@@ -540,6 +542,13 @@ async fn connect_all(
             EndpointKind::VhostUser => Attachment::Handover("vhost-user"),
             _ => Attachment::Handover("physical"),
         };
+        tracing::debug!(
+            index,
+            interface = %iface.name,
+            ifindex = iface.ifindex,
+            kind = ?class.kind,
+            "endpoint prepared"
+        );
         endpoints.push(endpoint_report(index, iface, class, attachment, &guest));
     }
 

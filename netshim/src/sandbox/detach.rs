@@ -56,9 +56,11 @@ impl DetachReport {
 }
 
 /// Detaches `netns`.
+#[tracing::instrument(level = "debug", skip_all, fields(netns = %netns))]
 pub fn detach(netns: &Netns) -> Result<DetachReport> {
     // One operation per sandbox at a time (see crate::lock).
     let lock = SandboxLock::acquire(netns.cookie)?;
+    tracing::debug!("sandbox lock taken");
     let n = netns.clone();
     let result = netns.run(move |handle| async move { teardown(&handle, &n).await });
     lock.release();
@@ -116,6 +118,7 @@ pub(crate) async fn teardown(handle: &rtnetlink::Handle, netns: &Netns) -> Resul
                 netns: netns.to_string(),
                 source: Box::new(source),
             })?;
+        tracing::debug!(dir = %pin_dir.display(), "eBPF datapath taken down");
         report.removed_pin_dir = Some(pin_dir);
     }
 
@@ -143,6 +146,7 @@ pub(crate) async fn teardown(handle: &rtnetlink::Handle, netns: &Netns) -> Resul
         mirred::disconnect(handle, &pod, &tap)
             .await
             .map_err(mirred_err)?;
+        tracing::debug!(interface = %pod.name, tap = %tap.name, "mirred pair disconnected");
         report.removed_mirred.push(pod.name.clone());
         report.removed_mirred.push(tap.name.clone());
     }
@@ -176,6 +180,7 @@ pub(crate) async fn teardown(handle: &rtnetlink::Handle, netns: &Netns) -> Resul
                 netns: netns.to_string(),
                 source: Box::new(source),
             })?;
+        tracing::debug!(interface = %dev.name, "tap deleted");
         report.removed_taps.push(dev.name);
     }
 

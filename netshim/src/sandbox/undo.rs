@@ -26,29 +26,29 @@ impl Undo {
     pub async fn run(self, handle: &rtnetlink::Handle, netns: &Netns) {
         for (a, b) in &self.mirred {
             if let Err(e) = mirred::disconnect(handle, a, b).await {
-                log::warn!("undo: {e}");
+                tracing::warn!("undo: {e}");
             }
         }
         for (dir, a, b) in &self.ebpf_pairs {
             if let Err(e) = ebpf::disconnect_pair(handle, dir, a, b).await {
-                log::warn!("undo: {e}");
+                tracing::warn!("undo: {e}");
             }
         }
         if let Some(dir) = &self.pin_dir {
             if let Err(e) = ebpf::detach_sandbox(handle, dir).await {
-                log::warn!("undo: {e}");
+                tracing::warn!("undo: {e}");
             }
         }
         let state_dir = state::sandbox_dir(netns.cookie);
         for (name, pod_ifindex) in &self.macvtaps {
             if let Err(e) = macvtap::disconnect(handle, name, *pod_ifindex, &state_dir).await {
-                log::warn!("undo: {e}");
+                tracing::warn!("undo: {e}");
             }
         }
         state::remove_sandbox_dir_if_empty(&state_dir);
         for tap in &self.taps {
             if let Err(e) = super::detach::delete_link(handle, tap).await {
-                log::warn!("undo: {e}");
+                tracing::warn!("undo: {e}");
             }
         }
     }

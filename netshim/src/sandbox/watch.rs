@@ -152,6 +152,7 @@ pub enum WatchEvent {
 ///
 /// `stop` is first polled (on the watcher's own runtime) before anything is changed, so a
 /// signal handler it installs is in place from the start.
+#[tracing::instrument(level = "debug", skip_all, fields(netns = %netns))]
 pub fn watch<S, F>(netns: &Netns, options: &WatchOptions, stop: S, on_change: F) -> Result<()>
 where
     S: Future<Output = ()> + Send + 'static,
@@ -260,6 +261,9 @@ impl Watcher {
             });
             self.reconcile(survey, emit).await?;
         }
+        // The datapath's own log records (aya-log) become tracing events while watching.
+        let _datapath_logs =
+            crate::ebpf_log::spawn_follower(crate::ebpf_log::Scope::sandbox(&self.netns));
         let mut due: Option<tokio::time::Instant> = None;
         loop {
             let deadline = due.unwrap_or_else(tokio::time::Instant::now);
@@ -281,6 +285,7 @@ impl Watcher {
                 },
                 _ = tokio::time::sleep_until(deadline), if due.is_some() => {
                     due = None;
+                    tracing::debug!("interfaces changed: surveying the netns");
                     let Some(_lock) = self.lock(stop.as_mut()).await? else {
                         break;
                     };
@@ -302,7 +307,7 @@ impl Watcher {
         if let Some(lock) = SandboxLock::try_acquire(cookie)? {
             return Ok(Some(lock));
         }
-        log::info!("waiting for the lock of netns {}", self.netns);
+        tracing::info!("waiting for the lock of netns {}", self.netns);
         let wait = tokio::task::spawn_blocking(move || SandboxLock::acquire(cookie));
         tokio::select! {
             biased;

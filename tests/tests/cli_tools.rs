@@ -1,0 +1,382 @@
+//! The CLI's tools: shell completions, man pages, logging (--log-level, RUST_LOG, stderr
+//! only) and `netshim logs` following an attached datapath's log ring buffer.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Output, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use netshim_tests::{
+    leaks,
+    netshim_cli::{netshim, netshim_bin, netshim_json, netshim_ok, Pod},
+    skip_unless_root, ChildGuard,
+};
+
+const SUBCOMMANDS: &[&str] = &[
+    "attach",
+    "watch",
+    "scan",
+    "connect",
+    "disconnect",
+    "detach",
+    "status",
+    "stats",
+    "upgrade",
+    "gc",
+    "logs",
+    "completions",
+    "man",
+];
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `netshim args…` with RUST_LOG as given (None: unset).
+fn netshim_env(args: &[&str], rust_log: Option<&str>) -> Output {
+    let mut cmd = Command::new(netshim_bin());
+    cmd.args(args).env_remove("RUST_LOG");
+    if let Some(v) = rust_log {
+        cmd.env("RUST_LOG", v);
+    }
+    cmd.output().expect("run netshim")
+}
+
+fn ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn bash_completion_names_every_subcommand_and_is_valid_bash() {
+    let out = netshim_env(&["completions", "bash"], None);
+    ok(&out, "completions bash");
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    let script = text(&out.stdout);
+    for sub in SUBCOMMANDS {
+        assert!(script.contains(sub), "no {sub} in the bash completion");
+    }
+    assert!(script.contains("--log-level") && script.contains("--netns"));
+    let path = std::env::temp_dir().join(format!("netshim-completion-{}.bash", std::process::id()));
+    std::fs::write(&path, &script).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    ok(&check, "bash -n on the completion script");
+    // Sourcing it registers the completion function for netshim.
+    let sourced = Command::new("bash")
+        .args(["-c", "source /dev/stdin && complete -p netshim"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(script.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    ok(&sourced, "source + complete -p netshim");
+    assert!(text(&sourced.stdout).contains("netshim"));
+}
+
+#[test]
+fn every_shell_gets_a_script_and_a_bad_shell_is_a_usage_error() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = netshim_env(&["completions", shell], None);
+        ok(&out, shell);
+        let script = text(&out.stdout);
+        assert!(
+            script.contains("attach") && script.contains("logs"),
+            "{shell}"
+        );
+    }
+    let out = netshim_env(&["completions", "tcsh"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn man_page_is_roff_naming_every_subcommand() {
+    let out = netshim_env(&["man"], None);
+    ok(&out, "man");
+    let page = text(&out.stdout);
+    assert!(page.contains(".TH NETSHIM 1"), "{page}");
+    for sub in SUBCOMMANDS {
+        assert!(page.contains(sub), "no {sub} in netshim.1");
+    }
+    assert!(
+        page.contains("log\\-level"),
+        "the global flag is documented"
+    );
+}
+
+#[test]
+fn man_out_writes_one_page_per_subcommand() {
+    let dir = std::env::temp_dir().join(format!("netshim-man-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = netshim_env(&["man", "--out", dir.to_str().unwrap()], None);
+    ok(&out, "man --out");
+    let listed: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(listed.len(), SUBCOMMANDS.len() + 1, "{listed:?}");
+    let top = std::fs::read_to_string(dir.join("netshim.1")).unwrap();
+    assert!(top.contains(".TH NETSHIM 1"));
+    for sub in SUBCOMMANDS {
+        let page = std::fs::read_to_string(dir.join(format!("netshim-{sub}.1")))
+            .unwrap_or_else(|e| panic!("netshim-{sub}.1: {e}"));
+        let th = format!(".TH NETSHIM-{} 1", sub.to_uppercase());
+        assert!(page.contains(&th), "{th} not in netshim-{sub}.1:\n{page}");
+    }
+    let attach = std::fs::read_to_string(dir.join("netshim-attach.1")).unwrap();
+    assert!(attach.contains("tc\\-backend"), "{attach}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn log_level_rejects_unknown_levels() {
+    let out = netshim_env(&["--log-level", "loud", "gc"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("loud"));
+}
+
+#[test]
+fn logs_go_to_stderr_and_stdout_keeps_only_the_report() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("lg");
+    // Default level (warn): a clean attach logs nothing at all.
+    let quiet = netshim_env(&["attach", "--netns", pod.netns(), "--json"], None);
+    ok(&quiet, "attach");
+    assert!(quiet.stderr.is_empty(), "{}", text(&quiet.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&quiet.stdout).unwrap();
+    assert_eq!(report["endpoints"][0]["name"], "eth0");
+
+    // --log-level debug: the attach steps with their netns and interface on stderr; the
+    // JSON on stdout is the same document (an attached netns reports what was attached).
+    let plain = netshim_env(&["status", "--netns", pod.netns(), "--json"], None);
+    ok(&plain, "status");
+    let loud = netshim_env(
+        &[
+            "--log-level",
+            "debug",
+            "status",
+            "--netns",
+            pod.netns(),
+            "--json",
+        ],
+        None,
+    );
+    ok(&loud, "status --log-level debug");
+    assert_eq!(text(&plain.stdout), text(&loud.stdout), "stdout unchanged");
+    let again = netshim_env(
+        &[
+            "attach",
+            "--netns",
+            pod.netns(),
+            "--json",
+            "--log-level",
+            "debug",
+        ],
+        None,
+    );
+    ok(&again, "attach --log-level debug");
+    let again_report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again_report["already_attached"], true);
+    let stderr = text(&again.stderr);
+    assert!(stderr.contains("DEBUG"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("netns={}", pod.netns())),
+        "the attach span names the netns: {stderr}"
+    );
+    assert!(stderr.contains("sandbox lock taken"), "{stderr}");
+
+    // RUST_LOG wins over --log-level, and aya's own `log` records come through the bridge
+    // (aya logs its feature detection at debug on the first load of a process).
+    let out = netshim_env(
+        &["--log-level", "error", "detach", "--netns", pod.netns()],
+        Some("netshim=debug"),
+    );
+    ok(&out, "detach with RUST_LOG");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("DEBUG") && stderr.contains("netshim::"),
+        "{stderr}"
+    );
+    assert!(!text(&out.stdout).contains("DEBUG"));
+
+    let out = netshim_env(
+        &["attach", "--netns", pod.netns(), "--json"],
+        Some("aya=debug"),
+    );
+    ok(&out, "attach with RUST_LOG=aya=debug");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("BPF Feature Detection"), "{stderr}");
+    assert!(stderr.contains(" aya"), "target shown: {stderr}");
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("stdout is JSON only");
+}
+
+/// A running `netshim logs` or `watch`, its stderr collected line by line.
+struct Follower {
+    child: ChildGuard,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Follower {
+    /// Starts `netshim args…` (RUST_LOG unset), collecting its stderr.
+    fn start(args: &[&str]) -> Follower {
+        let mut cmd = Command::new(netshim_bin());
+        cmd.args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = ChildGuard::spawn(cmd, &format!("netshim {}", args.join(" ")));
+        let pipe = child.child_mut().stderr.take().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Follower { child, stderr }
+    }
+
+    fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stderr.lock().unwrap().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// SIGINT, then the exit status and stdout.
+    fn stop(self) -> (Option<i32>, String, String) {
+        self.child.signal(nix::sys::signal::Signal::SIGINT).unwrap();
+        let out = self.child.wait_with_output(Duration::from_secs(5));
+        // Let the reader thread drain the pipe.
+        std::thread::sleep(Duration::from_millis(50));
+        let stderr = self.stderr.lock().unwrap().clone();
+        (out.status.code(), text(&out.stdout), stderr)
+    }
+}
+
+#[test]
+fn logs_follows_the_programs_of_an_attached_netns_until_sigint() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("lf");
+    // Not attached: nothing to follow is invalid input.
+    let out = netshim(&["logs", "--netns", pod.netns()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no netshim eBPF datapath"));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        netshim(&["logs"]).status.code(),
+        Some(2),
+        "--netns or --all"
+    );
+
+    netshim_json(&["attach", "--netns", pod.netns(), "--ebpf-attach", "tcx"]);
+    let mut ids = leaks::tcx_prog_ids(&pod.sandbox);
+    ids.sort();
+    ids.dedup();
+    assert!(!ids.is_empty());
+
+    let follower = Follower::start(&["--log-level", "info", "logs", "--netns", pod.netns()]);
+    for id in &ids {
+        let needle = format!("prog_id={id}");
+        assert!(
+            follower.wait_for(&needle, Duration::from_secs(10)),
+            "{needle} not followed: {}",
+            follower.stderr()
+        );
+    }
+    assert!(follower
+        .stderr()
+        .contains("following the datapath's log records"));
+    assert!(follower
+        .stderr()
+        .contains(&format!("netns={}", pod.netns())));
+
+    // --all finds the same programs (among any others on the host).
+    let all = Follower::start(&["--log-level", "info", "logs", "--all"]);
+    for id in &ids {
+        assert!(
+            all.wait_for(&format!("prog_id={id}"), Duration::from_secs(10)),
+            "--all: {}",
+            all.stderr()
+        );
+    }
+    let (code, stdout, _) = all.stop();
+    assert_eq!(code, Some(0));
+    assert!(stdout.is_empty());
+
+    // Traffic that the datapath forwards logs nothing (it logs only a failed redirect).
+    let forwarded = netshim_tests::traffic::probe(&pod, "tap0_kata", 3);
+    assert_eq!(forwarded.to_vm, 3);
+    let (code, stdout, stderr) = follower.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.is_empty(), "logs prints nothing on stdout: {stdout}");
+    assert!(!stderr.contains("WARN"), "{stderr}");
+    netshim_ok(&["detach", "--netns", pod.netns()]);
+}
+
+#[test]
+fn watch_follows_its_datapath_logs_on_stderr_and_keeps_stdout_json_lines() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("lw");
+    let watcher = Follower::start(&[
+        "--log-level",
+        "info",
+        "watch",
+        "--netns",
+        pod.netns(),
+        "--json",
+    ]);
+    assert!(
+        watcher.wait_for(
+            "following the datapath's log records",
+            Duration::from_secs(15)
+        ),
+        "{}",
+        watcher.stderr()
+    );
+    let ids = leaks::tcx_prog_ids(&pod.sandbox);
+    assert!(!ids.is_empty());
+    for id in &ids {
+        assert!(
+            watcher.wait_for(&format!("prog_id={id}"), Duration::from_secs(5)),
+            "{}",
+            watcher.stderr()
+        );
+    }
+    let (code, stdout, stderr) = watcher.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(events.first().unwrap()["event"], "watching", "{stdout}");
+    assert_eq!(events.last().unwrap()["event"], "stopped", "{stdout}");
+    assert!(!stdout.contains("INFO"), "logs stay off stdout");
+    netshim_ok(&["detach", "--netns", pod.netns()]);
+}
