@@ -14,6 +14,7 @@
 //! - [`crash`]: named crash points for crash-safety tests (debug builds).
 //! - [`guest_info`]: routes and neighbours the guest agent needs.
 //! - [`stats`]: reading per-endpoint counters back.
+//! - [`metrics`]: rates, Prometheus exposition and the scrape endpoint over those counters.
 //! - [`config`]: the kata-style TOML configuration file.
 //! - [`sandbox`]: scan / attach / detach / status / stats / upgrade / watch of a whole netns,
 //!   and gc.
@@ -26,6 +27,7 @@ pub mod error;
 pub mod guest_info;
 pub mod interfaces;
 pub mod lock;
+pub mod metrics;
 pub mod model;
 pub mod netns;
 pub mod pins;
