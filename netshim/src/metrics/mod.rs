@@ -91,6 +91,18 @@ fn datapath_of(stats: &SandboxStats) -> String {
 /// in [`Collection::errors`].
 pub fn collect(scope: &Scope) -> Collection {
     let mut out = Collection::default();
+    // `ip netns exec` mounts a fresh sysfs without bpffs: every eBPF sandbox would silently
+    // look unattached.
+    match pins::is_bpffs(Path::new(pins::BPFFS)) {
+        Ok(true) => {}
+        Ok(false) => out.errors.push(format!(
+            "no bpffs at {} in this mount namespace (`ip netns exec` remounts /sys; enter \
+             only the network namespace, e.g. `nsenter --net=PATH`): eBPF sandboxes cannot \
+             be read",
+            pins::BPFFS
+        )),
+        Err(e) => out.errors.push(e.to_string()),
+    }
     match scope {
         Scope::Netns(netns) => match sandbox::stats(netns) {
             Ok(Some(stats)) => out.samples.push(Sample::new(stats)),
