@@ -81,3 +81,59 @@ pub fn probe(pod: &Pod, tap: &str, count: usize) -> Forwarded {
     }
     Forwarded { to_vm, from_vm }
 }
+
+/// Frame bytes that crossed each way in an [`exchange`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Exchanged {
+    pub to_vm_bytes: u64,
+    pub from_vm_bytes: u64,
+}
+
+/// Sends `n` datagrams client → VM, each read back from `tap`, then writes `n` frames VM →
+/// client, each received by a client socket, and checks nothing else crossed; returns the
+/// frame bytes each way (what the eBPF counters count). The caller pins the pod's neighbour
+/// entry ([`Pod::pin_pod_neighbor`]) so that no ARP mixes in.
+pub fn exchange(pod: &Pod, tap: &TapQueue, n: usize, tag: &str) -> Exchanged {
+    let sender = pod
+        .client
+        .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind sender"));
+    let receiver = pod
+        .client
+        .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind receiver"));
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let mut pushed = Exchanged::default();
+    for i in 0..n {
+        sender
+            .send_to(format!("{tag} to-vm {i}").as_bytes(), (pod.pod_ip, 9999))
+            .expect("send");
+    }
+    for i in 0..n {
+        let frame = tap
+            .read_frame(Duration::from_secs(2))
+            .unwrap_or_else(|| panic!("frame {i} of {n} never reached the tap"));
+        pushed.to_vm_bytes += frame.len() as u64;
+    }
+    let mut buf = [0u8; 2048];
+    for i in 0..n {
+        let frame = udp_frame(
+            pod.pod_mac,
+            pod.client_mac,
+            pod.pod_ip,
+            pod.client_ip,
+            5555,
+            port,
+            format!("{tag} from-vm {i}").as_bytes(),
+        );
+        pushed.from_vm_bytes += frame.len() as u64;
+        tap.write_frame(&frame).expect("write a frame to the tap");
+        receiver
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("datagram {i} of {n} from the VM: {e}"));
+    }
+    // Nothing more may cross: no frame is left on the tap.
+    assert!(tap.read_frame(Duration::from_millis(200)).is_none());
+    pushed
+}
