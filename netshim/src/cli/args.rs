@@ -59,7 +59,8 @@ pub enum Command {
     /// Show the endpoints of a netns, their taps and whether they are connected.
     #[command(after_help = EXIT_CODES_HELP)]
     Status(NetnsArgs),
-    /// Per-endpoint packet and byte counters, read from the pinned maps.
+    /// Per-endpoint packet and byte counters (table, JSON or Prometheus text), or their
+    /// per-second rates with --watch.
     #[command(after_help = EXIT_CODES_HELP)]
     Stats(StatsArgs),
     /// Serve the counters for Prometheus: GET /metrics on --listen, read fresh on every

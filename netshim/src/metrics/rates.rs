@@ -2,7 +2,10 @@
 //!
 //! A counter lower than before was reset (the sandbox was detached and attached again, or
 //! an endpoint slot reused): as Prometheus' `rate()` does, the new value is taken as the
-//! increase since the reset. An endpoint absent from the previous collection counts from 0.
+//! increase since the reset. An endpoint absent from the previous collection (just
+//! attached, or its sandbox could not be read then) has no rate yet, as a new Prometheus
+//! series has none before its second sample: it is left out of this interval rather than
+//! shown with its whole lifetime as one interval's traffic.
 
 use std::collections::HashMap;
 
@@ -99,18 +102,15 @@ pub fn rates(before: &[Sample], now: &[Sample], secs: f64, time: String) -> Rate
                 .stats
                 .endpoints
                 .iter()
-                .map(|e| {
+                .filter_map(|e| {
                     let key = (s.stats.netns_cookie, e.pod.as_str(), e.tap.as_str());
-                    let (to_vm, from_vm) = previous
-                        .get(&key)
-                        .map(|p| (p.to_vm, p.from_vm))
-                        .unwrap_or_default();
-                    EndpointRate {
+                    let p = previous.get(&key)?;
+                    Some(EndpointRate {
                         endpoint: e.pod.clone(),
                         tap: e.tap.clone(),
-                        to_vm: direction_rate(to_vm, e.to_vm, secs),
-                        from_vm: direction_rate(from_vm, e.from_vm, secs),
-                    }
+                        to_vm: direction_rate(p.to_vm, e.to_vm, secs),
+                        from_vm: direction_rate(p.from_vm, e.from_vm, secs),
+                    })
                 })
                 .collect(),
         })
@@ -184,22 +184,26 @@ mod tests {
     }
 
     #[test]
-    fn new_endpoints_count_from_zero_and_sandboxes_are_told_apart() {
-        // Same endpoint name in another netns (cookie) is another endpoint.
+    fn new_endpoints_wait_for_a_second_sample_and_sandboxes_are_told_apart() {
+        // Same endpoint name in another netns (cookie) is another endpoint: new here.
         let before = [sample(7, "eth0", (100, 0, 0), (0, 0, 0))];
         let now = [
             sample(7, "eth0", (110, 0, 0), (0, 0, 0)),
-            sample(8, "eth0", (30, 0, 0), (0, 0, 0)),
+            sample(8, "eth0", (30_000, 0, 0), (0, 0, 0)),
         ];
         let r = rates(&before, &now, 1.0, String::new());
         assert_eq!(r.sandboxes[0].endpoints[0].to_vm.packets_per_sec, 10.0);
-        assert_eq!(r.sandboxes[1].endpoints[0].to_vm.packets_per_sec, 30.0);
+        assert_eq!(r.sandboxes[1].netns_cookie, 8);
+        assert!(r.sandboxes[1].endpoints.is_empty());
+        let later = [sample(8, "eth0", (30_050, 0, 0), (0, 0, 0))];
+        let r = rates(&now, &later, 1.0, String::new());
+        assert_eq!(r.sandboxes[0].endpoints[0].to_vm.packets_per_sec, 50.0);
     }
 
     #[test]
     fn a_zero_interval_gives_zero_rates() {
         let s = [sample(7, "eth0", (1, 1, 1), (1, 1, 1))];
-        let r = rates(&[], &s, 0.0, String::new());
+        let r = rates(&s, &s, 0.0, String::new());
         assert_eq!(r.sandboxes[0].endpoints[0].to_vm, {
             DirectionRate {
                 packets: 1,
