@@ -4,6 +4,7 @@
 use crate::{
     backend::{ebpf::EbpfError, mirred::MirredError, upgrade::UpgradeError, UnknownBackend},
     endpoint::ClassifyError,
+    metrics::MetricsError,
     model::UnknownModel,
     netns::NetnsError,
     pins::PinError,
@@ -33,6 +34,8 @@ pub enum Error {
     UnknownModel(#[from] UnknownModel),
     #[error(transparent)]
     UnknownBackend(#[from] UnknownBackend),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("{source} in netns {netns}")]
     UnsupportedInterface {
         netns: String,

@@ -15,6 +15,7 @@
 //! - [`guest_info`]: routes and neighbours the guest agent needs.
 //! - [`stats`]: reading per-endpoint counters back.
 //! - [`ebpf_log`]: forwarding the datapath's aya-log records into `tracing`.
+//! - [`metrics`]: rates, Prometheus exposition and the scrape endpoint over those counters.
 //! - [`config`]: the kata-style TOML configuration file.
 //! - [`sandbox`]: scan / attach / detach / status / stats / upgrade / watch of a whole netns,
 //!   and gc.
@@ -28,6 +29,7 @@ pub mod error;
 pub mod guest_info;
 pub mod interfaces;
 pub mod lock;
+pub mod metrics;
 pub mod model;
 pub mod netns;
 pub mod pins;

@@ -62,7 +62,8 @@ pub fn ensure_bpffs() -> Result<bool, PinError> {
     Ok(true)
 }
 
-fn is_bpffs(path: &Path) -> Result<bool, PinError> {
+/// Whether `path` is a bpffs mount (false when it does not exist).
+pub fn is_bpffs(path: &Path) -> Result<bool, PinError> {
     match statfs(path) {
         Ok(s) => Ok(s.filesystem_type() == BPF_FS_MAGIC),
         Err(nix::Error::ENOENT) => Ok(false),

@@ -23,6 +23,20 @@ pub fn open_tap(ns: &TestNetns, name: &str) -> TapQueue {
     tap
 }
 
+/// A UDP datagram from the pod's address (as the VM would send it) to `dst_port` on the
+/// client, framed for writing to the tap.
+pub fn vm_frame(pod: &Pod, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    udp_frame(
+        pod.pod_mac,
+        pod.client_mac,
+        pod.pod_ip,
+        pod.client_ip,
+        src_port,
+        dst_port,
+        payload,
+    )
+}
+
 /// What crossed in each direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Forwarded {
@@ -63,15 +77,7 @@ pub fn probe(pod: &Pod, tap: &str, count: usize) -> Forwarded {
     }
 
     for i in 0..count {
-        let frame = udp_frame(
-            pod.pod_mac,
-            pod.client_mac,
-            pod.pod_ip,
-            pod.client_ip,
-            4242,
-            port,
-            format!("reply {i}").as_bytes(),
-        );
+        let frame = vm_frame(pod, 4242, port, format!("reply {i}").as_bytes());
         queue.write_frame(&frame).expect("write a frame to the tap");
     }
     let mut from_vm = 0;
@@ -80,4 +86,52 @@ pub fn probe(pod: &Pod, tap: &str, count: usize) -> Forwarded {
         from_vm += 1;
     }
     Forwarded { to_vm, from_vm }
+}
+
+/// Frame bytes that crossed each way in an [`exchange`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Exchanged {
+    pub to_vm_bytes: u64,
+    pub from_vm_bytes: u64,
+}
+
+/// Sends `n` datagrams client → VM, each read back from `tap`, then writes `n` frames VM →
+/// client, each received by a client socket, and checks nothing else crossed; returns the
+/// frame bytes each way (what the eBPF counters count). The caller pins the pod's neighbour
+/// entry ([`Pod::pin_pod_neighbor`]) so that no ARP mixes in.
+pub fn exchange(pod: &Pod, tap: &TapQueue, n: usize, tag: &str) -> Exchanged {
+    let sender = pod
+        .client
+        .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind sender"));
+    let receiver = pod
+        .client
+        .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind receiver"));
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let mut crossed = Exchanged::default();
+    for i in 0..n {
+        sender
+            .send_to(format!("{tag} to-vm {i}").as_bytes(), (pod.pod_ip, 9999))
+            .expect("send");
+    }
+    for i in 0..n {
+        let frame = tap
+            .read_frame(Duration::from_secs(2))
+            .unwrap_or_else(|| panic!("frame {i} of {n} never reached the tap"));
+        crossed.to_vm_bytes += frame.len() as u64;
+    }
+    let mut buf = [0u8; 2048];
+    for i in 0..n {
+        let frame = vm_frame(pod, 5555, port, format!("{tag} from-vm {i}").as_bytes());
+        crossed.from_vm_bytes += frame.len() as u64;
+        tap.write_frame(&frame).expect("write a frame to the tap");
+        receiver
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("datagram {i} of {n} from the VM: {e}"));
+    }
+    // Nothing more may cross: no frame is left on the tap.
+    assert!(tap.read_frame(Duration::from_millis(200)).is_none());
+    crossed
 }

@@ -71,9 +71,14 @@ pub enum Command {
     /// Show the endpoints of a netns, their taps and whether they are connected.
     #[command(after_help = EXIT_CODES_HELP)]
     Status(NetnsArgs),
-    /// Per-endpoint packet and byte counters, read from the pinned maps.
+    /// Per-endpoint packet and byte counters (table, JSON or Prometheus text), or their
+    /// per-second rates with --watch.
     #[command(after_help = EXIT_CODES_HELP)]
     Stats(StatsArgs),
+    /// Serve the counters for Prometheus: GET /metrics on --listen, read fresh on every
+    /// scrape, until SIGINT/SIGTERM.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Metrics(MetricsArgs),
     /// Swap the datapath program of attached sandboxes for a new one without a gap in
     /// forwarding, keeping the pinned maps (peers, counters).
     #[command(after_help = EXIT_CODES_HELP)]
@@ -235,12 +240,48 @@ pub struct ScanArgs {
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// Only this network namespace (NAME or PATH); without it, every pinned sandbox.
+    /// Only this network namespace (NAME or PATH); without it, every sandbox (pinned ones,
+    /// and those attached with mirred).
     #[arg(long, value_name = "NAME|PATH")]
     pub netns: Option<String>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
+    /// Print JSON instead of a table (the same as --format json).
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// Output: table (default), json (= --json), or prometheus (text exposition 0.0.4).
+    #[arg(long, value_enum)]
+    pub format: Option<StatsFormat>,
+    /// Print per-second rates per endpoint and direction every --interval until Ctrl-C: a
+    /// table (redrawn on a terminal), or one JSON object per interval with --json.
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between two --watch reports (default 1; fractions allowed).
+    #[arg(long, value_name = "SECS", requires = "watch", value_parser = parse_interval)]
+    pub interval: Option<f64>,
+}
+
+/// What `netshim stats` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatsFormat {
+    Table,
+    Json,
+    Prometheus,
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Address to serve GET /metrics on (Prometheus text exposition).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    pub listen: std::net::SocketAddr,
+    /// Only this network namespace (NAME or PATH); without it, every sandbox.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub netns: Option<String>,
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.1..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number of seconds from 0.1 to 3600")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -392,6 +433,34 @@ mod tests {
         assert_eq!(a.tc_backend, Some(TcBackend::Mirred));
         assert!(a.json);
         assert!(Cli::try_parse_from(["netshim", "watch"]).is_err());
+    }
+
+    #[test]
+    fn stats_format_json_and_watch_options() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["netshim", "stats"];
+            all.extend(args);
+            Cli::try_parse_from(all).map(|c| match c.command {
+                Command::Stats(s) => s,
+                _ => panic!("not stats"),
+            })
+        };
+        let s = parse(&["--format", "prometheus"]).unwrap();
+        assert_eq!(s.format, Some(StatsFormat::Prometheus));
+        assert!(parse(&["--json", "--format", "table"]).is_err());
+        assert!(
+            parse(&["--interval", "2"]).is_err(),
+            "--interval needs --watch"
+        );
+        assert!(parse(&["--watch", "--interval", "0"]).is_err());
+        let s = parse(&["--watch", "--interval", "0.5", "--json"]).unwrap();
+        assert_eq!(s.interval, Some(0.5));
+        assert!(s.watch && s.json);
+        let cli = Cli::try_parse_from(["netshim", "metrics"]).unwrap();
+        let Command::Metrics(m) = cli.command else {
+            panic!("not metrics")
+        };
+        assert_eq!(m.listen, "127.0.0.1:9464".parse().unwrap());
     }
 
     #[test]

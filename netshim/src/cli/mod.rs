@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod logging;
+pub mod metrics;
 pub mod output;
 pub mod run;
 pub mod tools;

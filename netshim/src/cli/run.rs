@@ -7,7 +7,7 @@ use netshim::{
     endpoint::SystemProbe,
     model::InternetworkingModel,
     netns::Netns,
-    sandbox, stats, Error,
+    sandbox, Error,
 };
 
 use super::{
@@ -164,25 +164,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             let report = sandbox::status(&netns)?;
             print(a.json, &report, output::status);
         }
-        Command::Stats(a) => {
-            let all = match &a.netns {
-                Some(arg) => {
-                    let netns = Netns::resolve(arg)?;
-                    sandbox::stats(&netns)?.into_iter().collect::<Vec<_>>()
-                }
-                None => {
-                    let mut all = Vec::new();
-                    for entry in stats::read_all_pinned()? {
-                        match entry {
-                            Ok(s) => all.push(s),
-                            Err(e) => eprintln!("netshim: warning: {e}"),
-                        }
-                    }
-                    all
-                }
-            };
-            print(a.json, &all, |v| output::stats(v));
-        }
+        Command::Stats(a) => super::metrics::stats(a)?,
+        Command::Metrics(a) => super::metrics::serve(a)?,
         Command::Upgrade(a) => {
             let options = sandbox::UpgradeOptions { object: a.object };
             let report = match &a.netns {
@@ -236,7 +219,7 @@ fn stdout(bytes: &[u8]) -> Result<(), Error> {
 
 /// Completes on SIGINT or SIGTERM. The handlers are installed when it is first polled (on
 /// the watcher's runtime, before anything changes).
-async fn stop_signal() {
+pub(super) async fn stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (
         signal(SignalKind::interrupt()),

@@ -1,0 +1,183 @@
+//! Operator-facing metrics: the counters of every sandbox collected in one pass
+//! ([`collect`]), rendered as Prometheus text ([`prometheus`]), turned into per-second rates
+//! ([`rates`], every interval by [`watch`]) and served over HTTP ([`server`]).
+//!
+//! Collection reads the pinned maps directly (no netns is entered for the eBPF backend);
+//! mirred sandboxes need rtnetlink inside their netns, which [`crate::sandbox::stats`] does
+//! on a dedicated thread per netns ([`crate::netns::Netns::run`]). [`collect`] blocks, so
+//! async callers run it with `spawn_blocking`.
+
+pub mod prometheus;
+pub mod rates;
+pub mod server;
+pub mod watch;
+
+use std::path::Path;
+
+use crate::{
+    backend::{ebpf, TcBackend},
+    netns::Netns,
+    pins, sandbox, state,
+    stats::{self, SandboxStats},
+};
+
+/// Why metrics cannot be served or watched (reading a sandbox is not among them: see
+/// [`Collection::errors`]).
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("creating the metrics runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The counters of one sandbox and how its datapath is hooked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Sample {
+    #[serde(flatten)]
+    pub stats: SandboxStats,
+    /// `tcx`, `cls_bpf` or `mirred`.
+    pub datapath: String,
+}
+
+impl Sample {
+    /// The sample of `stats`, with the datapath read from its pins (eBPF).
+    pub fn new(stats: SandboxStats) -> Self {
+        Self {
+            datapath: datapath_of(&stats),
+            stats,
+        }
+    }
+}
+
+/// Which sandboxes to collect.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// Every sandbox: those pinned in bpffs (eBPF) and those whose commit file under
+    /// `/run/netshim` says mirred.
+    All,
+    /// One netns (whatever its backend).
+    Netns(Netns),
+}
+
+/// What one collection found: the sandboxes that could be read, and why others could not.
+#[derive(Debug, Default)]
+pub struct Collection {
+    pub samples: Vec<Sample>,
+    /// One message per sandbox (or directory) that could not be read.
+    pub errors: Vec<String>,
+}
+
+/// How an eBPF sandbox is hooked, from its pin directory (`unknown` when its sandbox
+/// record cannot be read).
+fn pinned_datapath(dir: &Path) -> String {
+    ebpf::recorded_mode(dir)
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn datapath_of(stats: &SandboxStats) -> String {
+    match stats.backend {
+        TcBackend::Ebpf => pinned_datapath(&pins::sandbox_dir(stats.netns_cookie)),
+        TcBackend::Mirred => "mirred".into(),
+    }
+}
+
+/// Reads the counters of `scope` now. Never fails as a whole: what cannot be read is listed
+/// in [`Collection::errors`].
+pub fn collect(scope: &Scope) -> Collection {
+    let mut out = Collection::default();
+    // `ip netns exec` mounts a fresh sysfs without bpffs: every eBPF sandbox would silently
+    // look unattached.
+    match pins::is_bpffs(Path::new(pins::BPFFS)) {
+        Ok(true) => {}
+        Ok(false) => out.errors.push(format!(
+            "no bpffs at {} in this mount namespace (`ip netns exec` remounts /sys; enter \
+             only the network namespace, e.g. `nsenter --net=PATH`): eBPF sandboxes cannot \
+             be read",
+            pins::BPFFS
+        )),
+        Err(e) => out.errors.push(e.to_string()),
+    }
+    match scope {
+        Scope::Netns(netns) => match sandbox::stats(netns) {
+            Ok(Some(stats)) => out.samples.push(Sample::new(stats)),
+            Ok(None) => {}
+            Err(e) => out.errors.push(e.to_string()),
+        },
+        Scope::All => {
+            collect_pinned(&mut out);
+            collect_mirred(&mut out);
+        }
+    }
+    out
+}
+
+fn collect_pinned(out: &mut Collection) {
+    let cookies = match pins::sandbox_cookies() {
+        Ok(c) => c,
+        Err(e) => {
+            out.errors.push(e.to_string());
+            return;
+        }
+    };
+    for cookie in cookies {
+        let dir = pins::sandbox_dir(cookie);
+        match stats::read_pinned(&dir) {
+            Ok(stats) => out.samples.push(Sample {
+                datapath: pinned_datapath(&dir),
+                stats,
+            }),
+            Err(e) => out.errors.push(e.to_string()),
+        }
+    }
+}
+
+/// The commit file of a sandbox attached with mirred: (netns path, cookie).
+fn mirred_commit(cookie: u64) -> Option<(String, u64)> {
+    let report: serde_json::Value =
+        state::read_json(&state::sandbox_dir(cookie).join(state::COMMIT_FILE))?;
+    if report.get("backend")?.as_str()? != TcBackend::Mirred.as_str() {
+        return None;
+    }
+    let path = report.get("netns_path")?.as_str()?.to_owned();
+    Some((path, report.get("netns_cookie")?.as_u64()?))
+}
+
+/// Mirred sandboxes have no pins; their attach commit file names the netns. A netns that is
+/// gone (or whose path now names another netns) is not an error: it has no counters.
+fn collect_mirred(out: &mut Collection) {
+    let cookies = match state::sandbox_cookies() {
+        Ok(c) => c,
+        Err(e) => {
+            out.errors.push(e.to_string());
+            return;
+        }
+    };
+    for cookie in cookies {
+        if pins::sandbox_dir(cookie).exists() {
+            continue;
+        }
+        let Some((path, recorded)) = mirred_commit(cookie) else {
+            continue;
+        };
+        let Ok(netns) = Netns::resolve(&path) else {
+            continue;
+        };
+        if netns.cookie != recorded {
+            continue;
+        }
+        match sandbox::stats(&netns) {
+            Ok(Some(stats)) => out.samples.push(Sample {
+                datapath: "mirred".into(),
+                stats,
+            }),
+            Ok(None) => {}
+            Err(e) => out.errors.push(e.to_string()),
+        }
+    }
+}

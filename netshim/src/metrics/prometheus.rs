@@ -1,0 +1,303 @@
+//! The Prometheus text exposition format (version 0.0.4) of a [`Collection`]: one family per
+//! metric, `# HELP` and `# TYPE` before its samples, label values escaped.
+
+use std::fmt::Write as _;
+
+use super::{Collection, Sample};
+use crate::stats::DirectionStats;
+
+/// The `Content-Type` of the exposition.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Escapes a label value: backslash, double quote and line feed.
+pub fn escape_label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes `# HELP` text: backslash and line feed.
+fn escape_help(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// Whether `name` is a valid metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`).
+pub fn is_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// A metric family being written.
+struct Family<'a> {
+    out: &'a mut String,
+    name: &'static str,
+}
+
+impl<'a> Family<'a> {
+    fn new(out: &'a mut String, name: &'static str, kind: &str, help: &str) -> Self {
+        debug_assert!(is_metric_name(name), "{name}");
+        let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        Family { out, name }
+    }
+
+    fn sample(&mut self, labels: &[(&str, &str)], value: u64) {
+        self.out.push_str(self.name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape_label_value(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// Metric names (also listed in the README's Metrics section).
+pub mod names {
+    pub const SANDBOX_INFO: &str = "netshim_sandbox_info";
+    pub const PACKETS: &str = "netshim_endpoint_packets_total";
+    pub const BYTES: &str = "netshim_endpoint_bytes_total";
+    pub const ERRORS: &str = "netshim_endpoint_redirect_errors_total";
+    pub const UNMATCHED_PACKETS: &str = "netshim_unmatched_packets_total";
+    pub const UNMATCHED_BYTES: &str = "netshim_unmatched_bytes_total";
+    pub const SCRAPE_ERRORS: &str = "netshim_scrape_errors";
+}
+
+fn endpoint_family(
+    out: &mut String,
+    samples: &[Sample],
+    name: &'static str,
+    help: &str,
+    value: fn(&DirectionStats) -> u64,
+) {
+    let mut f = Family::new(out, name, "counter", help);
+    for s in samples {
+        let cookie = s.stats.netns_cookie.to_string();
+        for e in &s.stats.endpoints {
+            for (direction, d) in [("to_vm", &e.to_vm), ("from_vm", &e.from_vm)] {
+                f.sample(
+                    &[
+                        ("netns", &s.stats.netns),
+                        ("netns_cookie", &cookie),
+                        ("endpoint", &e.pod),
+                        ("tap", &e.tap),
+                        ("direction", direction),
+                        ("backend", s.stats.backend.as_str()),
+                    ],
+                    value(d),
+                );
+            }
+        }
+    }
+}
+
+/// Renders `c` in the text exposition format.
+pub fn render(c: &Collection) -> String {
+    let mut out = String::new();
+    let samples = &c.samples;
+    let mut info = Family::new(
+        &mut out,
+        names::SANDBOX_INFO,
+        "gauge",
+        "A sandbox netns netshim serves (always 1); datapath is tcx, cls_bpf or mirred.",
+    );
+    for s in samples {
+        info.sample(
+            &[
+                ("netns", &s.stats.netns),
+                ("netns_cookie", &s.stats.netns_cookie.to_string()),
+                ("backend", s.stats.backend.as_str()),
+                ("datapath", &s.datapath),
+            ],
+            1,
+        );
+    }
+    endpoint_family(
+        &mut out,
+        samples,
+        names::PACKETS,
+        "Packets forwarded between the pod device and the tap (to_vm: pod ingress to tap).",
+        |d| d.packets,
+    );
+    endpoint_family(
+        &mut out,
+        samples,
+        names::BYTES,
+        "Bytes of the forwarded packets (eBPF: whole L2 frames; mirred: from the network header).",
+        |d| d.bytes,
+    );
+    endpoint_family(
+        &mut out,
+        samples,
+        names::ERRORS,
+        "Packets that could not be forwarded (eBPF: failed bpf_redirect; mirred: action drops).",
+        |d| d.errors,
+    );
+    for (name, help, value) in [
+        (
+            names::UNMATCHED_PACKETS,
+            "Packets the eBPF classifier saw on a device without a peer entry (passed on).",
+            (|d: &DirectionStats| d.packets) as fn(&DirectionStats) -> u64,
+        ),
+        (
+            names::UNMATCHED_BYTES,
+            "Bytes of the packets the eBPF classifier saw on a device without a peer entry.",
+            |d: &DirectionStats| d.bytes,
+        ),
+    ] {
+        let mut f = Family::new(&mut out, name, "counter", help);
+        for s in samples.iter().filter(|s| s.datapath != "mirred") {
+            f.sample(
+                &[
+                    ("netns", &s.stats.netns),
+                    ("netns_cookie", &s.stats.netns_cookie.to_string()),
+                ],
+                value(&s.stats.unmatched),
+            );
+        }
+    }
+    let mut errors = Family::new(
+        &mut out,
+        names::SCRAPE_ERRORS,
+        "gauge",
+        "Sandboxes whose counters could not be read in this collection.",
+    );
+    errors.sample(&[], c.errors.len() as u64);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        backend::TcBackend,
+        stats::{EndpointStats, SandboxStats},
+    };
+
+    fn sample(netns: &str) -> Sample {
+        Sample {
+            stats: SandboxStats {
+                netns: netns.into(),
+                netns_inode: 4026532000,
+                netns_cookie: 4097,
+                backend: TcBackend::Ebpf,
+                endpoints: vec![EndpointStats {
+                    index: 0,
+                    pod: "eth0".into(),
+                    tap: "tap0_kata".into(),
+                    to_vm: DirectionStats {
+                        packets: 40,
+                        bytes: 2800,
+                        errors: 1,
+                    },
+                    from_vm: DirectionStats {
+                        packets: 25,
+                        bytes: 1750,
+                        errors: 0,
+                    },
+                }],
+                unmatched: DirectionStats {
+                    packets: 3,
+                    bytes: 180,
+                    errors: 0,
+                },
+            },
+            datapath: "tcx".into(),
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label_value(r#"a\b"c"#), r#"a\\b\"c"#);
+        assert_eq!(escape_label_value("x\ny"), "x\\ny");
+        assert_eq!(escape_label_value("/run/netns/pod-1"), "/run/netns/pod-1");
+        assert_eq!(escape_help("a\\b\nc"), "a\\\\b\\nc");
+    }
+
+    #[test]
+    fn metric_names_follow_the_grammar() {
+        for n in [
+            names::SANDBOX_INFO,
+            names::PACKETS,
+            names::BYTES,
+            names::ERRORS,
+            names::UNMATCHED_PACKETS,
+            names::UNMATCHED_BYTES,
+            names::SCRAPE_ERRORS,
+        ] {
+            assert!(is_metric_name(n), "{n}");
+        }
+        assert!(is_metric_name("a:b_1"));
+        assert!(!is_metric_name("1abc"));
+        assert!(!is_metric_name("a-b"));
+        assert!(!is_metric_name(""));
+    }
+
+    #[test]
+    fn renders_families_with_help_and_type_first() {
+        let text = render(&Collection {
+            samples: vec![sample("pod\"1\\x\ny")],
+            errors: vec!["boom".into()],
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        let esc = r#"netns="pod\"1\\x\ny",netns_cookie="4097""#;
+        for want in [
+            format!("netshim_sandbox_info{{{esc},backend=\"ebpf\",datapath=\"tcx\"}} 1"),
+            format!("netshim_endpoint_packets_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"to_vm\",backend=\"ebpf\"}} 40"),
+            format!("netshim_endpoint_packets_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"from_vm\",backend=\"ebpf\"}} 25"),
+            format!("netshim_endpoint_bytes_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"to_vm\",backend=\"ebpf\"}} 2800"),
+            format!("netshim_endpoint_redirect_errors_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"to_vm\",backend=\"ebpf\"}} 1"),
+            format!("netshim_unmatched_packets_total{{{esc}}} 3"),
+            format!("netshim_unmatched_bytes_total{{{esc}}} 180"),
+            "netshim_scrape_errors 1".to_owned(),
+        ] {
+            assert!(lines.contains(&want.as_str()), "missing {want} in\n{text}");
+        }
+        // Every sample's family was introduced by HELP then TYPE, each family once.
+        let mut seen = Vec::new();
+        let mut current: Option<&str> = None;
+        for (i, line) in lines.iter().enumerate() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap();
+                assert!(!seen.contains(&name), "{name} twice");
+                seen.push(name);
+                assert_eq!(lines[i + 1].split(' ').nth(2), Some(name));
+                current = Some(name);
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert_eq!(Some(name), current, "{line}");
+                assert!(is_metric_name(name));
+            }
+        }
+        assert_eq!(seen.len(), 7);
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn mirred_sandboxes_have_no_unmatched_samples() {
+        let mut s = sample("m");
+        s.datapath = "mirred".into();
+        s.stats.backend = TcBackend::Mirred;
+        let text = render(&Collection {
+            samples: vec![s],
+            errors: vec![],
+        });
+        assert!(!text.contains("netshim_unmatched_packets_total{"), "{text}");
+        assert!(text.contains("backend=\"mirred\",datapath=\"mirred\"} 1"));
+    }
+}
