@@ -23,6 +23,7 @@ const SUBCOMMANDS: &[&str] = &[
     "detach",
     "status",
     "stats",
+    "metrics",
     "upgrade",
     "gc",
     "logs",
