@@ -73,7 +73,8 @@ pub struct Counters {
     pub packets: u64,
     /// Bytes of those packets (L2 frame length as seen at TC ingress).
     pub bytes: u64,
-    /// Packets for which `bpf_redirect` did not return `TC_ACT_REDIRECT`.
+    /// Packets for which `bpf_redirect` did not return `TC_ACT_REDIRECT` (helper refusals;
+    /// a missing target device is only found by the kernel after the program returns).
     pub redirect_errors: u64,
 }
 

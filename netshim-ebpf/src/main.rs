@@ -2,10 +2,15 @@
 //!
 //! A packet arriving on a device with an entry in `peers` is redirected to the egress of the
 //! peer device (or, when the entry says so, straight into the ingress of that veth's peer in
-//! another netns with `bpf_redirect_peer`) and counted in its per-CPU counter slot. A packet on a device without an entry
-//! is counted in `unmatched` and passed on (`TC_ACT_UNSPEC`: the next TCX program or the stack
-//! gets it), never dropped. No logging per packet; only a failed redirect (which needs a bug or
-//! a bad map entry) logs.
+//! another netns with `bpf_redirect_peer`) and counted in its per-CPU counter slot. A packet
+//! on a device without an entry is counted in `unmatched` and passed on (`TC_ACT_UNSPEC`: the
+//! next TCX program or the stack gets it), never dropped. No logging per packet.
+//!
+//! The helpers only check their flags: with flags 0 they return `TC_ACT_REDIRECT` whatever
+//! the ifindex, and the kernel looks the device up (and drops the packet if it is gone) after
+//! the program has returned. So `redirect_errors` and the one log statement count helper
+//! refusals only, which need a bug; a stale `peers` entry is prevented in userspace (detach,
+//! disconnect and watch's unplug remove the entries with the devices).
 #![no_std]
 #![no_main]
 
