@@ -15,10 +15,12 @@
 //! - [`guest_info`]: routes and neighbours the guest agent needs.
 //! - [`stats`]: reading per-endpoint counters back.
 //! - [`config`]: the kata-style TOML configuration file.
+//! - [`cni`]: the `netshim` binary as a chained CNI plugin (ADD/DEL/CHECK/STATUS/GC/VERSION).
 //! - [`sandbox`]: scan / attach / detach / status / stats / upgrade / watch of a whole netns,
 //!   and gc.
 
 pub mod backend;
+pub mod cni;
 pub mod config;
 pub mod crash;
 pub mod endpoint;

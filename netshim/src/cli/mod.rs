@@ -1,5 +1,6 @@
 //! The `netshim` command line: argument parsing and output. The library does the work.
 
 pub mod args;
+pub mod cni;
 pub mod output;
 pub mod run;
