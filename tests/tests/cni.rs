@@ -423,6 +423,15 @@ fn bridge_host_local_then_netshim() {
     let status = netshim_json(&["status", "--netns", sandbox.name()]);
     assert_eq!(status["endpoints"][0]["connected"], true, "{status}");
     rt.each(&list, "CHECK", &result);
+    // A tap that went away behind netshim's back: CHECK says so; DEL still cleans up.
+    sandbox.ip(&["link", "del", "tap0_kata"]);
+    let out = rt.call(&list["plugins"][1], &list, "CHECK", Some(&result));
+    let (code, err) = cni_error(&out);
+    assert_eq!(code, 103, "{err}");
+    assert!(
+        err["msg"].as_str().unwrap().contains("tap0_kata of eth0"),
+        "{err}"
+    );
     let cookie = cookie(&sandbox);
     rt.each(&list, "DEL", &result);
     assert_nothing_left(&sandbox, cookie, &data.0, ips.0);
