@@ -145,6 +145,14 @@ impl<'a> Runtime<'a> {
         prev.expect("a result")
     }
 
+    /// netshim's CHECK (the list's last plugin) fails with code 103 and says `why`.
+    fn check_fails(&self, list: &Value, result: &Value, why: &str) {
+        let netshim = list["plugins"].as_array().unwrap().last().unwrap();
+        let (code, err) = cni_error(&self.call(netshim, list, "CHECK", Some(result)));
+        assert_eq!(code, 103, "{err}");
+        assert!(err["msg"].as_str().unwrap().contains(why), "{err}");
+    }
+
     /// CHECK or DEL through the list (DEL in reverse), each plugin given `result`.
     fn each(&self, list: &Value, command: &str, result: &Value) {
         let mut plugins = list["plugins"].as_array().unwrap().clone();
@@ -392,13 +400,7 @@ fn ptp_host_local_then_netshim() {
     assert!(!host.link_exists(&host_veth), "ptp's host veth left");
 
     // CHECK after DEL: netshim says what is missing.
-    let out = rt.call(&list["plugins"][1], &list, "CHECK", Some(&result));
-    let (code, err) = cni_error(&out);
-    assert_eq!(code, 103, "{err}");
-    assert!(
-        err["msg"].as_str().unwrap().contains("not attached"),
-        "{err}"
-    );
+    rt.check_fails(&list, &result, "not attached");
     // DEL again: still success.
     rt.each(&list, "DEL", &result);
     assert_eq!(netshim_dirs(cookie), Vec::<PathBuf>::new());
@@ -425,13 +427,7 @@ fn bridge_host_local_then_netshim() {
     rt.each(&list, "CHECK", &result);
     // A tap that went away behind netshim's back: CHECK says so; DEL still cleans up.
     sandbox.ip(&["link", "del", "tap0_kata"]);
-    let out = rt.call(&list["plugins"][1], &list, "CHECK", Some(&result));
-    let (code, err) = cni_error(&out);
-    assert_eq!(code, 103, "{err}");
-    assert!(
-        err["msg"].as_str().unwrap().contains("tap0_kata of eth0"),
-        "{err}"
-    );
+    rt.check_fails(&list, &result, "tap0_kata of eth0");
     let cookie = cookie(&sandbox);
     rt.each(&list, "DEL", &result);
     assert_nothing_left(&sandbox, cookie, &data.0, ips.0);
