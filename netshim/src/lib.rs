@@ -17,10 +17,12 @@
 //! - [`ebpf_log`]: forwarding the datapath's aya-log records into `tracing`.
 //! - [`metrics`]: rates, Prometheus exposition and the scrape endpoint over those counters.
 //! - [`config`]: the kata-style TOML configuration file.
+//! - [`cni`]: the `netshim` binary as a chained CNI plugin (ADD/DEL/CHECK/STATUS/GC/VERSION).
 //! - [`sandbox`]: scan / attach / detach / status / stats / upgrade / watch of a whole netns,
 //!   and gc.
 
 pub mod backend;
+pub mod cni;
 pub mod config;
 pub mod crash;
 pub mod ebpf_log;

@@ -5,6 +5,10 @@ mod cli;
 use clap::Parser;
 
 fn main() {
+    // A CNI runtime calls the binary as a plugin: CNI_COMMAND set, config on stdin.
+    if let Some(code) = cli::cni::main_if_plugin() {
+        std::process::exit(code);
+    }
     // A debug build's NETSHIM_TEST_KILL_AT must name a crash point (see netshim::crash).
     if let Err(e) = netshim::crash::check_env() {
         eprintln!("netshim: {e}");

@@ -101,17 +101,7 @@ impl Pod {
     /// A permanent neighbour entry for the pod's address on the client, so the client sends
     /// no ARP and every frame that crosses is one a test sent.
     pub fn pin_pod_neighbor(&self) {
-        self.client.ip(&[
-            "neigh",
-            "replace",
-            &self.pod_ip.to_string(),
-            "lladdr",
-            &crate::tap_reader::format_mac(&self.pod_mac),
-            "dev",
-            "c0",
-            "nud",
-            "permanent",
-        ]);
+        crate::traffic::pin_neighbor(&self.client, "c0", self.pod_ip, &self.pod_mac);
     }
 
     /// The sandbox netns as `--netns` takes it.

@@ -2,11 +2,15 @@
 //! must come out of the tap fd, and frames written to the tap fd must reach a client socket.
 
 use std::{
-    net::UdpSocket,
+    net::{Ipv4Addr, UdpSocket},
     time::{Duration, Instant},
 };
 
-use crate::{netshim_cli::Pod, tap_reader::udp_frame, TapQueue, TestNetns, UdpFrame};
+use crate::{
+    netshim_cli::Pod,
+    tap_reader::{format_mac, udp_frame, Mac},
+    TapQueue, TestNetns, UdpFrame,
+};
 
 /// Opens a queue of tap `name` like a VMM does, and waits until the kernel has activated the
 /// tap's qdisc: opening brings the carrier up, but until linkwatch (a deferred work item)
@@ -44,16 +48,62 @@ pub struct Forwarded {
     pub from_vm: usize,
 }
 
+/// The two ends a probe sends between: a device with an address in a "client" netns, and
+/// the pod interface of a sandbox netns (whose frames the tap carries).
+#[derive(Debug, Clone, Copy)]
+pub struct ProbePath<'a> {
+    pub client: &'a TestNetns,
+    pub client_dev: &'a str,
+    pub client_ip: Ipv4Addr,
+    pub client_mac: Mac,
+    pub sandbox: &'a TestNetns,
+    pub pod_ip: Ipv4Addr,
+    pub pod_mac: Mac,
+}
+
+/// A permanent neighbour entry for `ip` on `dev`, so the netns sends no ARP for it and every
+/// frame that crosses is one a test sent.
+pub fn pin_neighbor(ns: &TestNetns, dev: &str, ip: Ipv4Addr, mac: &Mac) {
+    ns.ip(&[
+        "neigh",
+        "replace",
+        &ip.to_string(),
+        "lladdr",
+        &format_mac(mac),
+        "dev",
+        dev,
+        "nud",
+        "permanent",
+    ]);
+}
+
 /// Sends `count` datagrams each way through `tap` (the pod's `tap0_kata` unless the caller
 /// says otherwise) and returns how many arrived. Sets a permanent neighbour entry for the
 /// pod on the client, so no ARP frame mixes in.
 pub fn probe(pod: &Pod, tap: &str, count: usize) -> Forwarded {
-    let queue = open_tap(&pod.sandbox, tap);
-    pod.pin_pod_neighbor();
-    let (sender, receiver) = pod.client.run(|| {
+    probe_path(
+        &ProbePath {
+            client: &pod.client,
+            client_dev: "c0",
+            client_ip: pod.client_ip,
+            client_mac: pod.client_mac,
+            sandbox: &pod.sandbox,
+            pod_ip: pod.pod_ip,
+            pod_mac: pod.pod_mac,
+        },
+        tap,
+        count,
+    )
+}
+
+/// [`probe`] between any client device and pod interface (a CNI plugin's topology).
+pub fn probe_path(path: &ProbePath, tap: &str, count: usize) -> Forwarded {
+    let queue = open_tap(path.sandbox, tap);
+    pin_neighbor(path.client, path.client_dev, path.pod_ip, &path.pod_mac);
+    let (sender, receiver) = path.client.run(|| {
         (
-            UdpSocket::bind((pod.client_ip, 0)).expect("bind client sender"),
-            UdpSocket::bind((pod.client_ip, 0)).expect("bind client receiver"),
+            UdpSocket::bind((path.client_ip, 0)).expect("bind client sender"),
+            UdpSocket::bind((path.client_ip, 0)).expect("bind client receiver"),
         )
     });
     let port = receiver.local_addr().expect("receiver address").port();
@@ -63,7 +113,7 @@ pub fn probe(pod: &Pod, tap: &str, count: usize) -> Forwarded {
 
     for i in 0..count {
         sender
-            .send_to(format!("probe {i}").as_bytes(), (pod.pod_ip, 9))
+            .send_to(format!("probe {i}").as_bytes(), (path.pod_ip, 9))
             .expect("send to the VM");
     }
     let mut to_vm = 0;
@@ -77,7 +127,15 @@ pub fn probe(pod: &Pod, tap: &str, count: usize) -> Forwarded {
     }
 
     for i in 0..count {
-        let frame = vm_frame(pod, 4242, port, format!("reply {i}").as_bytes());
+        let frame = udp_frame(
+            path.pod_mac,
+            path.client_mac,
+            path.pod_ip,
+            path.client_ip,
+            4242,
+            port,
+            format!("reply {i}").as_bytes(),
+        );
         queue.write_frame(&frame).expect("write a frame to the tap");
     }
     let mut from_vm = 0;

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The fuzz targets, one per parser of outside input.
-pub const TARGETS: [&str; 3] = ["config_file", "netns_arg", "option_values"];
+pub const TARGETS: [&str; 4] = ["config_file", "netns_arg", "option_values", "cni_config"];
 
 /// cargo-fuzz is built from crates.io at this version.
 const CARGO_FUZZ_VERSION: &str = "0.12.0";

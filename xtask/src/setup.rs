@@ -20,8 +20,7 @@ pub struct AptPackage {
     pub probe: &'static str,
 }
 
-/// Every Debian package the project needs, in one place. Append here when a task needs more
-/// (planned: containernetworking-plugins).
+/// Every Debian package the project needs, in one place. Append here when a task needs more.
 pub const APT_PACKAGES: &[AptPackage] = &[
     AptPackage {
         name: "iproute2",
@@ -65,6 +64,12 @@ pub const APT_PACKAGES: &[AptPackage] = &[
     AptPackage {
         name: "busybox-static",
         probe: "/usr/share/doc/busybox-static/copyright",
+    },
+    // The CNI reference plugins (ptp, bridge, host-local in /usr/lib/cni) that
+    // tests/tests/cni.rs chains netshim after.
+    AptPackage {
+        name: "containernetworking-plugins",
+        probe: "/usr/lib/cni/ptp",
     },
 ];
 

@@ -1,6 +1,7 @@
 //! The `netshim` command line: argument parsing and output. The library does the work.
 
 pub mod args;
+pub mod cni;
 pub mod logging;
 pub mod metrics;
 pub mod output;

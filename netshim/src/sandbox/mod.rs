@@ -19,6 +19,7 @@ mod watch;
 pub use attach::{attach, AttachOptions, AttachReport, EndpointReport, MacvtapReport, TapReport};
 pub use connect::{connect, disconnect, ConnectOptions, ConnectReport, DisconnectReport};
 pub use detach::{detach, detach_arg, DetachReport};
+pub(crate) use gc::collect_dead;
 pub use gc::{gc, DeadSandbox, FailedSandbox, GcReport, HalfMadeSandbox, SkippedSandbox};
 pub use scan::{scan, ScanReport, ScannedInterface};
 pub use status::{stats, status, EndpointStatus, MacvtapStatus, StatusReport};

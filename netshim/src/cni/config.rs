@@ -1,0 +1,232 @@
+//! The network configuration on stdin: the spec's keys, netshim's own keys, and the
+//! `prevResult` of a chained call.
+//!
+//! ```json
+//! {"cniVersion": "1.0.0", "name": "pods", "type": "netshim",
+//!  "model": "tcfilter", "tc_backend": "ebpf", "fast_path": "auto",
+//!  "queues": 1, "tap_uid": 1000, "tap_gid": 1000, "txqueuelen": 1000,
+//!  "prevResult": {...}}
+//! ```
+//! Keys of other plugins and of the runtime (`runtimeConfig`, `args`, ...) are ignored;
+//! `tap_name` is refused (code 2): taps are always `tap<N>_kata`.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{
+    error::{CniError, DECODING_FAILURE, INVALID_CONFIG, UNSUPPORTED_FIELD},
+    result::CniResult,
+    version,
+};
+use crate::{backend::TcBackend, model::InternetworkingModel, sandbox::AttachOptions};
+
+/// Largest configuration accepted on stdin.
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+/// A decoded, validated network configuration.
+#[derive(Debug, Clone)]
+pub struct NetConf {
+    pub cni_version: String,
+    pub name: String,
+    pub plugin_type: String,
+    pub attach: AttachOptions,
+    pub prev_result: Option<CniResult>,
+}
+
+/// The keys netshim reads; everything else is ignored.
+#[derive(Deserialize)]
+struct RawConf {
+    #[serde(rename = "cniVersion")]
+    cni_version: String,
+    name: String,
+    #[serde(rename = "type")]
+    plugin_type: String,
+    model: Option<String>,
+    tc_backend: Option<String>,
+    fast_path: Option<String>,
+    queues: Option<u32>,
+    tap_uid: Option<u32>,
+    tap_gid: Option<u32>,
+    txqueuelen: Option<u32>,
+    tap_name: Option<Value>,
+    #[serde(rename = "prevResult")]
+    prev_result: Option<Value>,
+}
+
+fn invalid(msg: String) -> CniError {
+    CniError::new(INVALID_CONFIG, msg)
+}
+
+/// The `cniVersion` of whatever JSON object `bytes` holds, for error results written
+/// before (or without) a valid configuration.
+pub fn peek_version(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Peek {
+        #[serde(rename = "cniVersion")]
+        cni_version: String,
+    }
+    serde_json::from_slice::<Peek>(bytes)
+        .ok()
+        .map(|p| p.cni_version)
+        .filter(|v| version::check(v).is_ok())
+}
+
+/// Decodes and validates a configuration: not JSON or too large = 6, an unsupported
+/// `cniVersion` = 1, a missing key or a value netshim cannot use = 7, `tap_name` = 2.
+pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(CniError::new(
+            DECODING_FAILURE,
+            format!("network configuration is larger than {MAX_CONFIG_BYTES} bytes"),
+        ));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        CniError::new(DECODING_FAILURE, "network configuration is not JSON")
+            .with_details(e.to_string())
+    })?;
+    if !value.is_object() {
+        return Err(CniError::new(
+            DECODING_FAILURE,
+            "network configuration is not a JSON object",
+        ));
+    }
+    if let Some(v) = value.get("cniVersion").and_then(Value::as_str) {
+        version::check(v)?;
+    }
+    let raw: RawConf = serde_json::from_value(value).map_err(|e| {
+        CniError::new(INVALID_CONFIG, "invalid network configuration").with_details(e.to_string())
+    })?;
+    if raw.tap_name.is_some() {
+        return Err(CniError::new(
+            UNSUPPORTED_FIELD,
+            "tap_name is not supported: netshim names the tap of endpoint N tap<N>_kata",
+        ));
+    }
+    let attach = attach_options(&raw)?;
+    let prev_result = raw.prev_result.map(CniResult::from_value).transpose()?;
+    Ok(NetConf {
+        cni_version: raw.cni_version,
+        name: raw.name,
+        plugin_type: raw.plugin_type,
+        attach,
+        prev_result,
+    })
+}
+
+/// netshim's keys as attach options, refused as the CLI refuses the same flags.
+fn attach_options(raw: &RawConf) -> Result<AttachOptions, CniError> {
+    let model: InternetworkingModel = match &raw.model {
+        Some(m) => m.parse().map_err(|e| invalid(format!("model: {e}")))?,
+        None => InternetworkingModel::default(),
+    };
+    if model != InternetworkingModel::TcFilter
+        && (raw.tc_backend.is_some() || raw.fast_path.is_some())
+    {
+        return Err(invalid(format!(
+            "tc_backend and fast_path apply to the tcfilter model only, not to '{model}'"
+        )));
+    }
+    let backend: TcBackend = match &raw.tc_backend {
+        Some(b) => b.parse().map_err(|e| invalid(format!("tc_backend: {e}")))?,
+        None => TcBackend::default(),
+    };
+    let fast_path = match &raw.fast_path {
+        Some(f) => f.parse().map_err(|e| invalid(format!("fast_path: {e}")))?,
+        None => Default::default(),
+    };
+    let queues = raw.queues.unwrap_or(1);
+    if !(1..=256).contains(&queues) {
+        return Err(invalid(format!("queues {queues} is not in 1..=256")));
+    }
+    if let Some(len) = raw.txqueuelen {
+        if !(1..=100_000).contains(&len) {
+            return Err(invalid(format!("txqueuelen {len} is not in 1..=100000")));
+        }
+    }
+    Ok(AttachOptions {
+        model,
+        backend,
+        queues,
+        tap_owner: raw.tap_uid,
+        tap_group: raw.tap_gid,
+        txqueuelen: raw.txqueuelen,
+        fast_path,
+        ..AttachOptions::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::FastPath;
+    use serde_json::json;
+
+    fn conf(extra: Value) -> Vec<u8> {
+        let mut v = json!({"cniVersion": "1.0.0", "name": "pods", "type": "netshim"});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    #[test]
+    fn keys_become_attach_options() {
+        let c = parse(&conf(json!({
+            "tc_backend": "mirred", "queues": 4, "tap_uid": 1000, "tap_gid": 100,
+            "fast_path": "off", "txqueuelen": 500, "runtimeConfig": {"x": 1}
+        })))
+        .unwrap();
+        assert_eq!(c.attach.backend, TcBackend::Mirred);
+        assert_eq!(c.attach.queues, 4);
+        assert_eq!(
+            (c.attach.tap_owner, c.attach.tap_group),
+            (Some(1000), Some(100))
+        );
+        assert_eq!(c.attach.fast_path, FastPath::Off);
+        assert_eq!(c.attach.txqueuelen, Some(500));
+        assert!(c.prev_result.is_none());
+        let d = parse(&conf(json!({}))).unwrap();
+        assert_eq!(d.attach.model, InternetworkingModel::TcFilter);
+        assert_eq!((d.attach.backend, d.attach.queues), (TcBackend::Ebpf, 1));
+    }
+
+    #[test]
+    fn each_kind_of_bad_input_has_its_code() {
+        let code = |b: &[u8]| parse(b).unwrap_err().code;
+        assert_eq!(code(b"{not json"), DECODING_FAILURE);
+        assert_eq!(code(b"[]"), DECODING_FAILURE);
+        assert_eq!(code(&vec![b' '; MAX_CONFIG_BYTES + 1]), DECODING_FAILURE);
+        assert_eq!(
+            code(br#"{"cniVersion":"0.3.1","name":"n","type":"netshim"}"#),
+            version::check("0.3.1").unwrap_err().code
+        );
+        assert_eq!(
+            code(br#"{"cniVersion":"1.0.0","type":"netshim"}"#),
+            INVALID_CONFIG
+        );
+        assert_eq!(code(&conf(json!({"model": "bridge"}))), INVALID_CONFIG);
+        assert_eq!(code(&conf(json!({"queues": 0}))), INVALID_CONFIG);
+        assert_eq!(code(&conf(json!({"queues": "2"}))), INVALID_CONFIG);
+        assert_eq!(
+            code(&conf(json!({"model": "macvtap", "tc_backend": "ebpf"}))),
+            INVALID_CONFIG
+        );
+        assert_eq!(code(&conf(json!({"tap_name": "vm0"}))), UNSUPPORTED_FIELD);
+        assert_eq!(
+            code(&conf(
+                json!({"prevResult": {"ips": [{"address": "10.0.0.2/24", "interface": 0}]}})
+            )),
+            INVALID_CONFIG
+        );
+    }
+
+    #[test]
+    fn peek_version_reads_only_supported_versions() {
+        assert_eq!(
+            peek_version(br#"{"cniVersion":"1.1.0"}"#).as_deref(),
+            Some("1.1.0")
+        );
+        assert_eq!(peek_version(br#"{"cniVersion":"0.1.0"}"#), None);
+        assert_eq!(peek_version(b"nope"), None);
+    }
+}
