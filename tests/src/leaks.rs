@@ -187,3 +187,11 @@ pub fn tcx_prog_ids(ns: &TestNetns) -> Vec<u64> {
         .map(|(_, _, id, _)| u64::from(id))
         .collect()
 }
+
+/// A test size from the environment (CI runs reduced versions), or `default`.
+pub fn size_from_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
