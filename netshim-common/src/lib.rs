@@ -56,7 +56,8 @@ pub struct PeerEntry {
     pub peer_ifindex: u32,
     /// Counter slot (see [`Direction::slot`]).
     pub slot: u32,
-    /// [`PEER_REDIRECT_PEER`] or 0.
+    /// [`PEER_REDIRECT_PEER`] or 0. A bit outside [`PEER_KNOWN_FLAGS`] makes the datapath
+    /// pass the packet to the stack instead of redirecting it (version skew guard).
     pub flags: u32,
     pub _pad: u32,
 }
@@ -64,6 +65,15 @@ pub struct PeerEntry {
 /// [`PeerEntry::flags`]: use `bpf_redirect_peer` (the target is a veth whose peer is in
 /// another netns; the packet enters the peer's ingress without the per-CPU backlog round).
 pub const PEER_REDIRECT_PEER: u32 = 1;
+
+/// Every [`PeerEntry::flags`] bit this version of netshim knows. The datapath refuses an
+/// entry with any other bit set: it was written by a different netshim (say, a newer
+/// userspace whose datapath has not been upgraded yet) and redirecting on a misunderstood
+/// entry could send the packet somewhere it must not go. Such a packet is counted in the
+/// entry's `redirect_errors`, logged (aya-log, one warning per packet) and passed to the
+/// stack (`TC_ACT_UNSPEC`). A new flag must be added here in the same change that teaches
+/// the datapath its meaning.
+pub const PEER_KNOWN_FLAGS: u32 = PEER_REDIRECT_PEER;
 
 /// Value of the per-CPU `counters` and `unmatched` maps.
 #[repr(C)]
@@ -73,8 +83,11 @@ pub struct Counters {
     pub packets: u64,
     /// Bytes of those packets (L2 frame length as seen at TC ingress).
     pub bytes: u64,
-    /// Packets for which `bpf_redirect` did not return `TC_ACT_REDIRECT` (helper refusals;
-    /// a missing target device is only found by the kernel after the program returns).
+    /// Packets not redirected although their device has a `peers` entry: the entry has flags
+    /// outside [`PEER_KNOWN_FLAGS`] (written by another netshim version; the packet was
+    /// passed to the stack), or `bpf_redirect`/`bpf_redirect_peer` did not return
+    /// `TC_ACT_REDIRECT` (a helper refusal, which needs a bug; a missing target device is
+    /// only found by the kernel after the program returns and is not counted here).
     pub redirect_errors: u64,
 }
 
@@ -192,6 +205,13 @@ mod tests {
         assert_eq!(Direction::FromVm.slot(0), 1);
         assert_eq!(Direction::ToVm.slot(3), 6);
         assert_eq!(Direction::FromVm.slot(MAX_ENDPOINTS - 1), COUNTER_SLOTS - 1);
+    }
+
+    #[test]
+    fn known_peer_flags_include_every_flag_userspace_writes() {
+        assert_eq!(PEER_REDIRECT_PEER & !PEER_KNOWN_FLAGS, 0);
+        // The test of the skew guard (tests/tests/cli_tools.rs) sets 0x80: it must be unknown.
+        assert_ne!(0x80 & !PEER_KNOWN_FLAGS, 0);
     }
 
     #[test]

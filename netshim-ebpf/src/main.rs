@@ -6,11 +6,18 @@
 //! on a device without an entry is counted in `unmatched` and passed on (`TC_ACT_UNSPEC`: the
 //! next TCX program or the stack gets it), never dropped. No logging per packet.
 //!
+//! Version skew guard: an entry whose `flags` has a bit outside `PEER_KNOWN_FLAGS` was
+//! written by a different netshim (a newer userspace after a partial upgrade, say) and is not
+//! understood here. Its packets are not redirected: each is counted in the entry slot's
+//! `redirect_errors`, logged with one aya-log warning naming the ifindex and the flags, and
+//! passed on (`TC_ACT_UNSPEC`). That needs a bad map entry, never normal traffic; the normal
+//! path pays one AND and one branch for it.
+//!
 //! The helpers only check their flags: with flags 0 they return `TC_ACT_REDIRECT` whatever
 //! the ifindex, and the kernel looks the device up (and drops the packet if it is gone) after
-//! the program has returned. So `redirect_errors` and the one log statement count helper
-//! refusals only, which need a bug; a stale `peers` entry is prevented in userspace (detach,
-//! disconnect and watch's unplug remove the entries with the devices).
+//! the program has returned. So besides the skew guard, `redirect_errors` and the second log
+//! statement count helper refusals only, which need a bug; a stale `peers` entry is prevented
+//! in userspace (detach, disconnect and watch's unplug remove the entries with the devices).
 #![no_std]
 #![no_main]
 
@@ -24,7 +31,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use netshim_common::{
     Counters, EndpointRecord, PeerEntry, SandboxRecord, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_PEERS,
-    PEER_REDIRECT_PEER,
+    PEER_KNOWN_FLAGS, PEER_REDIRECT_PEER,
 };
 
 #[map(name = "peers")]
@@ -54,6 +61,18 @@ pub fn netshim_redirect(ctx: TcContext) -> i32 {
         count(&UNMATCHED, 0, len, true);
         return TC_ACT_UNSPEC;
     };
+    // Version skew guard (see the module docs): the only cost on the normal path.
+    if entry.flags & !PEER_KNOWN_FLAGS != 0 {
+        count(&COUNTERS, entry.slot, len, false);
+        warn!(
+            &ctx,
+            "netshim: peers entry of ifindex {} has flags 0x{:x} unknown to this datapath (known 0x{:x}; written by another netshim version?): packet passed to the stack, not redirected",
+            ifindex,
+            entry.flags,
+            PEER_KNOWN_FLAGS
+        );
+        return TC_ACT_UNSPEC;
+    }
     // SAFETY: plain helper calls. bpf_redirect with flags 0: egress of the target device.
     // bpf_redirect_peer: ingress of the target veth's peer (userspace only sets the flag
     // when the target is a veth whose peer is in another netns).

@@ -1,7 +1,8 @@
 //! Forwarding the datapath's own log records (aya-log) into `tracing`.
 //!
-//! `netshim_redirect` logs with aya-log-ebpf into its `AYA_LOGS` ring buffer (only when a
-//! redirect fails). Every load of the program has a ring buffer of its own, found from the
+//! `netshim_redirect` logs with aya-log-ebpf into its `AYA_LOGS` ring buffer, only for a
+//! packet it does not redirect although its device has a `peers` entry (flags it does not
+//! know: the version skew guard; or a helper refusal). Every load of the program has a ring buffer of its own, found from the
 //! program id with [`aya_log::EbpfLogger::init_from_id_with_logger`]. Records are emitted as
 //! `tracing` events with target [`TARGET`] at the level the program logged them, with the
 //! program id and the sandbox's netns as fields.
@@ -405,7 +406,7 @@ mod tests {
         };
         let out = captured(|| {
             for (level, text) in [
-                (log::Level::Warn, "bpf_redirect to ifindex 999 returned 2"),
+                (log::Level::Warn, "peers entry of ifindex 7 has flags 0x80"),
                 (log::Level::Debug, "a debug record"),
             ] {
                 forward.log(
@@ -424,7 +425,7 @@ mod tests {
         assert!(lines[0].contains("WARN"), "{out}");
         assert!(lines[0].contains(TARGET), "{out}");
         assert!(
-            lines[0].contains("bpf_redirect to ifindex 999 returned 2"),
+            lines[0].contains("peers entry of ifindex 7 has flags 0x80"),
             "{out}"
         );
         assert!(lines[0].contains("prog_id=42"), "{out}");

@@ -12,7 +12,8 @@ use crate::pins;
 pub struct DirectionStats {
     pub packets: u64,
     pub bytes: u64,
-    /// eBPF: redirects that failed; mirred: drops reported by the action.
+    /// eBPF: packets not redirected (a `peers` entry with unknown flags, or a helper refusal;
+    /// see `Counters::redirect_errors`); mirred: drops reported by the action.
     pub errors: u64,
 }
 

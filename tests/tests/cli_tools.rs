@@ -381,3 +381,189 @@ fn watch_follows_its_datapath_logs_on_stderr_and_keeps_stdout_json_lines() {
     assert!(!stdout.contains("INFO"), "logs stay off stdout");
     netshim_ok(&["detach", "--netns", pod.netns()]);
 }
+
+/// A `peers` value as 16 bytes (`PeerEntry`: peer_ifindex, slot, flags, _pad; little endian),
+/// read with bpftool: raw hex bytes, or the BTF-formatted struct.
+fn peer_value(peers: &std::path::Path, ifindex: u32) -> [u8; 16] {
+    let mut cmd = Command::new("bpftool");
+    cmd.args(["-j", "map", "lookup", "pinned"])
+        .arg(peers)
+        .arg("key")
+        .arg("hex")
+        .args(ifindex.to_le_bytes().map(|b| format!("{b:02x}")));
+    let out = cmd.output().expect("run bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool map lookup: {}",
+        text(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    let mut bytes = [0u8; 16];
+    match &v["value"] {
+        serde_json::Value::Array(hex) => {
+            assert_eq!(hex.len(), 16, "{v}");
+            for (b, h) in bytes.iter_mut().zip(hex) {
+                let h = h.as_str().expect("hex byte").trim_start_matches("0x");
+                *b = u8::from_str_radix(h, 16).expect("hex byte");
+            }
+        }
+        serde_json::Value::Object(fields) => {
+            for (i, name) in ["peer_ifindex", "slot", "flags", "_pad"].iter().enumerate() {
+                let field = fields[*name].as_u64().expect("u32 field") as u32;
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&field.to_le_bytes());
+            }
+        }
+        other => panic!("unexpected bpftool value {other} in {v}"),
+    }
+    bytes
+}
+
+fn set_peer_value(peers: &std::path::Path, ifindex: u32, value: &[u8; 16]) {
+    let out = Command::new("bpftool")
+        .args(["map", "update", "pinned"])
+        .arg(peers)
+        .arg("key")
+        .arg("hex")
+        .args(ifindex.to_le_bytes().map(|b| format!("{b:02x}")))
+        .arg("value")
+        .arg("hex")
+        .args(value.map(|b| format!("{b:02x}")))
+        .output()
+        .expect("run bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool map update: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(&peer_value(peers, ifindex), value, "the entry was written");
+}
+
+fn flags_of(value: &[u8; 16]) -> u32 {
+    u32::from_le_bytes(value[8..12].try_into().unwrap())
+}
+
+/// The version skew guard end to end: a `peers` entry with a flag bit this datapath does not
+/// know (as a newer netshim could write) makes the program pass the packet to the sandbox's
+/// stack instead of the tap, count it in `redirect_errors` and log one warning, which
+/// `netshim logs` forwards as a `netshim::ebpf` event.
+#[test]
+fn logs_shows_the_datapath_warning_for_a_peers_entry_with_unknown_flags() {
+    use std::net::UdpSocket;
+
+    use netshim_tests::{netshim_cli::pin_dir, traffic};
+
+    if skip_unless_root() {
+        return;
+    }
+    const UNKNOWN_FLAG: u32 = 0x80;
+    assert_ne!(UNKNOWN_FLAG & !netshim_common::PEER_KNOWN_FLAGS, 0);
+
+    let pod = Pod::new("sk");
+    pod.pin_pod_neighbor();
+    netshim_json(&["attach", "--netns", pod.netns()]);
+    let tap = traffic::open_tap(&pod.sandbox, "tap0_kata");
+    let ifindex = pod.sandbox.link_json("eth0")["ifindex"]
+        .as_u64()
+        .expect("eth0 ifindex") as u32;
+    let peers = pin_dir(&pod.sandbox).join("peers");
+
+    // The sandbox's own socket on the pod address, and the client's sender.
+    let own = pod
+        .sandbox
+        .run(|| UdpSocket::bind((pod.pod_ip, 0)).expect("bind in the sandbox"));
+    own.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let port = own.local_addr().unwrap().port();
+    let sender = pod
+        .client
+        .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind the sender"));
+    let to_vm = |payload: &str| {
+        sender
+            .send_to(payload.as_bytes(), (pod.pod_ip, port))
+            .expect("send to the pod address");
+    };
+    let on_tap = |timeout| tap.read_udp(timeout, port);
+
+    // The normal path: the datagram goes to the tap, not to the sandbox's socket.
+    to_vm("before");
+    let got = on_tap(Duration::from_secs(2)).expect("a datagram reaches the tap");
+    assert_eq!(got.payload, b"before");
+
+    let follower = Follower::start(&["--log-level", "info", "logs", "--netns", pod.netns()]);
+    assert!(
+        follower.wait_for(
+            "following the datapath's log records",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        follower.stderr()
+    );
+
+    let original = peer_value(&peers, ifindex);
+    let known = flags_of(&original);
+    assert_eq!(known & UNKNOWN_FLAG, 0, "{original:?}");
+    let mut skewed = original;
+    skewed[8..12].copy_from_slice(&(known | UNKNOWN_FLAG).to_le_bytes());
+    set_peer_value(&peers, ifindex, &skewed);
+
+    to_vm("skewed");
+    let mut buf = [0u8; 64];
+    let (n, from) = own
+        .recv_from(&mut buf)
+        .expect("the datagram reaches the sandbox's own stack");
+    assert_eq!(&buf[..n], b"skewed");
+    assert_eq!(from.ip(), pod.client_ip);
+    assert!(
+        on_tap(Duration::from_millis(300)).is_none(),
+        "nothing was redirected to the tap"
+    );
+
+    let needle = format!(
+        "peers entry of ifindex {ifindex} has flags 0x{:x}",
+        known | UNKNOWN_FLAG
+    );
+    assert!(
+        follower.wait_for(&needle, Duration::from_secs(5)),
+        "no warning naming ifindex {ifindex} and its flags: {}",
+        follower.stderr()
+    );
+    let stderr = follower.stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(&needle))
+        .unwrap()
+        .to_owned();
+    println!("netshim logs printed: {line}");
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains(" netshim::ebpf"), "{line}");
+    assert!(
+        line.contains(&format!("netns={}", pod.netns())) || line.contains(pod.netns()),
+        "{line}"
+    );
+    assert_eq!(
+        stderr.matches(needle.as_str()).count(),
+        1,
+        "one warning for one packet: {stderr}"
+    );
+
+    let stats = netshim_json(&["stats", "--netns", pod.netns()]);
+    let ep = &stats[0]["endpoints"][0];
+    assert_eq!(ep["pod"], "eth0", "{stats}");
+    assert_eq!(ep["to_vm"]["errors"], 1, "{stats}");
+    assert_eq!(
+        ep["to_vm"]["packets"], 1,
+        "only the first datagram: {stats}"
+    );
+    assert_eq!(ep["from_vm"]["errors"], 0, "{stats}");
+
+    // Restored, the entry redirects again.
+    set_peer_value(&peers, ifindex, &original);
+    to_vm("after");
+    let got = on_tap(Duration::from_secs(2)).expect("redirected again after the restore");
+    assert_eq!(got.payload, b"after");
+
+    let (code, stdout, stderr) = follower.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(stderr.matches(needle.as_str()).count(), 1, "{stderr}");
+    netshim_ok(&["detach", "--netns", pod.netns()]);
+}

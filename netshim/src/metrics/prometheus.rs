@@ -145,7 +145,7 @@ pub fn render(c: &Collection) -> String {
         &mut out,
         samples,
         names::ERRORS,
-        "Packets that could not be forwarded (eBPF: bpf_redirect refused by the helper; mirred: action drops).",
+        "Packets that could not be forwarded (eBPF: peers entry with unknown flags, or bpf_redirect refused by the helper; mirred: action drops).",
         |d| d.errors,
     );
     for (name, help, value) in [
