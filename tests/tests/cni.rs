@@ -216,6 +216,16 @@ fn namespaces(tag: &str) -> (TestNetns, TestNetns) {
     (host, sandbox)
 }
 
+/// A test's namespaces joined by a veth made without a plugin: `h0` (10.`a`.0.1/24) in the
+/// host, IFNAME (10.`a`.0.2/24) in the sandbox.
+fn veth_pod(tag: &str, a: u8) -> (TestNetns, TestNetns) {
+    let (host, sandbox) = namespaces(tag);
+    veth_pair(&host, "h0", &sandbox, IFNAME);
+    host.ip(&["addr", "add", &format!("10.{a}.0.1/24"), "dev", "h0"]);
+    sandbox.ip(&["addr", "add", &format!("10.{a}.0.2/24"), "dev", IFNAME]);
+    (host, sandbox)
+}
+
 fn subnet() -> (u8, u8) {
     (unique_octet(), unique_octet())
 }
@@ -246,9 +256,14 @@ fn interface<'v>(result: &'v Value, name: &str) -> (usize, &'v Value) {
         .unwrap_or_else(|| panic!("no interface {name} in {result}"))
 }
 
-/// Checks the shape of ADD's result: prevResult's pod interface and IP kept, the tap added
-/// last with the pod interface's MAC in the sandbox. Returns (pod IP, gateway).
-fn check_result(result: &Value, sandbox: &TestNetns, (a, b): (u8, u8)) -> (Ipv4Addr, Ipv4Addr) {
+/// Checks the shape of ADD's result: prevResult's pod interface and IP kept, the tap `tap`
+/// added last with the pod interface's MAC in the sandbox. Returns (pod IP, gateway).
+fn check_result(
+    result: &Value,
+    sandbox: &TestNetns,
+    (a, b): (u8, u8),
+    tap: &str,
+) -> (Ipv4Addr, Ipv4Addr) {
     let netns_path = sandbox.path().display().to_string();
     assert_eq!(result["cniVersion"], CNI_VERSION, "{result}");
     let (pod_index, pod) = interface(result, IFNAME);
@@ -256,13 +271,12 @@ fn check_result(result: &Value, sandbox: &TestNetns, (a, b): (u8, u8)) -> (Ipv4A
     let pod_mac = sandbox.link_mac(IFNAME);
     assert_eq!(pod["mac"], pod_mac.as_str(), "{result}");
     let interfaces = result["interfaces"].as_array().unwrap();
-    let tap = interfaces.last().unwrap();
     assert_eq!(
-        tap,
-        &json!({"name": "tap0_kata", "mac": pod_mac, "sandbox": netns_path}),
+        interfaces.last().unwrap(),
+        &json!({"name": tap, "mac": pod_mac, "sandbox": netns_path}),
         "{result}"
     );
-    assert!(sandbox.link_exists("tap0_kata"));
+    assert!(sandbox.link_exists(tap));
     let ip = &result["ips"][0];
     assert_eq!(ip["interface"], pod_index, "{result}");
     let address = ip["address"].as_str().expect("ips[0].address");
@@ -281,6 +295,7 @@ fn assert_traffic(
     host_dev: &str,
     sandbox: &TestNetns,
     ips: (Ipv4Addr, Ipv4Addr),
+    tap: &str,
 ) {
     let (pod_ip, gateway) = ips;
     let path = ProbePath {
@@ -292,20 +307,23 @@ fn assert_traffic(
         pod_ip,
         pod_mac: parse_mac(&sandbox.link_mac(IFNAME)).unwrap(),
     };
-    let forwarded = probe_path(&path, "tap0_kata", 5);
+    let forwarded = probe_path(&path, tap, 5);
     assert_eq!(
         (forwarded.to_vm, forwarded.from_vm),
         (5, 5),
-        "through tap0_kata"
+        "through {tap}"
     );
 }
 
 /// After DEL: no tap, no netshim pins/state for the netns, no host-local lease.
-fn assert_nothing_left(sandbox: &TestNetns, cookie: u64, data_dir: &Path, pod_ip: Ipv4Addr) {
-    assert!(
-        !sandbox.link_exists("tap0_kata"),
-        "tap0_kata left after DEL"
-    );
+fn assert_nothing_left(
+    sandbox: &TestNetns,
+    cookie: u64,
+    data_dir: &Path,
+    pod_ip: Ipv4Addr,
+    tap: &str,
+) {
+    assert!(!sandbox.link_exists(tap), "{tap} left after DEL");
     assert!(!sandbox.link_exists(IFNAME), "{IFNAME} left after DEL");
     assert_eq!(
         netshim_dirs(cookie),
@@ -366,21 +384,25 @@ fn chain(tag: &str, mut first: Value, mut netshim_keys: Value) -> Chain {
     }
 }
 
-#[test]
-fn ptp_host_local_then_netshim() {
+/// ptp + host-local + netshim with `netshim_keys`, the way firecracker-containerd runs
+/// tc-redirect-tap: ADD (the result lists `tap`), traffic both ways through `tap`, CHECK,
+/// `attached` (the test's own checks of the attached netns), DEL (nothing left), CHECK
+/// after DEL fails, DEL again succeeds.
+fn ptp_chain(
+    tag: &str,
+    netshim_keys: Value,
+    tap: &str,
+    attached: impl FnOnce(&Runtime, &Value, &Value, &TestNetns),
+) {
     if plugins_missing() {
         return;
     }
-    let c = chain(
-        "ptp",
-        json!({"type": "ptp", "ipMasq": false}),
-        json!({"tc_backend": "ebpf"}),
-    );
+    let c = chain(tag, json!({"type": "ptp", "ipMasq": false}), netshim_keys);
     let (host, sandbox, data, net, list) = (c.host, c.sandbox, c.data, c.net, c.list);
     let rt = Runtime::new(&host, &sandbox);
     let result = rt.add(&list);
     eprintln!("ADD result: {result:#}");
-    let ips = check_result(&result, &sandbox, net);
+    let ips = check_result(&result, &sandbox, net, tap);
     // ptp's host end: the one interface without a sandbox, in the host netns.
     let host_veth = result["interfaces"]
         .as_array()
@@ -391,12 +413,13 @@ fn ptp_host_local_then_netshim() {
         .expect("ptp's host veth")
         .to_owned();
     assert!(host.link_exists(&host_veth));
-    assert_traffic(&host, &host_veth, &sandbox, ips);
+    assert_traffic(&host, &host_veth, &sandbox, ips, tap);
 
     rt.each(&list, "CHECK", &result);
+    attached(&rt, &list, &result, &sandbox);
     let cookie = cookie(&sandbox);
     rt.each(&list, "DEL", &result);
-    assert_nothing_left(&sandbox, cookie, &data.0, ips.0);
+    assert_nothing_left(&sandbox, cookie, &data.0, ips.0, tap);
     assert!(!host.link_exists(&host_veth), "ptp's host veth left");
 
     // CHECK after DEL: netshim says what is missing.
@@ -404,6 +427,54 @@ fn ptp_host_local_then_netshim() {
     // DEL again: still success.
     rt.each(&list, "DEL", &result);
     assert_eq!(netshim_dirs(cookie), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn ptp_host_local_then_netshim() {
+    ptp_chain(
+        "ptp",
+        json!({"tc_backend": "ebpf"}),
+        "tap0_kata",
+        |_, _, _, _| {},
+    );
+}
+
+/// tc-redirect-tap's `tap_name`: CNI_IFNAME's tap is `vmtap0` (and no `tap0_kata`). ADD
+/// reports it, traffic crosses it, status and CHECK find it, a retried ADD returns the
+/// recorded result, another `tap_name` is a conflict (ADD) or a failure (CHECK), and DEL
+/// leaves nothing (no tap, no pins, state or lock file).
+#[test]
+fn ptp_host_local_then_netshim_with_tap_name() {
+    let keys = json!({"tc_backend": "ebpf", "tap_name": "vmtap0"});
+    ptp_chain("tapname", keys, "vmtap0", |rt, list, result, sandbox| {
+        assert!(!sandbox.link_exists("tap0_kata"), "tap0_kata made as well");
+        let status = netshim_json(&["status", "--netns", sandbox.name()]);
+        assert_eq!(status["endpoints"].as_array().unwrap().len(), 1, "{status}");
+        assert_eq!(status["endpoints"][0]["tap"], "vmtap0", "{status}");
+        assert_eq!(status["endpoints"][0]["connected"], true, "{status}");
+
+        // A retried ADD (the last plugin again, with ptp's result): the recorded attach.
+        let netshim = list["plugins"][1].clone();
+        let mut ptp_result = result.clone();
+        ptp_result["interfaces"].as_array_mut().unwrap().pop();
+        let again = ok_json(
+            &rt.call(&netshim, list, "ADD", Some(&ptp_result)),
+            "ADD again",
+        );
+        assert_eq!(&again, result);
+        // The same netns asked for under another tap name: a conflict, nothing changed.
+        let mut other = netshim.clone();
+        other["tap_name"] = json!("vmtap1");
+        let (code, err) = cni_error(&rt.call(&other, list, "ADD", Some(&ptp_result)));
+        assert_eq!(code, 101, "{err}");
+        let details = err["details"].as_str().unwrap();
+        assert!(details.contains("tap name vmtap1 for eth0"), "{err}");
+        assert!(sandbox.link_exists("vmtap0") && !sandbox.link_exists("vmtap1"));
+        // CHECK with another tap_name says which one is attached.
+        let mut other_list = list.clone();
+        other_list["plugins"][1] = other;
+        rt.check_fails(&other_list, result, "attached with tap vmtap0");
+    });
 }
 
 #[test]
@@ -419,9 +490,9 @@ fn bridge_host_local_then_netshim() {
     let (host, sandbox, data, net, list) = (c.host, c.sandbox, c.data, c.net, c.list);
     let rt = Runtime::new(&host, &sandbox);
     let result = rt.add(&list);
-    let ips = check_result(&result, &sandbox, net);
+    let ips = check_result(&result, &sandbox, net, "tap0_kata");
     assert_eq!(interface(&result, "nshbr0").1.get("sandbox"), None);
-    assert_traffic(&host, "nshbr0", &sandbox, ips);
+    assert_traffic(&host, "nshbr0", &sandbox, ips, "tap0_kata");
     let status = netshim_json(&["status", "--netns", sandbox.name()]);
     assert_eq!(status["endpoints"][0]["connected"], true, "{status}");
     rt.each(&list, "CHECK", &result);
@@ -430,7 +501,69 @@ fn bridge_host_local_then_netshim() {
     rt.check_fails(&list, &result, "tap0_kata of eth0");
     let cookie = cookie(&sandbox);
     rt.each(&list, "DEL", &result);
-    assert_nothing_left(&sandbox, cookie, &data.0, ips.0);
+    assert_nothing_left(&sandbox, cookie, &data.0, ips.0, "tap0_kata");
+}
+
+/// An ADD killed right after it made the custom-named tap (debug builds:
+/// NETSHIM_TEST_KILL_AT=tap-created) leaves `vmtap0`, found by no `tap<N>_kata` pattern:
+/// `netshim gc` finds it through the intent file and takes it away, with the state.
+#[test]
+fn a_killed_add_with_tap_name_is_cleaned_up_by_gc() {
+    if skip_unless_root() {
+        return;
+    }
+    let (host, sandbox) = veth_pod("tnkill", 202);
+    let rt = Runtime::new(&host, &sandbox);
+    let conf = serde_json::to_vec(&json!({
+        "cniVersion": "1.1.0", "name": "nsh-kill", "type": "netshim", "tap_name": "vmtap0"
+    }))
+    .unwrap();
+    let cookie = cookie(&sandbox);
+    let out = rt.run(
+        &netshim_bin(),
+        "ADD",
+        &conf,
+        &[("NETSHIM_TEST_KILL_AT", "tap-created")],
+    );
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(libc::SIGKILL),
+        "ADD with NETSHIM_TEST_KILL_AT=tap-created did not die by SIGKILL: {out:?}"
+    );
+    assert!(
+        sandbox.link_exists("vmtap0"),
+        "the killed ADD made no vmtap0"
+    );
+    assert!(!netshim_dirs(cookie).is_empty(), "no intent file left");
+    // The tap is netshim's, not a tuntap endpoint: status does not offer it to the VM.
+    let status = netshim_json(&["status", "--netns", sandbox.name()]);
+    assert_eq!(status["endpoints"].as_array().unwrap().len(), 1, "{status}");
+    assert_eq!(status["endpoints"][0]["name"], IFNAME, "{status}");
+    assert_eq!(
+        status["attached"], true,
+        "vmtap0 is not seen as netshim's: {status}"
+    );
+    let skipped = status["skipped"].as_array().unwrap();
+    assert!(
+        skipped
+            .iter()
+            .any(|s| s["name"] == "vmtap0" && s["reason"] == "netshim-tap"),
+        "{status}"
+    );
+
+    let gc = netshim_json(&["gc"]);
+    eprintln!("gc: {gc:#}");
+    assert!(
+        gc["cleaned_half_made"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["netns_cookie"] == cookie),
+        "gc did not clean netns cookie {cookie}: {gc}"
+    );
+    assert!(!sandbox.link_exists("vmtap0"), "gc left vmtap0: {gc}");
+    assert_eq!(netshim_dirs(cookie), Vec::<PathBuf>::new(), "gc: {gc}");
+    assert!(sandbox.link_exists(IFNAME), "gc took the pod device");
 }
 
 fn netshim_conf(version: &str) -> Vec<u8> {
@@ -460,10 +593,28 @@ fn bad_input_gets_cni_error_codes() {
     let (code, err) =
         cni_error(&rt.run(&bin, "ADD", &netshim_conf("1.0.0"), &[("CNI_NETNS", &gone)]));
     assert_eq!(code, 3, "{err}");
-    let mut tap_name = json!({"cniVersion": "1.0.0", "name": "n", "type": "netshim"});
-    tap_name["tap_name"] = json!("vm0");
-    let (code, err) = cni_error(&rt.run(&bin, "ADD", &serde_json::to_vec(&tap_name).unwrap(), &[]));
-    assert_eq!(code, 2, "{err}");
+    let tap_name = |name: &str| {
+        serde_json::to_vec(
+            &json!({"cniVersion": "1.0.0", "name": "n", "type": "netshim", "tap_name": name}),
+        )
+        .unwrap()
+    };
+    let (code, err) = cni_error(&rt.run(&bin, "ADD", &tap_name("vm/0"), &[]));
+    assert_eq!(code, 7, "{err}");
+    assert!(err["msg"].as_str().unwrap().contains("tap_name"), "{err}");
+    // A tap name an interface of the netns already has: refused before any change.
+    veth_pair(&host, "h0", &sandbox, IFNAME);
+    sandbox.ip(&["addr", "add", "10.203.0.2/24", "dev", IFNAME]);
+    let (code, err) = cni_error(&rt.run(&bin, "ADD", &tap_name(IFNAME), &[]));
+    assert_eq!(code, 7, "{err}");
+    assert!(
+        err["details"]
+            .as_str()
+            .unwrap()
+            .contains("tap name eth0 for eth0 is taken"),
+        "{err}"
+    );
+    assert_eq!(netshim_dirs(cookie(&sandbox)), Vec::<PathBuf>::new());
     // Nothing of that reached the sandbox.
     assert!(!sandbox.link_exists("tap0_kata"));
 
@@ -492,10 +643,7 @@ fn del_after_the_netns_is_gone() {
     if skip_unless_root() {
         return;
     }
-    let (host, sandbox) = namespaces("gone");
-    veth_pair(&host, "h0", &sandbox, IFNAME);
-    host.ip(&["addr", "add", "10.201.0.1/24", "dev", "h0"]);
-    sandbox.ip(&["addr", "add", "10.201.0.2/24", "dev", IFNAME]);
+    let (host, sandbox) = veth_pod("gone", 201);
     let rt = Runtime::new(&host, &sandbox);
     let bin = netshim_bin();
     let result = ok_json(&rt.run(&bin, "ADD", &netshim_conf("1.1.0"), &[]), "ADD");

@@ -86,6 +86,8 @@ fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
         probe: probe(a.vhost_user_dir.clone().or(file.vhost_user_dir)),
         skip_unsupported: a.skip_unsupported,
         disable_new_netns: a.disable_new_netns || file.disable_new_netns.unwrap_or(false),
+        // Custom tap names are the CNI plugin's `tap_name` only: kata finds `tap<N>_kata`.
+        tap_names: Default::default(),
     })
 }
 

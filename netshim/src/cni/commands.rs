@@ -18,15 +18,19 @@ use crate::{
 const TUN_DEVICE: &str = "/dev/net/tun";
 
 /// ADD: attaches the netns and returns `prevResult` (or an empty result) with the tap of
-/// CNI_IFNAME's endpoint added: `{"name": "tap<N>_kata", "mac": <the pod interface's MAC>,
+/// CNI_IFNAME's endpoint added: `{"name": "tap<N>_kata" (or `tap_name`), "mac": <the pod interface's MAC>,
 /// "sandbox": CNI_NETNS}`.
 pub fn add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
     env.require("CNI_CONTAINERID", &env.container_id)?;
     let netns_arg = env.require("CNI_NETNS", &env.netns)?;
     let ifname = env.require("CNI_IFNAME", &env.ifname)?;
     let netns = resolve(netns_arg, "ADD")?;
+    let mut options = conf.attach.clone();
+    if let Some(tap) = &conf.tap_name {
+        options.tap_names.insert(ifname.to_owned(), tap.clone());
+    }
     let report =
-        sandbox::attach(&netns, &conf.attach).map_err(|e| CniError::from_netshim("attach", &e))?;
+        sandbox::attach(&netns, &options).map_err(|e| CniError::from_netshim("attach", &e))?;
     let endpoint = endpoint_of(&report, ifname, &netns)?;
     let mut result = conf
         .prev_result
@@ -83,6 +87,13 @@ pub fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     }
     let endpoint = endpoint_of(&recorded, ifname, &netns)?;
     let tap = tap_interface(endpoint, netns_arg)?;
+    if let Some(want) = conf.tap_name.as_ref().filter(|w| **w != tap.name) {
+        return Err(failed(format!(
+            "{ifname} in netns {netns_arg} is attached with tap {}, the configuration's \
+             tap_name is {want}",
+            tap.name
+        )));
+    }
     match prev.interface(&tap.name, netns_arg) {
         Some(listed) if listed.mac == tap.mac => {}
         Some(listed) => {

@@ -5,16 +5,16 @@
 //! {"cniVersion": "1.0.0", "name": "pods", "type": "netshim",
 //!  "model": "tcfilter", "tc_backend": "ebpf", "fast_path": "auto",
 //!  "queues": 1, "tap_uid": 1000, "tap_gid": 1000, "txqueuelen": 1000,
-//!  "prevResult": {...}}
+//!  "tap_name": "vmtap0", "prevResult": {...}}
 //! ```
-//! Keys of other plugins and of the runtime (`runtimeConfig`, `args`, ...) are ignored;
-//! `tap_name` is refused (code 2): taps are always `tap<N>_kata`.
+//! Keys of other plugins and of the runtime (`runtimeConfig`, `args`, ...) are ignored.
+//! `tap_name` (tc-redirect-tap's key) names CNI_IFNAME's tap instead of `tap<N>_kata`.
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    error::{CniError, DECODING_FAILURE, INVALID_CONFIG, UNSUPPORTED_FIELD},
+    error::{CniError, DECODING_FAILURE, INVALID_CONFIG},
     result::CniResult,
     version,
 };
@@ -30,6 +30,8 @@ pub struct NetConf {
     pub name: String,
     pub plugin_type: String,
     pub attach: AttachOptions,
+    /// The name of CNI_IFNAME's tap (`tap_name`), validated; `tap<N>_kata` when `None`.
+    pub tap_name: Option<String>,
     pub prev_result: Option<CniResult>,
 }
 
@@ -48,7 +50,7 @@ struct RawConf {
     tap_uid: Option<u32>,
     tap_gid: Option<u32>,
     txqueuelen: Option<u32>,
-    tap_name: Option<Value>,
+    tap_name: Option<String>,
     #[serde(rename = "prevResult")]
     prev_result: Option<Value>,
 }
@@ -72,7 +74,8 @@ pub fn peek_version(bytes: &[u8]) -> Option<String> {
 }
 
 /// Decodes and validates a configuration: not JSON or too large = 6, an unsupported
-/// `cniVersion` = 1, a missing key or a value netshim cannot use = 7, `tap_name` = 2.
+/// `cniVersion` = 1, a missing key or a value netshim cannot use (a `tap_name` that is no
+/// interface name, or with the macvtap model) = 7.
 pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
     if bytes.len() > MAX_CONFIG_BYTES {
         return Err(CniError::new(
@@ -96,19 +99,24 @@ pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
     let raw: RawConf = serde_json::from_value(value).map_err(|e| {
         CniError::new(INVALID_CONFIG, "invalid network configuration").with_details(e.to_string())
     })?;
-    if raw.tap_name.is_some() {
-        return Err(CniError::new(
-            UNSUPPORTED_FIELD,
-            "tap_name is not supported: netshim names the tap of endpoint N tap<N>_kata",
-        ));
-    }
     let attach = attach_options(&raw)?;
+    if let Some(name) = &raw.tap_name {
+        crate::tap_name::validate_custom(name).map_err(|e| invalid(format!("tap_name: {e}")))?;
+        if attach.model == InternetworkingModel::MacVtap {
+            return Err(invalid(
+                "tap_name names a tap of the tcfilter or none model; the macvtap model makes \
+                 macvtaps named tap<N>_kata"
+                    .into(),
+            ));
+        }
+    }
     let prev_result = raw.prev_result.map(CniResult::from_value).transpose()?;
     Ok(NetConf {
         cni_version: raw.cni_version,
         name: raw.name,
         plugin_type: raw.plugin_type,
         attach,
+        tap_name: raw.tap_name,
         prev_result,
     })
 }
@@ -185,6 +193,12 @@ mod tests {
         assert_eq!(c.attach.fast_path, FastPath::Off);
         assert_eq!(c.attach.txqueuelen, Some(500));
         assert!(c.prev_result.is_none());
+        assert_eq!(c.tap_name, None);
+        let named = parse(&conf(
+            json!({"tap_name": "x234567890abcde", "model": "none"}),
+        ))
+        .unwrap();
+        assert_eq!(named.tap_name.as_deref(), Some("x234567890abcde"));
         let d = parse(&conf(json!({}))).unwrap();
         assert_eq!(d.attach.model, InternetworkingModel::TcFilter);
         assert_eq!((d.attach.backend, d.attach.queues), (TcBackend::Ebpf, 1));
@@ -211,7 +225,25 @@ mod tests {
             code(&conf(json!({"model": "macvtap", "tc_backend": "ebpf"}))),
             INVALID_CONFIG
         );
-        assert_eq!(code(&conf(json!({"tap_name": "vm0"}))), UNSUPPORTED_FIELD);
+        for bad in [
+            json!(""),
+            json!("x234567890abcdef"),
+            json!("."),
+            json!(".."),
+            json!("a/b"),
+            json!("tap0_kata"),
+            json!(7),
+        ] {
+            assert_eq!(
+                code(&conf(json!({ "tap_name": bad }))),
+                INVALID_CONFIG,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            code(&conf(json!({"tap_name": "vm0", "model": "macvtap"}))),
+            INVALID_CONFIG
+        );
         assert_eq!(
             code(&conf(
                 json!({"prevResult": {"ips": [{"address": "10.0.0.2/24", "interface": 0}]}})

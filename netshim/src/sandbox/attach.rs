@@ -17,7 +17,7 @@
 //! exist is attached already; the recorded report comes back (`already_attached`) and
 //! nothing changes, unless another model or backend is asked for (a conflict).
 
-use std::{borrow::Cow, path::PathBuf};
+use std::{borrow::Cow, collections::BTreeMap, path::PathBuf};
 
 use netshim_common::MAX_ENDPOINTS;
 use rtnetlink::LinkUnspec;
@@ -64,6 +64,9 @@ pub struct AttachOptions {
     /// kata's `disable_new_netns`: the netns is the caller's own, not one made for the
     /// sandbox; only valid with the `none` model.
     pub disable_new_netns: bool,
+    /// Tap names in place of `tap<N>_kata`: pod device name → tap name (the CNI key
+    /// `tap_name`, for CNI_IFNAME). tcfilter and none models only.
+    pub tap_names: BTreeMap<String, String>,
 }
 
 impl AttachOptions {
@@ -78,7 +81,32 @@ impl AttachOptions {
                 self.model
             )));
         }
+        if !self.tap_names.is_empty() && self.model == InternetworkingModel::MacVtap {
+            return Err(Error::InvalidOptions(
+                "tap names apply to the taps of the tcfilter and none models, not to the \
+                 macvtap model's macvtaps"
+                    .into(),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (pod, tap) in &self.tap_names {
+            tap_name::validate_custom(tap)
+                .map_err(|e| Error::InvalidOptions(format!("tap name for {pod}: {e}")))?;
+            if !seen.insert(tap) {
+                return Err(Error::InvalidOptions(format!(
+                    "tap name {tap} is given for more than one pod device"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The name of the tap of endpoint `index`, whose pod device is `pod`.
+    pub(crate) fn tap_name_for(&self, index: u32, pod: &str) -> String {
+        self.tap_names
+            .get(pod)
+            .cloned()
+            .unwrap_or_else(|| tap_name::tap_for(index))
     }
 }
 
@@ -203,7 +231,7 @@ async fn attach_locked(
     let mut checked = None;
     if !leftovers {
         let survey = survey(handle, netns, strictness, &options.probe).await?;
-        check_attachable(netns, &survey)?;
+        check_attachable(netns, options, &survey)?;
         check_coexistence(handle, netns, options, &survey).await?;
         checked = Some(survey);
     }
@@ -219,7 +247,7 @@ async fn attach_locked(
             Some(survey) => survey,
             None => {
                 let survey = survey(handle, netns, strictness, &options.probe).await?;
-                check_attachable(netns, &survey)?;
+                check_attachable(netns, options, &survey)?;
                 check_coexistence(handle, netns, options, &survey).await?;
                 survey
             }
@@ -280,6 +308,8 @@ fn intent_options(options: &AttachOptions) -> serde_json::Value {
         "txqueuelen": options.txqueuelen,
         "skip_unsupported": options.skip_unsupported,
         "disable_new_netns": options.disable_new_netns,
+        // Read back by the survey: a tap made under a custom name is found by it.
+        "tap_names": options.tap_names,
     })
 }
 
@@ -396,6 +426,19 @@ fn already_attached(
             }
         }
     }
+    for e in &recorded.endpoints {
+        let Some(tap) = &e.tap else { continue };
+        match options.tap_names.get(&e.endpoint.name) {
+            Some(want) if *want != tap.name => {
+                differs.push(format!("tap name {want} for {}", e.endpoint.name))
+            }
+            None if tap_name::parse(&tap.name).is_none() => differs.push(format!(
+                "no tap name for {} (it has {})",
+                e.endpoint.name, tap.name
+            )),
+            _ => {}
+        }
+    }
     if !differs.is_empty() {
         return Err(Error::AlreadyAttached {
             netns: netns.to_string(),
@@ -460,8 +503,22 @@ fn refuse_connected_devices(netns: &Netns, state_dir: &std::path::Path) -> Resul
     })
 }
 
-/// Refuses a netns attach cannot serve: nothing to attach to, or too much.
-fn check_attachable(netns: &Netns, survey: &Survey) -> Result<()> {
+/// Refuses a netns attach cannot serve: nothing to attach to, too much, or a tap name that
+/// an interface of the netns already has.
+fn check_attachable(netns: &Netns, options: &AttachOptions, survey: &Survey) -> Result<()> {
+    let present = survey
+        .endpoints
+        .iter()
+        .map(|(i, _)| &i.name)
+        .chain(survey.skipped.iter().map(|s| &s.name));
+    for name in present {
+        if let Some((pod, _)) = options.tap_names.iter().find(|(_, t)| *t == name) {
+            return Err(Error::InvalidOptions(format!(
+                "tap name {name} for {pod} is taken: netns {netns} has an interface of that \
+                 name"
+            )));
+        }
+    }
     if survey.endpoints.is_empty() {
         let detail = if survey.skipped.is_empty() {
             "it has no interfaces".to_owned()
@@ -609,7 +666,8 @@ pub(crate) fn endpoint_report(
     }
 }
 
-/// Creates `tap<index>_kata` for `iface`: persistent, vnet_hdr, the endpoint's MTU, up.
+/// Creates `tap<index>_kata` (or the name `options.tap_names` gives `iface`) for `iface`:
+/// persistent, vnet_hdr, the endpoint's MTU, up.
 pub(crate) async fn create_tap(
     handle: &rtnetlink::Handle,
     netns: &Netns,
@@ -618,7 +676,7 @@ pub(crate) async fn create_tap(
     iface: &Interface,
     undo: &mut Undo,
 ) -> Result<TapReport> {
-    let name = tap_name::tap_for(index);
+    let name = options.tap_name_for(index, &iface.name);
     let spec = tap::TapSpec {
         name: name.clone(),
         queues: options.queues,

@@ -1,6 +1,7 @@
 //! `netshim detach`: remove everything attach made, and nothing else.
 //!
-//! What is netshim's: the `tap<N>_kata` tun devices, the sandbox's bpffs directory (and with
+//! What is netshim's: the `tap<N>_kata` tun devices (and the tun devices with the custom
+//! names the sandbox's commit or intent file records), the sandbox's bpffs directory (and with
 //! it the TCX links), the ingress qdiscs of kata's mirred datapath on the taps and on the pod
 //! devices they pair with, the macvtap model's macvtaps (their state files say which), and
 //! the sandbox's files under /run/netshim. Detaching a netns that has none of these succeeds
@@ -104,7 +105,14 @@ pub(crate) async fn teardown(handle: &rtnetlink::Handle, netns: &Netns) -> Resul
     let intent = state_dir.join(state::INTENT_FILE);
     let dead_run_intent = intent.exists();
     let had_state_dir = state_dir.exists();
-    write_intent(netns, "detach", serde_json::Value::Null)?;
+    // The custom tap names go into this intent too: it replaces the attach intent that
+    // may be the only record of them, and a teardown killed before the taps went must find
+    // them again.
+    write_intent(
+        netns,
+        "detach",
+        serde_json::json!({ "tap_names": survey.custom_tap_option() }),
+    )?;
     // Un-commit first: from here on the sandbox is not attached, whatever else is left.
     let commit = state_dir.join(state::COMMIT_FILE);
     if state::remove_file_if_exists(&commit)? {

@@ -28,6 +28,8 @@ pub use upgrade::{
 };
 pub use watch::{rfc3339_utc, watch, Change, WatchEvent, WatchOptions, WatchedEndpoint};
 
+use std::collections::BTreeMap;
+
 use crate::{
     endpoint::{self, Classification, Classified, SkipReason, SystemProbe},
     interfaces::{self, IfAddr, Interface, Mac},
@@ -111,14 +113,67 @@ pub(crate) struct Survey {
     /// Endpoints in kata's order (by ifindex); the position is the endpoint index.
     pub endpoints: Vec<(Interface, Classified)>,
     pub skipped: Vec<SkippedInterface>,
-    /// `tap<N>_kata` devices present, with N.
+    /// netshim's taps present: `tap<N>_kata` devices with N, and tun devices whose custom
+    /// name (CNI `tap_name`) the sandbox's commit or intent file records, with the current
+    /// position of their pod device (else the recorded index, else `u32::MAX`).
     pub taps: Vec<(u32, Interface)>,
+    /// The custom tap names the sandbox's files record: tap name → pod device name.
+    pub custom_taps: BTreeMap<String, String>,
 }
 
 impl Survey {
     pub fn tap(&self, index: u32) -> Option<&Interface> {
         self.taps.iter().find(|(i, _)| *i == index).map(|(_, t)| t)
     }
+
+    /// Whether `name` is one of netshim's tap names in this netns: `tap<N>_kata`, or a
+    /// custom name the sandbox's files record.
+    pub fn is_netshim_tap_name(&self, name: &str) -> bool {
+        tap_name::parse(name).is_some() || self.custom_taps.contains_key(name)
+    }
+
+    /// The recorded custom tap names as the intent file's `tap_names` option: pod device
+    /// name → tap name.
+    pub fn custom_tap_option(&self) -> BTreeMap<String, String> {
+        self.custom_taps
+            .iter()
+            .map(|(tap, pod)| (pod.clone(), tap.clone()))
+            .collect()
+    }
+}
+
+/// The custom tap names (not `tap<N>_kata`) that the sandbox's commit file (each endpoint's
+/// `tap.name`) and intent file (the `tap_names` option: pod device → tap) record, as tap name
+/// → (pod device name, recorded endpoint index). A run killed after making such a tap left
+/// at least the intent file, so teardown and gc find the tap by its name.
+pub(crate) fn recorded_custom_taps(cookie: u64) -> BTreeMap<String, (String, Option<u32>)> {
+    let dir = state::sandbox_dir(cookie);
+    let mut found = BTreeMap::new();
+    if let Some(commit) = state::read_json::<serde_json::Value>(&dir.join(state::COMMIT_FILE)) {
+        for e in commit["endpoints"].as_array().into_iter().flatten() {
+            let (Some(pod), Some(tap)) = (e["name"].as_str(), e["tap"]["name"].as_str()) else {
+                continue;
+            };
+            if tap_name::parse(tap).is_none() {
+                let index = e["index"].as_u64().and_then(|i| u32::try_from(i).ok());
+                found.insert(tap.to_owned(), (pod.to_owned(), index));
+            }
+        }
+    }
+    if let Some(intent) = state::read_json::<serde_json::Value>(&dir.join(state::INTENT_FILE)) {
+        for (pod, tap) in intent["options"]["tap_names"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
+            if let Some(tap) = tap.as_str().filter(|t| tap_name::parse(t).is_none()) {
+                found
+                    .entry(tap.to_owned())
+                    .or_insert_with(|| (pod.clone(), None));
+            }
+        }
+    }
+    found
 }
 
 /// Lists and classifies the netns's interfaces.
@@ -136,12 +191,29 @@ pub(crate) async fn survey(
             netns: netns.to_string(),
             source: Box::new(source),
         })?;
+    let custom = recorded_custom_taps(netns.cookie);
     let mut survey = Survey {
         endpoints: Vec::new(),
         skipped: Vec::new(),
         taps: Vec::new(),
+        custom_taps: custom
+            .iter()
+            .map(|(tap, (pod, _))| (tap.clone(), pod.clone()))
+            .collect(),
     };
+    let mut custom_found = Vec::new();
     for iface in all {
+        // A tun device with a recorded custom name is netshim's tap, not a tuntap endpoint.
+        if iface.kind.as_deref() == Some("tun") && custom.contains_key(&iface.name) {
+            survey.skipped.push(SkippedInterface {
+                name: iface.name.clone(),
+                ifindex: iface.ifindex,
+                reason: SkipReason::NetshimTap,
+                detail: None,
+            });
+            custom_found.push(iface);
+            continue;
+        }
         let (class, detail) = match endpoint::classify(&iface, probe) {
             Ok(class) => (class, None),
             Err(source) if strictness == Strictness::Refuse => {
@@ -171,6 +243,17 @@ pub(crate) async fn survey(
                 });
             }
         }
+    }
+    for iface in custom_found {
+        let (pod, recorded) = &custom[&iface.name];
+        let index = survey
+            .endpoints
+            .iter()
+            .position(|(e, _)| &e.name == pod)
+            .map(|i| i as u32)
+            .or(*recorded)
+            .unwrap_or(u32::MAX);
+        survey.taps.push((index, iface));
     }
     Ok(survey)
 }

@@ -204,7 +204,7 @@ pub fn stats(netns: &Netns) -> Result<Option<SandboxStats>> {
 }
 
 /// Devices whose ingress mirred filters redirect to each other, as (pod side, VM side): a
-/// `tap<N>_kata` is the VM side; otherwise the lower ifindex is the pod side (`connect`'s
+/// `tap<N>_kata` (or a custom tap name the sandbox records) is the VM side; otherwise the lower ifindex is the pod side (`connect`'s
 /// first device when it was created first).
 async fn mirred_pairs_by_target(
     handle: &rtnetlink::Handle,
@@ -234,6 +234,8 @@ async fn mirred_pairs_by_target(
             targets.insert(iface.ifindex, (dev, t));
         }
     }
+    let custom = super::recorded_custom_taps(netns.cookie);
+    let is_tap = |name: &str| crate::tap_name::parse(name).is_some() || custom.contains_key(name);
     let mut pairs = Vec::new();
     for (ifindex, (dev, target)) in &targets {
         let Some((other, back)) = targets.get(target) else {
@@ -242,8 +244,8 @@ async fn mirred_pairs_by_target(
         if back != ifindex {
             continue;
         }
-        let dev_is_tap = crate::tap_name::parse(&dev.name).is_some();
-        let other_is_tap = crate::tap_name::parse(&other.name).is_some();
+        let dev_is_tap = is_tap(&dev.name);
+        let other_is_tap = is_tap(&other.name);
         let dev_is_pod = match (dev_is_tap, other_is_tap) {
             (false, true) => true,
             (true, false) => false,

@@ -51,7 +51,7 @@ use crate::{
     lock::SandboxLock,
     model::macvtap,
     netns::{Netns, NetnsError},
-    pins, state, tap_name, Error, Result,
+    pins, state, Error, Result,
 };
 
 /// What `watch` does.
@@ -344,7 +344,7 @@ impl Watcher {
             for (index, r) in records {
                 let name = |f: &[u8]| String::from_utf8_lossy(from_fixed(f)).into_owned();
                 let (pod_name, tap) = (name(&r.pod_name), name(&r.tap_name));
-                if tap_name::parse(&tap).is_none() {
+                if !survey.is_netshim_tap_name(&tap) {
                     self.foreign.extend([r.pod_ifindex, r.tap_ifindex]);
                     continue;
                 }
