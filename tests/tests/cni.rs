@@ -9,7 +9,7 @@
 //! each test has a subnet of its own. Every assertion is about this file's own namespaces.
 
 use std::{
-    io::Write,
+    io::{BufRead, BufReader, Write},
     net::Ipv4Addr,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
@@ -23,7 +23,7 @@ use netshim_tests::{
     skip_unless_root,
     tap_reader::parse_mac,
     traffic::{probe_path, ProbePath},
-    veth_pair, TestNetns,
+    veth_pair, ChildGuard, TestNetns,
 };
 use serde_json::{json, Value};
 
@@ -315,6 +315,74 @@ fn assert_traffic(
     );
 }
 
+/// A VMM on the tap, as a runtime would run one: vm-standin opens `tap` in the sandbox and
+/// relays its frames to a "guest" netns whose interface has the pod's MAC, IP and gateway
+/// (what the CNI result tells the VM). The host pings the guest through the whole chain:
+/// ptp's veth, netshim's datapath, the tap and the stand-in. Returns the stand-in's summary.
+fn ping_guest_through_vm_standin(
+    host: &TestNetns,
+    sandbox: &TestNetns,
+    tap: &str,
+    (pod_ip, gateway): (Ipv4Addr, Ipv4Addr),
+) -> Value {
+    let guest = TestNetns::new("nsh-cni-gu");
+    let mac = sandbox.link_mac(IFNAME);
+    let mtu = sandbox.link_mtu(IFNAME).to_string();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vm-standin"));
+    cmd.arg("--sandbox-netns")
+        .arg(sandbox.path())
+        .args(["--tap", tap])
+        .arg("--guest-netns")
+        .arg(guest.path())
+        .args([
+            "--guest-ifname",
+            "eth0",
+            "--guest-mac",
+            &mac,
+            "--guest-mtu",
+            &mtu,
+        ])
+        .args(["--guest-addr", &format!("{pod_ip}/24")])
+        .args(["--guest-gw", &gateway.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut standin = ChildGuard::spawn(cmd, "vm-standin");
+    let mut lines = BufReader::new(standin.child_mut().stdout.take().unwrap()).lines();
+    let ready = lines.next().and_then(|l| l.ok());
+    assert_eq!(ready.as_deref(), Some("ready"), "vm-standin did not start");
+    let ping = host.exec(&[
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        &pod_ip.to_string(),
+    ]);
+    assert!(
+        ping.status.success(),
+        "host -> guest through ptp, netshim, {tap} and vm-standin: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    drop(standin.child_mut().stdin.take());
+    let out = standin.wait_with_output(Duration::from_secs(5));
+    assert!(out.status.success(), "vm-standin exit: {}", out.status);
+    let summary: Value = lines
+        .next()
+        .and_then(|l| l.ok())
+        .and_then(|l| serde_json::from_str(&l).ok())
+        .expect("vm-standin summary line");
+    for dir in ["sandbox_to_guest", "guest_to_sandbox"] {
+        assert!(
+            summary[dir]["frames"].as_u64().unwrap_or(0) >= 3,
+            "{dir}: {summary}"
+        );
+    }
+    summary
+}
+
 /// After DEL: no tap, no netshim pins/state for the netns, no host-local lease.
 fn assert_nothing_left(
     sandbox: &TestNetns,
@@ -414,6 +482,8 @@ fn ptp_chain(
         .to_owned();
     assert!(host.link_exists(&host_veth));
     assert_traffic(&host, &host_veth, &sandbox, ips, tap);
+    let relayed = ping_guest_through_vm_standin(&host, &sandbox, tap, ips);
+    eprintln!("vm-standin relayed: {relayed}");
 
     rt.each(&list, "CHECK", &result);
     attached(&rt, &list, &result, &sandbox);
