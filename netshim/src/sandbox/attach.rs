@@ -569,19 +569,8 @@ async fn connect_all(
         let attachment = match class.kind {
             kind if kind.uses_model() => match options.model {
                 InternetworkingModel::TcFilter | InternetworkingModel::None => {
-                    let tap = create_tap(handle, netns, options, index, iface, undo).await?;
-                    let tap_iface = interfaces::by_name(handle, &tap.name)
-                        .await
-                        .map_err(|source| Error::Netlink {
-                            op: "RTM_GETLINK",
-                            target: tap.name.clone(),
-                            netns: netns.to_string(),
-                            source: Box::new(source),
-                        })?
-                        .ok_or_else(|| Error::NoSuchDevice {
-                            netns: netns.to_string(),
-                            name: tap.name.clone(),
-                        })?;
+                    let (tap, tap_iface) =
+                        create_tap(handle, netns, options, index, iface, undo).await?;
                     pairs.push(Pair::new(index, iface, &tap_iface, options.fast_path));
                     Attachment::Tap(tap)
                 }
@@ -667,7 +656,8 @@ pub(crate) fn endpoint_report(
 }
 
 /// Creates `tap<index>_kata` (or the name `options.tap_names` gives `iface`) for `iface`:
-/// persistent, vnet_hdr, the endpoint's MTU, up.
+/// persistent, vnet_hdr, the endpoint's MTU, up. Returns the report and the tap as the netns
+/// lists it (what the datapath pairs it by).
 pub(crate) async fn create_tap(
     handle: &rtnetlink::Handle,
     netns: &Netns,
@@ -675,7 +665,7 @@ pub(crate) async fn create_tap(
     index: u32,
     iface: &Interface,
     undo: &mut Undo,
-) -> Result<TapReport> {
+) -> Result<(TapReport, Interface)> {
     let name = options.tap_name_for(index, &iface.name);
     let spec = tap::TapSpec {
         name: name.clone(),
@@ -720,7 +710,7 @@ pub(crate) async fn create_tap(
         .await
         .map_err(netlink_err("RTM_NEWLINK (mtu, txqueuelen, up)"))?;
     crash_point("tap-configured");
-    Ok(TapReport {
+    let report = TapReport {
         name,
         ifindex: created.ifindex,
         mtu: iface.mtu,
@@ -730,7 +720,8 @@ pub(crate) async fn create_tap(
         owner: options.tap_owner,
         group: options.tap_group,
         txqueuelen: options.txqueuelen,
-    })
+    };
+    Ok((report, created))
 }
 
 /// kata's macvtap model for one endpoint: `tap<index>_kata` is a macvtap on the pod device.

@@ -137,19 +137,8 @@ async fn plug_with_undo(
     let (attachment, vm) = match class.kind {
         kind if kind.uses_model() => match options.model {
             InternetworkingModel::TcFilter | InternetworkingModel::None => {
-                let tap = create_tap(handle, netns, options, index, iface, undo).await?;
-                let tap_iface = interfaces::by_name(handle, &tap.name)
-                    .await
-                    .map_err(|source| Error::Netlink {
-                        op: "RTM_GETLINK",
-                        target: tap.name.clone(),
-                        netns: netns.to_string(),
-                        source: Box::new(source),
-                    })?
-                    .ok_or_else(|| Error::NoSuchDevice {
-                        netns: netns.to_string(),
-                        name: tap.name.clone(),
-                    })?;
+                let (tap, tap_iface) =
+                    create_tap(handle, netns, options, index, iface, undo).await?;
                 let datapath = match options.model {
                     InternetworkingModel::TcFilter => {
                         let pair = Pair::new(index, iface, &tap_iface, options.fast_path);
