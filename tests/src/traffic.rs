@@ -3,7 +3,7 @@
 
 use std::{
     net::{Ipv4Addr, UdpSocket},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use crate::{
@@ -19,11 +19,10 @@ use crate::{
 pub fn open_tap(ns: &TestNetns, name: &str) -> TapQueue {
     let tap = TapQueue::open_in(ns.path(), name, false, None)
         .unwrap_or_else(|e| panic!("open {name} in {}: {e}", ns.name()));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while ns.link_json(name)["operstate"] != "UP" {
-        assert!(Instant::now() < deadline, "{name} never came up");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    assert!(
+        ns.wait_oper_up(name, Duration::from_secs(5)),
+        "{name} never came up"
+    );
     tap
 }
 

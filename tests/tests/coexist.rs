@@ -26,13 +26,14 @@ use netshim_tests::{
     netshim_cli::{netshim, netshim_json, pin_dir, Pod},
     skip_unless_root,
     tap_reader::format_mac,
-    TapQueue,
+    traffic,
 };
 
 /// Sends `n` datagrams from the client to the pod address and counts the frames that arrive
 /// on `tap0_kata` (the VM side).
 fn frames_to_vm(pod: &Pod, n: usize) -> usize {
-    let tap = TapQueue::open_in(pod.sandbox.path(), "tap0_kata", false, None).expect("open tap");
+    // Waits for the tap's qdisc to be live: frames sent before that are dropped.
+    let tap = traffic::open_tap(&pod.sandbox, "tap0_kata");
     pod.client.ip(&[
         "neigh",
         "replace",
