@@ -99,6 +99,34 @@ pub enum Command {
     Man(ManArgs),
 }
 
+impl Command {
+    /// The subcommand's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Attach(_) => "attach",
+            Command::Watch(_) => "watch",
+            Command::Scan(_) => "scan",
+            Command::Connect(_) => "connect",
+            Command::Disconnect(_) => "disconnect",
+            Command::Detach(_) => "detach",
+            Command::Status(_) => "status",
+            Command::Stats(_) => "stats",
+            Command::Metrics(_) => "metrics",
+            Command::Upgrade(_) => "upgrade",
+            Command::Gc(_) => "gc",
+            Command::Logs(_) => "logs",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
+        }
+    }
+
+    /// Whether the command looks at sandboxes (bpffs, /run/netshim, namespaces) and so
+    /// needs the privileges and the host's mount namespace (see `netshim::host`).
+    pub fn needs_host(&self) -> bool {
+        !matches!(self, Command::Completions(_) | Command::Man(_))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// Only the datapath of this network namespace (NAME or PATH).
