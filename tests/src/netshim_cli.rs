@@ -10,11 +10,15 @@ use std::{
 use crate::{tap_reader::parse_mac, veth_pair, TestNetns};
 
 /// Path of the `netshim` binary of this workspace, built once per test process (so a test
-/// never runs a stale binary).
+/// never runs a stale binary). `NETSHIM_TEST_BIN` names another binary instead (an older
+/// build, to show that a test fails there).
 static BIN: OnceLock<PathBuf> = OnceLock::new();
 
 pub fn netshim_bin() -> PathBuf {
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("NETSHIM_TEST_BIN") {
+            return PathBuf::from(bin);
+        }
         let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let workspace = manifest.parent().expect("workspace root").to_owned();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
