@@ -18,8 +18,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub const EXIT_OK: i32 = 0;
 /// Exit code: an operation on the system failed (netlink, bpf, tap ioctl, bpffs).
 pub const EXIT_FAILED: i32 = 1;
-/// Exit code: the input is invalid (usage, model, netns argument, nothing to attach to,
-/// nothing to upgrade, an eBPF object that does not fit the pinned maps).
+/// Exit code: the input is invalid (usage, model, netns argument, the caller's own or the
+/// host's netns, nothing to attach to, nothing to upgrade, an eBPF object that does not fit
+/// the pinned maps), or the command cannot run here (privileges, the host's mount namespace:
+/// see [`crate::host`]).
 pub const EXIT_INVALID_INPUT: i32 = 2;
 /// Exit code: the netns is in a state that conflicts with the request (attached with another
 /// model or backend, devices connected by `netshim connect`, a device's ingress owned by
