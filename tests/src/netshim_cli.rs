@@ -46,10 +46,14 @@ pub fn netshim(args: &[&str]) -> Output {
 
 /// Runs `netshim args…`, panics unless it exits 0, returns stdout.
 pub fn netshim_ok(args: &[&str]) -> String {
-    let out = netshim(args);
+    assert_ok(&netshim(args), &format!("netshim {args:?}"))
+}
+
+/// Panics (with `what`, stderr and stdout) unless the process exited 0; returns stdout.
+pub fn assert_ok(out: &Output, what: &str) -> String {
     assert!(
         out.status.success(),
-        "netshim {args:?} exited {}: {}{}",
+        "{what} exited {}: {}{}",
         out.status,
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&out.stdout)
@@ -111,6 +115,13 @@ impl Pod {
     /// The sandbox netns as `--netns` takes it.
     pub fn netns(&self) -> &str {
         self.sandbox.name()
+    }
+
+    /// The sandbox netns's cookie, as `netshim status` reports it.
+    pub fn cookie(&self) -> u64 {
+        netshim_json(&["status", "--netns", self.netns()])["netns_cookie"]
+            .as_u64()
+            .expect("netns_cookie in status")
     }
 }
 

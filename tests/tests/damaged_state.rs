@@ -22,12 +22,6 @@ use netshim_tests::{
 };
 use serde_json::Value;
 
-fn cookie_of(pod: &Pod) -> u64 {
-    netshim_json(&["status", "--netns", pod.netns()])["netns_cookie"]
-        .as_u64()
-        .expect("cookie")
-}
-
 fn ifindex(pod: &Pod, dev: &str) -> u64 {
     pod.sandbox.link_json(dev)["ifindex"]
         .as_u64()
@@ -39,7 +33,7 @@ fn ifindex(pod: &Pod, dev: &str) -> u64 {
 /// that detach repairs it so that a fresh attach works.
 fn refused_then_repaired(tag: &str, bad: impl Fn(u64) -> PathBuf, damage: impl Fn(&Path)) {
     let pod = Pod::new(tag);
-    let cookie = cookie_of(&pod);
+    let cookie = pod.cookie();
     netshim_json(&["attach", "--netns", pod.netns()]);
     let reader = open_tap(&pod.sandbox, "tap0_kata");
     let before = ifindex(&pod, "tap0_kata");
@@ -160,10 +154,13 @@ fn gc_repairs_wrong_types_of_a_live_sandbox_and_leaves_it_attached() {
         return;
     }
     let pod = Pod::new("ds-gc");
-    let cookie = cookie_of(&pod);
+    let cookie = pod.cookie();
     netshim_json(&["attach", "--netns", pod.netns()]);
     let bogus = pin_dir(cookie).join("link_bogus");
     std::fs::create_dir(&bogus).unwrap();
+    let lock = PathBuf::from(format!("/run/netshim/netns-{cookie}.lock"));
+    std::fs::remove_file(&lock).unwrap();
+    std::fs::create_dir(&lock).unwrap();
     let report = netshim_json(&["gc"]);
     let ours = report["repaired"]
         .as_array()
@@ -172,8 +169,16 @@ fn gc_repairs_wrong_types_of_a_live_sandbox_and_leaves_it_attached() {
         .find(|r| r["netns_cookie"] == cookie)
         .unwrap_or_else(|| panic!("gc did not repair cookie {cookie}: {report}"))
         .clone();
-    assert_eq!(ours["removed"][0], bogus.display().to_string(), "{report}");
+    let removed: Vec<&str> = ours["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    let (bogus_s, lock_s) = (bogus.display().to_string(), lock.display().to_string());
+    assert_eq!(removed, vec![lock_s.as_str(), bogus_s.as_str()], "{report}");
     assert!(!bogus.exists());
+    assert!(!lock.is_dir());
     let status = netshim_json(&["status", "--netns", pod.netns()]);
     assert_eq!(status["endpoints"][0]["connected"], true, "{status}");
     assert_eq!(status["damaged"], Value::Array(vec![]), "{status}");
@@ -185,7 +190,7 @@ fn a_fifo_as_config_is_refused_promptly() {
         return;
     }
     let pod = Pod::new("ds-fifo");
-    let cookie = cookie_of(&pod);
+    let cookie = pod.cookie();
     let fifo = std::env::temp_dir().join(format!("netshim-fifo-{:08x}.toml", random_u32()));
     let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success());
@@ -244,7 +249,7 @@ fn detach_of_a_deleted_netns_says_its_leftovers_were_collected() {
         return;
     }
     let pod = Pod::new("ds-gone");
-    let cookie = cookie_of(&pod);
+    let cookie = pod.cookie();
     netshim_json(&["attach", "--netns", pod.netns()]);
     let del = Command::new("ip")
         .args(["netns", "del", pod.netns()])

@@ -11,7 +11,7 @@ use std::{
 
 use netshim_tests::{
     leaks::{netshim_dirs, tcx_programs},
-    netshim_cli::{netshim_bin, netshim_json, Pod},
+    netshim_cli::{assert_ok, netshim_bin, netshim_json, Pod},
     skip_unless_root,
     traffic::probe,
     TestNetns,
@@ -26,26 +26,9 @@ fn netshim_in(ns: &TestNetns, args: &[&str]) -> Output {
     ns.exec(&all)
 }
 
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} exited {}: {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn json_of(out: &Output, what: &str) -> Value {
-    let text = ok(out, what);
+    let text = assert_ok(out, what);
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: bad JSON {e}: {text}"))
-}
-
-fn cookie(ns: &TestNetns) -> u64 {
-    netshim_json(&["status", "--netns", ns.name()])["netns_cookie"]
-        .as_u64()
-        .expect("cookie")
 }
 
 fn pins(cookie: u64) -> Vec<String> {
@@ -73,7 +56,7 @@ fn attach_status_stats_detach_under_ip_netns_exec_act_on_the_hosts_bpffs() {
     }
     let pod = Pod::new("hv-exec");
     let name = pod.netns().to_owned();
-    let cookie = cookie(&pod.sandbox);
+    let cookie = pod.cookie();
 
     let attach = netshim_in(&pod.sandbox, &["attach", "--netns", &name, "--json"]);
     let report = json_of(&attach, "ip netns exec … netshim attach");
@@ -113,7 +96,7 @@ fn attach_status_stats_detach_under_ip_netns_exec_act_on_the_hosts_bpffs() {
     assert!(ep["from_vm"]["packets"].as_u64() >= Some(3), "{stats}");
 
     // detach from inside takes the host's pins and the TCX links down.
-    ok(
+    assert_ok(
         &netshim_in(&pod.sandbox, &["detach", "--netns", &name]),
         "ip netns exec … netshim detach",
     );
@@ -134,7 +117,7 @@ fn the_cni_plugin_under_ip_netns_exec_pins_on_the_host() {
         return;
     }
     let pod = Pod::new("hv-cni");
-    let cookie = cookie(&pod.sandbox);
+    let cookie = pod.cookie();
     let netns_path = pod.sandbox.path().display().to_string();
     let conf = |prev: bool| {
         let mut c = serde_json::json!({"cniVersion": "1.0.0", "name": "hv", "type": "netshim"});
@@ -182,7 +165,7 @@ fn the_cni_plugin_under_ip_netns_exec_pins_on_the_host() {
     assert_eq!(status["endpoints"][0]["connected"], true, "{status}");
     let crossed = probe(&pod, "tap0_kata", 2);
     assert_eq!((crossed.to_vm, crossed.from_vm), (2, 2));
-    ok(&plugin("DEL", conf(false)), "CNI DEL under ip netns exec");
+    assert_ok(&plugin("DEL", conf(false)), "CNI DEL under ip netns exec");
     assert_eq!(netshim_dirs(cookie), Vec::<PathBuf>::new(), "left behind");
     assert!(tcx_programs(&pod.sandbox, &["eth0".into()]).is_empty());
 }

@@ -7,33 +7,16 @@
 
 use std::{
     path::PathBuf,
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
 use netshim_tests::{
     leaks::netshim_dirs,
-    netshim_cli::{netshim, netshim_bin, netshim_json, Pod},
+    netshim_cli::{assert_ok, netshim, netshim_bin, netshim_json, Pod},
     on_netns_thread, skip_unless_root, ChildGuard,
 };
 use serde_json::Value;
-
-fn cookie_of(pod: &Pod) -> u64 {
-    netshim_json(&["status", "--netns", pod.netns()])["netns_cookie"]
-        .as_u64()
-        .expect("cookie")
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} exited {}: {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// `netshim upgrade --all --json` run from `/`; this cookie's entry.
 fn upgrade_all_entry(cookie: u64) -> Value {
@@ -75,14 +58,14 @@ fn a_relative_netns_path_is_recorded_absolute_and_upgrade_all_finds_it() {
         return;
     }
     let pod = Pod::new("np-rel");
-    let cookie = cookie_of(&pod);
+    let cookie = pod.cookie();
     let relative = format!("./{}", pod.netns());
     let out = Command::new(netshim_bin())
         .current_dir("/run/netns")
         .args(["attach", "--netns", &relative, "--json"])
         .output()
         .expect("run netshim attach");
-    let report: Value = serde_json::from_str(&ok(&out, "attach --netns ./NAME")).unwrap();
+    let report: Value = serde_json::from_str(&assert_ok(&out, "attach --netns ./NAME")).unwrap();
     let canonical = format!("/run/netns/{}", pod.netns());
     assert_eq!(report["netns"], relative.as_str(), "as typed");
     assert_eq!(report["netns_path"], canonical.as_str());
@@ -101,7 +84,7 @@ fn a_sandbox_attached_through_an_exited_processs_ns_link_is_found_by_cookie() {
         return;
     }
     let pod = Pod::new("np-pid");
-    let cookie = cookie_of(&pod);
+    let cookie = pod.cookie();
     // A process of the netns (the netns itself lives on in /run/netns/NAME).
     let mut helper = pod.sandbox.exec_cmd(&["sleep", "600"]);
     helper.stdout(Stdio::null());
@@ -127,7 +110,7 @@ fn the_callers_own_netns_by_path_is_refused_without_disable_new_netns() {
         return;
     }
     let pod = Pod::new("np-self");
-    let cookie = cookie_of(&pod);
+    let cookie = pod.cookie();
     // A process spawned from a thread inside the pod netns starts in it.
     let run = |args: &[&str]| {
         let bin = netshim_bin();
@@ -167,8 +150,8 @@ fn the_callers_own_netns_by_path_is_refused_without_disable_new_netns() {
         "--model",
         "none",
     ]);
-    ok(&out, "attach --disable-new-netns --model none");
+    assert_ok(&out, "attach --disable-new-netns --model none");
     assert!(pod.sandbox.link_exists("tap0_kata"));
     let out = netshim(&["detach", "--netns", pod.netns()]);
-    ok(&out, "detach");
+    assert_ok(&out, "detach");
 }

@@ -190,12 +190,16 @@ fn repair_wrong_types(cookie: u64) -> Result<Option<Vec<PathBuf>>> {
     if bad.is_empty() {
         return Ok(Some(Vec::new()));
     }
-    let lock_file: Vec<_> = integrity::bad_lock_file(cookie).into_iter().collect();
+    // The lock "file" first, without the lock (nobody can hold a lock on a directory);
+    // taking the lock then makes a new lock file there, which stays.
+    let (lock_file, rest): (Vec<_>, Vec<_>) = bad
+        .into_iter()
+        .partition(|b| b.path == lock::lock_path(cookie));
     let mut removed = integrity::repair(&lock_file)?;
     let Some(lock) = SandboxLock::try_acquire(cookie)? else {
         return Ok(None);
     };
-    let result = integrity::repair(&bad);
+    let result = integrity::repair(&rest);
     lock.release();
     removed.extend(result?);
     Ok(Some(removed))
