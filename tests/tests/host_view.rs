@@ -5,7 +5,7 @@
 //! Every assertion is about this file's own namespaces (their cookies).
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Output, Stdio},
 };
 
@@ -170,15 +170,23 @@ fn the_cni_plugin_under_ip_netns_exec_pins_on_the_host() {
     assert!(tcx_programs(&pod.sandbox, &["eth0".into()]).is_empty());
 }
 
-/// `netshim args…` as uid/gid 65534 with no capabilities.
-fn as_nobody(args: &[&str]) -> Output {
+/// `netshim args…` as uid/gid 65534 with no capabilities (`cni`: as a CNI plugin with this
+/// CNI_COMMAND and an empty configuration on stdin).
+fn as_nobody_cmd(args: &[&str], cni: Option<&str>) -> Output {
     let bin = netshim_bin();
-    Command::new("setpriv")
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
         .arg(&bin)
         .args(args)
-        .output()
-        .expect("run setpriv")
+        .stdin(Stdio::null());
+    if let Some(command) = cni {
+        cmd.env("CNI_COMMAND", command);
+    }
+    cmd.output().expect("run setpriv")
+}
+
+fn as_nobody(args: &[&str]) -> Output {
+    as_nobody_cmd(args, None)
 }
 
 #[test]
@@ -213,5 +221,15 @@ fn commands_that_need_privileges_refuse_an_unprivileged_user() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(Path::new(&netshim_bin()).exists());
+    let version = json_of(
+        &as_nobody_cmd(&[], Some("VERSION")),
+        "CNI VERSION as nobody",
+    );
+    assert!(version["supportedVersions"].is_array(), "{version}");
+    // A CNI call that needs privileges is a CNI error result saying so.
+    let out = as_nobody_cmd(&[], Some("GC"));
+    let err: Value = serde_json::from_slice(&out.stdout).expect("CNI error result");
+    assert_eq!(err["code"], 50, "{err}");
+    let details = err["details"].as_str().unwrap();
+    assert!(details.contains("needs root"), "{err}");
 }

@@ -6,12 +6,15 @@
 //! them, and the host's pins would not be seen at all. So before anything else (while the
 //! process is still single-threaded: `setns(CLONE_NEWNS)` refuses a threaded process),
 //! [`join_host`] compares this process's mount namespace and `/sys/fs/bpf` with the host's
-//! (PID 1's, see [`super::host_pid`]) and, when both differ, joins the host's mount namespace, keeping the working directory (as
+//! (PID 1's, see [`super::host_pid`]) and, when both differ and no bpffs is mounted at this
+//! one's `/sys/fs/bpf`, joins the host's mount namespace, keeping the working directory (as
 //! `nsenter --wd` does) so that relative paths the user typed mean what they meant. The
 //! network namespace is not changed.
 //!
-//! Nothing changes when the mount namespace is the host's, nor when `/sys/fs/bpf` is the
-//! same directory as the host's (a container with the host's bpffs bind-mounted).
+//! Nothing changes when the mount namespace is the host's, when `/sys/fs/bpf` is the same
+//! directory as the host's (a container with the host's bpffs bind-mounted), nor when a
+//! bpffs of this mount namespace's own is mounted there (someone set up a private one on
+//! purpose; `ip netns exec` leaves a bare sysfs directory there).
 
 use std::{
     os::unix::fs::MetadataExt,
@@ -49,6 +52,9 @@ pub enum View {
     Host,
     /// Its own mount namespace, with the host's `/sys/fs/bpf` (bind-mounted, say).
     SharedBpffs,
+    /// Its own mount namespace with a bpffs of its own mounted at `/sys/fs/bpf` (on
+    /// purpose: `ip netns exec` mounts none): that one is used.
+    OwnBpffs,
     /// It was in another mount namespace (`ip netns exec`) and joined the host's.
     Joined,
 }
@@ -98,6 +104,9 @@ pub fn log_outcome() {
         Some(Ok(View::SharedBpffs)) => {
             tracing::debug!("own mount namespace, with the host's /sys/fs/bpf: staying in it")
         }
+        Some(Ok(View::OwnBpffs)) => tracing::debug!(
+            "own mount namespace with a bpffs of its own at /sys/fs/bpf: using that one"
+        ),
         Some(Err(e)) => tracing::debug!("{e}"),
         _ => {}
     }
@@ -117,6 +126,12 @@ fn join_host_now() -> Result<View, MntnsError> {
     // directories are compared, whatever is mounted on them.
     if same_file(SELF_BPFFS, &host_bpffs(pid)).unwrap_or(false) {
         return Ok(View::SharedBpffs);
+    }
+    // A bpffs someone mounted in this mount namespace on purpose (`unshare --mount` and
+    // `mount -t bpf`, for a private set of sandboxes) is theirs to use. `ip netns exec`
+    // mounts none: its /sys/fs/bpf is a bare sysfs directory.
+    if crate::pins::is_bpffs(Path::new(SELF_BPFFS)).unwrap_or(false) {
+        return Ok(View::OwnBpffs);
     }
     let join_err = |op, path: &str| {
         let path = PathBuf::from(path);
@@ -164,7 +179,10 @@ mod tests {
             return;
         }
         let view = join_host().unwrap();
-        assert!(matches!(view, View::Host | View::SharedBpffs), "{view:?}");
+        assert!(
+            matches!(view, View::Host | View::SharedBpffs | View::OwnBpffs),
+            "{view:?}"
+        );
         assert_eq!(outcome(), Some(Ok(view)));
     }
 }

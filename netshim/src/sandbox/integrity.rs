@@ -68,33 +68,26 @@ pub(crate) fn bad_lock_file(cookie: u64) -> Option<BadPath> {
 /// Every wrong path of sandbox `cookie` (see the module docs). Reads only.
 pub fn check(cookie: u64) -> Vec<BadPath> {
     let mut bad: Vec<BadPath> = bad_lock_file(cookie).into_iter().collect();
-    let mut wrong = |path: PathBuf, problem: String| {
-        let damage = match problem.starts_with("is ") {
-            true => Damage::WrongType,
-            false => Damage::Unreadable,
-        };
-        bad.push(BadPath {
-            path,
-            problem,
-            damage,
-        })
-    };
     let state_dir = state::sandbox_dir(cookie);
     match lstat(&state_dir) {
-        Some(m) if !m.is_dir() => wrong(
+        Some(m) if !m.is_dir() => push(
+            &mut bad,
             state_dir.clone(),
             format!("is {}, not netshim's state directory", kind(&m)),
+            Damage::WrongType,
         ),
         Some(_) => {
             for name in [state::INTENT_FILE, state::COMMIT_FILE] {
                 let path = state_dir.join(name);
                 match lstat(&path) {
                     Some(m) if !m.is_file() => {
-                        wrong(path, format!("is {}, not a state file", kind(&m)))
+                        let problem = format!("is {}, not a state file", kind(&m));
+                        push(&mut bad, path, problem, Damage::WrongType)
                     }
                     Some(_) if name == state::COMMIT_FILE => {
                         if let Err(e) = parse_commit(&path) {
-                            wrong(path, format!("cannot be read as an attach report ({e})"))
+                            let problem = format!("cannot be read as an attach report ({e})");
+                            push(&mut bad, path, problem, Damage::Unreadable)
                         }
                     }
                     _ => {}
@@ -105,21 +98,32 @@ pub fn check(cookie: u64) -> Vec<BadPath> {
     }
     let pin_dir = pins::sandbox_dir(cookie);
     match lstat(&pin_dir) {
-        Some(m) if !m.is_dir() => wrong(
+        Some(m) if !m.is_dir() => push(
+            &mut bad,
             pin_dir.clone(),
             format!("is {}, not netshim's pin directory", kind(&m)),
+            Damage::WrongType,
         ),
         Some(_) => {
             let entries = fs::read_dir(&pin_dir).into_iter().flatten().flatten();
             for e in entries {
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    wrong(e.path(), "is a directory where a pin should be".into());
+                    let problem = "is a directory where a pin should be".into();
+                    push(&mut bad, e.path(), problem, Damage::WrongType);
                 }
             }
         }
         None => {}
     }
     bad
+}
+
+fn push(bad: &mut Vec<BadPath>, path: PathBuf, problem: String, damage: Damage) {
+    bad.push(BadPath {
+        path,
+        problem,
+        damage,
+    });
 }
 
 fn parse_commit(path: &Path) -> std::result::Result<(), String> {
