@@ -173,7 +173,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_test_process_shares_pid_1s_mount_namespace_or_bpffs() {
+    fn the_test_process_sees_the_hosts_bpffs_without_joining() {
         // The tests run on the host (as root): nothing to join, nothing changed.
         if !nix::unistd::geteuid().is_root() {
             return;
