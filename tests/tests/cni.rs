@@ -87,7 +87,7 @@ impl<'a> Runtime<'a> {
     }
 
     /// Runs one plugin in the host netns (a thread that entered it spawns the plugin, as a
-    /// runtime in that netns would; `ip netns exec` would also remount /sys, hiding bpffs).
+    /// runtime in that netns would; under `ip netns exec` see host_view.rs).
     fn call(&self, plugin: &Value, list: &Value, command: &str, prev: Option<&Value>) -> Output {
         let mut conf = plugin.clone();
         conf["cniVersion"] = list["cniVersion"].clone();

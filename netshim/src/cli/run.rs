@@ -92,6 +92,9 @@ fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
 }
 
 pub fn run(cli: Cli) -> Result<(), Error> {
+    if cli.command.needs_host() {
+        netshim::host::require(cli.command.name())?;
+    }
     match cli.command {
         Command::Attach(a) => {
             let options = attach_options(&a)?;

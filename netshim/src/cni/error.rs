@@ -85,7 +85,9 @@ impl CniError {
             Error::UnsupportedInterface { .. }
             | Error::NoUsableInterface { .. }
             | Error::TooManyEndpoints { .. } => INTERFACE_REFUSED,
-            Error::AlreadyAttached { .. } | Error::IngressQdiscTaken { .. } => CONFLICT,
+            Error::AlreadyAttached { .. }
+            | Error::IngressQdiscTaken { .. }
+            | Error::DamagedState { .. } => CONFLICT,
             _ => OPERATION_FAILED,
         };
         CniError::new(code, format!("netshim {step} failed")).with_details(e.to_string())
