@@ -2,7 +2,7 @@
 //! `prevResult` of a chained call.
 //!
 //! ```json
-//! {"cniVersion": "1.0.0", "name": "pods", "type": "netshim",
+//! {"cniVersion": "0.4.0", "name": "pods", "type": "netshim",
 //!  "model": "tcfilter", "tc_backend": "ebpf", "fast_path": "auto",
 //!  "queues": 1, "tap_uid": 1000, "tap_gid": 1000, "txqueuelen": 1000,
 //!  "tap_name": "vmtap0", "prevResult": {...}}
@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
+    convert,
     error::{CniError, DECODING_FAILURE, INVALID_CONFIG},
     result::CniResult,
     version,
@@ -110,7 +111,10 @@ pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
             ));
         }
     }
-    let prev_result = raw.prev_result.map(CniResult::from_value).transpose()?;
+    let prev_result = raw
+        .prev_result
+        .map(|v| convert::prev_result(v, &raw.cni_version))
+        .transpose()?;
     Ok(NetConf {
         cni_version: raw.cni_version,
         name: raw.name,
@@ -211,8 +215,8 @@ mod tests {
         assert_eq!(code(b"[]"), DECODING_FAILURE);
         assert_eq!(code(&vec![b' '; MAX_CONFIG_BYTES + 1]), DECODING_FAILURE);
         assert_eq!(
-            code(br#"{"cniVersion":"0.3.1","name":"n","type":"netshim"}"#),
-            version::check("0.3.1").unwrap_err().code
+            code(br#"{"cniVersion":"0.2.0","name":"n","type":"netshim"}"#),
+            version::check("0.2.0").unwrap_err().code
         );
         assert_eq!(
             code(br#"{"cniVersion":"1.0.0","type":"netshim"}"#),
