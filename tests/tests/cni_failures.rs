@@ -81,7 +81,7 @@ fn del_detaches_whatever_is_on_stdin() {
     let rt = Runtime::new(&host, &sandbox);
     let cookie = cookie(&sandbox);
     let before = NetnsSnapshot::take(&sandbox);
-    let conf = netshim_conf("0.4.0", json!({}));
+    let conf = netshim_conf("1.0.0", json!({}));
     let out = rt.netshim("DEL", &conf, &[]);
     assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
     assert_untouched(
@@ -94,7 +94,7 @@ fn del_detaches_whatever_is_on_stdin() {
     let garbage: [&[u8]; 3] = [
         b"\x00{not json",
         b"",
-        br#"{"cniVersion":"0.4.0","name":"n","type":"netshim","queues":0}"#,
+        br#"{"cniVersion":"1.0.0","name":"n","type":"netshim","queues":0}"#,
     ];
     for stdin in garbage {
         ok_json(&rt.netshim("ADD", &conf, &[]), "ADD");
@@ -134,9 +134,9 @@ fn an_add_refused_for_cni_ifname_leaves_nothing() {
         let (got, err) = cni_error(&rt.netshim("ADD", &conf, &[("CNI_IFNAME", ifname)]));
         let what = format!("ADD with CNI_IFNAME {}", &ifname[..ifname.len().min(8)]);
         assert_eq!(got, code, "{what}: {err}");
+        assert_untouched(&c.sandbox, cookie, Some(&before), &what);
         let text = format!("{} {}", err["msg"], err["details"]);
         assert!(text.contains(says), "{what}: {err}");
-        assert_untouched(&c.sandbox, cookie, Some(&before), &what);
     }
     rt.each(&c.list, "DEL", &prev);
     assert_eq!(
