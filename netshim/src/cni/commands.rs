@@ -157,7 +157,7 @@ pub fn gc() -> Result<(), CniError> {
         .map_err(|e| CniError::from_netshim("gc", &e))
 }
 
-/// "model tcfilter, backend ebpf", "model macvtap": how CHECK's messages name an attachment.
+/// "model tcfilter, tc backend ebpf", "model macvtap": how CHECK's messages name an attachment.
 fn model_words(model: &str, backend: Option<TcBackend>) -> String {
     match backend {
         Some(b) => format!("model {model}, tc backend {b}"),

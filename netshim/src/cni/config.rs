@@ -256,6 +256,22 @@ mod tests {
         );
     }
 
+    /// libcni converts prevResult to the configuration's version; a hand-driven chain may
+    /// not: netshim does.
+    #[test]
+    fn prev_result_is_converted_to_the_configurations_version() {
+        let prev = json!({"cniVersion": "1.0.0",
+            "interfaces": [{"name": "eth0", "sandbox": "/run/netns/p"}],
+            "ips": [{"address": "10.0.0.2/24", "interface": 0}]});
+        let mut bytes = conf(json!({ "prevResult": prev }));
+        let mut v: Value = serde_json::from_slice(&bytes).unwrap();
+        v["cniVersion"] = json!("0.4.0");
+        bytes = serde_json::to_vec(&v).unwrap();
+        let prev = parse(&bytes).unwrap().prev_result.unwrap();
+        assert_eq!(prev.cni_version, "0.4.0");
+        assert_eq!(prev.ips[0].version.as_deref(), Some("4"));
+    }
+
     #[test]
     fn peek_version_reads_only_supported_versions() {
         assert_eq!(

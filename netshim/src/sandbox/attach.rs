@@ -443,9 +443,6 @@ fn already_attached(
             _ => {}
         }
     }
-    if let Some(device) = &options.needs_tap {
-        check_recorded_tap(netns, &recorded, device)?;
-    }
     if !differs.is_empty() {
         return Err(Error::AlreadyAttached {
             netns: netns.to_string(),
@@ -456,6 +453,9 @@ fn already_attached(
                 differs.join(", ")
             ),
         });
+    }
+    if let Some(device) = &options.needs_tap {
+        super::needs_tap::check_recorded(netns, &recorded, device)?;
     }
     // The intent file of a run killed right after its commit.
     state::remove_file_if_exists(intent)?;
@@ -550,73 +550,9 @@ fn check_attachable(netns: &Netns, options: &AttachOptions, survey: &Survey) -> 
         });
     }
     match &options.needs_tap {
-        Some(device) => check_gets_tap(netns, survey, device),
+        Some(device) => super::needs_tap::check_survey(netns, survey, device),
         None => Ok(()),
     }
-}
-
-/// Refuses a survey in which `device` would get no tap or macvtap ([`AttachOptions::needs_tap`]).
-fn check_gets_tap(netns: &Netns, survey: &Survey, device: &str) -> Result<()> {
-    let detail = if let Some((_, class)) = survey.endpoints.iter().find(|(i, _)| i.name == device) {
-        if class.kind.uses_model() || class.kind == EndpointKind::Macvtap {
-            return Ok(());
-        }
-        format!(
-            "it is a {} endpoint, which the VMM takes as it is",
-            class.kind
-        )
-    } else if let Some(skipped) = survey.skipped.iter().find(|s| s.name == device) {
-        format!("it is not an endpoint ({})", skipped.reason)
-    } else {
-        let names: Vec<&str> = survey
-            .endpoints
-            .iter()
-            .map(|(i, _)| i.name.as_str())
-            .chain(survey.skipped.iter().map(|s| s.name.as_str()))
-            .collect();
-        format!(
-            "the netns has no such interface (it has {})",
-            names.join(", ")
-        )
-    };
-    Err(Error::NoTapFor {
-        netns: netns.to_string(),
-        device: device.to_owned(),
-        detail,
-    })
-}
-
-/// Refuses an attached netns whose recorded endpoints give `device` no tap or macvtap.
-fn check_recorded_tap(netns: &Netns, recorded: &AttachReport, device: &str) -> Result<()> {
-    let endpoint = recorded
-        .endpoints
-        .iter()
-        .find(|e| e.endpoint.name == device);
-    let detail = match endpoint {
-        Some(e) if e.tap.is_some() || e.macvtap.is_some() => return Ok(()),
-        Some(e) => format!(
-            "it is a {} endpoint, which the VMM takes as it is",
-            e.attachment
-        ),
-        None => {
-            let names: Vec<&str> = recorded
-                .endpoints
-                .iter()
-                .map(|e| e.endpoint.name.as_str())
-                .collect();
-            format!(
-                "it is not one of the endpoints attached already ({}); a netns attached \
-                 before {device} existed keeps its endpoints: netshim must be the last \
-                 plugin of the last network (DEL, then ADD again, re-attaches everything)",
-                names.join(", ")
-            )
-        }
-    };
-    Err(Error::NoTapFor {
-        netns: netns.to_string(),
-        device: device.to_owned(),
-        detail,
-    })
 }
 
 /// What an endpoint needs the VMM to open, once made.
