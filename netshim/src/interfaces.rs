@@ -113,6 +113,26 @@ pub struct Interface {
     pub addresses: Vec<IfAddr>,
 }
 
+#[cfg(test)]
+impl Interface {
+    /// A plain up link `name` with ifindex `ifindex`, MTU 1500 and nothing else, for unit
+    /// tests to change what they test.
+    pub(crate) fn for_tests(name: &str, ifindex: u32) -> Self {
+        Interface {
+            name: name.into(),
+            ifindex,
+            kind: None,
+            mac: None,
+            mtu: 1500,
+            up: true,
+            loopback: false,
+            link: None,
+            link_netnsid: None,
+            addresses: Vec::new(),
+        }
+    }
+}
+
 impl Interface {
     /// Builds an interface from a link message (addresses are added separately).
     pub fn from_link_message(msg: &LinkMessage) -> Self {

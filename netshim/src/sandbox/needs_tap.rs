@@ -81,21 +81,6 @@ mod tests {
         sandbox::SkippedInterface,
     };
 
-    fn iface(name: &str, ifindex: u32) -> Interface {
-        Interface {
-            name: name.into(),
-            ifindex,
-            kind: None,
-            mac: None,
-            mtu: 1500,
-            up: true,
-            loopback: false,
-            link: None,
-            link_netnsid: None,
-            addresses: Vec::new(),
-        }
-    }
-
     fn survey() -> Survey {
         let endpoint = |name: &str, ifindex, kind| {
             let class = Classified {
@@ -104,7 +89,7 @@ mod tests {
                 driver: None,
                 vhost_user_socket: None,
             };
-            (iface(name, ifindex), class)
+            (Interface::for_tests(name, ifindex), class)
         };
         Survey {
             endpoints: vec![
