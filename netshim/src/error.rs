@@ -48,6 +48,12 @@ pub enum Error {
     },
     #[error("no usable interface in netns {netns}: {detail}")]
     NoUsableInterface { netns: String, detail: String },
+    #[error("{device} in netns {netns} would get no tap: {detail}")]
+    NoTapFor {
+        netns: String,
+        device: String,
+        detail: String,
+    },
     #[error("netns {netns} has {count} endpoints; netshim supports at most {max}")]
     TooManyEndpoints {
         netns: String,
@@ -164,6 +170,7 @@ impl Error {
             | Error::UnknownBackend(_)
             | Error::UnsupportedInterface { .. }
             | Error::NoUsableInterface { .. }
+            | Error::NoTapFor { .. }
             | Error::TooManyEndpoints { .. }
             | Error::InvalidOptions(_)
             | Error::NoSuchDevice { .. }

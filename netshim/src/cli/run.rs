@@ -88,6 +88,8 @@ fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
         disable_new_netns: a.disable_new_netns || file.disable_new_netns.unwrap_or(false),
         // Custom tap names are the CNI plugin's `tap_name` only: kata finds `tap<N>_kata`.
         tap_names: Default::default(),
+        // The CNI plugin's CNI_IFNAME: the command line attaches whatever the netns has.
+        needs_tap: None,
     })
 }
 

@@ -84,6 +84,7 @@ impl CniError {
             | Error::Config(_) => INVALID_CONFIG,
             Error::UnsupportedInterface { .. }
             | Error::NoUsableInterface { .. }
+            | Error::NoTapFor { .. }
             | Error::TooManyEndpoints { .. } => INTERFACE_REFUSED,
             Error::AlreadyAttached { .. }
             | Error::IngressQdiscTaken { .. }

@@ -67,6 +67,10 @@ pub struct AttachOptions {
     /// Tap names in place of `tap<N>_kata`: pod device name → tap name (the CNI key
     /// `tap_name`, for CNI_IFNAME). tcfilter and none models only.
     pub tap_names: BTreeMap<String, String>,
+    /// A pod device that must end up with a tap or macvtap (CNI_IFNAME): attach refuses,
+    /// before it changes anything, when it is absent, skipped (`lo`, ...) or an endpoint the
+    /// VMM takes as it is (physical, vhost-user); an attached netns then stays as it is.
+    pub needs_tap: Option<String>,
 }
 
 impl AttachOptions {
@@ -501,6 +505,9 @@ fn already_attached(
             ),
         });
     }
+    if let Some(device) = &options.needs_tap {
+        super::needs_tap::check_recorded(netns, &recorded, device)?;
+    }
     // The intent file of a run killed right after its commit.
     state::remove_file_if_exists(intent)?;
     recorded.already_attached = true;
@@ -593,7 +600,10 @@ fn check_attachable(netns: &Netns, options: &AttachOptions, survey: &Survey) -> 
             max: MAX_ENDPOINTS,
         });
     }
-    Ok(())
+    match &options.needs_tap {
+        Some(device) => super::needs_tap::check_survey(netns, survey, device),
+        None => Ok(()),
+    }
 }
 
 /// What an endpoint needs the VMM to open, once made.

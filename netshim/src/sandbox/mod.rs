@@ -11,6 +11,7 @@ mod detach;
 mod gc;
 mod hotplug;
 pub mod integrity;
+mod needs_tap;
 mod scan;
 mod status;
 mod undo;
