@@ -21,6 +21,7 @@
 
 use std::{
     io::Read,
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
@@ -76,6 +77,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("config file {path} is {kind}, not a regular file")]
+    NotRegular { path: PathBuf, kind: &'static str },
     #[error("config file {path} is larger than {MAX_CONFIG_BYTES} bytes")]
     TooLarge { path: PathBuf },
     #[error("config file {path}: {message}")]
@@ -94,7 +97,20 @@ pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.to_owned(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read_err)?;
+    // Non-blocking, so that a FIFO (or a device) cannot hold the open; anything but a
+    // regular file is refused before a byte is read.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(read_err)?;
+    let file_type = file.metadata().map_err(read_err)?.file_type();
+    if !file_type.is_file() {
+        return Err(ConfigError::NotRegular {
+            path: path.to_owned(),
+            kind: file_kind(&file_type),
+        });
+    }
     let mut text = String::new();
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_string(&mut text)
@@ -105,6 +121,22 @@ pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
         });
     }
     parse(&text, path)
+}
+
+/// A non-regular file type, as a word.
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "a special file"
+    }
 }
 
 /// Parses configuration text; `path` only names the file in errors.
@@ -291,6 +323,24 @@ mod tests {
         assert!(":8".parse::<TapOwner>().is_err());
         let c = p("[netshim]\ntap_owner = 42\n").unwrap();
         assert_eq!(c.tap_owner, Some(TapOwner { uid: 42, gid: None }));
+    }
+
+    #[test]
+    fn fifos_and_directories_are_refused_without_reading() {
+        let dir = std::env::temp_dir().join(format!("netshim-config-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("config.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // No writer: a blocking open would never return.
+        let err = load(&fifo).unwrap_err();
+        assert!(
+            err.to_string().contains("is a FIFO, not a regular file"),
+            "{err}"
+        );
+        let err = load(&dir).unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+        std::fs::remove_file(&fifo).unwrap();
+        std::fs::remove_dir(&dir).unwrap();
     }
 
     #[test]

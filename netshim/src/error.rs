@@ -18,18 +18,23 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub const EXIT_OK: i32 = 0;
 /// Exit code: an operation on the system failed (netlink, bpf, tap ioctl, bpffs).
 pub const EXIT_FAILED: i32 = 1;
-/// Exit code: the input is invalid (usage, model, netns argument, nothing to attach to,
-/// nothing to upgrade, an eBPF object that does not fit the pinned maps).
+/// Exit code: the input is invalid (usage, model, netns argument, the caller's own or the
+/// host's netns, nothing to attach to, nothing to upgrade, an eBPF object that does not fit
+/// the pinned maps), or the command cannot run here (privileges, the host's mount namespace:
+/// see [`crate::host`]).
 pub const EXIT_INVALID_INPUT: i32 = 2;
 /// Exit code: the netns is in a state that conflicts with the request (attached with another
 /// model or backend, devices connected by `netshim connect`, a device's ingress owned by
-/// kata's mirred datapath or another tool, a hook changed by someone else during an upgrade).
+/// kata's mirred datapath or another tool, a hook changed by someone else during an upgrade,
+/// netshim's own files of the sandbox damaged: `detach` repairs them).
 pub const EXIT_CONFLICT: i32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
     #[error(transparent)]
     UnknownModel(#[from] UnknownModel),
     #[error(transparent)]
@@ -43,6 +48,12 @@ pub enum Error {
     },
     #[error("no usable interface in netns {netns}: {detail}")]
     NoUsableInterface { netns: String, detail: String },
+    #[error("{device} in netns {netns} would get no tap: {detail}")]
+    NoTapFor {
+        netns: String,
+        device: String,
+        detail: String,
+    },
     #[error("netns {netns} has {count} endpoints; netshim supports at most {max}")]
     TooManyEndpoints {
         netns: String,
@@ -74,6 +85,18 @@ pub enum Error {
     UpgradeObject { source: Box<UpgradeError> },
     #[error("upgrade failed for {failed} of {total} sandboxes")]
     UpgradeIncomplete { failed: usize, total: usize },
+    #[error(
+        "netns {netns}: {} {problem}{}; attach changes nothing over state it cannot trust: \
+         `netshim detach --netns {netns}` repairs it (and takes the sandbox down)",
+        path.display(),
+        match more { 0 => String::new(), n => format!(" (and {n} more)") }
+    )]
+    DamagedState {
+        netns: String,
+        path: std::path::PathBuf,
+        problem: String,
+        more: usize,
+    },
     #[error("{op} for {target} in netns {netns}: {source}")]
     Netlink {
         op: &'static str,
@@ -142,10 +165,12 @@ impl Error {
             Error::Netns(NetnsError::Open { .. })
             | Error::Netns(NetnsError::NotNetns { .. })
             | Error::Netns(NetnsError::BadArgument { .. })
+            | Error::Host(_)
             | Error::UnknownModel(_)
             | Error::UnknownBackend(_)
             | Error::UnsupportedInterface { .. }
             | Error::NoUsableInterface { .. }
+            | Error::NoTapFor { .. }
             | Error::TooManyEndpoints { .. }
             | Error::InvalidOptions(_)
             | Error::NoSuchDevice { .. }
@@ -156,7 +181,9 @@ impl Error {
                 EXIT_INVALID_INPUT
             }
             Error::Upgrade { source, .. } if source.is_incompatible_object() => EXIT_INVALID_INPUT,
-            Error::AlreadyAttached { .. } | Error::IngressQdiscTaken { .. } => EXIT_CONFLICT,
+            Error::AlreadyAttached { .. }
+            | Error::IngressQdiscTaken { .. }
+            | Error::DamagedState { .. } => EXIT_CONFLICT,
             Error::Upgrade { source, .. } if source.is_conflict() => EXIT_CONFLICT,
             _ => EXIT_FAILED,
         }

@@ -23,6 +23,26 @@ impl fmt::Display for IfAddr {
     }
 }
 
+impl std::str::FromStr for IfAddr {
+    type Err = String;
+
+    /// `10.1.0.2/24` or `fd00::2/64`, as [`fmt::Display`] writes it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not an IP address with a prefix length (a.b.c.d/n)");
+        let (address, prefix) = s.split_once('/').ok_or_else(bad)?;
+        let address: IpAddr = address.parse().map_err(|_| bad())?;
+        let prefix_len: u8 = prefix.parse().map_err(|_| bad())?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        if prefix_len > max {
+            return Err(bad());
+        }
+        Ok(IfAddr {
+            address,
+            prefix_len,
+        })
+    }
+}
+
 /// A MAC address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Mac(pub [u8; 6]);
@@ -91,6 +111,26 @@ pub struct Interface {
     /// peer is elsewhere).
     pub link_netnsid: Option<i32>,
     pub addresses: Vec<IfAddr>,
+}
+
+#[cfg(test)]
+impl Interface {
+    /// A plain up link `name` with ifindex `ifindex`, MTU 1500 and nothing else, for unit
+    /// tests to change what they test.
+    pub(crate) fn for_tests(name: &str, ifindex: u32) -> Self {
+        Interface {
+            name: name.into(),
+            ifindex,
+            kind: None,
+            mac: None,
+            mtu: 1500,
+            up: true,
+            loopback: false,
+            link: None,
+            link_netnsid: None,
+            addresses: Vec::new(),
+        }
+    }
 }
 
 impl Interface {
@@ -182,6 +222,23 @@ mod tests {
             Mac([0x02, 0xab, 0, 1, 0x10, 0xff]).to_string(),
             "02:ab:00:01:10:ff"
         );
+    }
+
+    #[test]
+    fn cidr_addresses_parse_and_print_back() {
+        for s in ["10.1.0.2/24", "fd00::2/64", "0.0.0.0/0"] {
+            assert_eq!(s.parse::<IfAddr>().unwrap().to_string(), s);
+        }
+        for bad in [
+            "10.1.0.2",
+            "10.1.0.2/33",
+            "fd00::2/129",
+            "x/24",
+            "10.1.0.2/",
+            "",
+        ] {
+            assert!(bad.parse::<IfAddr>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`model`]: kata's internetworking models, and the macvtap model itself.
 //! - [`tap`], [`tap_name`]: creating and opening the taps handed to the VMM.
 //! - [`backend`]: the datapaths that connect an endpoint to its tap (eBPF, mirred).
+//! - [`host`]: what a command needs of the host: its mount namespace (bpffs, /run/netshim)
+//!   and privileges.
 //! - [`pins`], [`state`]: what outlives the netshim process (bpffs pins, /run/netshim).
 //! - [`lock`]: one operation per sandbox at a time (a flock that dies with its holder).
 //! - [`crash`]: named crash points for crash-safety tests (debug builds).
@@ -29,6 +31,7 @@ pub mod ebpf_log;
 pub mod endpoint;
 pub mod error;
 pub mod guest_info;
+pub mod host;
 pub mod interfaces;
 pub mod lock;
 pub mod metrics;

@@ -5,6 +5,10 @@ mod cli;
 use clap::Parser;
 
 fn main() {
+    // First, while the process is single-threaded: under `ip netns exec` (a private mount
+    // namespace with a fresh /sys) join the host's, where the pins are. A failure is kept
+    // and refuses the commands that need the host's bpffs (netshim::host::require).
+    let _ = netshim::host::mntns::join_host();
     // A CNI runtime calls the binary as a plugin: CNI_COMMAND set, config on stdin.
     if let Some(code) = cli::cni::main_if_plugin() {
         std::process::exit(code);
@@ -19,5 +23,6 @@ fn main() {
         args.log_level,
         matches!(args.command, cli::args::Command::Logs(_)),
     );
+    netshim::host::mntns::log_outcome();
     std::process::exit(cli::run::main_with_exit_code(args));
 }

@@ -113,11 +113,66 @@ pub fn netns_path(arg: &str) -> Result<PathBuf, NetnsError> {
     Ok(Path::new(NETNS_RUN_DIR).join(arg))
 }
 
+/// The canonical absolute form of a namespace path, as netshim records it: a relative path
+/// is joined to the working directory; under `/proc`, `self` becomes `<pid>` and
+/// `thread-self` `<pid>/task/<tid>`, and nothing else is followed (`/proc/<pid>/root/…` and
+/// `/proc/<pid>/ns/net` are magic links that name another mount namespace's file, or no
+/// file at all); elsewhere the parent directory is canonicalized (symlinks and `..`:
+/// `/var/run/netns/x` becomes `/run/netns/x`) and the last component is kept. A parent
+/// that cannot be canonicalized (it does not exist) leaves the absolute path as it is.
+pub fn canonical_path(path: &Path) -> PathBuf {
+    let absolute = match std::env::current_dir() {
+        Ok(cwd) if path.is_relative() => cwd.join(path),
+        _ => path.to_owned(),
+    };
+    if let Ok(rest) = absolute.strip_prefix("/proc") {
+        let pid = std::process::id();
+        let mut parts = rest.components();
+        let own = match parts
+            .next()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        {
+            Some(first) if first == "self" => format!("/proc/{pid}"),
+            Some(first) if first == "thread-self" => {
+                format!("/proc/{pid}/task/{}", nix::unistd::gettid())
+            }
+            _ => return absolute,
+        };
+        return Path::new(&own).join(parts.as_path());
+    }
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(parent), Some(name)) => match std::fs::canonicalize(parent) {
+            Ok(parent) => parent.join(name),
+            Err(_) => absolute,
+        },
+        // `/` or a path ending in `..`: a directory, never a namespace file.
+        _ => std::fs::canonicalize(&absolute).unwrap_or(absolute),
+    }
+}
+
+/// Whether a canonical path is under `/proc/<pid>/` of this process (or of one of its
+/// threads, `/proc/<tid>/`): the caller's own namespace named by path.
+pub fn is_own_proc_path(path: &Path) -> bool {
+    let Ok(rest) = path.strip_prefix("/proc") else {
+        return false;
+    };
+    let Some(first) = rest.components().next() else {
+        return false;
+    };
+    let first = first.as_os_str().to_string_lossy();
+    match first.parse::<u32>() {
+        Ok(pid) if pid == std::process::id() => true,
+        Ok(tid) => Path::new(&format!("/proc/self/task/{tid}")).exists(),
+        Err(_) => first == "self" || first == "thread-self",
+    }
+}
+
 impl Netns {
     /// Resolves and verifies `arg`: the file must exist and be a network namespace
-    /// (`ioctl(NS_GET_NSTYPE) == CLONE_NEWNET`). Nothing is changed.
+    /// (`ioctl(NS_GET_NSTYPE) == CLONE_NEWNET`). `path` is the canonical absolute path
+    /// ([`canonical_path`]), `arg` stays as typed. Nothing is changed.
     pub fn resolve(arg: &str) -> Result<Self, NetnsError> {
-        let path = netns_path(arg)?;
+        let path = canonical_path(&netns_path(arg)?);
         let file = File::open(&path).map_err(|source| NetnsError::Open {
             arg: arg.to_owned(),
             path: path.clone(),
@@ -139,6 +194,12 @@ impl Netns {
             inode,
             cookie,
         })
+    }
+
+    /// Whether this is the calling process's own netns named by path (`/proc/self/…`,
+    /// `/proc/thread-self/…`, `/proc/<own pid>/…`).
+    pub fn is_callers_own_by_path(&self) -> bool {
+        is_own_proc_path(&self.path)
     }
 
     /// Opens the namespace file again and checks it is still the same namespace.
@@ -296,6 +357,44 @@ mod tests {
             PathBuf::from("/proc/1/ns/net")
         );
         assert_eq!(netns_path("./x").unwrap(), PathBuf::from("./x"));
+    }
+
+    #[test]
+    fn recorded_paths_are_canonical_and_absolute() {
+        let pid = std::process::id();
+        let ns = Netns::resolve("/proc/self/ns/net").unwrap();
+        assert_eq!(ns.arg, "/proc/self/ns/net");
+        assert_eq!(ns.path, PathBuf::from(format!("/proc/{pid}/ns/net")));
+        assert!(ns.is_callers_own_by_path());
+        let tid = nix::unistd::gettid();
+        let ns = Netns::resolve("/proc/thread-self/ns/net").unwrap();
+        assert_eq!(
+            ns.path,
+            PathBuf::from(format!("/proc/{pid}/task/{tid}/ns/net"))
+        );
+        assert!(ns.is_callers_own_by_path());
+        // Relative to the working directory, `..` and symlinks resolved in the parent.
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            canonical_path(Path::new("./x")),
+            cwd.canonicalize().unwrap().join("x")
+        );
+        assert_eq!(
+            canonical_path(Path::new("/proc/1/root/run/netns/x")),
+            PathBuf::from("/proc/1/root/run/netns/x"),
+            "another mount namespace's path is not followed"
+        );
+        assert_eq!(
+            canonical_path(Path::new("/etc/../etc/x")),
+            PathBuf::from("/etc/x"),
+            "`..` in the parent"
+        );
+        assert!(!is_own_proc_path(Path::new("/proc/1/ns/net")) || pid == 1);
+        assert!(!is_own_proc_path(Path::new("/run/netns/x")));
+        assert_eq!(
+            canonical_path(Path::new("/no/such/dir/x")),
+            PathBuf::from("/no/such/dir/x")
+        );
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //! - [`traffic`]: a quick two-way forwarding probe of an attached pod.
 //! - [`leaks`]: what netshim may leave in a netns (links, qdiscs, filters, TCX links, pins),
 //!   captured so that a test can compare before and after.
+//! - [`cni_runtime`]: conflists driven as libcni drives them, with the reference plugins.
+//! - [`vmconf`]: firecracker-go-sdk's reading of a CNI result, to test netshim against it.
 
+pub mod cni_runtime;
 pub mod leaks;
 pub mod netns_fixture;
 pub mod netshim_cli;
@@ -19,6 +22,7 @@ pub mod qemu;
 pub mod relay;
 pub mod tap_reader;
 pub mod traffic;
+pub mod vmconf;
 
 pub use netns_fixture::{
     is_root, on_netns_thread, skip_unless_root, try_on_netns_thread, veth_pair, ChildGuard,

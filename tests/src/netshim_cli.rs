@@ -10,11 +10,15 @@ use std::{
 use crate::{tap_reader::parse_mac, veth_pair, TestNetns};
 
 /// Path of the `netshim` binary of this workspace, built once per test process (so a test
-/// never runs a stale binary).
+/// never runs a stale binary). `NETSHIM_TEST_BIN` names another binary instead (an older
+/// build, to show that a test fails there).
 static BIN: OnceLock<PathBuf> = OnceLock::new();
 
 pub fn netshim_bin() -> PathBuf {
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("NETSHIM_TEST_BIN") {
+            return PathBuf::from(bin);
+        }
         let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let workspace = manifest.parent().expect("workspace root").to_owned();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -42,10 +46,14 @@ pub fn netshim(args: &[&str]) -> Output {
 
 /// Runs `netshim args…`, panics unless it exits 0, returns stdout.
 pub fn netshim_ok(args: &[&str]) -> String {
-    let out = netshim(args);
+    assert_ok(&netshim(args), &format!("netshim {args:?}"))
+}
+
+/// Panics (with `what`, stderr and stdout) unless the process exited 0; returns stdout.
+pub fn assert_ok(out: &Output, what: &str) -> String {
     assert!(
         out.status.success(),
-        "netshim {args:?} exited {}: {}{}",
+        "{what} exited {}: {}{}",
         out.status,
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&out.stdout)
@@ -107,6 +115,13 @@ impl Pod {
     /// The sandbox netns as `--netns` takes it.
     pub fn netns(&self) -> &str {
         self.sandbox.name()
+    }
+
+    /// The sandbox netns's cookie, as `netshim status` reports it.
+    pub fn cookie(&self) -> u64 {
+        netshim_json(&["status", "--netns", self.netns()])["netns_cookie"]
+            .as_u64()
+            .expect("netns_cookie in status")
     }
 }
 

@@ -1,24 +1,24 @@
-//! netshim as a CNI plugin, driven the way a runtime (libcni) drives a conflist: every
-//! plugin gets CNI_* in its environment and its configuration on stdin; ADD calls the
-//! plugins in order, each with the previous one's result as `prevResult`; CHECK and DEL pass
-//! the network's final result to every plugin, DEL in reverse order.
-//!
-//! The reference plugins (Debian's containernetworking-plugins in /usr/lib/cni) put the host
-//! end of their veth in the netns they run in: they run in a host netns the test creates,
-//! never in the root netns. host-local keeps its leases in a directory the test owns, and
-//! each test has a subnet of its own. Every assertion is about this file's own namespaces.
+//! netshim as a CNI plugin in conflists of cniVersion 1.0.0 and 1.1.0, driven the way a
+//! runtime (libcni) drives them ([`netshim_tests::cni_runtime`]): the datapath through the
+//! tap, a VMM on it, CHECK, DEL, `tap_name`, a killed ADD, error codes. Other cniVersions
+//! are in cni_versions.rs, failures' cleanup in cni_failures.rs. Every assertion is about
+//! this file's own namespaces.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader},
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use netshim_tests::{
+    cni_runtime::{
+        chain, cni_error, cookie, interface, namespaces, netshim_conf, ok_json, plugins_missing,
+        veth_pod, walk, Runtime, CNI_VERSION, IFNAME,
+    },
     leaks::netshim_dirs,
-    netns_fixture::{random_u32, unique_octet},
+    netns_fixture::random_u32,
     netshim_cli::{netshim_bin, netshim_json},
     skip_unless_root,
     tap_reader::parse_mac,
@@ -27,239 +27,13 @@ use netshim_tests::{
 };
 use serde_json::{json, Value};
 
-const PLUGIN_DIR: &str = "/usr/lib/cni";
-/// The Debian plugins (v1.1.1) speak up to 1.0.0.
-const CNI_VERSION: &str = "1.0.0";
-const IFNAME: &str = "eth0";
-
-/// A directory removed on Drop (host-local's dataDir).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "netshim-cni-{tag}-{}-{:08x}",
-            std::process::id(),
-            random_u32()
-        ));
-        std::fs::create_dir_all(&dir).expect("create the host-local data dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Whether the reference plugins are installed (`cargo xtask setup` installs them).
-fn plugins_missing() -> bool {
-    if skip_unless_root() {
-        return true;
-    }
-    let missing = ["ptp", "bridge", "host-local"]
-        .iter()
-        .any(|p| !Path::new(PLUGIN_DIR).join(p).exists());
-    assert!(
-        !missing,
-        "{PLUGIN_DIR} lacks ptp/bridge/host-local: run `cargo xtask setup` \
-         (containernetworking-plugins)"
-    );
-    false
-}
-
-/// A runtime's view of one container on one network.
-struct Runtime<'a> {
-    /// Where the plugins run (the "host" of the pod).
-    host: &'a TestNetns,
-    netns_path: String,
-    container_id: String,
-}
-
-impl<'a> Runtime<'a> {
-    fn new(host: &'a TestNetns, sandbox: &TestNetns) -> Self {
-        Runtime {
-            host,
-            netns_path: sandbox.path().display().to_string(),
-            container_id: format!("netshim-test-{:08x}", random_u32()),
-        }
-    }
-
-    /// Runs one plugin in the host netns (a thread that entered it spawns the plugin, as a
-    /// runtime in that netns would; `ip netns exec` would also remount /sys, hiding bpffs).
-    fn call(&self, plugin: &Value, list: &Value, command: &str, prev: Option<&Value>) -> Output {
-        let mut conf = plugin.clone();
-        conf["cniVersion"] = list["cniVersion"].clone();
-        conf["name"] = list["name"].clone();
-        if let Some(prev) = prev {
-            conf["prevResult"] = prev.clone();
-        }
-        let kind = plugin["type"].as_str().expect("plugin type");
-        let bin = match kind {
-            "netshim" => netshim_bin(),
-            other => Path::new(PLUGIN_DIR).join(other),
-        };
-        self.run(&bin, command, &serde_json::to_vec(&conf).unwrap(), &[])
-    }
-
-    /// Runs `bin` as a plugin with `stdin`; `env` overrides the CNI_* variables (an empty
-    /// value removes one).
-    fn run(&self, bin: &Path, command: &str, stdin: &[u8], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(bin);
-        cmd.env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", &self.container_id)
-            .env("CNI_NETNS", &self.netns_path)
-            .env("CNI_IFNAME", IFNAME)
-            .env("CNI_PATH", PLUGIN_DIR)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            if v.is_empty() {
-                cmd.env_remove(k);
-            } else {
-                cmd.env(k, v);
-            }
-        }
-        self.host.run(|| {
-            let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {bin:?}: {e}"));
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(stdin)
-                .expect("write the config");
-            child.wait_with_output().expect("wait for the plugin")
-        })
-    }
-
-    /// ADD through the whole list; returns the final result.
-    fn add(&self, list: &Value) -> Value {
-        let mut prev: Option<Value> = None;
-        for plugin in list["plugins"].as_array().unwrap() {
-            let out = self.call(plugin, list, "ADD", prev.as_ref());
-            let result = ok_json(&out, &format!("ADD {}", plugin["type"]));
-            prev = Some(result);
-        }
-        prev.expect("a result")
-    }
-
-    /// netshim's CHECK (the list's last plugin) fails with code 103 and says `why`.
-    fn check_fails(&self, list: &Value, result: &Value, why: &str) {
-        let netshim = list["plugins"].as_array().unwrap().last().unwrap();
-        let (code, err) = cni_error(&self.call(netshim, list, "CHECK", Some(result)));
-        assert_eq!(code, 103, "{err}");
-        assert!(err["msg"].as_str().unwrap().contains(why), "{err}");
-    }
-
-    /// CHECK or DEL through the list (DEL in reverse), each plugin given `result`.
-    fn each(&self, list: &Value, command: &str, result: &Value) {
-        let mut plugins = list["plugins"].as_array().unwrap().clone();
-        if command == "DEL" {
-            plugins.reverse();
-        }
-        for plugin in &plugins {
-            let out = self.call(plugin, list, command, Some(result));
-            assert!(
-                out.status.success(),
-                "{command} {} exited {}: {}{}",
-                plugin["type"],
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            if command == "DEL" && plugin["type"] == "netshim" {
-                assert!(out.stdout.is_empty(), "DEL prints nothing");
-            }
-        }
-    }
-}
-
-fn ok_json(out: &Output, what: &str) -> Value {
-    assert!(
-        out.status.success(),
-        "{what} exited {}: {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{what}: bad JSON {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-/// The CNI error result of a failed call: (code, whole JSON).
-fn cni_error(out: &Output) -> (u64, Value) {
-    assert!(!out.status.success(), "expected a failure");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "error result is not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
-    (v["code"].as_u64().expect("code"), v)
-}
-
-/// Two namespaces of a test: the plugins' host and the pod sandbox, IPv6 off in both so
-/// only the frames a test sends cross.
-fn namespaces(tag: &str) -> (TestNetns, TestNetns) {
-    let host = TestNetns::new(&format!("nsh-cni-{tag}-h"));
-    let sandbox = TestNetns::new(&format!("nsh-cni-{tag}-s"));
-    for ns in [&host, &sandbox] {
-        ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-        ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
-    }
-    (host, sandbox)
-}
-
-/// A test's namespaces joined by a veth made without a plugin: `h0` (10.`a`.0.1/24) in the
-/// host, IFNAME (10.`a`.0.2/24) in the sandbox.
-fn veth_pod(tag: &str, a: u8) -> (TestNetns, TestNetns) {
-    let (host, sandbox) = namespaces(tag);
-    veth_pair(&host, "h0", &sandbox, IFNAME);
-    host.ip(&["addr", "add", &format!("10.{a}.0.1/24"), "dev", "h0"]);
-    sandbox.ip(&["addr", "add", &format!("10.{a}.0.2/24"), "dev", IFNAME]);
-    (host, sandbox)
-}
-
-fn subnet() -> (u8, u8) {
-    (unique_octet(), unique_octet())
-}
-
-fn ipam(data_dir: &Path, (a, b): (u8, u8)) -> Value {
-    json!({
-        "type": "host-local",
-        "dataDir": data_dir,
-        "ranges": [[{"subnet": format!("10.{a}.{b}.0/24")}]],
-        "routes": [{"dst": "0.0.0.0/0"}]
-    })
-}
-
-fn cookie(sandbox: &TestNetns) -> u64 {
-    netshim_json(&["status", "--netns", sandbox.name()])["netns_cookie"]
-        .as_u64()
-        .expect("netns_cookie")
-}
-
-/// The interface `name` of a result, with its index.
-fn interface<'v>(result: &'v Value, name: &str) -> (usize, &'v Value) {
-    result["interfaces"]
-        .as_array()
-        .expect("interfaces")
-        .iter()
-        .enumerate()
-        .find(|(_, i)| i["name"] == name)
-        .unwrap_or_else(|| panic!("no interface {name} in {result}"))
-}
-
 /// Checks the shape of ADD's result: prevResult's pod interface and IP kept, the tap `tap`
-/// added last with the pod interface's MAC in the sandbox. Returns (pod IP, gateway).
+/// added with the pod interface's MAC in the sandbox, then the VM's pseudo-interface (the
+/// tap's name and MAC, sandbox CNI_CONTAINERID) with a copy of the pod IP. Returns (pod
+/// IP, gateway).
 fn check_result(
     result: &Value,
+    rt: &Runtime,
     sandbox: &TestNetns,
     (a, b): (u8, u8),
     tap: &str,
@@ -271,14 +45,22 @@ fn check_result(
     let pod_mac = sandbox.link_mac(IFNAME);
     assert_eq!(pod["mac"], pod_mac.as_str(), "{result}");
     let interfaces = result["interfaces"].as_array().unwrap();
+    let n = interfaces.len();
     assert_eq!(
-        interfaces.last().unwrap(),
-        &json!({"name": tap, "mac": pod_mac, "sandbox": netns_path}),
+        interfaces[n - 2..],
+        [
+            json!({"name": tap, "mac": pod_mac, "sandbox": netns_path}),
+            json!({"name": tap, "mac": pod_mac, "sandbox": rt.container_id}),
+        ],
         "{result}"
     );
     assert!(sandbox.link_exists(tap));
-    let ip = &result["ips"][0];
+    let ips = result["ips"].as_array().unwrap();
+    let ip = &ips[0];
     assert_eq!(ip["interface"], pod_index, "{result}");
+    let mut vm_ip = ip.clone();
+    vm_ip["interface"] = json!(n - 1);
+    assert_eq!(ips[1..], [vm_ip], "{result}");
     let address = ip["address"].as_str().expect("ips[0].address");
     let (addr, prefix) = address.split_once('/').expect("CIDR");
     assert_eq!(prefix, "24");
@@ -409,49 +191,6 @@ fn assert_nothing_left(
     assert!(leases.is_empty(), "host-local lease left: {leases:?}");
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = entry.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-/// A test's namespaces, host-local data directory, subnet, and conflist: `first` (given
-/// host-local IPAM in the test's subnet) then netshim with `netshim_keys`.
-struct Chain {
-    host: TestNetns,
-    sandbox: TestNetns,
-    data: TempDir,
-    net: (u8, u8),
-    list: Value,
-}
-
-fn chain(tag: &str, mut first: Value, mut netshim_keys: Value) -> Chain {
-    let (host, sandbox) = namespaces(tag);
-    let data = TempDir::new(tag);
-    let net = subnet();
-    first["ipam"] = ipam(&data.0, net);
-    netshim_keys["type"] = json!("netshim");
-    let list = json!({
-        "cniVersion": CNI_VERSION,
-        "name": format!("nsh-{tag}-{:08x}", random_u32()),
-        "plugins": [first, netshim_keys]
-    });
-    Chain {
-        host,
-        sandbox,
-        data,
-        net,
-        list,
-    }
-}
-
 /// ptp + host-local + netshim with `netshim_keys`, the way firecracker-containerd runs
 /// tc-redirect-tap: ADD (the result lists `tap`), traffic both ways through `tap`, CHECK,
 /// `attached` (the test's own checks of the attached netns), DEL (nothing left), CHECK
@@ -470,7 +209,7 @@ fn ptp_chain(
     let rt = Runtime::new(&host, &sandbox);
     let result = rt.add(&list);
     eprintln!("ADD result: {result:#}");
-    let ips = check_result(&result, &sandbox, net, tap);
+    let ips = check_result(&result, &rt, &sandbox, net, tap);
     // ptp's host end: the one interface without a sandbox, in the host netns.
     let host_veth = result["interfaces"]
         .as_array()
@@ -523,15 +262,23 @@ fn ptp_host_local_then_netshim_with_tap_name() {
         assert_eq!(status["endpoints"][0]["tap"], "vmtap0", "{status}");
         assert_eq!(status["endpoints"][0]["connected"], true, "{status}");
 
-        // A retried ADD (the last plugin again, with ptp's result): the recorded attach.
+        // A retried ADD (the last plugin again, with ptp's result, or with its own): the
+        // recorded attach, the same result.
         let netshim = list["plugins"][1].clone();
         let mut ptp_result = result.clone();
-        ptp_result["interfaces"].as_array_mut().unwrap().pop();
-        let again = ok_json(
-            &rt.call(&netshim, list, "ADD", Some(&ptp_result)),
-            "ADD again",
-        );
-        assert_eq!(&again, result);
+        let ptp_interfaces = result["interfaces"].as_array().unwrap().len() - 2;
+        ptp_result["interfaces"]
+            .as_array_mut()
+            .unwrap()
+            .truncate(ptp_interfaces);
+        ptp_result["ips"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|ip| ip["interface"].as_u64() < Some(ptp_interfaces as u64));
+        for prev in [&ptp_result, result] {
+            let again = ok_json(&rt.call(&netshim, list, "ADD", Some(prev)), "ADD again");
+            assert_eq!(&again, result);
+        }
         // The same netns asked for under another tap name: a conflict, nothing changed.
         let mut other = netshim.clone();
         other["tap_name"] = json!("vmtap1");
@@ -560,7 +307,7 @@ fn bridge_host_local_then_netshim() {
     let (host, sandbox, data, net, list) = (c.host, c.sandbox, c.data, c.net, c.list);
     let rt = Runtime::new(&host, &sandbox);
     let result = rt.add(&list);
-    let ips = check_result(&result, &sandbox, net, "tap0_kata");
+    let ips = check_result(&result, &rt, &sandbox, net, "tap0_kata");
     assert_eq!(interface(&result, "nshbr0").1.get("sandbox"), None);
     assert_traffic(&host, "nshbr0", &sandbox, ips, "tap0_kata");
     let status = netshim_json(&["status", "--netns", sandbox.name()]);
@@ -636,11 +383,6 @@ fn a_killed_add_with_tap_name_is_cleaned_up_by_gc() {
     assert!(sandbox.link_exists(IFNAME), "gc took the pod device");
 }
 
-fn netshim_conf(version: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({"cniVersion": version, "name": "nsh-err", "type": "netshim"}))
-        .unwrap()
-}
-
 #[test]
 fn bad_input_gets_cni_error_codes() {
     if skip_unless_root() {
@@ -648,34 +390,28 @@ fn bad_input_gets_cni_error_codes() {
     }
     let (host, sandbox) = namespaces("err");
     let rt = Runtime::new(&host, &sandbox);
-    let bin = netshim_bin();
+    let plain = |v: &str| netshim_conf(v, json!({}));
 
-    let (code, err) = cni_error(&rt.run(&bin, "ADD", b"{\"cniVersion\": ", &[]));
+    let (code, err) = cni_error(&rt.run(&netshim_bin(), "ADD", b"{\"cniVersion\": ", &[]));
     assert_eq!(code, 6, "{err}");
-    let (code, err) = cni_error(&rt.run(&bin, "ADD", &netshim_conf("0.3.1"), &[]));
+    let (code, err) = cni_error(&rt.netshim("ADD", &plain("0.2.0"), &[]));
     assert_eq!(code, 1, "{err}");
-    assert!(err["msg"].as_str().unwrap().contains("0.3.1"), "{err}");
-    let (code, err) = cni_error(&rt.run(&bin, "ADD", &netshim_conf("1.1.0"), &[("CNI_NETNS", "")]));
+    assert!(err["msg"].as_str().unwrap().contains("0.2.0"), "{err}");
+    let (code, err) = cni_error(&rt.netshim("ADD", &plain("1.1.0"), &[("CNI_NETNS", "")]));
     assert_eq!(code, 4, "{err}");
     assert_eq!(err["cniVersion"], "1.1.0");
     assert!(err["msg"].as_str().unwrap().contains("CNI_NETNS"), "{err}");
     let gone = format!("/run/netns/nsh-cni-gone-{:08x}", random_u32());
-    let (code, err) =
-        cni_error(&rt.run(&bin, "ADD", &netshim_conf("1.0.0"), &[("CNI_NETNS", &gone)]));
+    let (code, err) = cni_error(&rt.netshim("ADD", &plain("1.0.0"), &[("CNI_NETNS", &gone)]));
     assert_eq!(code, 3, "{err}");
-    let tap_name = |name: &str| {
-        serde_json::to_vec(
-            &json!({"cniVersion": "1.0.0", "name": "n", "type": "netshim", "tap_name": name}),
-        )
-        .unwrap()
-    };
-    let (code, err) = cni_error(&rt.run(&bin, "ADD", &tap_name("vm/0"), &[]));
+    let tap_name = |name: &str| netshim_conf("1.0.0", json!({ "tap_name": name }));
+    let (code, err) = cni_error(&rt.netshim("ADD", &tap_name("vm/0"), &[]));
     assert_eq!(code, 7, "{err}");
     assert!(err["msg"].as_str().unwrap().contains("tap_name"), "{err}");
     // A tap name an interface of the netns already has: refused before any change.
     veth_pair(&host, "h0", &sandbox, IFNAME);
     sandbox.ip(&["addr", "add", "10.203.0.2/24", "dev", IFNAME]);
-    let (code, err) = cni_error(&rt.run(&bin, "ADD", &tap_name(IFNAME), &[]));
+    let (code, err) = cni_error(&rt.netshim("ADD", &tap_name(IFNAME), &[]));
     assert_eq!(code, 7, "{err}");
     assert!(
         err["details"]
@@ -688,22 +424,11 @@ fn bad_input_gets_cni_error_codes() {
     // Nothing of that reached the sandbox.
     assert!(!sandbox.link_exists("tap0_kata"));
 
-    let out = rt.run(&bin, "DEL", &netshim_conf("1.0.0"), &[("CNI_NETNS", &gone)]);
+    let out = rt.netshim("DEL", &plain("1.0.0"), &[("CNI_NETNS", &gone)]);
     assert!(out.status.success(), "DEL of a gone netns: {out:?}");
     assert!(out.stdout.is_empty());
-    let out = rt.run(&bin, "DEL", &netshim_conf("1.0.0"), &[("CNI_NETNS", "")]);
+    let out = rt.netshim("DEL", &plain("1.0.0"), &[("CNI_NETNS", "")]);
     assert!(out.status.success(), "DEL without CNI_NETNS: {out:?}");
-
-    let version = ok_json(
-        &rt.run(&bin, "VERSION", b"{\"cniVersion\":\"1.0.0\"}", &[]),
-        "VERSION",
-    );
-    assert_eq!(version["supportedVersions"], json!(["1.0.0", "1.1.0"]));
-    let out = rt.run(&bin, "STATUS", &netshim_conf("1.1.0"), &[]);
-    assert!(
-        out.status.success() && out.stdout.is_empty(),
-        "STATUS: {out:?}"
-    );
 }
 
 /// netshim alone (no prevResult) in a netns that is deleted before DEL: DEL succeeds and
@@ -715,18 +440,19 @@ fn del_after_the_netns_is_gone() {
     }
     let (host, sandbox) = veth_pod("gone", 201);
     let rt = Runtime::new(&host, &sandbox);
-    let bin = netshim_bin();
-    let result = ok_json(&rt.run(&bin, "ADD", &netshim_conf("1.1.0"), &[]), "ADD");
+    let conf = netshim_conf("1.1.0", json!({}));
+    let result = ok_json(&rt.netshim("ADD", &conf, &[]), "ADD");
+    // The tap, and the VM's pseudo-interface without an IP (there is no prevResult).
+    let mac = sandbox.link_mac(IFNAME);
     assert_eq!(
         result,
-        json!({"cniVersion": "1.1.0", "interfaces": [{
-            "name": "tap0_kata", "mac": sandbox.link_mac(IFNAME), "sandbox": rt.netns_path}]})
+        json!({"cniVersion": "1.1.0", "interfaces": [
+            {"name": "tap0_kata", "mac": mac, "sandbox": rt.netns_path},
+            {"name": "tap0_kata", "mac": mac, "sandbox": rt.container_id}
+        ]})
     );
     // ADD again (a runtime retrying): the same result, nothing new.
-    let again = ok_json(
-        &rt.run(&bin, "ADD", &netshim_conf("1.1.0"), &[]),
-        "ADD again",
-    );
+    let again = ok_json(&rt.netshim("ADD", &conf, &[]), "ADD again");
     assert_eq!(again, result);
     let cookie = cookie(&sandbox);
     assert!(!netshim_dirs(cookie).is_empty());
@@ -735,7 +461,7 @@ fn del_after_the_netns_is_gone() {
     // pins are not collectable, and DEL (which succeeds anyway) is called again.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let out = rt.run(&bin, "DEL", &netshim_conf("1.1.0"), &[]);
+        let out = rt.netshim("DEL", &conf, &[]);
         assert!(out.status.success(), "DEL of a gone netns: {out:?}");
         if netshim_dirs(cookie).is_empty() {
             break;

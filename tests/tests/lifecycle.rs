@@ -700,7 +700,24 @@ fn detach_of_a_netns_that_is_gone_succeeds_and_of_a_file_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("gone; nothing to detach"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "no network namespace {name} exists (no /run/netns/{name}); nothing to detach"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("netshim has no record of a sandbox in it"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("gc: "), "what gc removed: {stdout}");
+    let report = netshim_json(&["detach", "--netns", &name]);
+    assert_eq!(
+        report["netns_path"],
+        format!("/run/netns/{name}"),
+        "{report}"
+    );
+    assert!(report.get("recorded_sandboxes").is_none(), "{report}");
     let report = netshim_json(&["detach", "--netns", &format!("/proc/{}/ns/net", u32::MAX)]);
     assert_eq!(report["netns_gone"], true, "{report}");
     assert_eq!(report["removed_taps"], serde_json::json!([]));

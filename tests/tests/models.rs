@@ -89,7 +89,14 @@ fn disable_new_netns_only_with_none_and_uses_the_callers_netns() {
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["netns_path"], "/proc/self/ns/net");
+    // Recorded canonical: /proc/<pid of that netshim>/ns/net.
+    assert_eq!(report["netns"], "/proc/self/ns/net");
+    let path = report["netns_path"].as_str().unwrap();
+    let pid = path
+        .strip_prefix("/proc/")
+        .and_then(|p| p.strip_suffix("/ns/net"))
+        .unwrap_or_else(|| panic!("{path}"));
+    assert!(pid.parse::<u32>().is_ok(), "{path}");
     assert_eq!(report["endpoints"][0]["name"], "eth0");
     assert!(pod.sandbox.link_exists("tap0_kata"));
     netshim_json(&["detach", "--netns", pod.netns()]);

@@ -123,16 +123,10 @@ mod tests {
 
     fn iface(kind: &str, netnsid: Option<i32>) -> crate::interfaces::Interface {
         crate::interfaces::Interface {
-            name: "x".into(),
-            ifindex: 2,
             kind: Some(kind.into()),
-            mac: None,
-            mtu: 1500,
-            up: true,
-            loopback: false,
             link: Some(3),
             link_netnsid: netnsid,
-            addresses: vec![],
+            ..crate::interfaces::Interface::for_tests("x", 2)
         }
     }
 

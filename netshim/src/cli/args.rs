@@ -16,13 +16,18 @@ Exit codes:
   0  success
   1  an operation on the system failed (netlink, bpf, tap ioctl, bpffs)
   2  invalid input: bad usage, unknown model (kata's \"Unknown type <x>\"), a netns that is
-     missing or not a network namespace, an interface kind kata refuses, nothing to attach to,
-     conflicting options, a bad config file, upgrade of a netns that is not attached, an
-     eBPF object whose maps do not match the pinned ones
+     missing or not a network namespace, the caller's own netns by path without
+     --disable-new-netns, the host's netns with a model other than none, an interface kind
+     kata refuses, nothing to attach to, conflicting options, a bad config file (or one that
+     is not a regular file), upgrade of a netns that is not attached, an eBPF object whose
+     maps do not match the pinned ones; not root (nor CAP_BPF + CAP_NET_ADMIN +
+     CAP_SYS_ADMIN + CAP_DAC_OVERRIDE + CAP_SYS_PTRACE); started in a mount namespace whose
+     /sys/fs/bpf is not the host's when the host's cannot be joined
   3  conflict: the netns is attached with another model or tc backend, or its devices are
      connected by `netshim connect` (detach or disconnect first); a device's ingress is
      owned by a legacy `ingress` qdisc (kata's mirred datapath or another tool); a hook was
-     changed by someone else during an upgrade";
+     changed by someone else during an upgrade; netshim's own files of the sandbox are
+     damaged (`netshim detach` repairs them)";
 
 /// eBPF-accelerated networking shim between a sandbox's pod interfaces and its microVM's taps.
 #[derive(Debug, Parser)]
@@ -97,6 +102,34 @@ pub enum Command {
     /// Print the netshim(1) man page (roff) on stdout, or write it and one page per
     /// subcommand (netshim-attach.1, ...) into a directory.
     Man(ManArgs),
+}
+
+impl Command {
+    /// The subcommand's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Attach(_) => "attach",
+            Command::Watch(_) => "watch",
+            Command::Scan(_) => "scan",
+            Command::Connect(_) => "connect",
+            Command::Disconnect(_) => "disconnect",
+            Command::Detach(_) => "detach",
+            Command::Status(_) => "status",
+            Command::Stats(_) => "stats",
+            Command::Metrics(_) => "metrics",
+            Command::Upgrade(_) => "upgrade",
+            Command::Gc(_) => "gc",
+            Command::Logs(_) => "logs",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
+        }
+    }
+
+    /// Whether the command looks at sandboxes (bpffs, /run/netshim, namespaces) and so
+    /// needs the privileges and the host's mount namespace (see `netshim::host`).
+    pub fn needs_host(&self) -> bool {
+        !matches!(self, Command::Completions(_) | Command::Man(_))
+    }
 }
 
 #[derive(Debug, Args)]

@@ -176,9 +176,42 @@ pub fn disconnect(r: &DisconnectReport) -> String {
 
 pub fn detach(r: &DetachReport) -> String {
     if r.netns_gone {
-        let mut s = format!("netns {} gone; nothing to detach\n", r.netns);
+        let path = r
+            .netns_path
+            .as_ref()
+            .map(|p| format!(" (no {})", p.display()))
+            .unwrap_or_default();
+        let mut s = format!(
+            "no network namespace {} exists{path}; nothing to detach\n",
+            r.netns
+        );
+        let collected = |c: &u64| {
+            r.gc.as_ref()
+                .is_some_and(|g| g.removed_dead.iter().any(|d| d.netns_cookie == *c))
+        };
+        match r.recorded_sandboxes.as_slice() {
+            [] => s.push_str("netshim has no record of a sandbox in it\n"),
+            cookies => {
+                for c in cookies {
+                    let what = match collected(c) {
+                        true => "its leftovers were collected",
+                        false => "its leftovers were not collected (see gc below)",
+                    };
+                    let _ = writeln!(s, "netshim had a record of it (netns cookie {c}): {what}");
+                }
+            }
+        }
         if let Some(gc) = &r.gc {
-            s.push_str(&self::gc(gc));
+            for line in self::gc(gc).lines() {
+                match line.starts_with("gc:") {
+                    true => s.push_str(line),
+                    false => {
+                        s.push_str("gc: ");
+                        s.push_str(line);
+                    }
+                }
+                s.push('\n');
+            }
         }
         return s;
     }
@@ -214,6 +247,10 @@ fn removed_list(r: &DetachReport) -> String {
             .collect();
         parts.push(format!("removed state {}", files.join(",")));
     }
+    if !r.repaired.is_empty() {
+        let paths: Vec<String> = r.repaired.iter().map(|p| p.display().to_string()).collect();
+        parts.push(format!("repaired (removed) {}", paths.join(",")));
+    }
     if parts.is_empty() {
         return "nothing removed".into();
     }
@@ -241,6 +278,15 @@ pub fn gc(r: &GcReport) -> String {
             h.netns_path.display(),
             h.netns_cookie,
             removed_list(&h.removed)
+        );
+    }
+    for r in &r.repaired {
+        let paths: Vec<String> = r.removed.iter().map(|p| p.display().to_string()).collect();
+        let _ = writeln!(
+            s,
+            "netns cookie {}: removed paths of the wrong type {}",
+            r.netns_cookie,
+            paths.join(", ")
         );
     }
     for b in &r.skipped_busy {
@@ -297,6 +343,15 @@ pub fn status(r: &StatusReport) -> String {
         );
     }
     skipped_lines(&mut s, &r.skipped);
+    for d in &r.damaged {
+        let _ = writeln!(
+            s,
+            "damaged: {} {} (attach refuses this; `netshim detach --netns {}` repairs it)",
+            d.path.display(),
+            d.problem,
+            r.netns
+        );
+    }
     s
 }
 

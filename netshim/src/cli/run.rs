@@ -88,10 +88,15 @@ fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
         disable_new_netns: a.disable_new_netns || file.disable_new_netns.unwrap_or(false),
         // Custom tap names are the CNI plugin's `tap_name` only: kata finds `tap<N>_kata`.
         tap_names: Default::default(),
+        // The CNI plugin's CNI_IFNAME: the command line attaches whatever the netns has.
+        needs_tap: None,
     })
 }
 
 pub fn run(cli: Cli) -> Result<(), Error> {
+    if cli.command.needs_host() {
+        netshim::host::require(cli.command.name())?;
+    }
     match cli.command {
         Command::Attach(a) => {
             let options = attach_options(&a)?;

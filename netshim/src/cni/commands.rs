@@ -2,11 +2,14 @@
 
 use super::{
     config::NetConf,
+    convert,
     env::CniEnv,
     error::{CniError, CHECK_FAILED, INTERFACE_REFUSED, INVALID_CONFIG, NOT_AVAILABLE},
     result::{CniResult, ResultInterface},
+    vm_interface,
 };
 use crate::{
+    backend::TcBackend,
     model::InternetworkingModel,
     netns::{Netns, NetnsError},
     pins,
@@ -17,33 +20,40 @@ use crate::{
 /// The character device every tap is made through.
 const TUN_DEVICE: &str = "/dev/net/tun";
 
-/// ADD: attaches the netns and returns `prevResult` (or an empty result) with the tap of
-/// CNI_IFNAME's endpoint added: `{"name": "tap<N>_kata" (or `tap_name`), "mac": <the pod interface's MAC>,
-/// "sandbox": CNI_NETNS}`.
+/// ADD: attaches the netns and returns `prevResult` (or an empty result), in the
+/// configuration's version, with the tap of CNI_IFNAME's endpoint added: `{"name":
+/// "tap<N>_kata" (or `tap_name`), "mac": <the pod interface's MAC>, "sandbox": CNI_NETNS}`,
+/// then the VM's pseudo-interface and its IP (see [`vm_interface`]). Nothing is changed
+/// when CNI_IFNAME is no interface name (code 4) or would get no tap (code 102: absent,
+/// `lo`, an interface kata skips, an endpoint the VMM takes as it is).
 pub fn add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
-    env.require("CNI_CONTAINERID", &env.container_id)?;
+    let vm_id = env.require("CNI_CONTAINERID", &env.container_id)?;
     let netns_arg = env.require("CNI_NETNS", &env.netns)?;
-    let ifname = env.require("CNI_IFNAME", &env.ifname)?;
+    let ifname = env.require_ifname()?;
     let netns = resolve(netns_arg, "ADD")?;
     let mut options = conf.attach.clone();
     if let Some(tap) = &conf.tap_name {
         options.tap_names.insert(ifname.to_owned(), tap.clone());
     }
+    options.needs_tap = Some(ifname.to_owned());
     let report =
         sandbox::attach(&netns, &options).map_err(|e| CniError::from_netshim("attach", &e))?;
     let endpoint = endpoint_of(&report, ifname, &netns)?;
+    let tap = tap_interface(endpoint, netns_arg)?;
     let mut result = conf
         .prev_result
         .clone()
         .unwrap_or_else(|| CniResult::empty(&conf.cni_version));
-    result.cni_version = conf.cni_version.clone();
-    result.put_interface(tap_interface(endpoint, netns_arg)?);
+    convert::into_version(&mut result, &conf.cni_version);
+    result.put_interface(tap.clone());
+    vm_interface::put(&mut result, &tap, ifname, netns_arg, vm_id);
     Ok(result)
 }
 
-/// DEL: detaches the netns. Succeeds when CNI_NETNS is empty, when the netns is gone, and
-/// when the path is no longer a netns (the runtime unmounted it): then the leftovers of
-/// dead namespaces are collected instead.
+/// DEL: detaches the netns by what netshim recorded for it (no configuration needed).
+/// Succeeds when CNI_NETNS is empty, when nothing is attached, when the netns is gone, and
+/// when the path is no longer a netns (the runtime unmounted it): then the leftovers of dead
+/// namespaces are collected instead.
 pub fn del(env: &CniEnv) -> Result<(), CniError> {
     let Some(netns_arg) = env.netns.as_deref() else {
         return Ok(());
@@ -63,7 +73,7 @@ pub fn del(env: &CniEnv) -> Result<(), CniError> {
 pub fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     env.require("CNI_CONTAINERID", &env.container_id)?;
     let netns_arg = env.require("CNI_NETNS", &env.netns)?;
-    let ifname = env.require("CNI_IFNAME", &env.ifname)?;
+    let ifname = env.require_ifname()?;
     let prev = conf.prev_result.as_ref().ok_or_else(|| {
         CniError::new(INVALID_CONFIG, "CHECK needs prevResult (the result of ADD)")
     })?;
@@ -80,9 +90,9 @@ pub fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         (conf.attach.model == InternetworkingModel::TcFilter).then_some(conf.attach.backend);
     if recorded.model != conf.attach.model.as_str() || recorded.backend != wanted_backend {
         return Err(failed(format!(
-            "netns {netns_arg} is attached with model {} backend {:?}, the configuration asks \
-             for {} {:?}",
-            recorded.model, recorded.backend, conf.attach.model, wanted_backend
+            "netns {netns_arg} is attached with {}, the configuration asks for {}",
+            model_words(&recorded.model, recorded.backend),
+            model_words(conf.attach.model.as_str(), wanted_backend)
         )));
     }
     let endpoint = endpoint_of(&recorded, ifname, &netns)?;
@@ -98,8 +108,10 @@ pub fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         Some(listed) if listed.mac == tap.mac => {}
         Some(listed) => {
             return Err(failed(format!(
-                "prevResult gives {} in {netns_arg} MAC {:?}, attached with {:?}",
-                tap.name, listed.mac, tap.mac
+                "prevResult gives {} in {netns_arg} {}, it is attached with {}",
+                tap.name,
+                mac_words(listed.mac.as_deref()),
+                mac_words(tap.mac.as_deref())
             )))
         }
         None => {
@@ -143,6 +155,19 @@ pub fn gc() -> Result<(), CniError> {
     sandbox::collect_dead()
         .map(drop)
         .map_err(|e| CniError::from_netshim("gc", &e))
+}
+
+/// "model tcfilter, tc backend ebpf", "model macvtap": how CHECK's messages name an attachment.
+fn model_words(model: &str, backend: Option<TcBackend>) -> String {
+    match backend {
+        Some(b) => format!("model {model}, tc backend {b}"),
+        None => format!("model {model}"),
+    }
+}
+
+/// "MAC 02:00:00:00:00:01", "no MAC".
+fn mac_words(mac: Option<&str>) -> String {
+    mac.map_or_else(|| "no MAC".to_owned(), |m| format!("MAC {m}"))
 }
 
 fn resolve(arg: &str, command: &str) -> Result<Netns, CniError> {
@@ -201,4 +226,24 @@ fn tap_interface(endpoint: &EndpointReport, sandbox: &str) -> Result<ResultInter
         sandbox: Some(sandbox.to_owned()),
         extra: Default::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CHECK's messages are words, not Rust's debug text.
+    #[test]
+    fn check_messages_name_models_and_macs_plainly() {
+        assert_eq!(
+            model_words("tcfilter", Some(TcBackend::Ebpf)),
+            "model tcfilter, tc backend ebpf"
+        );
+        assert_eq!(model_words("macvtap", None), "model macvtap");
+        assert_eq!(
+            mac_words(Some("02:00:00:00:00:01")),
+            "MAC 02:00:00:00:00:01"
+        );
+        assert_eq!(mac_words(None), "no MAC");
+    }
 }

@@ -2,7 +2,7 @@
 //! `prevResult` of a chained call.
 //!
 //! ```json
-//! {"cniVersion": "1.0.0", "name": "pods", "type": "netshim",
+//! {"cniVersion": "0.4.0", "name": "pods", "type": "netshim",
 //!  "model": "tcfilter", "tc_backend": "ebpf", "fast_path": "auto",
 //!  "queues": 1, "tap_uid": 1000, "tap_gid": 1000, "txqueuelen": 1000,
 //!  "tap_name": "vmtap0", "prevResult": {...}}
@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
+    convert,
     error::{CniError, DECODING_FAILURE, INVALID_CONFIG},
     result::CniResult,
     version,
@@ -110,7 +111,10 @@ pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
             ));
         }
     }
-    let prev_result = raw.prev_result.map(CniResult::from_value).transpose()?;
+    let prev_result = raw
+        .prev_result
+        .map(|v| convert::prev_result(v, &raw.cni_version))
+        .transpose()?;
     Ok(NetConf {
         cni_version: raw.cni_version,
         name: raw.name,
@@ -211,8 +215,8 @@ mod tests {
         assert_eq!(code(b"[]"), DECODING_FAILURE);
         assert_eq!(code(&vec![b' '; MAX_CONFIG_BYTES + 1]), DECODING_FAILURE);
         assert_eq!(
-            code(br#"{"cniVersion":"0.3.1","name":"n","type":"netshim"}"#),
-            version::check("0.3.1").unwrap_err().code
+            code(br#"{"cniVersion":"0.2.0","name":"n","type":"netshim"}"#),
+            version::check("0.2.0").unwrap_err().code
         );
         assert_eq!(
             code(br#"{"cniVersion":"1.0.0","type":"netshim"}"#),
@@ -250,6 +254,22 @@ mod tests {
             )),
             INVALID_CONFIG
         );
+    }
+
+    /// libcni converts prevResult to the configuration's version; a hand-driven chain may
+    /// not: netshim does.
+    #[test]
+    fn prev_result_is_converted_to_the_configurations_version() {
+        let prev = json!({"cniVersion": "1.0.0",
+            "interfaces": [{"name": "eth0", "sandbox": "/run/netns/p"}],
+            "ips": [{"address": "10.0.0.2/24", "interface": 0}]});
+        let mut bytes = conf(json!({ "prevResult": prev }));
+        let mut v: Value = serde_json::from_slice(&bytes).unwrap();
+        v["cniVersion"] = json!("0.4.0");
+        bytes = serde_json::to_vec(&v).unwrap();
+        let prev = parse(&bytes).unwrap().prev_result.unwrap();
+        assert_eq!(prev.cni_version, "0.4.0");
+        assert_eq!(prev.ips[0].version.as_deref(), Some("4"));
     }
 
     #[test]

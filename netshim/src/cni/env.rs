@@ -36,6 +36,25 @@ impl CniEnv {
         }
     }
 
+    /// CNI_IFNAME, which must be set and be a Linux interface name (code 4 otherwise, as
+    /// the reference plugins' skel refuses it), checked before anything is changed.
+    pub fn require_ifname(&self) -> Result<&str, CniError> {
+        let name = self.require("CNI_IFNAME", &self.ifname)?;
+        match crate::tap::validate_name(name) {
+            Ok(()) => Ok(name),
+            Err(crate::tap::TapError::InvalidName { reason, .. }) => {
+                let shown: String = name.chars().take(32).collect();
+                let cut = if shown.len() < name.len() { "..." } else { "" };
+                Err(CniError::new(
+                    INVALID_ENV,
+                    format!("CNI_IFNAME {shown:?}{cut} is not a Linux interface name"),
+                )
+                .with_details(format!("{reason} ({} bytes)", name.len())))
+            }
+            Err(e) => Err(CniError::new(INVALID_ENV, format!("CNI_IFNAME: {e}"))),
+        }
+    }
+
     /// A variable the command cannot do without (code 4 when missing).
     pub fn require<'a>(&self, name: &str, value: &'a Option<String>) -> Result<&'a str, CniError> {
         value.as_deref().ok_or_else(|| {
@@ -63,5 +82,23 @@ mod tests {
         let e = env.require("CNI_NETNS", &env.netns).unwrap_err();
         assert_eq!(e.code, INVALID_ENV);
         assert!(e.msg.contains("CNI_NETNS"), "{e}");
+    }
+
+    #[test]
+    fn cni_ifname_must_be_an_interface_name() {
+        let env = |name: &str| CniEnv {
+            command: "ADD".into(),
+            ifname: Some(name.to_owned()),
+            ..CniEnv::default()
+        };
+        assert_eq!(env("eth0").require_ifname().unwrap(), "eth0");
+        for bad in ["a/b", "..", "eth 0", "x234567890abcdef", &"e".repeat(300)] {
+            let e = env(bad).require_ifname().unwrap_err();
+            assert_eq!(e.code, INVALID_ENV, "{bad}");
+            assert!(e.msg.contains("is not a Linux interface name"), "{e}");
+            assert!(e.msg.len() < 100, "the name is cut: {e}");
+        }
+        let unset = CniEnv::default().require_ifname().unwrap_err();
+        assert!(unset.msg.contains("CNI_IFNAME is not set"), "{unset}");
     }
 }

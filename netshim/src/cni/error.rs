@@ -84,8 +84,11 @@ impl CniError {
             | Error::Config(_) => INVALID_CONFIG,
             Error::UnsupportedInterface { .. }
             | Error::NoUsableInterface { .. }
+            | Error::NoTapFor { .. }
             | Error::TooManyEndpoints { .. } => INTERFACE_REFUSED,
-            Error::AlreadyAttached { .. } | Error::IngressQdiscTaken { .. } => CONFLICT,
+            Error::AlreadyAttached { .. }
+            | Error::IngressQdiscTaken { .. }
+            | Error::DamagedState { .. } => CONFLICT,
             _ => OPERATION_FAILED,
         };
         CniError::new(code, format!("netshim {step} failed")).with_details(e.to_string())

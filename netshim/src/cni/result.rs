@@ -1,10 +1,15 @@
-//! The CNI result (spec 1.0 / 1.1 "Success" format): what a chained plugin receives as
-//! `prevResult` and what ADD prints. Fields netshim does not use are kept as they came.
+//! The CNI result (the "Success" format of spec 0.3.0 to 1.1.0): what a chained plugin
+//! receives as `prevResult` and what ADD prints. Fields netshim does not use are kept as
+//! they came. The versions differ in `ips[].version` only; [`super::convert`] reads and
+//! writes each.
+
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::error::{CniError, INVALID_CONFIG};
+use crate::interfaces::IfAddr;
 
 /// An interface of a result. `sandbox` is set for interfaces inside a container's netns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +29,10 @@ pub struct ResultInterface {
 /// An IP configuration; `interface` indexes [`CniResult::interfaces`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResultIp {
+    /// `4` or `6`: results before 1.0.0 only (see [`super::convert`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// CIDR: `10.1.0.2/24`.
     pub address: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
@@ -64,13 +73,21 @@ impl CniResult {
         }
     }
 
-    /// Decodes a `prevResult` and checks that every IP's interface index is in range.
+    /// Decodes a `prevResult` (of any supported version, as it came: see
+    /// [`super::convert::prev_result`]) and checks that every IP is an address with a prefix
+    /// length and that its interface index is in range.
     pub fn from_value(value: Value) -> Result<Self, CniError> {
         let result: CniResult = serde_json::from_value(value).map_err(|e| {
             CniError::new(INVALID_CONFIG, "prevResult is not a CNI result")
                 .with_details(e.to_string())
         })?;
         for (i, ip) in result.ips.iter().enumerate() {
+            if let Err(e) = ip.address.parse::<IfAddr>() {
+                return Err(CniError::new(
+                    INVALID_CONFIG,
+                    format!("prevResult ips[{i}].address: {e}"),
+                ));
+            }
             if let Some(index) = ip.interface {
                 if index >= result.interfaces.len() {
                     return Err(CniError::new(
@@ -89,24 +106,59 @@ impl CniResult {
     }
 
     /// Adds `interface`, replacing an entry of the same name in the same sandbox (an ADD
-    /// retried with the result of an earlier one). Existing indexes stay valid: a
-    /// replacement keeps its position, anything new goes last.
-    pub fn put_interface(&mut self, interface: ResultInterface) {
+    /// retried with the result of an earlier one), and returns its index. Existing indexes
+    /// stay valid: a replacement keeps its position, anything new goes last.
+    pub fn put_interface(&mut self, interface: ResultInterface) -> usize {
         match self
             .interfaces
-            .iter_mut()
-            .find(|i| i.name == interface.name && i.sandbox == interface.sandbox)
+            .iter()
+            .position(|i| i.name == interface.name && i.sandbox == interface.sandbox)
         {
-            Some(existing) => *existing = interface,
-            None => self.interfaces.push(interface),
+            Some(index) => {
+                self.interfaces[index] = interface;
+                index
+            }
+            None => {
+                self.interfaces.push(interface);
+                self.interfaces.len() - 1
+            }
         }
     }
 
     /// The interface `name` inside `sandbox`.
     pub fn interface(&self, name: &str, sandbox: &str) -> Option<&ResultInterface> {
+        self.interface_index(name, sandbox)
+            .map(|i| &self.interfaces[i])
+    }
+
+    /// The index of the interface `name` inside `sandbox`.
+    pub fn interface_index(&self, name: &str, sandbox: &str) -> Option<usize> {
         self.interfaces
             .iter()
-            .find(|i| i.name == name && i.sandbox.as_deref() == Some(sandbox))
+            .position(|i| i.name == name && i.sandbox.as_deref() == Some(sandbox))
+    }
+
+    /// The IP configurations of interface `index`, in order.
+    pub fn ips_of(&self, index: usize) -> impl Iterator<Item = &ResultIp> {
+        self.ips
+            .iter()
+            .filter(move |ip| ip.interface == Some(index))
+    }
+
+    /// Makes `ip` (or nothing, with `None`) the one IP configuration of interface `index`:
+    /// the entries that pointed at it (a retried ADD's) go, the new one goes last. Other
+    /// interfaces' IPs keep their order.
+    pub fn set_only_ip(&mut self, index: usize, ip: Option<ResultIp>) {
+        self.ips.retain(|i| i.interface != Some(index));
+        self.ips.extend(ip);
+    }
+}
+
+impl ResultIp {
+    /// The address without its prefix length (`None` if it does not parse, which
+    /// [`CniResult::from_value`] refuses).
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.address.parse::<IfAddr>().ok().map(|a| a.address)
     }
 }
 

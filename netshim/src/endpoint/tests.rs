@@ -37,15 +37,7 @@ fn with_drvinfo(name: &str, driver: &str, bus: &str) -> FakeProbe {
 
 fn iface(name: &str, kind: Option<&str>, with_addr: bool) -> Interface {
     Interface {
-        name: name.into(),
-        ifindex: 2,
         kind: kind.map(str::to_owned),
-        mac: None,
-        mtu: 1500,
-        up: true,
-        loopback: false,
-        link: None,
-        link_netnsid: None,
         addresses: if with_addr {
             vec![IfAddr {
                 address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
@@ -54,6 +46,7 @@ fn iface(name: &str, kind: Option<&str>, with_addr: bool) -> Interface {
         } else {
             vec![]
         },
+        ..Interface::for_tests(name, 2)
     }
 }
 

@@ -91,14 +91,13 @@ fn datapath_of(stats: &SandboxStats) -> String {
 /// in [`Collection::errors`].
 pub fn collect(scope: &Scope) -> Collection {
     let mut out = Collection::default();
-    // `ip netns exec` mounts a fresh sysfs without bpffs: every eBPF sandbox would silently
-    // look unattached.
+    // No bpffs in the host's mount namespace (netshim joins it: see crate::host): no eBPF
+    // sandbox could be read, and none must look unattached silently.
     match pins::is_bpffs(Path::new(pins::BPFFS)) {
         Ok(true) => {}
         Ok(false) => out.errors.push(format!(
-            "no bpffs at {} in this mount namespace (`ip netns exec` remounts /sys; enter \
-             only the network namespace, e.g. `nsenter --net=PATH`): eBPF sandboxes cannot \
-             be read",
+            "no bpffs mounted at {} (netshim mounts it on its first eBPF attach): eBPF \
+             sandboxes cannot be read",
             pins::BPFFS
         )),
         Err(e) => out.errors.push(e.to_string()),
@@ -148,8 +147,9 @@ fn mirred_commit(cookie: u64) -> Option<(String, u64)> {
     Some((path, report.get("netns_cookie")?.as_u64()?))
 }
 
-/// Mirred sandboxes have no pins; their attach commit file names the netns. A netns that is
-/// gone (or whose path now names another netns) is not an error: it has no counters.
+/// Mirred sandboxes have no pins; their attach commit file names the netns (found by cookie
+/// when that path is gone or names another netns now). A sandbox no live netns has the
+/// cookie of is not an error: it has no counters.
 fn collect_mirred(out: &mut Collection) {
     let cookies = match state::sandbox_cookies() {
         Ok(c) => c,
@@ -158,6 +158,7 @@ fn collect_mirred(out: &mut Collection) {
             return;
         }
     };
+    let finder = sandbox::NetnsFinder::default();
     for cookie in cookies {
         if pins::sandbox_dir(cookie).exists() {
             continue;
@@ -165,12 +166,13 @@ fn collect_mirred(out: &mut Collection) {
         let Some((path, recorded)) = mirred_commit(cookie) else {
             continue;
         };
-        let Ok(netns) = Netns::resolve(&path) else {
-            continue;
-        };
-        if netns.cookie != recorded {
+        if recorded != cookie {
             continue;
         }
+        // The recorded path, or wherever the live netns with the cookie is now.
+        let Ok(netns) = finder.find(cookie, Path::new(&path)) else {
+            continue;
+        };
         match sandbox::stats(&netns) {
             Ok(Some(stats)) => out.samples.push(Sample {
                 datapath: "mirred".into(),

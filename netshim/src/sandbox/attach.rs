@@ -25,7 +25,7 @@ use rtnetlink::LinkUnspec;
 use super::{
     connect::{connect_pairs, dev, Pair},
     detach::{teardown, DetachReport},
-    survey,
+    integrity, survey,
     undo::Undo,
     write_intent, EndpointInfo, SkippedInterface, Strictness, Survey,
 };
@@ -67,6 +67,10 @@ pub struct AttachOptions {
     /// Tap names in place of `tap<N>_kata`: pod device name → tap name (the CNI key
     /// `tap_name`, for CNI_IFNAME). tcfilter and none models only.
     pub tap_names: BTreeMap<String, String>,
+    /// A pod device that must end up with a tap or macvtap (CNI_IFNAME): attach refuses,
+    /// before it changes anything, when it is absent, skipped (`lo`, ...) or an endpoint the
+    /// VMM takes as it is (physical, vhost-user); an attached netns then stays as it is.
+    pub needs_tap: Option<String>,
 }
 
 impl AttachOptions {
@@ -101,6 +105,22 @@ impl AttachOptions {
         Ok(())
     }
 
+    /// kata's rules for the netns itself: the caller's own netns named by path
+    /// (`/proc/self/ns/net`, ...) is a sandbox without a netns of its own, so it needs
+    /// `disable_new_netns` (and with it the `none` model); the host's netns (PID 1's, see
+    /// [`crate::host::host_pid`], however it is named: by cookie) is never handed to a VM by any other model.
+    pub fn check_netns(&self, netns: &Netns) -> Result<()> {
+        let host = crate::host::host_pid()
+            .ok()
+            .and_then(|pid| Netns::resolve(&format!("/proc/{pid}/ns/net")).ok())
+            .map(|n| n.cookie);
+        let own = netns.is_callers_own_by_path();
+        match netns_refusal(self, own, netns.cookie, host) {
+            Some(why) => Err(Error::InvalidOptions(format!("netns {netns}: {why}"))),
+            None => Ok(()),
+        }
+    }
+
     /// The name of the tap of endpoint `index`, whose pod device is `pod`.
     pub(crate) fn tap_name_for(&self, index: u32, pod: &str) -> String {
         self.tap_names
@@ -108,6 +128,35 @@ impl AttachOptions {
             .cloned()
             .unwrap_or_else(|| tap_name::tap_for(index))
     }
+}
+
+/// Why `options` may not attach a netns with cookie `cookie` (`own_by_path`: it was named
+/// as the caller's own, `/proc/self/…`; `host_cookie`: PID 1's netns, when known).
+fn netns_refusal(
+    options: &AttachOptions,
+    own_by_path: bool,
+    cookie: u64,
+    host_cookie: Option<u64>,
+) -> Option<String> {
+    if own_by_path && !options.disable_new_netns {
+        return Some(
+            "this is netshim's own network namespace (the caller's), named by path: kata's \
+             rule is that a sandbox without a netns of its own (disable_new_netns) only \
+             works with the 'none' internetworking model, since connecting the caller's \
+             interfaces to a VM would take them away from it; name the sandbox's netns, or \
+             pass --disable-new-netns --model none"
+                .into(),
+        );
+    }
+    if options.model != InternetworkingModel::None && host_cookie == Some(cookie) {
+        return Some(format!(
+            "this is the host's network namespace (cookie {cookie}, PID 1's): the \
+             '{}' model would hand the host's interfaces to a VM and cut the host off; \
+             only --model none may attach here",
+            options.model
+        ));
+    }
+    None
 }
 
 /// The tap made for an endpoint.
@@ -196,11 +245,17 @@ pub struct AttachReport {
 #[tracing::instrument(level = "debug", skip_all, fields(netns = %netns, model = %options.model))]
 pub fn attach(netns: &Netns, options: &AttachOptions) -> Result<AttachReport> {
     options.validate()?;
+    options.check_netns(netns)?;
+    // netshim's own files of this sandbox that are damaged: refused, detach repairs them.
+    let lock_file: Vec<_> = integrity::bad_lock_file(netns.cookie).into_iter().collect();
+    integrity::refuse(netns, &lock_file)?;
     // One operation per sandbox at a time (see crate::lock), for the whole attach.
     let lock = SandboxLock::acquire(netns.cookie)?;
     tracing::debug!("sandbox lock taken");
-    let (n, o) = (netns.clone(), options.clone());
-    let result = netns.run(move |handle| async move { attach_locked(&handle, &n, &o).await });
+    let result = integrity::refuse(netns, &integrity::check(netns.cookie)).and_then(|()| {
+        let (n, o) = (netns.clone(), options.clone());
+        netns.run(move |handle| async move { attach_locked(&handle, &n, &o).await })
+    });
     lock.release();
     result
 }
@@ -450,6 +505,9 @@ fn already_attached(
             ),
         });
     }
+    if let Some(device) = &options.needs_tap {
+        super::needs_tap::check_recorded(netns, &recorded, device)?;
+    }
     // The intent file of a run killed right after its commit.
     state::remove_file_if_exists(intent)?;
     recorded.already_attached = true;
@@ -542,7 +600,10 @@ fn check_attachable(netns: &Netns, options: &AttachOptions, survey: &Survey) -> 
             max: MAX_ENDPOINTS,
         });
     }
-    Ok(())
+    match &options.needs_tap {
+        Some(device) => super::needs_tap::check_survey(netns, survey, device),
+        None => Ok(()),
+    }
 }
 
 /// What an endpoint needs the VMM to open, once made.
@@ -845,6 +906,44 @@ mod tests {
         assert!(
             v["cleaned_leftovers"].get("gc").is_none(),
             "no gc field outside detach of a gone netns"
+        );
+    }
+
+    #[test]
+    fn own_and_host_netns_are_refused_as_kata_would() {
+        let opts = |model, disable_new_netns| AttachOptions {
+            model,
+            disable_new_netns,
+            ..AttachOptions::default()
+        };
+        let (tcfilter, none) = (InternetworkingModel::TcFilter, InternetworkingModel::None);
+        let host = Some(4026531840);
+        // A pod netns of its own: fine.
+        assert_eq!(netns_refusal(&opts(tcfilter, false), false, 7, host), None);
+        // The caller's own netns by path: only with disable_new_netns (model none).
+        let own = netns_refusal(&opts(tcfilter, false), true, 7, host).unwrap();
+        assert!(own.contains("disable_new_netns"), "{own}");
+        assert!(netns_refusal(&opts(none, false), true, 7, host).is_some());
+        assert_eq!(netns_refusal(&opts(none, true), true, 7, host), None);
+        // The host's netns, however it is named: never by a model other than none.
+        for model in [tcfilter, InternetworkingModel::MacVtap] {
+            for own in [false, true] {
+                let why = netns_refusal(&opts(model, own), own, 4026531840, host).unwrap();
+                assert!(why.contains("host's network namespace"), "{why}");
+            }
+        }
+        assert_eq!(
+            netns_refusal(&opts(none, false), false, 4026531840, host),
+            None
+        );
+        assert_eq!(
+            netns_refusal(&opts(none, true), true, 4026531840, host),
+            None
+        );
+        // PID 1's cookie unknown: only the by-path rule applies.
+        assert_eq!(
+            netns_refusal(&opts(tcfilter, false), false, 4026531840, None),
+            None
         );
     }
 }

@@ -14,7 +14,7 @@
 
 use std::path::PathBuf;
 
-use super::{survey, write_intent, GcReport, Strictness, Survey};
+use super::{integrity, survey, write_intent, GcReport, Strictness, Survey};
 use crate::{
     backend::{ebpf, mirred, Dev},
     endpoint::SystemProbe,
@@ -41,6 +41,17 @@ pub struct DetachReport {
     /// The netns no longer exists: nothing to detach (its leftovers are collected, `gc`).
     #[serde(default)]
     pub netns_gone: bool,
+    /// With `netns_gone`: the path that names no netns (canonical, as netshim records it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_path: Option<PathBuf>,
+    /// With `netns_gone`: the netns cookies of the sandboxes netshim had recorded at that
+    /// path (their leftovers are what `gc` removed, if it could).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recorded_sandboxes: Vec<u64>,
+    /// netshim's own paths of the sandbox that were of the wrong type (a directory where a
+    /// pin should be, ...) or unreadable (the commit file), removed first.
+    #[serde(default)]
+    pub repaired: Vec<PathBuf>,
     /// With `netns_gone`: what the collection of dead namespaces' leftovers removed.
     #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
     pub gc: Option<GcReport>,
@@ -53,19 +64,26 @@ impl DetachReport {
             || !self.removed_mirred.is_empty()
             || !self.removed_macvtaps.is_empty()
             || !self.removed_state.is_empty()
+            || !self.repaired.is_empty()
     }
 }
 
 /// Detaches `netns`.
 #[tracing::instrument(level = "debug", skip_all, fields(netns = %netns))]
 pub fn detach(netns: &Netns) -> Result<DetachReport> {
+    // A lock "file" of the wrong type cannot be locked (nor held by anyone): removed first.
+    let lock_file: Vec<_> = integrity::bad_lock_file(netns.cookie).into_iter().collect();
+    let mut repaired = integrity::repair(&lock_file)?;
     // One operation per sandbox at a time (see crate::lock).
     let lock = SandboxLock::acquire(netns.cookie)?;
     tracing::debug!("sandbox lock taken");
-    let n = netns.clone();
-    let result = netns.run(move |handle| async move { teardown(&handle, &n).await });
+    let result = integrity::repair(&integrity::check(netns.cookie)).and_then(|more| {
+        repaired.extend(more);
+        let n = netns.clone();
+        netns.run(move |handle| async move { teardown(&handle, &n).await })
+    });
     lock.release();
-    result
+    result.map(|report| DetachReport { repaired, ..report })
 }
 
 /// Detaches the netns `arg` names (as `--netns` takes it). A netns that no longer exists
@@ -75,12 +93,19 @@ pub fn detach(netns: &Netns) -> Result<DetachReport> {
 pub fn detach_arg(arg: &str) -> Result<DetachReport> {
     match Netns::resolve(arg) {
         Ok(netns) => detach(&netns),
-        Err(e) if e.is_gone() => Ok(DetachReport {
-            netns: arg.to_owned(),
-            netns_gone: true,
-            gc: Some(super::gc::collect_dead()?),
-            ..DetachReport::default()
-        }),
+        Err(e) if e.is_gone() => {
+            let path = crate::netns::canonical_path(&crate::netns::netns_path(arg)?);
+            // Looked up before the collection removes the records.
+            let recorded_sandboxes = super::gc::recorded_at(&path);
+            Ok(DetachReport {
+                netns: arg.to_owned(),
+                netns_gone: true,
+                netns_path: Some(path),
+                recorded_sandboxes,
+                gc: Some(super::gc::collect_dead()?),
+                ..DetachReport::default()
+            })
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -29,7 +29,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::detach::{teardown, DetachReport};
+use super::{
+    detach::{teardown, DetachReport},
+    integrity,
+};
 use crate::{
     backend::{bpf_sys, ebpf},
     lock::{self, SandboxLock},
@@ -47,6 +50,10 @@ pub struct GcReport {
     /// Sandboxes left alone: their lock is held (an operation is running), or whether their
     /// netns is alive could not be told.
     pub skipped_busy: Vec<SkippedSandbox>,
+    /// Sandboxes whose netshim paths were of the wrong type (a directory where a pin should
+    /// be, a plain file where the state directory should be, ...): those paths were removed.
+    #[serde(default)]
+    pub repaired: Vec<RepairedSandbox>,
     /// Sandboxes whose collection failed.
     pub failed: Vec<FailedSandbox>,
 }
@@ -56,6 +63,7 @@ impl GcReport {
         self.removed_dead.is_empty()
             && self.cleaned_half_made.is_empty()
             && self.skipped_busy.is_empty()
+            && self.repaired.is_empty()
             && self.failed.is_empty()
     }
 }
@@ -73,6 +81,13 @@ pub struct HalfMadeSandbox {
     /// Where the live netns was found.
     pub netns_path: PathBuf,
     pub removed: DetachReport,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RepairedSandbox {
+    pub netns_cookie: u64,
+    /// The paths of the wrong type that were removed.
+    pub removed: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -116,6 +131,21 @@ fn collect(half_made_too: bool) -> Result<GcReport> {
             netns_cookie: cookie,
             reason: "its lock is held: an operation is in progress".into(),
         };
+        match repair_wrong_types(cookie) {
+            Ok(Some(removed)) if !removed.is_empty() => report.repaired.push(RepairedSandbox {
+                netns_cookie: cookie,
+                removed,
+            }),
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                report.skipped_busy.push(busy());
+                continue;
+            }
+            Err(e) => {
+                report.failed.push(failed(e));
+                continue;
+            }
+        }
         let liveness = match live.find(cookie, &Hints::of(cookie)) {
             Liveness::Dead => attached_links(cookie),
             other => other,
@@ -147,6 +177,32 @@ fn collect(half_made_too: bool) -> Result<GcReport> {
         }
     }
     Ok(report)
+}
+
+/// Removes the sandbox's paths of the wrong type (see [`integrity`]), under its lock;
+/// `None` when the lock is held. A commit file that does not parse is left to detach: the
+/// sandbox may be live and attached.
+fn repair_wrong_types(cookie: u64) -> Result<Option<Vec<PathBuf>>> {
+    let bad: Vec<_> = integrity::check(cookie)
+        .into_iter()
+        .filter(|b| b.damage == integrity::Damage::WrongType)
+        .collect();
+    if bad.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    // The lock "file" first, without the lock (nobody can hold a lock on a directory);
+    // taking the lock then makes a new lock file there, which stays.
+    let (lock_file, rest): (Vec<_>, Vec<_>) = bad
+        .into_iter()
+        .partition(|b| b.path == lock::lock_path(cookie));
+    let mut removed = integrity::repair(&lock_file)?;
+    let Some(lock) = SandboxLock::try_acquire(cookie)? else {
+        return Ok(None);
+    };
+    let result = integrity::repair(&rest);
+    lock.release();
+    removed.extend(result?);
+    Ok(Some(removed))
 }
 
 /// A second opinion before a sandbox whose netns was not found is removed: its pinned TCX
@@ -258,6 +314,57 @@ fn clean_half_made(cookie: u64, path: &Path) -> Result<HalfMade> {
     })();
     lock.release();
     result.map(|r| HalfMade::Cleaned(Box::new(r)))
+}
+
+/// Finds the live netns of a sandbox when the path it recorded is gone or names another
+/// netns now (a name re-created, a pid reused, a path typed relative to another directory):
+/// by cookie, with gc's scan of every reachable namespace, made at most once per finder.
+#[derive(Default)]
+pub(crate) struct NetnsFinder {
+    live: std::cell::OnceCell<Live>,
+}
+
+impl NetnsFinder {
+    /// The live netns with `cookie`: at `recorded` when that path still names it, else
+    /// wherever the scan finds it. `Err` says why none is: no live netns has the cookie (the
+    /// sandbox is stale: gc removes it), or whether one does could not be told.
+    pub fn find(&self, cookie: u64, recorded: &Path) -> std::result::Result<Netns, String> {
+        let at_recorded = match Netns::resolve(&recorded.to_string_lossy()) {
+            Ok(ns) if ns.cookie == cookie => return Ok(ns),
+            Ok(ns) => format!("now names another namespace (cookie {})", ns.cookie),
+            Err(e) => e.to_string(),
+        };
+        let live = self.live.get_or_init(Live::scan);
+        match live.find(cookie, &Hints::of(cookie)) {
+            Liveness::Alive(path) => match Netns::resolve(&path.to_string_lossy()) {
+                Ok(ns) if ns.cookie == cookie => Ok(ns),
+                Ok(_) | Err(_) => Err(format!(
+                    "its netns (cookie {cookie}) was found at {} but is gone from there now",
+                    path.display()
+                )),
+            },
+            Liveness::Dead => Err(format!(
+                "no live network namespace has its cookie {cookie} (the recorded path {}: \
+                 {at_recorded}): the sandbox is stale (gc removes it)",
+                recorded.display()
+            )),
+            Liveness::Unknown(reason) => Err(reason),
+        }
+    }
+}
+
+/// The cookies of the sandboxes (pin or state directory) that recorded `path` as their
+/// netns path.
+pub(crate) fn recorded_at(path: &Path) -> Vec<u64> {
+    let mut cookies: BTreeSet<u64> = pins::sandbox_cookies()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    cookies.extend(state::sandbox_cookies().unwrap_or_default());
+    cookies
+        .into_iter()
+        .filter(|c| Hints::of(*c).paths.contains(path))
+        .collect()
 }
 
 /// What a sandbox recorded about its netns.

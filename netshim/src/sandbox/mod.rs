@@ -10,6 +10,8 @@ mod connect;
 mod detach;
 mod gc;
 mod hotplug;
+pub mod integrity;
+mod needs_tap;
 mod scan;
 mod status;
 mod undo;
@@ -19,8 +21,10 @@ mod watch;
 pub use attach::{attach, AttachOptions, AttachReport, EndpointReport, MacvtapReport, TapReport};
 pub use connect::{connect, disconnect, ConnectOptions, ConnectReport, DisconnectReport};
 pub use detach::{detach, detach_arg, DetachReport};
-pub(crate) use gc::collect_dead;
-pub use gc::{gc, DeadSandbox, FailedSandbox, GcReport, HalfMadeSandbox, SkippedSandbox};
+pub(crate) use gc::{collect_dead, NetnsFinder};
+pub use gc::{
+    gc, DeadSandbox, FailedSandbox, GcReport, HalfMadeSandbox, RepairedSandbox, SkippedSandbox,
+};
 pub use scan::{scan, ScanReport, ScannedInterface};
 pub use status::{stats, status, EndpointStatus, MacvtapStatus, StatusReport};
 pub use upgrade::{

@@ -44,6 +44,9 @@ pub struct StatusReport {
     /// to the guest, so they are not endpoints any more until detach).
     pub macvtaps: Vec<MacvtapStatus>,
     pub skipped: Vec<SkippedInterface>,
+    /// netshim's own files of this sandbox that are damaged (wrong type, a commit file that
+    /// does not parse): attach refuses them, `netshim detach` repairs them.
+    pub damaged: Vec<super::integrity::BadPath>,
 }
 
 /// A macvtap made by the macvtap model.
@@ -81,6 +84,7 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
             endpoints: Vec::new(),
             macvtaps: Vec::new(),
             skipped: survey.skipped.clone(),
+            damaged: super::integrity::check(netns.cookie),
         };
         let state_dir = crate::state::sandbox_dir(netns.cookie);
         for (_, mvt) in &survey.taps {

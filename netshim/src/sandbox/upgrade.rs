@@ -4,8 +4,10 @@
 //!
 //! Scope: one netns (`--netns`), or every sandbox directory in bpffs (`--all`): each directory
 //! names its netns cookie, and its pinned `sandbox` map records the netns path, which is
-//! entered when device names matter (cls_bpf). A directory whose netns is gone, or whose path
-//! now names another namespace, is skipped: it is stale, and gc removes it. Each sandbox is
+//! entered when device names matter (cls_bpf). When that path is gone or names another
+//! namespace now, the live netns with the directory's cookie is found wherever it is (gc's
+//! scan); a directory no live netns has the cookie of is skipped: it is stale, and gc
+//! removes it. Each sandbox is
 //! upgraded under its [`SandboxLock`].
 
 use std::{
@@ -25,6 +27,8 @@ use crate::{
     netns::Netns,
     pins, Error, Result,
 };
+
+use super::NetnsFinder;
 
 /// What `upgrade` loads.
 #[derive(Debug, Clone, Default)]
@@ -117,6 +121,7 @@ pub fn upgrade(netns: &Netns, options: &UpgradeOptions) -> Result<UpgradeReport>
 pub fn upgrade_all(options: &UpgradeOptions) -> Result<UpgradeReport> {
     let object = object(options)?;
     let mut sandboxes = Vec::new();
+    let finder = NetnsFinder::default();
     for cookie in pins::sandbox_cookies()? {
         let dir = pins::sandbox_dir(cookie);
         let entry = |netns: String, outcome, reason: String| SandboxUpgrade {
@@ -129,7 +134,7 @@ pub fn upgrade_all(options: &UpgradeOptions) -> Result<UpgradeReport> {
             hooks: Swapped::default(),
             reason: Some(reason),
         };
-        let netns = match sandbox_netns(&dir, cookie) {
+        let netns = match sandbox_netns(&dir, cookie, &finder) {
             Ok(netns) => netns,
             Err((path, reason)) => {
                 sandboxes.push(entry(path, UpgradeOutcome::Skipped, reason));
@@ -156,29 +161,22 @@ pub fn upgrade_all(options: &UpgradeOptions) -> Result<UpgradeReport> {
     })
 }
 
-/// The netns a sandbox directory serves, from its `sandbox` map; `Err((path, why))` when it
-/// cannot be entered as that same namespace.
-fn sandbox_netns(dir: &Path, cookie: u64) -> std::result::Result<Netns, (String, String)> {
+/// The netns a sandbox directory serves: the one its `sandbox` map records the path of, or
+/// (that path is gone or names another netns now) the live one with its cookie;
+/// `Err((path, why))` when no live netns has the cookie.
+fn sandbox_netns(
+    dir: &Path,
+    cookie: u64,
+    finder: &NetnsFinder,
+) -> std::result::Result<Netns, (String, String)> {
     let record = read_record(dir).map_err(|e| (String::new(), e))?;
     let path = String::from_utf8_lossy(from_fixed(&record.netns_path)).into_owned();
     if path.is_empty() {
         return Err((path, "no netns recorded in the sandbox map".into()));
     }
-    match Netns::resolve(&path) {
-        Ok(netns) if netns.cookie == cookie => Ok(netns),
-        Ok(netns) => Err((
-            path,
-            format!(
-                "the recorded netns path now names another namespace (cookie {}): the pin \
-                 directory is stale (gc removes it)",
-                netns.cookie
-            ),
-        )),
-        Err(e) => Err((
-            path,
-            format!("its netns is gone ({e}): the pin directory is stale (gc removes it)"),
-        )),
-    }
+    finder
+        .find(cookie, Path::new(&path))
+        .map_err(|why| (path, why))
 }
 
 fn read_record(dir: &Path) -> std::result::Result<SandboxRecord, String> {

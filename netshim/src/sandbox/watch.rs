@@ -159,6 +159,7 @@ where
     F: FnMut(&Change) + Send + 'static,
 {
     options.attach.validate()?;
+    options.attach.check_netns(netns)?;
     let (netns, options) = (netns.clone(), options.clone());
     netns.clone().run(move |handle| async move {
         let mut stop = std::pin::pin!(stop);
