@@ -19,7 +19,8 @@ pub const EXIT_OK: i32 = 0;
 /// Exit code: an operation on the system failed (netlink, bpf, tap ioctl, bpffs).
 pub const EXIT_FAILED: i32 = 1;
 /// Exit code: the input is invalid (usage, model, netns argument, nothing to attach to,
-/// nothing to upgrade, an eBPF object that does not fit the pinned maps).
+/// nothing to upgrade, an eBPF object that does not fit the pinned maps, two devices
+/// `connect` would join in a loop).
 pub const EXIT_INVALID_INPUT: i32 = 2;
 /// Exit code: the netns is in a state that conflicts with the request (attached with another
 /// model or backend, devices connected by `netshim connect`, a device's ingress owned by
@@ -105,6 +106,16 @@ pub enum Error {
     InvalidOptions(String),
     #[error("no device {name} in netns {netns}")]
     NoSuchDevice { netns: String, name: String },
+    #[error(
+        "cannot connect {a} and {b} in netns {netns}: {reason}; netshim refuses to connect \
+         devices whose redirects would come back to them"
+    )]
+    RedirectLoop {
+        netns: String,
+        a: String,
+        b: String,
+        reason: String,
+    },
     #[error("watching netns {netns}: {detail}")]
     Watch { netns: String, detail: String },
     #[error(transparent)]
@@ -149,6 +160,7 @@ impl Error {
             | Error::TooManyEndpoints { .. }
             | Error::InvalidOptions(_)
             | Error::NoSuchDevice { .. }
+            | Error::RedirectLoop { .. }
             | Error::NotAttached { .. }
             | Error::UpgradeObject { .. }
             | Error::Config(_)

@@ -132,6 +132,7 @@ mod tests {
             loopback: false,
             link: Some(3),
             link_netnsid: netnsid,
+            master: None,
             addresses: vec![],
         }
     }

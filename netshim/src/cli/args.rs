@@ -18,7 +18,8 @@ Exit codes:
   2  invalid input: bad usage, unknown model (kata's \"Unknown type <x>\"), a netns that is
      missing or not a network namespace, an interface kind kata refuses, nothing to attach to,
      conflicting options, a bad config file, upgrade of a netns that is not attached, an
-     eBPF object whose maps do not match the pinned ones
+     eBPF object whose maps do not match the pinned ones, two devices `connect` would join
+     in a loop (lo, one veth pair, macvlans on one lower, veths bridged on the far side)
   3  conflict: the netns is attached with another model or tc backend, or its devices are
      connected by `netshim connect` (detach or disconnect first); a device's ingress is
      owned by a legacy `ingress` qdisc (kata's mirred datapath or another tool); a hook was

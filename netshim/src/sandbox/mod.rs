@@ -10,6 +10,7 @@ mod connect;
 mod detach;
 mod gc;
 mod hotplug;
+mod redirect_loop;
 mod scan;
 mod status;
 mod undo;
