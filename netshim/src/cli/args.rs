@@ -183,7 +183,8 @@ pub struct AttachArgs {
     /// Queues per tap or macvtap (more than 1 makes taps multi-queue). Default: 1.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub queues: Option<u32>,
-    /// Owner of the taps (TUNSETOWNER / TUNSETGROUP): the VMM's UID[:GID].
+    /// Owner of the taps (TUNSETOWNER / TUNSETGROUP): the VMM's UID[:GID], each 0-4294967294
+    /// (4294967295 is (uid_t)-1, the kernel's "no owner").
     #[arg(long, value_name = "UID[:GID]")]
     pub tap_owner: Option<TapOwner>,
     /// txqueuelen of the taps (kernel default 1000).
@@ -401,6 +402,19 @@ mod tests {
             Cli::try_parse_from(["netshim", "attach", "--netns", "x", "--tap-owner", "qemu"])
                 .is_err()
         );
+        for (owner, why) in [
+            ("4294967295", "uid 4294967295 is (uid_t)-1"),
+            (
+                "99999999999",
+                "uid 99999999999 is out of range (0..=4294967294)",
+            ),
+        ] {
+            let err =
+                Cli::try_parse_from(["netshim", "attach", "--netns", "x", "--tap-owner", owner])
+                    .unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{owner}");
+            assert!(err.to_string().contains(why), "{owner}: {err}");
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ use super::{
 };
 use crate::{
     backend::{ebpf, ebpf::AttachMode, FastPath, RedirectMode, TcBackend},
+    config::TapId,
     crash::crash_point,
     endpoint::{EndpointKind, SystemProbe},
     guest_info::{GuestNeighbor, GuestNetwork, GuestRoute},
@@ -80,6 +81,13 @@ impl AttachOptions {
                  and connecting them to a VM would take them away from the caller",
                 self.model
             )));
+        }
+        for (id, value) in [(TapId::Uid, self.tap_owner), (TapId::Gid, self.tap_group)] {
+            if let Some(v) = value {
+                let what = if id == TapId::Uid { "owner" } else { "group" };
+                crate::config::parse_tap_id(&v.to_string(), id)
+                    .map_err(|e| Error::InvalidOptions(format!("tap {what} {e}")))?;
+            }
         }
         if !self.tap_names.is_empty() && self.model == InternetworkingModel::MacVtap {
             return Err(Error::InvalidOptions(
