@@ -24,7 +24,8 @@ pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_INVALID_INPUT: i32 = 2;
 /// Exit code: the netns is in a state that conflicts with the request (attached with another
 /// model or backend, devices connected by `netshim connect`, a device's ingress owned by
-/// kata's mirred datapath or another tool, a hook changed by someone else during an upgrade).
+/// kata's mirred datapath or another tool, a device netshim did not make that has the name of
+/// a tap attach would make, a hook changed by someone else during an upgrade).
 pub const EXIT_CONFLICT: i32 = 3;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,20 @@ pub enum Error {
         netns: String,
         dev: String,
         consequence: &'static str,
+    },
+    #[error(
+        "netns {netns} has {what} named {name} that netshim did not make: netshim names \
+         {owner} {name}; {remedy}"
+    )]
+    TapNameTaken {
+        netns: String,
+        name: String,
+        /// What has the name: `a bridge`, `a veth`, `a tun device in tun mode`, ...
+        what: String,
+        /// Whose name it is: `endpoint 0's tap`, `eth0's tap (the CNI tap_name)`.
+        owner: String,
+        /// `rename or remove it`, or (a CNI tap_name) choose another name.
+        remedy: &'static str,
     },
     #[error(
         "netns {netns} has no netshim eBPF datapath ({detail}): not attached, nothing to upgrade"
@@ -168,7 +183,9 @@ impl Error {
                 EXIT_INVALID_INPUT
             }
             Error::Upgrade { source, .. } if source.is_incompatible_object() => EXIT_INVALID_INPUT,
-            Error::AlreadyAttached { .. } | Error::IngressQdiscTaken { .. } => EXIT_CONFLICT,
+            Error::AlreadyAttached { .. }
+            | Error::IngressQdiscTaken { .. }
+            | Error::TapNameTaken { .. } => EXIT_CONFLICT,
             Error::Upgrade { source, .. } if source.is_conflict() => EXIT_CONFLICT,
             _ => EXIT_FAILED,
         }

@@ -132,3 +132,93 @@ fn tap_owner_ids_outside_0_to_4294967294_are_refused_as_input() {
     assert!(d.contains("user 4294967294"), "{d}");
     netshim_json(&["detach", "--netns", pod.netns()]);
 }
+
+/// Links of the sandbox by name.
+fn link_names(ns: &netshim_tests::TestNetns) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "link", "show"])).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `tap0_kata` is taken by a device netshim did not make (`make` creates it): attach is a
+/// conflict (exit 3) that names the device and changes nothing, and detach leaves the device.
+fn tap_name_taken_by(tag: &str, make: &[&[&str]], what: &str) {
+    let pod = Pod::new(tag);
+    for args in make {
+        pod.sandbox.ip(args);
+    }
+    let kind = pod.sandbox.link_json("tap0_kata")["linkinfo"]["info_kind"].clone();
+    let before = link_names(&pod.sandbox);
+    let out = netshim(&["attach", "--netns", pod.netns()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let want = format!(
+        "netns {} has {what} named tap0_kata that netshim did not make: netshim names endpoint \
+         0's tap tap0_kata; rename or remove it",
+        pod.netns()
+    );
+    assert!(err.contains(&want), "{want:?} not in {err}");
+    assert_eq!(
+        link_names(&pod.sandbox),
+        before,
+        "nothing created or removed"
+    );
+    let cookie = netshim_json(&["status", "--netns", pod.netns()])["netns_cookie"].clone();
+    assert!(!std::path::Path::new(&format!("/run/netshim/netns-{cookie}")).exists());
+    assert!(!std::path::Path::new(&format!("/sys/fs/bpf/netshim/netns-{cookie}")).exists());
+    // Not netshim's: detach (and attach's leftover cleanup) never takes it.
+    netshim_json(&["detach", "--netns", pod.netns()]);
+    assert_eq!(
+        pod.sandbox.link_json("tap0_kata")["linkinfo"]["info_kind"],
+        kind,
+        "the device is still there"
+    );
+}
+
+#[test]
+fn a_bridge_named_tap0_kata_is_a_conflict() {
+    if skip_unless_root() {
+        return;
+    }
+    tap_name_taken_by(
+        "tnb",
+        &[&["link", "add", "tap0_kata", "type", "bridge"]],
+        "a bridge",
+    );
+}
+
+#[test]
+fn a_veth_named_tap0_kata_is_a_conflict() {
+    if skip_unless_root() {
+        return;
+    }
+    tap_name_taken_by(
+        "tnv",
+        &[&[
+            "link",
+            "add",
+            "tap0_kata",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vx0",
+        ]],
+        "a veth",
+    );
+}
+
+#[test]
+fn a_tun_mode_tun_named_tap0_kata_is_a_conflict() {
+    if skip_unless_root() {
+        return;
+    }
+    tap_name_taken_by(
+        "tnt",
+        &[&["tuntap", "add", "dev", "tap0_kata", "mode", "tun"]],
+        "a tun device in tun mode",
+    );
+}

@@ -22,8 +22,9 @@ Exit codes:
      in a loop (lo, one veth pair, macvlans on one lower, veths bridged on the far side)
   3  conflict: the netns is attached with another model or tc backend, or its devices are
      connected by `netshim connect` (detach or disconnect first); a device's ingress is
-     owned by a legacy `ingress` qdisc (kata's mirred datapath or another tool); a hook was
-     changed by someone else during an upgrade";
+     owned by a legacy `ingress` qdisc (kata's mirred datapath or another tool); a device
+     netshim did not make (a bridge, veth, tun-mode tun) has the name of a tap attach would
+     make (tap<N>_kata); a hook was changed by someone else during an upgrade";
 
 /// eBPF-accelerated networking shim between a sandbox's pod interfaces and its microVM's taps.
 #[derive(Debug, Parser)]

@@ -91,6 +91,40 @@ fn loopback_no_address_and_own_taps_are_skipped() {
 }
 
 #[test]
+fn only_taps_and_macvtaps_named_like_netshims_taps_are_netshims() {
+    let tap_mode = with_drvinfo("tap0_kata", "tun", "tap");
+    let tun_mode = with_drvinfo("tap0_kata", "tun", "tun");
+    let netshims = Ok(Classification::Skipped(SkipReason::NetshimTap));
+    assert_eq!(
+        classify(&iface("tap0_kata", Some("tun"), false), &tap_mode),
+        netshims
+    );
+    assert_eq!(
+        classify(&iface("tap0_kata", Some("macvtap"), false), &tap_mode),
+        netshims
+    );
+    // Someone else's devices of that name: classified as anything else.
+    assert_eq!(
+        classify(&iface("tap0_kata", Some("tun"), false), &tun_mode),
+        Ok(Classification::Skipped(SkipReason::NoAddress))
+    );
+    for kind in ["bridge", "veth", "dummy"] {
+        assert_eq!(
+            classify(&iface("tap0_kata", Some(kind), false), &tap_mode),
+            Ok(Classification::Skipped(SkipReason::NoAddress)),
+            "{kind}"
+        );
+    }
+    assert_eq!(
+        kind_of(classify(
+            &iface("tap1_kata", Some("veth"), true),
+            &FakeProbe::default()
+        )),
+        EndpointKind::Veth
+    );
+}
+
+#[test]
 fn physical_comes_first_by_pci_bus_info() {
     // Even a device with a link kind is physical when ethtool says it sits on PCI.
     let p = with_drvinfo("ens3", "virtio_net", "0000:00:03.0");

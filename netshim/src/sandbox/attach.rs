@@ -236,6 +236,8 @@ async fn attach_locked(
     // macvtap model moves the pod device's addresses); a refusal of a clean netns changes
     // nothing at all.
     let leftovers = has_leftovers(netns, &listed);
+    // Also before the leftovers go: a device netshim did not make keeps its name.
+    super::tap_conflict::refuse_taken_names(netns, options, &listed)?;
     let mut checked = None;
     if !leftovers {
         let survey = survey(handle, netns, strictness, &options.probe).await?;
@@ -511,22 +513,10 @@ fn refuse_connected_devices(netns: &Netns, state_dir: &std::path::Path) -> Resul
     })
 }
 
-/// Refuses a netns attach cannot serve: nothing to attach to, too much, or a tap name that
-/// an interface of the netns already has.
+/// Refuses a netns attach cannot serve: nothing to attach to, too much, or the name of a tap
+/// it would make taken by a device netshim did not make.
 fn check_attachable(netns: &Netns, options: &AttachOptions, survey: &Survey) -> Result<()> {
-    let present = survey
-        .endpoints
-        .iter()
-        .map(|(i, _)| &i.name)
-        .chain(survey.skipped.iter().map(|s| &s.name));
-    for name in present {
-        if let Some((pod, _)) = options.tap_names.iter().find(|(_, t)| *t == name) {
-            return Err(Error::InvalidOptions(format!(
-                "tap name {name} for {pod} is taken: netns {netns} has an interface of that \
-                 name"
-            )));
-        }
-    }
+    super::tap_conflict::refuse_taken_names(netns, options, survey)?;
     if survey.endpoints.is_empty() {
         let detail = if survey.skipped.is_empty() {
             "it has no interfaces".to_owned()
