@@ -210,10 +210,10 @@ mod tests {
             ..dev("lo", 1, None)
         };
         let eth0 = veth("eth0", 2, 9, Some(0));
-        let want = Some(Loop::Loopback { dev: "lo".into() });
-        assert_eq!(find(&lo, &eth0, None), want);
-        assert_eq!(find(&eth0, &lo, None), want);
-        let text = want.unwrap().to_string();
+        let want = Loop::Loopback { dev: "lo".into() };
+        assert_eq!(find(&lo, &eth0, None), Some(want.clone()));
+        assert_eq!(find(&eth0, &lo, None), Some(want.clone()));
+        let text = want.to_string();
         assert!(text.contains("lo is the loopback device"), "{text}");
     }
 
