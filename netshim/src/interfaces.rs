@@ -137,6 +137,26 @@ impl Interface {
     }
 }
 
+#[cfg(test)]
+impl Interface {
+    /// A bare interface for unit tests: up, 1500 bytes, no MAC, link, master or address.
+    pub(crate) fn for_test(name: &str, ifindex: u32, kind: Option<&str>) -> Self {
+        Interface {
+            name: name.into(),
+            ifindex,
+            kind: kind.map(str::to_owned),
+            mac: None,
+            mtu: 1500,
+            up: true,
+            loopback: false,
+            link: None,
+            link_netnsid: None,
+            master: None,
+            addresses: vec![],
+        }
+    }
+}
+
 /// Every link of the handle's netns with its addresses, ordered by ifindex.
 pub async fn list(handle: &rtnetlink::Handle) -> Result<Vec<Interface>, rtnetlink::Error> {
     let mut by_index: BTreeMap<u32, Interface> = BTreeMap::new();

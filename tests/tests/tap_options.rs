@@ -133,16 +133,6 @@ fn tap_owner_ids_outside_0_to_4294967294_are_refused_as_input() {
     netshim_json(&["detach", "--netns", pod.netns()]);
 }
 
-/// Links of the sandbox by name.
-fn link_names(ns: &netshim_tests::TestNetns) -> Vec<String> {
-    let v: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "link", "show"])).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["ifname"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 /// `tap0_kata` is taken by a device netshim did not make (`make` creates it): attach is a
 /// conflict (exit 3) that names the device and changes nothing, and detach leaves the device.
 fn tap_name_taken_by(tag: &str, make: &[&[&str]], what: &str) {
@@ -151,7 +141,7 @@ fn tap_name_taken_by(tag: &str, make: &[&[&str]], what: &str) {
         pod.sandbox.ip(args);
     }
     let kind = pod.sandbox.link_json("tap0_kata")["linkinfo"]["info_kind"].clone();
-    let before = link_names(&pod.sandbox);
+    let before = pod.sandbox.link_names();
     let out = netshim(&["attach", "--netns", pod.netns()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
@@ -162,7 +152,7 @@ fn tap_name_taken_by(tag: &str, make: &[&[&str]], what: &str) {
     );
     assert!(err.contains(&want), "{want:?} not in {err}");
     assert_eq!(
-        link_names(&pod.sandbox),
+        pod.sandbox.link_names(),
         before,
         "nothing created or removed"
     );

@@ -123,17 +123,9 @@ mod tests {
 
     fn iface(kind: &str, netnsid: Option<i32>) -> crate::interfaces::Interface {
         crate::interfaces::Interface {
-            name: "x".into(),
-            ifindex: 2,
-            kind: Some(kind.into()),
-            mac: None,
-            mtu: 1500,
-            up: true,
-            loopback: false,
             link: Some(3),
             link_netnsid: netnsid,
-            master: None,
-            addresses: vec![],
+            ..crate::interfaces::Interface::for_test("x", 2, Some(kind))
         }
     }
 

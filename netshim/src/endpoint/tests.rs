@@ -36,26 +36,14 @@ fn with_drvinfo(name: &str, driver: &str, bus: &str) -> FakeProbe {
 }
 
 fn iface(name: &str, kind: Option<&str>, with_addr: bool) -> Interface {
-    Interface {
-        name: name.into(),
-        ifindex: 2,
-        kind: kind.map(str::to_owned),
-        mac: None,
-        mtu: 1500,
-        up: true,
-        loopback: false,
-        link: None,
-        link_netnsid: None,
-        master: None,
-        addresses: if with_addr {
-            vec![IfAddr {
-                address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
-                prefix_len: 24,
-            }]
-        } else {
-            vec![]
-        },
+    let mut iface = Interface::for_test(name, 2, kind);
+    if with_addr {
+        iface.addresses.push(IfAddr {
+            address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+            prefix_len: 24,
+        });
     }
+    iface
 }
 
 fn kind_of(c: Result<Classification, ClassifyError>) -> EndpointKind {

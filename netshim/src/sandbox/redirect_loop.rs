@@ -168,19 +168,7 @@ mod tests {
     use super::*;
 
     fn dev(name: &str, ifindex: u32, kind: Option<&str>) -> Interface {
-        Interface {
-            name: name.into(),
-            ifindex,
-            kind: kind.map(str::to_owned),
-            mac: None,
-            mtu: 1500,
-            up: true,
-            loopback: false,
-            link: None,
-            link_netnsid: None,
-            master: None,
-            addresses: vec![],
-        }
+        Interface::for_test(name, ifindex, kind)
     }
 
     fn veth(name: &str, ifindex: u32, peer: u32, netnsid: Option<i32>) -> Interface {

@@ -160,19 +160,7 @@ mod tests {
     use crate::endpoint::EndpointKind;
 
     fn dev(name: &str, kind: Option<&str>) -> Interface {
-        Interface {
-            name: name.into(),
-            ifindex: 2,
-            kind: kind.map(str::to_owned),
-            mac: None,
-            mtu: 1500,
-            up: true,
-            loopback: false,
-            link: None,
-            link_netnsid: None,
-            master: None,
-            addresses: vec![],
-        }
+        Interface::for_test(name, 2, kind)
     }
 
     fn class(kind: EndpointKind) -> Classified {
