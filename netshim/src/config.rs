@@ -49,21 +49,60 @@ pub struct TapOwner {
     pub gid: Option<u32>,
 }
 
+/// The largest uid or gid a tap can be given: `(uid_t)-1` (4294967295) is what
+/// TUNSETOWNER / TUNSETGROUP take as "no owner", and the kernel refuses it.
+pub const MAX_TAP_ID: u32 = u32::MAX - 1;
+
+/// Which id of a tap's owner [`parse_tap_id`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapId {
+    Uid,
+    Gid,
+}
+
+/// Reads a tap's uid or gid from its decimal text: 0..=[`MAX_TAP_ID`]. The error says why
+/// (not a number, out of range, or `(uid_t)-1`) without naming the key.
+pub fn parse_tap_id(text: &str, id: TapId) -> Result<u32, String> {
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{text:?} is not a number"));
+    }
+    let out_of_range = || format!("{text} is out of range (0..={MAX_TAP_ID})");
+    let negative = text.starts_with('-') && digits.bytes().any(|b| b != b'0');
+    match digits.parse::<u32>() {
+        Ok(_) if negative => Err(out_of_range()),
+        Ok(u32::MAX) => {
+            let (c_type, what) = match id {
+                TapId::Uid => ("uid_t", "owner"),
+                TapId::Gid => ("gid_t", "group"),
+            };
+            Err(format!(
+                "{text} is ({c_type})-1, which the kernel takes as \"no {what}\" and refuses \
+                 for a tap; give an id from 0 to {MAX_TAP_ID}, or none"
+            ))
+        }
+        Ok(n) => Ok(n),
+        Err(_) => Err(out_of_range()),
+    }
+}
+
 impl std::str::FromStr for TapOwner {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let num = |part: &str, what: &str| {
-            part.parse::<u32>()
-                .map_err(|_| format!("tap owner {s:?}: {what} {part:?} is not a number"))
+        let id = |part: &str, id: TapId| {
+            parse_tap_id(part, id).map_err(|e| {
+                let what = if id == TapId::Uid { "uid" } else { "gid" };
+                format!("tap owner {s:?}: {what} {e}")
+            })
         };
         match s.split_once(':') {
             Some((uid, gid)) => Ok(TapOwner {
-                uid: num(uid, "uid")?,
-                gid: Some(num(gid, "gid")?),
+                uid: id(uid, TapId::Uid)?,
+                gid: Some(id(gid, TapId::Gid)?),
             }),
             None => Ok(TapOwner {
-                uid: num(s, "uid")?,
+                uid: id(s, TapId::Uid)?,
                 gid: None,
             }),
         }
@@ -199,8 +238,9 @@ pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
                 }
                 "tap_owner" => {
                     let owner = match v.as_integer() {
-                        Some(_) => TapOwner {
-                            uid: number()?,
+                        Some(n) => TapOwner {
+                            uid: parse_tap_id(&n.to_string(), TapId::Uid)
+                                .map_err(|e| value_err(&full, format!("uid {e}")))?,
                             gid: None,
                         },
                         None => string()?.parse().map_err(|e| value_err(&full, e))?,
@@ -323,6 +363,71 @@ mod tests {
         assert!(":8".parse::<TapOwner>().is_err());
         let c = p("[netshim]\ntap_owner = 42\n").unwrap();
         assert_eq!(c.tap_owner, Some(TapOwner { uid: 42, gid: None }));
+        assert_eq!(
+            "4294967294:0".parse::<TapOwner>(),
+            Ok(TapOwner {
+                uid: MAX_TAP_ID,
+                gid: Some(0)
+            })
+        );
+    }
+
+    #[test]
+    fn tap_ids_are_refused_with_the_reason() {
+        let err = |s: &str| s.parse::<TapOwner>().unwrap_err();
+        // (uid_t)-1 is "no owner" to the kernel: TUNSETOWNER fails with EINVAL.
+        for (owner, text) in [
+            (
+                "4294967295",
+                "uid 4294967295 is (uid_t)-1, which the kernel takes as \"no owner\"",
+            ),
+            (
+                "1000:4294967295",
+                "gid 4294967295 is (gid_t)-1, which the kernel takes as \"no group\"",
+            ),
+        ] {
+            let e = err(owner);
+            assert!(e.contains(text), "{e}");
+        }
+        for (owner, text) in [
+            (
+                "99999999999",
+                "uid 99999999999 is out of range (0..=4294967294)",
+            ),
+            (
+                "4294967296",
+                "uid 4294967296 is out of range (0..=4294967294)",
+            ),
+            ("-1", "uid -1 is out of range (0..=4294967294)"),
+            (
+                "7:123456789012345678901234567890",
+                "gid 123456789012345678901234567890 is out",
+            ),
+            ("qemu", "uid \"qemu\" is not a number"),
+            ("7:x", "gid \"x\" is not a number"),
+            ("", "uid \"\" is not a number"),
+            ("1 000", "is not a number"),
+        ] {
+            let e = err(owner);
+            assert!(e.contains(text), "{owner:?}: {e}");
+        }
+        assert_eq!(parse_tap_id("0", TapId::Uid), Ok(0));
+        assert_eq!(parse_tap_id("-0", TapId::Gid), Ok(0));
+        for (text, want) in [
+            ("tap_owner = 4294967295", "uid 4294967295 is (uid_t)-1"),
+            ("tap_owner = -5", "uid -5 is out of range"),
+            ("tap_owner = 99999999999", "uid 99999999999 is out of range"),
+            (
+                "tap_owner = \"5:99999999999\"",
+                "gid 99999999999 is out of range",
+            ),
+        ] {
+            let e = p(&format!("[netshim]\n{text}\n")).unwrap_err().to_string();
+            assert!(
+                e.contains("netshim.tap_owner") && e.contains(want),
+                "{text}: {e}"
+            );
+        }
     }
 
     #[test]

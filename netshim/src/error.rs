@@ -20,13 +20,14 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 /// Exit code: the input is invalid (usage, model, netns argument, the caller's own or the
 /// host's netns, nothing to attach to, nothing to upgrade, an eBPF object that does not fit
-/// the pinned maps), or the command cannot run here (privileges, the host's mount namespace:
-/// see [`crate::host`]).
+/// the pinned maps, two devices `connect` would join in a loop), or the command cannot run
+/// here (privileges, the host's mount namespace: see [`crate::host`]).
 pub const EXIT_INVALID_INPUT: i32 = 2;
 /// Exit code: the netns is in a state that conflicts with the request (attached with another
 /// model or backend, devices connected by `netshim connect`, a device's ingress owned by
-/// kata's mirred datapath or another tool, a hook changed by someone else during an upgrade,
-/// netshim's own files of the sandbox damaged: `detach` repairs them).
+/// kata's mirred datapath or another tool, a device netshim did not make that has the name of
+/// a tap attach would make, a hook changed by someone else during an upgrade, netshim's own
+/// files of the sandbox damaged: `detach` repairs them).
 pub const EXIT_CONFLICT: i32 = 3;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,20 @@ pub enum Error {
         netns: String,
         dev: String,
         consequence: &'static str,
+    },
+    #[error(
+        "netns {netns} has {what} named {name} that netshim did not make: netshim names \
+         {owner} {name}; {remedy}"
+    )]
+    TapNameTaken {
+        netns: String,
+        name: String,
+        /// What has the name: `a bridge`, `a veth`, `a tun device in tun mode`, ...
+        what: String,
+        /// Whose name it is: `endpoint 0's tap`, `eth0's tap (the CNI tap_name)`.
+        owner: String,
+        /// `rename or remove it`, or (a CNI tap_name) choose another name.
+        remedy: &'static str,
     },
     #[error(
         "netns {netns} has no netshim eBPF datapath ({detail}): not attached, nothing to upgrade"
@@ -128,6 +143,16 @@ pub enum Error {
     InvalidOptions(String),
     #[error("no device {name} in netns {netns}")]
     NoSuchDevice { netns: String, name: String },
+    #[error(
+        "cannot connect {a} and {b} in netns {netns}: {reason}; netshim refuses to connect \
+         devices whose redirects would come back to them"
+    )]
+    RedirectLoop {
+        netns: String,
+        a: String,
+        b: String,
+        reason: String,
+    },
     #[error("watching netns {netns}: {detail}")]
     Watch { netns: String, detail: String },
     #[error(transparent)]
@@ -174,6 +199,7 @@ impl Error {
             | Error::TooManyEndpoints { .. }
             | Error::InvalidOptions(_)
             | Error::NoSuchDevice { .. }
+            | Error::RedirectLoop { .. }
             | Error::NotAttached { .. }
             | Error::UpgradeObject { .. }
             | Error::Config(_)
@@ -183,7 +209,8 @@ impl Error {
             Error::Upgrade { source, .. } if source.is_incompatible_object() => EXIT_INVALID_INPUT,
             Error::AlreadyAttached { .. }
             | Error::IngressQdiscTaken { .. }
-            | Error::DamagedState { .. } => EXIT_CONFLICT,
+            | Error::DamagedState { .. }
+            | Error::TapNameTaken { .. } => EXIT_CONFLICT,
             Error::Upgrade { source, .. } if source.is_conflict() => EXIT_CONFLICT,
             _ => EXIT_FAILED,
         }

@@ -110,27 +110,9 @@ pub struct Interface {
     /// `IFLA_LINK_NETNSID`: set when the `link` device lives in another netns (a veth whose
     /// peer is elsewhere).
     pub link_netnsid: Option<i32>,
+    /// `IFLA_MASTER`: the bridge (or bond, VRF, ...) this device is a port of.
+    pub master: Option<u32>,
     pub addresses: Vec<IfAddr>,
-}
-
-#[cfg(test)]
-impl Interface {
-    /// A plain up link `name` with ifindex `ifindex`, MTU 1500 and nothing else, for unit
-    /// tests to change what they test.
-    pub(crate) fn for_tests(name: &str, ifindex: u32) -> Self {
-        Interface {
-            name: name.into(),
-            ifindex,
-            kind: None,
-            mac: None,
-            mtu: 1500,
-            up: true,
-            loopback: false,
-            link: None,
-            link_netnsid: None,
-            addresses: Vec::new(),
-        }
-    }
 }
 
 impl Interface {
@@ -146,6 +128,7 @@ impl Interface {
             loopback: msg.header.flags.contains(LinkFlags::Loopback),
             link: None,
             link_netnsid: None,
+            master: None,
             addresses: Vec::new(),
         };
         for attr in &msg.attributes {
@@ -154,6 +137,7 @@ impl Interface {
                 LinkAttribute::Mtu(mtu) => iface.mtu = *mtu,
                 LinkAttribute::Link(link) => iface.link = Some(*link),
                 LinkAttribute::LinkNetNsId(id) => iface.link_netnsid = Some(*id),
+                LinkAttribute::Controller(master) => iface.master = Some(*master),
                 LinkAttribute::Address(a) if a.len() == 6 => {
                     let mut mac = [0u8; 6];
                     mac.copy_from_slice(a);
@@ -170,6 +154,26 @@ impl Interface {
             }
         }
         iface
+    }
+}
+
+#[cfg(test)]
+impl Interface {
+    /// A bare interface for unit tests: up, 1500 bytes, no MAC, link, master or address.
+    pub(crate) fn for_test(name: &str, ifindex: u32, kind: Option<&str>) -> Self {
+        Interface {
+            name: name.into(),
+            ifindex,
+            kind: kind.map(str::to_owned),
+            mac: None,
+            mtu: 1500,
+            up: true,
+            loopback: false,
+            link: None,
+            link_netnsid: None,
+            master: None,
+            addresses: vec![],
+        }
     }
 }
 
@@ -203,7 +207,29 @@ pub async fn by_name(
     handle: &rtnetlink::Handle,
     name: &str,
 ) -> Result<Option<Interface>, rtnetlink::Error> {
-    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    first(handle.link().get().match_name(name.to_owned())).await
+}
+
+/// The link with `ifindex` in the netns this one knows as `netnsid` (`IFLA_TARGET_NETNSID`:
+/// a veth's peer, from its `link` and `link_netnsid`), or in this netns when `None`.
+pub async fn by_index(
+    handle: &rtnetlink::Handle,
+    ifindex: u32,
+    netnsid: Option<i32>,
+) -> Result<Option<Interface>, rtnetlink::Error> {
+    let mut request = handle.link().get().match_index(ifindex);
+    if let Some(id) = netnsid {
+        request
+            .message_mut()
+            .attributes
+            .push(LinkAttribute::IfNetnsId(id));
+    }
+    first(request).await
+}
+
+/// The one link a by-name or by-index request answers; `None` when there is none.
+async fn first(request: rtnetlink::LinkGetRequest) -> Result<Option<Interface>, rtnetlink::Error> {
+    let mut links = request.execute();
     match links.try_next().await {
         Ok(Some(msg)) => Ok(Some(Interface::from_link_message(&msg))),
         Ok(None) => Ok(None),

@@ -243,6 +243,20 @@ impl TestNetns {
             .unwrap_or_else(|| panic!("no mtu for {ifname} in {}", self.name)) as u32
     }
 
+    /// The names of this netns's links (`ip -j link show`), for "nothing was created" checks.
+    pub fn link_names(&self) -> Vec<String> {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ip(&["-j", "link", "show"])).expect("ip -j output");
+        v.as_array()
+            .map(|links| {
+                links
+                    .iter()
+                    .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Whether an interface exists in this netns.
     pub fn link_exists(&self, ifname: &str) -> bool {
         self.try_ip(&["link", "show", "dev", ifname])

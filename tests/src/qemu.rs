@@ -1,7 +1,8 @@
 //! A real VMM behind netshim's tap: QEMU (always TCG) booting the host's Debian kernel with a
 //! tiny busybox initramfs built here, configured from netshim's attach JSON.
 //!
-//! - [`GuestAssets::get`]: finds `qemu-system-x86_64`, `/boot/vmlinuz-<ver>` and a static
+//! - [`GuestAssets::get`]: finds `qemu-system-x86_64`, a Debian kernel ([`find_kernel`]:
+//!   the one `cargo xtask setup` unpacked, else the host's `/boot/vmlinuz-<ver>`) and a static
 //!   busybox, and builds the base initramfs once per process (kept in memory, no files left).
 //!   [`AssetsError::Missing`] means "skip the test"; anything else is a failure.
 //! - [`Initramfs`]: an in-memory newc (cpio) archive: busybox, `/init` ([`DEFAULT_INIT`]) and
@@ -454,9 +455,10 @@ impl Initramfs {
     }
 
     /// The test guest: static busybox at `/bin/busybox` (plus `/bin/sh`), `init_script` as
-    /// `/init`, `/dev/console`, and the virtio-net modules of `kernel_version`
-    /// (`/lib/modules/netshim/<name>.ko`, decompressed; load order in `/etc/netshim/modules`).
-    pub fn for_guest(kernel_version: &str, busybox: &Path, init_script: &str) -> io::Result<Self> {
+    /// `/init`, `/dev/console`, and the virtio-net modules of the kernel whose
+    /// `lib/modules/<ver>` is `moddir` (`/lib/modules/netshim/<name>.ko`, decompressed; load
+    /// order in `/etc/netshim/modules`).
+    pub fn for_guest(moddir: &Path, busybox: &Path, init_script: &str) -> io::Result<Self> {
         let mut fs = Initramfs::new();
         for d in [
             "bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "etc",
@@ -467,7 +469,6 @@ impl Initramfs {
         fs.file("bin/busybox", std::fs::read(busybox)?, 0o755);
         fs.symlink("bin/sh", "busybox");
         fs.file("init", init_script.as_bytes().to_vec(), 0o755);
-        let moddir = PathBuf::from("/lib/modules").join(kernel_version);
         let builtin = std::fs::read_to_string(moddir.join("modules.builtin")).unwrap_or_default();
         let mut order = String::new();
         for m in GUEST_MODULES {
@@ -498,10 +499,10 @@ impl Initramfs {
 
     /// Builds the test guest's initramfs ([`Self::for_guest`] with the busybox found on this
     /// machine) and writes it gzip-compressed to `dir/initramfs.cpio.gz`.
-    pub fn build(dir: &Path, kernel_version: &str, init_script: &str) -> io::Result<PathBuf> {
+    pub fn build(dir: &Path, moddir: &Path, init_script: &str) -> io::Result<PathBuf> {
         let busybox =
             find_static_busybox().map_err(|e| io::Error::new(io::ErrorKind::NotFound, e))?;
-        let fs = Self::for_guest(kernel_version, &busybox, init_script)?;
+        let fs = Self::for_guest(moddir, &busybox, init_script)?;
         let path = dir.join("initramfs.cpio.gz");
         std::fs::write(&path, fs.to_gzip()?)?;
         Ok(path)
@@ -670,6 +671,8 @@ pub struct GuestAssets {
     pub qemu: PathBuf,
     pub kernel: PathBuf,
     pub kernel_version: String,
+    /// The kernel's `lib/modules/<ver>`.
+    pub modules_dir: PathBuf,
     pub busybox: PathBuf,
     /// The base initramfs (busybox, /init, modules), gzip'd and padded to 4 bytes.
     pub base_initrd: Vec<u8>,
@@ -704,12 +707,16 @@ impl GuestAssets {
         let t0 = Instant::now();
         let qemu = which("qemu-system-x86_64").ok_or_else(|| {
             AssetsError::Missing(
-                "qemu-system-x86_64 not found (apt install qemu-system-x86)".into(),
+                "qemu-system-x86_64 not found (cargo xtask setup --for test installs qemu-system-x86)".into(),
             )
         })?;
-        let (kernel, kernel_version) = find_kernel().map_err(AssetsError::Missing)?;
+        let GuestKernel {
+            image: kernel,
+            version: kernel_version,
+            modules_dir,
+        } = find_kernel().map_err(AssetsError::Missing)?;
         let busybox = find_static_busybox().map_err(AssetsError::Missing)?;
-        let fs = Initramfs::for_guest(&kernel_version, &busybox, DEFAULT_INIT)
+        let fs = Initramfs::for_guest(&modules_dir, &busybox, DEFAULT_INIT)
             .map_err(|e| AssetsError::Broken(format!("initramfs for {kernel_version}: {e}")))?;
         let base_initrd = fs
             .to_gzip()
@@ -718,6 +725,7 @@ impl GuestAssets {
             qemu,
             kernel,
             kernel_version,
+            modules_dir,
             busybox,
             base_initrd,
             build_time: t0.elapsed(),
@@ -740,15 +748,44 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The newest `/boot/vmlinuz-<ver>`, preferring those with `/lib/modules/<ver>`.
-pub fn find_kernel() -> Result<(PathBuf, String), String> {
-    let mut found: Vec<(bool, Vec<u64>, String)> = std::fs::read_dir("/boot")
-        .map_err(|e| format!("/boot: {e} (apt install linux-image-amd64)"))?
+/// A kernel to boot the guest with, and its modules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestKernel {
+    /// `<root>/boot/vmlinuz-<ver>`.
+    pub image: PathBuf,
+    pub version: String,
+    /// `<root>/lib/modules/<ver>`.
+    pub modules_dir: PathBuf,
+}
+
+/// Where `cargo xtask setup` unpacks Debian's kernel package for the guest (never installed
+/// on the host): `$NETSHIM_GUEST_KERNEL_DIR` (`cargo xtask test` sets it), else
+/// `$CARGO_HOME/../.cache/netshim/guest-kernel` (`~/.cargo` without CARGO_HOME).
+pub fn guest_kernel_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::var_os("NETSHIM_GUEST_KERNEL_DIR").filter(|d| !d.is_empty()) {
+        dirs.push(PathBuf::from(d));
+    }
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    if let Some(home) = cargo_home {
+        dirs.push(home.join("../.cache/netshim/guest-kernel"));
+    }
+    dirs
+}
+
+/// The newest `<root>/boot/vmlinuz-<ver>` that has `<root>/lib/modules/<ver>`, else the
+/// newest one at all.
+fn kernel_under(root: &Path) -> Option<GuestKernel> {
+    let mut found: Vec<(bool, Vec<u64>, String)> = std::fs::read_dir(root.join("boot"))
+        .ok()?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
             let ver = name.strip_prefix("vmlinuz-")?.to_owned();
-            let has_modules = Path::new("/lib/modules").join(&ver).is_dir();
+            let has_modules = root.join("lib/modules").join(&ver).is_dir();
             let key = ver
                 .split(|c: char| !c.is_ascii_digit())
                 .filter_map(|n| n.parse().ok())
@@ -757,10 +794,29 @@ pub fn find_kernel() -> Result<(PathBuf, String), String> {
         })
         .collect();
     found.sort();
-    let (_, _, ver) = found
-        .pop()
-        .ok_or("no /boot/vmlinuz-* (apt install linux-image-amd64)")?;
-    Ok((PathBuf::from(format!("/boot/vmlinuz-{ver}")), ver))
+    let (_, _, version) = found.pop()?;
+    Some(GuestKernel {
+        image: root.join("boot").join(format!("vmlinuz-{version}")),
+        modules_dir: root.join("lib/modules").join(&version),
+        version,
+    })
+}
+
+/// The guest's kernel: the one `cargo xtask setup` unpacked ([`guest_kernel_dirs`]), else
+/// the host's newest `/boot/vmlinuz-<ver>`.
+pub fn find_kernel() -> Result<GuestKernel, String> {
+    let mut roots = guest_kernel_dirs();
+    roots.push(PathBuf::from("/"));
+    roots.iter().find_map(|r| kernel_under(r)).ok_or_else(|| {
+        let looked: Vec<String> = roots
+            .iter()
+            .map(|r| r.join("boot").display().to_string())
+            .collect();
+        format!(
+            "no vmlinuz-* in {} (cargo xtask setup --for test unpacks one)",
+            looked.join(", ")
+        )
+    })
 }
 
 /// `/bin/busybox` (or `/usr/bin/busybox`), if it is statically linked (no PT_INTERP).
@@ -769,13 +825,13 @@ pub fn find_static_busybox() -> Result<PathBuf, String> {
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
-        .ok_or("no busybox (apt install busybox-static)")?;
+        .ok_or("no busybox (cargo xtask setup --for test installs busybox-static)")?;
     let elf = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     if is_static_elf64(&elf) {
         Ok(path)
     } else {
         Err(format!(
-            "{} is not a static x86-64 ELF (apt install busybox-static)",
+            "{} is not a static x86-64 ELF (cargo xtask setup --for test installs busybox-static)",
             path.display()
         ))
     }

@@ -31,16 +31,6 @@ fn pin_dir(ns: &TestNetns) -> PathBuf {
     netshim_tests::netshim_cli::pin_dir(ns)
 }
 
-/// Links of a netns, by name, for "nothing was created" checks.
-fn link_names(ns: &TestNetns) -> Vec<String> {
-    let v: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "link", "show"])).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["ifname"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn missing_netns_name() {
     let out = netshim(&["attach", "--netns", "netshim-test-no-such-netns"]);
@@ -75,7 +65,7 @@ fn unknown_model_uses_katas_text_and_touches_nothing() {
         return;
     }
     let pod = Pod::new("bm");
-    let before = link_names(&pod.sandbox);
+    let before = pod.sandbox.link_names();
     let out = netshim(&["attach", "--netns", pod.netns(), "--model", "bogus"]);
     assert_fails(&out, 2, "Unknown type bogus");
     for valid in ["default", "macvtap", "tcfilter", "none"] {
@@ -91,7 +81,7 @@ fn unknown_model_uses_katas_text_and_touches_nothing() {
         2,
         "--queues",
     );
-    assert_eq!(link_names(&pod.sandbox), before);
+    assert_eq!(pod.sandbox.link_names(), before);
     assert!(!pin_dir(&pod.sandbox).exists());
 }
 
@@ -106,10 +96,10 @@ fn netns_without_a_usable_interface() {
     // A veth without an address is skipped, as kata does: still nothing to attach to.
     let peer = TestNetns::new("nsh-empty-peer");
     netshim_tests::veth_pair(&peer, "p0", &ns, "eth0");
-    let before = link_names(&ns);
+    let before = ns.link_names();
     let out = netshim(&["attach", "--netns", ns.name()]);
     assert_fails(&out, 2, "eth0 (no address)");
-    assert_eq!(link_names(&ns), before, "no tap created");
+    assert_eq!(ns.link_names(), before, "no tap created");
     assert!(!pin_dir(&ns).exists(), "no pins created");
 }
 
@@ -122,11 +112,11 @@ fn unsupported_interface_kind_uses_katas_text_and_touches_nothing() {
     pod.sandbox.ip(&["link", "add", "br0", "type", "bridge"]);
     pod.sandbox
         .ip(&["addr", "add", "10.124.0.2/24", "dev", "br0"]);
-    let before = link_names(&pod.sandbox);
+    let before = pod.sandbox.link_names();
     let out = netshim(&["attach", "--netns", pod.netns()]);
     assert_fails(&out, 2, "Unsupported network interface: bridge");
     assert!(stderr(&out).contains(pod.netns()), "names the netns");
-    assert_eq!(link_names(&pod.sandbox), before);
+    assert_eq!(pod.sandbox.link_names(), before);
     assert!(!pin_dir(&pod.sandbox).exists());
 }
 
@@ -137,10 +127,10 @@ fn attaching_again_with_another_backend_is_a_conflict_that_changes_nothing() {
     }
     let pod = Pod::new("tw");
     netshim_json(&["attach", "--netns", pod.netns()]);
-    let links = link_names(&pod.sandbox);
+    let links = pod.sandbox.link_names();
     let out = netshim(&["attach", "--netns", pod.netns(), "--tc-backend", "mirred"]);
     assert_fails(&out, 3, "already attached");
-    assert_eq!(link_names(&pod.sandbox), links);
+    assert_eq!(pod.sandbox.link_names(), links);
     let status = netshim_json(&["status", "--netns", pod.netns()]);
     assert_eq!(status["datapath"], "tcx", "the first attach is intact");
     assert_eq!(status["endpoints"][0]["connected"], true);

@@ -408,16 +408,17 @@ fn bad_input_gets_cni_error_codes() {
     let (code, err) = cni_error(&rt.netshim("ADD", &tap_name("vm/0"), &[]));
     assert_eq!(code, 7, "{err}");
     assert!(err["msg"].as_str().unwrap().contains("tap_name"), "{err}");
-    // A tap name an interface of the netns already has: refused before any change.
+    // A tap name an interface of the netns already has: a conflict, refused before any
+    // change.
     veth_pair(&host, "h0", &sandbox, IFNAME);
     sandbox.ip(&["addr", "add", "10.203.0.2/24", "dev", IFNAME]);
     let (code, err) = cni_error(&rt.netshim("ADD", &tap_name(IFNAME), &[]));
-    assert_eq!(code, 7, "{err}");
+    assert_eq!(code, 101, "{err}");
     assert!(
-        err["details"]
-            .as_str()
-            .unwrap()
-            .contains("tap name eth0 for eth0 is taken"),
+        err["details"].as_str().unwrap().contains(
+            "has a veth named eth0 that netshim did not make: netshim names eth0's tap (the \
+             CNI tap_name) eth0; give tap_name another value"
+        ),
         "{err}"
     );
     assert_eq!(netshim_dirs(cookie(&sandbox)), Vec::<PathBuf>::new());

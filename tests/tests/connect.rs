@@ -177,3 +177,126 @@ fn bad_connect_arguments() {
         ""
     );
 }
+
+/// Undoes a connect on Drop: the base code accepted the pairs below, and their loop pins
+/// both CPUs until the pair is disconnected.
+struct DisconnectOnDrop<'a> {
+    ns: &'a TestNetns,
+    a: &'a str,
+    b: &'a str,
+}
+
+impl Drop for DisconnectOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = netshim(&["disconnect", "--netns", self.ns.name(), self.a, self.b]);
+    }
+}
+
+/// `connect a b` in `ns` is refused as a loop (exit 2, naming both and `why`) and leaves no
+/// pin directory (where the TCX links of a connected pair are pinned).
+fn assert_refused_as_loop(ns: &TestNetns, a: &str, b: &str, why: &str) {
+    let _undo = DisconnectOnDrop { ns, a, b };
+    let out = netshim(&["connect", "--netns", ns.name(), a, b]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "connect {a} {b}: {err}");
+    assert!(
+        err.contains(&format!(
+            "cannot connect {a} and {b} in netns {}",
+            ns.name()
+        )),
+        "{err}"
+    );
+    assert!(err.contains(why), "{why:?} not in: {err}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        !netshim_tests::netshim_cli::pin_dir(ns).exists(),
+        "no pin dir for {}",
+        ns.name()
+    );
+}
+
+fn rx_packets(ns: &TestNetns, dev: &str) -> u64 {
+    ns.link_json(dev)["stats64"]["rx"]["packets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("rx packets of {dev}"))
+}
+
+/// The repro: the two ends of one veth pair in one netns. Accepted, the kernel's own
+/// IPv6 packets (router solicitations, MLD) circulated at line rate until disconnect.
+#[test]
+fn the_two_ends_of_one_veth_pair_are_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let ns = TestNetns::new("nsh-loop-v");
+    ns.ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"]);
+    ns.ip(&["link", "set", "va", "up"]);
+    ns.ip(&["link", "set", "vb", "up"]);
+    assert_refused_as_loop(&ns, "va", "vb", "two ends of one veth pair");
+    assert_refused_as_loop(&ns, "vb", "va", "two ends of one veth pair");
+    // Nothing circulates: a couple of IPv6 packets in 2 s, not millions.
+    let before = (rx_packets(&ns, "va"), rx_packets(&ns, "vb"));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let after = (rx_packets(&ns, "va"), rx_packets(&ns, "vb"));
+    let moved = (after.0 - before.0) + (after.1 - before.1);
+    println!("rx_packets of va + vb over 2 s after the refusal: {moved}");
+    assert!(moved < 1000, "{moved} packets in 2 s: something loops");
+}
+
+#[test]
+fn loopback_is_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let ns = TestNetns::new("nsh-loop-l");
+    let peer = TestNetns::new("nsh-loop-lp");
+    veth_pair(&peer, "p0", &ns, "eth0");
+    assert_refused_as_loop(&ns, "lo", "eth0", "lo is the loopback device");
+    assert_refused_as_loop(&ns, "eth0", "lo", "lo is the loopback device");
+}
+
+#[test]
+fn macvlans_on_one_lower_and_a_macvlan_with_its_lower_are_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let ns = TestNetns::new("nsh-loop-m");
+    let peer = TestNetns::new("nsh-loop-mp");
+    veth_pair(&peer, "p0", &ns, "eth0");
+    for mv in ["mv0", "mv1"] {
+        ns.ip(&[
+            "link", "add", mv, "link", "eth0", "type", "macvlan", "mode", "bridge",
+        ]);
+        ns.ip(&["link", "set", mv, "up"]);
+    }
+    assert_refused_as_loop(&ns, "mv0", "mv1", "on lower device ifindex");
+    assert_refused_as_loop(
+        &ns,
+        "mv0",
+        "eth0",
+        "mv0 is a macvlan/macvtap/ipvlan device on eth0",
+    );
+}
+
+#[test]
+fn veths_whose_peers_share_a_bridge_are_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let shim = TestNetns::new("nsh-loop-b");
+    let far = TestNetns::new("nsh-loop-bf");
+    veth_pair(&far, "p0", &shim, "ma0");
+    veth_pair(&far, "p1", &shim, "mb0");
+    far.ip(&["link", "add", "br0", "type", "bridge"]);
+    far.ip(&["link", "set", "br0", "up"]);
+    for p in ["p0", "p1"] {
+        far.ip(&["link", "set", p, "master", "br0"]);
+    }
+    assert_refused_as_loop(&shim, "ma0", "mb0", "ports of one master device");
+    // Off the bridge, the same two veths connect (two_pairs_in_one_netns_… forwards
+    // through such a pair).
+    far.ip(&["link", "set", "p1", "nomaster"]);
+    let r = netshim_json(&["connect", "--netns", shim.name(), "ma0", "mb0"]);
+    assert_eq!(r["index"], 0, "{r}");
+    netshim_json(&["disconnect", "--netns", shim.name(), "ma0", "mb0"]);
+}

@@ -572,3 +572,39 @@ fn watch_started_before_the_cni_plugs_the_first_endpoint_and_unplugs_the_last() 
     let (status, _) = watch.stop(Signal::SIGINT);
     assert_eq!(status.code(), Some(0));
 }
+
+/// A hot-plugged endpoint whose tap name a device netshim did not make already has is
+/// refused (a `failed` line naming the device), and that device stays.
+#[test]
+fn hot_plug_refuses_a_tap_name_a_bridge_has() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("hpn");
+    let mut watch = Watch::start(pod.netns(), &[]);
+    watch.expect("watching", None, Duration::from_secs(30));
+    pod.sandbox
+        .ip(&["link", "add", "tap1_kata", "type", "bridge"]);
+    let (_net, _) = cni_add(&pod.sandbox, "eth1", "hpn", 5);
+    let (_, failed) = watch.expect("failed", Some("eth1"), Duration::from_secs(5));
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "netns {} has a bridge named tap1_kata that netshim did not make: netshim names \
+             endpoint 1's tap tap1_kata",
+            pod.netns()
+        )),
+        "{failed}"
+    );
+    assert_eq!(
+        pod.sandbox.link_json("tap1_kata")["linkinfo"]["info_kind"],
+        "bridge"
+    );
+    let (status, _) = watch.stop(Signal::SIGINT);
+    assert_eq!(status.code(), Some(0));
+    netshim_json(&["detach", "--netns", pod.netns()]);
+    assert!(
+        pod.sandbox.link_exists("tap1_kata"),
+        "detach leaves the bridge"
+    );
+}

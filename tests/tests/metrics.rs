@@ -10,9 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use netshim::metrics::server::REQUEST_TIMEOUT;
 use netshim_tests::{
     netshim_cli::{netshim_bin, netshim_json, netshim_ok, Pod},
-    skip_unless_root, traffic, ChildGuard,
+    skip_unless_root, traffic, ChildGuard, TestNetns,
 };
 use nix::sys::signal::Signal;
 
@@ -286,12 +287,12 @@ fn stats_prometheus_has_the_exact_counters_mirred() {
     prometheus_has_exact_counters("mirred");
 }
 
-/// `GET path` over a fresh connection made inside `pod`'s sandbox netns: (status line,
-/// head, body).
-fn http_get(pod: &Pod, addr: SocketAddr, path: &str) -> (String, String, String) {
-    let raw = pod.sandbox.run(|| {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+/// `GET path` over a fresh connection made inside `ns`: (status line, head, body).
+fn http_get(ns: &TestNetns, addr: SocketAddr, path: &str) -> (String, String, String) {
+    let raw = ns.run(|| {
+        // Generous: a server that does not accept leaves the SYN to retransmit.
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(60)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).expect("read the response");
@@ -302,22 +303,14 @@ fn http_get(pod: &Pod, addr: SocketAddr, path: &str) -> (String, String, String)
     (status, head.to_owned(), body.to_owned())
 }
 
-#[test]
-fn metrics_endpoint_serves_fresh_counters_inside_the_sandbox_netns() {
-    if skip_unless_root() {
-        return;
-    }
-    let pod = Pod::new("mxh");
-    attach(&pod, "ebpf");
-    let tap = traffic::open_tap(&pod.sandbox, "tap0_kata");
-    traffic::exchange(&pod, &tap, 3, "warm-up");
-
-    // On the sandbox netns' own loopback, on a port the kernel picks. nsenter enters only
-    // the netns (`ip netns exec` works too: see host_view.rs).
+/// `netshim metrics --netns NS` listening on `ns`' own loopback, on a port the kernel
+/// picks; its address.
+fn serve_metrics(ns: &TestNetns) -> (ChildGuard, SocketAddr) {
+    // nsenter enters only the netns (`ip netns exec` works too: see host_view.rs).
     let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net={}", pod.sandbox.path().display()))
+    cmd.arg(format!("--net={}", ns.path().display()))
         .arg(netshim_bin())
-        .args(["metrics", "--listen", "127.0.0.1:0", "--netns", pod.netns()])
+        .args(["metrics", "--listen", "127.0.0.1:0", "--netns", ns.name()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -334,11 +327,79 @@ fn metrics_endpoint_serves_fresh_counters_inside_the_sandbox_netns() {
         .parse()
         .expect("listening address");
     assert!(addr.ip().is_loopback());
+    (server, addr)
+}
+
+/// Idle connections (opened, nothing sent) used to hold the collection slots while the
+/// server waited for their request heads: 70 of them delayed a real scrape by 11 s.
+#[test]
+fn idle_connections_do_not_starve_a_scrape() {
+    if skip_unless_root() {
+        return;
+    }
+    const IDLE: usize = 200;
+    let ns = TestNetns::new("nsh-mxi");
+    let (server, addr) = serve_metrics(&ns);
+    let opened = Instant::now();
+    // A server that does not accept fills its listen backlog: count what connects, and
+    // check after the scrape that all did.
+    let mut idle: Vec<TcpStream> = ns.run(|| {
+        (0..IDLE)
+            .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok())
+            .collect()
+    });
+    // Let the server accept them all before the scrape comes.
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let (status, head, _) = http_get(&ns, addr, "/metrics");
+    let took = started.elapsed();
+    println!("scrape behind {IDLE} idle connections: {status} after {took:?}");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{head}");
+    assert!(
+        took < REQUEST_TIMEOUT / 2,
+        "the scrape took {took:?} behind {IDLE} idle connections (head timeout \
+         {REQUEST_TIMEOUT:?})"
+    );
+    assert_eq!(idle.len(), IDLE, "every idle connection was accepted");
+    // The server closes every idle one when its head timeout passes (a 408, then EOF).
+    let deadline = opened + REQUEST_TIMEOUT + Duration::from_secs(10);
+    let mut closed = 0;
+    for s in &mut idle {
+        let left = deadline.saturating_duration_since(Instant::now());
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        let mut rest = Vec::new();
+        if s.read_to_end(&mut rest).is_ok() {
+            closed += 1;
+        }
+    }
+    println!(
+        "{closed} of {IDLE} idle connections closed by the server after {:?}",
+        opened.elapsed()
+    );
+    assert_eq!(
+        closed, IDLE,
+        "every idle connection is closed by the server"
+    );
+    drop(server);
+}
+
+#[test]
+fn metrics_endpoint_serves_fresh_counters_inside_the_sandbox_netns() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("mxh");
+    attach(&pod, "ebpf");
+    let tap = traffic::open_tap(&pod.sandbox, "tap0_kata");
+    traffic::exchange(&pod, &tap, 3, "warm-up");
+
+    let (server, addr) = serve_metrics(&pod.sandbox);
 
     let netns = pod.netns();
     let dir = |d| [("netns", netns), ("endpoint", "eth0"), ("direction", d)];
     let scrape = |when: &str| {
-        let (status, head, body) = http_get(&pod, addr, "/metrics");
+        let (status, head, body) = http_get(&pod.sandbox, addr, "/metrics");
         assert_eq!(status, "HTTP/1.1 200 OK", "{head}");
         assert!(
             head.contains("Content-Type: text/plain; version=0.0.4"),
@@ -363,7 +424,7 @@ fn metrics_endpoint_serves_fresh_counters_inside_the_sandbox_netns() {
     // Concurrent scrapes all succeed and agree (nothing flows now).
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
-            .map(|_| s.spawn(|| http_get(&pod, addr, "/metrics")))
+            .map(|_| s.spawn(|| http_get(&pod.sandbox, addr, "/metrics")))
             .collect();
         for h in handles {
             let (status, _, body) = h.join().unwrap();
@@ -376,9 +437,9 @@ fn metrics_endpoint_serves_fresh_counters_inside_the_sandbox_netns() {
         }
     });
 
-    let (status, _, _) = http_get(&pod, addr, "/");
+    let (status, _, _) = http_get(&pod.sandbox, addr, "/");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
-    let (status, _, _) = http_get(&pod, addr, "/metrics/x");
+    let (status, _, _) = http_get(&pod.sandbox, addr, "/metrics/x");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
 
     server.signal(Signal::SIGINT).unwrap();

@@ -1,7 +1,7 @@
 //! Tap options (queues, owner, txqueuelen) and re-attaching over a dead run's leftovers.
 
 use netshim_tests::{
-    netshim_cli::{netshim_json, Pod},
+    netshim_cli::{netshim, netshim_json, Pod},
     skip_unless_root, TapQueue,
 };
 
@@ -84,4 +84,131 @@ fn reattach_over_a_leftover_tap_replaces_it_even_while_held_open() {
     assert!(frame.is_some(), "the client's ARP reaches the new tap");
     drop(q);
     netshim_json(&["detach", "--netns", pod.netns()]);
+}
+
+/// `(uid_t)-1` is "no owner" to TUNSETOWNER, which refused it with EINVAL after the tap was
+/// made (exit 1); an id past u32 was "not a number". Both are bad input now, refused before
+/// anything is made, with the reason.
+#[test]
+fn tap_owner_ids_outside_0_to_4294967294_are_refused_as_input() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("town");
+    for (owner, why) in [
+        (
+            "4294967295",
+            "uid 4294967295 is (uid_t)-1, which the kernel takes as \"no owner\"",
+        ),
+        (
+            "1000:4294967295",
+            "gid 4294967295 is (gid_t)-1, which the kernel takes as \"no group\"",
+        ),
+        (
+            "99999999999",
+            "uid 99999999999 is out of range (0..=4294967294)",
+        ),
+        ("qemu", "uid \"qemu\" is not a number"),
+    ] {
+        let out = netshim(&["attach", "--netns", pod.netns(), "--tap-owner", owner]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--tap-owner {owner}: {err}");
+        assert!(
+            err.contains(why),
+            "--tap-owner {owner}: {why:?} not in {err}"
+        );
+        assert!(!pod.sandbox.link_exists("tap0_kata"), "no tap made");
+    }
+    // The largest valid id reaches the tap.
+    let report = netshim_json(&[
+        "attach",
+        "--netns",
+        pod.netns(),
+        "--tap-owner",
+        "4294967294:4294967294",
+    ]);
+    assert_eq!(report["endpoints"][0]["tap"]["owner"], 4294967294u64);
+    let d = pod.sandbox.ip(&["-d", "link", "show", "tap0_kata"]);
+    assert!(d.contains("user 4294967294"), "{d}");
+    netshim_json(&["detach", "--netns", pod.netns()]);
+}
+
+/// `tap0_kata` is taken by a device netshim did not make (`make` creates it): attach is a
+/// conflict (exit 3) that names the device and changes nothing, and detach leaves the device.
+fn tap_name_taken_by(tag: &str, make: &[&[&str]], what: &str) {
+    let pod = Pod::new(tag);
+    for args in make {
+        pod.sandbox.ip(args);
+    }
+    let kind = pod.sandbox.link_json("tap0_kata")["linkinfo"]["info_kind"].clone();
+    let before = pod.sandbox.link_names();
+    let out = netshim(&["attach", "--netns", pod.netns()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let want = format!(
+        "netns {} has {what} named tap0_kata that netshim did not make: netshim names endpoint \
+         0's tap tap0_kata; rename or remove it",
+        pod.netns()
+    );
+    assert!(err.contains(&want), "{want:?} not in {err}");
+    assert_eq!(
+        pod.sandbox.link_names(),
+        before,
+        "nothing created or removed"
+    );
+    let cookie = netshim_json(&["status", "--netns", pod.netns()])["netns_cookie"].clone();
+    assert!(!std::path::Path::new(&format!("/run/netshim/netns-{cookie}")).exists());
+    assert!(!std::path::Path::new(&format!("/sys/fs/bpf/netshim/netns-{cookie}")).exists());
+    // Not netshim's: detach (and attach's leftover cleanup) never takes it.
+    netshim_json(&["detach", "--netns", pod.netns()]);
+    assert_eq!(
+        pod.sandbox.link_json("tap0_kata")["linkinfo"]["info_kind"],
+        kind,
+        "the device is still there"
+    );
+}
+
+#[test]
+fn a_bridge_named_tap0_kata_is_a_conflict() {
+    if skip_unless_root() {
+        return;
+    }
+    tap_name_taken_by(
+        "tnb",
+        &[&["link", "add", "tap0_kata", "type", "bridge"]],
+        "a bridge",
+    );
+}
+
+#[test]
+fn a_veth_named_tap0_kata_is_a_conflict() {
+    if skip_unless_root() {
+        return;
+    }
+    tap_name_taken_by(
+        "tnv",
+        &[&[
+            "link",
+            "add",
+            "tap0_kata",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vx0",
+        ]],
+        "a veth",
+    );
+}
+
+#[test]
+fn a_tun_mode_tun_named_tap0_kata_is_a_conflict() {
+    if skip_unless_root() {
+        return;
+    }
+    tap_name_taken_by(
+        "tnt",
+        &[&["tuntap", "add", "dev", "tap0_kata", "mode", "tun"]],
+        "a tun device in tun mode",
+    );
 }

@@ -367,7 +367,10 @@ fn upgrade_all_skips_stale_sandboxes_and_says_when_there_is_nothing() {
     }
     let live = pair_topo("upa");
     let doomed = TestNetns::new("nsh-upa-d");
-    doomed.ip(&["link", "add", "da0", "type", "veth", "peer", "name", "db0"]);
+    // Two veths whose peers are elsewhere (the two ends of one pair would loop: refused).
+    let far = TestNetns::new("nsh-upa-f");
+    veth_pair(&far, "p0", &doomed, "da0");
+    veth_pair(&far, "p1", &doomed, "db0");
     let script = format!(
         r#"
 echo "--- none"
@@ -443,9 +446,10 @@ fn mismatched_or_missing_maps_fail_cleanly() {
         return;
     }
     let ns = TestNetns::new("nsh-upm");
-    ns.ip(&["link", "add", "ma0", "type", "veth", "peer", "name", "mb0"]);
-    ns.ip(&["link", "set", "ma0", "up"]);
-    ns.ip(&["link", "set", "mb0", "up"]);
+    // Two veths whose peers are elsewhere: the two ends of one pair here would loop.
+    let far = TestNetns::new("nsh-upm-f");
+    veth_pair(&far, "p0", &ns, "ma0");
+    veth_pair(&far, "p1", &ns, "mb0");
     netshim_json(&["connect", "--netns", ns.name(), "ma0", "mb0"]);
     let dir = pin_dir(&ns);
     let links = [dir.join("link_ma0"), dir.join("link_mb0")];

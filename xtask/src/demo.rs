@@ -34,7 +34,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         cmd::is_root(),
         "the demo creates network namespaces: run it as root"
     );
-    setup::run(&setup::SetupArgs::default())?;
+    setup::run_for(&setup::SetupArgs::default(), &[setup::Purpose::Demo])?;
     let (netshim, standin) = cmd::step("build release binaries", build)?;
 
     let guard = CleanupGuard::new()?;

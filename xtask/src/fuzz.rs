@@ -27,7 +27,8 @@ pub struct FuzzArgs {
 }
 
 pub fn run(args: &FuzzArgs) -> Result<()> {
-    setup::run(&setup::SetupArgs::default())?;
+    // The toolchain only: fuzzing runs no Debian package.
+    setup::run_for(&setup::SetupArgs::default(), &[])?;
     for t in &args.targets {
         ensure!(
             TARGETS.contains(&t.as_str()),

@@ -1,7 +1,8 @@
 //! Developer and CI tasks for the netshim workspace: `cargo xtask <command>`.
 //!
-//! - `setup`: install what building and testing need (apt packages, nightly rust-src,
-//!   bpf-linker). Idempotent; every other command runs it first.
+//! - `setup`: install what building, the demo, the tests and the bench need (apt packages
+//!   by who needs them, the tests' guest kernel, nightly rust-src, bpf-linker). Idempotent;
+//!   every other command runs it first, for what it runs.
 //! - `lint`: rustfmt check and clippy (`-D warnings`) on the host crates.
 //! - `test`: lint, build, then `cargo test` over the host crates.
 //! - `demo`: client netns <-> sandbox netns (pod veth) <-> netshim <-> tap <-> vm-standin,
@@ -36,7 +37,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install build/test prerequisites (apt packages, nightly rust-src, bpf-linker).
+    /// Install prerequisites: the Debian packages the demo, the tests and the bench need
+    /// (--for to choose), the tests' guest kernel, nightly rust-src, bpf-linker.
     Setup(setup::SetupArgs),
     /// rustfmt --check and clippy -D warnings on the host crates.
     Lint,
@@ -54,7 +56,9 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Setup(args) => setup::run(&args).map(|_| ()),
-        Command::Lint => setup::run(&setup::SetupArgs::default()).and_then(|_| test::lint()),
+        Command::Lint => {
+            setup::run_for(&setup::SetupArgs::default(), &[]).and_then(|_| test::lint())
+        }
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),

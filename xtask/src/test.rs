@@ -6,6 +6,9 @@
 use crate::{cmd, setup};
 use anyhow::Result;
 
+/// Where the tests look for the guest kernel first (tests/src/qemu.rs reads it).
+const GUEST_KERNEL_ENV: &str = "NETSHIM_GUEST_KERNEL_DIR";
+
 /// The workspace member that is not a host crate.
 const EBPF_CRATE: &str = "netshim-ebpf";
 
@@ -45,7 +48,7 @@ pub fn lint() -> Result<()> {
 }
 
 pub fn run(args: &TestArgs) -> Result<()> {
-    setup::run(&setup::SetupArgs::default())?;
+    setup::run_for(&setup::SetupArgs::default(), &[setup::Purpose::Test])?;
     if !args.no_lint {
         lint()?;
     }
@@ -55,6 +58,11 @@ pub fn run(args: &TestArgs) -> Result<()> {
     cmd::step("build", || cmd::run(&mut host_cargo("build")))?;
     cmd::step("test", || {
         let mut test = host_cargo("test");
+        // Where setup unpacked the real-VMM test's kernel (tests/src/qemu.rs).
+        test.env(
+            GUEST_KERNEL_ENV,
+            setup::guest_kernel::dir(&setup::cache_dir()?),
+        );
         test.arg("--no-fail-fast")
             .arg("--")
             .arg(format!("--test-threads={}", args.test_threads.max(1)))

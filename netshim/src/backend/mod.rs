@@ -123,10 +123,9 @@ mod tests {
 
     fn iface(kind: &str, netnsid: Option<i32>) -> crate::interfaces::Interface {
         crate::interfaces::Interface {
-            kind: Some(kind.into()),
             link: Some(3),
             link_netnsid: netnsid,
-            ..crate::interfaces::Interface::for_tests("x", 2)
+            ..crate::interfaces::Interface::for_test("x", 2, Some(kind))
         }
     }
 

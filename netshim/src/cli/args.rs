@@ -20,14 +20,17 @@ Exit codes:
      --disable-new-netns, the host's netns with a model other than none, an interface kind
      kata refuses, nothing to attach to, conflicting options, a bad config file (or one that
      is not a regular file), upgrade of a netns that is not attached, an eBPF object whose
-     maps do not match the pinned ones; not root (nor CAP_BPF + CAP_NET_ADMIN +
-     CAP_SYS_ADMIN + CAP_DAC_OVERRIDE + CAP_SYS_PTRACE); started in a mount namespace whose
-     /sys/fs/bpf is not the host's when the host's cannot be joined
+     maps do not match the pinned ones, two devices `connect` would join in a loop (lo, one
+     veth pair, macvlans on one lower, veths bridged on the far side); not root (nor
+     CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN + CAP_DAC_OVERRIDE + CAP_SYS_PTRACE); started
+     in a mount namespace whose /sys/fs/bpf is not the host's when the host's cannot be
+     joined
   3  conflict: the netns is attached with another model or tc backend, or its devices are
      connected by `netshim connect` (detach or disconnect first); a device's ingress is
-     owned by a legacy `ingress` qdisc (kata's mirred datapath or another tool); a hook was
-     changed by someone else during an upgrade; netshim's own files of the sandbox are
-     damaged (`netshim detach` repairs them)";
+     owned by a legacy `ingress` qdisc (kata's mirred datapath or another tool); a device
+     netshim did not make (a bridge, veth, tun-mode tun) has the name of a tap attach would
+     make (tap<N>_kata); a hook was changed by someone else during an upgrade; netshim's own
+     files of the sandbox are damaged (`netshim detach` repairs them)";
 
 /// eBPF-accelerated networking shim between a sandbox's pod interfaces and its microVM's taps.
 #[derive(Debug, Parser)]
@@ -215,7 +218,8 @@ pub struct AttachArgs {
     /// Queues per tap or macvtap (more than 1 makes taps multi-queue). Default: 1.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub queues: Option<u32>,
-    /// Owner of the taps (TUNSETOWNER / TUNSETGROUP): the VMM's UID[:GID].
+    /// Owner of the taps (TUNSETOWNER / TUNSETGROUP): the VMM's UID[:GID], each 0-4294967294
+    /// (4294967295 is (uid_t)-1, the kernel's "no owner").
     #[arg(long, value_name = "UID[:GID]")]
     pub tap_owner: Option<TapOwner>,
     /// txqueuelen of the taps (kernel default 1000).
@@ -433,6 +437,19 @@ mod tests {
             Cli::try_parse_from(["netshim", "attach", "--netns", "x", "--tap-owner", "qemu"])
                 .is_err()
         );
+        for (owner, why) in [
+            ("4294967295", "uid 4294967295 is (uid_t)-1"),
+            (
+                "99999999999",
+                "uid 99999999999 is out of range (0..=4294967294)",
+            ),
+        ] {
+            let err =
+                Cli::try_parse_from(["netshim", "attach", "--netns", "x", "--tap-owner", owner])
+                    .unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{owner}");
+            assert!(err.to_string().contains(why), "{owner}: {err}");
+        }
     }
 
     #[test]

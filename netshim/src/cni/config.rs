@@ -19,7 +19,9 @@ use super::{
     result::CniResult,
     version,
 };
-use crate::{backend::TcBackend, model::InternetworkingModel, sandbox::AttachOptions};
+use crate::{
+    backend::TcBackend, config::TapId, model::InternetworkingModel, sandbox::AttachOptions,
+};
 
 /// Largest configuration accepted on stdin.
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
@@ -48,8 +50,8 @@ struct RawConf {
     tc_backend: Option<String>,
     fast_path: Option<String>,
     queues: Option<u32>,
-    tap_uid: Option<u32>,
-    tap_gid: Option<u32>,
+    tap_uid: Option<Value>,
+    tap_gid: Option<Value>,
     txqueuelen: Option<u32>,
     tap_name: Option<String>,
     #[serde(rename = "prevResult")]
@@ -155,12 +157,21 @@ fn attach_options(raw: &RawConf) -> Result<AttachOptions, CniError> {
             return Err(invalid(format!("txqueuelen {len} is not in 1..=100000")));
         }
     }
+    let tap_id = |key: &str, id, v: &Option<Value>| {
+        v.as_ref()
+            .map(|v| match v {
+                Value::Number(n) => crate::config::parse_tap_id(&n.to_string(), id)
+                    .map_err(|e| invalid(format!("{key} {e}"))),
+                other => Err(invalid(format!("{key} {other} is not a number"))),
+            })
+            .transpose()
+    };
     Ok(AttachOptions {
         model,
         backend,
         queues,
-        tap_owner: raw.tap_uid,
-        tap_group: raw.tap_gid,
+        tap_owner: tap_id("tap_uid", TapId::Uid, &raw.tap_uid)?,
+        tap_group: tap_id("tap_gid", TapId::Gid, &raw.tap_gid)?,
         txqueuelen: raw.txqueuelen,
         fast_path,
         ..AttachOptions::default()
@@ -247,6 +258,34 @@ mod tests {
         assert_eq!(
             code(&conf(json!({"tap_name": "vm0", "model": "macvtap"}))),
             INVALID_CONFIG
+        );
+        for (key, bad, why) in [
+            (
+                "tap_uid",
+                json!(4294967295u64),
+                "tap_uid 4294967295 is (uid_t)-1",
+            ),
+            (
+                "tap_gid",
+                json!(99999999999u64),
+                "tap_gid 99999999999 is out of range",
+            ),
+            (
+                "tap_uid",
+                json!(-1),
+                "tap_uid -1 is out of range (0..=4294967294)",
+            ),
+            ("tap_uid", json!("1000"), "tap_uid \"1000\" is not a number"),
+            ("tap_gid", json!(1.5), "tap_gid \"1.5\" is not a number"),
+        ] {
+            let e = parse(&conf(json!({ key: bad }))).unwrap_err();
+            assert_eq!(e.code, INVALID_CONFIG, "{key} {bad}");
+            assert!(e.msg.contains(why), "{key} {bad}: {}", e.msg);
+        }
+        let max = parse(&conf(json!({"tap_uid": 4294967294u64, "tap_gid": 0}))).unwrap();
+        assert_eq!(
+            (max.attach.tap_owner, max.attach.tap_group),
+            (Some(4294967294), Some(0))
         );
         assert_eq!(
             code(&conf(

@@ -24,8 +24,8 @@ pub const TRY_AGAIN_LATER: u32 = 11;
 pub const NOT_AVAILABLE: u32 = 50;
 /// netshim: an operation on the system failed (netlink, bpf, tap ioctl, bpffs).
 pub const OPERATION_FAILED: u32 = 100;
-/// netshim: the netns is attached with another model or tc backend, or a device's ingress
-/// belongs to someone else (DEL first).
+/// netshim: the netns is attached with another model or tc backend, a device's ingress
+/// belongs to someone else (DEL first), or a device netshim did not make has a tap's name.
 pub const CONFLICT: u32 = 101;
 /// netshim: an interface of the netns is one kata refuses, or CNI_IFNAME has no tap.
 pub const INTERFACE_REFUSED: u32 = 102;
@@ -88,7 +88,8 @@ impl CniError {
             | Error::TooManyEndpoints { .. } => INTERFACE_REFUSED,
             Error::AlreadyAttached { .. }
             | Error::IngressQdiscTaken { .. }
-            | Error::DamagedState { .. } => CONFLICT,
+            | Error::DamagedState { .. }
+            | Error::TapNameTaken { .. } => CONFLICT,
             _ => OPERATION_FAILED,
         };
         CniError::new(code, format!("netshim {step} failed")).with_details(e.to_string())

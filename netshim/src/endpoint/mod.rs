@@ -4,7 +4,8 @@
 //!
 //! kata skips loopback and interfaces without an address (there is nothing to hand to the
 //! guest). netshim also skips the taps it made itself (`tap<N>_kata`, see
-//! [`crate::tap_name`]), which have no address either.
+//! [`crate::tap_name`]), which have no address either: tun devices in tap mode and macvtaps of
+//! that name. Other devices with such a name are not netshim's and are classified as usual.
 //!
 //! The kernel has no "tap" link kind: a tap is a `tun` device in tap mode. netshim classifies
 //! it as kata's `tuntap` endpoint (it gets a `tap<N>_kata` of its own, connected by the
@@ -93,7 +94,7 @@ impl Classified {
 pub enum SkipReason {
     Loopback,
     NoAddress,
-    /// A `tap<N>_kata` device: netshim's own (or a previous run's) VM side.
+    /// A `tap<N>_kata` tap-mode tun or macvtap: netshim's own (or a previous run's) VM side.
     NetshimTap,
     /// An interface kata would refuse; listed by scan/status/detach, an error for attach
     /// unless `--skip-unsupported`.
@@ -142,7 +143,7 @@ pub fn classify(iface: &Interface, probe: &dyn Probe) -> Result<Classification, 
     if iface.loopback {
         return Ok(Classification::Skipped(SkipReason::Loopback));
     }
-    if crate::tap_name::parse(&iface.name).is_some() {
+    if crate::tap_name::parse(&iface.name).is_some() && could_be_netshims_tap(iface, probe) {
         return Ok(Classification::Skipped(SkipReason::NetshimTap));
     }
     if iface.addresses.is_empty() {
@@ -182,6 +183,23 @@ pub fn classify(iface: &Interface, probe: &dyn Probe) -> Result<Classification, 
         }
     };
     Ok(Classification::Endpoint(Classified::of(endpoint)))
+}
+
+/// Whether a device named `tap<N>_kata` is what netshim makes under that name: a tun device
+/// in tap mode (or whose mode cannot be read) or a macvtap (the macvtap model). A bridge,
+/// veth, tun-mode tun, ... of that name is someone else's and is classified as any other
+/// interface; attach refuses to take its name (see `sandbox::tap_conflict`).
+pub fn could_be_netshims_tap(iface: &Interface, probe: &dyn Probe) -> bool {
+    match iface.kind.as_deref() {
+        Some("macvtap") => true,
+        Some("tun") => match probe.drvinfo(&iface.name) {
+            Ok((driver, bus_info)) => {
+                crate::tap::mode_from_drvinfo(&driver, &bus_info) != Some(TunMode::Tun)
+            }
+            Err(_) => true,
+        },
+        _ => false,
+    }
 }
 
 /// kata's tuntap rules: tap mode is an endpoint, tun mode and an unknown mode are errors.

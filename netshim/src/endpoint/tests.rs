@@ -36,18 +36,14 @@ fn with_drvinfo(name: &str, driver: &str, bus: &str) -> FakeProbe {
 }
 
 fn iface(name: &str, kind: Option<&str>, with_addr: bool) -> Interface {
-    Interface {
-        kind: kind.map(str::to_owned),
-        addresses: if with_addr {
-            vec![IfAddr {
-                address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
-                prefix_len: 24,
-            }]
-        } else {
-            vec![]
-        },
-        ..Interface::for_tests(name, 2)
+    let mut iface = Interface::for_test(name, 2, kind);
+    if with_addr {
+        iface.addresses.push(IfAddr {
+            address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+            prefix_len: 24,
+        });
     }
+    iface
 }
 
 fn kind_of(c: Result<Classification, ClassifyError>) -> EndpointKind {
@@ -79,6 +75,40 @@ fn loopback_no_address_and_own_taps_are_skipped() {
     assert_eq!(
         classify(&iface("tap0_kata", Some("tun"), false), &p),
         Ok(Classification::Skipped(SkipReason::NetshimTap))
+    );
+}
+
+#[test]
+fn only_taps_and_macvtaps_named_like_netshims_taps_are_netshims() {
+    let tap_mode = with_drvinfo("tap0_kata", "tun", "tap");
+    let tun_mode = with_drvinfo("tap0_kata", "tun", "tun");
+    let netshims = Ok(Classification::Skipped(SkipReason::NetshimTap));
+    assert_eq!(
+        classify(&iface("tap0_kata", Some("tun"), false), &tap_mode),
+        netshims
+    );
+    assert_eq!(
+        classify(&iface("tap0_kata", Some("macvtap"), false), &tap_mode),
+        netshims
+    );
+    // Someone else's devices of that name: classified as anything else.
+    assert_eq!(
+        classify(&iface("tap0_kata", Some("tun"), false), &tun_mode),
+        Ok(Classification::Skipped(SkipReason::NoAddress))
+    );
+    for kind in ["bridge", "veth", "dummy"] {
+        assert_eq!(
+            classify(&iface("tap0_kata", Some(kind), false), &tap_mode),
+            Ok(Classification::Skipped(SkipReason::NoAddress)),
+            "{kind}"
+        );
+    }
+    assert_eq!(
+        kind_of(classify(
+            &iface("tap1_kata", Some("veth"), true),
+            &FakeProbe::default()
+        )),
+        EndpointKind::Veth
     );
 }
 

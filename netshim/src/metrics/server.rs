@@ -4,25 +4,90 @@
 //! blocking pool, which enters namespaces only on threads of its own) and answers with the
 //! text exposition; any other path is 404, any other method 405. Every response closes the
 //! connection. Requests are bounded ([`MAX_REQUEST_BYTES`] of headers, read within
-//! [`REQUEST_TIMEOUT`]) and at most [`MAX_CONNECTIONS`] are served at once.
+//! [`REQUEST_TIMEOUT`]).
+//!
+//! Connections are accepted as they come: reading a request head holds no collection slot,
+//! so idle or slow clients cannot hold up a scrape. At most [`MAX_SCRAPES`] collections
+//! (and their answers) run at once; a complete request waits for a slot. At most
+//! [`MAX_PENDING_HEADS`] connections may still be sending their head; the next one (or the
+//! process running out of file descriptors) closes the oldest of them.
 
-use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    io,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
+    sync::{oneshot, Semaphore},
 };
 
 use super::{collect, prometheus, MetricsError, Scope};
 
 /// Longest request head (request line and headers) accepted.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
-/// Time a client has to send its request head.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; more wait in the listen backlog.
-pub const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send its request head, and to take the answer. A scraper sends its
+/// head (a few hundred bytes) in its first write; 5 s is ample on loopback or through a
+/// port-forward and bounds how long a stalled client holds a file descriptor.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Scrapes collected and answered at once; more complete requests wait for a slot.
+pub const MAX_SCRAPES: usize = 64;
+/// Connections still sending their request head; one more closes the oldest of them.
+pub const MAX_PENDING_HEADS: usize = 1024;
 /// The one path served.
 pub const METRICS_PATH: &str = "/metrics";
+
+/// The connections still sending their request head, oldest first: dropping one's sender
+/// closes it.
+#[derive(Default)]
+struct PendingHeads {
+    next: u64,
+    waiting: BTreeMap<u64, oneshot::Sender<()>>,
+}
+
+impl PendingHeads {
+    /// Registers a new connection, closing the oldest one when [`MAX_PENDING_HEADS`] are
+    /// waiting. Returns its id and what tells it to close.
+    fn register(&mut self) -> (u64, oneshot::Receiver<()>) {
+        while self.waiting.len() >= MAX_PENDING_HEADS {
+            self.close_oldest();
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = self.next;
+        self.next += 1;
+        self.waiting.insert(id, tx);
+        (id, rx)
+    }
+
+    /// Closes the connection that has waited longest for its head; false if none waits.
+    fn close_oldest(&mut self) -> bool {
+        self.waiting.pop_first().is_some()
+    }
+
+    /// The connection's head is in (or it ended): it no longer counts.
+    fn done(&mut self, id: u64) {
+        self.waiting.remove(&id);
+    }
+}
+
+/// Shared by the accept loop and the connections.
+struct Server {
+    scope: Scope,
+    /// Collection slots.
+    scrapes: Semaphore,
+    pending: Mutex<PendingHeads>,
+}
+
+impl Server {
+    fn pending(&self) -> std::sync::MutexGuard<'_, PendingHeads> {
+        // A panic while holding this lock leaves the map consistent.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// Serves scrapes on `listen` until `stop` completes. `on_listening` gets the bound address
 /// (the port when `listen` asked for port 0) before the first connection is accepted.
@@ -51,32 +116,36 @@ where
             source,
         })?;
         on_listening(local);
-        let scope = Arc::new(scope);
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let server = Arc::new(Server {
+            scope,
+            scrapes: Semaphore::new(MAX_SCRAPES),
+            pending: Mutex::default(),
+        });
         tokio::pin!(stop);
         loop {
-            let permit = tokio::select! {
-                _ = &mut stop => break,
-                p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
-            };
             let (stream, peer) = tokio::select! {
                 _ = &mut stop => break,
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        // EMFILE and the like: back off instead of spinning.
-                        log::warn!("metrics: accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        // Out of file descriptors: an idle connection makes room. Otherwise
+                        // (or with none idle) back off instead of spinning.
+                        let fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                        if !(fds && server.pending().close_oldest()) {
+                            log::warn!("metrics: accept: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
                         continue;
                     }
                 },
             };
-            let scope = scope.clone();
+            let (id, closed) = server.pending().register();
+            let server = server.clone();
             tokio::spawn(async move {
-                if let Err(e) = handle(stream, scope).await {
+                if let Err(e) = handle(stream, &server, id, closed).await {
                     log::debug!("metrics: connection from {peer}: {e}");
                 }
-                drop(permit);
+                server.pending().done(id);
             });
         }
         Ok(())
@@ -213,12 +282,34 @@ async fn finish(stream: &TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
-async fn handle(stream: TcpStream, scope: Arc<Scope>) -> io::Result<()> {
-    let head = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&stream)).await {
-        Ok(head) => head?,
-        Err(_) => {
+/// What became of the wait for a request head.
+enum HeadWait {
+    Read(io::Result<Head>),
+    TimedOut,
+    /// Closed to make room for newer connections.
+    Evicted,
+}
+
+async fn handle(
+    stream: TcpStream,
+    server: &Arc<Server>,
+    id: u64,
+    closed: oneshot::Receiver<()>,
+) -> io::Result<()> {
+    let wait = tokio::select! {
+        _ = closed => HeadWait::Evicted,
+        head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&stream)) => match head {
+            Ok(head) => HeadWait::Read(head),
+            Err(_) => HeadWait::TimedOut,
+        },
+    };
+    server.pending().done(id);
+    let head = match wait {
+        HeadWait::Read(head) => head?,
+        HeadWait::Evicted => return Ok(()),
+        HeadWait::TimedOut => {
             let r = response("408 Request Timeout", "text/plain", "timeout\n", false);
-            write_all(&stream, &r).await?;
+            answer(&stream, &r).await?;
             finish(&stream).await;
             return Ok(());
         }
@@ -234,14 +325,21 @@ async fn handle(stream: TcpStream, scope: Arc<Scope>) -> io::Result<()> {
         ),
         Head::Complete(head) => match parse_request(&head) {
             Request::Metrics { head_only } => {
-                let collection = tokio::task::spawn_blocking(move || collect(&scope))
+                // A collection slot, for collecting and answering only.
+                let slot = server.scrapes.acquire().await.map_err(io::Error::other)?;
+                let shared = server.clone();
+                let collection = tokio::task::spawn_blocking(move || collect(&shared.scope))
                     .await
                     .map_err(io::Error::other)?;
                 for e in &collection.errors {
                     log::warn!("metrics: {e}");
                 }
                 let body = prometheus::render(&collection);
-                response("200 OK", prometheus::CONTENT_TYPE, &body, head_only)
+                let reply = response("200 OK", prometheus::CONTENT_TYPE, &body, head_only);
+                answer(&stream, &reply).await?;
+                drop(slot);
+                finish(&stream).await;
+                return Ok(());
             }
             Request::NotFound { head_only } => response(
                 "404 Not Found",
@@ -255,9 +353,20 @@ async fn handle(stream: TcpStream, scope: Arc<Scope>) -> io::Result<()> {
             Request::Bad => response("400 Bad Request", text, "bad request\n", false),
         },
     };
-    write_all(&stream, &reply).await?;
+    answer(&stream, &reply).await?;
     finish(&stream).await;
     Ok(())
+}
+
+/// Writes a whole response, giving the client [`REQUEST_TIMEOUT`] to take it.
+async fn answer(stream: &TcpStream, reply: &[u8]) -> io::Result<()> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, write_all(stream, reply)).await {
+        Ok(written) => written,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client did not take the response",
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -316,6 +425,31 @@ mod tests {
         assert!(h.ends_with("Content-Length: 3\r\nConnection: close\r\n\r\n"));
         let m = String::from_utf8(response("405 Method Not Allowed", "t", "", false)).unwrap();
         assert!(m.contains("Allow: GET, HEAD\r\n"));
+    }
+
+    #[test]
+    fn the_oldest_waiting_head_is_closed_at_the_bound() {
+        use tokio::sync::oneshot::error::TryRecvError;
+        let mut pending = PendingHeads::default();
+        let mut first: Vec<_> = (0..MAX_PENDING_HEADS).map(|_| pending.register()).collect();
+        assert!(first
+            .iter_mut()
+            .all(|(_, rx)| rx.try_recv() == Err(TryRecvError::Empty)));
+        let (_, mut newest) = pending.register();
+        assert_eq!(pending.waiting.len(), MAX_PENDING_HEADS);
+        assert_eq!(
+            first[0].1.try_recv(),
+            Err(TryRecvError::Closed),
+            "oldest closed"
+        );
+        assert_eq!(first[1].1.try_recv(), Err(TryRecvError::Empty));
+        // A connection whose head came in leaves room, and is never closed for it.
+        pending.done(first[1].0);
+        pending.register();
+        assert_eq!(first[2].1.try_recv(), Err(TryRecvError::Empty));
+        assert_eq!(newest.try_recv(), Err(TryRecvError::Empty));
+        assert!(pending.close_oldest());
+        assert_eq!(first[2].1.try_recv(), Err(TryRecvError::Closed));
     }
 
     #[test]

@@ -31,6 +31,7 @@ use super::{
 };
 use crate::{
     backend::{ebpf, ebpf::AttachMode, FastPath, RedirectMode, TcBackend},
+    config::TapId,
     crash::crash_point,
     endpoint::{EndpointKind, SystemProbe},
     guest_info::{GuestNeighbor, GuestNetwork, GuestRoute},
@@ -84,6 +85,13 @@ impl AttachOptions {
                  and connecting them to a VM would take them away from the caller",
                 self.model
             )));
+        }
+        for (id, value) in [(TapId::Uid, self.tap_owner), (TapId::Gid, self.tap_group)] {
+            if let Some(v) = value {
+                let what = if id == TapId::Uid { "owner" } else { "group" };
+                crate::config::parse_tap_id(&v.to_string(), id)
+                    .map_err(|e| Error::InvalidOptions(format!("tap {what} {e}")))?;
+            }
         }
         if !self.tap_names.is_empty() && self.model == InternetworkingModel::MacVtap {
             return Err(Error::InvalidOptions(
@@ -283,6 +291,8 @@ async fn attach_locked(
     // macvtap model moves the pod device's addresses); a refusal of a clean netns changes
     // nothing at all.
     let leftovers = has_leftovers(netns, &listed);
+    // Also before the leftovers go: a device netshim did not make keeps its name.
+    super::tap_conflict::refuse_taken_names(netns, options, &listed)?;
     let mut checked = None;
     if !leftovers {
         let survey = survey(handle, netns, strictness, &options.probe).await?;
@@ -561,22 +571,10 @@ fn refuse_connected_devices(netns: &Netns, state_dir: &std::path::Path) -> Resul
     })
 }
 
-/// Refuses a netns attach cannot serve: nothing to attach to, too much, or a tap name that
-/// an interface of the netns already has.
+/// Refuses a netns attach cannot serve: nothing to attach to, too much, or the name of a tap
+/// it would make taken by a device netshim did not make.
 fn check_attachable(netns: &Netns, options: &AttachOptions, survey: &Survey) -> Result<()> {
-    let present = survey
-        .endpoints
-        .iter()
-        .map(|(i, _)| &i.name)
-        .chain(survey.skipped.iter().map(|s| &s.name));
-    for name in present {
-        if let Some((pod, _)) = options.tap_names.iter().find(|(_, t)| *t == name) {
-            return Err(Error::InvalidOptions(format!(
-                "tap name {name} for {pod} is taken: netns {netns} has an interface of that \
-                 name"
-            )));
-        }
-    }
+    super::tap_conflict::refuse_taken_names(netns, options, survey)?;
     if survey.endpoints.is_empty() {
         let detail = if survey.skipped.is_empty() {
             "it has no interfaces".to_owned()

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use netshim_common::MAX_ENDPOINTS;
 
-use super::undo::Undo;
+use super::{
+    redirect_loop::{self, PeerFacts},
+    undo::Undo,
+};
 use crate::{
     backend::{
         ebpf::{self, AttachMode, EbpfDatapath},
@@ -185,6 +188,7 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
     let result = netns.clone().run(move |handle| async move {
         let ia = lookup(&handle, &netns, &a).await?;
         let ib = lookup(&handle, &netns, &b).await?;
+        refuse_loop(&handle, &netns, &ia, &ib).await?;
         for d in [dev(&ia), dev(&ib)] {
             let target = mirred::redirect_target(&handle, &d)
                 .await
@@ -252,6 +256,53 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
     });
     lock.release();
     result
+}
+
+/// Refuses `a` ↔ `b` when the redirects would come back to them (see
+/// [`super::redirect_loop`]), before anything is changed. The veths' peers are read in
+/// their own netns (`IFLA_TARGET_NETNSID`); a kernel that refuses that is reported and the
+/// pair is let through.
+async fn refuse_loop(
+    handle: &rtnetlink::Handle,
+    netns: &Netns,
+    a: &Interface,
+    b: &Interface,
+) -> Result<()> {
+    let mut peers = None;
+    if redirect_loop::peers_to_query(a, b) {
+        let facts = |i: &Interface| {
+            let (handle, peer, netnsid) = (handle.clone(), i.link.unwrap_or(0), i.link_netnsid);
+            async move {
+                interfaces::by_index(&handle, peer, netnsid)
+                    .await
+                    .map(|p| p.map(|p| PeerFacts { master: p.master }))
+            }
+        };
+        match (facts(a).await, facts(b).await) {
+            (Ok(Some(pa)), Ok(Some(pb))) => peers = Some((pa, pb)),
+            (Err(e), _) | (_, Err(e)) => tracing::warn!(
+                "netns {netns}: cannot read the peers of {} and {} (RTM_GETLINK with \
+                 IFLA_TARGET_NETNSID: {e}), so whether a bridge joins them is not checked",
+                a.name,
+                b.name
+            ),
+            _ => tracing::warn!(
+                "netns {netns}: the peers of {} and {} were not found in their netns, so \
+                 whether a bridge joins them is not checked",
+                a.name,
+                b.name
+            ),
+        }
+    }
+    match redirect_loop::find(a, b, peers) {
+        Some(why) => Err(Error::RedirectLoop {
+            netns: netns.to_string(),
+            a: a.name.clone(),
+            b: b.name.clone(),
+            reason: why.to_string(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The first free endpoint index of the sandbox's pins; an error when either device is

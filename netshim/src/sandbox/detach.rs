@@ -1,6 +1,7 @@
 //! `netshim detach`: remove everything attach made, and nothing else.
 //!
-//! What is netshim's: the `tap<N>_kata` tun devices (and the tun devices with the custom
+//! What is netshim's: the `tap<N>_kata` tun devices in tap mode (a bridge, veth or tun-mode
+//! tun of that name is someone else's and stays), the tun devices with the custom
 //! names the sandbox's commit or intent file records), the sandbox's bpffs directory (and with
 //! it the TCX links), the ingress qdiscs of kata's mirred datapath on the taps and on the pod
 //! devices they pair with, the macvtap model's macvtaps (their state files say which), and

@@ -133,6 +133,9 @@ async fn plug_with_undo(
     guest: &GuestNetwork,
     undo: &mut Undo,
 ) -> Result<(Plugged, EndpointReport)> {
+    if let Some(planned) = super::tap_conflict::planned(options, index, iface, class) {
+        super::tap_conflict::refuse_existing(handle, netns, &planned, &options.probe).await?;
+    }
     let mut redirect = None;
     let (attachment, vm) = match class.kind {
         kind if kind.uses_model() => match options.model {

@@ -12,8 +12,10 @@ mod gc;
 mod hotplug;
 pub mod integrity;
 mod needs_tap;
+mod redirect_loop;
 mod scan;
 mod status;
+mod tap_conflict;
 mod undo;
 mod upgrade;
 mod watch;
@@ -117,12 +119,15 @@ pub(crate) struct Survey {
     /// Endpoints in kata's order (by ifindex); the position is the endpoint index.
     pub endpoints: Vec<(Interface, Classified)>,
     pub skipped: Vec<SkippedInterface>,
-    /// netshim's taps present: `tap<N>_kata` devices with N, and tun devices whose custom
+    /// netshim's taps present: `tap<N>_kata` devices with N (tap-mode tuns and macvtaps only,
+    /// see [`endpoint::could_be_netshims_tap`]), and tun devices whose custom
     /// name (CNI `tap_name`) the sandbox's commit or intent file records, with the current
     /// position of their pod device (else the recorded index, else `u32::MAX`).
     pub taps: Vec<(u32, Interface)>,
     /// The custom tap names the sandbox's files record: tap name → pod device name.
     pub custom_taps: BTreeMap<String, String>,
+    /// Every link of the netns, as listed (by ifindex).
+    pub interfaces: Vec<Interface>,
 }
 
 impl Survey {
@@ -204,6 +209,7 @@ pub(crate) async fn survey(
             .iter()
             .map(|(tap, (pod, _))| (tap.clone(), pod.clone()))
             .collect(),
+        interfaces: all.clone(),
     };
     let mut custom_found = Vec::new();
     for iface in all {

@@ -89,7 +89,7 @@ mod tests {
                 driver: None,
                 vhost_user_socket: None,
             };
-            (Interface::for_tests(name, ifindex), class)
+            (Interface::for_test(name, ifindex, None), class)
         };
         Survey {
             endpoints: vec![
@@ -106,6 +106,7 @@ mod tests {
             }],
             taps: Vec::new(),
             custom_taps: Default::default(),
+            interfaces: Vec::new(),
         }
     }
 

@@ -78,7 +78,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "the bench creates network namespaces: run it as root"
     );
     let wall = Instant::now();
-    setup::run(&setup::SetupArgs::default())?;
+    setup::run_for(&setup::SetupArgs::default(), &[setup::Purpose::Bench])?;
     for tool in ["iperf3", "sockperf", "ethtool", "ss", "ping", "ip"] {
         ensure!(
             cmd::which(tool).is_some(),

@@ -1,10 +1,23 @@
-//! `cargo xtask setup`: install what building and testing netshim needs, idempotently.
+//! `cargo xtask setup`: install what building, the demo, the tests and the bench need,
+//! idempotently.
 //!
-//! 1. Debian packages ([`APT_PACKAGES`]), skipped when each package's probe file exists.
-//! 2. `rust-src` for the nightly toolchain (aya-build compiles netshim-ebpf with
+//! 1. Debian packages by who needs them ([`packages`]): `cargo xtask demo` installs the
+//!    demo's, `cargo xtask test` (and `.ci/run`) the tests', `cargo xtask bench` the
+//!    bench's; `cargo xtask setup` all of them (`--for` to choose). Each is skipped when its
+//!    probe file exists. apt never removes a package to install one of these ([`apt`]).
+//! 2. The tests' guest kernel: Debian's kernel package unpacked into a cache directory, not
+//!    installed ([`guest_kernel`]).
+//! 3. `rust-src` for the nightly toolchain (aya-build compiles netshim-ebpf with
 //!    `-Z build-std=core` for `bpfel-unknown-none`).
-//! 3. `bpf-linker`, built from crates.io against the nightly toolchain's own libLLVM, so no
+//! 4. `bpf-linker`, built from crates.io against the nightly toolchain's own libLLVM, so no
 //!    separate LLVM install is needed. Skipped when `bpf-linker --version` works.
+
+mod apt;
+mod debversion;
+pub mod guest_kernel;
+pub mod packages;
+
+pub use packages::Purpose;
 
 use crate::cmd;
 use anyhow::{bail, ensure, Context, Result};
@@ -13,72 +26,15 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A Debian package the project needs and a file whose presence means it is installed.
-pub struct AptPackage {
-    pub name: &'static str,
-    /// An executable name (looked up on PATH and the sbin dirs) or an absolute path.
-    pub probe: &'static str,
-}
-
-/// Every Debian package the project needs, in one place. Append here when a task needs more.
-pub const APT_PACKAGES: &[AptPackage] = &[
-    AptPackage {
-        name: "iproute2",
-        probe: "ip",
-    },
-    AptPackage {
-        name: "iperf3",
-        probe: "iperf3",
-    },
-    // TCP request/response latency in `cargo xtask bench` (sockperf ping-pong).
-    AptPackage {
-        name: "sockperf",
-        probe: "sockperf",
-    },
-    AptPackage {
-        name: "ethtool",
-        probe: "ethtool",
-    },
-    AptPackage {
-        name: "bpftool",
-        probe: "bpftool",
-    },
-    // `ping` for the demo and tests; not on a fresh machine.
-    AptPackage {
-        name: "iputils-ping",
-        probe: "ping",
-    },
-    // The real-VMM test (tests/tests/qemu_guest.rs): QEMU under TCG boots the Debian kernel
-    // with a busybox initramfs the test builds. linux-image-amd64 is a metapackage whose
-    // kernel file name carries the version, and the dynamic `busybox` package also installs
-    // /bin/busybox, so those two are probed by their doc directories' copyright files
-    // (kept even where dpkg excludes /usr/share/doc).
-    AptPackage {
-        name: "qemu-system-x86",
-        probe: "qemu-system-x86_64",
-    },
-    AptPackage {
-        name: "linux-image-amd64",
-        probe: "/usr/share/doc/linux-image-amd64/copyright",
-    },
-    AptPackage {
-        name: "busybox-static",
-        probe: "/usr/share/doc/busybox-static/copyright",
-    },
-    // The CNI reference plugins (ptp, bridge, host-local in /usr/lib/cni) that
-    // tests/tests/cni.rs chains netshim after.
-    AptPackage {
-        name: "containernetworking-plugins",
-        probe: "/usr/lib/cni/ptp",
-    },
-];
-
 /// bpf-linker release installed from crates.io; bump together with the nightly toolchain
 /// when a newer LLVM major needs a newer `llvm-<MAJOR>` feature.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
 #[derive(clap::Args, Default, Clone)]
 pub struct SetupArgs {
+    /// Install what these need (comma-separated): demo, test, bench. Default: all three.
+    #[arg(long = "for", value_enum, value_delimiter = ',', value_name = "WHO")]
+    pub purposes: Vec<Purpose>,
     /// Install bpf-linker into this root (`cargo install --root DIR`) and check
     /// DIR/bin/bpf-linker instead of the one on PATH. Env: NETSHIM_BPF_LINKER_ROOT.
     #[arg(long, value_name = "DIR")]
@@ -94,73 +50,39 @@ pub struct SetupArgs {
 }
 
 /// What a setup step did, for the closing report.
-struct Report(Vec<String>);
+pub struct Report(Vec<String>);
 
 impl Report {
-    fn note(&mut self, line: String) {
+    pub fn note(&mut self, line: String) {
         println!("setup: {line}");
         self.0.push(line);
     }
 }
 
+/// `cargo xtask setup`: what `args.purposes` need (all three when empty), and the toolchain.
 pub fn run(args: &SetupArgs) -> Result<()> {
+    let purposes = match args.purposes.is_empty() {
+        true => Purpose::ALL.to_vec(),
+        false => args.purposes.clone(),
+    };
+    run_for(args, &purposes)
+}
+
+/// The Debian packages (and for the tests the guest kernel) `purposes` need, then the
+/// toolchain every build needs. `&[]`: the toolchain only (lint, fuzz).
+pub fn run_for(args: &SetupArgs, purposes: &[Purpose]) -> Result<()> {
     cmd::step("setup", || {
         let mut report = Report(Vec::new());
-        apt(&mut report)?;
+        let wanted = packages::for_purposes(purposes);
+        apt::install_missing(&wanted, &mut report)?;
+        if purposes.contains(&Purpose::Test) {
+            guest_kernel::ensure(&cache_dir()?, &mut report)?;
+        }
         let nightly = Nightly::probe()?;
         rust_src(&nightly, &mut report)?;
         bpf_linker(args, &nightly, &mut report)?;
         Ok(())
     })
-}
-
-fn apt(report: &mut Report) -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
-        .iter()
-        .filter(|p| !probe_exists(p.probe))
-        .map(|p| p.name)
-        .collect();
-    if missing.is_empty() {
-        let names: Vec<&str> = APT_PACKAGES.iter().map(|p| p.name).collect();
-        report.note(format!("apt: skipped, present: {}", names.join(" ")));
-        return Ok(());
-    }
-    ensure!(
-        cmd::is_root(),
-        "apt packages missing ({}); run as root to install them",
-        missing.join(" ")
-    );
-    cmd::run(
-        Command::new("apt-get")
-            .arg("update")
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    cmd::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    let still: Vec<&str> = APT_PACKAGES
-        .iter()
-        .filter(|p| !probe_exists(p.probe))
-        .map(|p| p.probe)
-        .collect();
-    ensure!(
-        still.is_empty(),
-        "installed, yet still not found: {}",
-        still.join(" ")
-    );
-    report.note(format!("apt: installed {}", missing.join(" ")));
-    Ok(())
-}
-
-fn probe_exists(probe: &str) -> bool {
-    if probe.starts_with('/') {
-        Path::new(probe).exists()
-    } else {
-        cmd::which(probe).is_some()
-    }
 }
 
 /// Facts about the installed nightly toolchain.
@@ -217,6 +139,12 @@ fn rust_src(nightly: &Nightly, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// netshim's cache directory: `$CARGO_HOME/../.cache/netshim` (the libLLVM prefix, the
+/// tests' guest kernel, the private apt lists of the QEMU install).
+pub fn cache_dir() -> Result<PathBuf> {
+    Ok(cargo_home()?.join("../.cache/netshim"))
+}
+
 fn cargo_home() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("CARGO_HOME") {
         return Ok(PathBuf::from(dir));
@@ -261,7 +189,7 @@ fn bpf_linker(args: &SetupArgs, nightly: &Nightly, report: &mut Report) -> Resul
         .or_else(|| env_path("NETSHIM_LLVM_PREFIX"))
     {
         Some(p) => p,
-        None => cargo_home()?.join("../.cache/netshim/llvm-prefix"),
+        None => cache_dir()?.join("llvm-prefix"),
     };
     let prefix = absolute(&prefix)?;
     let libllvm = llvm_prefix(nightly, &prefix)?;
@@ -457,13 +385,5 @@ mod tests {
     fn not_elf_is_an_error() {
         let mut data = std::io::Cursor::new(vec![b'#'; 128]);
         assert!(elf_soname_from(&mut data).is_err());
-    }
-
-    #[test]
-    fn apt_list_has_unique_names() {
-        let mut names: Vec<&str> = APT_PACKAGES.iter().map(|p| p.name).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), APT_PACKAGES.len());
     }
 }
