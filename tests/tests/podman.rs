@@ -365,10 +365,21 @@ impl Drop for Podman {
             );
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        // libcni's cached results of this test's network (its name is the test's own): DEL
+        // removes them, but not one cached under an interface name podman later tore down
+        // under another name.
+        let results = Path::new(CNI_CACHE).join("results");
+        if let Ok(entries) = std::fs::read_dir(&results) {
+            let prefix = format!("{}-", self.network);
+            for e in entries.filter_map(|e| e.ok()) {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         if !self.cache_existed {
-            // Only empty directories may be left of what libcni made (DEL removes the
-            // cached results); a file there is someone else's, and stays.
-            let results = Path::new(CNI_CACHE).join("results");
+            // Only empty directories may be left of what libcni made; a file there is
+            // someone else's, and stays.
             let _ = std::fs::remove_dir(&results);
             let _ = std::fs::remove_dir(CNI_CACHE);
         }
