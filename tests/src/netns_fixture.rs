@@ -93,6 +93,8 @@ where
 pub struct TestNetns {
     name: String,
     path: PathBuf,
+    /// Made by this handle (and deleted on Drop), or someone else's (a runtime's).
+    owned: bool,
 }
 
 impl TestNetns {
@@ -116,9 +118,32 @@ impl TestNetns {
         let ns = TestNetns {
             path: PathBuf::from(format!("/run/netns/{name}")),
             name,
+            owned: true,
         };
         ns.ip(&["link", "set", "lo", "up"]);
         ns
+    }
+
+    /// A handle on a named netns someone else made (a container runtime's, say): the same
+    /// helpers, but Drop leaves the netns alone. `path` must be `/run/netns/NAME`.
+    pub fn existing(path: impl AsRef<Path>) -> TestNetns {
+        let path = path.as_ref();
+        assert_eq!(
+            path.parent(),
+            Some(Path::new("/run/netns")),
+            "{} is not a named netns (ip -n needs /run/netns/NAME)",
+            path.display()
+        );
+        let name = path
+            .file_name()
+            .expect("a netns name")
+            .to_string_lossy()
+            .into_owned();
+        TestNetns {
+            name,
+            path: path.to_owned(),
+            owned: false,
+        }
     }
 
     /// The netns name (as used by `ip -n`).
@@ -283,6 +308,9 @@ impl TestNetns {
 
 impl Drop for TestNetns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let out = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();

@@ -183,6 +183,42 @@ fn ptp_chain_in_1_0_0_with_tap_name() {
     );
 }
 
+/// `report_tap: false` (for podman): the result is ptp's as it came, in the conflist's
+/// version; the tap is made and connected all the same, CHECK passes without it in the
+/// result, DEL leaves nothing.
+#[test]
+fn ptp_chain_in_0_4_0_without_the_tap_in_the_result() {
+    if plugins_missing() {
+        return;
+    }
+    let c = chain_in(
+        "0.4.0",
+        "v040nr",
+        json!({"type": "ptp", "ipMasq": false}),
+        json!({"report_tap": false}),
+    );
+    let (sandbox, list) = (&c.sandbox, &c.list);
+    let rt = Runtime::new(&c.host, sandbox);
+    let plugins = list["plugins"].as_array().unwrap();
+    let prev = ok_json(&rt.call(&plugins[0], list, "ADD", None), "ADD ptp");
+    let result = ok_json(
+        &rt.call(&plugins[1], list, "ADD", Some(&prev)),
+        "ADD netshim",
+    );
+    assert_eq!(result, prev, "netshim added nothing to ptp's result");
+    let status = netshim_tests::netshim_cli::netshim_json(&["status", "--netns", sandbox.name()]);
+    assert_eq!(status["endpoints"][0]["tap"], "tap0_kata", "{status}");
+    assert_eq!(status["endpoints"][0]["connected"], true, "{status}");
+    rt.each(list, "CHECK", &result);
+    let cookie = cookie(sandbox);
+    rt.each(list, "DEL", &result);
+    assert!(
+        !sandbox.link_exists("tap0_kata"),
+        "tap0_kata left after DEL"
+    );
+    assert_eq!(netshim_dirs(cookie), Vec::<PathBuf>::new());
+}
+
 /// VERSION lists every supported version; STATUS and GC, which came with 1.1.0, are refused
 /// (code 1) under an older configuration, as the reference plugins' skel does.
 #[test]

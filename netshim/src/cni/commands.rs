@@ -32,8 +32,8 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
     let ifname = env.require_ifname()?;
     let netns = resolve(netns_arg, "ADD")?;
     let mut options = conf.attach.clone();
-    if let Some(tap) = &conf.tap_name {
-        options.tap_names.insert(ifname.to_owned(), tap.clone());
+    if let Some(tap) = tap_name_of(ifname, conf.tap_name.as_deref()) {
+        options.tap_names.insert(ifname.to_owned(), tap);
     }
     options.needs_tap = Some(ifname.to_owned());
     let report =
@@ -45,10 +45,40 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
         .clone()
         .unwrap_or_else(|| CniResult::empty(&conf.cni_version));
     convert::into_version(&mut result, &conf.cni_version);
-    result.put_interface(tap.clone());
-    vm_interface::put(&mut result, &tap, ifname, netns_arg, vm_id);
+    if conf.report_tap {
+        result.put_interface(tap.clone());
+        vm_interface::put(&mut result, &tap, ifname, netns_arg, vm_id);
+    }
     Ok(result)
 }
+
+/// The name of CNI_IFNAME's tap when it is not kata's `tap<N>_kata`: the configuration's
+/// `tap_name`, unless CNI_IFNAME itself already carries the name its tap would get (the
+/// `tap_name`, or a `tap<N>_kata` name); then `<CNI_IFNAME>-vm` (CNI_IFNAME cut to 12
+/// bytes), so that the pod interface and its tap never need one name.
+///
+/// podman (4.x, CNI backend) does that on `podman network reload`: it takes the container's
+/// interface name for the new ADD from the previous result, whose interfaces with a
+/// `sandbox` include netshim's tap, and picks one of them at random (a Go map), so the
+/// bridge plugin makes the pod veth under the tap's name. With the name beside it, the ADD
+/// works, and the next reload, whichever name it picks, works again.
+pub(crate) fn tap_name_of(ifname: &str, configured: Option<&str>) -> Option<String> {
+    let clashes = match configured {
+        Some(tap) => tap == ifname,
+        None => crate::tap_name::parse(ifname).is_some(),
+    };
+    if !clashes {
+        return configured.map(str::to_owned);
+    }
+    let mut stem = ifname.to_owned();
+    while stem.len() > crate::tap_name::MAX_IFNAME_LEN - TAP_BESIDE_SUFFIX.len() {
+        stem.pop();
+    }
+    Some(format!("{stem}{TAP_BESIDE_SUFFIX}"))
+}
+
+/// What [`tap_name_of`] appends to a CNI_IFNAME that has its tap's name.
+const TAP_BESIDE_SUFFIX: &str = "-vm";
 
 /// DEL: detaches the netns by what netshim recorded for it (no configuration needed).
 /// Succeeds when CNI_NETNS is empty, when nothing is attached, when the netns is gone, and
@@ -97,28 +127,32 @@ pub fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     }
     let endpoint = endpoint_of(&recorded, ifname, &netns)?;
     let tap = tap_interface(endpoint, netns_arg)?;
-    if let Some(want) = conf.tap_name.as_ref().filter(|w| **w != tap.name) {
+    let wanted = tap_name_of(ifname, conf.tap_name.as_deref());
+    if let Some(want) = wanted.filter(|w| *w != tap.name) {
         return Err(failed(format!(
-            "{ifname} in netns {netns_arg} is attached with tap {}, the configuration's \
-             tap_name is {want}",
+            "{ifname} in netns {netns_arg} is attached with tap {}, the configuration asks \
+             for tap {want}",
             tap.name
         )));
     }
-    match prev.interface(&tap.name, netns_arg) {
-        Some(listed) if listed.mac == tap.mac => {}
-        Some(listed) => {
-            return Err(failed(format!(
-                "prevResult gives {} in {netns_arg} {}, it is attached with {}",
-                tap.name,
-                mac_words(listed.mac.as_deref()),
-                mac_words(tap.mac.as_deref())
-            )))
-        }
-        None => {
-            return Err(failed(format!(
-                "prevResult does not list {} in sandbox {netns_arg}",
-                tap.name
-            )))
+    // With report_tap off the result never listed the tap: nothing of it to compare.
+    if conf.report_tap {
+        match prev.interface(&tap.name, netns_arg) {
+            Some(listed) if listed.mac == tap.mac => {}
+            Some(listed) => {
+                return Err(failed(format!(
+                    "prevResult gives {} in {netns_arg} {}, it is attached with {}",
+                    tap.name,
+                    mac_words(listed.mac.as_deref()),
+                    mac_words(tap.mac.as_deref())
+                )))
+            }
+            None => {
+                return Err(failed(format!(
+                    "prevResult does not list {} in sandbox {netns_arg}",
+                    tap.name
+                )))
+            }
         }
     }
     let status = sandbox::status(&netns).map_err(|e| CniError::from_netshim("status", &e))?;
@@ -245,5 +279,36 @@ mod tests {
             "MAC 02:00:00:00:00:01"
         );
         assert_eq!(mac_words(None), "no MAC");
+    }
+
+    /// The tap of CNI_IFNAME never gets CNI_IFNAME's own name (podman's reload can hand
+    /// netshim a pod interface named like the tap).
+    #[test]
+    fn a_pod_interface_with_its_taps_name_gets_the_tap_beside_it() {
+        assert_eq!(
+            tap_name_of("eth0", None),
+            None,
+            "tap<N>_kata, as kata names it"
+        );
+        assert_eq!(
+            tap_name_of("eth0", Some("vmtap0")).as_deref(),
+            Some("vmtap0")
+        );
+        assert_eq!(
+            tap_name_of("tap0_kata", None).as_deref(),
+            Some("tap0_kata-vm")
+        );
+        assert_eq!(
+            tap_name_of("vmtap0", Some("vmtap0")).as_deref(),
+            Some("vmtap0-vm")
+        );
+        let long = tap_name_of("x234567890abcde", Some("x234567890abcde")).unwrap();
+        assert_eq!(long, "x234567890ab-vm");
+        assert!(crate::tap::validate_name(&long).is_ok(), "{long}");
+        for name in ["tap0_kata-vm", "vmtap0-vm", long.as_str()] {
+            assert_eq!(crate::tap_name::validate_custom(name), Ok(()), "{name}");
+        }
+        // The next reload may pick the tap's name: that pod interface keeps kata's naming.
+        assert_eq!(tap_name_of("tap0_kata-vm", None), None);
     }
 }

@@ -35,6 +35,11 @@ pub struct NetConf {
     pub attach: AttachOptions,
     /// The name of CNI_IFNAME's tap (`tap_name`), validated; `tap<N>_kata` when `None`.
     pub tap_name: Option<String>,
+    /// `report_tap` (default true): ADD's result lists the tap and the VM's pseudo-interface
+    /// (tc-redirect-tap's shape, what firecracker-containerd reads). false: the result is
+    /// `prevResult` as it came, for runtimes that take every interface with a `sandbox` for
+    /// a container interface (podman, see [`super::commands::tap_name_of`]).
+    pub report_tap: bool,
     pub prev_result: Option<CniResult>,
 }
 
@@ -54,6 +59,7 @@ struct RawConf {
     tap_gid: Option<Value>,
     txqueuelen: Option<u32>,
     tap_name: Option<String>,
+    report_tap: Option<bool>,
     #[serde(rename = "prevResult")]
     prev_result: Option<Value>,
 }
@@ -123,6 +129,7 @@ pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
         plugin_type: raw.plugin_type,
         attach,
         tap_name: raw.tap_name,
+        report_tap: raw.report_tap.unwrap_or(true),
         prev_result,
     })
 }
@@ -209,6 +216,19 @@ mod tests {
         assert_eq!(c.attach.txqueuelen, Some(500));
         assert!(c.prev_result.is_none());
         assert_eq!(c.tap_name, None);
+        assert!(
+            c.report_tap,
+            "the tap is in the result unless asked otherwise"
+        );
+        assert!(
+            !parse(&conf(json!({"report_tap": false})))
+                .unwrap()
+                .report_tap
+        );
+        assert_eq!(
+            parse(&conf(json!({"report_tap": "no"}))).unwrap_err().code,
+            INVALID_CONFIG
+        );
         let named = parse(&conf(
             json!({"tap_name": "x234567890abcde", "model": "none"}),
         ))

@@ -47,7 +47,9 @@ pub const DEMO_PACKAGES: &[AptPackage] = &[
 ];
 
 /// What the test suite runs (tests/): the tools, the real-VMM test's QEMU and static busybox
-/// (its guest kernel is unpacked apart, see super::guest_kernel), the CNI reference plugins.
+/// (its guest kernel is unpacked apart, see super::guest_kernel), the CNI reference plugins,
+/// and a real runtime driving them (tests/tests/podman.rs: podman 4.3 with runc; crun 1.8
+/// refuses this machine's hybrid cgroup layout).
 /// The dynamic `busybox` package also installs /bin/busybox, so busybox-static is probed by
 /// its doc directory's copyright file (kept even where dpkg excludes /usr/share/doc).
 pub const TEST_PACKAGES: &[AptPackage] = &[
@@ -59,6 +61,8 @@ pub const TEST_PACKAGES: &[AptPackage] = &[
     pkg("qemu-system-x86", "qemu-system-x86_64"),
     pkg("busybox-static", "/usr/share/doc/busybox-static/copyright"),
     pkg("containernetworking-plugins", "/usr/lib/cni/ptp"),
+    pkg("podman", "podman"),
+    pkg("runc", "runc"),
 ];
 
 /// What `cargo xtask bench` runs (xtask/src/bench/): iperf3, sockperf (TCP ping-pong),
