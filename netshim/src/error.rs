@@ -25,6 +25,10 @@ pub const EXIT_INVALID_INPUT: i32 = 2;
 /// model or backend, devices connected by `netshim connect`, a device's ingress owned by
 /// kata's mirred datapath or another tool, a hook changed by someone else during an upgrade).
 pub const EXIT_CONFLICT: i32 = 3;
+/// Exit code: the netns is attached but broken (`status`, `stats`): something its commit
+/// file or pins record is gone or different (a tap deleted behind netshim's back, ...); the
+/// report printed says what, and `netshim detach` repairs it.
+pub const EXIT_BROKEN: i32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -74,6 +78,15 @@ pub enum Error {
     UpgradeObject { source: Box<UpgradeError> },
     #[error("upgrade failed for {failed} of {total} sandboxes")]
     UpgradeIncomplete { failed: usize, total: usize },
+    #[error(
+        "netns {netns} is attached but broken: {}; {}",
+        problems.join("; "),
+        crate::sandbox::repair_hint(netns)
+    )]
+    Broken {
+        netns: String,
+        problems: Vec<String>,
+    },
     #[error("{op} for {target} in netns {netns}: {source}")]
     Netlink {
         op: &'static str,
@@ -158,6 +171,7 @@ impl Error {
             Error::Upgrade { source, .. } if source.is_incompatible_object() => EXIT_INVALID_INPUT,
             Error::AlreadyAttached { .. } | Error::IngressQdiscTaken { .. } => EXIT_CONFLICT,
             Error::Upgrade { source, .. } if source.is_conflict() => EXIT_CONFLICT,
+            Error::Broken { .. } => EXIT_BROKEN,
             _ => EXIT_FAILED,
         }
     }

@@ -132,6 +132,8 @@ mod tests {
             loopback: false,
             link: Some(3),
             link_netnsid: netnsid,
+            carrier: None,
+            tx_dropped: None,
             addresses: vec![],
         }
     }

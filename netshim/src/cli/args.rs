@@ -22,7 +22,9 @@ Exit codes:
   3  conflict: the netns is attached with another model or tc backend, or its devices are
      connected by `netshim connect` (detach or disconnect first); a device's ingress is
      owned by a legacy `ingress` qdisc (kata's mirred datapath or another tool); a hook was
-     changed by someone else during an upgrade";
+     changed by someone else during an upgrade
+  4  status, stats: the netns is attached but broken (a recorded tap, pod device, pin or
+     filter is gone or different); the report says what, and `netshim detach` repairs it";
 
 /// eBPF-accelerated networking shim between a sandbox's pod interfaces and its microVM's taps.
 #[derive(Debug, Parser)]

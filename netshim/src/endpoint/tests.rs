@@ -46,6 +46,8 @@ fn iface(name: &str, kind: Option<&str>, with_addr: bool) -> Interface {
         loopback: false,
         link: None,
         link_netnsid: None,
+        carrier: None,
+        tx_dropped: None,
         addresses: if with_addr {
             vec![IfAddr {
                 address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),

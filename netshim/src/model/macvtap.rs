@@ -549,6 +549,17 @@ async fn connect_steps(
     }
     set_link(handle, &pod.name, pod.ifindex, what, set.build()).await?;
 
+    // The macvtap is the VM's port and carries the guest's MAC: a link-local address of the
+    // sandbox's own derived from it would be the guest's address, with the sandbox running
+    // DAD (and answering for it) on the pod network.
+    crate::interfaces::disable_ipv6_addrconf(handle, made.ifindex)
+        .await
+        .map_err(|source| MacvtapError::SetLink {
+            what: "IFLA_INET6_ADDR_GEN_MODE none".into(),
+            dev: name.clone(),
+            ifindex: made.ifindex,
+            source: Box::new(source),
+        })?;
     set_link(
         handle,
         &name,
