@@ -13,8 +13,15 @@ use crate::{tap_reader::parse_mac, veth_pair, TestNetns};
 /// never runs a stale binary).
 static BIN: OnceLock<PathBuf> = OnceLock::new();
 
+/// `NETSHIM_TEST_BIN`, when set, is the `netshim` binary the tests run instead of this
+/// workspace's (to run a test against another version, e.g. the base commit's build).
+pub const TEST_BIN_ENV: &str = "NETSHIM_TEST_BIN";
+
 pub fn netshim_bin() -> PathBuf {
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os(TEST_BIN_ENV) {
+            return PathBuf::from(bin);
+        }
         let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let workspace = manifest.parent().expect("workspace root").to_owned();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
