@@ -58,27 +58,36 @@ pub struct Dropped {
     /// from_vm: the pod device's `tx_dropped` (its xmit refused the frame: MTU, peer down).
     #[serde(skip_serializing_if = "DropCount::is_not_applicable")]
     pub pod_tx_dropped: DropCount,
+    /// mirred: the action's own drops (its target down or without carrier, i.e. no VMM on
+    /// the tap; a full queue). mirred's `packets` include them.
+    #[serde(skip_serializing_if = "DropCount::is_not_applicable")]
+    pub mirred_action: DropCount,
 }
 
 impl Dropped {
     /// Every reason with its Prometheus/table name, in output order.
-    pub fn reasons(&self) -> [(&'static str, DropCount); 3] {
+    pub fn reasons(&self) -> [(&'static str, DropCount); 4] {
         [
             ("mtu", self.mtu),
             ("tap_tx_dropped", self.tap_tx_dropped),
             ("pod_tx_dropped", self.pod_tx_dropped),
+            ("mirred_action", self.mirred_action),
         ]
     }
 
-    /// What the kernel dropped after the datapath had handed the packets over.
-    fn kernel(&self) -> DropCount {
-        match (self.tap_tx_dropped, self.pod_tx_dropped) {
-            (DropCount::Counted(a), DropCount::Counted(b)) => DropCount::Counted(a + b),
-            (DropCount::Counted(n), DropCount::NotApplicable)
-            | (DropCount::NotApplicable, DropCount::Counted(n)) => DropCount::Counted(n),
-            (DropCount::NotApplicable, DropCount::NotApplicable) => DropCount::NotApplicable,
-            _ => DropCount::NotCounted,
+    /// What was dropped after it was counted in `packets`: by the devices, and by the mirred
+    /// action (whose packet count includes its drops; the eBPF datapath's `mtu` drops are not
+    /// in its `packets`). `NotCounted` when one of them is unknown.
+    fn after_forwarding(&self) -> DropCount {
+        let mut total = 0u64;
+        for c in [self.tap_tx_dropped, self.pod_tx_dropped, self.mirred_action] {
+            match c {
+                DropCount::Counted(n) => total = total.saturating_add(n),
+                DropCount::NotCounted => return DropCount::NotCounted,
+                DropCount::NotApplicable => {}
+            }
         }
+        DropCount::Counted(total)
     }
 
     fn is_empty(&self) -> bool {
@@ -119,7 +128,7 @@ impl From<Counters> for DirectionStats {
 impl DirectionStats {
     /// Recomputes `delivered` from `packets` and the kernel's drops.
     fn settle(&mut self) {
-        self.delivered = match self.dropped.kernel() {
+        self.delivered = match self.dropped.after_forwarding() {
             DropCount::Counted(n) => Some(self.packets.saturating_sub(n)),
             _ => None,
         };

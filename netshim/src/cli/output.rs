@@ -390,6 +390,13 @@ pub fn upgrade(r: &UpgradeReport) -> String {
                     opt(sb.new_prog_id),
                     r.object
                 );
+                if !sb.created_maps.is_empty() {
+                    let _ = writeln!(
+                        s,
+                        "  created maps the sandbox's datapath version lacked: {}",
+                        sb.created_maps.join(", ")
+                    );
+                }
             }
             UpgradeOutcome::Skipped | UpgradeOutcome::Failed => {
                 let _ = writeln!(

@@ -177,6 +177,12 @@ async fn mirred_problem(
         })?;
     match target {
         Some(t) if t == to_ifindex => {}
+        // The kernel dumps a mirred action whose device is gone with ifindex 0.
+        Some(0) => problems.push(format!(
+            "{}'s ingress mirred filter redirects to a device that is gone (was {to}, \
+             ifindex {to_ifindex}): everything arriving on {} is dropped",
+            from.name, from.name
+        )),
         Some(t) => problems.push(format!(
             "{}'s ingress mirred filter redirects to ifindex {t}, not {to} (ifindex \
              {to_ifindex})",

@@ -243,7 +243,11 @@ async fn mirred_stats(handle: &rtnetlink::Handle, netns: &Netns) -> Result<Optio
             packets: c.packets,
             bytes: c.bytes,
             errors: c.drops,
-            ..DirectionStats::default()
+            dropped: crate::stats::Dropped {
+                mirred_action: crate::stats::DropCount::Counted(c.drops),
+                ..Default::default()
+            },
+            delivered: None,
         };
         endpoints.push(EndpointStats {
             index: index as u32,
