@@ -192,11 +192,11 @@ pub async fn disable_ipv6_addrconf(
     ifindex: u32,
 ) -> Result<(), rtnetlink::Error> {
     use rtnetlink::packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode};
-    let mut msg = LinkMessage::default();
-    msg.header.index = ifindex;
-    msg.attributes = vec![LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
-        AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
-    ])])];
+    let msg = rtnetlink::LinkUnspec::new_with_index(ifindex)
+        .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )]))
+        .build();
     match handle.link().set(msg).execute().await {
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EAFNOSUPPORT => Ok(()),
         other => other,
