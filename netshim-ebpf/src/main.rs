@@ -38,7 +38,9 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{bpf_check_mtu_flags::BPF_MTU_CHK_SEGS, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC},
+    bindings::{
+        bpf_check_mtu_flags::BPF_MTU_CHK_SEGS, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC,
+    },
     helpers::{bpf_check_mtu, bpf_redirect, bpf_redirect_peer},
     macros::{classifier, map},
     maps::{Array, HashMap, PerCpuArray},
@@ -46,8 +48,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use netshim_common::{
-    Counters, Drops, EndpointRecord, PeerEntry, SandboxRecord, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_PEERS,
-    PEER_KNOWN_FLAGS, PEER_REDIRECT_PEER,
+    Counters, Drops, EndpointRecord, PeerEntry, SandboxRecord, COUNTER_SLOTS, MAX_ENDPOINTS,
+    MAX_PEERS, PEER_KNOWN_FLAGS, PEER_REDIRECT_PEER,
 };
 
 #[map(name = "peers")]

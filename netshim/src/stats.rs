@@ -207,11 +207,7 @@ impl SandboxStats {
 
     /// A sandbox without endpoints yet, with `problems` (a broken sandbox with nothing to
     /// count, or one whose counters are added next).
-    pub fn new(
-        netns: &crate::netns::Netns,
-        backend: TcBackend,
-        problems: Vec<String>,
-    ) -> Self {
+    pub fn new(netns: &crate::netns::Netns, backend: TcBackend, problems: Vec<String>) -> Self {
         Self {
             netns: netns.arg.clone(),
             netns_inode: netns.inode,

@@ -49,7 +49,12 @@ impl Sniffer {
                     std::mem::size_of::<libc::sockaddr_ll>() as u32,
                 )
             };
-            assert_eq!(rc, 0, "bind AF_PACKET to {dev}: {}", io::Error::last_os_error());
+            assert_eq!(
+                rc,
+                0,
+                "bind AF_PACKET to {dev}: {}",
+                io::Error::last_os_error()
+            );
             Sniffer { fd }
         })
     }
@@ -81,7 +86,7 @@ impl Sniffer {
                 continue;
             }
             last = Instant::now();
-            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             let frame = &buf[..n as usize];

@@ -18,15 +18,18 @@ use std::{net::UdpSocket, os::fd::AsRawFd, time::Duration};
 
 use netshim_tests::{
     netshim_cli::{netshim_json, netshim_ok, Pod},
-    sniffer::Sniffer,
     skip_unless_root,
+    sniffer::Sniffer,
     traffic,
     vnet::{self, VnetHdr, L4},
 };
 
 /// The datapaths compared: (name, attach arguments).
 const DATAPATHS: [(&str, &[&str]); 3] = [
-    ("ebpf-peer", &["--tc-backend", "ebpf", "--fast-path", "auto"]),
+    (
+        "ebpf-peer",
+        &["--tc-backend", "ebpf", "--fast-path", "auto"],
+    ),
     ("ebpf", &["--tc-backend", "ebpf", "--fast-path", "off"]),
     ("mirred", &["--tc-backend", "mirred"]),
 ];
@@ -69,7 +72,11 @@ fn oversize_frames_from_the_vm_never_reach_the_client() {
         while let Ok((n, _)) = receiver.recv_from(&mut buf) {
             got.push(n);
         }
-        assert_eq!(got, vec![1000], "{name}: the client must get only the 1000-byte datagram");
+        assert_eq!(
+            got,
+            vec![1000],
+            "{name}: the client must get only the 1000-byte datagram"
+        );
         let ep = stats(&pod);
         let from_vm = &ep["from_vm"];
         if name == "mirred" {
@@ -136,12 +143,18 @@ fn oversize_gso_segments_towards_the_vm_are_dropped_and_counted() {
             frames.push(f.len());
         }
         let ep = stats(&pod);
-        println!("{name}: the tap got frames of {frames:?}; to_vm {}", ep["to_vm"]);
+        println!(
+            "{name}: the tap got frames of {frames:?}; to_vm {}",
+            ep["to_vm"]
+        );
         assert!(
             frames.iter().all(|&len| len <= 1514),
             "{name}: a frame over the tap's MTU reached the VM: {frames:?}"
         );
-        assert!(!frames.is_empty(), "{name}: the fitting GSO packet never came");
+        assert!(
+            !frames.is_empty(),
+            "{name}: the fitting GSO packet never came"
+        );
         assert_eq!(ep["to_vm"]["dropped"]["mtu"], 1, "{name}: {ep}");
     }
 }
@@ -326,7 +339,11 @@ fn lying_gso_frames_get_no_further_with_ebpf_than_with_mirred() {
             .map(|(name, r)| {
                 format!(
                     "{name}: {} {}",
-                    if r[i].written { "written" } else { "refused by tun" },
+                    if r[i].written {
+                        "written"
+                    } else {
+                        "refused by tun"
+                    },
                     r[i].received
                 )
             })
@@ -350,7 +367,10 @@ fn lying_gso_frames_get_no_further_with_ebpf_than_with_mirred() {
             }
         }
         if case.expect == Expect::Delivered && mirred.received == 0 {
-            failures.push(format!("{}: the control never came through mirred", case.name));
+            failures.push(format!(
+                "{}: the control never came through mirred",
+                case.name
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -64,7 +64,11 @@ fn a_reader_on_the_tap_gets_only_what_the_datapath_forwards(backend: &str) {
     );
     assert_eq!(gen_mode, "none");
     assert_eq!(tap_ipv6_addresses(&pod), Vec::<String>::new());
-    assert_eq!(counted, read.len(), "frames the VM got that netshim did not forward");
+    assert_eq!(
+        counted,
+        read.len(),
+        "frames the VM got that netshim did not forward"
+    );
     assert_eq!(read.len(), 0, "an idle sandbox sends the VM nothing");
 }
 

@@ -136,7 +136,10 @@ fn a_tap_deleted_behind_netshims_back_is_reported_and_detach_repairs_it(backend:
     let table = stdout(&out);
     assert_eq!(exit_code(&out), Some(4));
     let first = table.lines().next().unwrap_or_default();
-    assert!(first.starts_with("BROKEN") && first.contains("tap0_kata"), "{table}");
+    assert!(
+        first.starts_with("BROKEN") && first.contains("tap0_kata"),
+        "{table}"
+    );
     assert!(
         table.contains(&format!("netshim detach --netns {}", pod.netns())),
         "{table}"
@@ -147,12 +150,19 @@ fn a_tap_deleted_behind_netshims_back_is_reported_and_detach_repairs_it(backend:
     );
 
     let out = netshim(&["stats", "--netns", pod.netns(), "--json"]);
-    println!("{backend}: stats exit {:?}: {}", exit_code(&out), stdout(&out));
+    println!(
+        "{backend}: stats exit {:?}: {}",
+        exit_code(&out),
+        stdout(&out)
+    );
     assert_eq!(exit_code(&out), Some(4), "stats of a broken sandbox");
     let stats: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("stats JSON");
     assert_eq!(stats[0]["netns_cookie"], status["netns_cookie"], "{stats}");
     assert_eq!(stats[0]["health"], "broken", "{stats}");
-    assert!(stats[0]["problems"].to_string().contains("tap0_kata"), "{stats}");
+    assert!(
+        stats[0]["problems"].to_string().contains("tap0_kata"),
+        "{stats}"
+    );
 
     // detach repairs it: nothing of netshim's is left and eth0 is the pod's device again.
     netshim_ok(&["detach", "--netns", pod.netns()]);
@@ -161,18 +171,24 @@ fn a_tap_deleted_behind_netshims_back_is_reported_and_detach_repairs_it(backend:
     let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(status["attached"], false, "{status}");
     assert_eq!(status["health"], "ok");
-    assert_eq!(pod.sandbox.try_tc(&["filter", "show", "dev", "eth0", "ingress"]), "");
-    assert_eq!(pod.sandbox.try_tc(&["qdisc", "show", "dev", "eth0", "ingress"]), "");
+    assert_eq!(
+        pod.sandbox
+            .try_tc(&["filter", "show", "dev", "eth0", "ingress"]),
+        ""
+    );
+    assert_eq!(
+        pod.sandbox
+            .try_tc(&["qdisc", "show", "dev", "eth0", "ingress"]),
+        ""
+    );
     assert!(!netshim_tests::netshim_cli::pin_dir(&pod.sandbox).exists());
-    let ping = pod.client.exec(&[
-        "ping",
-        "-c",
-        "1",
-        "-W",
-        "2",
-        &pod.pod_ip.to_string(),
-    ]);
-    assert!(ping.status.success(), "eth0 passes traffic again after detach");
+    let ping = pod
+        .client
+        .exec(&["ping", "-c", "1", "-W", "2", &pod.pod_ip.to_string()]);
+    assert!(
+        ping.status.success(),
+        "eth0 passes traffic again after detach"
+    );
 }
 
 #[test]

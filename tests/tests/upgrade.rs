@@ -613,8 +613,15 @@ fn a_sandbox_of_the_previous_version_gets_the_new_maps_and_keeps_its_counters() 
     let r = netshim_json(&["upgrade", "--netns", pod.netns()]);
     println!("upgrade: {r}");
     assert_eq!(r["sandboxes"][0]["outcome"], "upgraded", "{r}");
-    assert_eq!(r["sandboxes"][0]["created_maps"], serde_json::json!(["drops"]), "{r}");
-    assert!(dir.join("drops").exists(), "drops pinned in the sandbox directory");
+    assert_eq!(
+        r["sandboxes"][0]["created_maps"],
+        serde_json::json!(["drops"]),
+        "{r}"
+    );
+    assert!(
+        dir.join("drops").exists(),
+        "drops pinned in the sandbox directory"
+    );
     let after = stats();
     let ep = &after["endpoints"][0];
     assert_eq!(ep["to_vm"]["packets"], 9, "counters kept: {after}");

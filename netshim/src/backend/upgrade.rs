@@ -317,7 +317,10 @@ impl Loaded {
     pub fn discard_created(&self) {
         for name in &self.created_maps {
             if let Err(e) = std::fs::remove_file(self.dir.join(name)) {
-                tracing::warn!("removing the new map pin {name} in {}: {e}", self.dir.display());
+                tracing::warn!(
+                    "removing the new map pin {name} in {}: {e}",
+                    self.dir.display()
+                );
             }
         }
     }

@@ -354,7 +354,8 @@ pub fn stats(all: &[SandboxStats]) -> String {
                     d.packets,
                     d.bytes,
                     d.errors,
-                    d.delivered.map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                    d.delivered
+                        .map_or_else(|| "-".to_owned(), |n| n.to_string()),
                     dropped.join(" ")
                 );
             }

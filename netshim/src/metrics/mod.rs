@@ -132,8 +132,8 @@ fn collect_pinned(out: &mut Collection) {
         let entered = ebpf::recorded_sandbox(&dir)
             .map_err(|e| e.to_string())
             .and_then(|r| {
-                let path = String::from_utf8_lossy(netshim_common::from_fixed(&r.netns_path))
-                    .into_owned();
+                let path =
+                    String::from_utf8_lossy(netshim_common::from_fixed(&r.netns_path)).into_owned();
                 let netns = Netns::resolve(&path).map_err(|e| e.to_string())?;
                 if netns.cookie == cookie {
                     Ok(netns)

@@ -48,24 +48,8 @@ pub(crate) async fn problems(
     interfaces: &[Interface],
 ) -> Result<Vec<String>> {
     let mut problems = Vec::new();
-    let find = |name: &str| interfaces.iter().find(|i| i.name == name);
-    // A recorded device must be there under its name, with the ifindex it had.
-    let device = |problems: &mut Vec<String>, what: &str, name: &str, ifindex: u32| -> bool {
-        match find(name) {
-            None => {
-                problems.push(format!("{what} {name} (ifindex {ifindex}) is gone"));
-                false
-            }
-            Some(i) if i.ifindex != ifindex => {
-                problems.push(format!(
-                    "{what} {name} is ifindex {} now, not the recorded {ifindex}: it was \
-                     re-created behind netshim's back",
-                    i.ifindex
-                ));
-                false
-            }
-            Some(_) => true,
-        }
+    let device = |problems: &mut Vec<String>, what: &str, name: &str, ifindex: u32| {
+        check_device(interfaces, problems, what, name, ifindex)
     };
     let dir = pins::sandbox_dir(netns.cookie);
     let commit = commit(netns.cookie);
@@ -119,7 +103,7 @@ pub(crate) async fn problems(
         }
     }
     if dir.exists() {
-        pinned_problems(&dir, &checked, &mut problems, &device);
+        pinned_problems(&dir, &checked, interfaces, &mut problems);
     }
     problems.dedup();
     Ok(problems)
@@ -130,9 +114,12 @@ pub(crate) async fn problems(
 fn pinned_problems(
     dir: &std::path::Path,
     checked: &std::collections::BTreeSet<String>,
+    interfaces: &[Interface],
     problems: &mut Vec<String>,
-    device: &dyn Fn(&mut Vec<String>, &str, &str, u32) -> bool,
 ) {
+    let device = |problems: &mut Vec<String>, what: &str, name: &str, ifindex: u32| {
+        check_device(interfaces, problems, what, name, ifindex)
+    };
     let records = match ebpf::recorded_endpoints(dir) {
         Ok(r) => r,
         Err(e) => {
@@ -158,6 +145,32 @@ fn pinned_problems(
                 ));
             }
         }
+    }
+}
+
+/// A recorded device must be there under its name, with the ifindex it had; says what is
+/// wrong otherwise. Returns whether it is there.
+fn check_device(
+    interfaces: &[Interface],
+    problems: &mut Vec<String>,
+    what: &str,
+    name: &str,
+    ifindex: u32,
+) -> bool {
+    match interfaces.iter().find(|i| i.name == name) {
+        None => {
+            problems.push(format!("{what} {name} (ifindex {ifindex}) is gone"));
+            false
+        }
+        Some(i) if i.ifindex != ifindex => {
+            problems.push(format!(
+                "{what} {name} is ifindex {} now, not the recorded {ifindex}: it was \
+                 re-created behind netshim's back",
+                i.ifindex
+            ));
+            false
+        }
+        Some(_) => true,
     }
 }
 
@@ -208,7 +221,10 @@ mod tests {
     #[test]
     fn health_follows_the_problems() {
         assert_eq!(Health::of(&[]), Health::Ok);
-        assert_eq!(Health::of(&["tap tap0_kata is gone".into()]), Health::Broken);
+        assert_eq!(
+            Health::of(&["tap tap0_kata is gone".into()]),
+            Health::Broken
+        );
         assert_eq!(
             serde_json::to_value(Health::Broken).unwrap(),
             serde_json::json!("broken")

@@ -21,8 +21,8 @@ pub use attach::{attach, AttachOptions, AttachReport, EndpointReport, MacvtapRep
 pub use connect::{connect, disconnect, ConnectOptions, ConnectReport, DisconnectReport};
 pub use detach::{detach, detach_arg, DetachReport};
 pub(crate) use gc::collect_dead;
-pub use health::{repair_hint, Health};
 pub use gc::{gc, DeadSandbox, FailedSandbox, GcReport, HalfMadeSandbox, SkippedSandbox};
+pub use health::{repair_hint, Health};
 pub use scan::{scan, ScanReport, ScannedInterface};
 pub use status::{stats, status, EndpointStatus, MacvtapStatus, StatusReport};
 pub use upgrade::{

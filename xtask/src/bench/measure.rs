@@ -200,7 +200,9 @@ fn load_cmd(netns: &str, cpu: Option<u32>, prog: &str, args: &[&str]) -> Command
 /// One iperf3 test.
 #[derive(Clone, Copy, Debug)]
 pub enum IperfTest {
-    Tcp { streams: u32 },
+    Tcp {
+        streams: u32,
+    },
     /// One TCP stream from the server to the client (`iperf3 -R`): in the sandbox
     /// topology, from the VM (guest) to the pod's client.
     TcpReverse,

@@ -121,7 +121,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .as_ref()
             .filter(|_| spec.uses_netshim())
             .map(|(path, other_caps)| {
-                PathRun::twin(&spec, &args.compare_label, path, other_caps.unavailable(&spec))
+                PathRun::twin(
+                    &spec,
+                    &args.compare_label,
+                    path,
+                    other_caps.unavailable(&spec),
+                )
             });
         runs.push(PathRun::new(spec, why));
         runs.extend(twin);
@@ -328,7 +333,7 @@ fn round_order(runs: &[PathRun], active: &[usize], round: u32) -> Vec<usize> {
             .copied()
             .filter(|&j| runs[j].twin_of == Some(runs[i].spec.name));
         match twin {
-            Some(j) if round % 2 == 0 => order.extend([j, i]),
+            Some(j) if round.is_multiple_of(2) => order.extend([j, i]),
             Some(j) => order.extend([i, j]),
             None => order.push(i),
         }
@@ -445,7 +450,9 @@ fn measure_path(
     progress.step(round, id, "TCP 1 stream reverse");
     match iperf(ep, IperfTest::TcpReverse, seconds) {
         Ok(r) => {
-            result.values.insert(report::TCP1_REVERSE, r.received_bps / 1e9);
+            result
+                .values
+                .insert(report::TCP1_REVERSE, r.received_bps / 1e9);
             if let Some(n) = r.retransmits {
                 result.extra.insert("tcp1_rev_retransmits", n as f64);
             }

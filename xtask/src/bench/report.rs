@@ -3,8 +3,8 @@
 use crate::bench::paths::{PathSpec, Topo, OFFLOAD_FEATURES};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 /// A reported metric.
 pub struct Metric {
