@@ -157,7 +157,7 @@ pub fn render(c: &Collection) -> String {
         &mut out,
         samples,
         names::DROPPED,
-        "Packets not delivered, by reason: mtu (eBPF datapath: larger than the target device's MTU), tap_tx_dropped (to_vm: the tap dropped them, no VMM reading or its ring full), pod_tx_dropped (from_vm: the pod device's xmit dropped them). A reason without a sample is not counted there.",
+        "Packets not delivered, by reason: mtu (eBPF datapath: larger than the target device's MTU), tap_tx_dropped (to_vm: the tap dropped them, no VMM reading or its ring full), pod_tx_dropped (from_vm: the pod device's xmit dropped them), mirred_action (mirred: the action's own drops, e.g. a tap without carrier). A reason without a sample is not counted there.",
         |d| {
             d.dropped
                 .reasons()
@@ -170,7 +170,7 @@ pub fn render(c: &Collection) -> String {
         &mut out,
         samples,
         names::DELIVERED,
-        "Forwarded packets minus those the kernel dropped after the datapath (tap_tx_dropped, pod_tx_dropped); frames still queued count as delivered.",
+        "Forwarded packets minus those the kernel dropped after the datapath (tap_tx_dropped, pod_tx_dropped, mirred_action); frames still queued count as delivered.",
         |d| d.delivered.map(|n| (None, n)).into_iter().collect(),
     );
     for (name, help, value) in [

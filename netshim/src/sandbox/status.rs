@@ -272,14 +272,7 @@ async fn mirred_pairs_by_target(
     handle: &rtnetlink::Handle,
     netns: &Netns,
 ) -> Result<Vec<(crate::backend::Dev, crate::backend::Dev)>> {
-    let all = crate::interfaces::list(handle)
-        .await
-        .map_err(|source| Error::Netlink {
-            op: "RTM_GETLINK dump",
-            target: "all interfaces".into(),
-            netns: netns.to_string(),
-            source: Box::new(source),
-        })?;
+    let all = list_interfaces(handle, netns).await?;
     let mut targets = std::collections::BTreeMap::new();
     for iface in &all {
         let dev = crate::backend::Dev {

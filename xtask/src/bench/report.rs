@@ -349,6 +349,29 @@ fn topo_title(topo: Topo) -> &'static str {
     }
 }
 
+/// One markdown table of ratios: a row per (label, ratios by metric).
+fn ratio_table(md: &mut String, rows: impl Iterator<Item = (String, BTreeMap<&'static str, f64>)>) {
+    md.push_str("| path |");
+    for m in METRICS {
+        let _ = write!(md, " {} |", m.label);
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"--:|".repeat(METRICS.len()));
+    md.push('\n');
+    for (label, r) in rows {
+        let _ = write!(md, "| {label} |");
+        for m in METRICS {
+            match r.get(m.key) {
+                Some(x) => {
+                    let _ = write!(md, " {x:.3}× |");
+                }
+                None => md.push_str(" – |"),
+            }
+        }
+        md.push('\n');
+    }
+}
+
 /// The markdown tables: per topology, medians (± half the spread of the rounds), then the
 /// ratios against each baseline, then what was unavailable or failed.
 pub fn markdown(runs: &[PathRun], intro: &str, offload_md: &str) -> String {
@@ -395,29 +418,12 @@ pub fn markdown(runs: &[PathRun], intro: &str, offload_md: &str) -> String {
                 "\nRatios vs {base} (median / median of {base}, same run; Gbps, kpps: higher is \
                  better; RTT, CPU, ns: lower is better)\n"
             );
-            md.push_str("| path |");
-            for m in METRICS {
-                let _ = write!(md, " {} |", m.label);
-            }
-            md.push_str("\n|---|");
-            md.push_str(&"--:|".repeat(METRICS.len()));
-            md.push('\n');
-            for run in rows
-                .iter()
-                .filter(|r| r.spec.name != *base && r.unavailable.is_none())
-            {
-                let r = ratios(runs, run, base);
-                let _ = write!(md, "| {} |", run.spec.name);
-                for m in METRICS {
-                    match r.get(m.key) {
-                        Some(x) => {
-                            let _ = write!(md, " {x:.3}× |");
-                        }
-                        None => md.push_str(" – |"),
-                    }
-                }
-                md.push('\n');
-            }
+            ratio_table(
+                &mut md,
+                rows.iter()
+                    .filter(|r| r.spec.name != *base && r.unavailable.is_none())
+                    .map(|run| (run.spec.name.to_owned(), ratios(runs, run, base))),
+            );
         }
         let pairs: Vec<(&PathRun, &PathRun)> = rows
             .iter()
@@ -430,26 +436,15 @@ pub fn markdown(runs: &[PathRun], intro: &str, offload_md: &str) -> String {
                  run, rounds interleaved; Gbps, kpps: higher is better; RTT, CPU, ns: lower is \
                  better)\n"
             );
-            md.push_str("| path |");
-            for m in METRICS {
-                let _ = write!(md, " {} |", m.label);
-            }
-            md.push_str("\n|---|");
-            md.push_str(&"--:|".repeat(METRICS.len()));
-            md.push('\n');
-            for (run, twin) in pairs {
-                let r = ratios(runs, run, twin.spec.name);
-                let _ = write!(md, "| {} vs {} |", run.spec.name, twin.spec.name);
-                for m in METRICS {
-                    match r.get(m.key) {
-                        Some(x) => {
-                            let _ = write!(md, " {x:.3}× |");
-                        }
-                        None => md.push_str(" – |"),
-                    }
-                }
-                md.push('\n');
-            }
+            ratio_table(
+                &mut md,
+                pairs.into_iter().map(|(run, twin)| {
+                    (
+                        format!("{} vs {}", run.spec.name, twin.spec.name),
+                        ratios(runs, run, twin.spec.name),
+                    )
+                }),
+            );
         }
         let notes: Vec<String> = rows
             .iter()
