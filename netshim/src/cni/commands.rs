@@ -110,12 +110,6 @@ pub fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         }
     }
     let status = sandbox::status(&netns).map_err(|e| CniError::from_netshim("status", &e))?;
-    if !status.problems.is_empty() {
-        return Err(failed(format!(
-            "netns {netns_arg} is attached but broken: {}",
-            status.problems.join("; ")
-        )));
-    }
     let up = match conf.attach.model {
         InternetworkingModel::MacVtap => status.macvtaps.iter().any(|m| m.name == tap.name),
         model => status.endpoints.iter().any(|s| {
@@ -128,6 +122,13 @@ pub fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         return Err(failed(format!(
             "{} of {ifname} in netns {netns_arg} is missing or not connected",
             tap.name
+        )));
+    }
+    // Anything else the records name that is not there.
+    if !status.problems.is_empty() {
+        return Err(failed(format!(
+            "netns {netns_arg} is attached but broken: {}",
+            status.problems.join("; ")
         )));
     }
     Ok(())
