@@ -59,9 +59,15 @@ pub struct Dropped {
     #[serde(skip_serializing_if = "DropCount::is_not_applicable")]
     pub pod_tx_dropped: DropCount,
     /// mirred: the action's own drops (its target down or without carrier, i.e. no VMM on
-    /// the tap; a full queue). mirred's `packets` include them.
+    /// the tap; a full queue) and the errors its target's xmit returned. mirred's `packets`
+    /// include them.
     #[serde(skip_serializing_if = "DropCount::is_not_applicable")]
     pub mirred_action: DropCount,
+    /// The device's drops are in `mirred_action` too: mirred's target is a veth without a
+    /// qdisc, whose xmit returns its drop (and counts it in `tx_dropped`) to the action. Set
+    /// for mirred's from_vm direction; there `delivered` subtracts `mirred_action` only.
+    #[serde(skip)]
+    pub device_drops_in_action: bool,
 }
 
 impl Dropped {
@@ -80,7 +86,12 @@ impl Dropped {
     /// in its `packets`). `NotCounted` when one of them is unknown.
     fn after_forwarding(&self) -> DropCount {
         let mut total = 0u64;
-        for c in [self.tap_tx_dropped, self.pod_tx_dropped, self.mirred_action] {
+        let device = if self.device_drops_in_action {
+            DropCount::NotApplicable
+        } else {
+            self.pod_tx_dropped
+        };
+        for c in [self.tap_tx_dropped, device, self.mirred_action] {
             match c {
                 DropCount::Counted(n) => total = total.saturating_add(n),
                 DropCount::NotCounted => return DropCount::NotCounted,

@@ -254,7 +254,13 @@ async fn mirred_stats(handle: &rtnetlink::Handle, netns: &Netns) -> Result<Optio
             pod: pod.name,
             tap: tap.name,
             to_vm: convert(to_vm),
-            from_vm: convert(from_vm),
+            from_vm: DirectionStats {
+                dropped: crate::stats::Dropped {
+                    device_drops_in_action: true,
+                    ..convert(from_vm).dropped
+                },
+                ..convert(from_vm)
+            },
         });
     }
     if endpoints.is_empty() {
