@@ -23,6 +23,10 @@ pub mod map_names {
     pub const ENDPOINTS: &str = "endpoints";
     /// `Array<SandboxRecord>` with one entry: which netns this pin directory serves.
     pub const SANDBOX: &str = "sandbox";
+    /// `PerCpuArray<Drops>` indexed by counter slot: packets the datapath itself dropped,
+    /// by reason. Added after the first release: a sandbox attached by an older netshim has
+    /// no such pin until `netshim upgrade` creates it (readers then say "not counted").
+    pub const DROPS: &str = "drops";
 }
 
 /// Name of the TC classifier program in the eBPF object.
@@ -99,6 +103,38 @@ impl Counters {
         self.redirect_errors = self.redirect_errors.wrapping_add(other.redirect_errors);
     }
 }
+
+/// Value of the per-CPU `drops` map (one per counter slot): packets the datapath dropped
+/// itself (`TC_ACT_SHOT`), by reason. Dropped packets are not in [`Counters`].
+///
+/// The layout of a pinned map is frozen: `netshim upgrade` refuses an object whose map has
+/// another value size than the sandbox's pin, so a sandbox attached by an older netshim keeps
+/// working. A new reason (issue 11's source `guard`) is therefore never a new field here: it
+/// comes as a new struct in a new map (`drops_v2` holding `DropsV2 { mtu, guard }`, say),
+/// which `netshim upgrade` creates in sandboxes that lack it, and readers take the newest
+/// version a sandbox has pinned (see [`DROP_REASONS`] for the names they report).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drops {
+    /// Larger than the MTU of the device it was to be redirected to (`bpf_check_mtu`;
+    /// a GSO packet is checked per segment, `BPF_MTU_CHK_SEGS`).
+    pub mtu: u64,
+}
+
+impl Drops {
+    /// Adds another CPU's values.
+    pub fn add(&mut self, other: &Drops) {
+        self.mtu = self.mtu.wrapping_add(other.mtu);
+    }
+
+    /// The counts by reason name, in [`DROP_REASONS`] order.
+    pub fn by_reason(&self) -> [(&'static str, u64); 1] {
+        [(DROP_REASONS[0], self.mtu)]
+    }
+}
+
+/// The reasons the datapath counts in [`Drops`], as readers name them.
+pub const DROP_REASONS: [&str; 1] = ["mtu"];
 
 /// Length of a Linux interface name buffer (IFNAMSIZ).
 pub const IFNAMSIZ: usize = 16;
@@ -191,6 +227,7 @@ mod pod {
     // holes that are not explicit fields.
     unsafe impl aya::Pod for super::PeerEntry {}
     unsafe impl aya::Pod for super::Counters {}
+    unsafe impl aya::Pod for super::Drops {}
     unsafe impl aya::Pod for super::EndpointRecord {}
     unsafe impl aya::Pod for super::SandboxRecord {}
 }
@@ -220,6 +257,15 @@ mod tests {
         assert_eq!(from_fixed(&b), b"eth");
         let b: [u8; IFNAMSIZ] = to_fixed(b"tap0_kata");
         assert_eq!(from_fixed(&b), b"tap0_kata");
+    }
+
+    #[test]
+    fn drops_add_and_name_their_reasons() {
+        let mut a = Drops { mtu: 2 };
+        a.add(&Drops { mtu: 3 });
+        assert_eq!(a.by_reason(), [("mtu", 5)]);
+        // The pinned value layout: changing it needs a new map version (see Drops).
+        assert_eq!(core::mem::size_of::<Drops>(), 8);
     }
 
     #[test]

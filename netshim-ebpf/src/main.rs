@@ -13,6 +13,22 @@
 //! passed on (`TC_ACT_UNSPEC`). That needs a bad map entry, never normal traffic; the normal
 //! path pays one AND and one branch for it.
 //!
+//! MTU: every packet is checked against the MTU of the device it is redirected to, in both
+//! directions and for both helpers, with `bpf_check_mtu` (ifindex = that device). The check
+//! is the kernel's own forwarding rule (`is_skb_forwardable`, which a veth's xmit applies to
+//! mirred's and `bpf_redirect`'s packets but `bpf_redirect_peer` skips): a frame may be up
+//! to MTU + Ethernet header + one VLAN tag (`len_diff` = -4); a GSO packet is checked per
+//! segment instead (`BPF_MTU_CHK_SEGS`). A packet that does not fit is dropped
+//! (`TC_ACT_SHOT`) and counted in its slot's `drops.mtu`. A helper error (target device
+//! gone) is not a drop here: the redirect goes ahead and the kernel decides, as before.
+//!
+//! GSO: `bpf_redirect_peer` hands a packet straight to the peer's stack, skipping the
+//! target's `validate_xmit_skb`, where the kernel re-segments a GSO packet whose metadata it
+//! cannot trust (tun marks every GSO packet from the VM `SKB_GSO_DODGY`) and drops one whose
+//! gso_type does not fit its headers (`tcp4_gso_segment` on a `SKB_GSO_UDP_L4` packet, ...).
+//! So a GSO packet (`gso_size` != 0) always takes plain `bpf_redirect`, the veth's xmit path
+//! that mirred's egress redirect takes too; non-GSO packets keep `bpf_redirect_peer`.
+//!
 //! The helpers only check their flags: with flags 0 they return `TC_ACT_REDIRECT` whatever
 //! the ifindex, and the kernel looks the device up (and drops the packet if it is gone) after
 //! the program has returned. So besides the skew guard, `redirect_errors` and the second log
@@ -22,16 +38,18 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{TC_ACT_REDIRECT, TC_ACT_UNSPEC},
-    helpers::{bpf_redirect, bpf_redirect_peer},
+    bindings::{
+        bpf_check_mtu_flags::BPF_MTU_CHK_SEGS, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC,
+    },
+    helpers::{bpf_check_mtu, bpf_redirect, bpf_redirect_peer},
     macros::{classifier, map},
     maps::{Array, HashMap, PerCpuArray},
     programs::TcContext,
 };
 use aya_log_ebpf::warn;
 use netshim_common::{
-    Counters, EndpointRecord, PeerEntry, SandboxRecord, COUNTER_SLOTS, MAX_ENDPOINTS, MAX_PEERS,
-    PEER_KNOWN_FLAGS, PEER_REDIRECT_PEER,
+    Counters, Drops, EndpointRecord, PeerEntry, SandboxRecord, COUNTER_SLOTS, MAX_ENDPOINTS,
+    MAX_PEERS, PEER_KNOWN_FLAGS, PEER_REDIRECT_PEER,
 };
 
 #[map(name = "peers")]
@@ -39,6 +57,9 @@ static PEERS: HashMap<u32, PeerEntry> = HashMap::pinned(MAX_PEERS, 0);
 
 #[map(name = "counters")]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
+
+#[map(name = "drops")]
+static DROPS: PerCpuArray<Drops> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
 
 #[map(name = "unmatched")]
 static UNMATCHED: PerCpuArray<Counters> = PerCpuArray::pinned(1, 0);
@@ -73,10 +94,37 @@ pub fn netshim_redirect(ctx: TcContext) -> i32 {
         );
         return TC_ACT_UNSPEC;
     }
+    // MTU of the target device (see the module docs): the veth's forwarding rule for a
+    // frame, per segment for a GSO packet.
+    // SAFETY: the context pointer is valid for the duration of the program.
+    let gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
+    let (len_diff, mtu_flags) = if gso {
+        (0, u64::from(BPF_MTU_CHK_SEGS))
+    } else {
+        (-VLAN_HLEN, 0)
+    };
+    let mut mtu_len: u32 = 0;
+    // SAFETY: plain helper call on the program's own context; mtu_len is a valid u32.
+    let fits = unsafe {
+        bpf_check_mtu(
+            ctx.skb.skb.cast(),
+            entry.peer_ifindex,
+            &mut mtu_len,
+            len_diff,
+            mtu_flags,
+        )
+    };
+    if fits > 0 {
+        if let Some(d) = DROPS.get_ptr_mut(entry.slot) {
+            // SAFETY: per-CPU value; TC programs run with migration disabled.
+            unsafe { (*d).mtu += 1 };
+        }
+        return TC_ACT_SHOT as i32;
+    }
     // SAFETY: plain helper calls. bpf_redirect with flags 0: egress of the target device.
     // bpf_redirect_peer: ingress of the target veth's peer (userspace only sets the flag
-    // when the target is a veth whose peer is in another netns).
-    let verdict = if entry.flags & PEER_REDIRECT_PEER != 0 {
+    // when the target is a veth whose peer is in another netns), for non-GSO packets only.
+    let verdict = if entry.flags & PEER_REDIRECT_PEER != 0 && !gso {
         unsafe { bpf_redirect_peer(entry.peer_ifindex, 0) }
     } else {
         unsafe { bpf_redirect(entry.peer_ifindex, 0) }
@@ -91,6 +139,9 @@ pub fn netshim_redirect(ctx: TcContext) -> i32 {
     }
     verdict
 }
+
+/// The VLAN tag a frame may carry beyond MTU + Ethernet header (`is_skb_forwardable`).
+const VLAN_HLEN: i32 = 4;
 
 #[inline(always)]
 fn count(map: &PerCpuArray<Counters>, slot: u32, len: u64, ok: bool) {

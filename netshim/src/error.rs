@@ -29,6 +29,10 @@ pub const EXIT_INVALID_INPUT: i32 = 2;
 /// a tap attach would make, a hook changed by someone else during an upgrade, netshim's own
 /// files of the sandbox damaged: `detach` repairs them).
 pub const EXIT_CONFLICT: i32 = 3;
+/// Exit code: the netns is attached but broken (`status`, `stats`): something its commit
+/// file or pins record is gone or different (a tap deleted behind netshim's back, ...); the
+/// report printed says what, and `netshim detach` repairs it.
+pub const EXIT_BROKEN: i32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -111,6 +115,15 @@ pub enum Error {
         path: std::path::PathBuf,
         problem: String,
         more: usize,
+    },
+    #[error(
+        "netns {netns} is attached but broken: {}; {}",
+        problems.join("; "),
+        crate::sandbox::repair_hint(netns)
+    )]
+    Broken {
+        netns: String,
+        problems: Vec<String>,
     },
     #[error("{op} for {target} in netns {netns}: {source}")]
     Netlink {
@@ -212,6 +225,7 @@ impl Error {
             | Error::DamagedState { .. }
             | Error::TapNameTaken { .. } => EXIT_CONFLICT,
             Error::Upgrade { source, .. } if source.is_conflict() => EXIT_CONFLICT,
+            Error::Broken { .. } => EXIT_BROKEN,
             _ => EXIT_FAILED,
         }
     }

@@ -112,6 +112,11 @@ pub struct Interface {
     pub link_netnsid: Option<i32>,
     /// `IFLA_MASTER`: the bridge (or bond, VRF, ...) this device is a port of.
     pub master: Option<u32>,
+    /// `IFLA_CARRIER`. A tap has carrier while a queue fd is attached (a VMM reads it).
+    pub carrier: Option<bool>,
+    /// `IFLA_STATS64` `tx_dropped`: frames the device's own xmit dropped (a tap: no reader
+    /// or a full ring; a veth: MTU, peer down).
+    pub tx_dropped: Option<u64>,
     pub addresses: Vec<IfAddr>,
 }
 
@@ -129,6 +134,8 @@ impl Interface {
             link: None,
             link_netnsid: None,
             master: None,
+            carrier: None,
+            tx_dropped: None,
             addresses: Vec::new(),
         };
         for attr in &msg.attributes {
@@ -138,6 +145,8 @@ impl Interface {
                 LinkAttribute::Link(link) => iface.link = Some(*link),
                 LinkAttribute::LinkNetNsId(id) => iface.link_netnsid = Some(*id),
                 LinkAttribute::Controller(master) => iface.master = Some(*master),
+                LinkAttribute::Carrier(c) => iface.carrier = Some(*c != 0),
+                LinkAttribute::Stats64(s) => iface.tx_dropped = Some(s.tx_dropped),
                 LinkAttribute::Address(a) if a.len() == 6 => {
                     let mut mac = [0u8; 6];
                     mac.copy_from_slice(a);
@@ -172,6 +181,8 @@ impl Interface {
             link: None,
             link_netnsid: None,
             master: None,
+            carrier: None,
+            tx_dropped: None,
             addresses: vec![],
         }
     }
@@ -238,6 +249,28 @@ async fn first(request: rtnetlink::LinkGetRequest) -> Result<Option<Interface>, 
     }
 }
 
+/// Makes the kernel give `ifindex` no IPv6 address of its own (`IFLA_INET6_ADDR_GEN_MODE` =
+/// `IN6_ADDR_GEN_MODE_NONE`), before the device comes up. For the VM's ports (taps,
+/// macvtaps): with an IPv6 link-local address the sandbox netns's own stack would send its
+/// router solicitations, MLD reports and DAD probes (for the guest's own link-local
+/// address, on a macvtap that carries the guest's MAC) through the VM's port. A kernel
+/// without IPv6 (`EAFNOSUPPORT`) has nothing to disable.
+pub async fn disable_ipv6_addrconf(
+    handle: &rtnetlink::Handle,
+    ifindex: u32,
+) -> Result<(), rtnetlink::Error> {
+    use rtnetlink::packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode};
+    let msg = rtnetlink::LinkUnspec::new_with_index(ifindex)
+        .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )]))
+        .build();
+    match handle.link().set(msg).execute().await {
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EAFNOSUPPORT => Ok(()),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +311,12 @@ mod tests {
             LinkAttribute::Mtu(1450),
             LinkAttribute::Address(vec![2, 0, 0, 0, 0, 9]),
             LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth)]),
+            LinkAttribute::Carrier(0),
+            LinkAttribute::Stats64({
+                let mut s = rtnetlink::packet_route::link::Stats64::default();
+                s.tx_dropped = 5;
+                s
+            }),
         ];
         let iface = Interface::from_link_message(&msg);
         assert_eq!(iface.name, "eth0");
@@ -287,5 +326,7 @@ mod tests {
         assert_eq!(iface.mac, Some(Mac([2, 0, 0, 0, 0, 9])));
         assert!(iface.up);
         assert!(!iface.loopback);
+        assert_eq!(iface.carrier, Some(false));
+        assert_eq!(iface.tx_dropped, Some(5));
     }
 }

@@ -9,6 +9,9 @@
 //! - [`qemu`]: a real VMM: QEMU (TCG) booting the host kernel with a busybox initramfs on a
 //!   tap, configured from netshim's attach JSON.
 //! - [`traffic`]: a quick two-way forwarding probe of an attached pod.
+//! - [`vnet`]: frames with a virtio-net header as a VM writes them (GSO, checksum offload,
+//!   and the lies a guest can tell in them).
+//! - [`sniffer`]: an `AF_PACKET` capture of what a device receives.
 //! - [`leaks`]: what netshim may leave in a netns (links, qdiscs, filters, TCX links, pins),
 //!   captured so that a test can compare before and after.
 //! - [`cni_runtime`]: conflists driven as libcni drives them, with the reference plugins.
@@ -20,9 +23,11 @@ pub mod netns_fixture;
 pub mod netshim_cli;
 pub mod qemu;
 pub mod relay;
+pub mod sniffer;
 pub mod tap_reader;
 pub mod traffic;
 pub mod vmconf;
+pub mod vnet;
 
 pub use netns_fixture::{
     is_root, on_netns_thread, skip_unless_root, try_on_netns_thread, veth_pair, ChildGuard,

@@ -10,13 +10,17 @@ use std::{
 use crate::{tap_reader::parse_mac, veth_pair, TestNetns};
 
 /// Path of the `netshim` binary of this workspace, built once per test process (so a test
-/// never runs a stale binary). `NETSHIM_TEST_BIN` names another binary instead (an older
-/// build, to show that a test fails there).
+/// never runs a stale binary), or [`TEST_BIN_ENV`]'s.
 static BIN: OnceLock<PathBuf> = OnceLock::new();
+
+/// `NETSHIM_TEST_BIN`, when set, is the `netshim` binary the tests run instead of this
+/// workspace's (to run a test against another version, e.g. the base commit's build, and
+/// show that it fails there).
+pub const TEST_BIN_ENV: &str = "NETSHIM_TEST_BIN";
 
 pub fn netshim_bin() -> PathBuf {
     BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("NETSHIM_TEST_BIN") {
+        if let Some(bin) = std::env::var_os(TEST_BIN_ENV) {
             return PathBuf::from(bin);
         }
         let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

@@ -314,9 +314,10 @@ fn bridge_host_local_then_netshim() {
     assert_eq!(status["endpoints"][0]["connected"], true, "{status}");
     rt.each(&list, "CHECK", &result);
     // A tap that went away behind netshim's back: CHECK says so; DEL still cleans up.
+    // (The cookie is read first: `status` of the broken sandbox exits 4.)
+    let cookie = cookie(&sandbox);
     sandbox.ip(&["link", "del", "tap0_kata"]);
     rt.check_fails(&list, &result, "tap0_kata of eth0");
-    let cookie = cookie(&sandbox);
     rt.each(&list, "DEL", &result);
     assert_nothing_left(&sandbox, cookie, &data.0, ips.0, "tap0_kata");
 }

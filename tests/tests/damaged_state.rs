@@ -59,7 +59,11 @@ fn refused_then_repaired(tag: &str, bad: impl Fn(u64) -> PathBuf, damage: impl F
         "the live tap was replaced"
     );
 
-    let status = netshim_json(&["status", "--netns", pod.netns()]);
+    // Status says so, and that the sandbox is broken (exit 4): detach repairs it.
+    let out = netshim(&["status", "--netns", pod.netns(), "--json"]);
+    assert_eq!(out.status.code(), Some(4), "status of a damaged sandbox");
+    let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(status["health"], "broken", "{status}");
     let damaged = status["damaged"].as_array().expect("damaged in status");
     assert!(
         damaged

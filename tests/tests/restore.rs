@@ -154,10 +154,18 @@ fn status_reports_what_attach_made() {
     assert_eq!(ep["tap"], "tap0_kata");
     assert_eq!(ep["connected"], true);
     assert_eq!(ep["tap_up"], true);
-    // The pinned links are what keep the datapath; removing one shows as disconnected.
+    // The pinned links are what keep the datapath; removing one shows as disconnected, and
+    // the sandbox as broken (exit 4) with the missing pin named.
     std::fs::remove_file(pin_dir(&pod.sandbox).join("link_eth0")).unwrap();
-    let status = netshim_json(&["status", "--netns", pod.netns()]);
+    let out = netshim_tests::netshim_cli::netshim(&["status", "--netns", pod.netns(), "--json"]);
+    assert_eq!(out.status.code(), Some(4));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["endpoints"][0]["connected"], false);
+    assert_eq!(status["health"], "broken");
+    assert!(
+        status["problems"].to_string().contains("link_eth0"),
+        "{status}"
+    );
     netshim_json(&["detach", "--netns", pod.netns()]);
     assert!(!pin_dir(&pod.sandbox).exists());
 }

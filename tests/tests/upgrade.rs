@@ -569,3 +569,75 @@ fn mismatched_or_missing_maps_fail_cleanly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.o"));
     netshim_json(&["disconnect", "--netns", ns.name(), "ma0", "mb0"]);
 }
+
+/// The previous release's datapath object (commit 7fba15f: no `drops` map; see
+/// tests/fixtures/README.md).
+const PREVIOUS_OBJECT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/netshim-ebpf-7fba15f.o"
+);
+
+/// A sandbox whose datapath is the previous version's (its program, its five maps) is
+/// upgraded live: the map the new object adds (`drops`) is created and pinned into the
+/// sandbox directory, the counters carry on, and the new program counts into that map.
+#[test]
+fn a_sandbox_of_the_previous_version_gets_the_new_maps_and_keeps_its_counters() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = netshim_tests::netshim_cli::Pod::new("upv");
+    netshim_json(&["attach", "--netns", pod.netns()]);
+    let dir = pin_dir(&pod.sandbox);
+    // The previous version's program on the hooks, and its maps only: as 7fba15f left it.
+    let r = netshim_json(&[
+        "upgrade",
+        "--netns",
+        pod.netns(),
+        "--object",
+        PREVIOUS_OBJECT,
+    ]);
+    assert_eq!(r["sandboxes"][0]["outcome"], "upgraded", "{r}");
+    std::fs::remove_file(dir.join("drops")).unwrap();
+
+    pod.pin_pod_neighbor();
+    let tap = netshim_tests::traffic::open_tap(&pod.sandbox, "tap0_kata");
+    let pushed = netshim_tests::traffic::exchange(&pod, &tap, 9, "old");
+    let stats = || netshim_json(&["stats", "--netns", pod.netns()])[0].clone();
+    let before = stats();
+    let ep = &before["endpoints"][0];
+    assert_eq!(ep["to_vm"]["packets"], 9, "{before}");
+    assert_eq!(ep["from_vm"]["bytes"], pushed.from_vm_bytes, "{before}");
+    // Not counted, not zero, and the output says why.
+    assert_eq!(ep["from_vm"]["dropped"]["mtu"], Value::Null, "{before}");
+    assert!(
+        before["notes"].to_string().contains("not counted"),
+        "{before}"
+    );
+
+    let r = netshim_json(&["upgrade", "--netns", pod.netns()]);
+    println!("upgrade: {r}");
+    assert_eq!(r["sandboxes"][0]["outcome"], "upgraded", "{r}");
+    assert_eq!(
+        r["sandboxes"][0]["created_maps"],
+        serde_json::json!(["drops"]),
+        "{r}"
+    );
+    assert!(
+        dir.join("drops").exists(),
+        "drops pinned in the sandbox directory"
+    );
+    let after = stats();
+    let ep = &after["endpoints"][0];
+    assert_eq!(ep["to_vm"]["packets"], 9, "counters kept: {after}");
+    assert_eq!(ep["from_vm"]["bytes"], pushed.from_vm_bytes, "{after}");
+    assert_eq!(ep["from_vm"]["dropped"]["mtu"], 0, "{after}");
+    assert_eq!(after["notes"], Value::Null, "{after}");
+
+    // The pinned map is the one the new program counts into.
+    let frame = netshim_tests::traffic::vm_frame(&pod, 1, 9, &[0u8; 4000]);
+    tap.write_frame(&frame).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let ep = &stats()["endpoints"][0];
+    assert_eq!(ep["from_vm"]["dropped"]["mtu"], 1, "{ep}");
+    assert_eq!(ep["from_vm"]["packets"], 9, "{ep}");
+}

@@ -6,7 +6,12 @@
 //!    and must declare the program and every map the datapath uses, pinned by name.
 //! 2. [`load_against`]: every map the object pins by name is opened from the sandbox
 //!    directory and compared with the object's definition (type, key and value size, max
-//!    entries, flags); any difference fails, naming the map, before anything is loaded. The
+//!    entries, flags); any difference fails, naming the map, before anything is loaded. A
+//!    map the object declares that the sandbox has not pinned (one added after the
+//!    sandbox's datapath version, like `drops`) is created by the load and pinned into the
+//!    sandbox directory once the program has loaded ([`Loaded::created_maps`]; removed again
+//!    by [`Loaded::discard_created`] when the swap fails); the maps of [`DATAPATH_MAPS`]
+//!    must all be there. The
 //!    opened maps are then pinned again in a private staging directory, and the object is
 //!    loaded with `default_map_pin_directory(staging)`, so aya reuses exactly those maps and
 //!    can never create or pin anything in the sandbox directory (aya 0.14 creates and pins a
@@ -111,6 +116,12 @@ pub enum UpgradeError {
         map: String,
         dir: PathBuf,
         source: Box<aya::maps::MapError>,
+    },
+    #[error("BPF_OBJ_PIN of the new map {map} in the sandbox directory {dir}: {source}")]
+    PinNew {
+        map: String,
+        dir: PathBuf,
+        source: Box<aya::pin::PinError>,
     },
     #[error("BPF_OBJ_PIN of map {map} in the staging directory {dir}: {source}")]
     Stage {
@@ -295,9 +306,25 @@ pub struct Loaded {
     ebpf: Ebpf,
     /// The new program's id.
     pub prog_id: u32,
+    /// Maps the sandbox did not have, created by this load and pinned into its directory.
+    pub created_maps: Vec<String>,
+    dir: PathBuf,
 }
 
 impl Loaded {
+    /// Unpins the maps this load created in the sandbox directory (the swap failed: the
+    /// old program, which does not use them, stays, so their pins would only mislead).
+    pub fn discard_created(&self) {
+        for name in &self.created_maps {
+            if let Err(e) = std::fs::remove_file(self.dir.join(name)) {
+                tracing::warn!(
+                    "removing the new map pin {name} in {}: {e}",
+                    self.dir.display()
+                );
+            }
+        }
+    }
+
     fn program(&mut self) -> &mut SchedClassifier {
         self.ebpf
             .program_mut(PROGRAM_NAME)
@@ -394,8 +421,14 @@ impl Drop for Staging {
 /// program with them. Nothing in `dir` is written. See the module documentation.
 pub fn load_against(dir: &Path, object: &Object) -> Result<Loaded, UpgradeError> {
     let mut opened = Vec::new();
+    let mut created = Vec::new();
     for def in &object.pinned_maps {
         let path = dir.join(&def.name);
+        if !path.exists() && !DATAPATH_MAPS.contains(&def.name.as_str()) {
+            // Newer than the sandbox's datapath: the load creates it.
+            created.push(def.name.clone());
+            continue;
+        }
         if !path.exists() {
             return Err(UpgradeError::MapNotPinned {
                 object: object.name.clone(),
@@ -455,7 +488,28 @@ pub fn load_against(dir: &Path, object: &Object) -> Result<Loaded, UpgradeError>
         .map_err(prog_err)?;
     program.load().map_err(prog_err)?;
     let prog_id = program.info().map_err(prog_err)?.id();
-    Ok(Loaded { ebpf, prog_id })
+    let mut loaded = Loaded {
+        ebpf,
+        prog_id,
+        created_maps: Vec::new(),
+        dir: dir.to_owned(),
+    };
+    for name in created {
+        let pinned = match loaded.ebpf.map(&name) {
+            Some(map) => map.pin(dir.join(&name)),
+            None => continue,
+        };
+        if let Err(source) = pinned {
+            loaded.discard_created();
+            return Err(UpgradeError::PinNew {
+                map: name,
+                dir: dir.to_owned(),
+                source: Box::new(source),
+            });
+        }
+        loaded.created_maps.push(name);
+    }
+    Ok(loaded)
 }
 
 /// One hook that now runs the new program.

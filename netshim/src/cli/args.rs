@@ -30,7 +30,9 @@ Exit codes:
      owned by a legacy `ingress` qdisc (kata's mirred datapath or another tool); a device
      netshim did not make (a bridge, veth, tun-mode tun) has the name of a tap attach would
      make (tap<N>_kata); a hook was changed by someone else during an upgrade; netshim's own
-     files of the sandbox are damaged (`netshim detach` repairs them)";
+     files of the sandbox are damaged (`netshim detach` repairs them)
+  4  status, stats: the netns is attached but broken (a recorded tap, pod device, pin or
+     filter is gone or different); the report says what, and `netshim detach` repairs it";
 
 /// eBPF-accelerated networking shim between a sandbox's pod interfaces and its microVM's taps.
 #[derive(Debug, Parser)]

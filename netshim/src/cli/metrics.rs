@@ -73,7 +73,13 @@ pub fn stats(a: StatsArgs) -> Result<(), Error> {
         ),
         StatsFormat::Prometheus => print!("{}", prometheus::render(&collection)),
     }
-    Ok(())
+    match all.into_iter().find(|s| !s.problems.is_empty()) {
+        Some(broken) => Err(Error::Broken {
+            netns: broken.netns,
+            problems: broken.problems,
+        }),
+        None => Ok(()),
+    }
 }
 
 fn watch(scope: Scope, interval: f64, json: bool) -> Result<(), Error> {

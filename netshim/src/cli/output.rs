@@ -8,7 +8,7 @@ use netshim::{
         GcReport, ScanReport, ScannedInterface, StatusReport, UpgradeOutcome, UpgradeReport,
         WatchEvent, WatchedEndpoint,
     },
-    stats::SandboxStats,
+    stats::{DropCount, SandboxStats},
 };
 
 fn addrs(list: &[netshim::interfaces::IfAddr]) -> String {
@@ -298,8 +298,18 @@ pub fn gc(r: &GcReport) -> String {
     s
 }
 
+/// The first lines of a broken sandbox's report: what is broken and how to repair it.
+fn broken_lines(s: &mut String, netns: &str, problems: &[String]) {
+    if problems.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "BROKEN: netns {netns}: {}", problems.join("; "));
+    let _ = writeln!(s, "BROKEN: {}", netshim::sandbox::repair_hint(netns));
+}
+
 pub fn status(r: &StatusReport) -> String {
     let mut s = String::new();
+    broken_lines(&mut s, &r.netns, &r.problems);
     let _ = writeln!(
         s,
         "netns {} (inode {}, cookie {}): {}{}",
@@ -318,16 +328,22 @@ pub fn status(r: &StatusReport) -> String {
     );
     let _ = writeln!(
         s,
-        "{ENDPOINT_HEADER} {:<12} {:<9}  addresses",
-        "tap", "connected"
+        "{ENDPOINT_HEADER} {:<12} {:<9} {:<15}  addresses",
+        "tap", "connected", "vmm"
     );
     for e in &r.endpoints {
+        let vmm = match e.vmm_attached {
+            Some(true) => "attached",
+            Some(false) => "no VMM attached",
+            None => "-",
+        };
         let _ = writeln!(
             s,
-            "{} {:<12} {:<9}  {}",
+            "{} {:<12} {:<9} {:<15}  {}",
             endpoint_columns(&e.endpoint),
             opt(e.tap.as_ref()),
             if e.connected { "yes" } else { "no" },
+            vmm,
             addrs(&e.endpoint.addresses)
         );
     }
@@ -363,36 +379,41 @@ pub fn stats(all: &[SandboxStats]) -> String {
         .max()
         .unwrap_or(5);
     let mut s = String::new();
+    for sb in all {
+        broken_lines(&mut s, &sb.netns, &sb.problems);
+    }
     let _ = writeln!(
         s,
-        "{:<w$} {:<7} {:<12} {:<12} {:>12} {:>14} {:>6} {:>12} {:>14} {:>6}",
-        "netns",
-        "backend",
-        "endpoint",
-        "tap",
-        "to_vm_pkts",
-        "to_vm_bytes",
-        "errs",
-        "from_vm_pkts",
-        "from_vm_bytes",
-        "errs"
+        "{:<w$} {:<7} {:<12} {:<12} {:<7} {:>12} {:>14} {:>6} {:>12}  dropped",
+        "netns", "backend", "endpoint", "tap", "dir", "forwarded", "bytes", "errs", "delivered"
     );
+    let count = |c: DropCount| c.value().map_or_else(|| "-".to_owned(), |n| n.to_string());
     for sb in all {
         for e in &sb.endpoints {
-            let _ = writeln!(
-                s,
-                "{:<w$} {:<7} {:<12} {:<12} {:>12} {:>14} {:>6} {:>12} {:>14} {:>6}",
-                sb.netns,
-                sb.backend.as_str(),
-                e.pod,
-                e.tap,
-                e.to_vm.packets,
-                e.to_vm.bytes,
-                e.to_vm.errors,
-                e.from_vm.packets,
-                e.from_vm.bytes,
-                e.from_vm.errors
-            );
+            for (dir, d) in [("to_vm", &e.to_vm), ("from_vm", &e.from_vm)] {
+                let dropped: Vec<String> = d
+                    .dropped
+                    .reasons()
+                    .iter()
+                    .filter(|(_, c)| !c.is_not_applicable())
+                    .map(|(reason, c)| format!("{reason}={}", count(*c)))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "{:<w$} {:<7} {:<12} {:<12} {:<7} {:>12} {:>14} {:>6} {:>12}  {}",
+                    sb.netns,
+                    sb.backend.as_str(),
+                    e.pod,
+                    e.tap,
+                    dir,
+                    d.packets,
+                    d.bytes,
+                    d.errors,
+                    d.delivered
+                        .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                    dropped.join(" ")
+                );
+            }
         }
         if sb.unmatched.packets > 0 {
             let _ = writeln!(
@@ -400,6 +421,9 @@ pub fn stats(all: &[SandboxStats]) -> String {
                 "{:<w$} unmatched (passed, no peer entry): {} packets, {} bytes",
                 sb.netns, sb.unmatched.packets, sb.unmatched.bytes
             );
+        }
+        for note in &sb.notes {
+            let _ = writeln!(s, "{:<w$} note: {note}", sb.netns);
         }
     }
     s
@@ -422,6 +446,13 @@ pub fn upgrade(r: &UpgradeReport) -> String {
                     opt(sb.new_prog_id),
                     r.object
                 );
+                if !sb.created_maps.is_empty() {
+                    let _ = writeln!(
+                        s,
+                        "  created maps the sandbox's datapath version lacked: {}",
+                        sb.created_maps.join(", ")
+                    );
+                }
             }
             UpgradeOutcome::Skipped | UpgradeOutcome::Failed => {
                 let _ = writeln!(

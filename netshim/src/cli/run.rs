@@ -170,6 +170,12 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             let netns = Netns::resolve(&a.netns)?;
             let report = sandbox::status(&netns)?;
             print(a.json, &report, output::status);
+            if !report.problems.is_empty() {
+                return Err(Error::Broken {
+                    netns: report.netns,
+                    problems: report.problems,
+                });
+            }
         }
         Command::Stats(a) => super::metrics::stats(a)?,
         Command::Metrics(a) => super::metrics::serve(a)?,

@@ -170,6 +170,13 @@ pub fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
             tap.name
         )));
     }
+    // Anything else the records name that is not there.
+    if !status.problems.is_empty() {
+        return Err(failed(format!(
+            "netns {netns_arg} is attached but broken: {}",
+            status.problems.join("; ")
+        )));
+    }
     Ok(())
 }
 

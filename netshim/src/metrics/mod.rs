@@ -126,12 +126,36 @@ fn collect_pinned(out: &mut Collection) {
     };
     for cookie in cookies {
         let dir = pins::sandbox_dir(cookie);
-        match stats::read_pinned(&dir) {
-            Ok(stats) => out.samples.push(Sample {
+        // Entered through the path its sandbox record names, for the devices' drops and
+        // health; a netns that cannot be entered still has its pinned counters.
+        let entered = ebpf::recorded_sandbox(&dir)
+            .map_err(|e| e.to_string())
+            .and_then(|r| {
+                let path =
+                    String::from_utf8_lossy(netshim_common::from_fixed(&r.netns_path)).into_owned();
+                let netns = Netns::resolve(&path).map_err(|e| e.to_string())?;
+                if netns.cookie == cookie {
+                    Ok(netns)
+                } else {
+                    Err(format!("{path} names another netns now"))
+                }
+            });
+        let result = match entered {
+            Ok(netns) => sandbox::stats(&netns).map_err(|e| e.to_string()),
+            Err(why) => stats::read_pinned(&dir)
+                .map(|mut s| {
+                    s.device_drops_unknown(format!("its netns cannot be entered ({why})"));
+                    Some(s)
+                })
+                .map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(Some(stats)) => out.samples.push(Sample {
                 datapath: pinned_datapath(&dir),
                 stats,
             }),
-            Err(e) => out.errors.push(e.to_string()),
+            Ok(None) => {}
+            Err(e) => out.errors.push(e),
         }
     }
 }

@@ -73,34 +73,39 @@ pub mod names {
     pub const PACKETS: &str = "netshim_endpoint_packets_total";
     pub const BYTES: &str = "netshim_endpoint_bytes_total";
     pub const ERRORS: &str = "netshim_endpoint_redirect_errors_total";
+    pub const DROPPED: &str = "netshim_endpoint_dropped_total";
+    pub const DELIVERED: &str = "netshim_endpoint_delivered_total";
     pub const UNMATCHED_PACKETS: &str = "netshim_unmatched_packets_total";
     pub const UNMATCHED_BYTES: &str = "netshim_unmatched_bytes_total";
     pub const SCRAPE_ERRORS: &str = "netshim_scrape_errors";
 }
 
+/// One sample per endpoint direction and per `(extra label, value)` that `values` gives
+/// for it (none: no sample).
 fn endpoint_family(
     out: &mut String,
     samples: &[Sample],
     name: &'static str,
     help: &str,
-    value: fn(&DirectionStats) -> u64,
+    values: impl Fn(&DirectionStats) -> Vec<(Option<(&'static str, &'static str)>, u64)>,
 ) {
     let mut f = Family::new(out, name, "counter", help);
     for s in samples {
         let cookie = s.stats.netns_cookie.to_string();
         for e in &s.stats.endpoints {
             for (direction, d) in [("to_vm", &e.to_vm), ("from_vm", &e.from_vm)] {
-                f.sample(
-                    &[
-                        ("netns", &s.stats.netns),
+                for (extra, value) in values(d) {
+                    let mut labels = vec![
+                        ("netns", s.stats.netns.as_str()),
                         ("netns_cookie", &cookie),
                         ("endpoint", &e.pod),
                         ("tap", &e.tap),
                         ("direction", direction),
                         ("backend", s.stats.backend.as_str()),
-                    ],
-                    value(d),
-                );
+                    ];
+                    labels.extend(extra);
+                    f.sample(&labels, value);
+                }
             }
         }
     }
@@ -132,21 +137,41 @@ pub fn render(c: &Collection) -> String {
         samples,
         names::PACKETS,
         "Packets forwarded between the pod device and the tap (to_vm: pod ingress to tap).",
-        |d| d.packets,
+        |d| vec![(None, d.packets)],
     );
     endpoint_family(
         &mut out,
         samples,
         names::BYTES,
         "Bytes of the forwarded packets (eBPF: whole L2 frames; mirred: from the network header).",
-        |d| d.bytes,
+        |d| vec![(None, d.bytes)],
     );
     endpoint_family(
         &mut out,
         samples,
         names::ERRORS,
         "Packets that could not be forwarded (eBPF: peers entry with unknown flags, or bpf_redirect refused by the helper; mirred: action drops).",
-        |d| d.errors,
+        |d| vec![(None, d.errors)],
+    );
+    endpoint_family(
+        &mut out,
+        samples,
+        names::DROPPED,
+        "Packets not delivered, by reason: mtu (eBPF datapath: larger than the target device's MTU), tap_tx_dropped (to_vm: the tap dropped them, no VMM reading or its ring full), pod_tx_dropped (from_vm: the pod device's xmit dropped them), mirred_action (mirred: the action's own drops, e.g. a tap without carrier). A reason without a sample is not counted there.",
+        |d| {
+            d.dropped
+                .reasons()
+                .into_iter()
+                .filter_map(|(reason, c)| Some((Some(("reason", reason)), c.value()?)))
+                .collect()
+        },
+    );
+    endpoint_family(
+        &mut out,
+        samples,
+        names::DELIVERED,
+        "Forwarded packets minus those the kernel dropped after the datapath (tap_tx_dropped, pod_tx_dropped, mirred_action); frames still queued count as delivered.",
+        |d| d.delivered.map(|n| (None, n)).into_iter().collect(),
     );
     for (name, help, value) in [
         (
@@ -186,7 +211,7 @@ mod tests {
     use super::*;
     use crate::{
         backend::TcBackend,
-        stats::{EndpointStats, SandboxStats},
+        stats::{DropCount, Dropped, EndpointStats, SandboxStats},
     };
 
     fn sample(netns: &str) -> Sample {
@@ -204,18 +229,34 @@ mod tests {
                         packets: 40,
                         bytes: 2800,
                         errors: 1,
+                        dropped: Dropped {
+                            mtu: DropCount::Counted(2),
+                            tap_tx_dropped: DropCount::Counted(5),
+                            ..Dropped::default()
+                        },
+                        delivered: Some(35),
                     },
                     from_vm: DirectionStats {
                         packets: 25,
                         bytes: 1750,
                         errors: 0,
+                        dropped: Dropped {
+                            mtu: DropCount::NotCounted,
+                            pod_tx_dropped: DropCount::Counted(0),
+                            ..Dropped::default()
+                        },
+                        delivered: Some(25),
                     },
                 }],
                 unmatched: DirectionStats {
                     packets: 3,
                     bytes: 180,
                     errors: 0,
+                    ..DirectionStats::default()
                 },
+                notes: Vec::new(),
+                health: crate::sandbox::Health::Ok,
+                problems: Vec::new(),
             },
             datapath: "tcx".into(),
         }
@@ -236,6 +277,8 @@ mod tests {
             names::PACKETS,
             names::BYTES,
             names::ERRORS,
+            names::DROPPED,
+            names::DELIVERED,
             names::UNMATCHED_PACKETS,
             names::UNMATCHED_BYTES,
             names::SCRAPE_ERRORS,
@@ -262,6 +305,10 @@ mod tests {
             format!("netshim_endpoint_packets_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"from_vm\",backend=\"ebpf\"}} 25"),
             format!("netshim_endpoint_bytes_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"to_vm\",backend=\"ebpf\"}} 2800"),
             format!("netshim_endpoint_redirect_errors_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"to_vm\",backend=\"ebpf\"}} 1"),
+            format!("netshim_endpoint_dropped_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"to_vm\",backend=\"ebpf\",reason=\"mtu\"}} 2"),
+            format!("netshim_endpoint_dropped_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"to_vm\",backend=\"ebpf\",reason=\"tap_tx_dropped\"}} 5"),
+            format!("netshim_endpoint_dropped_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"from_vm\",backend=\"ebpf\",reason=\"pod_tx_dropped\"}} 0"),
+            format!("netshim_endpoint_delivered_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"to_vm\",backend=\"ebpf\"}} 35"),
             format!("netshim_unmatched_packets_total{{{esc}}} 3"),
             format!("netshim_unmatched_bytes_total{{{esc}}} 180"),
             "netshim_scrape_errors 1".to_owned(),
@@ -284,8 +331,10 @@ mod tests {
                 assert!(is_metric_name(name));
             }
         }
-        assert_eq!(seen.len(), 7);
+        assert_eq!(seen.len(), 9);
         assert!(text.ends_with('\n'));
+        // A reason nothing counted has no sample (from_vm's mtu here), not a zero.
+        assert!(!text.contains("direction=\"from_vm\",backend=\"ebpf\",reason=\"mtu\""));
     }
 
     #[test]

@@ -135,6 +135,7 @@ mod tests {
             packets,
             bytes,
             errors,
+            ..DirectionStats::default()
         };
         Sample {
             stats: SandboxStats {
@@ -150,6 +151,9 @@ mod tests {
                     from_vm: d(from_vm),
                 }],
                 unmatched: DirectionStats::default(),
+                notes: Vec::new(),
+                health: crate::sandbox::Health::Ok,
+                problems: Vec::new(),
             },
             datapath: "tcx".into(),
         }

@@ -108,9 +108,7 @@ use rtnetlink::{
     },
     packet_route::{
         address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, CacheInfo},
-        link::{
-            AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute, LinkMessage, MacVtapMode,
-        },
+        link::{LinkAttribute, LinkMessage, MacVtapMode},
         neighbour::{
             NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
         },
@@ -652,24 +650,14 @@ async fn finish_macvtap(
     ifindex: u32,
     device: &Path,
 ) -> Result<Option<(DevNumber, bool)>, MacvtapError> {
-    let gen_none = LinkUnspec::new_with_index(ifindex)
-        .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
-            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
-        )]))
-        .build();
-    match handle.link().set(gen_none).execute().await {
-        Ok(()) => {}
-        // No IPv6 in this kernel (ipv6.disable=1): nothing to generate anyway.
-        Err(e) if errno(&e) == Some(Errno::EAFNOSUPPORT) => {}
-        Err(source) => {
-            return Err(MacvtapError::SetLink {
-                what: "addrgenmode none".into(),
-                dev: name.to_owned(),
-                ifindex,
-                source: Box::new(source),
-            })
-        }
-    }
+    crate::interfaces::disable_ipv6_addrconf(handle, ifindex)
+        .await
+        .map_err(|source| MacvtapError::SetLink {
+            what: "addrgenmode none".into(),
+            dev: name.to_owned(),
+            ifindex,
+            source: Box::new(source),
+        })?;
     let dev = read_dev_number(name, ifindex)?;
     let node_err = |op, source| MacvtapError::DeviceNode {
         op,

@@ -756,6 +756,10 @@ pub(crate) async fn create_tap(
             source: Box::new(rtnetlink::Error::RequestFailed),
         })?;
     undo.taps.push(dev(&created));
+    // The tap is the VM's port: no IPv6 address of the sandbox's own on it (set before up).
+    interfaces::disable_ipv6_addrconf(handle, created.ifindex)
+        .await
+        .map_err(netlink_err("RTM_NEWLINK (IFLA_INET6_ADDR_GEN_MODE none)"))?;
     let mut change = LinkUnspec::new_with_index(created.ifindex)
         .mtu(iface.mtu)
         .up();

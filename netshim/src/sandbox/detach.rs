@@ -139,6 +139,9 @@ pub(crate) async fn teardown(handle: &rtnetlink::Handle, netns: &Netns) -> Resul
         "detach",
         serde_json::json!({ "tap_names": survey.custom_tap_option() }),
     )?;
+    // What attach recorded, read before the un-commit: it finds what is left of a sandbox
+    // whose taps were deleted behind netshim's back.
+    let recorded = super::health::commit(netns.cookie);
     // Un-commit first: from here on the sandbox is not attached, whatever else is left.
     let commit = state_dir.join(state::COMMIT_FILE);
     if state::remove_file_if_exists(&commit)? {
@@ -183,6 +186,39 @@ pub(crate) async fn teardown(handle: &rtnetlink::Handle, netns: &Netns) -> Resul
         tracing::debug!(interface = %pod.name, tap = %tap.name, "mirred pair disconnected");
         report.removed_mirred.push(pod.name.clone());
         report.removed_mirred.push(tap.name.clone());
+    }
+
+    // A recorded mirred endpoint whose tap is gone: its pod device's filter still redirects
+    // to the tap's old ifindex (and drops everything); that qdisc is ours too.
+    for e in recorded
+        .iter()
+        .filter(|c| c.backend == Some(crate::backend::TcBackend::Mirred))
+        .flat_map(|c| &c.endpoints)
+    {
+        let Some(tap) = &e.tap else { continue };
+        if survey.taps.iter().any(|(_, t)| t.ifindex == tap.ifindex) {
+            continue;
+        }
+        let pod = Dev {
+            name: e.endpoint.name.clone(),
+            ifindex: e.endpoint.ifindex,
+        };
+        let target = mirred::redirect_target(handle, &pod)
+            .await
+            .map_err(mirred_err)?;
+        // The kernel reports a mirred action whose device is gone with ifindex 0.
+        if target != Some(tap.ifindex) && target != Some(0) {
+            continue;
+        }
+        let gone = Dev {
+            name: tap.name.clone(),
+            ifindex: tap.ifindex,
+        };
+        mirred::disconnect(handle, &pod, &gone)
+            .await
+            .map_err(mirred_err)?;
+        tracing::debug!(interface = %pod.name, tap = %tap.name, "mirred filter to a deleted tap removed");
+        report.removed_mirred.push(pod.name);
     }
 
     // Only macvtaps netshim's model made: it wrote a state file for the pod device before

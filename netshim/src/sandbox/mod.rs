@@ -9,6 +9,7 @@ mod coexist;
 mod connect;
 mod detach;
 mod gc;
+mod health;
 mod hotplug;
 pub mod integrity;
 mod needs_tap;
@@ -27,6 +28,7 @@ pub(crate) use gc::{collect_dead, NetnsFinder};
 pub use gc::{
     gc, DeadSandbox, FailedSandbox, GcReport, HalfMadeSandbox, RepairedSandbox, SkippedSandbox,
 };
+pub use health::{repair_hint, Health};
 pub use scan::{scan, ScanReport, ScannedInterface};
 pub use status::{stats, status, EndpointStatus, MacvtapStatus, StatusReport};
 pub use upgrade::{

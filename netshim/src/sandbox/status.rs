@@ -1,6 +1,6 @@
 //! `netshim status` and `netshim stats` for one netns.
 
-use super::{survey, EndpointInfo, SkippedInterface, Strictness};
+use super::{health, survey, EndpointInfo, Health, SkippedInterface, Strictness};
 use crate::{
     backend::{ebpf, mirred, TcBackend},
     endpoint::SystemProbe,
@@ -20,6 +20,10 @@ pub struct EndpointStatus {
     pub tap: Option<String>,
     pub tap_ifindex: Option<u32>,
     pub tap_up: Option<bool>,
+    /// The tap has carrier: a VMM has a queue fd open on it. `false` means no VMM reads
+    /// the tap (none attached yet, or it stopped): everything towards the VM is dropped
+    /// (counted in `stats` as `tap_tx_dropped`).
+    pub vmm_attached: Option<bool>,
     /// Both directions have a datapath hooked (a pinned TCX link on each device, or an
     /// ingress qdisc on each for mirred).
     pub connected: bool,
@@ -47,6 +51,10 @@ pub struct StatusReport {
     /// netshim's own files of this sandbox that are damaged (wrong type, a commit file that
     /// does not parse): attach refuses them, `netshim detach` repairs them.
     pub damaged: Vec<super::integrity::BadPath>,
+    /// `ok`, or `broken` when something the commit file or the pins record is not there.
+    pub health: Health,
+    /// What is broken; `netshim detach` repairs it (then attach again).
+    pub problems: Vec<String>,
 }
 
 /// A macvtap made by the macvtap model.
@@ -73,18 +81,35 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
             None
         };
         let guest = super::collect_guest_network(&handle, &netns).await?;
+        let all = list_interfaces(&handle, &netns).await?;
+        let damaged = super::integrity::check(netns.cookie);
+        // Damaged files are broken too: attach refuses them and detach repairs them.
+        let problems: Vec<String> = damaged
+            .iter()
+            .map(|d| format!("netshim's {} {}", d.path.display(), d.problem))
+            .chain(health::problems(&handle, &netns, &all).await?)
+            .collect();
+        let commit = health::commit(netns.cookie);
         let mut report = StatusReport {
             netns: netns.arg.clone(),
             netns_inode: netns.inode,
             netns_cookie: netns.cookie,
-            attached: pinned || !survey.taps.is_empty(),
-            backend: pinned.then_some(TcBackend::Ebpf),
-            datapath: mode.map(|m| m.as_str().to_owned()),
+            attached: pinned || !survey.taps.is_empty() || commit.is_some(),
+            backend: if pinned {
+                Some(TcBackend::Ebpf)
+            } else {
+                commit.as_ref().and_then(|c| c.backend)
+            },
+            datapath: mode
+                .map(|m| m.as_str().to_owned())
+                .or_else(|| commit.as_ref().map(|c| c.datapath.clone())),
             pin_dir: pinned.then(|| dir.clone()),
             endpoints: Vec::new(),
             macvtaps: Vec::new(),
             skipped: survey.skipped.clone(),
-            damaged: super::integrity::check(netns.cookie),
+            damaged,
+            health: Health::of(&problems),
+            problems,
         };
         let state_dir = crate::state::sandbox_dir(netns.cookie);
         for (_, mvt) in &survey.taps {
@@ -145,6 +170,7 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
                 tap: tap.map(|t| t.name.clone()),
                 tap_ifindex: tap.map(|t| t.ifindex),
                 tap_up: tap.map(|t| t.up),
+                vmm_attached: tap.map(|t| t.carrier.unwrap_or(false)),
                 connected,
                 routes,
                 neighbors,
@@ -154,57 +180,105 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
     })
 }
 
-/// Counters of one netns: from the pinned maps (eBPF; no need to enter the netns), or from
-/// the mirred actions' own statistics.
+/// Counters of one netns: from the pinned maps (eBPF), or from the mirred actions' own
+/// statistics; with the kernel's drops from the devices' statistics, and what is broken.
+/// `None` when nothing is attached. Enters the netns.
 pub fn stats(netns: &Netns) -> Result<Option<SandboxStats>> {
     let dir = pins::sandbox_dir(netns.cookie);
-    if dir.exists() {
+    let pinned = if dir.exists() {
         let mut s = stats::read_pinned(&dir)?;
         s.netns = netns.arg.clone();
-        return Ok(Some(s));
-    }
+        Some(s)
+    } else {
+        None
+    };
     let netns = netns.clone();
     netns.clone().run(move |handle| async move {
-        let mut endpoints = Vec::new();
-        for (index, (pod, tap)) in mirred_pairs_by_target(&handle, &netns)
-            .await?
-            .into_iter()
-            .enumerate()
-        {
-            let mirred_err = |source| Error::Mirred {
-                netns: netns.to_string(),
-                source: Box::new(source),
-            };
-            let to_vm = mirred::counters(&handle, &pod).await.map_err(mirred_err)?;
-            let from_vm = mirred::counters(&handle, &tap).await.map_err(mirred_err)?;
-            let (Some(to_vm), Some(from_vm)) = (to_vm, from_vm) else {
-                continue;
-            };
-            let convert = |c: mirred::MirredCounters| DirectionStats {
-                packets: c.packets,
-                bytes: c.bytes,
-                errors: c.drops,
-            };
-            endpoints.push(EndpointStats {
-                index: index as u32,
-                pod: pod.name,
-                tap: tap.name,
-                to_vm: convert(to_vm),
-                from_vm: convert(from_vm),
-            });
-        }
-        if endpoints.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(SandboxStats {
-            netns: netns.arg.clone(),
-            netns_inode: netns.inode,
-            netns_cookie: netns.cookie,
-            backend: TcBackend::Mirred,
-            endpoints,
-            unmatched: DirectionStats::default(),
-        }))
+        let all = list_interfaces(&handle, &netns).await?;
+        let problems = health::problems(&handle, &netns, &all).await?;
+        let counted = match pinned {
+            Some(s) => Some(s),
+            None => mirred_stats(&handle, &netns).await?,
+        };
+        Ok(match counted {
+            Some(mut s) => {
+                s.add_device_drops(&all);
+                s.health = Health::of(&problems);
+                s.problems = problems;
+                Some(s)
+            }
+            None if !problems.is_empty() => {
+                let backend = health::commit(netns.cookie)
+                    .and_then(|c| c.backend)
+                    .unwrap_or(TcBackend::Mirred);
+                Some(SandboxStats::new(&netns, backend, problems))
+            }
+            None => None,
+        })
     })
+}
+
+async fn list_interfaces(
+    handle: &rtnetlink::Handle,
+    netns: &Netns,
+) -> Result<Vec<crate::interfaces::Interface>> {
+    crate::interfaces::list(handle)
+        .await
+        .map_err(|source| Error::Netlink {
+            op: "RTM_GETLINK dump",
+            target: "all interfaces".into(),
+            netns: netns.to_string(),
+            source: Box::new(source),
+        })
+}
+
+/// The mirred actions' counters of every pod device ↔ tap pair (`None` without any).
+async fn mirred_stats(handle: &rtnetlink::Handle, netns: &Netns) -> Result<Option<SandboxStats>> {
+    let mut endpoints = Vec::new();
+    for (index, (pod, tap)) in mirred_pairs_by_target(handle, netns)
+        .await?
+        .into_iter()
+        .enumerate()
+    {
+        let mirred_err = |source| Error::Mirred {
+            netns: netns.to_string(),
+            source: Box::new(source),
+        };
+        let to_vm = mirred::counters(handle, &pod).await.map_err(mirred_err)?;
+        let from_vm = mirred::counters(handle, &tap).await.map_err(mirred_err)?;
+        let (Some(to_vm), Some(from_vm)) = (to_vm, from_vm) else {
+            continue;
+        };
+        let convert = |c: mirred::MirredCounters| DirectionStats {
+            packets: c.packets,
+            bytes: c.bytes,
+            errors: c.drops,
+            dropped: crate::stats::Dropped {
+                mirred_action: crate::stats::DropCount::Counted(c.drops),
+                ..Default::default()
+            },
+            delivered: None,
+        };
+        endpoints.push(EndpointStats {
+            index: index as u32,
+            pod: pod.name,
+            tap: tap.name,
+            to_vm: convert(to_vm),
+            from_vm: DirectionStats {
+                dropped: crate::stats::Dropped {
+                    device_drops_in_action: true,
+                    ..convert(from_vm).dropped
+                },
+                ..convert(from_vm)
+            },
+        });
+    }
+    if endpoints.is_empty() {
+        return Ok(None);
+    }
+    let mut s = SandboxStats::new(netns, TcBackend::Mirred, Vec::new());
+    s.endpoints = endpoints;
+    Ok(Some(s))
 }
 
 /// Devices whose ingress mirred filters redirect to each other, as (pod side, VM side): a
@@ -214,14 +288,7 @@ async fn mirred_pairs_by_target(
     handle: &rtnetlink::Handle,
     netns: &Netns,
 ) -> Result<Vec<(crate::backend::Dev, crate::backend::Dev)>> {
-    let all = crate::interfaces::list(handle)
-        .await
-        .map_err(|source| Error::Netlink {
-            op: "RTM_GETLINK dump",
-            target: "all interfaces".into(),
-            netns: netns.to_string(),
-            source: Box::new(source),
-        })?;
+    let all = list_interfaces(handle, netns).await?;
     let mut targets = std::collections::BTreeMap::new();
     for iface in &all {
         let dev = crate::backend::Dev {

@@ -63,6 +63,9 @@ pub struct SandboxUpgrade {
     /// Hooks now on the new program (old → new program id each), and hooks left alone.
     #[serde(flatten)]
     pub hooks: Swapped,
+    /// Maps the new object declares that the sandbox had not pinned (it was attached by an
+    /// older netshim): created and pinned into its directory.
+    pub created_maps: Vec<String>,
     /// Why it was skipped or failed.
     pub reason: Option<String>,
 }
@@ -132,6 +135,7 @@ pub fn upgrade_all(options: &UpgradeOptions) -> Result<UpgradeReport> {
             outcome,
             new_prog_id: None,
             hooks: Swapped::default(),
+            created_maps: Vec::new(),
             reason: Some(reason),
         };
         let netns = match sandbox_netns(&dir, cookie, &finder) {
@@ -209,22 +213,29 @@ fn upgrade_sandbox(netns: &Netns, dir: &Path, object: &Arc<Object>) -> Result<Sa
     let mode = ebpf::recorded_mode(dir)
         .map_err(UpgradeError::from)
         .map_err(upgrade_err(netns))?;
-    let (new_prog_id, hooks) = match mode {
+    let (new_prog_id, hooks, created_maps) = match mode {
         // Links are reached through their pins: no need to enter the netns.
         AttachMode::Tcx => {
             let mut loaded = up::load_against(dir, object).map_err(upgrade_err(netns))?;
-            let hooks = up::swap_tcx_links(dir, &mut loaded).map_err(upgrade_err(netns))?;
-            (loaded.prog_id, hooks)
+            let hooks = up::swap_tcx_links(dir, &mut loaded).map_err(|e| {
+                loaded.discard_created();
+                upgrade_err(netns)(e)
+            })?;
+            (loaded.prog_id, hooks, loaded.created_maps.clone())
         }
         // Filters are found and replaced by device, over netlink in the netns.
         AttachMode::ClsBpf => {
             let (dir, object, err) = (dir.to_owned(), object.clone(), upgrade_err(netns));
             netns.run(move |handle| async move {
                 let mut loaded = up::load_against(&dir, &object).map_err(&err)?;
-                let hooks = up::swap_cls_bpf_filters(&handle, &dir, &mut loaded)
-                    .await
-                    .map_err(&err)?;
-                Ok::<_, Error>((loaded.prog_id, hooks))
+                let hooks = match up::swap_cls_bpf_filters(&handle, &dir, &mut loaded).await {
+                    Ok(hooks) => hooks,
+                    Err(e) => {
+                        loaded.discard_created();
+                        return Err(err(e));
+                    }
+                };
+                Ok::<_, Error>((loaded.prog_id, hooks, loaded.created_maps.clone()))
             })?
         }
     };
@@ -244,6 +255,7 @@ fn upgrade_sandbox(netns: &Netns, dir: &Path, object: &Arc<Object>) -> Result<Sa
         outcome,
         new_prog_id: (outcome == UpgradeOutcome::Upgraded).then_some(new_prog_id),
         hooks,
+        created_maps,
         reason,
     })
 }
@@ -262,6 +274,7 @@ mod tests {
             outcome,
             new_prog_id: None,
             hooks: Swapped::default(),
+            created_maps: Vec::new(),
             reason: None,
         };
         let report = UpgradeReport {

@@ -200,7 +200,12 @@ fn load_cmd(netns: &str, cpu: Option<u32>, prog: &str, args: &[&str]) -> Command
 /// One iperf3 test.
 #[derive(Clone, Copy, Debug)]
 pub enum IperfTest {
-    Tcp { streams: u32 },
+    Tcp {
+        streams: u32,
+    },
+    /// One TCP stream from the server to the client (`iperf3 -R`): in the sandbox
+    /// topology, from the VM (guest) to the pod's client.
+    TcpReverse,
     Udp64,
 }
 
@@ -237,6 +242,7 @@ pub fn iperf(ep: &Endpoints, test: IperfTest, seconds: u32) -> Result<IperfResul
             streams = n.to_string();
             args.extend(["-P", &streams]);
         }
+        IperfTest::TcpReverse => args.push("-R"),
         // -b 0: unlimited, the sender goes as fast as it can; the server counts what arrives.
         IperfTest::Udp64 => args.extend(["-u", "-l", &len, "-b", "0"]),
     }
@@ -262,7 +268,7 @@ pub fn parse_iperf(json: &str, test: IperfTest) -> Result<IperfResult> {
         ..Default::default()
     };
     match test {
-        IperfTest::Tcp { .. } => {
+        IperfTest::Tcp { .. } | IperfTest::TcpReverse => {
             result.retransmits = iperf3::retransmits(&end);
         }
         IperfTest::Udp64 => {

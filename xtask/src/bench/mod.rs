@@ -63,6 +63,15 @@ pub struct BenchArgs {
     /// Do not pin the load's client to CPU 0 and its server to CPU 1.
     #[arg(long)]
     pub no_pin: bool,
+    /// A/B: also run every selected netshim path (mirred, ebpf, ebpf-peer, macvtap) with this
+    /// other netshim binary (a release build of another commit, say), as a twin path
+    /// `<path>@<label>` right after this build's in every round (before it in even rounds);
+    /// the report adds each figure's ratio this build / other.
+    #[arg(long, value_name = "PATH")]
+    pub compare_netshim: Option<PathBuf>,
+    /// The other binary's name in the report.
+    #[arg(long, default_value = "other", requires = "compare_netshim")]
+    pub compare_label: String,
 }
 
 struct Config {
@@ -96,13 +105,32 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         pin: (!args.no_pin && cpu_count() >= 2).then_some((0, 1)),
     };
     let caps = Caps::probe(&netshim)?;
-    let mut runs: Vec<PathRun> = select_paths(&args.paths)?
-        .into_iter()
-        .map(|spec| {
-            let why = caps.unavailable(&spec);
-            PathRun::new(spec, why)
-        })
-        .collect();
+    let other = match &args.compare_netshim {
+        Some(path) => {
+            let path = std::fs::canonicalize(path)
+                .with_context(|| format!("--compare-netshim {}", path.display()))?;
+            let caps = Caps::probe(&path)?;
+            Some((path, caps))
+        }
+        None => None,
+    };
+    let mut runs: Vec<PathRun> = Vec::new();
+    for spec in select_paths(&args.paths)? {
+        let why = caps.unavailable(&spec);
+        let twin = other
+            .as_ref()
+            .filter(|_| spec.uses_netshim())
+            .map(|(path, other_caps)| {
+                PathRun::twin(
+                    &spec,
+                    &args.compare_label,
+                    path,
+                    other_caps.unavailable(&spec),
+                )
+            });
+        runs.push(PathRun::new(spec, why));
+        runs.extend(twin);
+    }
     let started = utc_timestamp(SystemTime::now());
     let out_dir = args.out.clone().unwrap_or_else(|| {
         cmd::workspace_root()
@@ -160,14 +188,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         cfg.rounds,
     );
     for round in 1..=cfg.rounds {
-        for &i in &active {
+        for i in round_order(&runs, &active, round) {
+            let (bin, bin_caps) = match (&runs[i].netshim, &other) {
+                (Some(_), Some((path, other_caps))) => (path, other_caps),
+                _ => (&netshim, &caps),
+            };
             let result = run_path(
                 &mut runs[i],
                 round,
                 &cfg,
                 &ns,
-                &caps,
-                &netshim,
+                bin_caps,
+                bin,
                 &standin,
                 &mut progress,
             );
@@ -199,7 +231,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "quick": args.quick,
             "rounds": cfg.rounds,
             "seconds_per_metric": cfg.seconds,
-            "order": "interleaved: for round { for path { setup, ping, tcp1, tcp4, udp64, rr, rr_spin; teardown } }",
+            "order": "interleaved: for round { for path { setup, ping, tcp1, tcp1_rev, tcp4, udp64, rr, rr_spin; teardown } } (with --compare-netshim each netshim path's twin right after it, before it in even rounds)",
+            "tcp1_rev": "iperf3 -R, one stream: the server sends (sandbox: the guest, i.e. VM to pod)",
             "topology_lifecycle": "namespaces kept for the run; every path's links, datapath and stand-in built fresh per round and removed after it",
             "udp": "iperf3 -u -l 64 -b 0; received = server-reported packets - lost_packets over its seconds",
             "rr": "sockperf ping-pong --tcp -m 64 --full-rtt (full round trip), blocking sockets",
@@ -288,8 +321,29 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// setup + the five load runs + the program-cost run.
-const STEPS_PER_PATH: usize = 7;
+/// The order of one round: every active path, each A/B twin right after its path, or
+/// right before it in even rounds (so that neither side always runs on a warmer machine).
+fn round_order(runs: &[PathRun], active: &[usize], round: u32) -> Vec<usize> {
+    let mut order = Vec::with_capacity(active.len());
+    let mut k = 0;
+    while k < active.len() {
+        let i = active[k];
+        let twin = active
+            .get(k + 1)
+            .copied()
+            .filter(|&j| runs[j].twin_of == Some(runs[i].spec.name));
+        match twin {
+            Some(j) if round.is_multiple_of(2) => order.extend([j, i]),
+            Some(j) => order.extend([i, j]),
+            None => order.push(i),
+        }
+        k += if twin.is_some() { 2 } else { 1 };
+    }
+    order
+}
+
+/// setup + the six load runs + the program-cost run.
+const STEPS_PER_PATH: usize = 8;
 
 #[allow(clippy::too_many_arguments)]
 fn run_path(
@@ -391,6 +445,19 @@ fn measure_path(
             }
         }
         Err(e) => result.errors.push(format!("tcp1: {e:#}")),
+    }
+
+    progress.step(round, id, "TCP 1 stream reverse");
+    match iperf(ep, IperfTest::TcpReverse, seconds) {
+        Ok(r) => {
+            result
+                .values
+                .insert(report::TCP1_REVERSE, r.received_bps / 1e9);
+            if let Some(n) = r.retransmits {
+                result.extra.insert("tcp1_rev_retransmits", n as f64);
+            }
+        }
+        Err(e) => result.errors.push(format!("tcp1_rev: {e:#}")),
     }
 
     progress.step(round, id, "TCP 4 streams");
@@ -750,5 +817,25 @@ mod tests {
                 "sandbox/ebpf-peer"
             ]
         );
+    }
+
+    #[test]
+    fn ab_twins_run_next_to_their_path_alternating_first() {
+        let specs = select_paths(&["pair/direct".into(), "pair/ebpf-peer".into()]).unwrap();
+        let other = Path::new("/opt/netshim-base");
+        let runs = vec![
+            PathRun::new(specs[0].clone(), None),
+            PathRun::new(specs[1].clone(), None),
+            PathRun::twin(&specs[1], "base", other, None),
+        ];
+        assert!(!specs[0].uses_netshim() && specs[1].uses_netshim());
+        assert_eq!(runs[2].spec.name, "ebpf-peer@base");
+        assert_eq!(runs[2].netshim.as_deref(), Some(other));
+        let active = [0, 1, 2];
+        assert_eq!(round_order(&runs, &active, 1), [0, 1, 2]);
+        assert_eq!(round_order(&runs, &active, 2), [0, 2, 1]);
+        assert_eq!(round_order(&runs, &active, 3), [0, 1, 2]);
+        // An unavailable twin is not in `active`: its path runs alone.
+        assert_eq!(round_order(&runs, &[0, 1], 2), [0, 1]);
     }
 }

@@ -83,6 +83,11 @@ impl PathSpec {
         format!("{}/{}", self.topo.name(), self.name)
     }
 
+    /// Whether the path is set up by netshim (what `--compare-netshim` runs twice).
+    pub fn uses_netshim(&self) -> bool {
+        matches!(self.kind, Kind::Connect { .. } | Kind::Attach { .. })
+    }
+
     /// Whether the path's datapath is netshim's eBPF program.
     pub fn runs_netshim_ebpf(&self) -> bool {
         match self.kind {

@@ -4,6 +4,7 @@ use crate::bench::paths::{PathSpec, Topo, OFFLOAD_FEATURES};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 /// A reported metric.
 pub struct Metric {
@@ -15,6 +16,7 @@ pub struct Metric {
 }
 
 pub const TCP1: &str = "tcp1_gbps";
+pub const TCP1_REVERSE: &str = "tcp1_rev_gbps";
 pub const TCP4: &str = "tcp4_gbps";
 pub const UDP64: &str = "udp64_kpps";
 pub const RR_P50: &str = "rr_p50_us";
@@ -29,6 +31,13 @@ pub const METRICS: &[Metric] = &[
     Metric {
         key: TCP1,
         label: "TCP 1 stream",
+        unit: "Gbps",
+        higher_is_better: true,
+        decimals: 2,
+    },
+    Metric {
+        key: TCP1_REVERSE,
+        label: "TCP 1 stream reverse",
         unit: "Gbps",
         higher_is_better: true,
         decimals: 2,
@@ -120,6 +129,10 @@ pub struct PathRun {
     pub netshim_stats: Option<Value>,
     pub standin: Option<Value>,
     pub setup_output: Option<Value>,
+    /// `--compare-netshim`: the other netshim binary this twin runs with (None: this build).
+    pub netshim: Option<PathBuf>,
+    /// The name of the path (this build's) this twin is compared with.
+    pub twin_of: Option<&'static str>,
 }
 
 impl PathRun {
@@ -132,7 +145,36 @@ impl PathRun {
             netshim_stats: None,
             standin: None,
             setup_output: None,
+            netshim: None,
+            twin_of: None,
         }
+    }
+
+    /// The A/B twin of `spec`, run with the `other` netshim binary: `<name>@<label>`.
+    pub fn twin(
+        spec: &PathSpec,
+        label: &str,
+        other: &Path,
+        unavailable: Option<String>,
+    ) -> PathRun {
+        // One short string per path and run: leaking it keeps PathSpec's names 'static.
+        let name: &'static str = Box::leak(format!("{}@{label}", spec.name).into_boxed_str());
+        let mut run = PathRun::new(
+            PathSpec {
+                name,
+                ..spec.clone()
+            },
+            unavailable,
+        );
+        run.netshim = Some(other.to_owned());
+        run.twin_of = Some(spec.name);
+        run
+    }
+
+    /// The twin of this run, if `--compare-netshim` made one.
+    fn twin_in<'a>(&self, runs: &'a [PathRun]) -> Option<&'a PathRun> {
+        runs.iter()
+            .find(|r| r.spec.topo == self.spec.topo && r.twin_of == Some(self.spec.name))
     }
 
     pub fn values(&self, key: &str) -> Vec<f64> {
@@ -245,7 +287,8 @@ pub fn to_json(runs: &[PathRun], header: Value) -> Value {
                 .filter_map(|m| Some((m.key, run.median(m.key)?)))
                 .collect();
             let mut ratio_obj = Map::new();
-            for base in baselines(run.spec.topo) {
+            let twin = run.twin_in(runs).map(|t| t.spec.name);
+            for base in baselines(run.spec.topo).iter().copied().chain(twin) {
                 let r = ratios(runs, run, base);
                 if !r.is_empty() {
                     ratio_obj.insert(format!("vs_{base}"), map_json(&r, 4));
@@ -306,6 +349,29 @@ fn topo_title(topo: Topo) -> &'static str {
     }
 }
 
+/// One markdown table of ratios: a row per (label, ratios by metric).
+fn ratio_table(md: &mut String, rows: impl Iterator<Item = (String, BTreeMap<&'static str, f64>)>) {
+    md.push_str("| path |");
+    for m in METRICS {
+        let _ = write!(md, " {} |", m.label);
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"--:|".repeat(METRICS.len()));
+    md.push('\n');
+    for (label, r) in rows {
+        let _ = write!(md, "| {label} |");
+        for m in METRICS {
+            match r.get(m.key) {
+                Some(x) => {
+                    let _ = write!(md, " {x:.3}× |");
+                }
+                None => md.push_str(" – |"),
+            }
+        }
+        md.push('\n');
+    }
+}
+
 /// The markdown tables: per topology, medians (± half the spread of the rounds), then the
 /// ratios against each baseline, then what was unavailable or failed.
 pub fn markdown(runs: &[PathRun], intro: &str, offload_md: &str) -> String {
@@ -352,29 +418,33 @@ pub fn markdown(runs: &[PathRun], intro: &str, offload_md: &str) -> String {
                 "\nRatios vs {base} (median / median of {base}, same run; Gbps, kpps: higher is \
                  better; RTT, CPU, ns: lower is better)\n"
             );
-            md.push_str("| path |");
-            for m in METRICS {
-                let _ = write!(md, " {} |", m.label);
-            }
-            md.push_str("\n|---|");
-            md.push_str(&"--:|".repeat(METRICS.len()));
-            md.push('\n');
-            for run in rows
-                .iter()
-                .filter(|r| r.spec.name != *base && r.unavailable.is_none())
-            {
-                let r = ratios(runs, run, base);
-                let _ = write!(md, "| {} |", run.spec.name);
-                for m in METRICS {
-                    match r.get(m.key) {
-                        Some(x) => {
-                            let _ = write!(md, " {x:.3}× |");
-                        }
-                        None => md.push_str(" – |"),
-                    }
-                }
-                md.push('\n');
-            }
+            ratio_table(
+                &mut md,
+                rows.iter()
+                    .filter(|r| r.spec.name != *base && r.unavailable.is_none())
+                    .map(|run| (run.spec.name.to_owned(), ratios(runs, run, base))),
+            );
+        }
+        let pairs: Vec<(&PathRun, &PathRun)> = rows
+            .iter()
+            .filter_map(|r| Some((*r, r.twin_in(runs)?)))
+            .collect();
+        if !pairs.is_empty() {
+            let _ = writeln!(
+                md,
+                "\nA/B: this build / the compared netshim (median / median of `<path>@…`, same \
+                 run, rounds interleaved; Gbps, kpps: higher is better; RTT, CPU, ns: lower is \
+                 better)\n"
+            );
+            ratio_table(
+                &mut md,
+                pairs.into_iter().map(|(run, twin)| {
+                    (
+                        format!("{} vs {}", run.spec.name, twin.spec.name),
+                        ratios(runs, run, twin.spec.name),
+                    )
+                }),
+            );
         }
         let notes: Vec<String> = rows
             .iter()
