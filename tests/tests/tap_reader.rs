@@ -39,6 +39,11 @@ fn inject_and_capture_udp() {
     let tap_mac = parse_mac(&ns.link_mac("tap0_kata")).unwrap();
 
     let q = TapQueue::open_in(ns.path(), "tap0_kata", false, None).expect("open queue");
+    // Frames the stack sends before linkwatch has activated the tap's qdisc are dropped.
+    assert!(
+        ns.wait_oper_up("tap0_kata", Duration::from_secs(5)),
+        "tap0_kata never came up"
+    );
     let sock = ns
         .run(|| UdpSocket::bind((tap_ip, 7000)))
         .expect("bind in netns");

@@ -53,21 +53,17 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
 }
 
 /// The name of CNI_IFNAME's tap when it is not kata's `tap<N>_kata`: the configuration's
-/// `tap_name`, unless CNI_IFNAME itself already carries the name its tap would get (the
-/// `tap_name`, or a `tap<N>_kata` name); then `<CNI_IFNAME>-vm` (CNI_IFNAME cut to 12
-/// bytes), so that the pod interface and its tap never need one name.
+/// `tap_name`; without one, when CNI_IFNAME itself is named like kata's taps (and so may
+/// carry the very name its tap would get), `<CNI_IFNAME>-vm` (CNI_IFNAME cut to 12 bytes), so
+/// that the pod interface and its tap never need one name. A `tap_name` equal to CNI_IFNAME
+/// is the configuration's own contradiction: attach refuses it as a conflict (code 101).
 ///
-/// podman (4.x, CNI backend) does that on `podman network reload`: it takes the container's
-/// interface name for the new ADD from the previous result, whose interfaces with a
-/// `sandbox` include netshim's tap, and picks one of them at random (a Go map), so the
-/// bridge plugin makes the pod veth under the tap's name. With the name beside it, the ADD
-/// works, and the next reload, whichever name it picks, works again.
+/// podman (4.x, CNI backend) hands netshim such a pod interface on `podman network reload`
+/// when the result lists netshim's tap: it takes the container's interface name for the new
+/// ADD from the previous result's interfaces that have a `sandbox`, at random (a Go map), so
+/// the bridge plugin makes the pod veth under the tap's name (see `report_tap`).
 pub(crate) fn tap_name_of(ifname: &str, configured: Option<&str>) -> Option<String> {
-    let clashes = match configured {
-        Some(tap) => tap == ifname,
-        None => crate::tap_name::parse(ifname).is_some(),
-    };
-    if !clashes {
+    if configured.is_some() || crate::tap_name::parse(ifname).is_none() {
         return configured.map(str::to_owned);
     }
     let mut stem = ifname.to_owned();
@@ -288,10 +284,10 @@ mod tests {
         assert_eq!(mac_words(None), "no MAC");
     }
 
-    /// The tap of CNI_IFNAME never gets CNI_IFNAME's own name (podman's reload can hand
-    /// netshim a pod interface named like the tap).
+    /// The tap of CNI_IFNAME never gets CNI_IFNAME's own name by netshim's choice (podman's
+    /// reload can hand netshim a pod interface named like the tap).
     #[test]
-    fn a_pod_interface_with_its_taps_name_gets_the_tap_beside_it() {
+    fn a_pod_interface_named_like_a_kata_tap_gets_the_tap_beside_it() {
         assert_eq!(
             tap_name_of("eth0", None),
             None,
@@ -306,13 +302,16 @@ mod tests {
             Some("tap0_kata-vm")
         );
         assert_eq!(
-            tap_name_of("vmtap0", Some("vmtap0")).as_deref(),
-            Some("vmtap0-vm")
+            tap_name_of("tap31_kata", None).as_deref(),
+            Some("tap31_kata-vm")
         );
-        let long = tap_name_of("x234567890abcde", Some("x234567890abcde")).unwrap();
-        assert_eq!(long, "x234567890ab-vm");
-        assert!(crate::tap::validate_name(&long).is_ok(), "{long}");
-        for name in ["tap0_kata-vm", "vmtap0-vm", long.as_str()] {
+        // The configuration's name is kept, even when it is CNI_IFNAME (a conflict then).
+        assert_eq!(
+            tap_name_of("vmtap0", Some("vmtap0")).as_deref(),
+            Some("vmtap0")
+        );
+        for name in ["tap0_kata-vm", "tap31_kata-vm"] {
+            assert!(crate::tap::validate_name(name).is_ok(), "{name}");
             assert_eq!(crate::tap_name::validate_custom(name), Ok(()), "{name}");
         }
         // The next reload may pick the tap's name: that pod interface keeps kata's naming.
