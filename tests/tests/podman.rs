@@ -333,6 +333,19 @@ network_config_dir = "{netd}"
             .unwrap_or_default()
     }
 
+    /// `podman rm -f`: afterwards netshim has no pin, state or lock file of the container's
+    /// netns, host-local no lease, and podman's netns is gone.
+    fn remove(&self, c: &Container) {
+        self.podman_ok(&["rm", "--force", "--time", "0", &c.name]);
+        assert_eq!(
+            netshim_dirs(c.cookie),
+            Vec::<PathBuf>::new(),
+            "netshim left state"
+        );
+        assert_eq!(self.leases(), Vec::<String>::new(), "host-local lease left");
+        assert!(!c.netns.path().exists(), "podman's netns is gone");
+    }
+
     /// Datagrams both ways between the bridge (the gateway's address) and `tap` of the
     /// container's pod interface `pod_dev`.
     fn assert_traffic(&self, c: &Container, pod_dev: &str, tap: &str) {
@@ -459,18 +472,7 @@ fn run_and_remove(cni_version: &str) {
         ["bridge ADD eth0", "host-local ADD eth0", "netshim ADD eth0"],
         "libcni's ADD chain"
     );
-    podman.podman_ok(&["rm", "--force", "--time", "0", &c.name]);
-    assert_eq!(
-        netshim_dirs(c.cookie),
-        Vec::<PathBuf>::new(),
-        "netshim left state"
-    );
-    assert_eq!(
-        podman.leases(),
-        Vec::<String>::new(),
-        "host-local lease left"
-    );
-    assert!(!c.netns.path().exists(), "podman's netns is gone");
+    podman.remove(&c);
 }
 
 #[test]
@@ -617,15 +619,5 @@ fn podman_container_interface_named_like_the_tap() {
         "the pod interface is the bridge plugin's veth"
     );
     podman.assert_traffic(&c, "tap0_kata", "tap0_kata-vm");
-    podman.podman_ok(&["rm", "--force", "--time", "0", &c.name]);
-    assert_eq!(
-        netshim_dirs(c.cookie),
-        Vec::<PathBuf>::new(),
-        "netshim left state"
-    );
-    assert_eq!(
-        podman.leases(),
-        Vec::<String>::new(),
-        "host-local lease left"
-    );
+    podman.remove(&c);
 }
