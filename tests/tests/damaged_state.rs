@@ -9,6 +9,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::{Mutex, MutexGuard},
     time::Duration,
 };
 
@@ -21,6 +22,14 @@ use netshim_tests::{
     ChildGuard,
 };
 use serde_json::Value;
+
+/// gc collects every dead netns's leftovers, not only its caller's: the test that runs gc
+/// and the test whose detach must be the one to collect its deleted netns take turns.
+static GC: Mutex<()> = Mutex::new(());
+
+fn gc_turn() -> MutexGuard<'static, ()> {
+    GC.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn ifindex(pod: &Pod, dev: &str) -> u64 {
     pod.sandbox.link_json(dev)["ifindex"]
@@ -157,6 +166,7 @@ fn gc_repairs_wrong_types_of_a_live_sandbox_and_leaves_it_attached() {
     if skip_unless_root() {
         return;
     }
+    let _turn = gc_turn();
     let pod = Pod::new("ds-gc");
     let cookie = pod.cookie();
     netshim_json(&["attach", "--netns", pod.netns()]);
@@ -221,6 +231,7 @@ fn detach_of_a_deleted_netns_says_its_leftovers_were_collected() {
     if skip_unless_root() {
         return;
     }
+    let _turn = gc_turn();
     let pod = Pod::new("ds-gone");
     let cookie = pod.cookie();
     netshim_json(&["attach", "--netns", pod.netns()]);
