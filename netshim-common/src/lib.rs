@@ -27,7 +27,32 @@ pub mod map_names {
     /// by reason. Added after the first release: a sandbox attached by an older netshim has
     /// no such pin until `netshim upgrade` creates it (readers then say "not counted").
     pub const DROPS: &str = "drops";
+    /// `Array<GuardConfig>` indexed by endpoint index: the source guard of the traffic from
+    /// the VM (see [`GuardConfig`]). Added with the guard (issue 11), like the four below:
+    /// `netshim upgrade` creates them in a sandbox attached before.
+    pub const GUARD: &str = "guard";
+    /// `PerCpuArray<GuardDrops>` indexed by counter slot: packets the guard refused.
+    pub const GUARD_DROPS: &str = "guard_drops";
+    /// `LpmTrie<GuardV4Key, u8>`: the endpoints' allowed IPv4 CIDRs (`allowed_addresses`).
+    pub const GUARD_V4: &str = "guard_v4";
+    /// `LpmTrie<GuardV6Key, u8>`: the endpoints' allowed IPv6 CIDRs.
+    pub const GUARD_V6: &str = "guard_v6";
+    /// `Array<u64>` by endpoint index × reason: when the guard last logged (ns, rate limit).
+    pub const GUARD_LOG: &str = "guard_log";
+    /// `RingBuf` of [`GuardEvent`](crate::GuardEvent) records: what the guard refused, at
+    /// most one record per second per endpoint and reason (`netshim logs` decodes them).
+    pub const GUARD_EVENTS: &str = "guard_events";
 }
+
+/// Every map of the source guard; a sandbox has the guard when all are pinned.
+pub const GUARD_MAPS: [&str; 6] = [
+    map_names::GUARD,
+    map_names::GUARD_DROPS,
+    map_names::GUARD_V4,
+    map_names::GUARD_V6,
+    map_names::GUARD_LOG,
+    map_names::GUARD_EVENTS,
+];
 
 /// Name of the TC classifier program in the eBPF object.
 pub const PROGRAM_NAME: &str = "netshim_redirect";
@@ -70,6 +95,12 @@ pub struct PeerEntry {
 /// another netns; the packet enters the peer's ingress without the per-CPU backlog round).
 pub const PEER_REDIRECT_PEER: u32 = 1;
 
+/// [`PeerEntry::flags`]: packets arriving on the key device (a tap: the VM's traffic) pass
+/// the source guard of endpoint `slot / 2` first (its [`GuardConfig`] in the `guard` map).
+/// Set only on the VM → pod entry, and only while the guard is on (enforce or log), so that
+/// the other direction and a guard that is off cost one AND and one branch.
+pub const PEER_GUARD: u32 = 2;
+
 /// Every [`PeerEntry::flags`] bit this version of netshim knows. The datapath refuses an
 /// entry with any other bit set: it was written by a different netshim (say, a newer
 /// userspace whose datapath has not been upgraded yet) and redirecting on a misunderstood
@@ -77,7 +108,7 @@ pub const PEER_REDIRECT_PEER: u32 = 1;
 /// entry's `redirect_errors`, logged (aya-log, one warning per packet) and passed to the
 /// stack (`TC_ACT_UNSPEC`). A new flag must be added here in the same change that teaches
 /// the datapath its meaning.
-pub const PEER_KNOWN_FLAGS: u32 = PEER_REDIRECT_PEER;
+pub const PEER_KNOWN_FLAGS: u32 = PEER_REDIRECT_PEER | PEER_GUARD;
 
 /// Value of the per-CPU `counters` and `unmatched` maps.
 #[repr(C)]
@@ -135,6 +166,165 @@ impl Drops {
 
 /// The reasons the datapath counts in [`Drops`], as readers name them.
 pub const DROP_REASONS: [&str; 1] = ["mtu"];
+
+/// [`GuardConfig::mode`]: no checks (the `peers` entry has no [`PEER_GUARD`] either).
+pub const GUARD_MODE_OFF: u32 = 0;
+/// [`GuardConfig::mode`]: a packet that fails a check is dropped and counted.
+pub const GUARD_MODE_ENFORCE: u32 = 1;
+/// [`GuardConfig::mode`]: a packet that fails a check is counted (and logged) but delivered.
+pub const GUARD_MODE_LOG: u32 = 2;
+
+/// [`GuardConfig::flags`]: DHCP client traffic from 0.0.0.0 (UDP 68 → 67) is allowed.
+pub const GUARD_ALLOW_DHCP: u32 = 1;
+/// [`GuardConfig::flags`]: the endpoint has IPv4 CIDRs in `guard_v4`.
+pub const GUARD_HAS_V4_CIDRS: u32 = 2;
+/// [`GuardConfig::flags`]: the endpoint has IPv6 CIDRs in `guard_v6`.
+pub const GUARD_HAS_V6_CIDRS: u32 = 4;
+
+/// IPv4 addresses of an endpoint held inline in its [`GuardConfig`].
+pub const GUARD_V4_SLOTS: usize = 4;
+/// IPv6 addresses (besides the link-local one) held inline.
+pub const GUARD_V6_SLOTS: usize = 4;
+/// Extra ethertypes an endpoint may send (`guard_allowed_ethertypes`).
+pub const GUARD_ETHERTYPE_SLOTS: usize = 4;
+/// Most allowed CIDRs per address family in one sandbox (all endpoints together).
+pub const GUARD_MAX_CIDRS: u32 = 1024;
+
+/// Value of the `guard` map (one per endpoint index): what the VM behind the endpoint's tap
+/// may send. Addresses are held as the raw network-order bytes reinterpreted in native
+/// order (`u32::from_ne_bytes(octets)`), so the program compares them with a packet's bytes
+/// loaded the same way. Unused slots are beyond `v4_count` / `v6_count`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuardConfig {
+    /// [`GUARD_MODE_OFF`], [`GUARD_MODE_ENFORCE`] or [`GUARD_MODE_LOG`].
+    pub mode: u32,
+    /// [`GUARD_ALLOW_DHCP`] | [`GUARD_HAS_V4_CIDRS`] | [`GUARD_HAS_V6_CIDRS`].
+    pub flags: u32,
+    /// The guest MAC: the only Ethernet (and ARP, and ND link-layer option) source allowed.
+    pub mac: [u8; 6],
+    pub v4_count: u8,
+    pub v6_count: u8,
+    /// Extra ethertypes allowed (network order), 0 = unused.
+    pub ethertypes: [u16; GUARD_ETHERTYPE_SLOTS],
+    pub v4: [u32; GUARD_V4_SLOTS],
+    /// fe80::/64 + the EUI-64 of `mac`.
+    pub link_local: [u64; 2],
+    pub v6: [[u64; 2]; GUARD_V6_SLOTS],
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            mode: GUARD_MODE_OFF,
+            flags: 0,
+            mac: [0; 6],
+            v4_count: 0,
+            v6_count: 0,
+            ethertypes: [0; GUARD_ETHERTYPE_SLOTS],
+            v4: [0; GUARD_V4_SLOTS],
+            link_local: [0; 2],
+            v6: [[0; 2]; GUARD_V6_SLOTS],
+        }
+    }
+}
+
+/// The data of a `guard_v4` key (after the LPM trie's `prefix_len`, which counts the 32 bits
+/// of `index` too: an endpoint's /24 is prefix_len 56).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuardV4Key {
+    /// Endpoint index, big-endian bytes.
+    pub index: [u8; 4],
+    pub addr: [u8; 4],
+}
+
+/// The data of a `guard_v6` key (prefix_len counts `index`'s 32 bits too).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuardV6Key {
+    pub index: [u8; 4],
+    pub addr: [u8; 16],
+}
+
+/// The guard's drop reasons, in [`GuardDrops`] field order (the `reason` of stats and
+/// metrics, and the index of the `guard_log` slot within an endpoint's).
+pub const GUARD_REASONS: [&str; 7] = [
+    "source_mac",
+    "source_ip",
+    "arp",
+    "nd",
+    "ra",
+    "dhcp_server",
+    "ethertype",
+];
+/// Index of a reason in [`GUARD_REASONS`].
+pub const GUARD_SOURCE_MAC: u32 = 0;
+pub const GUARD_SOURCE_IP: u32 = 1;
+pub const GUARD_ARP: u32 = 2;
+pub const GUARD_ND: u32 = 3;
+pub const GUARD_RA: u32 = 4;
+pub const GUARD_DHCP_SERVER: u32 = 5;
+pub const GUARD_ETHERTYPE: u32 = 6;
+
+/// Value of the per-CPU `guard_drops` map (by counter slot; the guard only runs from the
+/// VM, so only odd slots count): packets the guard refused, by reason. A new map, so
+/// `drops` keeps its layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuardDrops {
+    /// Enforce mode: dropped, by reason in [`GUARD_REASONS`] order.
+    pub dropped: [u64; GUARD_REASONS.len()],
+    /// Log mode: would have been dropped, and were delivered.
+    pub flagged: [u64; GUARD_REASONS.len()],
+}
+
+impl GuardDrops {
+    /// Adds another CPU's values.
+    pub fn add(&mut self, other: &GuardDrops) {
+        for (a, b) in self.dropped.iter_mut().zip(other.dropped.iter()) {
+            *a = a.wrapping_add(*b);
+        }
+        for (a, b) in self.flagged.iter_mut().zip(other.flagged.iter()) {
+            *a = a.wrapping_add(*b);
+        }
+    }
+}
+
+/// Size of the `guard_events` ring buffer (a power-of-2 multiple of the page size).
+pub const GUARD_EVENTS_BYTES: u32 = 16 * 4096;
+
+/// [`GuardEvent::kind`]: no address to name (a short or malformed header).
+pub const GUARD_EVENT_NONE: u8 = 0;
+/// [`GuardEvent::kind`]: `addr[..4]` is an IPv4 address.
+pub const GUARD_EVENT_V4: u8 = 4;
+/// [`GuardEvent::kind`]: `addr` is an IPv6 address.
+pub const GUARD_EVENT_V6: u8 = 6;
+/// [`GuardEvent::kind`]: `ethertype` is the refused ethertype (or 802.3 length).
+pub const GUARD_EVENT_ETHERTYPE: u8 = 1;
+
+/// A record of the `guard_events` ring buffer: one refusal (rate-limited per endpoint and
+/// reason). Fixed-size and written with one helper call, so that logging costs the
+/// verifier next to nothing; userspace names the endpoint from the `endpoints` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuardEvent {
+    /// Endpoint index.
+    pub index: u32,
+    /// Index in [`GUARD_REASONS`].
+    pub reason: u8,
+    /// [`GUARD_MODE_ENFORCE`] (dropped) or [`GUARD_MODE_LOG`] (delivered).
+    pub mode: u8,
+    /// What `addr` / `ethertype` hold: `GUARD_EVENT_*`.
+    pub kind: u8,
+    pub _pad: u8,
+    /// The frame's source MAC.
+    pub mac: [u8; 6],
+    /// Network order.
+    pub ethertype: u16,
+    /// The offending address (IPv4 in the first 4 bytes).
+    pub addr: [u8; 16],
+}
 
 /// Length of a Linux interface name buffer (IFNAMSIZ).
 pub const IFNAMSIZ: usize = 16;
@@ -230,6 +420,11 @@ mod pod {
     unsafe impl aya::Pod for super::Drops {}
     unsafe impl aya::Pod for super::EndpointRecord {}
     unsafe impl aya::Pod for super::SandboxRecord {}
+    unsafe impl aya::Pod for super::GuardConfig {}
+    unsafe impl aya::Pod for super::GuardDrops {}
+    unsafe impl aya::Pod for super::GuardV4Key {}
+    unsafe impl aya::Pod for super::GuardV6Key {}
+    unsafe impl aya::Pod for super::GuardEvent {}
 }
 
 #[cfg(test)]
@@ -247,6 +442,7 @@ mod tests {
     #[test]
     fn known_peer_flags_include_every_flag_userspace_writes() {
         assert_eq!(PEER_REDIRECT_PEER & !PEER_KNOWN_FLAGS, 0);
+        assert_eq!(PEER_GUARD & !PEER_KNOWN_FLAGS, 0);
         // The test of the skew guard (tests/tests/cli_tools.rs) sets 0x80: it must be unknown.
         assert_ne!(0x80 & !PEER_KNOWN_FLAGS, 0);
     }
@@ -266,6 +462,18 @@ mod tests {
         assert_eq!(a.by_reason(), [("mtu", 5)]);
         // The pinned value layout: changing it needs a new map version (see Drops).
         assert_eq!(core::mem::size_of::<Drops>(), 8);
+    }
+
+    #[test]
+    fn guard_layouts_have_no_hidden_padding() {
+        // Pinned value layouts (see Drops): a change needs a new map.
+        assert_eq!(core::mem::size_of::<GuardConfig>(), 120);
+        assert_eq!(core::mem::size_of::<GuardDrops>(), 16 * GUARD_REASONS.len());
+        assert_eq!(core::mem::size_of::<GuardEvent>(), 32);
+        assert_eq!(core::mem::size_of::<GuardV4Key>(), 8);
+        assert_eq!(core::mem::size_of::<GuardV6Key>(), 20);
+        assert_eq!(GUARD_REASONS[GUARD_ETHERTYPE as usize], "ethertype");
+        assert_eq!(GUARD_REASONS[GUARD_DHCP_SERVER as usize], "dhcp_server");
     }
 
     #[test]

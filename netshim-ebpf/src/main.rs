@@ -29,6 +29,11 @@
 //! So a GSO packet (`gso_size` != 0) always takes plain `bpf_redirect`, the veth's xmit path
 //! that mirred's egress redirect takes too; non-GSO packets keep `bpf_redirect_peer`.
 //!
+//! Source guard: a `peers` entry with `PEER_GUARD` (set only on the tap's entry, the VM → pod
+//! direction, while the endpoint's guard is on) runs the checks of [`guard`] before the MTU
+//! check; what they refuse is counted in `guard_drops` and dropped (enforce) or delivered
+//! (log). Every other packet pays one AND and one branch for it.
+//!
 //! The helpers only check their flags: with flags 0 they return `TC_ACT_REDIRECT` whatever
 //! the ifindex, and the kernel looks the device up (and drops the packet if it is gone) after
 //! the program has returned. So besides the skew guard, `redirect_errors` and the second log
@@ -36,6 +41,8 @@
 //! in userspace (detach, disconnect and watch's unplug remove the entries with the devices).
 #![no_std]
 #![no_main]
+
+mod guard;
 
 use aya_ebpf::{
     bindings::{
@@ -49,7 +56,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use netshim_common::{
     Counters, Drops, EndpointRecord, PeerEntry, SandboxRecord, COUNTER_SLOTS, MAX_ENDPOINTS,
-    MAX_PEERS, PEER_KNOWN_FLAGS, PEER_REDIRECT_PEER,
+    MAX_PEERS, PEER_GUARD, PEER_KNOWN_FLAGS, PEER_REDIRECT_PEER,
 };
 
 #[map(name = "peers")]
@@ -93,6 +100,10 @@ pub fn netshim_redirect(ctx: TcContext) -> i32 {
             PEER_KNOWN_FLAGS
         );
         return TC_ACT_UNSPEC;
+    }
+    // Source guard of the VM's traffic (see the module docs).
+    if entry.flags & PEER_GUARD != 0 && !guard::allows(&ctx, entry.slot >> 1, entry.slot) {
+        return TC_ACT_SHOT as i32;
     }
     // MTU of the target device (see the module docs): the veth's forwarding rule for a
     // frame, per segment for a GSO packet.
