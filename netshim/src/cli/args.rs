@@ -8,6 +8,7 @@ use super::logging::LogLevel;
 use netshim::{
     backend::{FastPath, TcBackend},
     config::TapOwner,
+    guard::GuardMode,
     model::InternetworkingModel,
 };
 
@@ -198,7 +199,8 @@ pub struct AttachArgs {
     #[arg(long)]
     pub json: bool,
     /// kata-style TOML configuration ([runtime] internetworking_model, disable_new_netns;
-    /// [netshim] tc_backend, queues, tap_owner, txqueuelen, vhost_user_dir). Flags win.
+    /// [netshim] tc_backend, queues, tap_owner, txqueuelen, vhost_user_dir, guard,
+    /// guard_allow_dhcp, guard_allowed_addresses, guard_allowed_ethertypes). Flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Internetworking model, as kata's `internetworking_model`: default (= tcfilter),
@@ -238,6 +240,38 @@ pub struct AttachArgs {
     /// --model none.
     #[arg(long)]
     pub disable_new_netns: bool,
+    #[command(flatten)]
+    pub guard: GuardArgs,
+}
+
+/// The source guard of attach and watch.
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    /// Source guard of what the VM sends (eBPF backend): enforce (drop and count spoofed
+    /// sources, foreign ethertypes, RAs, DHCP servers), log (count and log, deliver) or
+    /// off. Default: enforce on the eBPF backend, off where there is none (mirred, macvtap,
+    /// none; asking for enforce or log there is an error).
+    #[arg(long = "guard", value_name = "MODE")]
+    pub mode: Option<GuardMode>,
+    /// Let DHCP client traffic from 0.0.0.0 (UDP 68 -> 67) through the guard.
+    #[arg(long = "guard-allow-dhcp")]
+    pub allow_dhcp: bool,
+    /// A source the guest may use besides its addresses (VRRP, secondary IPs): a CIDR, or
+    /// an address (= /32, /128). Repeatable.
+    #[arg(long = "guard-allow", value_name = "CIDR", value_parser = parse_cidr)]
+    pub allow: Vec<ipnet::IpNet>,
+    /// An ethertype the guest may send besides IPv4, ARP and IPv6 (0xNNNN, >= 0x0600).
+    /// Repeatable, at most 4.
+    #[arg(long = "guard-allow-ethertype", value_name = "TYPE", value_parser = parse_ethertype)]
+    pub allow_ethertype: Vec<u16>,
+}
+
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    netshim::guard::settings::parse_cidr(s).map_err(|e| e.to_string())
+}
+
+fn parse_ethertype(s: &str) -> Result<u16, String> {
+    netshim::guard::settings::parse_ethertype(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]

@@ -71,6 +71,9 @@ pub fn attach(r: &AttachReport) -> String {
                 .or(e.macvtap.as_ref().map(|m| m.ifindex))),
             addrs(&e.endpoint.addresses)
         );
+        if let Some(g) = &e.guard {
+            let _ = writeln!(s, "    {}", g.line());
+        }
     }
     skipped_lines(&mut s, &r.skipped);
     s

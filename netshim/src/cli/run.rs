@@ -5,6 +5,7 @@ use netshim::{
     config::{self, FileConfig},
     ebpf_log,
     endpoint::SystemProbe,
+    guard::GuardSettings,
     model::InternetworkingModel,
     netns::Netns,
     sandbox, Error,
@@ -74,6 +75,19 @@ fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
         ));
     }
     let owner = a.tap_owner.or(file.tap_owner);
+    let guard_mode = a.guard.mode.or(file.guard);
+    let guard = GuardSettings {
+        mode: guard_mode.unwrap_or_default(),
+        allow_dhcp: a.guard.allow_dhcp || file.guard_allow_dhcp.unwrap_or(false),
+        allowed_addresses: match a.guard.allow.is_empty() {
+            true => file.guard_allowed_addresses.unwrap_or_default(),
+            false => a.guard.allow.clone(),
+        },
+        allowed_ethertypes: match a.guard.allow_ethertype.is_empty() {
+            true => file.guard_allowed_ethertypes.unwrap_or_default(),
+            false => a.guard.allow_ethertype.clone(),
+        },
+    };
     Ok(sandbox::AttachOptions {
         model,
         backend,
@@ -90,6 +104,8 @@ fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
         tap_names: Default::default(),
         // The CNI plugin's CNI_IFNAME: the command line attaches whatever the netns has.
         needs_tap: None,
+        guard,
+        guard_explicit: guard_mode.is_some(),
     })
 }
 

@@ -16,7 +16,8 @@ use crate::{
         mirred, Dev, FastPath, RedirectMode, TcBackend,
     },
     crash::crash_point,
-    interfaces::{self, Interface},
+    guard::{GuardEntry, GuardSettings},
+    interfaces::{self, Interface, Mac},
     lock::SandboxLock,
     netns::Netns,
     pins, Error, Result,
@@ -31,6 +32,8 @@ pub(crate) struct Pair {
     /// How packets reach `b` (A → B) and `a` (B → A).
     pub a_to_b: RedirectMode,
     pub b_to_a: RedirectMode,
+    /// The source guard of what arrives on `b` (the tap: the VM's traffic), eBPF only.
+    pub guard: Option<GuardEntry>,
 }
 
 impl Pair {
@@ -41,7 +44,20 @@ impl Pair {
             b: dev(b),
             a_to_b: RedirectMode::towards(b, fast_path),
             b_to_a: RedirectMode::towards(a, fast_path),
+            guard: None,
         }
+    }
+
+    /// With the source guard `settings` on what `b` receives, for a VM whose MAC is `mac`
+    /// and whose addresses are `addresses`.
+    pub fn guarded(
+        mut self,
+        mac: Mac,
+        addresses: &[std::net::IpAddr],
+        settings: &GuardSettings,
+    ) -> Self {
+        self.guard = Some(GuardEntry::build(mac, addresses, settings));
+        self
     }
 }
 
@@ -97,7 +113,7 @@ pub(crate) async fn connect_pairs(
                         .push((dir.clone(), p.a.name.clone(), p.b.name.clone()));
                 }
                 datapath
-                    .connect(p.index, &p.a, &p.b, p.a_to_b, p.b_to_a)
+                    .connect(p.index, &p.a, &p.b, (p.a_to_b, p.b_to_a), p.guard.as_ref())
                     .map_err(ebpf_err)?;
             }
             Ok(Connected {
