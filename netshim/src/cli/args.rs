@@ -98,6 +98,11 @@ pub enum Command {
     /// killed runs left half-made in live ones.
     #[command(after_help = EXIT_CODES_HELP)]
     Gc(GcArgs),
+    /// Show or change the source guard of an attached sandbox's endpoints (by map updates,
+    /// without reattaching; the commit file records the new settings). Prints the guard as
+    /// the maps hold it.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Guard(GuardCmdArgs),
     // --- CLI tools (logs, completions, man): see cli/tools.rs, ebpf_log.rs ---
     /// Print the eBPF datapath's own log records (aya-log, e.g. a failed redirect) on
     /// stderr as they come, until SIGINT/SIGTERM.
@@ -125,6 +130,7 @@ impl Command {
             Command::Metrics(_) => "metrics",
             Command::Upgrade(_) => "upgrade",
             Command::Gc(_) => "gc",
+            Command::Guard(_) => "guard",
             Command::Logs(_) => "logs",
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",
@@ -166,6 +172,41 @@ pub struct ManArgs {
     /// their paths, instead of printing netshim.1.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GuardCmdArgs {
+    #[command(flatten)]
+    pub netns: NetnsArgs,
+    /// Only the endpoint of this pod device (default: every endpoint with a tap).
+    #[arg(long, value_name = "POD_IF")]
+    pub endpoint: Option<String>,
+    /// enforce, log or off.
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<GuardMode>,
+    /// Allow a source CIDR (or address) besides the endpoint's addresses. Repeatable.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub allow: Vec<ipnet::IpNet>,
+    /// Remove an allowed CIDR. Repeatable.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub disallow: Vec<ipnet::IpNet>,
+    /// DHCP client traffic from 0.0.0.0: on or off.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub allow_dhcp: Option<bool>,
+    /// Allow an ethertype (0xNNNN, >= 0x0600). Repeatable.
+    #[arg(long, value_name = "TYPE", value_parser = parse_ethertype)]
+    pub allow_ethertype: Vec<u16>,
+    /// Remove an allowed ethertype. Repeatable.
+    #[arg(long, value_name = "TYPE", value_parser = parse_ethertype)]
+    pub disallow_ethertype: Vec<u16>,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{other:?} is neither on nor off")),
+    }
 }
 
 #[derive(Debug, Args)]

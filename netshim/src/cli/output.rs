@@ -79,6 +79,21 @@ pub fn attach(r: &AttachReport) -> String {
     s
 }
 
+pub fn guard(r: &netshim::sandbox::GuardCommandReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "netns {} (cookie {}){}",
+        r.netns,
+        r.netns_cookie,
+        if r.changed { ": guard changed" } else { "" }
+    );
+    for e in &r.endpoints {
+        let _ = writeln!(s, "{} {} ({}): {}", e.index, e.name, e.tap, e.guard.line());
+    }
+    s
+}
+
 fn skipped_lines(s: &mut String, skipped: &[netshim::sandbox::SkippedInterface]) {
     for k in skipped {
         let detail = k
@@ -349,6 +364,9 @@ pub fn status(r: &StatusReport) -> String {
             vmm,
             addrs(&e.endpoint.addresses)
         );
+        if let Some(g) = &e.guard {
+            let _ = writeln!(s, "    {}", g.line());
+        }
     }
     for m in &r.macvtaps {
         let _ = writeln!(

@@ -193,6 +193,20 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 });
             }
         }
+        Command::Guard(a) => {
+            let netns = Netns::resolve(&a.netns.netns)?;
+            let change = sandbox::GuardChange {
+                endpoint: a.endpoint,
+                mode: a.mode,
+                allow: a.allow,
+                disallow: a.disallow,
+                allow_dhcp: a.allow_dhcp,
+                allow_ethertypes: a.allow_ethertype,
+                disallow_ethertypes: a.disallow_ethertype,
+            };
+            let report = sandbox::guard(&netns, &change)?;
+            print(a.netns.json, &report, output::guard);
+        }
         Command::Stats(a) => super::metrics::stats(a)?,
         Command::Metrics(a) => super::metrics::serve(a)?,
         Command::Upgrade(a) => {

@@ -195,7 +195,8 @@ fn attach_options(raw: &RawConf) -> Result<AttachOptions, CniError> {
     };
     options
         .resolved_guard()
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(|e| invalid(e.to_string()))
+        .map(drop)?;
     Ok(options)
 }
 

@@ -53,6 +53,21 @@ impl GuardReport {
         })
     }
 
+    /// The guard the datapath applies to what arrives on the tap `tap_ifindex` of endpoint
+    /// `index`: the maps' guard, unless the tap's `peers` entry lacks `PEER_GUARD` while the
+    /// maps say enforce or log (a sandbox attached before the guard: the program never runs
+    /// the checks there).
+    pub fn applied(dir: &Path, index: u32, tap_ifindex: u32) -> Result<Self, GuardMapError> {
+        let report = Self::read(dir, index)?;
+        if report.mode().is_on() && maps::peer_guard(dir, tap_ifindex)? != Some(true) {
+            return Ok(Self::unavailable(format!(
+                "the guard maps say {}, but the tap's peers entry does not ask for the guard                  (attached before the guard existed): `netshim upgrade` turns it on",
+                report.mode()
+            )));
+        }
+        Ok(report)
+    }
+
     /// As the commit file records it: the settings only.
     pub fn settings_only(&self) -> Self {
         match self {

@@ -782,7 +782,8 @@ pub(crate) fn report_guards(
         }
         e.guard = Some(match (pin_dir, guard, e.tap.is_some()) {
             (Some(dir), Ok(_), true) if e.endpoint.mac.is_some() => {
-                GuardReport::read(dir, e.endpoint.index).map_err(|source| Error::Ebpf {
+                let tap = e.tap.as_ref().map_or(0, |t| t.ifindex);
+                GuardReport::applied(dir, e.endpoint.index, tap).map_err(|source| Error::Ebpf {
                     netns: netns.to_string(),
                     source: Box::new(ebpf::EbpfError::Guard {
                         index: e.endpoint.index,
