@@ -9,6 +9,7 @@ use netshim::{
     backend::{FastPath, TcBackend},
     config::TapOwner,
     guard::GuardMode,
+    interfaces::Mac,
     model::InternetworkingModel,
 };
 
@@ -333,6 +334,17 @@ pub struct ConnectArgs {
     /// How the eBPF classifier is hooked (auto, tcx, cls-bpf).
     #[arg(long, value_parser = ["auto", "tcx", "cls-bpf"])]
     pub ebpf_attach: Option<String>,
+    /// Source guard of what dev_b sends (as of a VM's tap): enforce, log or off (default:
+    /// off; ebpf only). Needs --guard-mac.
+    #[arg(long, value_name = "MODE", requires = "guard_mac")]
+    pub guard: Option<GuardMode>,
+    /// The only source MAC dev_b's frames may have.
+    #[arg(long, value_name = "MAC", requires = "guard")]
+    pub guard_mac: Option<Mac>,
+    /// A source dev_b's frames may have: an address (held inline, as an endpoint's own
+    /// addresses are) or a CIDR (in the LPM trie, as allowed addresses are). Repeatable.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr, requires = "guard")]
+    pub guard_allow: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Args)]

@@ -148,11 +148,29 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                         .into(),
                 ));
             }
+            let guard = match (a.guard, a.guard_mac) {
+                (Some(mode), Some(mac)) if mode.is_on() => {
+                    if a.tc_backend != TcBackend::Ebpf {
+                        return Err(Error::InvalidOptions(
+                            "--guard enforce|log: the mirred tc backend has no source guard; \
+                             use --tc-backend ebpf or --guard off"
+                                .into(),
+                        ));
+                    }
+                    Some(sandbox::ConnectGuard {
+                        mode,
+                        mac,
+                        allow: a.guard_allow.clone(),
+                    })
+                }
+                _ => None,
+            };
             let netns = Netns::resolve(&a.netns.netns)?;
             let options = sandbox::ConnectOptions {
                 backend: a.tc_backend,
                 fast_path: a.fast_path,
                 ebpf_attach,
+                guard,
             };
             let report = sandbox::connect(&netns, &a.dev_a, &a.dev_b, &options)?;
             print(a.netns.json, &report, output::connect);

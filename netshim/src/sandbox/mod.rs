@@ -24,7 +24,9 @@ mod upgrade;
 mod watch;
 
 pub use attach::{attach, AttachOptions, AttachReport, EndpointReport, MacvtapReport, TapReport};
-pub use connect::{connect, disconnect, ConnectOptions, ConnectReport, DisconnectReport};
+pub use connect::{
+    connect, disconnect, ConnectGuard, ConnectOptions, ConnectReport, DisconnectReport,
+};
 pub use detach::{detach, detach_arg, DetachReport};
 pub(crate) use gc::{collect_dead, NetnsFinder};
 pub use gc::{
