@@ -559,6 +559,12 @@ pub fn watch(c: &Change) -> String {
             detail.as_deref().unwrap_or("unsupported")
         ),
         WatchEvent::Failed { name, error, .. } => format!("failed {name}: {error}"),
+        WatchEvent::GuardAddresses {
+            name, addresses, ..
+        } => {
+            let list: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+            format!("guard {name}: addresses {}", list.join(" "))
+        }
         WatchEvent::Stopped => format!(
             "stopped watching netns {}; the datapath stays attached",
             c.netns
