@@ -427,6 +427,10 @@ pub struct UpgradeArgs {
     /// match the pinned ones.
     #[arg(long, value_name = "PATH")]
     pub object: Option<PathBuf>,
+    /// The source guard's mode for every endpoint (enforce, log, off), over what the
+    /// sandbox's commit file records (a sandbox attached before the guard: enforce).
+    #[arg(long, value_name = "MODE")]
+    pub guard: Option<GuardMode>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
