@@ -612,7 +612,9 @@ mod tests {
         })]);
         let line = table.lines().find(|l| l.contains("from_vm")).unwrap();
         assert!(
-            line.ends_with("mtu=0 source_ip=1000 pod_tx_dropped=0 guard=enforce flagged_source_mac=3"),
+            line.ends_with(
+                "mtu=0 source_ip=1000 pod_tx_dropped=0 guard=enforce flagged_source_mac=3"
+            ),
             "{table}"
         );
         assert!(!line.contains("arp="), "{table}");
