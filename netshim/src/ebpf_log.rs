@@ -13,7 +13,7 @@
 //!
 //! The source guard's refusals are not aya-log records: the datapath writes fixed-size
 //! records into each sandbox's pinned `guard_events` ring buffer, which the same follower
-//! reads (see [`crate::guard_events`]; target `netshim::guard`).
+//! reads (see [`crate::guard::events`]; target `netshim::guard`).
 //!
 //! The ring buffers are polled on the runtime of the caller (tokio `AsyncFd` on the ring
 //! buffer's fd); nothing here enters a netns: program and map ids are global. A ring buffer
@@ -27,7 +27,7 @@ use aya_log::EbpfLogger;
 use netshim_common::{from_fixed, map_names, PROGRAM_NAME};
 use tokio::io::{unix::AsyncFd, Interest};
 
-use crate::{backend::ebpf, guard_events, netns::Netns, pins};
+use crate::{backend::ebpf, guard::events as guard_events, netns::Netns, pins};
 
 /// The `tracing` target of forwarded datapath records.
 pub const TARGET: &str = "netshim::ebpf";

@@ -9,6 +9,7 @@
 //! - [`model`]: kata's internetworking models, and the macvtap model itself.
 //! - [`tap`], [`tap_name`]: creating and opening the taps handed to the VMM.
 //! - [`backend`]: the datapaths that connect an endpoint to its tap (eBPF, mirred).
+//! - [`guard`]: the source guard of the VM's traffic (settings, its maps, reports).
 //! - [`host`]: what a command needs of the host: its mount namespace (bpffs, /run/netshim)
 //!   and privileges.
 //! - [`pins`], [`state`]: what outlives the netshim process (bpffs pins, /run/netshim).
@@ -16,8 +17,8 @@
 //! - [`crash`]: named crash points for crash-safety tests (debug builds).
 //! - [`guest_info`]: routes and neighbours the guest agent needs.
 //! - [`stats`]: reading per-endpoint counters back.
-//! - [`ebpf_log`]: forwarding the datapath's aya-log records into `tracing`; with
-//!   [`guard_events`], the source guard's refusal records.
+//! - [`ebpf_log`]: forwarding the datapath's aya-log records into `tracing`, and (with
+//!   [`guard::events`]) the source guard's refusal records.
 //! - [`metrics`]: rates, Prometheus exposition and the scrape endpoint over those counters.
 //! - [`config`]: the kata-style TOML configuration file.
 //! - [`cni`]: the `netshim` binary as a chained CNI plugin (ADD/DEL/CHECK/STATUS/GC/VERSION).
@@ -31,7 +32,7 @@ pub mod crash;
 pub mod ebpf_log;
 pub mod endpoint;
 pub mod error;
-pub mod guard_events;
+pub mod guard;
 pub mod guest_info;
 pub mod host;
 pub mod interfaces;

@@ -5,11 +5,10 @@ use std::path::{Path, PathBuf};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use netshim_common::{
     from_fixed, map_names, Counters, Direction, Drops, EndpointRecord, GuardConfig, GuardDrops,
-    PeerEntry, SandboxRecord, GUARD_MODE_ENFORCE, GUARD_MODE_LOG, GUARD_MODE_OFF, GUARD_REASONS,
-    PEER_GUARD,
+    PeerEntry, SandboxRecord, GUARD_REASONS, PEER_GUARD,
 };
 
-use crate::{backend::TcBackend, interfaces::Interface};
+use crate::{backend::TcBackend, guard::GuardMode, interfaces::Interface};
 
 /// One drop reason's count in one direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -86,9 +85,9 @@ impl serde::Serialize for Dropped {
 /// The source guard of one endpoint (from_vm), as the pinned maps hold it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct GuardStats {
-    /// `enforce`, `log` or `off` (also `off` while the tap's `peers` entry does not ask for
-    /// the guard, whatever the `guard` map holds: the datapath does not run it then).
-    pub mode: &'static str,
+    /// As the datapath runs it: also `off` while the tap's `peers` entry does not ask for the
+    /// guard, whatever the `guard` map holds.
+    pub mode: GuardMode,
     /// Log mode: refused by the guard and delivered anyway, by reason.
     #[serde(serialize_with = "serialize_by_guard_reason")]
     pub flagged: [u64; GUARD_REASONS.len()],
@@ -99,16 +98,6 @@ fn serialize_by_guard_reason<S: serde::Serializer>(
     s: S,
 ) -> Result<S::Ok, S::Error> {
     s.collect_map(GUARD_REASONS.iter().zip(counts.iter()))
-}
-
-/// The name of a `GuardConfig::mode` (`None`: a value this netshim does not know).
-pub fn guard_mode_name(mode: u32) -> Option<&'static str> {
-    match mode {
-        GUARD_MODE_OFF => Some("off"),
-        GUARD_MODE_ENFORCE => Some("enforce"),
-        GUARD_MODE_LOG => Some("log"),
-        _ => None,
-    }
 }
 
 impl Dropped {
@@ -394,7 +383,7 @@ impl GuardMaps {
         dir: &Path,
         index: u32,
         ep: &EndpointRecord,
-    ) -> Result<(GuardDrops, &'static str), StatsError> {
+    ) -> Result<(GuardDrops, GuardMode), StatsError> {
         let mut total = GuardDrops::default();
         for d in self
             .drops
@@ -413,10 +402,9 @@ impl GuardMaps {
             Err(aya::maps::MapError::KeyNotFound) => false,
             Err(e) => return Err(lookup_err(dir, map_names::PEERS)(e)),
         };
-        let mode = match guard_mode_name(config.mode) {
-            Some(_) if !guarded => "off",
-            Some(name) => name,
-            None => "unknown",
+        let mode = match guarded {
+            true => GuardMode::from_map(config.mode),
+            false => GuardMode::Off,
         };
         Ok((total, mode))
     }
@@ -522,7 +510,7 @@ mod tests {
                 ..Dropped::default()
             },
             guard: Some(GuardStats {
-                mode: "log",
+                mode: GuardMode::Log,
                 flagged: [0, 3, 0, 0, 0, 0, 0],
             }),
             ..DirectionStats::default()
@@ -572,13 +560,5 @@ mod tests {
         };
         let v = serde_json::to_value(to_vm).unwrap();
         assert_eq!(v["dropped"], serde_json::json!({"mtu": 0}));
-    }
-
-    #[test]
-    fn guard_mode_names() {
-        assert_eq!(guard_mode_name(GUARD_MODE_OFF), Some("off"));
-        assert_eq!(guard_mode_name(GUARD_MODE_ENFORCE), Some("enforce"));
-        assert_eq!(guard_mode_name(GUARD_MODE_LOG), Some("log"));
-        assert_eq!(guard_mode_name(9), None);
     }
 }

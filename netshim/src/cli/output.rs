@@ -72,8 +72,26 @@ pub fn attach(r: &AttachReport) -> String {
                 .or(e.macvtap.as_ref().map(|m| m.ifindex))),
             addrs(&e.endpoint.addresses)
         );
+        if let Some(g) = &e.guard {
+            let _ = writeln!(s, "    {}", g.line());
+        }
     }
     skipped_lines(&mut s, &r.skipped);
+    s
+}
+
+pub fn guard(r: &netshim::sandbox::GuardCommandReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "netns {} (cookie {}){}",
+        r.netns,
+        r.netns_cookie,
+        if r.changed { ": guard changed" } else { "" }
+    );
+    for e in &r.endpoints {
+        let _ = writeln!(s, "{} {} ({}): {}", e.index, e.name, e.tap, e.guard.line());
+    }
     s
 }
 
@@ -347,6 +365,9 @@ pub fn status(r: &StatusReport) -> String {
             vmm,
             addrs(&e.endpoint.addresses)
         );
+        if let Some(g) = &e.guard {
+            let _ = writeln!(s, "    {}", g.line());
+        }
     }
     for m in &r.macvtaps {
         let _ = writeln!(
@@ -605,7 +626,7 @@ mod tests {
                 ..Dropped::default()
             },
             guard: Some(GuardStats {
-                mode: "enforce",
+                mode: netshim::guard::GuardMode::Enforce,
                 flagged,
             }),
             ..DirectionStats::default()

@@ -269,7 +269,7 @@ mod tests {
                         },
                         delivered: Some(25),
                         guard: Some(GuardStats {
-                            mode: "enforce",
+                            mode: crate::guard::GuardMode::Enforce,
                             flagged: [0, 4, 0, 0, 0, 0, 0],
                         }),
                     },
