@@ -8,6 +8,7 @@
 
 use std::{
     net::{Ipv4Addr, UdpSocket},
+    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -117,9 +118,18 @@ impl Guarded {
     }
 }
 
-/// The guard records of `netns` with `reason` in a follower's stderr.
+/// A ring buffer has one consumer position: a `logs --all` of one test would take records
+/// of another test's sandbox. The tests that read records take turns.
+static RECORD_READERS: Mutex<()> = Mutex::new(());
+
+fn reading_records() -> MutexGuard<'static, ()> {
+    RECORD_READERS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The guard records of `netns` (a name: `--netns` labels them with it, `--all` with the
+/// path the attach recorded, `/run/netns/NAME`) with `reason` in a follower's stderr.
 fn records<'a>(stderr: &'a str, netns: &str, reason: &str) -> Vec<&'a str> {
-    let netns = format!("netns=\"{netns}\"");
+    let netns = format!("{netns}\"");
     let reason = format!("reason=\"{reason}\"");
     stderr
         .lines()
@@ -141,6 +151,7 @@ fn enforced_refusals_show_in_stats_prometheus_and_logs() {
     if skip_unless_root() {
         return;
     }
+    let _turn = reading_records();
     let g = Guarded::new("ge", &[]);
     let netns = g.pod.netns().to_owned();
     // A legitimate datagram, then 5 from a foreign source IP and 3 from a foreign MAC.
@@ -235,6 +246,7 @@ fn a_flood_is_counted_whole_and_logged_about_once_a_second() {
     if skip_unless_root() {
         return;
     }
+    let _turn = reading_records();
     let g = Guarded::new("gf", &[]);
     let netns = g.pod.netns().to_owned();
     let logs = Follower::start(&["--log-level", "info", "logs", "--netns", &netns]);
@@ -274,6 +286,7 @@ fn log_mode_counts_flagged_delivers_and_watch_logs_it() {
     if skip_unless_root() {
         return;
     }
+    let _turn = reading_records();
     let pod = Pod::new("gl");
     let netns = pod.netns().to_owned();
     // `watch` attaches (with the guard in log mode) and follows the sandbox's records.
