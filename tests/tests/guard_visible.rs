@@ -91,7 +91,7 @@ impl Guarded {
         netshim_json(&["stats", "--netns", self.pod.netns()])[0].clone()
     }
 
-    fn from_vm(&self) -> Value {
+    fn stats_from_vm(&self) -> Value {
         self.stats()["endpoints"][0]["from_vm"].clone()
     }
 
@@ -159,7 +159,7 @@ fn enforced_refusals_show_in_stats_prometheus_and_logs() {
     g.write(&g.frame(g.pod.pod_mac, FOREIGN_IP, "spoofed ip"), 5);
     g.write(&g.frame(FOREIGN_MAC, g.pod.pod_ip, "spoofed mac"), 3);
 
-    let from_vm = g.from_vm();
+    let from_vm = g.stats_from_vm();
     println!("stats from_vm: {from_vm}");
     assert_eq!(from_vm["dropped"]["source_ip"], 5, "{from_vm}");
     assert_eq!(from_vm["dropped"]["source_mac"], 3, "{from_vm}");
@@ -237,7 +237,7 @@ fn enforced_refusals_show_in_stats_prometheus_and_logs() {
     let (_, _, stderr) = all.stop();
     assert!(seen, "logs --all: no ethertype record in\n{stderr}");
     assert_eq!(records(&stderr, &netns, "ethertype").len(), 1, "{stderr}");
-    assert_eq!(g.from_vm()["dropped"]["ethertype"], 1);
+    assert_eq!(g.stats_from_vm()["dropped"]["ethertype"], 1);
     netshim_ok(&["detach", "--netns", &netns]);
 }
 
@@ -263,7 +263,7 @@ fn a_flood_is_counted_whole_and_logged_about_once_a_second() {
     std::thread::sleep(Duration::from_millis(500));
     let (code, _, stderr) = logs.stop();
     assert_eq!(code, Some(0), "{stderr}");
-    let from_vm = g.from_vm();
+    let from_vm = g.stats_from_vm();
     assert_eq!(from_vm["dropped"]["source_ip"], N, "{from_vm}");
     assert_eq!(
         g.prometheus("netshim_endpoint_dropped_total", "source_ip"),
@@ -370,7 +370,7 @@ fn guard_off_counts_nothing_and_delivers() {
     const N: usize = 3;
     g.write(&g.frame(FOREIGN_MAC, g.pod.pod_ip, "not guarded"), N);
     assert_eq!(g.received(), N);
-    let from_vm = g.from_vm();
+    let from_vm = g.stats_from_vm();
     println!("stats from_vm: {from_vm}");
     assert_eq!(from_vm["guard"]["mode"], "off", "{from_vm}");
     assert_eq!(from_vm["dropped"]["source_mac"], 0, "{from_vm}");
