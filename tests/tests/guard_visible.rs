@@ -40,6 +40,11 @@ impl Guarded {
         let mut args = vec!["attach", "--netns", pod.netns(), "--tc-backend", "ebpf"];
         args.extend_from_slice(extra);
         netshim_json(&args);
+        Guarded::attached(pod)
+    }
+
+    /// `pod`, attached already.
+    fn attached(pod: Pod) -> Guarded {
         pod.pin_pod_neighbor();
         let tap = traffic::open_tap(&pod.sandbox, "tap0_kata");
         let client = pod
@@ -309,36 +314,12 @@ fn log_mode_counts_flagged_delivers_and_watch_logs_it() {
         "watch does not follow the guard records:\n{}",
         watch.stderr()
     );
-    pod.pin_pod_neighbor();
-    let tap = traffic::open_tap(&pod.sandbox, "tap0_kata");
-    let client = pod
-        .client
-        .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind"));
-    client
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let port = client.local_addr().unwrap().port();
-    let frame = udp_frame(
-        FOREIGN_MAC,
-        pod.client_mac,
-        pod.pod_ip,
-        pod.client_ip,
-        4242,
-        port,
-        b"flagged",
-    );
+    let g = Guarded::attached(pod);
     const N: usize = 4;
-    for _ in 0..N {
-        tap.write_frame(&frame).unwrap();
-    }
-    let mut buf = [0u8; 256];
-    let mut delivered = 0;
-    while client.recv_from(&mut buf).is_ok() {
-        delivered += 1;
-    }
-    assert_eq!(delivered, N, "log mode delivers what it flags");
+    g.write(&g.frame(FOREIGN_MAC, g.pod.pod_ip, "flagged"), N);
+    assert_eq!(g.received(), N, "log mode delivers what it flags");
     let seen = watch.wait_for("flagged (log mode, delivered)", Duration::from_secs(5));
-    let from_vm = netshim_json(&["stats", "--netns", &netns])[0]["endpoints"][0]["from_vm"].clone();
+    let from_vm = g.stats_from_vm();
     let (code, _, stderr) = watch.stop();
     println!("stats from_vm: {from_vm}\nwatch stderr:\n{stderr}");
     assert_eq!(code, Some(0), "{stderr}");
