@@ -490,6 +490,12 @@ pub fn upgrade(r: &UpgradeReport) -> String {
                         sb.created_maps.join(", ")
                     );
                 }
+                for g in &sb.guard {
+                    let _ = writeln!(s, "  {} ({}): {}", g.name, g.tap, g.guard.line());
+                }
+                if let Some(why) = &sb.guard_reason {
+                    let _ = writeln!(s, "  guard: not set up: {why}");
+                }
             }
             UpgradeOutcome::Skipped | UpgradeOutcome::Failed => {
                 let _ = writeln!(
@@ -575,6 +581,12 @@ pub fn watch(c: &Change) -> String {
             detail.as_deref().unwrap_or("unsupported")
         ),
         WatchEvent::Failed { name, error, .. } => format!("failed {name}: {error}"),
+        WatchEvent::GuardAddresses {
+            name, addresses, ..
+        } => {
+            let list: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+            format!("guard {name}: addresses {}", list.join(" "))
+        }
         WatchEvent::Stopped => format!(
             "stopped watching netns {}; the datapath stays attached",
             c.netns

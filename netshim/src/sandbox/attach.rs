@@ -560,6 +560,19 @@ fn already_attached(
     recorded.cleaned_leftovers = None;
     recorded.netns = netns.arg.clone();
     recorded.netns_path = netns.path.clone();
+    // The commit file keeps the guard's settings; the report shows what the maps hold.
+    let guard = match recorded.backend {
+        Some(TcBackend::Ebpf) => Ok(GuardSettings::default()),
+        backend => {
+            let model = recorded.model.parse().unwrap_or_default();
+            Err(
+                guard::settings::unavailable_reason(model, backend.unwrap_or(TcBackend::Mirred))
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    let pin_dir = recorded.pin_dir.clone();
+    report_guards(netns, &mut recorded.endpoints, pin_dir.as_deref(), &guard)?;
     Ok(recorded)
 }
 
