@@ -315,13 +315,7 @@ fn fill_guard(
         netns: netns.to_string(),
         source: Box::new(source),
     })?;
-    let guard_err = |index, source| Error::Ebpf {
-        netns: netns.to_string(),
-        source: Box::new(ebpf::EbpfError::Guard {
-            index,
-            source: Box::new(source),
-        }),
-    };
+    let guard_err = |index, source| Error::guard_map(netns, index, source);
     let mut out = Vec::new();
     let mut recorded_settings = Vec::new();
     for e in &recorded.endpoints {
