@@ -3,7 +3,9 @@
 //! Runs for a `peers` entry with `PEER_GUARD`, against endpoint `slot / 2`'s `GuardConfig`:
 //! - Ethernet source = the guest MAC (a multicast source can never equal it);
 //! - ethertype IPv4, ARP, IPv6, or one of the endpoint's allowed ethertypes; anything else
-//!   (802.1Q/QinQ tags, LLDP, STP and other 802.3 length frames, PAUSE) is `ethertype`;
+//!   (802.1Q/QinQ tags, LLDP, STP and other 802.3 length frames, PAUSE) is `ethertype`; a
+//!   VLAN tag is seen in the skb's metadata (the stack strips the outer tag before TC
+//!   ingress, so the bytes show only the inner ethertype);
 //! - IPv4: source = one of the endpoint's addresses (inline), or in its allowed CIDRs (the
 //!   `guard_v4` trie, looked up only when no inline address matched and the endpoint has
 //!   CIDRs); 0.0.0.0 only for DHCP client traffic (UDP 68 → 67) with `GUARD_ALLOW_DHCP`;
@@ -18,7 +20,8 @@
 //!   first fragment was inspected, and without it nothing reassembles).
 //!   ICMPv6 RA (134) and redirect (137) are `ra`; an NA (136) must be for the endpoint's
 //!   own address with a target link-layer option (if any) = the guest MAC, an NS (135) or
-//!   RS (133) source link-layer option = the guest MAC, else `nd`.
+//!   RS (133) source link-layer option = the guest MAC, else `nd`; an ND message with more
+//!   options than the guard reads ([`MAX_ND_OPTIONS`]) is `nd` too.
 //!
 //! The headers are read with `bpf_skb_load_bytes`, which works whatever part of the packet
 //! is linear (a GSO packet from the VM may have only `hdr_len` bytes there, and the guest
@@ -184,6 +187,16 @@ fn check(ctx: &TcContext, index: u32, cfg: &GuardConfig) -> Result<(), Refusal> 
     };
     if src != cfg.mac {
         return refuse(GUARD_SOURCE_MAC, Addr::None);
+    }
+    // An 802.1Q/802.1ad tag: the stack moved the outer one into the skb's metadata before TC
+    // ingress (`skb_vlan_untag` in `__netif_receive_skb_core`), so byte 12 holds the inner
+    // ethertype, and the tag goes out again with the redirected packet.
+    // SAFETY: reads of fields of the program's own context.
+    let (vlan_present, vlan_proto) =
+        unsafe { ((*ctx.skb.skb).vlan_present, (*ctx.skb.skb).vlan_proto) };
+    if vlan_present != 0 {
+        // `vlan_proto` is the tag's TPID in network order, as `load::<u16>` reads one.
+        return refuse(GUARD_ETHERTYPE, Addr::Ethertype(vlan_proto as u16));
     }
     let Ok(proto) = ctx.load::<u16>(12) else {
         return refuse(GUARD_ETHERTYPE, Addr::None);
@@ -480,6 +493,11 @@ fn link_layer_option_ok(
         }
         off += usize::from(opt[1]) * 8;
         i += 1;
+    }
+    // More options than the guard reads: the receiver reads them all (RFC 4861 4.6), and a
+    // link-layer one among the rest would go unchecked.
+    if ctx.load::<[u8; 2]>(off).is_ok() {
+        return refuse(GUARD_ND, Addr::V6(addr));
     }
     Ok(())
 }
