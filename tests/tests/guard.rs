@@ -168,50 +168,50 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
         )
     };
     let behind = |header: [u8; 8], m: Vec<u8>| [header.as_slice(), &m].concat();
-    let mut out: Vec<(&'static str, &str, Box<dyn Fn(&[u8]) -> Vec<u8> + '_>)> = vec![
+    let list: Vec<(&'static str, Option<&str>, Build)> = vec![
         (
             "foreign source MAC",
-            "source_mac",
+            Some("source_mac"),
             Box::new(|t| udp_from(FAKE_MAC, me, t)),
         ),
         (
             "multicast source MAC",
-            "source_mac",
+            Some("source_mac"),
             Box::new(|t| udp_from([0x01, 0x00, 0x5e, 0, 0, 1], me, t)),
         ),
         (
             "broadcast source MAC",
-            "source_mac",
+            Some("source_mac"),
             Box::new(|t| udp_from(BROADCAST, me, t)),
         ),
         (
             "IPv4 source 10.123.0.99 (pod subnet)",
-            "source_ip",
+            Some("source_ip"),
             Box::new(|t| udp_from(mac, foreign, t)),
         ),
         (
             "IPv4 source 192.0.2.66",
-            "source_ip",
+            Some("source_ip"),
             Box::new(|t| udp_from(mac, Ipv4Addr::new(192, 0, 2, 66), t)),
         ),
         (
             "IPv4 source = the client's own address",
-            "source_ip",
+            Some("source_ip"),
             Box::new(|t| udp_from(mac, gw, t)),
         ),
         (
             "IPv4 0.0.0.0, not DHCP",
-            "source_ip",
+            Some("source_ip"),
             Box::new(|t| udp_from(mac, Ipv4Addr::UNSPECIFIED, t)),
         ),
         (
             "DHCP discover from 0.0.0.0 without --guard-allow-dhcp",
-            "source_ip",
+            Some("source_ip"),
             Box::new(|t| dhcp_discover(mac, t)),
         ),
         (
             "DHCP server reply (UDP 67 -> 68)",
-            "dhcp_server",
+            Some("dhcp_server"),
             Box::new(|t| {
                 let offer = frames::dhcp(2, 2, gw_mac, gw, t);
                 frames::eth(
@@ -224,7 +224,7 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
         ),
         (
             "gratuitous ARP claiming the client's address",
-            "arp",
+            Some("arp"),
             Box::new(|t| {
                 let a = frames::arp(1, mac, gw, [0; 6], gw, t);
                 frames::eth(BROADCAST, mac, ETH_P_ARP, &a)
@@ -232,7 +232,7 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
         ),
         (
             "ARP request from a made-up 10.123.0.60",
-            "arp",
+            Some("arp"),
             Box::new(|t| {
                 let a = frames::arp(1, mac, made_up, [0; 6], gw, t);
                 frames::eth(BROADCAST, mac, ETH_P_ARP, &a)
@@ -240,7 +240,7 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
         ),
         (
             "ARP with a sender MAC other than the guest's",
-            "arp",
+            Some("arp"),
             Box::new(|t| {
                 let a = frames::arp(1, FAKE_MAC, me, [0; 6], gw, t);
                 frames::eth(BROADCAST, mac, ETH_P_ARP, &a)
@@ -248,7 +248,7 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
         ),
         (
             "IPv6 source fd00:123::99",
-            "source_ip",
+            Some("source_ip"),
             Box::new(|t| {
                 let src = Ipv6Addr::new(0xfd00, 0x123, 0, 0, 0, 0, 0, 0x99);
                 let m = frames::icmp6(
@@ -268,12 +268,12 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
         ),
         (
             "RA from the guest's link-local",
-            "ra",
+            Some("ra"),
             Box::new(|t| v6_frame(frames::IPPROTO_ICMPV6, &ra(ll, 1, t))),
         ),
         (
             "RA from fe80::dead:1",
-            "source_ip",
+            Some("source_ip"),
             Box::new(|t| {
                 let src: Ipv6Addr = "fe80::dead:1".parse().unwrap();
                 frames::eth(
@@ -286,7 +286,7 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
         ),
         (
             "RA behind a hop-by-hop options header",
-            "ra",
+            Some("ra"),
             Box::new(|t| {
                 let h = frames::pad_options_header(frames::IPPROTO_ICMPV6);
                 v6_frame(frames::IPPROTO_HOPOPTS, &behind(h, ra(ll, 3, t)))
@@ -294,7 +294,7 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
         ),
         (
             "RA behind a destination options header",
-            "ra",
+            Some("ra"),
             Box::new(|t| {
                 let h = frames::pad_options_header(frames::IPPROTO_ICMPV6);
                 v6_frame(frames::IPPROTO_DSTOPTS, &behind(h, ra(ll, 4, t)))
@@ -302,7 +302,7 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
         ),
         (
             "fragmented ICMPv6 (an RA's first fragment)",
-            "ra",
+            Some("ra"),
             Box::new(|t| {
                 let m = ra(ll, 5, t);
                 let h = frames::fragment_header(frames::IPPROTO_ICMPV6, 0, true, 0x5eed);
@@ -311,7 +311,7 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
         ),
         (
             "redirect",
-            "ra",
+            Some("ra"),
             Box::new(|t| {
                 let body = frames::redirect_body(
                     "fe80::dead:2".parse().unwrap(),
@@ -323,7 +323,7 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
         ),
         (
             "NA for a foreign target",
-            "nd",
+            Some("nd"),
             Box::new(|t| {
                 let target = Ipv6Addr::new(0xfd00, 0x123, 0, 0, 0, 0, 0, 0x77);
                 let body = frames::na_body(frames::NA_OVERRIDE, target, mac, t);
@@ -339,7 +339,7 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
         ),
         (
             "NA for its own address with a foreign target link-layer option",
-            "nd",
+            Some("nd"),
             Box::new(|t| {
                 let body = frames::na_body(frames::NA_OVERRIDE, POD_V6, FAKE_MAC, t);
                 frames::icmp6_frame(
@@ -354,7 +354,7 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
         ),
         (
             "NA with a foreign target link-layer option after three other options",
-            "nd",
+            Some("nd"),
             Box::new(|t| {
                 let body = nd_with_late_option(frames::NA_OVERRIDE, POD_V6, (2, FAKE_MAC), t);
                 frames::icmp6_frame(
@@ -369,7 +369,7 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
         ),
         (
             "NS with a foreign source link-layer option after three other options",
-            "nd",
+            Some("nd"),
             Box::new(|t| {
                 let sn = frames::solicited_node(CLIENT_V6);
                 let body = nd_with_late_option(0, CLIENT_V6, (1, FAKE_MAC), t);
@@ -385,7 +385,7 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
         ),
         (
             "802.1Q tagged IPv4",
-            "ethertype",
+            Some("ethertype"),
             Box::new(|t| {
                 let ip = frames::udp4(me, gw, 4000, 9, t);
                 frames::eth_tagged(gw_mac, mac, &[(frames::ETH_P_8021Q, 7)], ETH_P_IP, &ip)
@@ -393,33 +393,50 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
         ),
         (
             "QinQ (802.1ad + 802.1Q) tagged IPv4",
-            "ethertype",
+            Some("ethertype"),
             Box::new(|t| {
                 let ip = frames::udp4(me, gw, 4000, 9, t);
                 let tags = [(frames::ETH_P_8021AD, 100), (frames::ETH_P_8021Q, 7)];
                 frames::eth_tagged(gw_mac, mac, &tags, ETH_P_IP, &ip)
             }),
         ),
-        ("LLDP", "ethertype", Box::new(|t| frames::lldp(mac, t))),
+        (
+            "LLDP",
+            Some("ethertype"),
+            Box::new(|t| frames::lldp(mac, t)),
+        ),
         (
             "STP (802.3 length frame)",
-            "ethertype",
+            Some("ethertype"),
             Box::new(|t| frames::stp(mac, t)),
         ),
-        ("PAUSE", "ethertype", Box::new(|t| frames::pause(mac, t))),
+        (
+            "PAUSE",
+            Some("ethertype"),
+            Box::new(|t| frames::pause(mac, t)),
+        ),
         (
             "ethertype 0x88b5",
-            "ethertype",
+            Some("ethertype"),
             Box::new(|t| experimental(gw_mac, mac, t)),
         ),
     ];
-    out.drain(..)
+    cases(0, list)
+}
+
+/// Builds a frame around the tag it is given.
+type Build<'a> = Box<dyn Fn(&[u8]) -> Vec<u8> + 'a>;
+
+/// The cases of `list` (name, the reason the guard refuses it under, builder), tagged from
+/// number `first` on.
+fn cases(first: usize, list: Vec<(&'static str, Option<&str>, Build)>) -> Vec<Case> {
+    list.into_iter()
         .enumerate()
         .map(|(i, (name, why, build))| {
-            let tag = tag(i);
+            let tag = tag(first + i);
             Case {
                 name,
-                reason: reason(why),
+                reason: why.and_then(reason),
                 frame: build(&tag),
                 tag,
             }
@@ -788,9 +805,10 @@ fn guest_traffic_flows(fast_path: &str) {
     let tentative = Ipv6Addr::new(0xfd00, 0x123, 0, 0, 0, 0, 0, 0x22);
     let sn = frames::solicited_node(tentative);
     let mld_group = frames::solicited_node(tentative);
-    let build: Vec<(&str, Box<dyn Fn(&[u8]) -> Vec<u8> + '_>)> = vec![
+    let list: Vec<(&'static str, Option<&str>, Build)> = vec![
         (
             "unsolicited NA for its own address",
+            None,
             Box::new(|t| {
                 let body = frames::na_body(frames::NA_OVERRIDE, POD_V6, mac, t);
                 frames::icmp6_frame(
@@ -805,6 +823,7 @@ fn guest_traffic_flows(fast_path: &str) {
         ),
         (
             "DAD NS from ::",
+            None,
             Box::new(|t| {
                 let body = frames::ns_body(tentative, None, t);
                 frames::icmp6_frame(
@@ -819,6 +838,7 @@ fn guest_traffic_flows(fast_path: &str) {
         ),
         (
             "MLDv2 report from ::",
+            None,
             Box::new(|t| {
                 let m = frames::icmp6(
                     Ipv6Addr::UNSPECIFIED,
@@ -848,26 +868,16 @@ fn guest_traffic_flows(fast_path: &str) {
         ),
         (
             "DHCP discover from 0.0.0.0 (--guard-allow-dhcp)",
+            None,
             Box::new(|t| dhcp_discover(mac, t)),
         ),
         (
             "ethertype 0x88b5 (--guard-allow-ethertype 0x88b5)",
+            None,
             Box::new(|t| experimental(gw_mac, mac, t)),
         ),
     ];
-    let cases: Vec<Case> = build
-        .iter()
-        .enumerate()
-        .map(|(i, (name, b))| {
-            let tag = tag(50 + i);
-            Case {
-                name,
-                reason: None,
-                frame: b(&tag),
-                tag,
-            }
-        })
-        .collect();
+    let cases = cases(50, list);
     let reached = send_and_capture(&g, &cases);
     let missing: Vec<_> = cases
         .iter()
