@@ -11,6 +11,10 @@
 //! characters of a name) that use a sandbox's pinned `peers` map. That covers TCX links and
 //! cls_bpf filters alike, and the new program after an `upgrade` (which keeps the maps).
 //!
+//! The source guard's refusals are not aya-log records: the datapath writes fixed-size
+//! records into each sandbox's pinned `guard_events` ring buffer, which the same follower
+//! reads (see [`crate::guard::events`]; target `netshim::guard`).
+//!
 //! The ring buffers are polled on the runtime of the caller (tokio `AsyncFd` on the ring
 //! buffer's fd); nothing here enters a netns: program and map ids are global. A ring buffer
 //! has one consumer position, so two followers of one datapath (`watch` and `logs` at once)
@@ -23,7 +27,7 @@ use aya_log::EbpfLogger;
 use netshim_common::{from_fixed, map_names, PROGRAM_NAME};
 use tokio::io::{unix::AsyncFd, Interest};
 
-use crate::{backend::ebpf, netns::Netns, pins};
+use crate::{backend::ebpf, guard::events as guard_events, netns::Netns, pins};
 
 /// The `tracing` target of forwarded datapath records.
 pub const TARGET: &str = "netshim::ebpf";
@@ -100,13 +104,23 @@ fn peers_map_id(dir: &std::path::Path, netns: &str) -> Result<u32, EbpfLogError>
         })
 }
 
-/// `peers` map id → netns label, for the sandboxes in scope.
-fn sandboxes(scope: &Scope) -> Result<BTreeMap<u32, String>, EbpfLogError> {
-    let mut out = BTreeMap::new();
+/// A sandbox in scope: its pin directory, netns label and `peers` map id.
+#[derive(Debug, Clone)]
+struct PinnedSandbox {
+    dir: PathBuf,
+    netns: String,
+    peers_id: u32,
+}
+
+/// The sandboxes in scope.
+fn sandboxes(scope: &Scope) -> Result<Vec<PinnedSandbox>, EbpfLogError> {
+    let mut out = Vec::new();
     match scope {
-        Scope::Sandbox { netns, dir } => {
-            out.insert(peers_map_id(dir, netns)?, netns.clone());
-        }
+        Scope::Sandbox { netns, dir } => out.push(PinnedSandbox {
+            dir: dir.clone(),
+            netns: netns.clone(),
+            peers_id: peers_map_id(dir, netns)?,
+        }),
         Scope::All => {
             for cookie in pins::sandbox_cookies()? {
                 let dir = pins::sandbox_dir(cookie);
@@ -117,8 +131,12 @@ fn sandboxes(scope: &Scope) -> Result<BTreeMap<u32, String>, EbpfLogError> {
                     _ => format!("netns cookie {cookie}"),
                 };
                 // A sandbox half made or half taken down has no peers map: nothing to follow.
-                if let Ok(id) = peers_map_id(&dir, &label) {
-                    out.insert(id, label);
+                if let Ok(peers_id) = peers_map_id(&dir, &label) {
+                    out.push(PinnedSandbox {
+                        dir,
+                        netns: label,
+                        peers_id,
+                    });
                 }
             }
         }
@@ -129,7 +147,17 @@ fn sandboxes(scope: &Scope) -> Result<BTreeMap<u32, String>, EbpfLogError> {
 /// The datapath programs in `scope` that are loaded now. A sandbox scope whose netns is not
 /// attached with the eBPF backend is [`EbpfLogError::NotAttached`].
 pub fn datapath_programs(scope: &Scope) -> Result<Vec<DatapathProgram>, EbpfLogError> {
-    let sandboxes = sandboxes(scope)?;
+    programs_of(scope, &sandboxes(scope)?)
+}
+
+fn programs_of(
+    scope: &Scope,
+    sandboxes: &[PinnedSandbox],
+) -> Result<Vec<DatapathProgram>, EbpfLogError> {
+    let sandboxes: BTreeMap<u32, String> = sandboxes
+        .iter()
+        .map(|s| (s.peers_id, s.netns.clone()))
+        .collect();
     let mut out = Vec::new();
     // A program unloaded while we iterate is an Err item: skipped.
     for info in aya::programs::loaded_programs().flatten() {
@@ -218,10 +246,14 @@ async fn pump(logger: EbpfLogger<Forward>, prog_id: u32) {
     }
 }
 
-/// The programs being followed, each by a task on the current tokio runtime.
+/// The programs being followed, and the sandboxes' `guard_events` ring buffers, each by a
+/// task on the current tokio runtime.
 pub struct Follower {
     scope: Scope,
     followed: BTreeMap<u32, tokio::task::JoinHandle<()>>,
+    /// By the ring buffer's map id (a sandbox keeps it across `upgrade`; one created by an
+    /// `upgrade` of an older sandbox is a new id).
+    guard_events: BTreeMap<u32, tokio::task::JoinHandle<()>>,
     last_error: Option<String>,
 }
 
@@ -230,23 +262,62 @@ impl Follower {
         Self {
             scope,
             followed: BTreeMap::new(),
+            guard_events: BTreeMap::new(),
             last_error: None,
         }
     }
 
-    /// How many programs are followed.
+    /// How many programs and guard ring buffers are followed.
     pub fn len(&self) -> usize {
-        self.followed.len()
+        self.followed.len() + self.guard_events.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.followed.is_empty()
+        self.len() == 0
+    }
+
+    /// Starts following the guard ring buffers of the sandboxes in scope pinned since the
+    /// last call, and stops following those unpinned since.
+    fn refresh_guard_events(&mut self, sandboxes: &[PinnedSandbox]) {
+        let mut present = Vec::new();
+        for s in sandboxes {
+            match guard_events::open(&s.dir) {
+                Ok(Some((ring, id))) => {
+                    present.push(id);
+                    if self.guard_events.contains_key(&id) {
+                        continue;
+                    }
+                    tracing::info!(
+                        netns = %s.netns,
+                        map_id = id,
+                        "following the source guard's records"
+                    );
+                    let task =
+                        tokio::spawn(guard_events::pump(ring, s.dir.clone(), s.netns.clone()));
+                    self.guard_events.insert(id, task);
+                }
+                // Attached by a netshim without the guard (`upgrade` adds it), or taken
+                // down in between.
+                Ok(None) => {}
+                Err(e) => tracing::debug!(netns = %s.netns, "not following its guard records: {e}"),
+            }
+        }
+        self.guard_events.retain(|id, task| {
+            let keep = present.contains(id);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
     }
 
     /// Starts following the programs in scope loaded since the last call and stops following
-    /// those unloaded since. Must be called inside a tokio runtime (with IO enabled).
+    /// those unloaded since; the same for the sandboxes' guard ring buffers. Must be called
+    /// inside a tokio runtime (with IO enabled).
     pub fn refresh(&mut self) -> Result<(), EbpfLogError> {
-        let programs = datapath_programs(&self.scope)?;
+        let sandboxes = sandboxes(&self.scope)?;
+        self.refresh_guard_events(&sandboxes);
+        let programs = programs_of(&self.scope, &sandboxes)?;
         self.followed.retain(|id, task| {
             let keep = programs.iter().any(|p| p.prog_id == *id);
             if !keep {
@@ -312,7 +383,7 @@ impl Follower {
 
 impl Drop for Follower {
     fn drop(&mut self) {
-        for task in self.followed.values() {
+        for task in self.followed.values().chain(self.guard_events.values()) {
             task.abort();
         }
     }
@@ -435,6 +506,38 @@ mod tests {
             lines[1].contains("DEBUG") && lines[1].contains("a debug record"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn guard_refusals_become_warn_events_with_their_fields() {
+        let mut ev = netshim_common::GuardEvent {
+            reason: netshim_common::GUARD_SOURCE_IP as u8,
+            mode: netshim_common::GUARD_MODE_ENFORCE as u8,
+            kind: netshim_common::GUARD_EVENT_V4,
+            mac: [2, 0, 0, 0, 0, 0x66],
+            ..Default::default()
+        };
+        ev.addr[..4].copy_from_slice(&[10, 77, 0, 99]);
+        let ep = netshim_common::EndpointRecord {
+            in_use: 1,
+            pod_name: netshim_common::to_fixed(b"eth0"),
+            tap_name: netshim_common::to_fixed(b"tap0_kata"),
+            ..Default::default()
+        };
+        let out = captured(|| guard_events::Refusal::new(&ev, Some(&ep)).emit("pod-a"));
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 1, "{out}");
+        for want in [
+            "WARN",
+            guard_events::TARGET,
+            "guard: endpoint 0 (eth0 / tap0_kata) dropped a packet from the VM: source_ip 10.77.0.99, source MAC 02:00:00:00:00:66",
+            "netns=\"pod-a\"",
+            "endpoint=eth0",
+            "reason=\"source_ip\"",
+            "address=10.77.0.99",
+        ] {
+            assert!(lines[0].contains(want), "{want} missing in {out}");
+        }
     }
 
     #[test]

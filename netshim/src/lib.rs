@@ -17,7 +17,8 @@
 //! - [`crash`]: named crash points for crash-safety tests (debug builds).
 //! - [`guest_info`]: routes and neighbours the guest agent needs.
 //! - [`stats`]: reading per-endpoint counters back.
-//! - [`ebpf_log`]: forwarding the datapath's aya-log records into `tracing`.
+//! - [`ebpf_log`]: forwarding the datapath's aya-log records into `tracing`, and (with
+//!   [`guard::events`]) the source guard's refusal records.
 //! - [`metrics`]: rates, Prometheus exposition and the scrape endpoint over those counters.
 //! - [`config`]: the kata-style TOML configuration file.
 //! - [`cni`]: the `netshim` binary as a chained CNI plugin (ADD/DEL/CHECK/STATUS/GC/VERSION).

@@ -2,12 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::maps::{Array, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use netshim_common::{
-    from_fixed, map_names, Counters, Direction, Drops, EndpointRecord, SandboxRecord,
+    from_fixed, map_names, Counters, Direction, Drops, EndpointRecord, GuardConfig, GuardDrops,
+    PeerEntry, SandboxRecord, GUARD_REASONS, PEER_GUARD,
 };
 
-use crate::{backend::TcBackend, interfaces::Interface};
+use crate::{backend::TcBackend, guard::GuardMode, interfaces::Interface};
 
 /// One drop reason's count in one direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,45 +46,87 @@ impl serde::Serialize for DropCount {
     }
 }
 
-/// Packets of one direction that were not delivered, by reason. New reasons (issue 11's
-/// source `guard`) are new fields.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+/// Packets of one direction that were not delivered, by reason (serialized as one object,
+/// a reason that does not apply left out).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Dropped {
     /// The eBPF datapath: larger than the target device's MTU (`drops` map).
-    #[serde(skip_serializing_if = "DropCount::is_not_applicable")]
     pub mtu: DropCount,
+    /// The eBPF datapath, from_vm: refused by the source guard, by reason in
+    /// [`GUARD_REASONS`] order (`guard_drops` map, enforce mode; not in `packets`).
+    pub guard: [DropCount; GUARD_REASONS.len()],
     /// to_vm: the tap's `tx_dropped` (no VMM reading the tap, or its ring full).
-    #[serde(skip_serializing_if = "DropCount::is_not_applicable")]
     pub tap_tx_dropped: DropCount,
     /// from_vm: the pod device's `tx_dropped` (its xmit refused the frame: MTU, peer down).
-    #[serde(skip_serializing_if = "DropCount::is_not_applicable")]
     pub pod_tx_dropped: DropCount,
     /// mirred: the action's own drops (its target down or without carrier, i.e. no VMM on
     /// the tap; a full queue) and the errors its target's xmit returned. mirred's `packets`
     /// include them.
-    #[serde(skip_serializing_if = "DropCount::is_not_applicable")]
     pub mirred_action: DropCount,
     /// The device's drops are in `mirred_action` too: mirred's target is a veth without a
     /// qdisc, whose xmit returns its drop (and counts it in `tx_dropped`) to the action. Set
     /// for mirred's from_vm direction; there `delivered` subtracts `mirred_action` only.
-    #[serde(skip)]
     pub device_drops_in_action: bool,
+}
+
+impl serde::Serialize for Dropped {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let reasons = self.reasons();
+        let applicable = reasons.iter().filter(|(_, c)| !c.is_not_applicable());
+        let mut map = s.serialize_map(Some(applicable.clone().count()))?;
+        for (reason, count) in applicable {
+            map.serialize_entry(reason, count)?;
+        }
+        map.end()
+    }
+}
+
+/// The source guard of one endpoint (from_vm), as the pinned maps hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct GuardStats {
+    /// As the datapath runs it: also `off` while the tap's `peers` entry does not ask for the
+    /// guard, whatever the `guard` map holds.
+    pub mode: GuardMode,
+    /// Log mode: refused by the guard and delivered anyway, by reason.
+    #[serde(serialize_with = "serialize_by_guard_reason")]
+    pub flagged: [u64; GUARD_REASONS.len()],
+}
+
+fn serialize_by_guard_reason<S: serde::Serializer>(
+    counts: &[u64; GUARD_REASONS.len()],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(GUARD_REASONS.iter().zip(counts.iter()))
 }
 
 impl Dropped {
     /// Every reason with its Prometheus/table name, in output order.
-    pub fn reasons(&self) -> [(&'static str, DropCount); 4] {
+    pub fn reasons(&self) -> [(&'static str, DropCount); 4 + GUARD_REASONS.len()] {
+        let g = |i: usize| (GUARD_REASONS[i], self.guard[i]);
         [
             ("mtu", self.mtu),
+            g(0),
+            g(1),
+            g(2),
+            g(3),
+            g(4),
+            g(5),
+            g(6),
             ("tap_tx_dropped", self.tap_tx_dropped),
             ("pod_tx_dropped", self.pod_tx_dropped),
             ("mirred_action", self.mirred_action),
         ]
     }
 
+    /// Whether `reason` is one of the source guard's.
+    pub fn is_guard_reason(reason: &str) -> bool {
+        GUARD_REASONS.contains(&reason)
+    }
+
     /// What was dropped after it was counted in `packets`: by the devices, and by the mirred
-    /// action (whose packet count includes its drops; the eBPF datapath's `mtu` drops are not
-    /// in its `packets`). `NotCounted` when one of them is unknown.
+    /// action (whose packet count includes its drops; the eBPF datapath's `mtu` and guard
+    /// drops are not in its `packets`). `NotCounted` when one of them is unknown.
     fn after_forwarding(&self) -> DropCount {
         let mut total = 0u64;
         let device = if self.device_drops_in_action {
@@ -123,6 +166,10 @@ pub struct DirectionStats {
     /// count as delivered). `None` when the kernel's drops could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivered: Option<u64>,
+    /// from_vm of the eBPF datapath: the source guard's mode and what it flagged (`None`:
+    /// the sandbox's datapath version has no guard maps, or the direction has no guard).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardStats>,
 }
 
 impl From<Counters> for DirectionStats {
@@ -288,6 +335,81 @@ fn sum_drops(map: &PerCpuArray<MapData, Drops>, slot: u32) -> Result<Drops, aya:
 pub const NO_DROPS_MAP_NOTE: &str = "mtu drops are not counted by this sandbox's datapath \
      version (no `drops` map: attached by an older netshim; `netshim upgrade` adds it)";
 
+/// The note for a sandbox whose datapath predates the source guard's maps.
+pub const NO_GUARD_MAPS_NOTE: &str = "source guard drops (source_mac, source_ip, arp, nd, ra, \
+     dhcp_server, ethertype) are not counted by this sandbox's datapath version (no \
+     `guard_drops`/`guard` maps: attached by an older netshim; `netshim upgrade` adds them)";
+
+/// The pinned map `name` of `dir` as `M`, `None` when the sandbox's datapath version has
+/// no such map.
+fn open_optional<M>(dir: &Path, name: &'static str) -> Result<Option<M>, StatsError>
+where
+    M: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    if !dir.join(name).exists() {
+        return Ok(None);
+    }
+    let map = open_pinned(dir, name)?;
+    M::try_from(map).map(Some).map_err(lookup_err(dir, name))
+}
+
+/// The source guard's maps of a sandbox (those a datapath version with the guard pins).
+struct GuardMaps {
+    config: Array<MapData, GuardConfig>,
+    drops: PerCpuArray<MapData, GuardDrops>,
+    peers: HashMap<MapData, u32, PeerEntry>,
+}
+
+impl GuardMaps {
+    fn open(dir: &Path) -> Result<Option<Self>, StatsError> {
+        let config = open_optional(dir, map_names::GUARD)?;
+        let drops = open_optional(dir, map_names::GUARD_DROPS)?;
+        let (Some(config), Some(drops)) = (config, drops) else {
+            return Ok(None);
+        };
+        let peers = HashMap::try_from(open_pinned(dir, map_names::PEERS)?)
+            .map_err(lookup_err(dir, map_names::PEERS))?;
+        Ok(Some(Self {
+            config,
+            drops,
+            peers,
+        }))
+    }
+
+    /// What the guard of endpoint `index` refused (summed over the CPUs), and its mode as the
+    /// datapath runs it: `off` unless the tap's `peers` entry has `PEER_GUARD`.
+    fn read(
+        &self,
+        dir: &Path,
+        index: u32,
+        ep: &EndpointRecord,
+    ) -> Result<(GuardDrops, GuardMode), StatsError> {
+        let mut total = GuardDrops::default();
+        for d in self
+            .drops
+            .get(&Direction::FromVm.slot(index), 0)
+            .map_err(lookup_err(dir, map_names::GUARD_DROPS))?
+            .iter()
+        {
+            total.add(d);
+        }
+        let config = self
+            .config
+            .get(&index, 0)
+            .map_err(lookup_err(dir, map_names::GUARD))?;
+        let guarded = match self.peers.get(&ep.tap_ifindex, 0) {
+            Ok(p) => p.flags & PEER_GUARD != 0,
+            Err(aya::maps::MapError::KeyNotFound) => false,
+            Err(e) => return Err(lookup_err(dir, map_names::PEERS)(e)),
+        };
+        let mode = match guarded {
+            true => GuardMode::from_map(config.mode),
+            false => GuardMode::Off,
+        };
+        Ok((total, mode))
+    }
+}
+
 /// Reads a sandbox's counters from its pin directory.
 pub fn read_pinned(dir: &Path) -> Result<SandboxStats, StatsError> {
     let sandbox: Array<MapData, SandboxRecord> =
@@ -304,14 +426,8 @@ pub fn read_pinned(dir: &Path) -> Result<SandboxStats, StatsError> {
             .map_err(lookup_err(dir, map_names::UNMATCHED))?;
 
     // Added after the first release: an older datapath has none (not counted, not zero).
-    let drops: Option<PerCpuArray<MapData, Drops>> = if dir.join(map_names::DROPS).exists() {
-        Some(
-            PerCpuArray::try_from(open_pinned(dir, map_names::DROPS)?)
-                .map_err(lookup_err(dir, map_names::DROPS))?,
-        )
-    } else {
-        None
-    };
+    let drops: Option<PerCpuArray<MapData, Drops>> = open_optional(dir, map_names::DROPS)?;
+    let guard = GuardMaps::open(dir)?;
 
     let record = sandbox
         .get(&0, 0)
@@ -331,6 +447,9 @@ pub fn read_pinned(dir: &Path) -> Result<SandboxStats, StatsError> {
     };
     if drops.is_none() {
         out.notes.push(NO_DROPS_MAP_NOTE.into());
+    }
+    if guard.is_none() {
+        out.notes.push(NO_GUARD_MAPS_NOTE.into());
     }
     for index in 0..endpoints.len() {
         let ep = endpoints
@@ -354,13 +473,92 @@ pub fn read_pinned(dir: &Path) -> Result<SandboxStats, StatsError> {
             };
             Ok(stats)
         };
+        let mut from_vm = direction(Direction::FromVm)?;
+        match &guard {
+            Some(maps) => {
+                let (refused, mode) = maps.read(dir, index, &ep)?;
+                from_vm.dropped.guard = refused.dropped.map(DropCount::Counted);
+                from_vm.guard = Some(GuardStats {
+                    mode,
+                    flagged: refused.flagged,
+                });
+            }
+            None => from_vm.dropped.guard = [DropCount::NotCounted; GUARD_REASONS.len()],
+        }
         out.endpoints.push(EndpointStats {
             index,
             pod: String::from_utf8_lossy(from_fixed(&ep.pod_name)).into_owned(),
             tap: String::from_utf8_lossy(from_fixed(&ep.tap_name)).into_owned(),
             to_vm: direction(Direction::ToVm)?,
-            from_vm: direction(Direction::FromVm)?,
+            from_vm,
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_vm_with_guard() -> DirectionStats {
+        let mut d = DirectionStats {
+            packets: 10,
+            dropped: Dropped {
+                mtu: DropCount::Counted(0),
+                guard: [2, 1000, 0, 0, 0, 0, 5].map(DropCount::Counted),
+                pod_tx_dropped: DropCount::Counted(1),
+                ..Dropped::default()
+            },
+            guard: Some(GuardStats {
+                mode: GuardMode::Log,
+                flagged: [0, 3, 0, 0, 0, 0, 0],
+            }),
+            ..DirectionStats::default()
+        };
+        d.settle();
+        d
+    }
+
+    #[test]
+    fn from_vm_json_has_the_guard_reasons_and_the_guard() {
+        let v = serde_json::to_value(from_vm_with_guard()).unwrap();
+        assert_eq!(
+            v["dropped"],
+            serde_json::json!({
+                "mtu": 0, "source_mac": 2, "source_ip": 1000, "arp": 0, "nd": 0, "ra": 0,
+                "dhcp_server": 0, "ethertype": 5, "pod_tx_dropped": 1
+            })
+        );
+        assert_eq!(
+            v["guard"],
+            serde_json::json!({
+                "mode": "log",
+                "flagged": {"source_mac": 0, "source_ip": 3, "arp": 0, "nd": 0, "ra": 0,
+                    "dhcp_server": 0, "ethertype": 0}
+            })
+        );
+        // Guard drops never reached `packets`: only the device's drop is subtracted.
+        assert_eq!(v["delivered"], 9);
+    }
+
+    #[test]
+    fn guard_reasons_not_counted_are_null_and_not_applicable_ones_absent() {
+        let mut d = from_vm_with_guard();
+        d.dropped.guard = [DropCount::NotCounted; GUARD_REASONS.len()];
+        d.guard = None;
+        let v = serde_json::to_value(d).unwrap();
+        assert_eq!(v["dropped"]["source_ip"], serde_json::Value::Null);
+        assert!(v["dropped"].as_object().unwrap().contains_key("ra"));
+        assert!(v.get("guard").is_none(), "{v}");
+        // to_vm: the guard does not apply.
+        let to_vm = DirectionStats {
+            dropped: Dropped {
+                mtu: DropCount::Counted(0),
+                ..Dropped::default()
+            },
+            ..DirectionStats::default()
+        };
+        let v = serde_json::to_value(to_vm).unwrap();
+        assert_eq!(v["dropped"], serde_json::json!({"mtu": 0}));
+    }
 }

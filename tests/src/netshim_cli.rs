@@ -1,13 +1,15 @@
 //! Running the real `netshim` binary from tests, and the pod topology tests attach to.
 
 use std::{
+    io::{BufRead, BufReader},
     net::Ipv4Addr,
     path::PathBuf,
-    process::{Command, Output},
-    sync::OnceLock,
+    process::{Command, Output, Stdio},
+    sync::{Arc, Mutex, OnceLock},
+    time::{Duration, Instant},
 };
 
-use crate::{tap_reader::parse_mac, veth_pair, TestNetns};
+use crate::{tap_reader::parse_mac, veth_pair, ChildGuard, TestNetns};
 
 /// Path of the `netshim` binary of this workspace, built once per test process (so a test
 /// never runs a stale binary), or [`TEST_BIN_ENV`]'s.
@@ -159,4 +161,62 @@ pub fn pin_dir(ns: &TestNetns) -> PathBuf {
         .as_u64()
         .expect("netns_cookie in status");
     PathBuf::from(format!("/sys/fs/bpf/netshim/netns-{cookie}"))
+}
+
+/// A running `netshim logs` or `watch`, its stderr collected line by line.
+pub struct Follower {
+    child: ChildGuard,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Follower {
+    /// Starts `netshim args…` (RUST_LOG unset), collecting its stderr.
+    pub fn start(args: &[&str]) -> Follower {
+        let mut cmd = Command::new(netshim_bin());
+        cmd.args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = ChildGuard::spawn(cmd, &format!("netshim {}", args.join(" ")));
+        let pipe = child.child_mut().stderr.take().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Follower { child, stderr }
+    }
+
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stderr.lock().unwrap().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// SIGINT, then the exit status and stdout.
+    pub fn stop(self) -> (Option<i32>, String, String) {
+        self.child.signal(nix::sys::signal::Signal::SIGINT).unwrap();
+        let out = self.child.wait_with_output(Duration::from_secs(5));
+        // Let the reader thread drain the pipe.
+        std::thread::sleep(Duration::from_millis(50));
+        let stderr = self.stderr.lock().unwrap().clone();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+        )
+    }
 }

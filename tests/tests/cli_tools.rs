@@ -2,16 +2,14 @@
 //! only) and `netshim logs` following an attached datapath's log ring buffer.
 
 use std::{
-    io::{BufRead, BufReader},
     process::{Command, Output, Stdio},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use netshim_tests::{
     leaks,
-    netshim_cli::{netshim, netshim_bin, netshim_json, netshim_ok, Pod},
-    skip_unless_root, ChildGuard,
+    netshim_cli::{netshim, netshim_bin, netshim_json, netshim_ok, Follower, Pod},
+    skip_unless_root,
 };
 
 const SUBCOMMANDS: &[&str] = &[
@@ -221,60 +219,6 @@ fn logs_go_to_stderr_and_stdout_keeps_only_the_report() {
     assert!(stderr.contains("BPF Feature Detection"), "{stderr}");
     assert!(stderr.contains(" aya"), "target shown: {stderr}");
     serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("stdout is JSON only");
-}
-
-/// A running `netshim logs` or `watch`, its stderr collected line by line.
-struct Follower {
-    child: ChildGuard,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Follower {
-    /// Starts `netshim args…` (RUST_LOG unset), collecting its stderr.
-    fn start(args: &[&str]) -> Follower {
-        let mut cmd = Command::new(netshim_bin());
-        cmd.args(args)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = ChildGuard::spawn(cmd, &format!("netshim {}", args.join(" ")));
-        let pipe = child.child_mut().stderr.take().unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Follower { child, stderr }
-    }
-
-    fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.stderr.lock().unwrap().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// SIGINT, then the exit status and stdout.
-    fn stop(self) -> (Option<i32>, String, String) {
-        self.child.signal(nix::sys::signal::Signal::SIGINT).unwrap();
-        let out = self.child.wait_with_output(Duration::from_secs(5));
-        // Let the reader thread drain the pipe.
-        std::thread::sleep(Duration::from_millis(50));
-        let stderr = self.stderr.lock().unwrap().clone();
-        (out.status.code(), text(&out.stdout), stderr)
-    }
 }
 
 #[test]

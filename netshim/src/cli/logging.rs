@@ -8,7 +8,8 @@
 //! `netshim=debug,aya=info`) and `--log-level` is then ignored; otherwise `--log-level`
 //! (default `warn`) applies to every target. A `RUST_LOG` that does not parse is reported
 //! once and `--log-level` is used instead. `netshim logs` exists to show the datapath's
-//! records, so without `RUST_LOG` it adds `netshim::ebpf=trace` to the filter.
+//! records, so without `RUST_LOG` it adds `netshim::ebpf=trace,netshim::guard=trace` (the
+//! source guard's records) to the filter.
 
 use std::io::IsTerminal;
 
@@ -58,7 +59,7 @@ pub fn filter(
     }
     let mut spec = level.directive().to_owned();
     if show_datapath {
-        spec.push_str(",netshim::ebpf=trace");
+        spec.push_str(",netshim::ebpf=trace,netshim::guard=trace");
     }
     // Built from fixed directives: cannot fail.
     let filter = EnvFilter::try_new(&spec).expect("valid built-in filter");
@@ -119,5 +120,6 @@ mod tests {
         let (f, _) = filter(None, LogLevel::Error, true);
         assert_eq!(f.max_level_hint(), Some(LevelFilter::TRACE));
         assert!(f.to_string().contains("netshim::ebpf=trace"), "{f}");
+        assert!(f.to_string().contains("netshim::guard=trace"), "{f}");
     }
 }

@@ -8,8 +8,9 @@ use netshim::{
         GcReport, ScanReport, ScannedInterface, StatusReport, UpgradeOutcome, UpgradeReport,
         WatchEvent, WatchedEndpoint,
     },
-    stats::{DropCount, SandboxStats},
+    stats::{DropCount, Dropped, SandboxStats},
 };
+use netshim_common::GUARD_REASONS;
 
 fn addrs(list: &[netshim::interfaces::IfAddr]) -> String {
     if list.is_empty() {
@@ -412,13 +413,28 @@ pub fn stats(all: &[SandboxStats]) -> String {
     for sb in all {
         for e in &sb.endpoints {
             for (dir, d) in [("to_vm", &e.to_vm), ("from_vm", &e.from_vm)] {
-                let dropped: Vec<String> = d
+                let mut dropped: Vec<String> = d
                     .dropped
                     .reasons()
                     .iter()
-                    .filter(|(_, c)| !c.is_not_applicable())
+                    // The guard's seven reasons only when they counted something (a
+                    // sandbox without guard maps says so in its notes).
+                    .filter(|(reason, c)| {
+                        !c.is_not_applicable()
+                            && (!Dropped::is_guard_reason(reason) || c.value().unwrap_or(0) > 0)
+                    })
                     .map(|(reason, c)| format!("{reason}={}", count(*c)))
                     .collect();
+                if let Some(g) = &d.guard {
+                    dropped.push(format!("guard={}", g.mode));
+                    dropped.extend(
+                        GUARD_REASONS
+                            .iter()
+                            .zip(g.flagged)
+                            .filter(|(_, n)| *n > 0)
+                            .map(|(reason, n)| format!("flagged_{reason}={n}")),
+                    );
+                }
                 let _ = writeln!(
                     s,
                     "{:<w$} {:<7} {:<12} {:<12} {:<7} {:>12} {:>14} {:>6} {:>12}  {}",
@@ -569,5 +585,79 @@ pub fn watch(c: &Change) -> String {
             "stopped watching netns {}; the datapath stays attached",
             c.netns
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netshim::{
+        backend::TcBackend,
+        stats::{DirectionStats, EndpointStats, GuardStats},
+    };
+
+    use super::*;
+
+    fn one_endpoint(from_vm: DirectionStats) -> SandboxStats {
+        SandboxStats {
+            netns: "pod-a".into(),
+            netns_inode: 1,
+            netns_cookie: 2,
+            backend: TcBackend::Ebpf,
+            endpoints: vec![EndpointStats {
+                index: 0,
+                pod: "eth0".into(),
+                tap: "tap0_kata".into(),
+                to_vm: DirectionStats::default(),
+                from_vm,
+            }],
+            unmatched: DirectionStats::default(),
+            notes: vec![],
+            health: netshim::sandbox::Health::Ok,
+            problems: vec![],
+        }
+    }
+
+    #[test]
+    fn stats_show_the_guard_reasons_that_counted_and_the_guard_mode() {
+        let mut guard = [DropCount::Counted(0); 7];
+        guard[1] = DropCount::Counted(1000);
+        let mut flagged = [0; 7];
+        flagged[0] = 3;
+        let table = stats(&[one_endpoint(DirectionStats {
+            packets: 5,
+            dropped: Dropped {
+                mtu: DropCount::Counted(0),
+                guard,
+                pod_tx_dropped: DropCount::Counted(0),
+                ..Dropped::default()
+            },
+            guard: Some(GuardStats {
+                mode: netshim::guard::GuardMode::Enforce,
+                flagged,
+            }),
+            ..DirectionStats::default()
+        })]);
+        let line = table.lines().find(|l| l.contains("from_vm")).unwrap();
+        assert!(
+            line.ends_with(
+                "mtu=0 source_ip=1000 pod_tx_dropped=0 guard=enforce flagged_source_mac=3"
+            ),
+            "{table}"
+        );
+        assert!(!line.contains("arp="), "{table}");
+    }
+
+    #[test]
+    fn stats_of_a_sandbox_without_guard_maps_list_no_guard_reason() {
+        let table = stats(&[one_endpoint(DirectionStats {
+            dropped: Dropped {
+                mtu: DropCount::Counted(0),
+                guard: [DropCount::NotCounted; 7],
+                ..Dropped::default()
+            },
+            ..DirectionStats::default()
+        })]);
+        let line = table.lines().find(|l| l.contains("from_vm")).unwrap();
+        assert!(line.ends_with("mtu=0"), "{table}");
     }
 }

@@ -8,9 +8,11 @@
 //! - [`config_map`]: the `guard` map value and the `guard_v4`/`guard_v6` trie entries of
 //!   one endpoint, built from its guest MAC, its addresses and the settings;
 //! - [`maps`]: writing, removing and reading back one endpoint's guard in the pinned maps;
-//! - [`report`]: the guard as reports show it (`attach`, `status`, `netshim guard`).
+//! - [`report`]: the guard as reports show it (`attach`, `status`, `netshim guard`);
+//! - [`events`]: the datapath's refusal records (`guard_events`) as log events.
 
 pub mod config_map;
+pub mod events;
 pub mod maps;
 pub mod mode;
 pub mod report;

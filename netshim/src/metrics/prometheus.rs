@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use netshim_common::GUARD_REASONS;
+
 use super::{Collection, Sample};
 use crate::stats::DirectionStats;
 
@@ -75,6 +77,7 @@ pub mod names {
     pub const ERRORS: &str = "netshim_endpoint_redirect_errors_total";
     pub const DROPPED: &str = "netshim_endpoint_dropped_total";
     pub const DELIVERED: &str = "netshim_endpoint_delivered_total";
+    pub const GUARD_FLAGGED: &str = "netshim_endpoint_guard_flagged_total";
     pub const UNMATCHED_PACKETS: &str = "netshim_unmatched_packets_total";
     pub const UNMATCHED_BYTES: &str = "netshim_unmatched_bytes_total";
     pub const SCRAPE_ERRORS: &str = "netshim_scrape_errors";
@@ -157,12 +160,29 @@ pub fn render(c: &Collection) -> String {
         &mut out,
         samples,
         names::DROPPED,
-        "Packets not delivered, by reason: mtu (eBPF datapath: larger than the target device's MTU), tap_tx_dropped (to_vm: the tap dropped them, no VMM reading or its ring full), pod_tx_dropped (from_vm: the pod device's xmit dropped them), mirred_action (mirred: the action's own drops, e.g. a tap without carrier). A reason without a sample is not counted there.",
+        "Packets not delivered, by reason: mtu (eBPF datapath: larger than the target device's MTU), source_mac, source_ip, arp, nd, ra, dhcp_server, ethertype (eBPF datapath, from_vm: refused by the source guard in enforce mode: a source MAC or IP address that is not the VM's, a spoofed ARP or neighbour advertisement, a router advertisement or redirect, a DHCP server reply, an ethertype not allowed), tap_tx_dropped (to_vm: the tap dropped them, no VMM reading or its ring full), pod_tx_dropped (from_vm: the pod device's xmit dropped them), mirred_action (mirred: the action's own drops, e.g. a tap without carrier). A reason without a sample is not counted there.",
         |d| {
             d.dropped
                 .reasons()
                 .into_iter()
                 .filter_map(|(reason, c)| Some((Some(("reason", reason)), c.value()?)))
+                .collect()
+        },
+    );
+    endpoint_family(
+        &mut out,
+        samples,
+        names::GUARD_FLAGGED,
+        "Packets the source guard in log mode would have dropped and delivered, by reason (eBPF datapath, from_vm; the reasons of netshim_endpoint_dropped_total). No sample: the sandbox's datapath has no guard maps.",
+        |d| {
+            d.guard
+                .iter()
+                .flat_map(|g| {
+                    GUARD_REASONS
+                        .iter()
+                        .zip(g.flagged)
+                        .map(|(reason, n)| (Some(("reason", *reason)), n))
+                })
                 .collect()
         },
     );
@@ -211,7 +231,7 @@ mod tests {
     use super::*;
     use crate::{
         backend::TcBackend,
-        stats::{DropCount, Dropped, EndpointStats, SandboxStats},
+        stats::{DropCount, Dropped, EndpointStats, GuardStats, SandboxStats},
     };
 
     fn sample(netns: &str) -> Sample {
@@ -235,6 +255,7 @@ mod tests {
                             ..Dropped::default()
                         },
                         delivered: Some(35),
+                        guard: None,
                     },
                     from_vm: DirectionStats {
                         packets: 25,
@@ -242,10 +263,15 @@ mod tests {
                         errors: 0,
                         dropped: Dropped {
                             mtu: DropCount::NotCounted,
+                            guard: [1000, 0, 0, 7, 0, 0, 0].map(DropCount::Counted),
                             pod_tx_dropped: DropCount::Counted(0),
                             ..Dropped::default()
                         },
                         delivered: Some(25),
+                        guard: Some(GuardStats {
+                            mode: crate::guard::GuardMode::Enforce,
+                            flagged: [0, 4, 0, 0, 0, 0, 0],
+                        }),
                     },
                 }],
                 unmatched: DirectionStats {
@@ -279,6 +305,7 @@ mod tests {
             names::ERRORS,
             names::DROPPED,
             names::DELIVERED,
+            names::GUARD_FLAGGED,
             names::UNMATCHED_PACKETS,
             names::UNMATCHED_BYTES,
             names::SCRAPE_ERRORS,
@@ -308,6 +335,11 @@ mod tests {
             format!("netshim_endpoint_dropped_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"to_vm\",backend=\"ebpf\",reason=\"mtu\"}} 2"),
             format!("netshim_endpoint_dropped_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"to_vm\",backend=\"ebpf\",reason=\"tap_tx_dropped\"}} 5"),
             format!("netshim_endpoint_dropped_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"from_vm\",backend=\"ebpf\",reason=\"pod_tx_dropped\"}} 0"),
+            format!("netshim_endpoint_dropped_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"from_vm\",backend=\"ebpf\",reason=\"source_mac\"}} 1000"),
+            format!("netshim_endpoint_dropped_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"from_vm\",backend=\"ebpf\",reason=\"nd\"}} 7"),
+            format!("netshim_endpoint_dropped_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"from_vm\",backend=\"ebpf\",reason=\"ethertype\"}} 0"),
+            format!("netshim_endpoint_guard_flagged_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"from_vm\",backend=\"ebpf\",reason=\"source_ip\"}} 4"),
+            format!("netshim_endpoint_guard_flagged_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"from_vm\",backend=\"ebpf\",reason=\"dhcp_server\"}} 0"),
             format!("netshim_endpoint_delivered_total{{{esc},endpoint=\"eth0\",tap=\"tap0_kata\",direction=\"to_vm\",backend=\"ebpf\"}} 35"),
             format!("netshim_unmatched_packets_total{{{esc}}} 3"),
             format!("netshim_unmatched_bytes_total{{{esc}}} 180"),
@@ -331,10 +363,37 @@ mod tests {
                 assert!(is_metric_name(name));
             }
         }
-        assert_eq!(seen.len(), 9);
+        assert_eq!(seen.len(), 10);
         assert!(text.ends_with('\n'));
         // A reason nothing counted has no sample (from_vm's mtu here), not a zero.
         assert!(!text.contains("direction=\"from_vm\",backend=\"ebpf\",reason=\"mtu\""));
+        // The guard only runs from the VM: no guard sample for to_vm, neither dropped nor
+        // flagged.
+        for line in &lines {
+            if line.contains("direction=\"to_vm\"") {
+                assert!(!line.contains("reason=\"source_ip\""), "{line}");
+                assert!(!line.starts_with(names::GUARD_FLAGGED), "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_sandbox_without_guard_maps_has_no_guard_samples() {
+        let mut s = sample("old");
+        let from_vm = &mut s.stats.endpoints[0].from_vm;
+        from_vm.dropped.guard = [DropCount::NotCounted; 7];
+        from_vm.guard = None;
+        let text = render(&Collection {
+            samples: vec![s],
+            errors: vec![],
+        });
+        assert!(!text.contains("reason=\"source_ip\""), "{text}");
+        assert!(
+            !text.contains(&format!("{}{{", names::GUARD_FLAGGED)),
+            "{text}"
+        );
+        // The family is still introduced (a scraper sees the metric exists).
+        assert!(text.contains(&format!("# TYPE {} counter", names::GUARD_FLAGGED)));
     }
 
     #[test]

@@ -299,6 +299,7 @@ async fn mirred_stats(handle: &rtnetlink::Handle, netns: &Netns) -> Result<Optio
                 ..Default::default()
             },
             delivered: None,
+            guard: None,
         };
         endpoints.push(EndpointStats {
             index: index as u32,
