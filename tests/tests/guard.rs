@@ -12,7 +12,8 @@
 //!   DHCP discover while DHCP is not allowed; 802.1Q, QinQ, LLDP, STP, PAUSE, 0x88b5): with
 //!   the default guard none reaches the client's `c0` (an `AF_PACKET` capture there), the
 //!   client learns no neighbour, takes no SLAAC address and no default route, and each is
-//!   counted under its reason in the pinned per-CPU `guard_drops` map, with
+//!   counted under its reason in the pinned per-CPU `guard_drops` map (and `stats --json`
+//!   says the same), with
 //!   `bpf_redirect_peer` (`--fast-path auto`) and without (`off`).
 //! - The same guest's own traffic flows: ARP for its gateway, ping v4, a TCP SYN (answered by
 //!   a SYN-ACK), NS/NA and ping v6 from its global and its EUI-64 link-local address, an
@@ -510,6 +511,32 @@ fn guard_drops(pin_dir: &Path) -> Option<GuardDrops> {
     Some(sum)
 }
 
+/// `netshim stats --json` reports, for the VM → pod direction of endpoint 0, what the map
+/// holds: `dropped` and `guard.flagged` per reason, and the guard's `mode`.
+fn stats_agree(pod: &Pod, d: &GuardDrops, mode: &str) -> Result<(), String> {
+    let from_vm =
+        netshim_json(&["stats", "--netns", pod.netns()])[0]["endpoints"][0]["from_vm"].clone();
+    let mut wrong = Vec::new();
+    for (i, r) in GUARD_REASONS.iter().enumerate() {
+        if from_vm["dropped"][r] != d.dropped[i] {
+            wrong.push(format!("dropped.{r} (map: {})", d.dropped[i]));
+        }
+        if from_vm["guard"]["flagged"][r] != d.flagged[i] {
+            wrong.push(format!("guard.flagged.{r} (map: {})", d.flagged[i]));
+        }
+    }
+    if from_vm["guard"]["mode"] != mode {
+        wrong.push(format!("guard.mode (want {mode})"));
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "stats --json disagrees on {wrong:?}: from_vm {from_vm}"
+        ))
+    }
+}
+
 /// Counts by reason name, zeros left out.
 fn by_reason(counts: &[u64; GUARD_REASONS.len()]) -> BTreeMap<&'static str, u64> {
     GUARD_REASONS
@@ -613,6 +640,9 @@ fn spoofs_never_reach_the_client(fast_path: &str) {
             if d.flagged != [0; GUARD_REASONS.len()] {
                 problems.push(format!("flagged in enforce mode: {:?}", d.flagged));
             }
+            if let Err(e) = stats_agree(&g.pod, &d, "enforce") {
+                problems.push(e);
+            }
         }
     }
     assert!(
@@ -662,6 +692,7 @@ fn spoofs_in_mode(mode: &str) {
         BTreeMap::new()
     };
     assert_eq!(flagged, want, "--guard {mode}: flagged");
+    stats_agree(&g.pod, &d, mode).unwrap();
 }
 
 #[test]
@@ -890,6 +921,7 @@ fn guest_traffic_flows(fast_path: &str) {
     );
     let d = guard_drops(&pin_dir(&p.sandbox)).expect("guard_drops map");
     assert_eq!(d, GuardDrops::default(), "the guard refused own traffic");
+    stats_agree(p, &d, "enforce").unwrap();
 }
 
 #[test]
