@@ -122,15 +122,28 @@ pub fn eui64_link_local(mac: Mac) -> Ipv6Addr {
 
 /// An IPv4 packet (IHL 5, TTL 64, DF) with a correct header checksum.
 pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Vec<u8> {
-    let len = 20 + payload.len();
-    let mut ip = vec![0u8; 20];
-    ip[0] = 0x45;
+    ipv4_with_options(src, dst, proto, &[], payload)
+}
+
+/// [`ipv4`] with header `options` (padded with end-of-options to 4-byte words).
+pub fn ipv4_with_options(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    let hlen = 20 + options.len().div_ceil(4) * 4;
+    let len = hlen + payload.len();
+    let mut ip = vec![0u8; hlen];
+    ip[0] = 0x40 | (hlen / 4) as u8;
     ip[2..4].copy_from_slice(&(len as u16).to_be_bytes());
     ip[6] = 0x40;
     ip[8] = 64;
     ip[9] = proto;
     ip[12..16].copy_from_slice(&src.octets());
     ip[16..20].copy_from_slice(&dst.octets());
+    ip[20..20 + options.len()].copy_from_slice(options);
     let csum = inet_checksum(&ip, 0);
     ip[10..12].copy_from_slice(&csum.to_be_bytes());
     ip.extend_from_slice(payload);
@@ -155,6 +168,18 @@ fn partial_sum(data: &[u8]) -> u32 {
 
 /// An IPv4 + UDP packet with a correct UDP checksum.
 pub fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    udp4_with_options(src, dst, &[], sport, dport, payload)
+}
+
+/// [`udp4`] with IPv4 header `options`.
+pub fn udp4_with_options(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    options: &[u8],
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut udp = Vec::with_capacity(8 + payload.len());
     udp.extend_from_slice(&sport.to_be_bytes());
     udp.extend_from_slice(&dport.to_be_bytes());
@@ -166,7 +191,7 @@ pub fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]
         csum = 0xffff;
     }
     udp[6..8].copy_from_slice(&csum.to_be_bytes());
-    ipv4(src, dst, IPPROTO_UDP, &udp)
+    ipv4_with_options(src, dst, IPPROTO_UDP, options, &udp)
 }
 
 /// An IPv4 ICMP echo request.
@@ -529,6 +554,10 @@ mod tests {
                 assert_eq!(inet_checksum(l4, pseudo4(s, d, p[9], l4.len())), 0);
             }
         }
+        let o = udp4_with_options(s, d, &[1, 1, 1, 1], 67, 68, b"x");
+        assert_eq!((o[0], o.len()), (0x46, 24 + 9));
+        assert_eq!(inet_checksum(&o[..24], 0), 0);
+        assert_eq!(inet_checksum(&o[24..], pseudo4(s, d, IPPROTO_UDP, 9)), 0);
         let f = eth([1; 6], [2; 6], ETH_P_IP, &udp4(s, d, 68, 67, b"x"));
         let (proto, src, dst, udp) = parse_ipv4(&f).unwrap();
         assert_eq!((proto, src, dst, udp.len()), (IPPROTO_UDP, s, d, 9));

@@ -38,7 +38,9 @@ use netshim_tests::{
     skip_unless_root,
     sniffer::Sniffer,
     tap_reader::{format_mac, Mac, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6},
-    traffic, TapQueue,
+    traffic,
+    vnet::{self, VnetHdr, L4},
+    TapQueue,
 };
 
 const POD_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x123, 0, 0, 0, 0, 0, 2);
@@ -115,7 +117,8 @@ struct Case {
     /// Index in `GUARD_REASONS` the guard counts it under (`None`: not refused).
     reason: Option<usize>,
     tag: Vec<u8>,
-    frame: Vec<u8>,
+    /// What the guest writes: a virtio-net header and the frame.
+    raw: Vec<u8>,
 }
 
 fn reason(name: &str) -> Option<usize> {
@@ -224,6 +227,24 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
             }),
         ),
         (
+            "DHCP server reply behind IPv4 header options",
+            Some("dhcp_server"),
+            Box::new(|t| {
+                let offer = frames::dhcp(2, 2, gw_mac, gw, t);
+                let nops = [1, 1, 1, 1];
+                let ip = frames::udp4_with_options(me, Ipv4Addr::BROADCAST, &nops, 67, 68, &offer);
+                frames::eth(BROADCAST, mac, ETH_P_IP, &ip)
+            }),
+        ),
+        (
+            "ARP reply claiming the client's address",
+            Some("arp"),
+            Box::new(|t| {
+                let a = frames::arp(2, mac, gw, gw_mac, gw, t);
+                frames::eth(gw_mac, mac, ETH_P_ARP, &a)
+            }),
+        ),
+        (
             "gratuitous ARP claiming the client's address",
             Some("arp"),
             Box::new(|t| {
@@ -311,6 +332,23 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
             }),
         ),
         (
+            "RA behind seven destination options headers",
+            Some("ra"),
+            Box::new(|t| {
+                let mut chain = Vec::new();
+                for i in 0..7 {
+                    let next = if i == 6 {
+                        frames::IPPROTO_ICMPV6
+                    } else {
+                        frames::IPPROTO_DSTOPTS
+                    };
+                    chain.extend_from_slice(&frames::pad_options_header(next));
+                }
+                chain.extend_from_slice(&ra(ll, 6, t));
+                v6_frame(frames::IPPROTO_DSTOPTS, &chain)
+            }),
+        ),
+        (
             "redirect",
             Some("ra"),
             Box::new(|t| {
@@ -393,6 +431,22 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
             }),
         ),
         (
+            "priority-tagged (VLAN 0) IPv4",
+            Some("ethertype"),
+            Box::new(|t| {
+                let ip = frames::udp4(me, gw, 4000, 9, t);
+                frames::eth_tagged(gw_mac, mac, &[(frames::ETH_P_8021Q, 0)], ETH_P_IP, &ip)
+            }),
+        ),
+        (
+            "802.1ad tagged ARP",
+            Some("ethertype"),
+            Box::new(|t| {
+                let a = frames::arp(1, mac, me, [0; 6], gw, t);
+                frames::eth_tagged(BROADCAST, mac, &[(frames::ETH_P_8021AD, 7)], ETH_P_ARP, &a)
+            }),
+        ),
+        (
             "QinQ (802.1ad + 802.1Q) tagged IPv4",
             Some("ethertype"),
             Box::new(|t| {
@@ -422,7 +476,26 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
             Box::new(|t| experimental(gw_mac, mac, t)),
         ),
     ];
-    cases(0, list)
+    let mut all = cases(0, list);
+    // A TCP GSO super-packet (how a guest sends bulk TCP) from a foreign source.
+    let t = tag(all.len());
+    let payload = [t.as_slice(), &[7u8; 4000]].concat();
+    let frame = vnet::l4_frame(mac, gw_mac, foreign, gw, L4::Tcp, 40000, 9, &payload);
+    let hdr = VnetHdr {
+        flags: vnet::NEEDS_CSUM,
+        gso_type: vnet::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: 1400,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    all.push(Case {
+        name: "TCP GSO super-packet from 10.123.0.99",
+        reason: reason("source_ip"),
+        tag: t,
+        raw: vnet::with_hdr(&hdr, &frame),
+    });
+    all
 }
 
 /// Builds a frame around the tag it is given.
@@ -438,7 +511,7 @@ fn cases(first: usize, list: Vec<(&'static str, Option<&str>, Build)>) -> Vec<Ca
             Case {
                 name,
                 reason: why.and_then(reason),
-                frame: build(&tag),
+                raw: vnet::with_hdr(&VnetHdr::default(), &build(&tag)),
                 tag,
             }
         })
@@ -485,7 +558,7 @@ fn send_and_capture(g: &Guarded, cases: &[Case]) -> Vec<&'static str> {
     let sniffer = Sniffer::on(g.pod.client.path(), "c0");
     for c in cases {
         g.tap
-            .write_frame(&c.frame)
+            .write_raw(&c.raw)
             .unwrap_or_else(|e| panic!("write {} into the tap: {e}", c.name));
     }
     let got = sniffer.received(QUIET, |f| cases.iter().any(|c| frames::contains(f, &c.tag)));
