@@ -9,7 +9,8 @@
 //! - IPv4: source = one of the endpoint's addresses (inline), or in its allowed CIDRs (the
 //!   `guard_v4` trie, looked up only when no inline address matched and the endpoint has
 //!   CIDRs); 0.0.0.0 only for DHCP client traffic (UDP 68 → 67) with `GUARD_ALLOW_DHCP`;
-//!   UDP 67 → 68 (a DHCP server) is `dhcp_server` whatever the source;
+//!   UDP 67 → 68 (a DHCP server) is `dhcp_server` whatever the source, and so is a DHCPv6
+//!   server reply (UDP 547 → 546);
 //! - ARP: sender MAC = the guest MAC, sender IP = an endpoint address (0.0.0.0: a probe);
 //! - IPv6: source = an endpoint address, its EUI-64 link-local, an allowed CIDR, or `::`
 //!   for DAD (NS) and MLD only. Up to [`MAX_EXT_HEADERS`] extension headers are walked to
@@ -85,6 +86,8 @@ const IPV6_AH: u8 = 51;
 const IPV6_DSTOPTS: u8 = 60;
 const DHCP_SERVER_PORT: u16 = 67u16.to_be();
 const DHCP_CLIENT_PORT: u16 = 68u16.to_be();
+const DHCP6_SERVER_PORT: u16 = 547u16.to_be();
+const DHCP6_CLIENT_PORT: u16 = 546u16.to_be();
 
 /// Why a packet was refused, and the address to name in the log record.
 struct Refusal {
@@ -423,6 +426,17 @@ fn check_ipv6(ctx: &TcContext, index: u32, cfg: &GuardConfig) -> Result<(), Refu
             return refuse(GUARD_RA, Addr::V6(src_bytes));
         }
         IPPROTO_ICMPV6 => {}
+        IPPROTO_UDP => {
+            // A DHCPv6 server (or relay) reply, UDP 547 -> 546, as Neutron's port security
+            // drops it: the guest is no DHCPv6 server.
+            if ctx.load::<[u16; 2]>(off) == Ok([DHCP6_SERVER_PORT, DHCP6_CLIENT_PORT]) {
+                return refuse(GUARD_DHCP_SERVER, Addr::V6(src_bytes));
+            }
+            return match source {
+                Source6::Own => Ok(()),
+                Source6::Unspecified => refuse(GUARD_SOURCE_IP, Addr::V6(src_bytes)),
+            };
+        }
         _ => {
             return match source {
                 Source6::Own => Ok(()),

@@ -270,13 +270,44 @@ pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, hop_limit: u8, payload: &[u8
 pub fn icmp6(src: Ipv6Addr, dst: Ipv6Addr, typ: u8, code: u8, body: &[u8]) -> Vec<u8> {
     let mut m = vec![typ, code, 0, 0];
     m.extend_from_slice(body);
+    let csum = inet_checksum(&m, pseudo6(src, dst, IPPROTO_ICMPV6, m.len()));
+    m[2..4].copy_from_slice(&csum.to_be_bytes());
+    m
+}
+
+/// An IPv6 + UDP packet (hop limit 64) with its (mandatory) checksum.
+pub fn udp6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut udp = Vec::with_capacity(8 + payload.len());
+    udp.extend_from_slice(&sport.to_be_bytes());
+    udp.extend_from_slice(&dport.to_be_bytes());
+    udp.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let mut csum = inet_checksum(&udp, pseudo6(src, dst, IPPROTO_UDP, udp.len()));
+    if csum == 0 {
+        csum = 0xffff;
+    }
+    udp[6..8].copy_from_slice(&csum.to_be_bytes());
+    ipv6(src, dst, IPPROTO_UDP, 64, &udp)
+}
+
+/// The ones'-complement sum of the IPv6 pseudo header.
+fn pseudo6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, len: usize) -> u32 {
     let mut p = Vec::with_capacity(40);
     p.extend_from_slice(&src.octets());
     p.extend_from_slice(&dst.octets());
-    p.extend_from_slice(&(m.len() as u32).to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0, IPPROTO_ICMPV6]);
-    let csum = inet_checksum(&m, partial_sum(&p));
-    m[2..4].copy_from_slice(&csum.to_be_bytes());
+    p.extend_from_slice(&(len as u32).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, next]);
+    partial_sum(&p)
+}
+
+/// A DHCPv6 message of `msg_type` (1 solicit, 7 reply) with `tag` in an option of an
+/// unassigned code.
+pub fn dhcp6(msg_type: u8, tag: &[u8]) -> Vec<u8> {
+    let mut m = vec![msg_type, 0x12, 0x34, 0x56];
+    m.extend_from_slice(&0xfff0u16.to_be_bytes());
+    m.extend_from_slice(&(tag.len() as u16).to_be_bytes());
+    m.extend_from_slice(tag);
     m
 }
 
@@ -534,6 +565,11 @@ mod tests {
         p.extend_from_slice(&(m.len() as u32).to_be_bytes());
         p.extend_from_slice(&[0, 0, 0, IPPROTO_ICMPV6]);
         assert_eq!(inet_checksum(&m, partial_sum(&p)), 0);
+        let u = udp6(s, d, 547, 546, &dhcp6(7, b"tag"));
+        assert_eq!(
+            inet_checksum(&u[40..], pseudo6(s, d, IPPROTO_UDP, u.len() - 40)),
+            0
+        );
         // Options are whole 8-byte units.
         assert_eq!((m.len() - 16) % 8, 0);
     }

@@ -59,6 +59,8 @@ struct Guarded {
     tap: TapQueue,
     /// The guest's EUI-64 link-local address (the pod device's MAC is the guest's).
     pod_ll: Ipv6Addr,
+    /// The client's on `c0`.
+    client_ll: Ipv6Addr,
 }
 
 fn enable_ipv6(ns: &netshim_tests::TestNetns, dev: &str) {
@@ -108,7 +110,13 @@ fn guarded(tag: &str, args: &[&str]) -> Guarded {
     netshim_json(&all);
     let tap = traffic::open_tap(&pod.sandbox, "tap0_kata");
     let pod_ll = frames::eui64_link_local(pod.pod_mac);
-    Guarded { pod, tap, pod_ll }
+    let client_ll = client_link_local(&pod);
+    Guarded {
+        pod,
+        tap,
+        pod_ll,
+        client_ll,
+    }
 }
 
 /// One frame the guest sends, marked with `tag` so that a capture can find it.
@@ -242,6 +250,14 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
             Box::new(|t| {
                 let a = frames::arp(2, mac, gw, gw_mac, gw, t);
                 frames::eth(gw_mac, mac, ETH_P_ARP, &a)
+            }),
+        ),
+        (
+            "DHCPv6 server reply (UDP 547 -> 546)",
+            Some("dhcp_server"),
+            Box::new(|t| {
+                let udp = frames::udp6(ll, g.client_ll, 547, 546, &frames::dhcp6(7, t));
+                frames::eth(gw_mac, mac, ETH_P_IPV6, &udp)
             }),
         ),
         (
@@ -868,8 +884,7 @@ fn guest_traffic_flows(fast_path: &str) {
     });
 
     // ND and ping v6, from its global and from its link-local address.
-    let client_ll = client_link_local(p);
-    for (src, dst) in [(POD_V6, CLIENT_V6), (g.pod_ll, client_ll)] {
+    for (src, dst) in [(POD_V6, CLIENT_V6), (g.pod_ll, g.client_ll)] {
         let sn = frames::solicited_node(dst);
         let ns = frames::ns_body(dst, Some(mac), b"");
         g.tap
@@ -968,6 +983,15 @@ fn guest_traffic_flows(fast_path: &str) {
                         &payload,
                     ),
                 )
+            }),
+        ),
+        (
+            "DHCPv6 solicit from its link-local",
+            None,
+            Box::new(|t| {
+                let agents = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
+                let udp = frames::udp6(g.pod_ll, agents, 546, 547, &frames::dhcp6(1, t));
+                frames::eth(frames::ipv6_multicast_mac(agents), mac, ETH_P_IPV6, &udp)
             }),
         ),
         (
