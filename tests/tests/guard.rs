@@ -19,7 +19,8 @@
 //!   a SYN-ACK), NS/NA and ping v6 from its global and its EUI-64 link-local address, an
 //!   unsolicited NA for itself, DAD from ::, an MLDv2 report from ::, a DHCP discover from
 //!   0.0.0.0 with `--guard-allow-dhcp`, ethertype 0x88b5 with `--guard-allow-ethertype`;
-//!   the guard counts nothing.
+//!   the guard counts nothing. Those allowances open no more: 0.0.0.0 outside DHCP, a DHCP
+//!   server reply from 0.0.0.0 and ethertype 0x88b6 are still refused.
 //! - `--guard log` delivers every spoof and counts each as flagged; `--guard off` delivers
 //!   them and counts nothing.
 
@@ -1005,9 +1006,9 @@ fn guest_traffic_flows(fast_path: &str) {
             Box::new(|t| experimental(gw_mac, mac, t)),
         ),
     ];
-    let cases = cases(50, list);
-    let reached = send_and_capture(&g, &cases);
-    let missing: Vec<_> = cases
+    let own = cases(50, list);
+    let reached = send_and_capture(&g, &own);
+    let missing: Vec<_> = own
         .iter()
         .filter(|c| !reached.contains(&c.name))
         .map(|c| c.name)
@@ -1018,6 +1019,44 @@ fn guest_traffic_flows(fast_path: &str) {
     );
     let d = guard_drops(&pin_dir(&p.sandbox)).expect("guard_drops map");
     assert_eq!(d, GuardDrops::default(), "the guard refused own traffic");
+
+    // What the allowances do not open.
+    let list: Vec<(&'static str, Option<&str>, Build)> = vec![
+        (
+            "0.0.0.0 outside DHCP (with --guard-allow-dhcp)",
+            Some("source_ip"),
+            Box::new(|t| {
+                let udp = frames::udp4(Ipv4Addr::UNSPECIFIED, gw, 68, 9, t);
+                frames::eth(gw_mac, mac, ETH_P_IP, &udp)
+            }),
+        ),
+        (
+            "DHCP server reply from 0.0.0.0 (with --guard-allow-dhcp)",
+            Some("dhcp_server"),
+            Box::new(|t| {
+                let offer = frames::dhcp(2, 2, gw_mac, gw, t);
+                let udp = frames::udp4(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 67, 68, &offer);
+                frames::eth(BROADCAST, mac, ETH_P_IP, &udp)
+            }),
+        ),
+        (
+            "ethertype 0x88b6 (only 0x88b5 allowed)",
+            Some("ethertype"),
+            Box::new(|t| {
+                let mut payload = t.to_vec();
+                payload.resize(46, 0);
+                frames::eth(gw_mac, mac, 0x88b6, &payload)
+            }),
+        ),
+    ];
+    let refused = cases(60, list);
+    let reached = send_and_capture(&g, &refused);
+    assert!(
+        reached.is_empty(),
+        "--fast-path {fast_path}: reached the client: {reached:?}"
+    );
+    let d = guard_drops(&pin_dir(&p.sandbox)).expect("guard_drops map");
+    assert_eq!(by_reason(&d.dropped), expected_counts(&refused));
     stats_agree(p, &d, "enforce").unwrap();
 }
 
