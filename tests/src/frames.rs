@@ -180,18 +180,25 @@ pub fn udp4_with_options(
     dport: u16,
     payload: &[u8],
 ) -> Vec<u8> {
+    let pseudo = pseudo4(src, dst, IPPROTO_UDP, 8 + payload.len());
+    let udp = udp_datagram(sport, dport, payload, pseudo);
+    ipv4_with_options(src, dst, IPPROTO_UDP, options, &udp)
+}
+
+/// A UDP header + `payload` whose checksum covers the pseudo header's sum `pseudo`.
+fn udp_datagram(sport: u16, dport: u16, payload: &[u8], pseudo: u32) -> Vec<u8> {
     let mut udp = Vec::with_capacity(8 + payload.len());
     udp.extend_from_slice(&sport.to_be_bytes());
     udp.extend_from_slice(&dport.to_be_bytes());
     udp.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     udp.extend_from_slice(&[0, 0]);
     udp.extend_from_slice(payload);
-    let mut csum = inet_checksum(&udp, pseudo4(src, dst, IPPROTO_UDP, udp.len()));
+    let mut csum = inet_checksum(&udp, pseudo);
     if csum == 0 {
         csum = 0xffff;
     }
     udp[6..8].copy_from_slice(&csum.to_be_bytes());
-    ipv4_with_options(src, dst, IPPROTO_UDP, options, &udp)
+    udp
 }
 
 /// An IPv4 ICMP echo request.
@@ -277,18 +284,14 @@ pub fn icmp6(src: Ipv6Addr, dst: Ipv6Addr, typ: u8, code: u8, body: &[u8]) -> Ve
 
 /// An IPv6 + UDP packet (hop limit 64) with its (mandatory) checksum.
 pub fn udp6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut udp = Vec::with_capacity(8 + payload.len());
-    udp.extend_from_slice(&sport.to_be_bytes());
-    udp.extend_from_slice(&dport.to_be_bytes());
-    udp.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    udp.extend_from_slice(&[0, 0]);
-    udp.extend_from_slice(payload);
-    let mut csum = inet_checksum(&udp, pseudo6(src, dst, IPPROTO_UDP, udp.len()));
-    if csum == 0 {
-        csum = 0xffff;
-    }
-    udp[6..8].copy_from_slice(&csum.to_be_bytes());
-    ipv6(src, dst, IPPROTO_UDP, 64, &udp)
+    let pseudo = pseudo6(src, dst, IPPROTO_UDP, 8 + payload.len());
+    ipv6(
+        src,
+        dst,
+        IPPROTO_UDP,
+        64,
+        &udp_datagram(sport, dport, payload, pseudo),
+    )
 }
 
 /// The ones'-complement sum of the IPv6 pseudo header.

@@ -181,6 +181,11 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
         )
     };
     let behind = |header: [u8; 8], m: Vec<u8>| [header.as_slice(), &m].concat();
+    // A broadcast ARP request from the guest's MAC with sender `sha`/`spa` for the client.
+    let arp_request = |sha: Mac, spa: Ipv4Addr, t: &[u8]| {
+        let a = frames::arp(1, sha, spa, [0; 6], gw, t);
+        frames::eth(BROADCAST, mac, ETH_P_ARP, &a)
+    };
     let list: Vec<(&'static str, Option<&str>, Build)> = vec![
         (
             "foreign source MAC",
@@ -264,26 +269,17 @@ fn spoofs(g: &Guarded) -> Vec<Case> {
         (
             "gratuitous ARP claiming the client's address",
             Some("arp"),
-            Box::new(|t| {
-                let a = frames::arp(1, mac, gw, [0; 6], gw, t);
-                frames::eth(BROADCAST, mac, ETH_P_ARP, &a)
-            }),
+            Box::new(|t| arp_request(mac, gw, t)),
         ),
         (
             "ARP request from a made-up 10.123.0.60",
             Some("arp"),
-            Box::new(|t| {
-                let a = frames::arp(1, mac, made_up, [0; 6], gw, t);
-                frames::eth(BROADCAST, mac, ETH_P_ARP, &a)
-            }),
+            Box::new(|t| arp_request(mac, made_up, t)),
         ),
         (
             "ARP with a sender MAC other than the guest's",
             Some("arp"),
-            Box::new(|t| {
-                let a = frames::arp(1, FAKE_MAC, me, [0; 6], gw, t);
-                frames::eth(BROADCAST, mac, ETH_P_ARP, &a)
-            }),
+            Box::new(|t| arp_request(FAKE_MAC, me, t)),
         ),
         (
             "IPv6 source fd00:123::99",
