@@ -23,7 +23,10 @@ Exit codes:
      kata refuses, nothing to attach to, conflicting options, a bad config file (or one that
      is not a regular file), upgrade of a netns that is not attached, an eBPF object whose
      maps do not match the pinned ones, two devices `connect` would join in a loop (lo, one
-     veth pair, macvlans on one lower, veths bridged on the far side); not root (nor
+     veth pair, macvlans on one lower, veths bridged on the far side); the source guard
+     asked for (--guard enforce|log, TOML or CNI key) with the mirred tc backend or a model
+     without the eBPF datapath, bad guard settings, `netshim guard` of a netns that is not
+     attached, has no eBPF datapath or no guard maps yet; not root (nor
      CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN + CAP_DAC_OVERRIDE + CAP_SYS_PTRACE); started
      in a mount namespace whose /sys/fs/bpf is not the host's when the host's cannot be
      joined
@@ -427,6 +430,10 @@ pub struct UpgradeArgs {
     /// match the pinned ones.
     #[arg(long, value_name = "PATH")]
     pub object: Option<PathBuf>,
+    /// The source guard's mode for every endpoint (enforce, log, off), over what the
+    /// sandbox's commit file records (a sandbox attached before the guard: enforce).
+    #[arg(long, value_name = "MODE")]
+    pub guard: Option<GuardMode>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

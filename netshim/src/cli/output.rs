@@ -490,6 +490,12 @@ pub fn upgrade(r: &UpgradeReport) -> String {
                         sb.created_maps.join(", ")
                     );
                 }
+                for g in &sb.guard {
+                    let _ = writeln!(s, "  {} ({}): {}", g.name, g.tap, g.guard.line());
+                }
+                if let Some(why) = &sb.guard_reason {
+                    let _ = writeln!(s, "  guard: not set up: {why}");
+                }
             }
             UpgradeOutcome::Skipped | UpgradeOutcome::Failed => {
                 let _ = writeln!(

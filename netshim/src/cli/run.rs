@@ -228,7 +228,10 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Stats(a) => super::metrics::stats(a)?,
         Command::Metrics(a) => super::metrics::serve(a)?,
         Command::Upgrade(a) => {
-            let options = sandbox::UpgradeOptions { object: a.object };
+            let options = sandbox::UpgradeOptions {
+                object: a.object,
+                guard: a.guard,
+            };
             let report = match &a.netns {
                 Some(arg) => sandbox::upgrade(&Netns::resolve(arg)?, &options)?,
                 None => sandbox::upgrade_all(&options)?,

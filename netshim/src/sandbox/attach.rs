@@ -560,6 +560,19 @@ fn already_attached(
     recorded.cleaned_leftovers = None;
     recorded.netns = netns.arg.clone();
     recorded.netns_path = netns.path.clone();
+    // The commit file keeps the guard's settings; the report shows what the maps hold.
+    let guard = match recorded.backend {
+        Some(TcBackend::Ebpf) => Ok(GuardSettings::default()),
+        backend => {
+            let model = recorded.model.parse().unwrap_or_default();
+            Err(
+                guard::settings::unavailable_reason(model, backend.unwrap_or(TcBackend::Mirred))
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    let pin_dir = recorded.pin_dir.clone();
+    report_guards(netns, &mut recorded.endpoints, pin_dir.as_deref(), &guard)?;
     Ok(recorded)
 }
 
@@ -783,13 +796,8 @@ pub(crate) fn report_guards(
         e.guard = Some(match (pin_dir, guard, e.tap.is_some()) {
             (Some(dir), Ok(_), true) if e.endpoint.mac.is_some() => {
                 let tap = e.tap.as_ref().map_or(0, |t| t.ifindex);
-                GuardReport::applied(dir, e.endpoint.index, tap).map_err(|source| Error::Ebpf {
-                    netns: netns.to_string(),
-                    source: Box::new(ebpf::EbpfError::Guard {
-                        index: e.endpoint.index,
-                        source: Box::new(source),
-                    }),
-                })?
+                GuardReport::applied(dir, e.endpoint.index, tap)
+                    .map_err(|s| Error::guard_map(netns, e.endpoint.index, s))?
             }
             (_, Ok(_), true) => GuardReport::unavailable(
                 "the pod device has no MAC address, so the guest's cannot be checked",

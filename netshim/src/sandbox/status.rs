@@ -212,13 +212,7 @@ fn endpoint_guard(
             "the tap has no endpoint record in the pinned maps",
         ));
     };
-    GuardReport::applied(dir, *index, tap_ifindex).map_err(|source| Error::Ebpf {
-        netns: netns.to_string(),
-        source: Box::new(ebpf::EbpfError::Guard {
-            index: *index,
-            source: Box::new(source),
-        }),
-    })
+    GuardReport::applied(dir, *index, tap_ifindex).map_err(|s| Error::guard_map(netns, *index, s))
 }
 
 /// Counters of one netns: from the pinned maps (eBPF), or from the mirred actions' own
@@ -259,7 +253,7 @@ pub fn stats(netns: &Netns) -> Result<Option<SandboxStats>> {
     })
 }
 
-async fn list_interfaces(
+pub(crate) async fn list_interfaces(
     handle: &rtnetlink::Handle,
     netns: &Netns,
 ) -> Result<Vec<crate::interfaces::Interface>> {
