@@ -20,7 +20,7 @@
 //! has one consumer position, so two followers of one datapath (`watch` and `logs` at once)
 //! each see part of the records.
 
-use std::{collections::BTreeMap, future::Future, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, future::Future, os::fd::AsRawFd, path::PathBuf, time::Duration};
 
 use aya::maps::MapData;
 use aya_log::EbpfLogger;
@@ -219,31 +219,45 @@ impl log::Log for Forward {
     fn flush(&self) {}
 }
 
-/// Reads one program's ring buffer whenever it is readable, until aborted.
-async fn pump(logger: EbpfLogger<Forward>, prog_id: u32) {
-    // SAFETY: the fd is the ring buffer map's, owned by `logger` (its `MapData`), which the
-    // AsyncFd owns from here on: it stays open and the same for the AsyncFd's whole life.
-    let registered = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) };
+/// Calls `drain` on `ring` at once (what was written before we came) and then whenever its
+/// fd is readable, until aborted; `what` names the ring buffer in warnings.
+///
+/// # Safety
+/// `ring` must own the fd it returns (for aya: a value holding the map's `MapData`): the
+/// AsyncFd owns `ring` from here on, so the fd stays open and the same for its whole life.
+pub(crate) async unsafe fn drain_when_readable<T: AsRawFd>(
+    ring: T,
+    what: &str,
+    mut drain: impl FnMut(&mut T),
+) {
+    // SAFETY: the caller's promise above.
+    let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
     let mut fd = match registered {
         Ok(fd) => fd,
         Err(e) => {
-            tracing::warn!(prog_id, "cannot poll the datapath log ring buffer: {e}");
+            tracing::warn!("cannot poll {what}: {e}");
             return;
         }
     };
-    // What was logged before we came.
-    fd.get_mut().flush();
+    drain(fd.get_mut());
     loop {
         let mut guard = match fd.readable_mut().await {
             Ok(g) => g,
             Err(e) => {
-                tracing::warn!(prog_id, "polling the datapath log ring buffer: {e}");
+                tracing::warn!("polling {what}: {e}");
                 return;
             }
         };
-        guard.get_inner_mut().flush();
+        drain(guard.get_inner_mut());
         guard.clear_ready();
     }
+}
+
+/// Reads one program's ring buffer whenever it is readable, until aborted.
+async fn pump(logger: EbpfLogger<Forward>, prog_id: u32) {
+    let what = format!("the datapath log ring buffer of program {prog_id}");
+    // SAFETY: the fd is the ring buffer map's, owned by `logger` (its `MapData`).
+    unsafe { drain_when_readable(logger, &what, |l| l.flush()) }.await;
 }
 
 /// The programs being followed, and the sandboxes' `guard_events` ring buffers, each by a

@@ -40,6 +40,11 @@ impl Guarded {
         let mut args = vec!["attach", "--netns", pod.netns(), "--tc-backend", "ebpf"];
         args.extend_from_slice(extra);
         netshim_json(&args);
+        Guarded::attached(pod)
+    }
+
+    /// `pod`, attached already.
+    fn attached(pod: Pod) -> Guarded {
         pod.pin_pod_neighbor();
         let tap = traffic::open_tap(&pod.sandbox, "tap0_kata");
         let client = pod
@@ -91,7 +96,7 @@ impl Guarded {
         netshim_json(&["stats", "--netns", self.pod.netns()])[0].clone()
     }
 
-    fn from_vm(&self) -> Value {
+    fn stats_from_vm(&self) -> Value {
         self.stats()["endpoints"][0]["from_vm"].clone()
     }
 
@@ -159,7 +164,7 @@ fn enforced_refusals_show_in_stats_prometheus_and_logs() {
     g.write(&g.frame(g.pod.pod_mac, FOREIGN_IP, "spoofed ip"), 5);
     g.write(&g.frame(FOREIGN_MAC, g.pod.pod_ip, "spoofed mac"), 3);
 
-    let from_vm = g.from_vm();
+    let from_vm = g.stats_from_vm();
     println!("stats from_vm: {from_vm}");
     assert_eq!(from_vm["dropped"]["source_ip"], 5, "{from_vm}");
     assert_eq!(from_vm["dropped"]["source_mac"], 3, "{from_vm}");
@@ -237,7 +242,7 @@ fn enforced_refusals_show_in_stats_prometheus_and_logs() {
     let (_, _, stderr) = all.stop();
     assert!(seen, "logs --all: no ethertype record in\n{stderr}");
     assert_eq!(records(&stderr, &netns, "ethertype").len(), 1, "{stderr}");
-    assert_eq!(g.from_vm()["dropped"]["ethertype"], 1);
+    assert_eq!(g.stats_from_vm()["dropped"]["ethertype"], 1);
     netshim_ok(&["detach", "--netns", &netns]);
 }
 
@@ -263,7 +268,7 @@ fn a_flood_is_counted_whole_and_logged_about_once_a_second() {
     std::thread::sleep(Duration::from_millis(500));
     let (code, _, stderr) = logs.stop();
     assert_eq!(code, Some(0), "{stderr}");
-    let from_vm = g.from_vm();
+    let from_vm = g.stats_from_vm();
     assert_eq!(from_vm["dropped"]["source_ip"], N, "{from_vm}");
     assert_eq!(
         g.prometheus("netshim_endpoint_dropped_total", "source_ip"),
@@ -309,36 +314,12 @@ fn log_mode_counts_flagged_delivers_and_watch_logs_it() {
         "watch does not follow the guard records:\n{}",
         watch.stderr()
     );
-    pod.pin_pod_neighbor();
-    let tap = traffic::open_tap(&pod.sandbox, "tap0_kata");
-    let client = pod
-        .client
-        .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind"));
-    client
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let port = client.local_addr().unwrap().port();
-    let frame = udp_frame(
-        FOREIGN_MAC,
-        pod.client_mac,
-        pod.pod_ip,
-        pod.client_ip,
-        4242,
-        port,
-        b"flagged",
-    );
+    let g = Guarded::attached(pod);
     const N: usize = 4;
-    for _ in 0..N {
-        tap.write_frame(&frame).unwrap();
-    }
-    let mut buf = [0u8; 256];
-    let mut delivered = 0;
-    while client.recv_from(&mut buf).is_ok() {
-        delivered += 1;
-    }
-    assert_eq!(delivered, N, "log mode delivers what it flags");
+    g.write(&g.frame(FOREIGN_MAC, g.pod.pod_ip, "flagged"), N);
+    assert_eq!(g.received(), N, "log mode delivers what it flags");
     let seen = watch.wait_for("flagged (log mode, delivered)", Duration::from_secs(5));
-    let from_vm = netshim_json(&["stats", "--netns", &netns])[0]["endpoints"][0]["from_vm"].clone();
+    let from_vm = g.stats_from_vm();
     let (code, _, stderr) = watch.stop();
     println!("stats from_vm: {from_vm}\nwatch stderr:\n{stderr}");
     assert_eq!(code, Some(0), "{stderr}");
@@ -370,7 +351,7 @@ fn guard_off_counts_nothing_and_delivers() {
     const N: usize = 3;
     g.write(&g.frame(FOREIGN_MAC, g.pod.pod_ip, "not guarded"), N);
     assert_eq!(g.received(), N);
-    let from_vm = g.from_vm();
+    let from_vm = g.stats_from_vm();
     println!("stats from_vm: {from_vm}");
     assert_eq!(from_vm["guard"]["mode"], "off", "{from_vm}");
     assert_eq!(from_vm["dropped"]["source_mac"], 0, "{from_vm}");

@@ -19,7 +19,6 @@ use netshim_common::{
     from_fixed, map_names, EndpointRecord, GuardEvent, GUARD_EVENT_ETHERTYPE, GUARD_EVENT_V4,
     GUARD_EVENT_V6, GUARD_MODE_LOG, GUARD_REASONS, GUARD_SOURCE_MAC,
 };
-use tokio::io::{unix::AsyncFd, Interest};
 
 /// The `tracing` target of the guard's records.
 pub const TARGET: &str = "netshim::guard";
@@ -181,28 +180,12 @@ fn forward_all(
 /// until aborted; first those written before.
 pub async fn pump(ring: RingBuf<MapData>, dir: PathBuf, netns: String) {
     let endpoints = endpoints(&dir);
-    // SAFETY: the fd is the ring buffer map's, owned by `ring` (its `MapData`), which the
-    // AsyncFd owns from here on: it stays open and the same for the AsyncFd's whole life.
-    let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
-    let mut fd = match registered {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::warn!(netns, "cannot poll the guard_events ring buffer: {e}");
-            return;
-        }
-    };
-    forward_all(fd.get_mut(), &endpoints, &netns);
-    loop {
-        let mut guard = match fd.readable_mut().await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::warn!(netns, "polling the guard_events ring buffer: {e}");
-                return;
-            }
-        };
-        forward_all(guard.get_inner_mut(), &endpoints, &netns);
-        guard.clear_ready();
+    let what = format!("the guard_events ring buffer of {netns}");
+    // SAFETY: the fd is the ring buffer map's, owned by `ring` (its `MapData`).
+    unsafe {
+        crate::ebpf_log::drain_when_readable(ring, &what, |r| forward_all(r, &endpoints, &netns))
     }
+    .await;
 }
 
 #[cfg(test)]
