@@ -24,6 +24,7 @@ const SUBCOMMANDS: &[&str] = &[
     "metrics",
     "upgrade",
     "gc",
+    "guard",
     "logs",
     "completions",
     "man",

@@ -405,6 +405,8 @@ fn intent_options(options: &AttachOptions) -> serde_json::Value {
         "disable_new_netns": options.disable_new_netns,
         // Read back by the survey: a tap made under a custom name is found by it.
         "tap_names": options.tap_names,
+        "guard": options.guard,
+        "guard_explicit": options.guard_explicit,
     })
 }
 

@@ -175,7 +175,7 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
             };
             let (routes, neighbors) = guest.of(iface.ifindex);
             let guard = match tap {
-                Some(tap) if pinned => Some(endpoint_guard(&netns, &dir, &records, tap.ifindex)?),
+                Some(tap) if pinned => Some(endpoint_guard(&dir, &records, tap.ifindex)),
                 Some(_) if report.backend == Some(TcBackend::Mirred) => {
                     Some(GuardReport::unavailable(
                         unavailable_reason(InternetworkingModel::TcFilter, TcBackend::Mirred)
@@ -200,19 +200,19 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
     })
 }
 
-/// The guard of the endpoint whose tap is `tap_ifindex`, by its recorded index.
+/// The guard of the endpoint whose tap is `tap_ifindex`, by its recorded index. Maps that
+/// cannot be read make it `off` with the error as the reason: status reports a damaged
+/// sandbox rather than failing on it.
 fn endpoint_guard(
-    netns: &Netns,
     dir: &std::path::Path,
     records: &[(u32, netshim_common::EndpointRecord)],
     tap_ifindex: u32,
-) -> Result<GuardReport> {
+) -> GuardReport {
     let Some((index, _)) = records.iter().find(|(_, r)| r.tap_ifindex == tap_ifindex) else {
-        return Ok(GuardReport::unavailable(
-            "the tap has no endpoint record in the pinned maps",
-        ));
+        return GuardReport::unavailable("the tap has no endpoint record in the pinned maps");
     };
-    GuardReport::applied(dir, *index, tap_ifindex).map_err(|s| Error::guard_map(netns, *index, s))
+    GuardReport::applied(dir, *index, tap_ifindex)
+        .unwrap_or_else(|e| GuardReport::unavailable(format!("cannot be read: {e}")))
 }
 
 /// Counters of one netns: from the pinned maps (eBPF), or from the mirred actions' own
