@@ -295,9 +295,10 @@ impl Follower {
     fn refresh_guard_events(&mut self, sandboxes: &[PinnedSandbox]) {
         let mut present = Vec::new();
         for s in sandboxes {
-            match guard_events::open(&s.dir) {
-                Ok(Some((ring, id))) => {
+            match guard_events::pinned(&s.dir) {
+                Ok(Some((map, id))) => {
                     present.push(id);
+                    // Followed already (or its pump ended after a warning: not retried).
                     if self.guard_events.contains_key(&id) {
                         continue;
                     }
@@ -307,7 +308,7 @@ impl Follower {
                         "following the source guard's records"
                     );
                     let task =
-                        tokio::spawn(guard_events::pump(ring, s.dir.clone(), s.netns.clone()));
+                        tokio::spawn(guard_events::pump(map, s.dir.clone(), s.netns.clone()));
                     self.guard_events.insert(id, task);
                 }
                 // Attached by a netshim without the guard (`upgrade` adds it), or taken

@@ -357,7 +357,9 @@ where
 struct GuardMaps {
     config: Array<MapData, GuardConfig>,
     drops: PerCpuArray<MapData, GuardDrops>,
-    peers: HashMap<MapData, u32, PeerEntry>,
+    /// `None` while a sandbox is being taken down (its pins go one by one): the mode is
+    /// then the `guard` map's.
+    peers: Option<HashMap<MapData, u32, PeerEntry>>,
 }
 
 impl GuardMaps {
@@ -367,8 +369,7 @@ impl GuardMaps {
         let (Some(config), Some(drops)) = (config, drops) else {
             return Ok(None);
         };
-        let peers = HashMap::try_from(open_pinned(dir, map_names::PEERS)?)
-            .map_err(lookup_err(dir, map_names::PEERS))?;
+        let peers = open_optional(dir, map_names::PEERS)?;
         Ok(Some(Self {
             config,
             drops,
@@ -397,10 +398,11 @@ impl GuardMaps {
             .config
             .get(&index, 0)
             .map_err(lookup_err(dir, map_names::GUARD))?;
-        let guarded = match self.peers.get(&ep.tap_ifindex, 0) {
-            Ok(p) => p.flags & PEER_GUARD != 0,
-            Err(aya::maps::MapError::KeyNotFound) => false,
-            Err(e) => return Err(lookup_err(dir, map_names::PEERS)(e)),
+        let guarded = match self.peers.as_ref().map(|p| p.get(&ep.tap_ifindex, 0)) {
+            None => true,
+            Some(Ok(p)) => p.flags & PEER_GUARD != 0,
+            Some(Err(aya::maps::MapError::KeyNotFound)) => false,
+            Some(Err(e)) => return Err(lookup_err(dir, map_names::PEERS)(e)),
         };
         let mode = match guarded {
             true => GuardMode::from_map(config.mode),

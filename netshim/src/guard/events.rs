@@ -135,17 +135,16 @@ impl Refusal {
     }
 }
 
-/// The pinned `guard_events` ring buffer of the sandbox pinned at `dir` and its map id;
-/// `None` when its datapath version has none.
-pub fn open(dir: &Path) -> Result<Option<(RingBuf<MapData>, u32)>, aya::maps::MapError> {
+/// The pinned `guard_events` map of the sandbox pinned at `dir` and its map id; `None`
+/// when its datapath version has none. (Only [`pump`] maps its pages.)
+pub fn pinned(dir: &Path) -> Result<Option<(MapData, u32)>, aya::maps::MapError> {
     let path = dir.join(map_names::GUARD_EVENTS);
     if !path.exists() {
         return Ok(None);
     }
     let data = MapData::from_pin(&path)?;
     let id = data.info()?.id();
-    let ring = RingBuf::try_from(Map::RingBuf(data))?;
-    Ok(Some((ring, id)))
+    Ok(Some((data, id)))
 }
 
 /// The endpoints map of `dir`, to name the endpoint of a record.
@@ -176,11 +175,18 @@ fn forward_all(
     }
 }
 
-/// Forwards the records of `ring` (of the sandbox pinned at `dir`) whenever it is readable,
-/// until aborted; first those written before.
-pub async fn pump(ring: RingBuf<MapData>, dir: PathBuf, netns: String) {
-    let endpoints = endpoints(&dir);
+/// Forwards the records of the `guard_events` ring buffer `map` (of the sandbox pinned at
+/// `dir`) whenever it is readable, until aborted; first those written before.
+pub async fn pump(map: MapData, dir: PathBuf, netns: String) {
     let what = format!("the guard_events ring buffer of {netns}");
+    let ring = match RingBuf::try_from(Map::RingBuf(map)) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("cannot read {what}: {e}");
+            return;
+        }
+    };
+    let endpoints = endpoints(&dir);
     // SAFETY: the fd is the ring buffer map's, owned by `ring` (its `MapData`).
     unsafe {
         crate::ebpf_log::drain_when_readable(ring, &what, |r| forward_all(r, &endpoints, &netns))
