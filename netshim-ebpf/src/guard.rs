@@ -368,6 +368,16 @@ enum Source6 {
     Unspecified,
 }
 
+/// Passes what comes from one of the endpoint's own addresses and refuses `::` (its DAD and
+/// MLD, all it may send, are passed before this is asked).
+#[inline(always)]
+fn own_source_only(source: Source6, src_bytes: [u8; 16]) -> Result<(), Refusal> {
+    match source {
+        Source6::Own => Ok(()),
+        Source6::Unspecified => refuse(GUARD_SOURCE_IP, Addr::V6(src_bytes)),
+    }
+}
+
 #[inline(always)]
 fn check_ipv6(ctx: &TcContext, index: u32, cfg: &GuardConfig) -> Result<(), Refusal> {
     let Ok(ip) = ctx.load::<Ipv6Head>(ETH_HLEN) else {
@@ -402,10 +412,7 @@ fn check_ipv6(ctx: &TcContext, index: u32, cfg: &GuardConfig) -> Result<(), Refu
                 let frag_off = u16::from_be_bytes([h[2], h[3]]) & 0xfff8;
                 if frag_off != 0 {
                     // A later fragment: no upper-layer header here (see the module docs).
-                    return match source {
-                        Source6::Own => Ok(()),
-                        Source6::Unspecified => refuse(GUARD_SOURCE_IP, Addr::V6(src_bytes)),
-                    };
+                    return own_source_only(source, src_bytes);
                 }
                 if h[0] == IPPROTO_ICMPV6 {
                     // RFC 6980: ND is never fragmented; an RA split this way evades RA guards.
@@ -432,17 +439,9 @@ fn check_ipv6(ctx: &TcContext, index: u32, cfg: &GuardConfig) -> Result<(), Refu
             if ctx.load::<[u16; 2]>(off) == Ok([DHCP6_SERVER_PORT, DHCP6_CLIENT_PORT]) {
                 return refuse(GUARD_DHCP_SERVER, Addr::V6(src_bytes));
             }
-            return match source {
-                Source6::Own => Ok(()),
-                Source6::Unspecified => refuse(GUARD_SOURCE_IP, Addr::V6(src_bytes)),
-            };
+            return own_source_only(source, src_bytes);
         }
-        _ => {
-            return match source {
-                Source6::Own => Ok(()),
-                Source6::Unspecified => refuse(GUARD_SOURCE_IP, Addr::V6(src_bytes)),
-            }
-        }
+        _ => return own_source_only(source, src_bytes),
     }
     let Ok(icmp) = ctx.load::<[u8; 4]>(off) else {
         return refuse(GUARD_ND, Addr::V6(src_bytes));
@@ -471,10 +470,7 @@ fn check_ipv6(ctx: &TcContext, index: u32, cfg: &GuardConfig) -> Result<(), Refu
         },
         // MLD query, report, done, MLDv2 report: from :: (before DAD) or its own address.
         130 | 131 | 132 | 143 => Ok(()),
-        _ => match source {
-            Source6::Own => Ok(()),
-            Source6::Unspecified => refuse(GUARD_SOURCE_IP, Addr::V6(src_bytes)),
-        },
+        _ => own_source_only(source, src_bytes),
     }
 }
 
