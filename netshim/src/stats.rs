@@ -357,9 +357,10 @@ where
 struct GuardMaps {
     config: Array<MapData, GuardConfig>,
     drops: PerCpuArray<MapData, GuardDrops>,
-    /// `None` while a sandbox is being taken down (its pins go one by one): the mode is
-    /// then the `guard` map's.
-    peers: Option<HashMap<MapData, u32, PeerEntry>>,
+    /// `Err` (why) when the `peers` pin cannot be read (a sandbox being taken down, whose
+    /// pins go one by one, or a damaged one): the mode is then the `guard` map's, and the
+    /// notes say so.
+    peers: Result<HashMap<MapData, u32, PeerEntry>, String>,
 }
 
 impl GuardMaps {
@@ -369,7 +370,14 @@ impl GuardMaps {
         let (Some(config), Some(drops)) = (config, drops) else {
             return Ok(None);
         };
-        let peers = open_optional(dir, map_names::PEERS)?;
+        let peers = match open_optional(dir, map_names::PEERS) {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => Err(format!(
+                "{} is not pinned",
+                dir.join(map_names::PEERS).display()
+            )),
+            Err(e) => Err(e.to_string()),
+        };
         Ok(Some(Self {
             config,
             drops,
@@ -399,10 +407,10 @@ impl GuardMaps {
             .get(&index, 0)
             .map_err(lookup_err(dir, map_names::GUARD))?;
         let guarded = match self.peers.as_ref().map(|p| p.get(&ep.tap_ifindex, 0)) {
-            None => true,
-            Some(Ok(p)) => p.flags & PEER_GUARD != 0,
-            Some(Err(aya::maps::MapError::KeyNotFound)) => false,
-            Some(Err(e)) => return Err(lookup_err(dir, map_names::PEERS)(e)),
+            Err(_) => true,
+            Ok(Ok(p)) => p.flags & PEER_GUARD != 0,
+            Ok(Err(aya::maps::MapError::KeyNotFound)) => false,
+            Ok(Err(e)) => return Err(lookup_err(dir, map_names::PEERS)(e)),
         };
         let mode = match guarded {
             true => GuardMode::from_map(config.mode),
@@ -450,8 +458,15 @@ pub fn read_pinned(dir: &Path) -> Result<SandboxStats, StatsError> {
     if drops.is_none() {
         out.notes.push(NO_DROPS_MAP_NOTE.into());
     }
-    if guard.is_none() {
-        out.notes.push(NO_GUARD_MAPS_NOTE.into());
+    match &guard {
+        None => out.notes.push(NO_GUARD_MAPS_NOTE.into()),
+        Some(GuardMaps {
+            peers: Err(why), ..
+        }) => out.notes.push(format!(
+            "the guard's mode is the guard map's, not checked against the taps' peers \
+             entries: {why}"
+        )),
+        Some(_) => {}
     }
     for index in 0..endpoints.len() {
         let ep = endpoints
