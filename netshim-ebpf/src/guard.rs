@@ -3,11 +3,14 @@
 //! Runs for a `peers` entry with `PEER_GUARD`, against endpoint `slot / 2`'s `GuardConfig`:
 //! - Ethernet source = the guest MAC (a multicast source can never equal it);
 //! - ethertype IPv4, ARP, IPv6, or one of the endpoint's allowed ethertypes; anything else
-//!   (802.1Q/QinQ tags, LLDP, STP and other 802.3 length frames, PAUSE) is `ethertype`;
+//!   (802.1Q/QinQ tags, LLDP, STP and other 802.3 length frames, PAUSE) is `ethertype`; a
+//!   VLAN tag is seen in the skb's metadata (the stack strips the outer tag before TC
+//!   ingress, so the bytes show only the inner ethertype);
 //! - IPv4: source = one of the endpoint's addresses (inline), or in its allowed CIDRs (the
 //!   `guard_v4` trie, looked up only when no inline address matched and the endpoint has
 //!   CIDRs); 0.0.0.0 only for DHCP client traffic (UDP 68 → 67) with `GUARD_ALLOW_DHCP`;
-//!   UDP 67 → 68 (a DHCP server) is `dhcp_server` whatever the source;
+//!   UDP 67 → 68 (a DHCP server) is `dhcp_server` whatever the source, and so is a DHCPv6
+//!   server reply (UDP 547 → 546);
 //! - ARP: sender MAC = the guest MAC, sender IP = an endpoint address (0.0.0.0: a probe);
 //! - IPv6: source = an endpoint address, its EUI-64 link-local, an allowed CIDR, or `::`
 //!   for DAD (NS) and MLD only. Up to [`MAX_EXT_HEADERS`] extension headers are walked to
@@ -18,7 +21,8 @@
 //!   first fragment was inspected, and without it nothing reassembles).
 //!   ICMPv6 RA (134) and redirect (137) are `ra`; an NA (136) must be for the endpoint's
 //!   own address with a target link-layer option (if any) = the guest MAC, an NS (135) or
-//!   RS (133) source link-layer option = the guest MAC, else `nd`.
+//!   RS (133) source link-layer option = the guest MAC, else `nd`; an ND message with more
+//!   options than the guard reads ([`MAX_ND_OPTIONS`]) is `nd` too.
 //!
 //! The headers are read with `bpf_skb_load_bytes`, which works whatever part of the packet
 //! is linear (a GSO packet from the VM may have only `hdr_len` bytes there, and the guest
@@ -82,6 +86,8 @@ const IPV6_AH: u8 = 51;
 const IPV6_DSTOPTS: u8 = 60;
 const DHCP_SERVER_PORT: u16 = 67u16.to_be();
 const DHCP_CLIENT_PORT: u16 = 68u16.to_be();
+const DHCP6_SERVER_PORT: u16 = 547u16.to_be();
+const DHCP6_CLIENT_PORT: u16 = 546u16.to_be();
 
 /// Why a packet was refused, and the address to name in the log record.
 struct Refusal {
@@ -184,6 +190,16 @@ fn check(ctx: &TcContext, index: u32, cfg: &GuardConfig) -> Result<(), Refusal> 
     };
     if src != cfg.mac {
         return refuse(GUARD_SOURCE_MAC, Addr::None);
+    }
+    // An 802.1Q/802.1ad tag: the stack moved the outer one into the skb's metadata before TC
+    // ingress (`skb_vlan_untag` in `__netif_receive_skb_core`), so byte 12 holds the inner
+    // ethertype, and the tag goes out again with the redirected packet.
+    // SAFETY: reads of fields of the program's own context.
+    let (vlan_present, vlan_proto) =
+        unsafe { ((*ctx.skb.skb).vlan_present, (*ctx.skb.skb).vlan_proto) };
+    if vlan_present != 0 {
+        // `vlan_proto` is the tag's TPID in network order, as `load::<u16>` reads one.
+        return refuse(GUARD_ETHERTYPE, Addr::Ethertype(vlan_proto as u16));
     }
     let Ok(proto) = ctx.load::<u16>(12) else {
         return refuse(GUARD_ETHERTYPE, Addr::None);
@@ -352,6 +368,16 @@ enum Source6 {
     Unspecified,
 }
 
+/// Passes what comes from one of the endpoint's own addresses and refuses `::` (its DAD and
+/// MLD, all it may send, are passed before this is asked).
+#[inline(always)]
+fn own_source_only(source: Source6, src_bytes: [u8; 16]) -> Result<(), Refusal> {
+    match source {
+        Source6::Own => Ok(()),
+        Source6::Unspecified => refuse(GUARD_SOURCE_IP, Addr::V6(src_bytes)),
+    }
+}
+
 #[inline(always)]
 fn check_ipv6(ctx: &TcContext, index: u32, cfg: &GuardConfig) -> Result<(), Refusal> {
     let Ok(ip) = ctx.load::<Ipv6Head>(ETH_HLEN) else {
@@ -386,10 +412,7 @@ fn check_ipv6(ctx: &TcContext, index: u32, cfg: &GuardConfig) -> Result<(), Refu
                 let frag_off = u16::from_be_bytes([h[2], h[3]]) & 0xfff8;
                 if frag_off != 0 {
                     // A later fragment: no upper-layer header here (see the module docs).
-                    return match source {
-                        Source6::Own => Ok(()),
-                        Source6::Unspecified => refuse(GUARD_SOURCE_IP, Addr::V6(src_bytes)),
-                    };
+                    return own_source_only(source, src_bytes);
                 }
                 if h[0] == IPPROTO_ICMPV6 {
                     // RFC 6980: ND is never fragmented; an RA split this way evades RA guards.
@@ -410,12 +433,15 @@ fn check_ipv6(ctx: &TcContext, index: u32, cfg: &GuardConfig) -> Result<(), Refu
             return refuse(GUARD_RA, Addr::V6(src_bytes));
         }
         IPPROTO_ICMPV6 => {}
-        _ => {
-            return match source {
-                Source6::Own => Ok(()),
-                Source6::Unspecified => refuse(GUARD_SOURCE_IP, Addr::V6(src_bytes)),
+        IPPROTO_UDP => {
+            // A DHCPv6 server (or relay) reply, UDP 547 -> 546, as Neutron's port security
+            // drops it: the guest is no DHCPv6 server.
+            if ctx.load::<[u16; 2]>(off) == Ok([DHCP6_SERVER_PORT, DHCP6_CLIENT_PORT]) {
+                return refuse(GUARD_DHCP_SERVER, Addr::V6(src_bytes));
             }
+            return own_source_only(source, src_bytes);
         }
+        _ => return own_source_only(source, src_bytes),
     }
     let Ok(icmp) = ctx.load::<[u8; 4]>(off) else {
         return refuse(GUARD_ND, Addr::V6(src_bytes));
@@ -444,10 +470,7 @@ fn check_ipv6(ctx: &TcContext, index: u32, cfg: &GuardConfig) -> Result<(), Refu
         },
         // MLD query, report, done, MLDv2 report: from :: (before DAD) or its own address.
         130 | 131 | 132 | 143 => Ok(()),
-        _ => match source {
-            Source6::Own => Ok(()),
-            Source6::Unspecified => refuse(GUARD_SOURCE_IP, Addr::V6(src_bytes)),
-        },
+        _ => own_source_only(source, src_bytes),
     }
 }
 
@@ -480,6 +503,11 @@ fn link_layer_option_ok(
         }
         off += usize::from(opt[1]) * 8;
         i += 1;
+    }
+    // More options than the guard reads: the receiver reads them all (RFC 4861 4.6), and a
+    // link-layer one among the rest would go unchecked.
+    if ctx.load::<[u8; 2]>(off).is_ok() {
+        return refuse(GUARD_ND, Addr::V6(addr));
     }
     Ok(())
 }

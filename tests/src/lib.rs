@@ -11,6 +11,8 @@
 //! - [`traffic`]: a quick two-way forwarding probe of an attached pod.
 //! - [`vnet`]: frames with a virtio-net header as a VM writes them (GSO, checksum offload,
 //!   and the lies a guest can tell in them).
+//! - [`frames`]: frames a guest may (or may not) send: ARP, IPv4, IPv6/ICMPv6 ND/RA, DHCP,
+//!   VLAN/QinQ, LLDP, STP, PAUSE, with correct checksums (the source guard's tests).
 //! - [`sniffer`]: an `AF_PACKET` capture of what a device receives.
 //! - [`leaks`]: what netshim may leave in a netns (links, qdiscs, filters, TCX links, pins),
 //!   captured so that a test can compare before and after.
@@ -19,6 +21,7 @@
 //! - [`vmconf`]: firecracker-go-sdk's reading of a CNI result, to test netshim against it.
 
 pub mod cni_runtime;
+pub mod frames;
 pub mod leaks;
 pub mod netns_fixture;
 pub mod netshim_cli;
