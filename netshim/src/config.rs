@@ -16,6 +16,10 @@
 //! tap_owner = "1000:1000"              # UID[:GID]
 //! txqueuelen = 1000
 //! vhost_user_dir = "/tmp"
+//! guard = "enforce"                    # enforce | log | off (the source guard, eBPF only)
+//! guard_allow_dhcp = false
+//! guard_allowed_addresses = ["10.0.0.5/32", "fd00::/64"]
+//! guard_allowed_ethertypes = ["0x88b5"]
 //! ```
 //! Command-line flags override the file.
 
@@ -40,6 +44,11 @@ pub struct FileConfig {
     pub tap_owner: Option<TapOwner>,
     pub txqueuelen: Option<u32>,
     pub vhost_user_dir: Option<PathBuf>,
+    /// `guard`: the source guard's mode.
+    pub guard: Option<GuardMode>,
+    pub guard_allow_dhcp: Option<bool>,
+    pub guard_allowed_addresses: Option<Vec<ipnet::IpNet>>,
+    pub guard_allowed_ethertypes: Option<Vec<u16>>,
 }
 
 /// A tap's owner: `UID[:GID]`.
@@ -108,6 +117,11 @@ impl std::str::FromStr for TapOwner {
         }
     }
 }
+
+use crate::guard::{
+    settings::{check_ethertype, parse_cidr, parse_ethertype, GuardSettingsError},
+    GuardMode,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -249,11 +263,45 @@ pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
                 }
                 "txqueuelen" => config.txqueuelen = Some(number()?),
                 "vhost_user_dir" => config.vhost_user_dir = Some(PathBuf::from(string()?)),
+                "guard" => config.guard = Some(string()?.parse().map_err(|e| value_err(&full, e))?),
+                "guard_allow_dhcp" => {
+                    config.guard_allow_dhcp = Some(
+                        v.as_bool()
+                            .ok_or_else(|| value_err(&full, "not a boolean".into()))?,
+                    )
+                }
+                "guard_allowed_addresses" => {
+                    let list = array(v).map_err(|m| value_err(&full, m))?;
+                    let mut nets = Vec::new();
+                    for item in list {
+                        let text = item.as_str().ok_or_else(|| {
+                            value_err(&full, "not a list of strings (CIDRs)".into())
+                        })?;
+                        nets.push(parse_cidr(text).map_err(|e| value_err(&full, e.to_string()))?);
+                    }
+                    config.guard_allowed_addresses = Some(nets);
+                }
+                "guard_allowed_ethertypes" => {
+                    let list = array(v).map_err(|m| value_err(&full, m))?;
+                    let mut types = Vec::new();
+                    for item in list {
+                        let t = match (item.as_str(), item.as_integer()) {
+                            (Some(text), _) => parse_ethertype(text),
+                            (_, Some(n)) => u16::try_from(n)
+                                .map_err(|_| GuardSettingsError::BadEthertype(n.to_string()))
+                                .and_then(check_ethertype),
+                            _ => Err(GuardSettingsError::BadEthertype(format!("{item:?}"))),
+                        };
+                        types.push(t.map_err(|e| value_err(&full, e.to_string()))?);
+                    }
+                    config.guard_allowed_ethertypes = Some(types);
+                }
                 other => {
                     return Err(value_err(
                         &format!("netshim.{other}"),
                         "unknown key (known: tc_backend, queues, tap_owner, txqueuelen, \
-                         vhost_user_dir)"
+                         vhost_user_dir, guard, guard_allow_dhcp, guard_allowed_addresses, \
+                         guard_allowed_ethertypes)"
                             .into(),
                     ))
                 }
@@ -261,6 +309,10 @@ pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
         }
     }
     Ok(config)
+}
+
+fn array(v: &toml::Value) -> Result<&Vec<toml::Value>, String> {
+    v.as_array().ok_or_else(|| "not a list".to_owned())
 }
 
 fn section<'a>(
@@ -317,6 +369,34 @@ mod tests {
         );
         assert_eq!(c.txqueuelen, Some(500));
         assert_eq!(c.vhost_user_dir, Some(PathBuf::from("/run/vhost")));
+    }
+
+    #[test]
+    fn guard_keys() {
+        let c = p(r#"
+            [netshim]
+            guard = "log"
+            guard_allow_dhcp = true
+            guard_allowed_addresses = ["10.0.0.5/32", "fd00::/64", "10.0.0.6"]
+            guard_allowed_ethertypes = ["0x88b5", 35000]
+        "#)
+        .unwrap();
+        assert_eq!(c.guard, Some(GuardMode::Log));
+        assert_eq!(c.guard_allow_dhcp, Some(true));
+        let nets = c.guard_allowed_addresses.unwrap();
+        assert_eq!(nets[2], "10.0.0.6/32".parse().unwrap());
+        assert_eq!(c.guard_allowed_ethertypes, Some(vec![0x88b5, 35000]));
+        for (text, needle) in [
+            ("guard = \"on\"", "unknown guard mode"),
+            ("guard_allowed_ethertypes = [\"0x0800\"]", "always checked"),
+            ("guard_allowed_ethertypes = [1500]", "802.3 lengths"),
+            ("guard_allowed_addresses = [\"10.0.0.0/40\"]", "not a CIDR"),
+            ("guard_allowed_addresses = \"10.0.0.1\"", "not a list"),
+            ("guard_allow_dhcp = \"yes\"", "not a boolean"),
+        ] {
+            let e = p(&format!("[netshim]\n{text}\n")).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
     }
 
     #[test]

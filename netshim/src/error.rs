@@ -154,6 +154,10 @@ pub enum Error {
     },
     #[error("{0}")]
     InvalidOptions(String),
+    #[error(transparent)]
+    GuardUnavailable(#[from] crate::guard::GuardUnavailable),
+    #[error("guard settings: {0}")]
+    GuardSettings(crate::guard::settings::GuardSettingsError),
     #[error("no device {name} in netns {netns}")]
     NoSuchDevice { netns: String, name: String },
     #[error(
@@ -211,6 +215,8 @@ impl Error {
             | Error::NoTapFor { .. }
             | Error::TooManyEndpoints { .. }
             | Error::InvalidOptions(_)
+            | Error::GuardUnavailable(_)
+            | Error::GuardSettings(_)
             | Error::NoSuchDevice { .. }
             | Error::RedirectLoop { .. }
             | Error::NotAttached { .. }

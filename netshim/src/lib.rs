@@ -9,6 +9,7 @@
 //! - [`model`]: kata's internetworking models, and the macvtap model itself.
 //! - [`tap`], [`tap_name`]: creating and opening the taps handed to the VMM.
 //! - [`backend`]: the datapaths that connect an endpoint to its tap (eBPF, mirred).
+//! - [`guard`]: the source guard of the VM's traffic (settings, its maps, reports).
 //! - [`host`]: what a command needs of the host: its mount namespace (bpffs, /run/netshim)
 //!   and privileges.
 //! - [`pins`], [`state`]: what outlives the netshim process (bpffs pins, /run/netshim).
@@ -30,6 +31,7 @@ pub mod crash;
 pub mod ebpf_log;
 pub mod endpoint;
 pub mod error;
+pub mod guard;
 pub mod guest_info;
 pub mod host;
 pub mod interfaces;

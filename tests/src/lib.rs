@@ -15,6 +15,7 @@
 //! - [`leaks`]: what netshim may leave in a netns (links, qdiscs, filters, TCX links, pins),
 //!   captured so that a test can compare before and after.
 //! - [`cni_runtime`]: conflists driven as libcni drives them, with the reference plugins.
+//! - [`watch`]: a running `netshim watch --json` and its events.
 //! - [`vmconf`]: firecracker-go-sdk's reading of a CNI result, to test netshim against it.
 
 pub mod cni_runtime;
@@ -28,6 +29,7 @@ pub mod tap_reader;
 pub mod traffic;
 pub mod vmconf;
 pub mod vnet;
+pub mod watch;
 
 pub use netns_fixture::{
     is_root, on_netns_thread, skip_unless_root, try_on_netns_thread, veth_pair, ChildGuard,

@@ -25,12 +25,16 @@ use aya::{
 use netshim_common::{
     from_fixed, map_names, to_fixed, Direction, EndpointRecord, PeerEntry, SandboxRecord,
     ATTACH_CLS_BPF, ATTACH_TCX, ENDPOINT_POD_CLSACT, ENDPOINT_TAP_CLSACT, MAX_ENDPOINTS,
-    PEER_REDIRECT_PEER, PROGRAM_NAME,
+    PEER_GUARD, PEER_REDIRECT_PEER, PROGRAM_NAME,
 };
 use rtnetlink::packet_route::tc::{TcAttribute, TcHandle};
 
 use super::{Dev, RedirectMode};
-use crate::{netns::Netns, pins};
+use crate::{
+    guard::{self, GuardEntry},
+    netns::Netns,
+    pins,
+};
 
 /// How the classifier is hooked to a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -130,6 +134,11 @@ pub enum EbpfError {
     IndexOutOfRange { index: u32 },
     #[error(transparent)]
     Pins(#[from] pins::PinError),
+    #[error("the source guard of endpoint {index}: {source}")]
+    Guard {
+        index: u32,
+        source: Box<crate::guard::GuardMapError>,
+    },
 }
 
 fn map_err(
@@ -205,19 +214,31 @@ impl EbpfDatapath {
     /// Connects endpoint `index`: `pod` ingress → `tap` egress and back. The map entries are
     /// written before the programs are attached, so no packet meets a half-made endpoint.
     /// `to_vm` is how packets reach `tap`, `from_vm` how they reach `pod` (see
-    /// [`RedirectMode::towards`]).
+    /// [`RedirectMode::towards`]). `guard`: the source guard of what arrives on `tap`,
+    /// written into the guard maps before the `peers` entries, so that the tap's entry
+    /// carries `PEER_GUARD` (while the guard is on) from the first packet.
     pub fn connect(
         &mut self,
         index: u32,
         pod: &Dev,
         tap: &Dev,
-        to_vm: RedirectMode,
-        from_vm: RedirectMode,
+        (to_vm, from_vm): (RedirectMode, RedirectMode),
+        guard: Option<&GuardEntry>,
     ) -> Result<(), EbpfError> {
         if index >= MAX_ENDPOINTS {
             return Err(EbpfError::IndexOutOfRange { index });
         }
         let dir = self.dir.clone();
+        let guard_err = |source| EbpfError::Guard {
+            index,
+            source: Box::new(source),
+        };
+        match guard {
+            Some(entry) => guard::maps::write(&dir, index, entry).map_err(guard_err)?,
+            // A reused index keeps nothing of an earlier endpoint's guard.
+            None => guard::maps::remove(&dir, index).map_err(guard_err)?,
+        }
+        let guarded = guard.is_some_and(|g| g.mode().is_on());
         {
             let mut peers: HashMap<_, u32, PeerEntry> = HashMap::try_from(
                 self.ebpf
@@ -235,6 +256,9 @@ impl EbpfDatapath {
                     flags: match mode {
                         RedirectMode::RedirectPeer => PEER_REDIRECT_PEER,
                         RedirectMode::Redirect => 0,
+                    } | match direction {
+                        Direction::FromVm if guarded => PEER_GUARD,
+                        _ => 0,
                     },
                     _pad: 0,
                 };
@@ -531,6 +555,10 @@ pub async fn disconnect_pair(
     endpoints
         .set(index, EndpointRecord::default(), 0)
         .map_err(map_err("BPF_MAP_UPDATE_ELEM", map_names::ENDPOINTS, dir))?;
+    guard::maps::remove(dir, index).map_err(|source| EbpfError::Guard {
+        index,
+        source: Box::new(source),
+    })?;
     if records.len() == 1 {
         pins::remove_sandbox_dir(dir)?;
     }

@@ -8,6 +8,8 @@ use super::logging::LogLevel;
 use netshim::{
     backend::{FastPath, TcBackend},
     config::TapOwner,
+    guard::GuardMode,
+    interfaces::Mac,
     model::InternetworkingModel,
 };
 
@@ -21,7 +23,10 @@ Exit codes:
      kata refuses, nothing to attach to, conflicting options, a bad config file (or one that
      is not a regular file), upgrade of a netns that is not attached, an eBPF object whose
      maps do not match the pinned ones, two devices `connect` would join in a loop (lo, one
-     veth pair, macvlans on one lower, veths bridged on the far side); not root (nor
+     veth pair, macvlans on one lower, veths bridged on the far side); the source guard
+     asked for (--guard enforce|log, TOML or CNI key) with the mirred tc backend or a model
+     without the eBPF datapath, bad guard settings, `netshim guard` of a netns that is not
+     attached, has no eBPF datapath or no guard maps yet; not root (nor
      CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN + CAP_DAC_OVERRIDE + CAP_SYS_PTRACE); started
      in a mount namespace whose /sys/fs/bpf is not the host's when the host's cannot be
      joined
@@ -97,6 +102,11 @@ pub enum Command {
     /// killed runs left half-made in live ones.
     #[command(after_help = EXIT_CODES_HELP)]
     Gc(GcArgs),
+    /// Show or change the source guard of an attached sandbox's endpoints (by map updates,
+    /// without reattaching; the commit file records the new settings). Prints the guard as
+    /// the maps hold it.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Guard(GuardCmdArgs),
     // --- CLI tools (logs, completions, man): see cli/tools.rs, ebpf_log.rs ---
     /// Print the eBPF datapath's own log records (aya-log, e.g. a failed redirect) on
     /// stderr as they come, until SIGINT/SIGTERM.
@@ -124,6 +134,7 @@ impl Command {
             Command::Metrics(_) => "metrics",
             Command::Upgrade(_) => "upgrade",
             Command::Gc(_) => "gc",
+            Command::Guard(_) => "guard",
             Command::Logs(_) => "logs",
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",
@@ -168,6 +179,41 @@ pub struct ManArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct GuardCmdArgs {
+    #[command(flatten)]
+    pub netns: NetnsArgs,
+    /// Only the endpoint of this pod device (default: every endpoint with a tap).
+    #[arg(long, value_name = "POD_IF")]
+    pub endpoint: Option<String>,
+    /// enforce, log or off.
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<GuardMode>,
+    /// Allow a source CIDR (or address) besides the endpoint's addresses. Repeatable.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub allow: Vec<ipnet::IpNet>,
+    /// Remove an allowed CIDR. Repeatable.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub disallow: Vec<ipnet::IpNet>,
+    /// DHCP client traffic from 0.0.0.0: on or off.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub allow_dhcp: Option<bool>,
+    /// Allow an ethertype (0xNNNN, >= 0x0600). Repeatable.
+    #[arg(long, value_name = "TYPE", value_parser = parse_ethertype)]
+    pub allow_ethertype: Vec<u16>,
+    /// Remove an allowed ethertype. Repeatable.
+    #[arg(long, value_name = "TYPE", value_parser = parse_ethertype)]
+    pub disallow_ethertype: Vec<u16>,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{other:?} is neither on nor off")),
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct GcArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -198,7 +244,8 @@ pub struct AttachArgs {
     #[arg(long)]
     pub json: bool,
     /// kata-style TOML configuration ([runtime] internetworking_model, disable_new_netns;
-    /// [netshim] tc_backend, queues, tap_owner, txqueuelen, vhost_user_dir). Flags win.
+    /// [netshim] tc_backend, queues, tap_owner, txqueuelen, vhost_user_dir, guard,
+    /// guard_allow_dhcp, guard_allowed_addresses, guard_allowed_ethertypes). Flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Internetworking model, as kata's `internetworking_model`: default (= tcfilter),
@@ -238,6 +285,38 @@ pub struct AttachArgs {
     /// --model none.
     #[arg(long)]
     pub disable_new_netns: bool,
+    #[command(flatten)]
+    pub guard: GuardArgs,
+}
+
+/// The source guard of attach and watch.
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    /// Source guard of what the VM sends (eBPF backend): enforce (drop and count spoofed
+    /// sources, foreign ethertypes, RAs, DHCP servers), log (count and log, deliver) or
+    /// off. Default: enforce on the eBPF backend, off where there is none (mirred, macvtap,
+    /// none; asking for enforce or log there is an error).
+    #[arg(long = "guard", value_name = "MODE")]
+    pub mode: Option<GuardMode>,
+    /// Let DHCP client traffic from 0.0.0.0 (UDP 68 -> 67) through the guard.
+    #[arg(long = "guard-allow-dhcp")]
+    pub allow_dhcp: bool,
+    /// A source the guest may use besides its addresses (VRRP, secondary IPs): a CIDR, or
+    /// an address (= /32, /128). Repeatable.
+    #[arg(long = "guard-allow", value_name = "CIDR", value_parser = parse_cidr)]
+    pub allow: Vec<ipnet::IpNet>,
+    /// An ethertype the guest may send besides IPv4, ARP and IPv6 (0xNNNN, >= 0x0600).
+    /// Repeatable, at most 4.
+    #[arg(long = "guard-allow-ethertype", value_name = "TYPE", value_parser = parse_ethertype)]
+    pub allow_ethertype: Vec<u16>,
+}
+
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    netshim::guard::settings::parse_cidr(s).map_err(|e| e.to_string())
+}
+
+fn parse_ethertype(s: &str) -> Result<u16, String> {
+    netshim::guard::settings::parse_ethertype(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -258,6 +337,17 @@ pub struct ConnectArgs {
     /// How the eBPF classifier is hooked (auto, tcx, cls-bpf).
     #[arg(long, value_parser = ["auto", "tcx", "cls-bpf"])]
     pub ebpf_attach: Option<String>,
+    /// Source guard of what dev_b sends (as of a VM's tap): enforce, log or off (default:
+    /// off; ebpf only). Needs --guard-mac.
+    #[arg(long, value_name = "MODE", requires = "guard_mac")]
+    pub guard: Option<GuardMode>,
+    /// The only source MAC dev_b's frames may have.
+    #[arg(long, value_name = "MAC", requires = "guard")]
+    pub guard_mac: Option<Mac>,
+    /// A source dev_b's frames may have: an address (held inline, as an endpoint's own
+    /// addresses are) or a CIDR (in the LPM trie, as allowed addresses are). Repeatable.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr, requires = "guard")]
+    pub guard_allow: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Args)]
@@ -340,6 +430,10 @@ pub struct UpgradeArgs {
     /// match the pinned ones.
     #[arg(long, value_name = "PATH")]
     pub object: Option<PathBuf>,
+    /// The source guard's mode for every endpoint (enforce, log, off), over what the
+    /// sandbox's commit file records (a sandbox attached before the guard: enforce).
+    #[arg(long, value_name = "MODE")]
+    pub guard: Option<GuardMode>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

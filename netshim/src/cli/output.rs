@@ -71,8 +71,26 @@ pub fn attach(r: &AttachReport) -> String {
                 .or(e.macvtap.as_ref().map(|m| m.ifindex))),
             addrs(&e.endpoint.addresses)
         );
+        if let Some(g) = &e.guard {
+            let _ = writeln!(s, "    {}", g.line());
+        }
     }
     skipped_lines(&mut s, &r.skipped);
+    s
+}
+
+pub fn guard(r: &netshim::sandbox::GuardCommandReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "netns {} (cookie {}){}",
+        r.netns,
+        r.netns_cookie,
+        if r.changed { ": guard changed" } else { "" }
+    );
+    for e in &r.endpoints {
+        let _ = writeln!(s, "{} {} ({}): {}", e.index, e.name, e.tap, e.guard.line());
+    }
     s
 }
 
@@ -346,6 +364,9 @@ pub fn status(r: &StatusReport) -> String {
             vmm,
             addrs(&e.endpoint.addresses)
         );
+        if let Some(g) = &e.guard {
+            let _ = writeln!(s, "    {}", g.line());
+        }
     }
     for m in &r.macvtaps {
         let _ = writeln!(
@@ -453,6 +474,12 @@ pub fn upgrade(r: &UpgradeReport) -> String {
                         sb.created_maps.join(", ")
                     );
                 }
+                for g in &sb.guard {
+                    let _ = writeln!(s, "  {} ({}): {}", g.name, g.tap, g.guard.line());
+                }
+                if let Some(why) = &sb.guard_reason {
+                    let _ = writeln!(s, "  guard: not set up: {why}");
+                }
             }
             UpgradeOutcome::Skipped | UpgradeOutcome::Failed => {
                 let _ = writeln!(
@@ -538,6 +565,12 @@ pub fn watch(c: &Change) -> String {
             detail.as_deref().unwrap_or("unsupported")
         ),
         WatchEvent::Failed { name, error, .. } => format!("failed {name}: {error}"),
+        WatchEvent::GuardAddresses {
+            name, addresses, ..
+        } => {
+            let list: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+            format!("guard {name}: addresses {}", list.join(" "))
+        }
         WatchEvent::Stopped => format!(
             "stopped watching netns {}; the datapath stays attached",
             c.netns

@@ -5,6 +5,7 @@ use netshim::{
     config::{self, FileConfig},
     ebpf_log,
     endpoint::SystemProbe,
+    guard::GuardSettings,
     model::InternetworkingModel,
     netns::Netns,
     sandbox, Error,
@@ -74,6 +75,19 @@ fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
         ));
     }
     let owner = a.tap_owner.or(file.tap_owner);
+    let guard_mode = a.guard.mode.or(file.guard);
+    let guard = GuardSettings {
+        mode: guard_mode.unwrap_or_default(),
+        allow_dhcp: a.guard.allow_dhcp || file.guard_allow_dhcp.unwrap_or(false),
+        allowed_addresses: match a.guard.allow.is_empty() {
+            true => file.guard_allowed_addresses.unwrap_or_default(),
+            false => a.guard.allow.clone(),
+        },
+        allowed_ethertypes: match a.guard.allow_ethertype.is_empty() {
+            true => file.guard_allowed_ethertypes.unwrap_or_default(),
+            false => a.guard.allow_ethertype.clone(),
+        },
+    };
     Ok(sandbox::AttachOptions {
         model,
         backend,
@@ -90,6 +104,8 @@ fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
         tap_names: Default::default(),
         // The CNI plugin's CNI_IFNAME: the command line attaches whatever the netns has.
         needs_tap: None,
+        guard,
+        guard_explicit: guard_mode.is_some(),
     })
 }
 
@@ -132,11 +148,29 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                         .into(),
                 ));
             }
+            let guard = match (a.guard, a.guard_mac) {
+                (Some(mode), Some(mac)) if mode.is_on() => {
+                    if a.tc_backend != TcBackend::Ebpf {
+                        return Err(Error::InvalidOptions(
+                            "--guard enforce|log: the mirred tc backend has no source guard; \
+                             use --tc-backend ebpf or --guard off"
+                                .into(),
+                        ));
+                    }
+                    Some(sandbox::ConnectGuard {
+                        mode,
+                        mac,
+                        allow: a.guard_allow.clone(),
+                    })
+                }
+                _ => None,
+            };
             let netns = Netns::resolve(&a.netns.netns)?;
             let options = sandbox::ConnectOptions {
                 backend: a.tc_backend,
                 fast_path: a.fast_path,
                 ebpf_attach,
+                guard,
             };
             let report = sandbox::connect(&netns, &a.dev_a, &a.dev_b, &options)?;
             print(a.netns.json, &report, output::connect);
@@ -177,10 +211,27 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 });
             }
         }
+        Command::Guard(a) => {
+            let netns = Netns::resolve(&a.netns.netns)?;
+            let change = sandbox::GuardChange {
+                endpoint: a.endpoint,
+                mode: a.mode,
+                allow: a.allow,
+                disallow: a.disallow,
+                allow_dhcp: a.allow_dhcp,
+                allow_ethertypes: a.allow_ethertype,
+                disallow_ethertypes: a.disallow_ethertype,
+            };
+            let report = sandbox::guard(&netns, &change)?;
+            print(a.netns.json, &report, output::guard);
+        }
         Command::Stats(a) => super::metrics::stats(a)?,
         Command::Metrics(a) => super::metrics::serve(a)?,
         Command::Upgrade(a) => {
-            let options = sandbox::UpgradeOptions { object: a.object };
+            let options = sandbox::UpgradeOptions {
+                object: a.object,
+                guard: a.guard,
+            };
             let report = match &a.netns {
                 Some(arg) => sandbox::upgrade(&Netns::resolve(arg)?, &options)?,
                 None => sandbox::upgrade_all(&options)?,

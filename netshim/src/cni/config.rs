@@ -5,7 +5,9 @@
 //! {"cniVersion": "0.4.0", "name": "pods", "type": "netshim",
 //!  "model": "tcfilter", "tc_backend": "ebpf", "fast_path": "auto",
 //!  "queues": 1, "tap_uid": 1000, "tap_gid": 1000, "txqueuelen": 1000,
-//!  "tap_name": "vmtap0", "prevResult": {...}}
+//!  "tap_name": "vmtap0", "guard": "enforce", "guard_allow_dhcp": false,
+//!  "allowed_addresses": ["10.0.0.5/32"], "guard_allowed_ethertypes": ["0x88b5"],
+//!  "prevResult": {...}}
 //! ```
 //! Keys of other plugins and of the runtime (`runtimeConfig`, `args`, ...) are ignored.
 //! `tap_name` (tc-redirect-tap's key) names CNI_IFNAME's tap instead of `tap<N>_kata`.
@@ -20,7 +22,8 @@ use super::{
     version,
 };
 use crate::{
-    backend::TcBackend, config::TapId, model::InternetworkingModel, sandbox::AttachOptions,
+    backend::TcBackend, config::TapId, guard::GuardSettings, model::InternetworkingModel,
+    sandbox::AttachOptions,
 };
 
 /// Largest configuration accepted on stdin.
@@ -60,6 +63,11 @@ struct RawConf {
     txqueuelen: Option<u32>,
     tap_name: Option<String>,
     report_tap: Option<bool>,
+    guard: Option<String>,
+    guard_allow_dhcp: Option<bool>,
+    /// Neutron's allowed-address-pairs: sources the guest may use besides its addresses.
+    allowed_addresses: Option<Vec<String>>,
+    guard_allowed_ethertypes: Option<Vec<Value>>,
     #[serde(rename = "prevResult")]
     prev_result: Option<Value>,
 }
@@ -173,7 +181,7 @@ fn attach_options(raw: &RawConf) -> Result<AttachOptions, CniError> {
             })
             .transpose()
     };
-    Ok(AttachOptions {
+    let options = AttachOptions {
         model,
         backend,
         queues,
@@ -181,7 +189,52 @@ fn attach_options(raw: &RawConf) -> Result<AttachOptions, CniError> {
         tap_group: tap_id("tap_gid", TapId::Gid, &raw.tap_gid)?,
         txqueuelen: raw.txqueuelen,
         fast_path,
+        guard: guard_settings(raw)?,
+        guard_explicit: raw.guard.is_some(),
         ..AttachOptions::default()
+    };
+    options
+        .resolved_guard()
+        .map_err(|e| invalid(e.to_string()))
+        .map(drop)?;
+    Ok(options)
+}
+
+/// The guard keys: `guard`, `guard_allow_dhcp`, `allowed_addresses`,
+/// `guard_allowed_ethertypes` (strings, hex with 0x, or numbers).
+fn guard_settings(raw: &RawConf) -> Result<GuardSettings, CniError> {
+    use crate::guard::settings::{check_ethertype, parse_cidr, parse_ethertype};
+    let mode = match &raw.guard {
+        Some(m) => m.parse().map_err(|e| invalid(format!("guard: {e}")))?,
+        None => Default::default(),
+    };
+    let allowed_addresses = raw
+        .allowed_addresses
+        .iter()
+        .flatten()
+        .map(|s| parse_cidr(s).map_err(|e| invalid(format!("allowed_addresses: {e}"))))
+        .collect::<Result<_, _>>()?;
+    let allowed_ethertypes = raw
+        .guard_allowed_ethertypes
+        .iter()
+        .flatten()
+        .map(|v| {
+            let t = match v {
+                Value::String(s) => parse_ethertype(s),
+                Value::Number(n) => match n.as_u64().and_then(|n| u16::try_from(n).ok()) {
+                    Some(t) => check_ethertype(t),
+                    None => parse_ethertype(&n.to_string()),
+                },
+                other => parse_ethertype(&other.to_string()),
+            };
+            t.map_err(|e| invalid(format!("guard_allowed_ethertypes: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(GuardSettings {
+        mode,
+        allow_dhcp: raw.guard_allow_dhcp.unwrap_or(false),
+        allowed_addresses,
+        allowed_ethertypes,
     })
 }
 
@@ -237,6 +290,40 @@ mod tests {
         let d = parse(&conf(json!({}))).unwrap();
         assert_eq!(d.attach.model, InternetworkingModel::TcFilter);
         assert_eq!((d.attach.backend, d.attach.queues), (TcBackend::Ebpf, 1));
+    }
+
+    #[test]
+    fn guard_keys_become_guard_settings() {
+        let c = parse(&conf(json!({
+            "guard": "log",
+            "guard_allow_dhcp": true,
+            "allowed_addresses": ["10.0.0.5", "fd00::/64"],
+            "guard_allowed_ethertypes": ["0x88b5", 35000],
+        })))
+        .unwrap();
+        let g = &c.attach.guard;
+        assert_eq!(g.mode, crate::guard::GuardMode::Log);
+        assert!(g.allow_dhcp && c.attach.guard_explicit);
+        assert_eq!(g.allowed_addresses[0], "10.0.0.5/32".parse().unwrap());
+        assert_eq!(g.allowed_ethertypes, vec![0x88b5, 35000]);
+        // Defaults: enforce, not asked for.
+        let c = parse(&conf(json!({}))).unwrap();
+        assert_eq!(c.attach.guard, GuardSettings::default());
+        assert!(!c.attach.guard_explicit);
+        // Asked for where there is no eBPF datapath, or bad values: invalid configuration.
+        for bad in [
+            json!({"guard": "enforce", "tc_backend": "mirred"}),
+            json!({"guard": "log", "model": "macvtap"}),
+            json!({"guard": "strict"}),
+            json!({"allowed_addresses": ["10.0.0.0/33"]}),
+            json!({"guard_allowed_ethertypes": ["0x0806"]}),
+        ] {
+            let e = parse(&conf(bad.clone())).unwrap_err();
+            assert_eq!(e.code, INVALID_CONFIG, "{bad}: {e:?}");
+        }
+        // Off with mirred is fine, and so is mirred without a guard key.
+        assert!(parse(&conf(json!({"guard": "off", "tc_backend": "mirred"}))).is_ok());
+        assert!(parse(&conf(json!({"tc_backend": "mirred"}))).is_ok());
     }
 
     #[test]

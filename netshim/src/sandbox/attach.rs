@@ -34,6 +34,7 @@ use crate::{
     config::TapId,
     crash::crash_point,
     endpoint::{EndpointKind, SystemProbe},
+    guard::{self, GuardReport, GuardSettings},
     guest_info::{GuestNeighbor, GuestNetwork, GuestRoute},
     interfaces::{self, Interface},
     lock::SandboxLock,
@@ -72,6 +73,12 @@ pub struct AttachOptions {
     /// before it changes anything, when it is absent, skipped (`lo`, ...) or an endpoint the
     /// VMM takes as it is (physical, vhost-user); an attached netns then stays as it is.
     pub needs_tap: Option<String>,
+    /// The source guard of every endpoint's tap (eBPF backend).
+    pub guard: GuardSettings,
+    /// Whether `guard.mode` was asked for (flag, TOML or CNI key) rather than defaulted:
+    /// enforce or log asked for where there is no eBPF datapath is an error, the default
+    /// there is off.
+    pub guard_explicit: bool,
 }
 
 impl AttachOptions {
@@ -100,6 +107,7 @@ impl AttachOptions {
                     .into(),
             ));
         }
+        self.resolved_guard().map(drop)?;
         let mut seen = std::collections::BTreeSet::new();
         for (pod, tap) in &self.tap_names {
             tap_name::validate_custom(tap)
@@ -127,6 +135,23 @@ impl AttachOptions {
             Some(why) => Err(Error::InvalidOptions(format!("netns {netns}: {why}"))),
             None => Ok(()),
         }
+    }
+
+    /// The guard the endpoints get: the settings on the eBPF datapath, else why there is
+    /// none (see [`guard::settings::resolve`]).
+    pub(crate) fn resolved_guard(&self) -> Result<std::result::Result<GuardSettings, String>> {
+        let settings = self
+            .guard
+            .clone()
+            .validate()
+            .map_err(Error::GuardSettings)?;
+        let model = self.model;
+        Ok(guard::settings::resolve(
+            &settings,
+            self.guard_explicit,
+            model,
+            self.backend,
+        )?)
     }
 
     /// The name of the tap of endpoint `index`, whose pod device is `pod`.
@@ -210,6 +235,11 @@ pub struct EndpointReport {
     /// Routes through this endpoint, without the kernel's own (see [`crate::guest_info`]).
     pub routes: Vec<GuestRoute>,
     pub neighbors: Vec<GuestNeighbor>,
+    /// The source guard of the tap (taps and macvtaps; absent in commit files written
+    /// before the guard, and for endpoints the VMM takes as they are). The commit file
+    /// holds the settings only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardReport>,
 }
 
 /// How the eBPF datapath redirects each direction of an endpoint.
@@ -378,9 +408,13 @@ fn intent_options(options: &AttachOptions) -> serde_json::Value {
     })
 }
 
-/// Writes the commit file: the report, atomically.
+/// Writes the commit file: the report (each guard as its settings only), atomically.
 fn commit(state_dir: &std::path::Path, report: &AttachReport) -> Result<()> {
-    let json = serde_json::to_vec_pretty(report).expect("plain struct serializes");
+    let mut report = report.clone();
+    for e in &mut report.endpoints {
+        e.guard = e.guard.as_ref().map(GuardReport::settings_only);
+    }
+    let json = serde_json::to_vec_pretty(&report).expect("plain struct serializes");
     state::write_file_atomic(&state_dir.join(state::COMMIT_FILE), &json)?;
     Ok(())
 }
@@ -526,6 +560,17 @@ fn already_attached(
     recorded.cleaned_leftovers = None;
     recorded.netns = netns.arg.clone();
     recorded.netns_path = netns.path.clone();
+    // The commit file keeps the guard's settings; the report shows what the maps hold.
+    let guard = match recorded.backend {
+        Some(TcBackend::Ebpf) => Ok(GuardSettings::default()),
+        backend => {
+            let model = recorded.model.parse().unwrap_or_default();
+            Err(guard::settings::unavailable_reason(model, backend.unwrap_or(TcBackend::Mirred))
+                .unwrap_or_default())
+        }
+    };
+    let pin_dir = recorded.pin_dir.clone();
+    report_guards(netns, &mut recorded.endpoints, pin_dir.as_deref(), &guard)?;
     Ok(recorded)
 }
 
@@ -621,6 +666,7 @@ async fn connect_all(
     // Read before the macvtap model moves addresses (and with them routes) away.
     let guest = super::collect_guest_network(handle, netns).await?;
 
+    let guard = options.resolved_guard()?;
     let mut pairs = Vec::new();
     let mut endpoints = Vec::new();
     for (index, (iface, class)) in survey.endpoints.iter().enumerate() {
@@ -630,7 +676,8 @@ async fn connect_all(
                 InternetworkingModel::TcFilter | InternetworkingModel::None => {
                     let (tap, tap_iface) =
                         create_tap(handle, netns, options, index, iface, undo).await?;
-                    pairs.push(Pair::new(index, iface, &tap_iface, options.fast_path));
+                    let pair = Pair::new(index, iface, &tap_iface, options.fast_path);
+                    pairs.push(guarded_pair(pair, iface, &guard));
                     Attachment::Tap(tap)
                 }
                 InternetworkingModel::MacVtap => Attachment::Macvtap(
@@ -682,6 +729,7 @@ async fn connect_all(
             });
         }
     }
+    report_guards(netns, &mut endpoints, pin_dir.as_deref(), &guard)?;
     Ok(AttachReport {
         endpoints,
         skipped: survey.skipped.clone(),
@@ -711,7 +759,59 @@ pub(crate) fn endpoint_report(
         redirect: None,
         routes,
         neighbors,
+        guard: None,
     }
+}
+
+/// `pair` with the source guard `guard` (when the datapath has one) of its pod device's
+/// MAC and addresses.
+pub(crate) fn guarded_pair(
+    pair: Pair,
+    iface: &Interface,
+    guard: &std::result::Result<GuardSettings, String>,
+) -> Pair {
+    match (guard, iface.mac) {
+        (Ok(settings), Some(mac)) => {
+            let addresses: Vec<_> = iface.addresses.iter().map(|a| a.address).collect();
+            pair.guarded(mac, &addresses, settings)
+        }
+        _ => pair,
+    }
+}
+
+/// Fills each tap's and macvtap's `guard`: read back from the maps in `pin_dir` (the
+/// truth on the host), else why there is none.
+pub(crate) fn report_guards(
+    netns: &Netns,
+    endpoints: &mut [EndpointReport],
+    pin_dir: Option<&std::path::Path>,
+    guard: &std::result::Result<GuardSettings, String>,
+) -> Result<()> {
+    for e in endpoints.iter_mut() {
+        if e.tap.is_none() && e.macvtap.is_none() {
+            continue;
+        }
+        e.guard = Some(match (pin_dir, guard, e.tap.is_some()) {
+            (Some(dir), Ok(_), true) if e.endpoint.mac.is_some() => {
+                let tap = e.tap.as_ref().map_or(0, |t| t.ifindex);
+                GuardReport::applied(dir, e.endpoint.index, tap).map_err(|source| Error::Ebpf {
+                    netns: netns.to_string(),
+                    source: Box::new(ebpf::EbpfError::Guard {
+                        index: e.endpoint.index,
+                        source: Box::new(source),
+                    }),
+                })?
+            }
+            (_, Ok(_), true) => GuardReport::unavailable(
+                "the pod device has no MAC address, so the guest's cannot be checked",
+            ),
+            (_, Err(why), _) => GuardReport::unavailable(why.clone()),
+            (_, Ok(_), false) => {
+                GuardReport::unavailable("the macvtap has no eBPF datapath, so no source guard")
+            }
+        });
+    }
+    Ok(())
 }
 
 /// Creates `tap<index>_kata` (or the name `options.tap_names` gives `iface`) for `iface`:
@@ -883,6 +983,11 @@ mod tests {
                     mac: Mac([0x02, 0, 0, 0, 0, 1]),
                     state: "permanent".into(),
                 }],
+                guard: Some(GuardReport::Guard {
+                    settings: GuardSettings::default(),
+                    mac: None,
+                    addresses: None,
+                }),
             }],
             skipped: vec![SkippedInterface {
                 name: "lo".into(),

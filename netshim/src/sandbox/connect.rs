@@ -16,7 +16,8 @@ use crate::{
         mirred, Dev, FastPath, RedirectMode, TcBackend,
     },
     crash::crash_point,
-    interfaces::{self, Interface},
+    guard::{GuardEntry, GuardSettings},
+    interfaces::{self, Interface, Mac},
     lock::SandboxLock,
     netns::Netns,
     pins, Error, Result,
@@ -31,6 +32,8 @@ pub(crate) struct Pair {
     /// How packets reach `b` (A → B) and `a` (B → A).
     pub a_to_b: RedirectMode,
     pub b_to_a: RedirectMode,
+    /// The source guard of what arrives on `b` (the tap: the VM's traffic), eBPF only.
+    pub guard: Option<GuardEntry>,
 }
 
 impl Pair {
@@ -41,7 +44,20 @@ impl Pair {
             b: dev(b),
             a_to_b: RedirectMode::towards(b, fast_path),
             b_to_a: RedirectMode::towards(a, fast_path),
+            guard: None,
         }
+    }
+
+    /// With the source guard `settings` on what `b` receives, for a VM whose MAC is `mac`
+    /// and whose addresses are `addresses`.
+    pub fn guarded(
+        mut self,
+        mac: Mac,
+        addresses: &[std::net::IpAddr],
+        settings: &GuardSettings,
+    ) -> Self {
+        self.guard = Some(GuardEntry::build(mac, addresses, settings));
+        self
     }
 }
 
@@ -97,7 +113,7 @@ pub(crate) async fn connect_pairs(
                         .push((dir.clone(), p.a.name.clone(), p.b.name.clone()));
                 }
                 datapath
-                    .connect(p.index, &p.a, &p.b, p.a_to_b, p.b_to_a)
+                    .connect(p.index, &p.a, &p.b, (p.a_to_b, p.b_to_a), p.guard.as_ref())
                     .map_err(ebpf_err)?;
             }
             Ok(Connected {
@@ -132,6 +148,35 @@ pub struct ConnectOptions {
     pub backend: TcBackend,
     pub fast_path: FastPath,
     pub ebpf_attach: Option<AttachMode>,
+    /// The source guard of what B sends (the pair bench's "VM" side); eBPF only.
+    pub guard: Option<ConnectGuard>,
+}
+
+/// `connect --guard MODE --guard-mac MAC --guard-allow CIDR...`: B's frames must come from
+/// `mac` and from the sources in `allow`. Host addresses (/32, /128) are held as an
+/// endpoint's own addresses are (inline, the first four per family), CIDRs as allowed
+/// addresses (in the tries), so that the bench measures the paths a sandbox takes.
+#[derive(Debug, Clone)]
+pub struct ConnectGuard {
+    pub mode: crate::guard::GuardMode,
+    pub mac: Mac,
+    pub allow: Vec<ipnet::IpNet>,
+}
+
+impl ConnectGuard {
+    fn entry(&self) -> GuardEntry {
+        let (hosts, cidrs): (Vec<&ipnet::IpNet>, Vec<&ipnet::IpNet>) = self
+            .allow
+            .iter()
+            .partition(|n| n.prefix_len() == n.max_prefix_len());
+        let addresses: Vec<std::net::IpAddr> = hosts.iter().map(|n| n.addr()).collect();
+        let settings = GuardSettings {
+            mode: self.mode,
+            allowed_addresses: cidrs.into_iter().copied().collect(),
+            ..GuardSettings::default()
+        };
+        GuardEntry::build(self.mac, &addresses, &settings)
+    }
 }
 
 /// The result of `connect`.
@@ -148,6 +193,9 @@ pub struct ConnectReport {
     pub a_to_b: Option<RedirectMode>,
     pub b_to_a: Option<RedirectMode>,
     pub pin_dir: Option<PathBuf>,
+    /// The source guard of what B sends, read back from the maps (eBPF).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<crate::guard::GuardReport>,
 }
 
 /// The result of `disconnect`.
@@ -222,7 +270,10 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
             TcBackend::Ebpf => options.fast_path,
             TcBackend::Mirred => FastPath::Off,
         };
-        let pair = Pair::new(index.unwrap_or(0), &ia, &ib, fast_path);
+        let mut pair = Pair::new(index.unwrap_or(0), &ia, &ib, fast_path);
+        if options.backend == TcBackend::Ebpf {
+            pair.guard = options.guard.as_ref().map(ConnectGuard::entry);
+        }
         let mut undo = Undo::default();
         let connected = match connect_pairs(
             &handle,
@@ -241,7 +292,22 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
             }
         };
         let ebpf = options.backend == TcBackend::Ebpf;
+        let guard = match &connected.pin_dir {
+            Some(dir) if ebpf => Some(
+                crate::guard::GuardReport::applied(dir, pair.index, pair.b.ifindex).map_err(
+                    |source| Error::Ebpf {
+                        netns: netns.to_string(),
+                        source: Box::new(ebpf::EbpfError::Guard {
+                            index: pair.index,
+                            source: Box::new(source),
+                        }),
+                    },
+                )?,
+            ),
+            _ => None,
+        };
         Ok(ConnectReport {
+            guard,
             netns: netns.arg.clone(),
             netns_cookie: netns.cookie,
             a,

@@ -14,8 +14,8 @@
 
 use super::{
     attach::{
-        create_macvtap, create_tap, endpoint_report, AttachOptions, Attachment, EndpointReport,
-        MacvtapReport, Redirects,
+        create_macvtap, create_tap, endpoint_report, guarded_pair, report_guards, AttachOptions,
+        Attachment, EndpointReport, MacvtapReport, Redirects,
     },
     connect::{connect_pairs, dev, Pair},
     undo::Undo,
@@ -145,6 +145,7 @@ async fn plug_with_undo(
                 let datapath = match options.model {
                     InternetworkingModel::TcFilter => {
                         let pair = Pair::new(index, iface, &tap_iface, options.fast_path);
+                        let pair = guarded_pair(pair, iface, &options.resolved_guard()?);
                         connect_pairs(
                             handle,
                             netns,
@@ -219,6 +220,15 @@ async fn plug_with_undo(
     };
     let mut report = endpoint_report(index, iface, class, attachment, guest);
     report.redirect = redirect;
+    let pin_dir = pins::sandbox_dir(netns.cookie);
+    let pin_dir = (options.backend == TcBackend::Ebpf && pin_dir.exists()).then_some(pin_dir);
+    let guard = options.resolved_guard()?;
+    report_guards(
+        netns,
+        std::slice::from_mut(&mut report),
+        pin_dir.as_deref(),
+        &guard,
+    )?;
     Ok((
         Plugged {
             pod: dev(iface),

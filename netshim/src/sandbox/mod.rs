@@ -1,4 +1,5 @@
-//! Whole-netns operations: scan, attach, detach, status, stats, upgrade, watch, gc.
+//! Whole-netns operations: scan, attach, detach, status, stats, upgrade, watch, gc, and
+//! `guard` (the source guard of an attached sandbox).
 //!
 //! Each runs on a thread inside the sandbox netns ([`Netns::run`]). The first step is
 //! always the same survey: list the interfaces, classify them, and find the taps an earlier
@@ -9,6 +10,7 @@ mod coexist;
 mod connect;
 mod detach;
 mod gc;
+mod guard;
 mod health;
 mod hotplug;
 pub mod integrity;
@@ -22,12 +24,15 @@ mod upgrade;
 mod watch;
 
 pub use attach::{attach, AttachOptions, AttachReport, EndpointReport, MacvtapReport, TapReport};
-pub use connect::{connect, disconnect, ConnectOptions, ConnectReport, DisconnectReport};
+pub use connect::{
+    connect, disconnect, ConnectGuard, ConnectOptions, ConnectReport, DisconnectReport,
+};
 pub use detach::{detach, detach_arg, DetachReport};
 pub(crate) use gc::{collect_dead, NetnsFinder};
 pub use gc::{
     gc, DeadSandbox, FailedSandbox, GcReport, HalfMadeSandbox, RepairedSandbox, SkippedSandbox,
 };
+pub use guard::{guard, EndpointGuard, GuardChange, GuardCommandReport};
 pub use health::{repair_hint, Health};
 pub use scan::{scan, ScanReport, ScannedInterface};
 pub use status::{stats, status, EndpointStatus, MacvtapStatus, StatusReport};

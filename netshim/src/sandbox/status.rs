@@ -4,7 +4,8 @@ use super::{health, survey, EndpointInfo, Health, SkippedInterface, Strictness};
 use crate::{
     backend::{ebpf, mirred, TcBackend},
     endpoint::SystemProbe,
-    model::macvtap,
+    guard::{settings::unavailable_reason, GuardReport},
+    model::{macvtap, InternetworkingModel},
     netns::Netns,
     pins,
     stats::{self, DirectionStats, EndpointStats, SandboxStats},
@@ -30,6 +31,10 @@ pub struct EndpointStatus {
     /// What the guest agent needs besides addresses, as in attach's report.
     pub routes: Vec<crate::guest_info::GuestRoute>,
     pub neighbors: Vec<crate::guest_info::GuestNeighbor>,
+    /// The source guard of the tap, read from the maps (the datapath's truth); `off` with
+    /// a reason where there is none. Absent without a tap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardReport>,
 }
 
 /// A netns as netshim sees it.
@@ -130,6 +135,10 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
                 });
             }
         }
+        let records = match pinned {
+            true => ebpf::recorded_endpoints(&dir).unwrap_or_default(),
+            false => Vec::new(),
+        };
         for (index, (iface, class)) in survey.endpoints.iter().enumerate() {
             let tap = survey.tap(index as u32);
             let connected = match tap {
@@ -165,6 +174,16 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
                 }
             };
             let (routes, neighbors) = guest.of(iface.ifindex);
+            let guard = match tap {
+                Some(tap) if pinned => Some(endpoint_guard(&netns, &dir, &records, tap.ifindex)?),
+                Some(_) if report.backend == Some(TcBackend::Mirred) => {
+                    Some(GuardReport::unavailable(
+                        unavailable_reason(InternetworkingModel::TcFilter, TcBackend::Mirred)
+                            .unwrap_or_default(),
+                    ))
+                }
+                _ => None,
+            };
             report.endpoints.push(EndpointStatus {
                 endpoint: EndpointInfo::new(index as u32, iface, class),
                 tap: tap.map(|t| t.name.clone()),
@@ -174,9 +193,31 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
                 connected,
                 routes,
                 neighbors,
+                guard,
             });
         }
         Ok(report)
+    })
+}
+
+/// The guard of the endpoint whose tap is `tap_ifindex`, by its recorded index.
+fn endpoint_guard(
+    netns: &Netns,
+    dir: &std::path::Path,
+    records: &[(u32, netshim_common::EndpointRecord)],
+    tap_ifindex: u32,
+) -> Result<GuardReport> {
+    let Some((index, _)) = records.iter().find(|(_, r)| r.tap_ifindex == tap_ifindex) else {
+        return Ok(GuardReport::unavailable(
+            "the tap has no endpoint record in the pinned maps",
+        ));
+    };
+    GuardReport::applied(dir, *index, tap_ifindex).map_err(|source| Error::Ebpf {
+        netns: netns.to_string(),
+        source: Box::new(ebpf::EbpfError::Guard {
+            index: *index,
+            source: Box::new(source),
+        }),
     })
 }
 

@@ -23,18 +23,22 @@ use crate::{
         ebpf::{self, AttachMode},
         upgrade::{self as up, Object, Swapped, UpgradeError},
     },
+    guard::{GuardEntry, GuardMode, GuardReport},
     lock::SandboxLock,
     netns::Netns,
-    pins, Error, Result,
+    pins, state, Error, Result,
 };
 
-use super::NetnsFinder;
+use super::{guard::write_guard, AttachReport, EndpointGuard, NetnsFinder};
 
 /// What `upgrade` loads.
 #[derive(Debug, Clone, Default)]
 pub struct UpgradeOptions {
     /// An eBPF object file instead of the one built into this binary.
     pub object: Option<PathBuf>,
+    /// `--guard MODE`: the source guard's mode for every endpoint, over what the commit
+    /// file records (absent there: enforce).
+    pub guard: Option<GuardMode>,
 }
 
 /// What happened to one sandbox.
@@ -68,6 +72,11 @@ pub struct SandboxUpgrade {
     pub created_maps: Vec<String>,
     /// Why it was skipped or failed.
     pub reason: Option<String>,
+    /// The source guard of each endpoint after the upgrade, read back from the maps.
+    pub guard: Vec<EndpointGuard>,
+    /// Why the guard was not set up (no commit file: pairs of `netshim connect`), if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard_reason: Option<String>,
 }
 
 /// The result of `upgrade`.
@@ -112,7 +121,7 @@ pub fn upgrade(netns: &Netns, options: &UpgradeOptions) -> Result<UpgradeReport>
     if !dir.exists() {
         return Err(not_attached(netns, &dir));
     }
-    let sandbox = upgrade_sandbox(netns, &dir, &object)?;
+    let sandbox = upgrade_sandbox(netns, &dir, &object, options.guard)?;
     Ok(UpgradeReport {
         object: object.name.clone(),
         sandboxes: vec![sandbox],
@@ -137,6 +146,8 @@ pub fn upgrade_all(options: &UpgradeOptions) -> Result<UpgradeReport> {
             hooks: Swapped::default(),
             created_maps: Vec::new(),
             reason: Some(reason),
+            guard: Vec::new(),
+            guard_reason: None,
         };
         let netns = match sandbox_netns(&dir, cookie, &finder) {
             Ok(netns) => netns,
@@ -145,7 +156,7 @@ pub fn upgrade_all(options: &UpgradeOptions) -> Result<UpgradeReport> {
                 continue;
             }
         };
-        match upgrade_sandbox(&netns, &dir, &object) {
+        match upgrade_sandbox(&netns, &dir, &object, options.guard) {
             Ok(s) => sandboxes.push(s),
             Err(Error::NotAttached { .. }) => sandboxes.push(entry(
                 netns.to_string(),
@@ -197,7 +208,12 @@ fn read_record(dir: &Path) -> std::result::Result<SandboxRecord, String> {
 }
 
 /// Upgrades one sandbox under its lock.
-fn upgrade_sandbox(netns: &Netns, dir: &Path, object: &Arc<Object>) -> Result<SandboxUpgrade> {
+fn upgrade_sandbox(
+    netns: &Netns,
+    dir: &Path,
+    object: &Arc<Object>,
+    guard: Option<GuardMode>,
+) -> Result<SandboxUpgrade> {
     let _lock = SandboxLock::acquire(netns.cookie)?;
     // Detached while we waited for the lock?
     if !dir.exists() {
@@ -239,7 +255,7 @@ fn upgrade_sandbox(netns: &Netns, dir: &Path, object: &Arc<Object>) -> Result<Sa
             })?
         }
     };
-    let (outcome, reason) = if hooks.swapped.is_empty() {
+    let (mut outcome, mut reason) = if hooks.swapped.is_empty() {
         (
             UpgradeOutcome::Skipped,
             Some("no live hook to upgrade".to_owned()),
@@ -247,7 +263,25 @@ fn upgrade_sandbox(netns: &Netns, dir: &Path, object: &Arc<Object>) -> Result<Sa
     } else {
         (UpgradeOutcome::Upgraded, None)
     };
+    // Only now that every hook runs a program that knows PEER_GUARD: an older program
+    // passes a packet whose entry has a flag it does not know to the stack.
+    let (mut guards, mut guard_reason) = (Vec::new(), None);
+    if outcome == UpgradeOutcome::Upgraded {
+        match fill_guard(netns, dir, guard) {
+            Ok(Ok(filled)) => guards = filled,
+            Ok(Err(why)) => guard_reason = Some(why),
+            Err(e) => {
+                outcome = UpgradeOutcome::Failed;
+                reason = Some(format!(
+                    "every hook runs the new program, but setting up the source guard failed: \
+                     {e}"
+                ));
+            }
+        }
+    }
     Ok(SandboxUpgrade {
+        guard: guards,
+        guard_reason,
         netns: netns.to_string(),
         netns_cookie: netns.cookie,
         pin_dir: dir.to_owned(),
@@ -258,6 +292,85 @@ fn upgrade_sandbox(netns: &Netns, dir: &Path, object: &Arc<Object>) -> Result<Sa
         created_maps,
         reason,
     })
+}
+
+/// Gives every endpoint of the sandbox's commit file its source guard (the recorded
+/// settings, enforce where none are recorded, `mode` over either) with its recorded MAC and
+/// addresses, then `PEER_GUARD` on its tap's entry while the mode is on. `Ok(Err(why))`:
+/// nothing to do (no commit file, not the eBPF datapath).
+fn fill_guard(
+    netns: &Netns,
+    dir: &Path,
+    mode: Option<GuardMode>,
+) -> Result<std::result::Result<Vec<EndpointGuard>, String>> {
+    let commit = state::sandbox_dir(netns.cookie).join(state::COMMIT_FILE);
+    let Some(recorded) = state::read_json::<AttachReport>(&commit) else {
+        return Ok(Err(format!(
+            "no commit file {}: pairs of `netshim connect` keep the guard they were \
+             connected with",
+            commit.display()
+        )));
+    };
+    let records = ebpf::recorded_endpoints(dir).map_err(|source| Error::Ebpf {
+        netns: netns.to_string(),
+        source: Box::new(source),
+    })?;
+    let guard_err = |index, source| Error::Ebpf {
+        netns: netns.to_string(),
+        source: Box::new(ebpf::EbpfError::Guard {
+            index,
+            source: Box::new(source),
+        }),
+    };
+    let mut out = Vec::new();
+    let mut recorded_settings = Vec::new();
+    for e in &recorded.endpoints {
+        let Some(tap) = &e.tap else { continue };
+        let Some((index, _)) = records.iter().find(|(_, r)| r.tap_ifindex == tap.ifindex) else {
+            continue;
+        };
+        let mut settings = e
+            .guard
+            .as_ref()
+            .and_then(|g| g.settings().cloned())
+            .unwrap_or_default();
+        if let Some(mode) = mode {
+            settings.mode = mode;
+        }
+        let guard = match e.endpoint.mac {
+            Some(mac) => {
+                let addresses: Vec<_> = e.endpoint.addresses.iter().map(|a| a.address).collect();
+                let entry = GuardEntry::build(mac, &addresses, &settings);
+                write_guard(dir, *index, tap.ifindex, &entry).map_err(|s| guard_err(*index, s))?;
+                recorded_settings.push((e.endpoint.name.clone(), settings));
+                GuardReport::applied(dir, *index, tap.ifindex).map_err(|s| guard_err(*index, s))?
+            }
+            None => GuardReport::unavailable(
+                "the pod device has no MAC address, so the guest's cannot be checked",
+            ),
+        };
+        out.push(EndpointGuard {
+            index: *index,
+            name: e.endpoint.name.clone(),
+            tap: tap.name.clone(),
+            guard,
+        });
+    }
+    super::attach::amend_commit(netns, None, |report| {
+        for e in &mut report.endpoints {
+            if let Some((_, s)) = recorded_settings
+                .iter()
+                .find(|(n, _)| *n == e.endpoint.name)
+            {
+                e.guard = Some(GuardReport::Guard {
+                    settings: s.clone(),
+                    mac: None,
+                    addresses: None,
+                });
+            }
+        }
+    })?;
+    Ok(Ok(out))
 }
 
 #[cfg(test)]
@@ -276,6 +389,8 @@ mod tests {
             hooks: Swapped::default(),
             created_maps: Vec::new(),
             reason: None,
+            guard: Vec::new(),
+            guard_reason: None,
         };
         let report = UpgradeReport {
             object: "embedded".into(),

@@ -141,6 +141,14 @@ pub enum WatchEvent {
         ifindex: u32,
         error: String,
     },
+    /// The addresses of an endpoint's pod device changed: its source guard now allows
+    /// `addresses` (read back from the maps) instead of the old ones.
+    GuardAddresses {
+        name: String,
+        ifindex: u32,
+        index: u32,
+        addresses: Vec<std::net::IpAddr>,
+    },
     /// Watching has stopped; the datapath stays as it is.
     Stopped,
 }
@@ -543,6 +551,7 @@ impl Watcher {
                 emit.send(self.refused(s));
             }
         }
+        self.follow_addresses(&survey, emit);
         let new: Vec<_> = survey
             .endpoints
             .iter()
@@ -610,6 +619,94 @@ impl Watcher {
             }
         }
         Ok(())
+    }
+
+    /// The source guard of every eBPF endpoint follows its pod device's addresses: where
+    /// they differ from what the guard map holds, the map is rewritten (same MAC and
+    /// settings, the new addresses) and the commit file records them. A failure is
+    /// reported; watching goes on.
+    fn follow_addresses<F: FnMut(&Change)>(&self, survey: &Survey, emit: &mut Emitter<F>) {
+        let dir = pins::sandbox_dir(self.netns.cookie);
+        if !crate::guard::maps::has_guard_maps(&dir) {
+            return;
+        }
+        for p in self.plugged.values() {
+            let VmSide::Tap {
+                datapath: TapDatapath::Ebpf,
+                ..
+            } = &p.vm
+            else {
+                continue;
+            };
+            let Some((iface, _)) = survey
+                .endpoints
+                .iter()
+                .find(|(i, _)| i.ifindex == p.pod.ifindex)
+            else {
+                continue;
+            };
+            match self.update_guard_addresses(&dir, p.index, iface) {
+                Ok(Some(addresses)) => emit.send(WatchEvent::GuardAddresses {
+                    name: iface.name.clone(),
+                    ifindex: iface.ifindex,
+                    index: p.index,
+                    addresses,
+                }),
+                Ok(None) => {}
+                Err(e) => emit.send(WatchEvent::Failed {
+                    name: iface.name.clone(),
+                    ifindex: iface.ifindex,
+                    error: format!("updating the addresses of its source guard: {e}"),
+                }),
+            }
+        }
+    }
+
+    /// Rewrites endpoint `index`'s guard with `iface`'s addresses when they changed;
+    /// returns the addresses it allows now.
+    fn update_guard_addresses(
+        &self,
+        dir: &std::path::Path,
+        index: u32,
+        iface: &crate::interfaces::Interface,
+    ) -> Result<Option<Vec<std::net::IpAddr>>> {
+        use crate::guard::{maps, GuardEntry};
+        let guard_err = |source| Error::Ebpf {
+            netns: self.netns.to_string(),
+            source: Box::new(ebpf::EbpfError::Guard {
+                index,
+                source: Box::new(source),
+            }),
+        };
+        let Some(old) = maps::read(dir, index).map_err(guard_err)? else {
+            return Ok(None);
+        };
+        if old.config.mac == [0; 6] {
+            // Never written (an endpoint without a MAC, or a guard never set up).
+            return Ok(None);
+        }
+        let addresses: Vec<_> = iface.addresses.iter().map(|a| a.address).collect();
+        let new = GuardEntry::build(old.mac(), &addresses, &old.settings());
+        let mut before = old.addresses();
+        let mut after = new.addresses();
+        before.sort();
+        after.sort();
+        if before == after {
+            return Ok(None);
+        }
+        maps::write(dir, index, &new).map_err(guard_err)?;
+        let now = maps::read(dir, index)
+            .map_err(guard_err)?
+            .map(|e| e.addresses())
+            .unwrap_or_default();
+        super::attach::amend_commit(&self.netns, None, |r| {
+            for e in &mut r.endpoints {
+                if e.endpoint.ifindex == iface.ifindex {
+                    e.endpoint.addresses = iface.addresses.clone();
+                }
+            }
+        })?;
+        Ok(Some(now))
     }
 
     /// An interface kata would refuse: skipped with `--skip-unsupported`, a failure without.

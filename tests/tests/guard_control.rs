@@ -1,0 +1,318 @@
+//! The source guard's control plane: attach reports it, mirred refuses it when asked for,
+//! `netshim guard --allow` and `watch` change it without reattaching (on the next packet),
+//! and `netshim upgrade` gives it to a sandbox attached before it existed.
+//!
+//! Frames are written into the tap fd as a VM writes them; what reaches a UDP socket in the
+//! client netns is what the guard let through. The spoof classes themselves are tested in
+//! guard.rs.
+
+use std::{
+    net::{Ipv4Addr, UdpSocket},
+    path::Path,
+    time::Duration,
+};
+
+use netshim_tests::{
+    netshim_cli::{netshim, netshim_json, netshim_ok, Pod},
+    skip_unless_root,
+    tap_reader::{format_mac, udp_frame},
+    traffic::{open_tap, probe},
+    watch::Watch,
+    TapQueue,
+};
+use serde_json::Value;
+
+/// The netshim that attached the sandboxes the upgrade test upgrades: main before the
+/// guard (e5f32ab). `NETSHIM_BASE_BIN` overrides it.
+const BASE_BIN: &str = "/work/main/target/debug/netshim";
+
+/// A UDP receiver on the client's address, and what reaches it.
+struct Client {
+    socket: UdpSocket,
+    port: u16,
+}
+
+impl Client {
+    fn new(pod: &Pod) -> Client {
+        let socket = pod
+            .client
+            .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind the client receiver"));
+        let port = socket.local_addr().expect("receiver address").port();
+        Client { socket, port }
+    }
+
+    /// Writes a datagram from `src` (with the pod's MAC, as the VM would) into `tap` and
+    /// returns whether it reached the client. Earlier datagrams still in flight are read
+    /// and ignored by their payload.
+    fn delivered(&self, pod: &Pod, tap: &TapQueue, src: Ipv4Addr, tag: &str) -> bool {
+        let frame = udp_frame(
+            pod.pod_mac,
+            pod.client_mac,
+            src,
+            pod.client_ip,
+            4242,
+            self.port,
+            tag.as_bytes(),
+        );
+        tap.write_frame(&frame).expect("write a frame to the tap");
+        self.socket
+            .set_read_timeout(Some(Duration::from_millis(700)))
+            .expect("receiver timeout");
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = self.socket.recv_from(&mut buf) {
+            if &buf[..n] == tag.as_bytes() {
+                assert_eq!(from.ip(), src, "{tag} came from another source");
+                return true;
+            }
+        }
+        false
+    }
+}
+
+fn attach(pod: &Pod, extra: &[&str]) -> Value {
+    let mut args = vec!["attach", "--netns", pod.netns()];
+    args.extend_from_slice(extra);
+    netshim_json(&args)
+}
+
+fn guard_of(report: &Value) -> &Value {
+    &report["endpoints"][0]["guard"]
+}
+
+fn addresses(guard: &Value) -> Vec<String> {
+    guard["addresses"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no addresses in {guard}"))
+        .iter()
+        .map(|a| a.as_str().expect("address text").to_owned())
+        .collect()
+}
+
+#[test]
+fn attach_and_status_report_the_guard_enforced_by_default() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("gc-rep");
+    let report = attach(&pod, &[]);
+    let guard = guard_of(&report);
+    assert_eq!(guard["mode"], "enforce", "{report:#}");
+    assert_eq!(guard["mac"], format_mac(&pod.pod_mac));
+    assert!(
+        addresses(guard).contains(&pod.pod_ip.to_string()),
+        "{guard}"
+    );
+    assert_eq!(guard["allow_dhcp"], false);
+    assert_eq!(guard["allowed_addresses"], serde_json::json!([]));
+    // status reads it back from the maps.
+    let status = netshim_json(&["status", "--netns", pod.netns()]);
+    assert_eq!(guard_of(&status), guard, "{status:#}");
+    let table = netshim_ok(&["status", "--netns", pod.netns()]);
+    assert!(table.contains("guard: enforce"), "{table}");
+    // The pod's own traffic flows; another source does not.
+    let tap = open_tap(&pod.sandbox, "tap0_kata");
+    let client = Client::new(&pod);
+    assert!(client.delivered(&pod, &tap, pod.pod_ip, "own"));
+    assert!(!client.delivered(&pod, &tap, Ipv4Addr::new(10, 123, 0, 99), "spoofed"));
+}
+
+#[test]
+fn mirred_refuses_an_explicit_guard_and_reports_it_off_by_default() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("gc-mir");
+    for mode in ["enforce", "log"] {
+        let out = netshim(&[
+            "attach",
+            "--netns",
+            pod.netns(),
+            "--tc-backend",
+            "mirred",
+            "--guard",
+            mode,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--guard {mode}: {stderr}");
+        assert!(
+            stderr.contains("the mirred tc backend has no source guard"),
+            "--guard {mode}: {stderr}"
+        );
+        assert!(
+            !pod.sandbox.link_names().contains(&"tap0_kata".to_owned()),
+            "a refused attach made a tap"
+        );
+    }
+    let report = attach(&pod, &["--tc-backend", "mirred"]);
+    let guard = guard_of(&report);
+    assert_eq!(guard["mode"], "off", "{report:#}");
+    assert!(
+        guard["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("mirred")),
+        "{guard}"
+    );
+    let status = netshim_json(&["status", "--netns", pod.netns()]);
+    assert_eq!(guard_of(&status)["mode"], "off", "{status:#}");
+    // The guard command says why it cannot change anything there.
+    let out = netshim(&["guard", "--netns", pod.netns(), "--mode", "log"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn guard_allow_takes_effect_on_the_next_packet() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("gc-allow");
+    attach(&pod, &[]);
+    let tap = open_tap(&pod.sandbox, "tap0_kata");
+    let client = Client::new(&pod);
+    let secondary = Ipv4Addr::new(10, 123, 0, 50);
+    assert!(client.delivered(&pod, &tap, pod.pod_ip, "own"));
+    assert!(
+        !client.delivered(&pod, &tap, secondary, "before allow"),
+        "a source the guard does not know was delivered"
+    );
+    let out = netshim_json(&[
+        "guard",
+        "--netns",
+        pod.netns(),
+        "--allow",
+        &secondary.to_string(),
+    ]);
+    let guard = &out["endpoints"][0]["guard"];
+    assert_eq!(
+        guard["allowed_addresses"],
+        serde_json::json!([format!("{secondary}/32")]),
+        "{out:#}"
+    );
+    assert!(client.delivered(&pod, &tap, secondary, "after allow"));
+    // Recorded: an idempotent attach and status show it; --disallow takes it back.
+    let status = netshim_json(&["status", "--netns", pod.netns()]);
+    assert_eq!(
+        guard_of(&status)["allowed_addresses"],
+        guard["allowed_addresses"]
+    );
+    let again = attach(&pod, &[]);
+    assert_eq!(
+        guard_of(&again)["allowed_addresses"],
+        guard["allowed_addresses"]
+    );
+    netshim_ok(&[
+        "guard",
+        "--netns",
+        pod.netns(),
+        "--disallow",
+        &format!("{secondary}/32"),
+    ]);
+    assert!(!client.delivered(&pod, &tap, secondary, "after disallow"));
+    // Log mode delivers it again.
+    netshim_ok(&["guard", "--netns", pod.netns(), "--mode", "log"]);
+    assert!(client.delivered(&pod, &tap, secondary, "log mode"));
+}
+
+#[test]
+fn watch_follows_an_address_added_to_the_pod_device() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("gc-watch");
+    let mut watch = Watch::start(pod.netns(), &[]);
+    watch.expect("watching", None, Duration::from_secs(20));
+    let tap = open_tap(&pod.sandbox, "tap0_kata");
+    let client = Client::new(&pod);
+    let added = Ipv4Addr::new(10, 123, 0, 60);
+    assert!(client.delivered(&pod, &tap, pod.pod_ip, "own"));
+    assert!(!client.delivered(&pod, &tap, added, "before the address"));
+    pod.sandbox
+        .ip(&["addr", "add", &format!("{added}/24"), "dev", "eth0"]);
+    let (_, event) = watch.expect("guard-addresses", Some("eth0"), Duration::from_secs(10));
+    assert!(
+        event["addresses"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == &added.to_string())),
+        "{event}"
+    );
+    assert!(client.delivered(&pod, &tap, added, "after the address"));
+    // And it goes with the address.
+    pod.sandbox
+        .ip(&["addr", "del", &format!("{added}/24"), "dev", "eth0"]);
+    watch.expect("guard-addresses", Some("eth0"), Duration::from_secs(10));
+    assert!(!client.delivered(&pod, &tap, added, "after removing it"));
+    let (status, _) = watch.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn upgrade_gives_a_sandbox_attached_before_the_guard_its_guard() {
+    if skip_unless_root() {
+        return;
+    }
+    let base = std::env::var("NETSHIM_BASE_BIN").unwrap_or_else(|_| BASE_BIN.into());
+    if !Path::new(&base).exists() {
+        eprintln!("skipped: no base netshim at {base} (set NETSHIM_BASE_BIN)");
+        return;
+    }
+    let pod = Pod::new("gc-upg");
+    let out = std::process::Command::new(&base)
+        .args(["attach", "--netns", pod.netns()])
+        .output()
+        .expect("run the base netshim");
+    assert!(out.status.success(), "base attach: {out:?}");
+    let dir = netshim_json(&["status", "--netns", pod.netns()])["pin_dir"]
+        .as_str()
+        .expect("pinned")
+        .to_owned();
+    assert!(
+        !Path::new(&dir).join("guard").exists(),
+        "the base binary already pins guard maps: not a sandbox from before the guard"
+    );
+    let crossed = probe(&pod, "tap0_kata", 5);
+    assert_eq!((crossed.to_vm, crossed.from_vm), (5, 5), "{crossed:?}");
+    let client = Client::new(&pod);
+    let spoofed = Ipv4Addr::new(10, 123, 0, 77);
+    {
+        let tap = open_tap(&pod.sandbox, "tap0_kata");
+        assert!(client.delivered(&pod, &tap, spoofed, "base delivers anything"));
+    }
+
+    let report = netshim_json(&["upgrade", "--netns", pod.netns()]);
+    let sandbox = &report["sandboxes"][0];
+    assert_eq!(sandbox["outcome"], "upgraded", "{report:#}");
+    let created: Vec<&str> = sandbox["created_maps"]
+        .as_array()
+        .expect("created_maps")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for map in [
+        "guard",
+        "guard_drops",
+        "guard_v4",
+        "guard_v6",
+        "guard_log",
+        "guard_events",
+    ] {
+        assert!(created.contains(&map), "{map} not created: {report:#}");
+        assert!(Path::new(&dir).join(map).exists(), "{map} not pinned");
+    }
+    let guard = &sandbox["guard"][0]["guard"];
+    assert_eq!(guard["mode"], "enforce", "{report:#}");
+    assert!(
+        addresses(guard).contains(&pod.pod_ip.to_string()),
+        "{guard}"
+    );
+    // Still forwarding both ways, and now guarded.
+    let crossed = probe(&pod, "tap0_kata", 5);
+    assert_eq!((crossed.to_vm, crossed.from_vm), (5, 5), "{crossed:?}");
+    let tap = open_tap(&pod.sandbox, "tap0_kata");
+    assert!(client.delivered(&pod, &tap, pod.pod_ip, "own after upgrade"));
+    assert!(!client.delivered(&pod, &tap, spoofed, "spoofed after upgrade"));
+    let status = netshim_json(&["status", "--netns", pod.netns()]);
+    assert_eq!(guard_of(&status)["mode"], "enforce", "{status:#}");
+    // --guard overrides the recorded mode.
+    let report = netshim_json(&["upgrade", "--netns", pod.netns(), "--guard", "log"]);
+    assert_eq!(report["sandboxes"][0]["guard"][0]["guard"]["mode"], "log");
+    assert!(client.delivered(&pod, &tap, spoofed, "log mode after upgrade --guard log"));
+}
