@@ -182,6 +182,12 @@ fn qemu_guest_over_tcfilter(backend: &str) {
 
     let qemu =
         Qemu::boot(assets, &pod.sandbox, &config, NetdevSpec::TapIfname(tap)).expect("start qemu");
+    qemu.wait_for(READY_MARKER, READY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // What the client sent before QEMU had the tap open (its IPv6 router solicitations, MLD
+    // reports) found no reader: mirred counts such frames as errors. From here on, none.
+    let at_ready = netshim_json(&["stats", "--netns", pod.netns()]);
+    let early_errors = |dir: &str| at_ready[0]["endpoints"][0][dir]["errors"].as_u64();
     exercise_guest(&pod, &qemu, &config.ping);
     exercise_guest_ipv6(&pod, &v6, &qemu);
     // The guest applied them (busybox prints `ip route` / `ip neigh` on the console).
@@ -208,8 +214,17 @@ fn qemu_guest_over_tcfilter(backend: &str) {
         ep["to_vm"]["bytes"], ep["from_vm"]["bytes"]
     );
     assert!(to_vm > 0 && from_vm > 0, "{stats}");
-    assert_eq!(ep["to_vm"]["errors"], 0, "{stats}");
-    assert_eq!(ep["from_vm"]["errors"], 0, "{stats}");
+    for dir in ["to_vm", "from_vm"] {
+        let early = early_errors(dir).unwrap_or_else(|| panic!("no {dir}.errors: {at_ready}"));
+        if early > 0 {
+            eprintln!("netshim stats: {dir} {early} error(s) before the guest was up: {at_ready}");
+        }
+        assert_eq!(
+            ep[dir]["errors"].as_u64(),
+            Some(early),
+            "{dir} errors while the guest ran: {stats}"
+        );
+    }
     check_guard_refused_nothing(ep, guarded);
 
     // Stop the VM, then take the network down.

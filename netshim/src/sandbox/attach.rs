@@ -565,8 +565,10 @@ fn already_attached(
         Some(TcBackend::Ebpf) => Ok(GuardSettings::default()),
         backend => {
             let model = recorded.model.parse().unwrap_or_default();
-            Err(guard::settings::unavailable_reason(model, backend.unwrap_or(TcBackend::Mirred))
-                .unwrap_or_default())
+            Err(
+                guard::settings::unavailable_reason(model, backend.unwrap_or(TcBackend::Mirred))
+                    .unwrap_or_default(),
+            )
         }
     };
     let pin_dir = recorded.pin_dir.clone();

@@ -3,8 +3,9 @@
 //! that is off, or one that dropped part of the load.
 //!
 //! After a path's measurements, from `netshim stats --json` (endpoint 0, `from_vm`: what the
-//! server or guest sent): the guard's mode is `enforce` (read back from the maps; from
-//! `status --json` when this netshim's stats do not show it), none of the load was refused
+//! server or guest sent): the guard's mode is `enforce` (`off` on the unguarded twin), as
+//! stats, else `status --json`, else the connect/attach report (each reads it back from the
+//! maps) says; none of the load was refused
 //! (every `dropped` reason of the guard is 0, when stats counts them), and the program counted
 //! at least every packet the client received in the reverse UDP run. Then a probe: one ping
 //! from an address the server does not own. Through the guard it gets no answer and is
@@ -75,11 +76,18 @@ fn check_inner(netshim: &Path, live: &Live, guarded: bool, result: &mut RoundRes
     if let Some(n) = before.guard_dropped {
         result.extra.insert("guard_dropped", n as f64);
     }
+    let mode = match &before.mode {
+        Some(m) => Some(m.clone()),
+        None => status_guard_mode(netshim, netns)?.or_else(|| setup_guard_mode(live)),
+    };
+    if !guarded {
+        anyhow::ensure!(
+            mode.as_deref().is_none_or(|m| m == "off"),
+            "the guard of an unguarded path is {mode:?}"
+        );
+    }
     if guarded {
-        let mode = match &before.mode {
-            Some(m) => m.clone(),
-            None => status_guard_mode(netshim, netns)?,
-        };
+        let mode = mode.context("neither stats, status nor the setup report shows the guard")?;
         anyhow::ensure!(
             mode == "enforce",
             "the guard of a +guard path is {mode:?}, not enforce"
@@ -124,15 +132,26 @@ fn check_inner(netshim: &Path, live: &Live, guarded: bool, result: &mut RoundRes
     Ok(())
 }
 
-/// `status --json`'s guard mode of endpoint 0 (read from the maps).
-fn status_guard_mode(netshim: &Path, netns: &str) -> Result<String> {
+/// `status --json`'s guard mode of the endpoint with a tap (read from the maps), if shown.
+fn status_guard_mode(netshim: &Path, netns: &str) -> Result<Option<String>> {
     let out =
         crate::cmd::output(Command::new(netshim).args(["status", "--netns", netns, "--json"]))?;
     let v: Value = serde_json::from_str(&out).context("parsing `netshim status --json`")?;
-    v["endpoints"][0]["guard"]["mode"]
-        .as_str()
+    Ok(v["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|e| e["guard"]["mode"].as_str())
+        .map(str::to_string))
+}
+
+/// The guard mode the connect report (`guard`) or attach report (`endpoints[0].guard`) gave.
+fn setup_guard_mode(live: &Live) -> Option<String> {
+    let out = live.setup_output.as_ref()?;
+    [&out["guard"]["mode"], &out["endpoints"][0]["guard"]["mode"]]
+        .iter()
+        .find_map(|m| m.as_str())
         .map(str::to_string)
-        .with_context(|| format!("neither stats nor status shows the guard's mode: {v}"))
 }
 
 /// One ping from the server to the client with `live.spoofed_ip` (added to the server's

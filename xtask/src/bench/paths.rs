@@ -10,7 +10,7 @@
 //! The eBPF paths come in twins without and with netshim's source guard (`<path>+guard`):
 //! `connect --guard enforce --guard-mac <server eth0's MAC> --guard-allow 10.201.0.2` guards
 //! what the server sends (s0 is connect's "VM" side), attach's default (`enforce`) what the
-//! guest sends; the unguarded twin says `--guard off`. The guard sees the server → client
+//! guest sends; the unguarded twin is connect's default (off) or `attach --guard off`. The guard sees the server → client
 //! direction only: the reverse runs (TCP and UDP `-R`) are the ones that cross it.
 //!
 //! The namespaces live for the whole run; each path's links, datapath and stand-in are made
@@ -155,7 +155,7 @@ pub fn all_paths() -> Vec<PathSpec> {
             fast_path: Some("off"),
             guard: false,
         },
-        "netshim connect --tc-backend ebpf --fast-path off --guard off (bpf_redirect)",
+        "netshim connect --tc-backend ebpf --fast-path off (bpf_redirect; guard off, connect's default)",
     );
     let pair_peer = p(
         Topo::Pair,
@@ -165,7 +165,7 @@ pub fn all_paths() -> Vec<PathSpec> {
             fast_path: Some("auto"),
             guard: false,
         },
-        "netshim connect --tc-backend ebpf --fast-path auto --guard off (bpf_redirect_peer)",
+        "netshim connect --tc-backend ebpf --fast-path auto (bpf_redirect_peer; guard off)",
     );
     let sandbox_ebpf = p(
         Topo::Sandbox,
@@ -364,7 +364,8 @@ impl Caps {
 
     /// The guard flags of an eBPF path: `+guard` connect: enforce on what `guest_mac` (the
     /// server's MAC) sends from `guest_ip`; `+guard` attach: none (enforce is the default);
-    /// the unguarded twins: `--guard off` when this netshim has a guard to turn off.
+    /// unguarded attach: `--guard off` when this netshim has a guard to turn off; unguarded
+    /// connect: none (off is connect's default, and `--guard` there needs `--guard-mac`).
     fn guard_args(&self, spec: &PathSpec, guest_mac: &str, guest_ip: &str) -> Vec<String> {
         let known = match spec.kind {
             Kind::Connect { .. } => self.connect_guard,
@@ -383,8 +384,8 @@ impl Caps {
                 "--guard-allow",
                 guest_ip,
             ],
-            (_, true) => &[],
-            (_, false) => &["--guard", "off"],
+            (Kind::Attach { .. }, false) => &["--guard", "off"],
+            _ => &[],
         };
         args.iter().map(|a| a.to_string()).collect()
     }
@@ -951,10 +952,11 @@ mod tests {
                 all.fast_path_args(guarded),
                 "{base}"
             );
-            assert_eq!(
-                all.guard_args(plain, mac, PAIR_SERVER_IP),
-                ["--guard", "off"]
-            );
+            let off = all.guard_args(plain, mac, PAIR_SERVER_IP);
+            match plain.topo {
+                Topo::Pair => assert!(off.is_empty(), "{base}: connect's default is off"),
+                Topo::Sandbox => assert_eq!(off, ["--guard", "off"], "{base}"),
+            }
         }
         assert_eq!(
             all.guard_args(get("pair/ebpf-peer+guard"), mac, PAIR_SERVER_IP),
@@ -984,7 +986,7 @@ mod tests {
             ..all
         };
         assert!(old
-            .guard_args(get("pair/ebpf"), mac, PAIR_SERVER_IP)
+            .guard_args(get("sandbox/ebpf"), mac, PAIR_SERVER_IP)
             .is_empty());
         assert!(old.unavailable(get("sandbox/ebpf+guard")).is_some());
     }
