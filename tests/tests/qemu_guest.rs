@@ -29,6 +29,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
+use netshim_common::GUARD_REASONS;
 use netshim_tests::netshim_cli::{netshim, netshim_json, Pod, PodIpv6};
 use netshim_tests::qemu::{
     GuestAssets, GuestConfig, GuestNetConfig, NetdevSpec, Qemu, QemuGuard, INSMOD_FAIL_MARKER,
@@ -42,17 +43,6 @@ const HTTP_PORT: u16 = 80;
 const BLOB_LEN: usize = 1024 * 1024;
 /// A route the sandbox has besides the connected one (via the client, MTU 1400).
 const EXTRA_ROUTE: &str = "10.124.0.0/24";
-/// The source guard's refusal reasons, as `stats --json` names them under `from_vm.dropped`
-/// and `from_vm.guard.flagged`.
-const GUARD_REASONS: [&str; 7] = [
-    "source_mac",
-    "source_ip",
-    "arp",
-    "nd",
-    "ra",
-    "dhcp_server",
-    "ethertype",
-];
 
 /// Runs `netshim detach` on Drop unless disarmed (so a failing test leaves no pins behind).
 struct DetachOnDrop {

@@ -16,20 +16,10 @@ use crate::bench::paths::{self, Live};
 use crate::bench::report::RoundResult;
 use crate::topology;
 use anyhow::{Context, Result};
+use netshim_common::GUARD_REASONS;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
-
-/// The guard's refusal reasons under `from_vm.dropped` in `stats --json`.
-pub const GUARD_REASONS: [&str; 7] = [
-    "source_mac",
-    "source_ip",
-    "arp",
-    "nd",
-    "ra",
-    "dhcp_server",
-    "ethertype",
-];
 
 /// What `stats --json` says about endpoint 0's `from_vm` direction.
 #[derive(Debug, Default, PartialEq)]

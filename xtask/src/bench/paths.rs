@@ -883,6 +883,18 @@ mod tests {
         assert!(!m.contains_key("tx-checksum-ip-generic"));
     }
 
+    /// A netshim with every capability.
+    fn all_caps() -> Caps {
+        Caps {
+            connect: true,
+            connect_fast_path: true,
+            attach_fast_path: true,
+            attach_macvtap: true,
+            connect_guard: true,
+            attach_guard: true,
+        }
+    }
+
     #[test]
     fn paths_are_unique_and_caps_gate_them() {
         let paths = all_paths();
@@ -913,14 +925,7 @@ mod tests {
         // Without the flag, `ebpf` runs netshim's only behaviour (plain bpf_redirect).
         let sandbox_ebpf = paths.iter().find(|p| p.id() == "sandbox/ebpf").unwrap();
         assert!(none.fast_path_args(sandbox_ebpf).is_empty());
-        let all = Caps {
-            connect: true,
-            connect_fast_path: true,
-            attach_fast_path: true,
-            attach_macvtap: true,
-            connect_guard: true,
-            attach_guard: true,
-        };
+        let all = all_caps();
         assert_eq!(all.fast_path_args(sandbox_ebpf), ["--fast-path", "off"]);
         assert!(paths.iter().all(|p| all.unavailable(p).is_none()));
     }
@@ -929,14 +934,7 @@ mod tests {
     fn guard_twins_differ_only_in_the_guard() {
         let paths = all_paths();
         let get = |id: &str| paths.iter().find(|p| p.id() == id).unwrap();
-        let all = Caps {
-            connect: true,
-            connect_fast_path: true,
-            attach_fast_path: true,
-            attach_macvtap: true,
-            connect_guard: true,
-            attach_guard: true,
-        };
+        let all = all_caps();
         let mac = "02:00:00:00:00:02";
         for base in [
             "pair/ebpf",
