@@ -201,6 +201,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// A failed read or write of endpoint `index`'s source guard in `netns`'s maps.
+    pub(crate) fn guard_map(
+        netns: &crate::netns::Netns,
+        index: u32,
+        source: crate::guard::GuardMapError,
+    ) -> Self {
+        Error::Ebpf {
+            netns: netns.to_string(),
+            source: Box::new(EbpfError::Guard {
+                index,
+                source: Box::new(source),
+            }),
+        }
+    }
+
     /// The CLI exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {

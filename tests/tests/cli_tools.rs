@@ -26,6 +26,7 @@ const SUBCOMMANDS: &[&str] = &[
     "metrics",
     "upgrade",
     "gc",
+    "guard",
     "logs",
     "completions",
     "man",

@@ -316,3 +316,36 @@ fn upgrade_gives_a_sandbox_attached_before_the_guard_its_guard() {
     assert_eq!(report["sandboxes"][0]["guard"][0]["guard"]["mode"], "log");
     assert!(client.delivered(&pod, &tap, spoofed, "log mode after upgrade --guard log"));
 }
+
+#[test]
+fn hot_plugged_endpoints_get_the_guard() {
+    if skip_unless_root() {
+        return;
+    }
+    let pod = Pod::new("gc-plug");
+    let mut watch = Watch::start(pod.netns(), &[]);
+    watch.expect("watching", None, Duration::from_secs(20));
+    let client2 = netshim_tests::TestNetns::new("nsh-gc-plug-c2");
+    netshim_tests::veth_pair(&client2, "c1", &pod.sandbox, "eth1");
+    client2.ip(&["addr", "add", "10.124.9.1/24", "dev", "c1"]);
+    pod.sandbox
+        .ip(&["addr", "add", "10.124.9.2/24", "dev", "eth1"]);
+    let (_, added) = watch.expect("added", Some("eth1"), Duration::from_secs(10));
+    let guard = &added["report"]["guard"];
+    assert_eq!(guard["mode"], "enforce", "{added:#}");
+    assert!(
+        addresses(guard).contains(&"10.124.9.2".to_owned()),
+        "{guard}"
+    );
+    assert_eq!(guard["mac"], pod.sandbox.link_mac("eth1").trim(), "{guard}");
+    let status = netshim_json(&["status", "--netns", pod.netns()]);
+    let eth1 = status["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .find(|e| e["name"] == "eth1")
+        .unwrap_or_else(|| panic!("no eth1 in {status:#}"));
+    assert_eq!(&eth1["guard"], guard, "{status:#}");
+    let (exit, _) = watch.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(exit.success(), "{exit:?}");
+}

@@ -253,6 +253,14 @@ pub struct Object {
 
 impl Object {
     /// The object built into this binary ([`crate::EBPF_OBJECT`]).
+    /// Whether the object has the source guard (declares every guard map), i.e. its
+    /// program knows `PEER_GUARD`.
+    pub fn has_guard(&self) -> bool {
+        netshim_common::GUARD_MAPS
+            .iter()
+            .all(|m| self.pinned_maps.iter().any(|d| d.name == *m))
+    }
+
     pub fn embedded() -> Result<Self, UpgradeError> {
         Self::parse("embedded".into(), Cow::Borrowed(crate::EBPF_OBJECT))
     }

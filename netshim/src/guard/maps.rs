@@ -124,25 +124,25 @@ pub fn write(dir: &Path, index: u32, entry: &GuardEntry) -> Result<(), GuardMapE
         map_names::GUARD,
         dir,
     ))?;
-    let (old_v4, old_v6) = old;
+    prune(dir, index, (&mut v4, &mut v6), old, (&entry.v4, &entry.v6))
+}
+
+/// Removes endpoint `index`'s trie entries of `old` that are not in `keep`.
+fn prune(
+    dir: &Path,
+    index: u32,
+    (v4, v6): (&mut V4Trie, &mut V6Trie),
+    (old_v4, old_v6): Entries,
+    (keep_v4, keep_v6): (&[(u32, [u8; 4], u8)], &[(u32, [u8; 16], u8)]),
+) -> Result<(), GuardMapError> {
     for (prefix, addr, _) in old_v4 {
-        if !entry.v4.iter().any(|(p, a, _)| *p == prefix && *a == addr) {
-            remove_key(
-                &mut v4,
-                &v4_key(index, prefix, addr),
-                map_names::GUARD_V4,
-                dir,
-            )?;
+        if !keep_v4.iter().any(|(p, a, _)| *p == prefix && *a == addr) {
+            remove_key(v4, &v4_key(index, prefix, addr), map_names::GUARD_V4, dir)?;
         }
     }
     for (prefix, addr, _) in old_v6 {
-        if !entry.v6.iter().any(|(p, a, _)| *p == prefix && *a == addr) {
-            remove_key(
-                &mut v6,
-                &v6_key(index, prefix, addr),
-                map_names::GUARD_V6,
-                dir,
-            )?;
+        if !keep_v6.iter().any(|(p, a, _)| *p == prefix && *a == addr) {
+            remove_key(v6, &v6_key(index, prefix, addr), map_names::GUARD_V6, dir)?;
         }
     }
     Ok(())
@@ -184,24 +184,8 @@ pub fn remove(dir: &Path, index: u32) -> Result<(), GuardMapError> {
         .set(index, GuardConfig::default(), 0)
         .map_err(err("BPF_MAP_UPDATE_ELEM", map_names::GUARD, dir))?;
     let (mut v4, mut v6) = tries(dir)?;
-    let (old_v4, old_v6) = read_entries(dir, index, &v4, &v6)?;
-    for (prefix, addr, _) in old_v4 {
-        remove_key(
-            &mut v4,
-            &v4_key(index, prefix, addr),
-            map_names::GUARD_V4,
-            dir,
-        )?;
-    }
-    for (prefix, addr, _) in old_v6 {
-        remove_key(
-            &mut v6,
-            &v6_key(index, prefix, addr),
-            map_names::GUARD_V6,
-            dir,
-        )?;
-    }
-    Ok(())
+    let old = read_entries(dir, index, &v4, &v6)?;
+    prune(dir, index, (&mut v4, &mut v6), old, (&[], &[]))
 }
 
 /// The guard of endpoint `index` as the maps hold it; `None` without guard maps.

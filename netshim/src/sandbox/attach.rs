@@ -405,6 +405,8 @@ fn intent_options(options: &AttachOptions) -> serde_json::Value {
         "disable_new_netns": options.disable_new_netns,
         // Read back by the survey: a tap made under a custom name is found by it.
         "tap_names": options.tap_names,
+        "guard": options.guard,
+        "guard_explicit": options.guard_explicit,
     })
 }
 
@@ -796,13 +798,8 @@ pub(crate) fn report_guards(
         e.guard = Some(match (pin_dir, guard, e.tap.is_some()) {
             (Some(dir), Ok(_), true) if e.endpoint.mac.is_some() => {
                 let tap = e.tap.as_ref().map_or(0, |t| t.ifindex);
-                GuardReport::applied(dir, e.endpoint.index, tap).map_err(|source| Error::Ebpf {
-                    netns: netns.to_string(),
-                    source: Box::new(ebpf::EbpfError::Guard {
-                        index: e.endpoint.index,
-                        source: Box::new(source),
-                    }),
-                })?
+                GuardReport::applied(dir, e.endpoint.index, tap)
+                    .map_err(|s| Error::guard_map(netns, e.endpoint.index, s))?
             }
             (_, Ok(_), true) => GuardReport::unavailable(
                 "the pod device has no MAC address, so the guest's cannot be checked",

@@ -294,15 +294,8 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
         let ebpf = options.backend == TcBackend::Ebpf;
         let guard = match &connected.pin_dir {
             Some(dir) if ebpf => Some(
-                crate::guard::GuardReport::applied(dir, pair.index, pair.b.ifindex).map_err(
-                    |source| Error::Ebpf {
-                        netns: netns.to_string(),
-                        source: Box::new(ebpf::EbpfError::Guard {
-                            index: pair.index,
-                            source: Box::new(source),
-                        }),
-                    },
-                )?,
+                crate::guard::GuardReport::applied(dir, pair.index, pair.b.ifindex)
+                    .map_err(|s| Error::guard_map(&netns, pair.index, s))?,
             ),
             _ => None,
         };

@@ -12,7 +12,6 @@ use crate::{
     guard::{
         maps, settings::unavailable_reason, GuardEntry, GuardMode, GuardReport, GuardSettings,
     },
-    interfaces,
     lock::SandboxLock,
     model::InternetworkingModel,
     netns::Netns,
@@ -113,13 +112,7 @@ fn guard_locked(netns: &Netns, change: &GuardChange) -> Result<GuardCommandRepor
             dir.display()
         )));
     }
-    let ebpf_err = |index, source| Error::Ebpf {
-        netns: netns.to_string(),
-        source: Box::new(ebpf::EbpfError::Guard {
-            index,
-            source: Box::new(source),
-        }),
-    };
+    let ebpf_err = |index, source| Error::guard_map(netns, index, source);
     let records = ebpf::recorded_endpoints(&dir).map_err(|source| Error::Ebpf {
         netns: netns.to_string(),
         source: Box::new(source),
@@ -144,16 +137,7 @@ fn guard_locked(netns: &Netns, change: &GuardChange) -> Result<GuardCommandRepor
     // The pod devices' addresses as they are now (what watch would have written).
     let current = {
         let n = netns.clone();
-        netns.run(move |handle| async move {
-            interfaces::list(&handle)
-                .await
-                .map_err(|source| Error::Netlink {
-                    op: "RTM_GETLINK/RTM_GETADDR dump",
-                    target: "all interfaces".into(),
-                    netns: n.to_string(),
-                    source: Box::new(source),
-                })
-        })?
+        netns.run(move |handle| async move { super::status::list_interfaces(&handle, &n).await })?
     };
     let mut out = Vec::new();
     let mut new_settings = Vec::new();

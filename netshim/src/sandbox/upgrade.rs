@@ -23,7 +23,7 @@ use crate::{
         ebpf::{self, AttachMode},
         upgrade::{self as up, Object, Swapped, UpgradeError},
     },
-    guard::{GuardEntry, GuardMode, GuardReport},
+    guard::{maps, GuardEntry, GuardMode, GuardReport},
     lock::SandboxLock,
     netns::Netns,
     pins, state, Error, Result,
@@ -229,32 +229,22 @@ fn upgrade_sandbox(
     let mode = ebpf::recorded_mode(dir)
         .map_err(UpgradeError::from)
         .map_err(upgrade_err(netns))?;
-    let (new_prog_id, hooks, created_maps) = match mode {
-        // Links are reached through their pins: no need to enter the netns.
-        AttachMode::Tcx => {
-            let mut loaded = up::load_against(dir, object).map_err(upgrade_err(netns))?;
-            let hooks = up::swap_tcx_links(dir, &mut loaded).map_err(|e| {
-                loaded.discard_created();
-                upgrade_err(netns)(e)
-            })?;
-            (loaded.prog_id, hooks, loaded.created_maps.clone())
-        }
-        // Filters are found and replaced by device, over netlink in the netns.
-        AttachMode::ClsBpf => {
-            let (dir, object, err) = (dir.to_owned(), object.clone(), upgrade_err(netns));
-            netns.run(move |handle| async move {
-                let mut loaded = up::load_against(&dir, &object).map_err(&err)?;
-                let hooks = match up::swap_cls_bpf_filters(&handle, &dir, &mut loaded).await {
-                    Ok(hooks) => hooks,
-                    Err(e) => {
-                        loaded.discard_created();
-                        return Err(err(e));
-                    }
-                };
-                Ok::<_, Error>((loaded.prog_id, hooks, loaded.created_maps.clone()))
-            })?
-        }
+    // An object without the guard (an older datapath) would pass every packet of a tap
+    // whose entry has PEER_GUARD to the stack: the flag goes first, and comes back if the
+    // swap fails.
+    let unguarded = match object.has_guard() {
+        true => Vec::new(),
+        false => clear_peer_guards(netns, dir)?,
     };
+    let swapped = swap(netns, dir, object, mode);
+    if swapped.is_err() {
+        for tap in &unguarded {
+            if let Err(e) = maps::set_peer_guard(dir, *tap, true) {
+                tracing::warn!("netns {netns}: putting PEER_GUARD back on ifindex {tap}: {e}");
+            }
+        }
+    }
+    let (new_prog_id, hooks, created_maps) = swapped?;
     let (mut outcome, mut reason) = if hooks.swapped.is_empty() {
         (
             UpgradeOutcome::Skipped,
@@ -266,7 +256,12 @@ fn upgrade_sandbox(
     // Only now that every hook runs a program that knows PEER_GUARD: an older program
     // passes a packet whose entry has a flag it does not know to the stack.
     let (mut guards, mut guard_reason) = (Vec::new(), None);
-    if outcome == UpgradeOutcome::Upgraded {
+    if outcome == UpgradeOutcome::Upgraded && !object.has_guard() {
+        guard_reason = Some(format!(
+            "the object {} has no source guard: the taps' entries no longer ask for it",
+            object.name
+        ));
+    } else if outcome == UpgradeOutcome::Upgraded {
         match fill_guard(netns, dir, guard) {
             Ok(Ok(filled)) => guards = filled,
             Ok(Err(why)) => guard_reason = Some(why),
@@ -294,6 +289,68 @@ fn upgrade_sandbox(
     })
 }
 
+/// Loads `object` against the sandbox's maps and moves every hook to it: the new program's
+/// id, the hooks, the maps it created.
+fn swap(
+    netns: &Netns,
+    dir: &Path,
+    object: &Arc<Object>,
+    mode: AttachMode,
+) -> Result<(u32, Swapped, Vec<String>)> {
+    let upgrade_err = |netns: &Netns| {
+        let netns = netns.to_string();
+        move |source| Error::Upgrade {
+            netns: netns.clone(),
+            source: Box::new(source),
+        }
+    };
+    Ok(match mode {
+        // Links are reached through their pins: no need to enter the netns.
+        AttachMode::Tcx => {
+            let mut loaded = up::load_against(dir, object).map_err(upgrade_err(netns))?;
+            let hooks = up::swap_tcx_links(dir, &mut loaded).map_err(|e| {
+                loaded.discard_created();
+                upgrade_err(netns)(e)
+            })?;
+            (loaded.prog_id, hooks, loaded.created_maps.clone())
+        }
+        // Filters are found and replaced by device, over netlink in the netns.
+        AttachMode::ClsBpf => {
+            let (dir, object, err) = (dir.to_owned(), object.clone(), upgrade_err(netns));
+            netns.run(move |handle| async move {
+                let mut loaded = up::load_against(&dir, &object).map_err(&err)?;
+                let hooks = match up::swap_cls_bpf_filters(&handle, &dir, &mut loaded).await {
+                    Ok(hooks) => hooks,
+                    Err(e) => {
+                        loaded.discard_created();
+                        return Err(err(e));
+                    }
+                };
+                Ok::<_, Error>((loaded.prog_id, hooks, loaded.created_maps.clone()))
+            })?
+        }
+    })
+}
+
+/// Clears `PEER_GUARD` on every recorded tap's entry that has it; returns those taps.
+fn clear_peer_guards(netns: &Netns, dir: &Path) -> Result<Vec<u32>> {
+    let records = ebpf::recorded_endpoints(dir).map_err(|source| Error::Ebpf {
+        netns: netns.to_string(),
+        source: Box::new(source),
+    })?;
+    let mut cleared = Vec::new();
+    for (index, r) in records {
+        let had =
+            maps::peer_guard(dir, r.tap_ifindex).map_err(|s| Error::guard_map(netns, index, s))?;
+        if had == Some(true) {
+            maps::set_peer_guard(dir, r.tap_ifindex, false)
+                .map_err(|s| Error::guard_map(netns, index, s))?;
+            cleared.push(r.tap_ifindex);
+        }
+    }
+    Ok(cleared)
+}
+
 /// Gives every endpoint of the sandbox's commit file its source guard (the recorded
 /// settings, enforce where none are recorded, `mode` over either) with its recorded MAC and
 /// addresses, then `PEER_GUARD` on its tap's entry while the mode is on. `Ok(Err(why))`:
@@ -315,13 +372,7 @@ fn fill_guard(
         netns: netns.to_string(),
         source: Box::new(source),
     })?;
-    let guard_err = |index, source| Error::Ebpf {
-        netns: netns.to_string(),
-        source: Box::new(ebpf::EbpfError::Guard {
-            index,
-            source: Box::new(source),
-        }),
-    };
+    let guard_err = |index, source| Error::guard_map(netns, index, source);
     let mut out = Vec::new();
     let mut recorded_settings = Vec::new();
     for e in &recorded.endpoints {

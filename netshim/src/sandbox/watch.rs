@@ -671,13 +671,7 @@ impl Watcher {
         iface: &crate::interfaces::Interface,
     ) -> Result<Option<Vec<std::net::IpAddr>>> {
         use crate::guard::{maps, GuardEntry};
-        let guard_err = |source| Error::Ebpf {
-            netns: self.netns.to_string(),
-            source: Box::new(ebpf::EbpfError::Guard {
-                index,
-                source: Box::new(source),
-            }),
-        };
+        let guard_err = |source| Error::guard_map(&self.netns, index, source);
         let Some(old) = maps::read(dir, index).map_err(guard_err)? else {
             return Ok(None);
         };
