@@ -349,3 +349,77 @@ fn hot_plugged_endpoints_get_the_guard() {
     let (exit, _) = watch.stop(nix::sys::signal::Signal::SIGTERM);
     assert!(exit.success(), "{exit:?}");
 }
+
+#[test]
+fn connect_guards_what_dev_b_sends() {
+    if skip_unless_root() {
+        return;
+    }
+    use netshim_tests::{traffic::pin_neighbor, veth_pair, TestNetns};
+    let client = TestNetns::new("nsh-gc-pair-c");
+    let shim = TestNetns::new("nsh-gc-pair-m");
+    let server = TestNetns::new("nsh-gc-pair-s");
+    for ns in [&client, &server] {
+        ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    }
+    veth_pair(&client, "c0", &shim, "ma0");
+    veth_pair(&server, "s0", &shim, "mb0");
+    client.ip(&["addr", "add", "10.205.0.1/24", "dev", "c0"]);
+    server.ip(&["addr", "add", "10.205.0.2/24", "dev", "s0"]);
+    server.ip(&["addr", "add", "10.205.0.9/24", "dev", "s0"]);
+    let server_mac = server.link_mac("s0").trim().to_owned();
+    let client_mac = netshim_tests::tap_reader::parse_mac(&client.link_mac("c0")).unwrap();
+    pin_neighbor(&server, "s0", Ipv4Addr::new(10, 205, 0, 1), &client_mac);
+    let report = netshim_json(&[
+        "connect",
+        "--netns",
+        shim.name(),
+        "ma0",
+        "mb0",
+        "--guard",
+        "enforce",
+        "--guard-mac",
+        &server_mac,
+        "--guard-allow",
+        "10.205.0.2",
+    ]);
+    /// Disconnects the pair however the test ends.
+    struct Pair<'a>(&'a TestNetns);
+    impl Drop for Pair<'_> {
+        fn drop(&mut self) {
+            let out = netshim(&["disconnect", "--netns", self.0.name(), "ma0", "mb0"]);
+            assert!(out.status.success() || std::thread::panicking(), "{out:?}");
+        }
+    }
+    let _pair = Pair(&shim);
+    let guard = &report["guard"];
+    assert_eq!(guard["mode"], "enforce", "{report:#}");
+    assert_eq!(guard["mac"], server_mac.as_str(), "{report:#}");
+    assert!(
+        addresses(guard).contains(&"10.205.0.2".to_owned()),
+        "{guard}"
+    );
+    let receiver = client.run(|| UdpSocket::bind(("10.205.0.1", 0)).unwrap());
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let send_from = |src: &str, tag: &str| {
+        let s = server.run(|| UdpSocket::bind((src, 0)).unwrap());
+        s.send_to(tag.as_bytes(), ("10.205.0.1", port)).unwrap();
+        let mut buf = [0u8; 64];
+        while let Ok((n, _)) = receiver.recv_from(&mut buf) {
+            if &buf[..n] == tag.as_bytes() {
+                return true;
+            }
+        }
+        false
+    };
+    let allowed = send_from("10.205.0.2", "allowed");
+    let other = send_from("10.205.0.9", "other");
+    assert!(allowed, "the allowed source was dropped");
+    assert!(
+        !other,
+        "a source the guard does not allow reached the client"
+    );
+}

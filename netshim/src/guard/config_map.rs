@@ -26,14 +26,17 @@ pub const TRIE_ADDRESS: u8 = 1;
 /// Trie value bit: an allowed CIDR (`allowed_addresses`).
 pub const TRIE_ALLOWED: u8 = 2;
 
+/// A `guard_v4` entry: (prefix_len including the index's 32 bits, key address, value).
+pub type V4Entry = (u32, [u8; 4], u8);
+/// A `guard_v6` entry, likewise.
+pub type V6Entry = (u32, [u8; 16], u8);
+
 /// Everything the maps hold of one endpoint's guard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardEntry {
     pub config: GuardConfig,
-    /// `guard_v4` entries: (prefix_len including the index's 32 bits, key address, value).
-    pub v4: Vec<(u32, [u8; 4], u8)>,
-    /// `guard_v6` entries, likewise.
-    pub v6: Vec<(u32, [u8; 16], u8)>,
+    pub v4: Vec<V4Entry>,
+    pub v6: Vec<V6Entry>,
 }
 
 /// fe80::/64 with the modified EUI-64 interface identifier of `mac` (RFC 4291 appendix A):

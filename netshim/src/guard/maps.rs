@@ -14,7 +14,10 @@ use netshim_common::{
     map_names, GuardConfig, GuardV4Key, GuardV6Key, PeerEntry, GUARD_MAPS, PEER_GUARD,
 };
 
-use super::GuardEntry;
+use super::{
+    config_map::{V4Entry, V6Entry},
+    GuardEntry,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{op} on map {map} (pinned in {}): {source}", dir.display())]
@@ -133,7 +136,7 @@ fn prune(
     index: u32,
     (v4, v6): (&mut V4Trie, &mut V6Trie),
     (old_v4, old_v6): Entries,
-    (keep_v4, keep_v6): (&[(u32, [u8; 4], u8)], &[(u32, [u8; 16], u8)]),
+    (keep_v4, keep_v6): (&[V4Entry], &[V6Entry]),
 ) -> Result<(), GuardMapError> {
     for (prefix, addr, _) in old_v4 {
         if !keep_v4.iter().any(|(p, a, _)| *p == prefix && *a == addr) {
@@ -160,7 +163,7 @@ fn remove_key<K: aya::Pod>(
     }
 }
 
-type Entries = (Vec<(u32, [u8; 4], u8)>, Vec<(u32, [u8; 16], u8)>);
+type Entries = (Vec<V4Entry>, Vec<V6Entry>);
 
 fn read_entries(
     dir: &Path,

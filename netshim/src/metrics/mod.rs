@@ -126,6 +126,12 @@ fn collect_pinned(out: &mut Collection) {
     };
     for cookie in cookies {
         let dir = pins::sandbox_dir(cookie);
+        // An attach that has made the directory and not yet pinned the maps (its intent
+        // file is there): nothing to count yet, and nothing wrong.
+        let intent = state::sandbox_dir(cookie).join(state::INTENT_FILE);
+        if !dir.join(netshim_common::map_names::SANDBOX).exists() && intent.exists() {
+            continue;
+        }
         // Entered through the path its sandbox record names, for the devices' drops and
         // health; a netns that cannot be entered still has its pinned counters.
         let entered = ebpf::recorded_sandbox(&dir)
