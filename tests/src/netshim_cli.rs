@@ -2,7 +2,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     process::{Command, Output, Stdio},
     sync::{Arc, Mutex, OnceLock},
@@ -129,6 +129,88 @@ impl Pod {
             .as_u64()
             .expect("netns_cookie in status")
     }
+
+    /// Turns IPv6 on for `c0` and the sandbox's `eth0` (as a dual-stack CNI leaves a pod)
+    /// and gives them ULA addresses ([`PodIpv6`]), without duplicate address detection so
+    /// they are usable at once. Call before `netshim attach`, which records eth0's
+    /// addresses for the guest.
+    pub fn enable_ipv6(&self) -> PodIpv6 {
+        let v6 = PodIpv6 {
+            client_ip: Ipv6Addr::new(0xfd00, 0x123, 0, 0, 0, 0, 0, 1),
+            pod_ip: Ipv6Addr::new(0xfd00, 0x123, 0, 0, 0, 0, 0, 2),
+            pod_link_local: eui64_link_local(&self.pod_mac),
+            client_link_local: eui64_link_local(&self.client_mac),
+        };
+        for (ns, dev, ip) in [
+            (&self.client, "c0", v6.client_ip),
+            (&self.sandbox, "eth0", v6.pod_ip),
+        ] {
+            ns.exec_ok(&[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{dev}.accept_dad=0"),
+            ]);
+            for key in ["all", "default", dev] {
+                ns.exec_ok(&[
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv6.conf.{key}.disable_ipv6=0"),
+                ]);
+            }
+            ns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{ip}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
+        }
+        let c0 = self
+            .client
+            .ip(&["-6", "-o", "addr", "show", "dev", "c0", "scope", "link"]);
+        assert!(
+            c0.contains(&format!("{}/64", v6.client_link_local)),
+            "c0 has no EUI-64 link-local {}: {c0}",
+            v6.client_link_local
+        );
+        v6
+    }
+}
+
+/// The IPv6 side of a [`Pod`] ([`Pod::enable_ipv6`]): `fd00:123::1/64` on c0,
+/// `fd00:123::2/64` on eth0 (the guest's), and the EUI-64 link-local addresses of both MACs
+/// (what the client's kernel and the guest's give themselves).
+#[derive(Debug, Clone, Copy)]
+pub struct PodIpv6 {
+    pub client_ip: Ipv6Addr,
+    pub pod_ip: Ipv6Addr,
+    pub client_link_local: Ipv6Addr,
+    pub pod_link_local: Ipv6Addr,
+}
+
+/// `fe80::/64` + the modified EUI-64 interface identifier of `mac` (RFC 4291 appendix A).
+pub fn eui64_link_local(mac: &[u8; 6]) -> Ipv6Addr {
+    let m = mac;
+    Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 0x02,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ])
 }
 
 impl Drop for Pod {

@@ -16,7 +16,10 @@
 //!
 //! The guest prints markers on its console: `NETSHIM-GUEST-READY <ip>` once its network is
 //! configured, `NETSHIM-GUEST-PING-OK <ip> …` / `NETSHIM-GUEST-PING-FAIL <ip> …` for every
-//! ping target, `NETSHIM-GUEST-NETCFG-FAIL <cmd>` for a configuration command that failed.
+//! ping target (a link-local IPv6 one is pinged on the first NIC), `NETSHIM-GUEST-NETCFG-FAIL
+//! <cmd>` for a configuration command that failed. A NIC with IPv6 addresses counts as
+//! configured once duplicate address detection is over (`NETSHIM-GUEST-IPV6-READY <if>`); its
+//! link-local address is the guest kernel's own, not the one attach reported.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -97,12 +100,30 @@ nic() {
 ip link set dev lo up
 READY_IP=none
 PING_TARGETS=
+PING_IF=
 HTTP_PORT=
+V6_NICS=
 if [ -f /etc/netshim/net.sh ]; then
     grep '^run' /etc/netshim/net.sh | sed 's/^run /NETSHIM-GUEST-NETCFG /'
     . /etc/netshim/net.sh
 fi
 [ -f /etc/netshim/guest.sh ] && . /etc/netshim/guest.sh
+# A NIC with IPv6 addresses is ready once it has its link-local address and duplicate
+# address detection is over (a tentative address cannot be used): up to 10 s each.
+for d in $V6_NICS; do
+    i=0
+    while [ "$i" -lt 100 ]; do
+        a=$(ip -6 addr show dev "$d")
+        case "$a" in *"scope link"*) case "$a" in *tentative*) ;; *) break ;; esac ;; esac
+        usleep 100000
+        i=$((i + 1))
+    done
+    if [ "$i" -lt 100 ]; then
+        echo "NETSHIM-GUEST-IPV6-READY $d uptime=$(up)"
+    else
+        fail "IPv6 on $d not ready after 10 s: $(ip -6 addr show dev "$d" | tr '\n' ' ')"
+    fi
+done
 ip -o addr show | sed 's/^/NETSHIM-GUEST-ADDR /'
 ip route show | sed 's/^/NETSHIM-GUEST-ROUTE /'
 ip neigh show | sed 's/^/NETSHIM-GUEST-NEIGH /'
@@ -113,9 +134,12 @@ if [ -n "$HTTP_PORT" ]; then
 fi
 echo "NETSHIM-GUEST-READY $READY_IP uptime=$(up)"
 for t in $PING_TARGETS; do
+    # A link-local target needs its interface (scope).
+    dst=$t
+    case "$t" in fe80:*) dst="$t%$PING_IF" ;; esac
     ok=
     for try in 1 2 3 4 5; do
-        if ping -c 3 -W 2 "$t" > /tmp/ping 2>&1; then ok=1; break; fi
+        if ping -c 3 -W 2 "$dst" > /tmp/ping 2>&1; then ok=1; break; fi
     done
     summary=$(grep transmitted /tmp/ping)
     if [ -n "$ok" ]; then
@@ -222,8 +246,24 @@ impl GuestNetConfig {
         let mut s = format!("nic {} {ifname}\n", self.mac);
         s += &format!("run ip link set dev {ifname} mtu {}\n", self.mtu);
         s += &format!("run ip link set dev {ifname} up\n");
+        let mut v6 = false;
         for (ip, len) in &self.addresses {
+            if let IpAddr::V6(a) = ip {
+                if a.is_unicast_link_local() {
+                    // The guest's kernel gives the NIC its own (EUI-64 of the same MAC);
+                    // adding it again would fail with EEXIST.
+                    s += &format!(
+                        "echo 'NETSHIM-GUEST-NETCFG-SKIP address {ip}/{len} (link-local: \
+                         the kernel makes its own)'\n"
+                    );
+                    continue;
+                }
+                v6 = true;
+            }
             s += &format!("run ip addr add {ip}/{len} dev {ifname}\n");
+        }
+        if v6 {
+            s += &format!("V6_NICS=\"$V6_NICS {ifname}\"\n");
         }
         s
     }
@@ -360,8 +400,9 @@ impl GuestConfig {
             .map(|ip| ip.to_string())
             .unwrap_or_else(|| "none".into());
         let ping: Vec<String> = self.ping.iter().map(|ip| ip.to_string()).collect();
+        let ping_if = self.nics.first().map_or("eth0", |n| n.ifname.as_str());
         format!(
-            "READY_IP={ready}\nPING_TARGETS=\"{}\"\nHTTP_PORT={}\n",
+            "READY_IP={ready}\nPING_TARGETS=\"{}\"\nPING_IF={ping_if}\nHTTP_PORT={}\n",
             ping.join(" "),
             self.http_port.map(|p| p.to_string()).unwrap_or_default()
         )
@@ -1161,7 +1202,8 @@ mod tests {
                 "index": 0, "name": "eth0", "kind": "veth", "mac": "62:2C:21:40:C1:75",
                 "mtu": 1450, "guest_ifname": "eth0",
                 "addresses": [{"address": "10.1.0.2", "prefix_len": 24},
-                              {"address": "fd00::2", "prefix_len": 64}],
+                              {"address": "fd00::2", "prefix_len": 64},
+                              {"address": "fe80::602c:21ff:fe40:c175", "prefix_len": 64}],
                 "routes": [
                     {"destination": "default", "gateway": "169.254.1.1", "mtu": null},
                     {"destination": "169.254.1.1/32", "gateway": null},
@@ -1180,7 +1222,7 @@ mod tests {
         assert_eq!(c.mtu, 1450);
         assert_eq!(c.ifname, "eth0");
         assert_eq!(c.primary_ip(), Some("10.1.0.2".parse().unwrap()));
-        assert_eq!(c.addresses.len(), 2);
+        assert_eq!(c.addresses.len(), 3);
         assert_eq!(c.routes.len(), 3);
         assert_eq!(c.neighbors.len(), 1);
         let routes = c.shell_routes();
@@ -1195,9 +1237,14 @@ mod tests {
                 "run arp -i eth0 -s 169.254.1.1 ee:ee:ee:ee:ee:ee",
             ]
         );
-        assert!(c
-            .shell_link()
-            .contains("run ip addr add fd00::2/64 dev eth0\n"));
+        let link = c.shell_link();
+        assert!(
+            link.contains("run ip addr add fd00::2/64 dev eth0\n"),
+            "{link}"
+        );
+        // The link-local address is the guest kernel's; the NIC waits for IPv6 DAD.
+        assert!(!link.contains("run ip addr add fe80"), "{link}");
+        assert!(link.contains("V6_NICS=\"$V6_NICS eth0\"\n"), "{link}");
         // Routes and neighbours are optional.
         let mut r = report();
         r["endpoints"][0].as_object_mut().unwrap().remove("routes");

@@ -4,6 +4,7 @@
 //! ```text
 //! client netns           sandbox netns (pod)                         QEMU (TCG), in the sandbox netns
 //!  c0 10.123.0.1 <-veth-> eth0 10.123.0.2 <=netshim=> tap0_kata <-> virtio-net eth0 10.123.0.2
+//!     fd00:123::1              fd00:123::2                                      fd00:123::2
 //! ```
 //!
 //! `netshim attach --json` connects eth0 and tap0_kata; the guest (host kernel + busybox
@@ -13,6 +14,13 @@
 //! netshim's counters show traffic both ways. QEMU is killed before netshim detaches, as kata
 //! stops the VM before tearing the network down.
 //!
+//! The pod is dual-stack: c0 fd00:123::1/64 and eth0 fd00:123::2/64 (and their EUI-64
+//! link-locals), so the same boot also checks IPv6 both ways, on the global addresses and on
+//! the link-local ones (neighbour discovery, the guest's DAD from `::` and its MLD reports
+//! all cross netshim). On the eBPF backend that is through the source guard in its default
+//! `enforce` mode: the test checks attach and status say so (when this netshim has a guard)
+//! and that the guard refused nothing of this legitimate traffic (when `stats` counts it).
+//!
 //! `qemu_guest_over_macvtap_model` boots the same guest on netshim's macvtap model, with
 //! QEMU given the macvtap's `/dev/tap<ifindex>` queue as an fd.
 
@@ -21,7 +29,8 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use netshim_tests::netshim_cli::{netshim, netshim_json, Pod};
+use netshim_common::GUARD_REASONS;
+use netshim_tests::netshim_cli::{netshim, netshim_json, Pod, PodIpv6};
 use netshim_tests::qemu::{
     GuestAssets, GuestConfig, GuestNetConfig, NetdevSpec, Qemu, QemuGuard, INSMOD_FAIL_MARKER,
     NETCFG_FAIL_MARKER, PING_FAIL_MARKER, PING_OK_MARKER, READY_MARKER,
@@ -72,6 +81,7 @@ fn qemu_guest_over_tcfilter(backend: &str) {
         assets.build_time
     );
     let pod = Pod::new(&format!("qm{}", &backend[..1]));
+    let v6 = pod.enable_ipv6();
     // What a CNI may leave besides the connected route: a route with a gateway and an MTU,
     // and a permanent neighbour. kata hands both to the guest; so does this test.
     let client_mac = format_mac(&pod.client_mac);
@@ -103,6 +113,26 @@ fn qemu_guest_over_tcfilter(backend: &str) {
         armed: true,
     };
     assert_eq!(report["backend"], backend, "{report}");
+    let guarded = backend == "ebpf" && netshim_has_guard();
+    check_guard_mode("attach", &report, guarded);
+    let status = netshim_json(&["status", "--netns", pod.netns()]);
+    check_guard_mode("status", &status, guarded);
+    if guarded {
+        // The addresses the guard lets the guest use (status reads them from the maps).
+        let addrs = &status["endpoints"][0]["guard"]["addresses"];
+        for a in [
+            pod.pod_ip.to_string(),
+            v6.pod_ip.to_string(),
+            v6.pod_link_local.to_string(),
+        ] {
+            assert!(
+                addrs
+                    .as_array()
+                    .is_some_and(|v| v.iter().any(|x| x.as_str() == Some(a.as_str()))),
+                "{a} not among the guard's addresses: {status}"
+            );
+        }
+    }
     let tap = report["endpoints"][0]["tap"]["name"]
         .as_str()
         .unwrap_or_else(|| panic!("no tap in {report}"))
@@ -124,16 +154,32 @@ fn qemu_guest_over_tcfilter(backend: &str) {
     // As kata: the guest NIC takes the pod interface's MAC and IP.
     assert_eq!(nic.mac, format_mac(&pod.pod_mac));
     assert_eq!(nic.primary_ip(), Some(IpAddr::V4(pod.pod_ip)));
+    assert!(
+        nic.addresses.contains(&(IpAddr::V6(v6.pod_ip), 64)),
+        "{} missing from {nic:?} (attach: {report})",
+        v6.pod_ip
+    );
     assert_eq!(nic.ifname, "eth0");
     let config = GuestConfig {
         nics: vec![nic],
-        ping: vec![IpAddr::V4(pod.client_ip)],
+        ping: vec![
+            IpAddr::V4(pod.client_ip),
+            IpAddr::V6(v6.client_ip),
+            IpAddr::V6(v6.client_link_local),
+        ],
         http_port: Some(HTTP_PORT),
     };
 
     let qemu =
         Qemu::boot(assets, &pod.sandbox, &config, NetdevSpec::TapIfname(tap)).expect("start qemu");
-    exercise_guest(&pod, &qemu);
+    qemu.wait_for(READY_MARKER, READY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // What the client sent before QEMU had the tap open (its IPv6 router solicitations, MLD
+    // reports) found no reader: mirred counts such frames as errors. From here on, none.
+    let at_ready = netshim_json(&["stats", "--netns", pod.netns()]);
+    let early_errors = |dir: &str| at_ready[0]["endpoints"][0][dir]["errors"].as_u64();
+    exercise_guest(&pod, &qemu, &config.ping);
+    exercise_guest_ipv6(&pod, &v6, &qemu);
     // The guest applied them (busybox prints `ip route` / `ip neigh` on the console).
     let route = qemu
         .console_line(&format!("NETSHIM-GUEST-ROUTE {EXTRA_ROUTE}"))
@@ -158,8 +204,18 @@ fn qemu_guest_over_tcfilter(backend: &str) {
         ep["to_vm"]["bytes"], ep["from_vm"]["bytes"]
     );
     assert!(to_vm > 0 && from_vm > 0, "{stats}");
-    assert_eq!(ep["to_vm"]["errors"], 0, "{stats}");
-    assert_eq!(ep["from_vm"]["errors"], 0, "{stats}");
+    for dir in ["to_vm", "from_vm"] {
+        let early = early_errors(dir).unwrap_or_else(|| panic!("no {dir}.errors: {at_ready}"));
+        if early > 0 {
+            eprintln!("netshim stats: {dir} {early} error(s) before the guest was up: {at_ready}");
+        }
+        assert_eq!(
+            ep[dir]["errors"].as_u64(),
+            Some(early),
+            "{dir} errors while the guest ran: {stats}"
+        );
+    }
+    check_guard_refused_nothing(ep, guarded);
 
     // Stop the VM, then take the network down.
     let console = qemu.kill();
@@ -170,8 +226,9 @@ fn qemu_guest_over_tcfilter(backend: &str) {
     assert!(!pod.sandbox.link_exists("tap0_kata"), "tap left behind");
 }
 
-/// Boot to READY, both pings, HTTP both ways; prints timings.
-fn exercise_guest(pod: &Pod, qemu: &QemuGuard) {
+/// Boot to READY, the guest's pings of `guest_pings` (its `GuestConfig::ping`), the
+/// client's IPv4 ping, HTTP both ways; prints timings.
+fn exercise_guest(pod: &Pod, qemu: &QemuGuard, guest_pings: &[IpAddr]) {
     let ready = qemu
         .wait_for(READY_MARKER, READY_TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -186,46 +243,27 @@ fn exercise_guest(pod: &Pod, qemu: &QemuGuard) {
         assert!(!console.contains(bad), "guest reported {bad}:\n{console}");
     }
 
-    // Guest -> client (the guest pings as soon as it is configured).
-    let (which, t) = qemu
-        .wait_for_any(&[PING_OK_MARKER, PING_FAIL_MARKER], Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let line = qemu
-        .console_line(if which == 0 {
-            PING_OK_MARKER
-        } else {
-            PING_FAIL_MARKER
-        })
-        .unwrap_or_default();
-    assert_eq!(
-        which,
-        0,
-        "guest could not ping the client: {line}\n{}",
-        qemu.console()
-    );
-    eprintln!("guest -> client ping at {t:.2?}: {line}");
+    // Guest -> client (the guest pings as soon as it is configured, in this order).
+    for target in guest_pings {
+        let ok = format!("{PING_OK_MARKER} {target} ");
+        let fail = format!("{PING_FAIL_MARKER} {target} ");
+        let (which, t) = qemu
+            .wait_for_any(&[&ok, &fail], Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let line = qemu
+            .console_line(if which == 0 { &ok } else { &fail })
+            .unwrap_or_default();
+        assert_eq!(
+            which,
+            0,
+            "guest could not ping {target}: {line}\n{}",
+            qemu.console()
+        );
+        eprintln!("guest -> client ping at {t:.2?}: {line}");
+    }
 
     // Client -> guest.
-    let t0 = Instant::now();
-    let out = pod
-        .client
-        .exec(&["ping", "-c", "3", "-W", "2", &pod.pod_ip.to_string()]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "client ping failed: {text}{}\n--- console ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        qemu.console()
-    );
-    let summary: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("transmitted") || l.starts_with("rtt"))
-        .collect();
-    eprintln!(
-        "client -> guest ping ({:.2?}): {}",
-        t0.elapsed(),
-        summary.join("; ")
-    );
+    client_ping(pod, qemu, &pod.pod_ip.to_string());
 
     // TCP: a page and 1 MiB from the guest's httpd (exercises the guest's checksum and
     // segmentation offloads through the tap's virtio-net header).
@@ -244,9 +282,112 @@ fn exercise_guest(pod: &Pod, qemu: &QemuGuard) {
     );
 }
 
-/// `GET path` over HTTP/1.0 from the client netns; returns the body.
+/// IPv6 from the client: ping6 of the guest's global and link-local addresses, the page
+/// over IPv6, and the neighbour entries neighbour discovery gave the client (the guest's
+/// answers carry its MAC).
+fn exercise_guest_ipv6(pod: &Pod, v6: &PodIpv6, qemu: &QemuGuard) {
+    let line = qemu
+        .console_line("NETSHIM-GUEST-IPV6-READY eth0")
+        .unwrap_or_else(|| panic!("the guest's IPv6 never got ready:\n{}", qemu.console()));
+    eprintln!("guest: {line}");
+    client_ping(pod, qemu, &v6.pod_ip.to_string());
+    client_ping(pod, qemu, &format!("{}%c0", v6.pod_link_local));
+    let page = http_get_from(pod, IpAddr::V6(v6.pod_ip), "/index.html")
+        .unwrap_or_else(|e| panic!("GET /index.html over IPv6: {e}"));
+    assert_eq!(
+        String::from_utf8_lossy(&page).trim(),
+        format!("NETSHIM-GUEST-HTTP {}", pod.pod_ip)
+    );
+    eprintln!("HTTP GET /index.html from [{}]: ok", v6.pod_ip);
+    let neigh = pod.client.ip(&["-6", "neigh", "show", "dev", "c0"]);
+    let mac = format_mac(&pod.pod_mac);
+    for a in [v6.pod_ip, v6.pod_link_local] {
+        let entry = neigh
+            .lines()
+            .find(|l| l.starts_with(&format!("{a} ")))
+            .unwrap_or_else(|| panic!("the client has no neighbour entry for {a}:\n{neigh}"));
+        assert!(entry.contains(&format!("lladdr {mac}")), "{entry}");
+        eprintln!("client neighbour: {entry}");
+    }
+}
+
+/// `ping -c 3 target` from the client netns; asserts replies came and prints the summary.
+fn client_ping(pod: &Pod, qemu: &QemuGuard, target: &str) {
+    let t0 = Instant::now();
+    let out = pod.client.exec(&["ping", "-c", "3", "-W", "2", target]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client ping {target} failed: {text}{}\n--- console ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        qemu.console()
+    );
+    let summary: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("transmitted") || l.starts_with("rtt"))
+        .collect();
+    eprintln!(
+        "client -> guest ping {target} ({:.2?}): {}",
+        t0.elapsed(),
+        summary.join("; ")
+    );
+}
+
+/// Whether this netshim has the source guard (`attach --guard`).
+fn netshim_has_guard() -> bool {
+    let help = netshim(&["attach", "--help"]);
+    String::from_utf8_lossy(&help.stdout).contains("--guard")
+}
+
+/// `what`'s (attach report, status) guard of endpoint 0: `enforce` (the default) when
+/// `guarded`; otherwise `off` or absent (a netshim without a guard).
+fn check_guard_mode(what: &str, report: &serde_json::Value, guarded: bool) {
+    let mode = &report["endpoints"][0]["guard"]["mode"];
+    eprintln!("{what}: guard mode {mode}");
+    if guarded {
+        assert_eq!(mode, "enforce", "{what}: {report}");
+    } else {
+        assert!(mode.is_null() || mode == "off", "{what}: {report}");
+    }
+}
+
+/// The guard's counters of an endpoint of `stats --json` after legitimate traffic: every
+/// reason 0, dropped and flagged (when this netshim counts them: `null`/absent otherwise).
+fn check_guard_refused_nothing(ep: &serde_json::Value, guarded: bool) {
+    let dropped = &ep["from_vm"]["dropped"];
+    let flagged = &ep["from_vm"]["guard"]["flagged"];
+    let counted: Vec<String> = GUARD_REASONS
+        .iter()
+        .filter_map(|r| Some(format!("{r}={}", dropped[*r].as_u64()?)))
+        .collect();
+    if counted.is_empty() {
+        eprintln!("netshim stats: no guard counters (this netshim does not report them)");
+        return;
+    }
+    eprintln!(
+        "netshim stats: guard {} dropped {}",
+        ep["from_vm"]["guard"]["mode"],
+        counted.join(" ")
+    );
+    if guarded {
+        assert_eq!(ep["from_vm"]["guard"]["mode"], "enforce", "{ep}");
+    }
+    for r in GUARD_REASONS {
+        assert!(
+            dropped[r].as_u64().unwrap_or(0) == 0 && flagged[r].as_u64().unwrap_or(0) == 0,
+            "the guard refused legitimate guest traffic ({r}): {ep}"
+        );
+    }
+}
+
+/// `GET path` over HTTP/1.0 from the client netns to the guest's IPv4 address.
 fn http_get(pod: &Pod, path: &str) -> std::io::Result<Vec<u8>> {
-    let addr = SocketAddr::from((pod.pod_ip, HTTP_PORT));
+    http_get_from(pod, IpAddr::V4(pod.pod_ip), path)
+}
+
+/// `GET path` over HTTP/1.0 from the client netns to `ip`; returns the body.
+fn http_get_from(pod: &Pod, ip: IpAddr, path: &str) -> std::io::Result<Vec<u8>> {
+    let addr = SocketAddr::from((ip, HTTP_PORT));
     let mut s = pod
         .client
         .run(|| TcpStream::connect_timeout(&addr, Duration::from_secs(10)))?;
@@ -326,7 +467,7 @@ fn qemu_guest_over_macvtap_model() {
     };
     let qemu =
         Qemu::boot(assets, &pod.sandbox, &config, NetdevSpec::TapFd { fd }).expect("start qemu");
-    exercise_guest(&pod, &qemu);
+    exercise_guest(&pod, &qemu, &config.ping);
     print_console(&qemu.kill());
     detach.armed = false;
     let out = netshim_json(&["detach", "--netns", pod.netns()]);

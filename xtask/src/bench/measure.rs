@@ -207,6 +207,9 @@ pub enum IperfTest {
     /// topology, from the VM (guest) to the pod's client.
     TcpReverse,
     Udp64,
+    /// UDP 64 B from the server to the client (`iperf3 -u -R`): the direction netshim's source
+    /// guard checks (what the server, or the guest, sends).
+    Udp64Reverse,
 }
 
 /// What one iperf3 run yields.
@@ -245,6 +248,7 @@ pub fn iperf(ep: &Endpoints, test: IperfTest, seconds: u32) -> Result<IperfResul
         IperfTest::TcpReverse => args.push("-R"),
         // -b 0: unlimited, the sender goes as fast as it can; the server counts what arrives.
         IperfTest::Udp64 => args.extend(["-u", "-l", &len, "-b", "0"]),
+        IperfTest::Udp64Reverse => args.extend(["-u", "-l", &len, "-b", "0", "-R"]),
     }
     let mut client = load_cmd(ep.client, ep.client_cpu, "iperf3", &args);
     let out = run_bounded(
@@ -258,7 +262,8 @@ pub fn iperf(ep: &Endpoints, test: IperfTest, seconds: u32) -> Result<IperfResul
 
 /// Parse `iperf3 -J`. TCP: `end.sum_received` (the receiver's count). UDP: `end.sum_received`
 /// is what the server reported back at the end (packets it expected from the sequence
-/// numbers, and lost ones), so received = packets - lost_packets.
+/// numbers, and lost ones), so received = packets - lost_packets. With `-R` the client is
+/// the receiver and `sum_received` its own count, with the same fields.
 pub fn parse_iperf(json: &str, test: IperfTest) -> Result<IperfResult> {
     let end = iperf3::end_section(json)?;
     let field = |section: &str, name: &str| iperf3::end_number(&end, section, name);
@@ -271,7 +276,7 @@ pub fn parse_iperf(json: &str, test: IperfTest) -> Result<IperfResult> {
         IperfTest::Tcp { .. } | IperfTest::TcpReverse => {
             result.retransmits = iperf3::retransmits(&end);
         }
-        IperfTest::Udp64 => {
+        IperfTest::Udp64 | IperfTest::Udp64Reverse => {
             let packets = field("sum_received", "packets")?;
             let lost = field("sum_received", "lost_packets")?;
             let secs = field("sum_received", "seconds")?;

@@ -12,8 +12,11 @@
 //! the 2-vCPU machine), CPU seconds per GB (busy jiffies of /proc/stat over the 1-stream TCP run
 //! / bytes received), and from the UDP run busy CPU and softirq time per received packet
 //! (where the hop's per-packet cost shows: the sender's CPU runs the whole receive path in
-//! softirq). For netshim's eBPF paths, one more UDP run with `kernel.bpf_stats_enabled` gives
-//! the datapath program's own ns per packet. The load's client is pinned to CPU 0 and its
+//! softirq), and UDP 64 B kpps the other way (iperf3 -R: server, or guest, to client). For
+//! netshim's eBPF paths, two more UDP runs (both ways) with `kernel.bpf_stats_enabled` give
+//! the datapath program's own ns per packet. Each eBPF path has a twin with netshim's source
+//! guard on (`<path>+guard`, see [`paths`]); the reverse runs are the ones that cross the
+//! guard, and [`guard`] checks after each round that they did. The load's client is pinned to CPU 0 and its
 //! server to CPU 1 (`--no-pin` leaves placement to the scheduler), which takes scheduler
 //! migrations out of the round-to-round spread.
 //! Rounds are interleaved (`for round { for path { ... } }`) and every path is built fresh
@@ -21,6 +24,7 @@
 //! `direct` (pair) and `mirred` (both), all from the same run. It prints; it never fails on
 //! speed, only when a path cannot be set up or measured.
 
+mod guard;
 mod measure;
 mod paths;
 mod report;
@@ -231,15 +235,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "quick": args.quick,
             "rounds": cfg.rounds,
             "seconds_per_metric": cfg.seconds,
-            "order": "interleaved: for round { for path { setup, ping, tcp1, tcp1_rev, tcp4, udp64, rr, rr_spin; teardown } } (with --compare-netshim each netshim path's twin right after it, before it in even rounds)",
+            "order": "interleaved: for round { for path { setup, ping, tcp1, tcp1_rev, tcp4, udp64, udp64_rev, rr, rr_spin, prog, prog_rev, guard check; teardown } } (a +guard path right after its unguarded twin, before it in even rounds; with --compare-netshim each netshim path's twin right after it, before it in even rounds)",
             "tcp1_rev": "iperf3 -R, one stream: the server sends (sandbox: the guest, i.e. VM to pod)",
             "topology_lifecycle": "namespaces kept for the run; every path's links, datapath and stand-in built fresh per round and removed after it",
             "udp": "iperf3 -u -l 64 -b 0; received = server-reported packets - lost_packets over its seconds",
+            "udp_rev": "the same with -R: the server (sandbox: the guest) sends, the client counts; the direction the source guard checks",
             "rr": "sockperf ping-pong --tcp -m 64 --full-rtt (full round trip), blocking sockets",
             "rr_spin": "the same with both ends busy-polling non-blocking sockets (server --nonblocked --timeout 0, client --nonblocked): no vCPU wake-ups in the figure",
             "cpu": "sum of user+nice+system+irq+softirq jiffies (/proc/stat, all CPUs) over the TCP 1-stream run / GB (1e9 bytes) received",
             "udp_cpu": "busy and softirq jiffies (/proc/stat, all CPUs; softirq tick-sampled) over the UDP 64 B run / packets received, in ns",
             "prog": "eBPF paths: one more UDP 64 B run with kernel.bpf_stats_enabled=1; delta run_time_ns / delta run_cnt of the netshim_redirect programs (bpftool prog show)",
+            "prog_rev": "the same over a reverse (-R) UDP 64 B run: the guarded direction",
+            "guard": "eBPF paths, after the runs: netshim stats --json endpoint 0 from_vm (the server's / guest's side): +guard paths must show mode enforce (stats, else status, else the connect/attach report; unguarded twins off or no guard), 0 packets dropped by the guard, at least the reverse UDP run's received packets counted; then a ping from an address the server does not own must go unanswered (+guard; counted as a guard drop when stats counts them) or answered (unguarded twin). +guard connect: --guard enforce --guard-mac <server eth0 MAC> --guard-allow <server IP>; +guard attach: no flag (enforce is the default); unguarded twins: connect's default (off), attach --guard off (when the netshim has a guard)",
             "pin": cfg.pin.map(|(c, s)| json!({"client_cpu": c, "server_cpu": s})),
             "bridge": "bridge-nf-call-* set to 0 in the shim netns (where br_netfilter exists)",
             "pair_addresses": [paths::PAIR_CLIENT_ADDR, paths::PAIR_SERVER_ADDR],
@@ -273,7 +280,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
          CPU / softirq per pkt: busy and softirq CPU time (all CPUs, /proc/stat; softirq is \
          tick-sampled) per packet received during the UDP run. eBPF prog per pkt: the \
          netshim_redirect program's own run time (kernel.bpf_stats_enabled, in a separate \
-         UDP run). Load: {pin}.\n",
+         UDP run; reverse: the server, or guest, sends). `+guard`: the same path with \
+         netshim's source guard in enforce mode; the guard checks only what the server \
+         (pair: s0's side) or guest sends, i.e. the reverse runs. Load: {pin}.\n",
         commit = machine["commit"].as_str().unwrap_or("?"),
         kernel = machine["kernel"].as_str().unwrap_or("?"),
         nproc = machine["nproc"],
@@ -321,17 +330,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The order of one round: every active path, each A/B twin right after its path, or
-/// right before it in even rounds (so that neither side always runs on a warmer machine).
+/// The order of one round: every active path, each A/B twin (or `+guard` twin) right after
+/// its path, or right before it in even rounds (so that neither side always runs on a warmer
+/// machine).
 fn round_order(runs: &[PathRun], active: &[usize], round: u32) -> Vec<usize> {
     let mut order = Vec::with_capacity(active.len());
     let mut k = 0;
     while k < active.len() {
         let i = active[k];
-        let twin = active
-            .get(k + 1)
-            .copied()
-            .filter(|&j| runs[j].twin_of == Some(runs[i].spec.name));
+        let twin = active.get(k + 1).copied().filter(|&j| {
+            let (a, b) = (&runs[i], &runs[j]);
+            b.twin_of == Some(a.spec.name)
+                || (b.spec.guard_twin_of == Some(a.spec.name) && b.netshim == a.netshim)
+        });
         match twin {
             Some(j) if round.is_multiple_of(2) => order.extend([j, i]),
             Some(j) => order.extend([i, j]),
@@ -342,8 +353,8 @@ fn round_order(runs: &[PathRun], active: &[usize], round: u32) -> Vec<usize> {
     order
 }
 
-/// setup + the six load runs + the program-cost run.
-const STEPS_PER_PATH: usize = 8;
+/// setup + the seven load runs + the two program-cost runs.
+const STEPS_PER_PATH: usize = 10;
 
 #[allow(clippy::too_many_arguments)]
 fn run_path(
@@ -391,17 +402,26 @@ fn run_path(
             }
         }
         measure_path(&ep, cfg.seconds, &mut result, progress, round, &id);
-        progress.step(round, &id, "eBPF program cost");
-        if spec.runs_netshim_ebpf() {
-            match prog_cost(&ep, cfg.seconds) {
+        for (test, key, what) in [
+            (IperfTest::Udp64, report::PROG, "prog"),
+            (IperfTest::Udp64Reverse, report::PROG_REVERSE, "prog_rev"),
+        ] {
+            progress.step(round, &id, &format!("eBPF program cost ({what})"));
+            if !spec.runs_netshim_ebpf() {
+                continue;
+            }
+            match prog_cost(&ep, test, cfg.seconds) {
                 Ok(Some(ns)) => {
-                    result.values.insert(report::PROG, ns);
+                    result.values.insert(key, ns);
                 }
                 Ok(None) => result
                     .errors
-                    .push("prog: no netshim_redirect program ran".to_string()),
-                Err(e) => result.errors.push(format!("prog: {e:#}")),
+                    .push(format!("{what}: no netshim_redirect program ran")),
+                Err(e) => result.errors.push(format!("{what}: {e:#}")),
             }
+        }
+        if spec.runs_netshim_ebpf() {
+            guard::check(netshim, &live, spec.guarded(), &mut result);
         }
         if let Some(stats_ns) = &live.stats_netns {
             run.netshim_stats = Some(paths::stats(netshim, stats_ns));
@@ -499,6 +519,22 @@ fn measure_path(
         Err(e) => result.errors.push(format!("udp64: {e:#}")),
     }
 
+    progress.step(round, id, "UDP 64 B reverse");
+    match iperf(ep, IperfTest::Udp64Reverse, seconds) {
+        Ok(r) => {
+            if let Some(pps) = r.udp_received_pps {
+                result.values.insert(report::UDP64_REVERSE, pps / 1e3);
+            }
+            if let Some(packets) = r.udp_received_packets {
+                result.extra.insert("udp64_rev_packets", packets);
+            }
+            if let Some(pps) = r.udp_sent_pps {
+                result.extra.insert("udp64_rev_sent_kpps", pps / 1e3);
+            }
+        }
+        Err(e) => result.errors.push(format!("udp64_rev: {e:#}")),
+    }
+
     for wait in [Wait::Block, Wait::Spin] {
         let (label, name) = match wait {
             Wait::Block => ("TCP RR", "rr"),
@@ -532,12 +568,13 @@ fn measure_path(
     }
 }
 
-/// The netshim_redirect program's own ns per packet over a UDP 64 B run, timed by the kernel
+/// The netshim_redirect program's own ns per packet over a UDP 64 B run (`test`: client to
+/// server, or the reverse, which crosses the source guard), timed by the kernel
 /// (`kernel.bpf_stats_enabled` on for this run only). None when no netshim program ran.
-fn prog_cost(ep: &measure::Endpoints, seconds: u32) -> Result<Option<f64>> {
+fn prog_cost(ep: &measure::Endpoints, test: IperfTest, seconds: u32) -> Result<Option<f64>> {
     let _stats = BpfStats::enable()?;
     let before = ProgRuns::now()?;
-    iperf(ep, IperfTest::Udp64, seconds)?;
+    iperf(ep, test, seconds)?;
     Ok(ProgRuns::now()?.ns_per_run_since(before))
 }
 
@@ -796,8 +833,8 @@ mod tests {
             ids(&["pair/ebpf", "sandbox/macvtap"]),
             ["pair/ebpf", "sandbox/macvtap"]
         );
-        assert_eq!(ids(&["sandbox"]).len(), 4);
-        assert_eq!(ids(&[]).len(), 9);
+        assert_eq!(ids(&["sandbox"]).len(), 6);
+        assert_eq!(ids(&[]).len(), 13);
         assert!(select_paths(&["pair/nope".to_string()]).is_err());
     }
 
@@ -812,9 +849,13 @@ mod tests {
             ebpf,
             [
                 "pair/ebpf",
+                "pair/ebpf+guard",
                 "pair/ebpf-peer",
+                "pair/ebpf-peer+guard",
                 "sandbox/ebpf",
-                "sandbox/ebpf-peer"
+                "sandbox/ebpf+guard",
+                "sandbox/ebpf-peer",
+                "sandbox/ebpf-peer+guard"
             ]
         );
     }
@@ -837,5 +878,28 @@ mod tests {
         assert_eq!(round_order(&runs, &active, 3), [0, 1, 2]);
         // An unavailable twin is not in `active`: its path runs alone.
         assert_eq!(round_order(&runs, &[0, 1], 2), [0, 1]);
+    }
+
+    #[test]
+    fn guard_twins_run_next_to_their_path_alternating_first() {
+        let specs =
+            select_paths(&["pair/ebpf-peer".into(), "pair/ebpf-peer+guard".into()]).unwrap();
+        let runs: Vec<PathRun> = specs
+            .iter()
+            .map(|s| PathRun::new(s.clone(), None))
+            .collect();
+        assert_eq!(runs[1].spec.guard_twin_of, Some("ebpf-peer"));
+        assert_eq!(round_order(&runs, &[0, 1], 1), [0, 1]);
+        assert_eq!(round_order(&runs, &[0, 1], 2), [1, 0]);
+        // With --compare-netshim each keeps its own A/B twin next to it.
+        let other = Path::new("/opt/netshim-base");
+        let runs = vec![
+            PathRun::new(specs[0].clone(), None),
+            PathRun::twin(&specs[0], "base", other, None),
+            PathRun::new(specs[1].clone(), None),
+            PathRun::twin(&specs[1], "base", other, None),
+        ];
+        assert_eq!(runs[3].spec.guard_twin_of, Some("ebpf-peer@base"));
+        assert_eq!(round_order(&runs, &[0, 1, 2, 3], 2), [1, 0, 3, 2]);
     }
 }

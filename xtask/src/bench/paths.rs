@@ -7,6 +7,12 @@
 //!          <-> vm-standin <-> guest [eth0 10.202.0.2, eth0's MAC]
 //! ```
 //!
+//! The eBPF paths come in twins without and with netshim's source guard (`<path>+guard`):
+//! `connect --guard enforce --guard-mac <server eth0's MAC> --guard-allow 10.201.0.2` guards
+//! what the server sends (s0 is connect's "VM" side), attach's default (`enforce`) what the
+//! guest sends; the unguarded twin is connect's default (off) or `attach --guard off`. The guard sees the server → client
+//! direction only: the reverse runs (TCP and UDP `-R`) are the ones that cross it.
+//!
 //! The namespaces live for the whole run; each path's links, datapath and stand-in are made
 //! fresh for every (round, path) and removed right after its measurements, so no path
 //! inherits state (neighbour entries, learned MACs, GRO or offload changes, pins) from another.
@@ -29,6 +35,11 @@ pub const PAIR_SERVER_IP: &str = "10.201.0.2";
 pub const SANDBOX_CLIENT_ADDR: &str = "10.202.0.1/24";
 pub const SANDBOX_POD_ADDR: &str = "10.202.0.2/24";
 pub const SANDBOX_POD_IP: &str = "10.202.0.2";
+pub const PAIR_CLIENT_IP: &str = "10.201.0.1";
+pub const SANDBOX_CLIENT_IP: &str = "10.202.0.1";
+/// An address the server (pair) or guest (sandbox) does not own, for the guard probe.
+pub const PAIR_SPOOFED_IP: &str = "10.201.0.99";
+pub const SANDBOX_SPOOFED_IP: &str = "10.202.0.99";
 const IFNAME: &str = "eth0";
 const SHIM_CLIENT_SIDE: &str = "c0";
 const SHIM_SERVER_SIDE: &str = "s0";
@@ -61,12 +72,16 @@ pub enum Kind {
     Connect {
         backend: &'static str,
         fast_path: Option<&'static str>,
+        /// The source guard on what s0 receives from the server (eBPF only).
+        guard: bool,
     },
     /// `netshim attach --netns sandbox`, then the VM stand-in.
     Attach {
         model: &'static str,
         backend: Option<&'static str>,
         fast_path: Option<&'static str>,
+        /// The source guard on what the guest sends (eBPF only).
+        guard: bool,
     },
 }
 
@@ -76,6 +91,8 @@ pub struct PathSpec {
     pub name: &'static str,
     pub kind: Kind,
     pub about: &'static str,
+    /// A `+guard` path: the name of its twin without the guard (same topology).
+    pub guard_twin_of: Option<&'static str>,
 }
 
 impl PathSpec {
@@ -98,6 +115,14 @@ impl PathSpec {
             Kind::Direct | Kind::Bridge => false,
         }
     }
+
+    /// Whether the path runs netshim's source guard.
+    pub fn guarded(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Connect { guard: true, .. } | Kind::Attach { guard: true, .. }
+        )
+    }
 }
 
 /// Every path, in the order a round runs them.
@@ -107,7 +132,63 @@ pub fn all_paths() -> Vec<PathSpec> {
         name,
         kind,
         about,
+        guard_twin_of: None,
     };
+    let guarded = |spec: &PathSpec, name, about| {
+        let mut kind = spec.kind.clone();
+        if let Kind::Connect { guard, .. } | Kind::Attach { guard, .. } = &mut kind {
+            *guard = true;
+        }
+        PathSpec {
+            name,
+            kind,
+            about,
+            guard_twin_of: Some(spec.name),
+            ..spec.clone()
+        }
+    };
+    let pair_ebpf = p(
+        Topo::Pair,
+        "ebpf",
+        Kind::Connect {
+            backend: "ebpf",
+            fast_path: Some("off"),
+            guard: false,
+        },
+        "netshim connect --tc-backend ebpf --fast-path off (bpf_redirect; guard off, connect's default)",
+    );
+    let pair_peer = p(
+        Topo::Pair,
+        "ebpf-peer",
+        Kind::Connect {
+            backend: "ebpf",
+            fast_path: Some("auto"),
+            guard: false,
+        },
+        "netshim connect --tc-backend ebpf --fast-path auto (bpf_redirect_peer; guard off)",
+    );
+    let sandbox_ebpf = p(
+        Topo::Sandbox,
+        "ebpf",
+        Kind::Attach {
+            model: "tcfilter",
+            backend: Some("ebpf"),
+            fast_path: Some("off"),
+            guard: false,
+        },
+        "netshim attach --tc-backend ebpf --fast-path off --guard off",
+    );
+    let sandbox_peer = p(
+        Topo::Sandbox,
+        "ebpf-peer",
+        Kind::Attach {
+            model: "tcfilter",
+            backend: Some("ebpf"),
+            fast_path: Some("auto"),
+            guard: false,
+        },
+        "netshim attach --tc-backend ebpf --fast-path auto --guard off",
+    );
     vec![
         p(
             Topo::Pair,
@@ -127,26 +208,23 @@ pub fn all_paths() -> Vec<PathSpec> {
             Kind::Connect {
                 backend: "mirred",
                 fast_path: None,
+                guard: false,
             },
             "netshim connect --tc-backend mirred (kata's u32 + mirred)",
         ),
-        p(
-            Topo::Pair,
-            "ebpf",
-            Kind::Connect {
-                backend: "ebpf",
-                fast_path: Some("off"),
-            },
-            "netshim connect --tc-backend ebpf --fast-path off (bpf_redirect)",
+        pair_ebpf.clone(),
+        guarded(
+            &pair_ebpf,
+            "ebpf+guard",
+            "netshim connect --tc-backend ebpf --fast-path off --guard enforce --guard-mac \
+             <server MAC> --guard-allow 10.201.0.2",
         ),
-        p(
-            Topo::Pair,
-            "ebpf-peer",
-            Kind::Connect {
-                backend: "ebpf",
-                fast_path: Some("auto"),
-            },
-            "netshim connect --tc-backend ebpf --fast-path auto (bpf_redirect_peer)",
+        pair_peer.clone(),
+        guarded(
+            &pair_peer,
+            "ebpf-peer+guard",
+            "netshim connect --tc-backend ebpf --fast-path auto --guard enforce --guard-mac \
+             <server MAC> --guard-allow 10.201.0.2",
         ),
         p(
             Topo::Sandbox,
@@ -155,28 +233,21 @@ pub fn all_paths() -> Vec<PathSpec> {
                 model: "tcfilter",
                 backend: Some("mirred"),
                 fast_path: None,
+                guard: false,
             },
             "netshim attach --tc-backend mirred (kata's tcfilter)",
         ),
-        p(
-            Topo::Sandbox,
-            "ebpf",
-            Kind::Attach {
-                model: "tcfilter",
-                backend: Some("ebpf"),
-                fast_path: Some("off"),
-            },
-            "netshim attach --tc-backend ebpf --fast-path off",
+        sandbox_ebpf.clone(),
+        guarded(
+            &sandbox_ebpf,
+            "ebpf+guard",
+            "netshim attach --tc-backend ebpf --fast-path off (the guard's default: enforce)",
         ),
-        p(
-            Topo::Sandbox,
-            "ebpf-peer",
-            Kind::Attach {
-                model: "tcfilter",
-                backend: Some("ebpf"),
-                fast_path: Some("auto"),
-            },
-            "netshim attach --tc-backend ebpf --fast-path auto",
+        sandbox_peer.clone(),
+        guarded(
+            &sandbox_peer,
+            "ebpf-peer+guard",
+            "netshim attach --tc-backend ebpf --fast-path auto (the guard's default: enforce)",
         ),
         p(
             Topo::Sandbox,
@@ -185,6 +256,7 @@ pub fn all_paths() -> Vec<PathSpec> {
                 model: "macvtap",
                 backend: None,
                 fast_path: None,
+                guard: false,
             },
             "netshim attach --model macvtap; stand-in on /dev/tap<ifindex>",
         ),
@@ -199,6 +271,10 @@ pub struct Caps {
     pub connect_fast_path: bool,
     pub attach_fast_path: bool,
     pub attach_macvtap: bool,
+    /// `connect --guard MODE --guard-mac MAC --guard-allow CIDR`.
+    pub connect_guard: bool,
+    /// `attach --guard MODE` (and enforce by default on the eBPF backend).
+    pub attach_guard: bool,
 }
 
 impl Caps {
@@ -219,6 +295,10 @@ impl Caps {
                 .is_some_and(|h| h.contains("--fast-path")),
             attach_fast_path: attach.contains("--fast-path"),
             attach_macvtap: attach.contains("macvtap"),
+            connect_guard: connect
+                .as_deref()
+                .is_some_and(|h| h.contains("--guard-mac")),
+            attach_guard: attach.contains("--guard-allow"),
         })
     }
 
@@ -228,6 +308,8 @@ impl Caps {
             "connect_fast_path": self.connect_fast_path,
             "attach_fast_path": self.attach_fast_path,
             "attach_macvtap": self.attach_macvtap,
+            "connect_guard": self.connect_guard,
+            "attach_guard": self.attach_guard,
         })
     }
 
@@ -235,22 +317,31 @@ impl Caps {
     pub fn unavailable(&self, spec: &PathSpec) -> Option<String> {
         match &spec.kind {
             Kind::Direct | Kind::Bridge => None,
-            Kind::Connect { fast_path, .. } => {
+            Kind::Connect {
+                fast_path, guard, ..
+            } => {
                 if !self.connect {
                     Some("this netshim has no `connect` subcommand".into())
                 } else if fast_path == &Some("auto") && !self.connect_fast_path {
                     Some("this netshim's `connect` has no --fast-path".into())
+                } else if *guard && !self.connect_guard {
+                    Some("this netshim's `connect` has no --guard-mac (no source guard)".into())
                 } else {
                     None
                 }
             }
             Kind::Attach {
-                model, fast_path, ..
+                model,
+                fast_path,
+                guard,
+                ..
             } => {
                 if *model == "macvtap" && !self.attach_macvtap {
                     Some("this netshim's `attach` has no macvtap model".into())
                 } else if fast_path == &Some("auto") && !self.attach_fast_path {
                     Some("this netshim's `attach` has no --fast-path".into())
+                } else if *guard && !self.attach_guard {
+                    Some("this netshim's `attach` has no --guard (no source guard)".into())
                 } else {
                     None
                 }
@@ -269,6 +360,34 @@ impl Caps {
             Some(f) if known => vec!["--fast-path".into(), f.to_string()],
             _ => Vec::new(),
         }
+    }
+
+    /// The guard flags of an eBPF path: `+guard` connect: enforce on what `guest_mac` (the
+    /// server's MAC) sends from `guest_ip`; `+guard` attach: none (enforce is the default);
+    /// unguarded attach: `--guard off` when this netshim has a guard to turn off; unguarded
+    /// connect: none (off is connect's default, and `--guard` there needs `--guard-mac`).
+    fn guard_args(&self, spec: &PathSpec, guest_mac: &str, guest_ip: &str) -> Vec<String> {
+        let known = match spec.kind {
+            Kind::Connect { .. } => self.connect_guard,
+            Kind::Attach { .. } => self.attach_guard,
+            _ => false,
+        };
+        if !spec.runs_netshim_ebpf() || !known {
+            return Vec::new();
+        }
+        let args: &[&str] = match (&spec.kind, spec.guarded()) {
+            (Kind::Connect { .. }, true) => &[
+                "--guard",
+                "enforce",
+                "--guard-mac",
+                guest_mac,
+                "--guard-allow",
+                guest_ip,
+            ],
+            (Kind::Attach { .. }, false) => &["--guard", "off"],
+            _ => &[],
+        };
+        args.iter().map(|a| a.to_string()).collect()
     }
 }
 
@@ -334,6 +453,9 @@ pub struct Live {
     pub client: String,
     pub server: String,
     pub server_ip: &'static str,
+    pub client_ip: &'static str,
+    /// An address the server does not own (see [`guard_probe`]).
+    pub spoofed_ip: &'static str,
     pub devices: Vec<Device>,
     /// netns to read `netshim stats` from.
     pub stats_netns: Option<String>,
@@ -423,6 +545,19 @@ fn ip(netns: &str, args: &[&str]) -> Result<()> {
     quiet(&mut topology::ip(netns, args)).map(|_| ())
 }
 
+/// The MAC address of `ifname` in `netns`.
+fn link_mac(netns: &str, ifname: &str) -> Result<String> {
+    let out = quiet(&mut topology::ip(
+        netns,
+        &["-j", "link", "show", "dev", ifname],
+    ))?;
+    let v: Value = serde_json::from_str(&out).with_context(|| format!("`ip -j link`: {out}"))?;
+    v[0]["address"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("no MAC for {ifname} in {netns}: {out}"))
+}
+
 struct Builder<'a> {
     live: Live,
     netshim: &'a Path,
@@ -502,6 +637,8 @@ fn setup_pair(spec: &PathSpec, ns: &[String; 3], caps: &Caps, netshim: &Path) ->
             client: client.clone(),
             server: server.clone(),
             server_ip: PAIR_SERVER_IP,
+            client_ip: PAIR_CLIENT_IP,
+            spoofed_ip: PAIR_SPOOFED_IP,
             devices: vec![device("client", client, IFNAME, "veth")],
             stats_netns: None,
             setup_output: None,
@@ -566,6 +703,8 @@ fn setup_pair(spec: &PathSpec, ns: &[String; 3], caps: &Caps, netshim: &Path) ->
             .map(String::from)
             .to_vec();
             args.extend(caps.fast_path_args(spec));
+            let server_mac = link_mac(server, IFNAME)?;
+            args.extend(caps.guard_args(spec, &server_mac, PAIR_SERVER_IP));
             b.live.setup_output = b.netshim(&args)?;
             b.live.stats_netns = Some(shim.clone());
         }
@@ -582,12 +721,7 @@ fn setup_sandbox(
     standin: &Path,
 ) -> Result<Live> {
     let [client, sandbox, guest] = ns;
-    let Kind::Attach {
-        model,
-        backend,
-        fast_path: _,
-    } = &spec.kind
-    else {
+    let Kind::Attach { model, backend, .. } = &spec.kind else {
         bail!("{} is not a sandbox path", spec.id());
     };
     let mut b = Builder {
@@ -595,6 +729,8 @@ fn setup_sandbox(
             client: client.clone(),
             server: guest.clone(),
             server_ip: SANDBOX_POD_IP,
+            client_ip: SANDBOX_CLIENT_IP,
+            spoofed_ip: SANDBOX_SPOOFED_IP,
             devices: vec![
                 device("client", client, IFNAME, "veth"),
                 device("sandbox", sandbox, IFNAME, "veth"),
@@ -623,6 +759,8 @@ fn setup_sandbox(
         args.extend(["--tc-backend".to_string(), backend.to_string()]);
     }
     args.extend(caps.fast_path_args(spec));
+    // (The guest's MAC and address are the ones attach reads from eth0.)
+    args.extend(caps.guard_args(spec, "", ""));
     let json = b
         .netshim(&args)?
         .context("netshim attach printed nothing")?;
@@ -745,6 +883,18 @@ mod tests {
         assert!(!m.contains_key("tx-checksum-ip-generic"));
     }
 
+    /// A netshim with every capability.
+    fn all_caps() -> Caps {
+        Caps {
+            connect: true,
+            connect_fast_path: true,
+            attach_fast_path: true,
+            attach_macvtap: true,
+            connect_guard: true,
+            attach_guard: true,
+        }
+    }
+
     #[test]
     fn paths_are_unique_and_caps_gate_them() {
         let paths = all_paths();
@@ -763,21 +913,79 @@ mod tests {
             [
                 "pair/mirred",
                 "pair/ebpf",
+                "pair/ebpf+guard",
                 "pair/ebpf-peer",
+                "pair/ebpf-peer+guard",
+                "sandbox/ebpf+guard",
                 "sandbox/ebpf-peer",
+                "sandbox/ebpf-peer+guard",
                 "sandbox/macvtap"
             ]
         );
         // Without the flag, `ebpf` runs netshim's only behaviour (plain bpf_redirect).
         let sandbox_ebpf = paths.iter().find(|p| p.id() == "sandbox/ebpf").unwrap();
         assert!(none.fast_path_args(sandbox_ebpf).is_empty());
-        let all = Caps {
-            connect: true,
-            connect_fast_path: true,
-            attach_fast_path: true,
-            attach_macvtap: true,
-        };
+        let all = all_caps();
         assert_eq!(all.fast_path_args(sandbox_ebpf), ["--fast-path", "off"]);
         assert!(paths.iter().all(|p| all.unavailable(p).is_none()));
+    }
+
+    #[test]
+    fn guard_twins_differ_only_in_the_guard() {
+        let paths = all_paths();
+        let get = |id: &str| paths.iter().find(|p| p.id() == id).unwrap();
+        let all = all_caps();
+        let mac = "02:00:00:00:00:02";
+        for base in [
+            "pair/ebpf",
+            "pair/ebpf-peer",
+            "sandbox/ebpf",
+            "sandbox/ebpf-peer",
+        ] {
+            let (plain, guarded) = (get(base), get(&format!("{base}+guard")));
+            assert_eq!(guarded.guard_twin_of, Some(plain.name));
+            assert!(guarded.guarded() && !plain.guarded());
+            assert_eq!(
+                all.fast_path_args(plain),
+                all.fast_path_args(guarded),
+                "{base}"
+            );
+            let off = all.guard_args(plain, mac, PAIR_SERVER_IP);
+            match plain.topo {
+                Topo::Pair => assert!(off.is_empty(), "{base}: connect's default is off"),
+                Topo::Sandbox => assert_eq!(off, ["--guard", "off"], "{base}"),
+            }
+        }
+        assert_eq!(
+            all.guard_args(get("pair/ebpf-peer+guard"), mac, PAIR_SERVER_IP),
+            [
+                "--guard",
+                "enforce",
+                "--guard-mac",
+                mac,
+                "--guard-allow",
+                "10.201.0.2"
+            ]
+        );
+        // attach: the default is enforce; mirred and macvtap paths get no guard flag.
+        assert!(all
+            .guard_args(get("sandbox/ebpf+guard"), mac, PAIR_SERVER_IP)
+            .is_empty());
+        for id in ["pair/mirred", "sandbox/mirred", "sandbox/macvtap"] {
+            assert!(
+                all.guard_args(get(id), mac, PAIR_SERVER_IP).is_empty(),
+                "{id}"
+            );
+        }
+        // A netshim without a guard: the unguarded twins run as before, without a flag.
+        let old = Caps {
+            connect_guard: false,
+            attach_guard: false,
+            ..all
+        };
+        assert!(old
+            .guard_args(get("sandbox/ebpf"), mac, PAIR_SERVER_IP)
+            .is_empty());
+        assert!(old.unavailable(get("sandbox/ebpf+guard")).is_some());
     }
 }

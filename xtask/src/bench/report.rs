@@ -19,6 +19,7 @@ pub const TCP1: &str = "tcp1_gbps";
 pub const TCP1_REVERSE: &str = "tcp1_rev_gbps";
 pub const TCP4: &str = "tcp4_gbps";
 pub const UDP64: &str = "udp64_kpps";
+pub const UDP64_REVERSE: &str = "udp64_rev_kpps";
 pub const RR_P50: &str = "rr_p50_us";
 pub const RR_P99: &str = "rr_p99_us";
 pub const RR_SPIN_P50: &str = "rr_spin_p50_us";
@@ -26,6 +27,7 @@ pub const CPU: &str = "cpu_s_per_gb";
 pub const UDP_CPU: &str = "udp64_cpu_ns_per_pkt";
 pub const UDP_SOFTIRQ: &str = "udp64_softirq_ns_per_pkt";
 pub const PROG: &str = "prog_ns_per_pkt";
+pub const PROG_REVERSE: &str = "prog_rev_ns_per_pkt";
 
 pub const METRICS: &[Metric] = &[
     Metric {
@@ -52,6 +54,13 @@ pub const METRICS: &[Metric] = &[
     Metric {
         key: UDP64,
         label: "UDP 64 B rx",
+        unit: "kpps",
+        higher_is_better: true,
+        decimals: 0,
+    },
+    Metric {
+        key: UDP64_REVERSE,
+        label: "UDP 64 B rx reverse",
         unit: "kpps",
         higher_is_better: true,
         decimals: 0,
@@ -101,6 +110,13 @@ pub const METRICS: &[Metric] = &[
     Metric {
         key: PROG,
         label: "eBPF prog per pkt",
+        unit: "ns",
+        higher_is_better: false,
+        decimals: 0,
+    },
+    Metric {
+        key: PROG_REVERSE,
+        label: "eBPF prog per pkt reverse",
         unit: "ns",
         higher_is_better: false,
         decimals: 0,
@@ -158,10 +174,12 @@ impl PathRun {
         unavailable: Option<String>,
     ) -> PathRun {
         // One short string per path and run: leaking it keeps PathSpec's names 'static.
-        let name: &'static str = Box::leak(format!("{}@{label}", spec.name).into_boxed_str());
+        let leak =
+            |name: &str| -> &'static str { Box::leak(format!("{name}@{label}").into_boxed_str()) };
         let mut run = PathRun::new(
             PathSpec {
-                name,
+                name: leak(spec.name),
+                guard_twin_of: spec.guard_twin_of.map(leak),
                 ..spec.clone()
             },
             unavailable,
@@ -288,7 +306,8 @@ pub fn to_json(runs: &[PathRun], header: Value) -> Value {
                 .collect();
             let mut ratio_obj = Map::new();
             let twin = run.twin_in(runs).map(|t| t.spec.name);
-            for base in baselines(run.spec.topo).iter().copied().chain(twin) {
+            let bases = baselines(run.spec.topo).iter().copied();
+            for base in bases.chain(twin).chain(run.spec.guard_twin_of) {
                 let r = ratios(runs, run, base);
                 if !r.is_empty() {
                     ratio_obj.insert(format!("vs_{base}"), map_json(&r, 4));
@@ -442,6 +461,29 @@ pub fn markdown(runs: &[PathRun], intro: &str, offload_md: &str) -> String {
                     (
                         format!("{} vs {}", run.spec.name, twin.spec.name),
                         ratios(runs, run, twin.spec.name),
+                    )
+                }),
+            );
+        }
+        let guarded: Vec<&PathRun> = rows
+            .iter()
+            .copied()
+            .filter(|r| r.spec.guard_twin_of.is_some() && r.unavailable.is_none())
+            .collect();
+        if !guarded.is_empty() {
+            let _ = writeln!(
+                md,
+                "\nSource guard: `<path>+guard` / `<path>` (median / median, same run, rounds \
+                 interleaved; the guard checks the reverse direction only; Gbps, kpps: higher \
+                 is better; RTT, CPU, ns: lower is better)\n"
+            );
+            ratio_table(
+                &mut md,
+                guarded.into_iter().map(|run| {
+                    let base = run.spec.guard_twin_of.unwrap_or_default();
+                    (
+                        format!("{} vs {base}", run.spec.name),
+                        ratios(runs, run, base),
                     )
                 }),
             );
