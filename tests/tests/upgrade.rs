@@ -12,6 +12,8 @@ use std::{
 };
 
 use netshim_tests::{
+    cni_runtime::cookie,
+    leaks::netshim_dirs,
     netshim_cli::{netshim, netshim_bin, netshim_json},
     skip_unless_root, veth_pair, ChildGuard, TestNetns,
 };
@@ -371,6 +373,7 @@ fn upgrade_all_skips_stale_sandboxes_and_says_when_there_is_nothing() {
     let far = TestNetns::new("nsh-upa-f");
     veth_pair(&far, "p0", &doomed, "da0");
     veth_pair(&far, "p1", &doomed, "db0");
+    let _state = RunStateOf(vec![cookie(&live.shim), cookie(&doomed)]);
     let script = format!(
         r#"
 echo "--- none"
@@ -424,6 +427,26 @@ ip netns exec {client} ping -c 1 -W 1 {SERVER_IP} >/dev/null && echo ping ok
     assert!(ping.contains("ping ok"), "{ping}");
     // Everything pinned went with the private bpffs.
     assert!(!pings(&live), "the private bpffs and its links are gone");
+}
+
+/// Removes netshim's files of these netns cookies under /run/netshim when a test ends,
+/// passed or failed: a private bpffs takes the pins with it, not the state and lock files
+/// (the sandbox whose netns the test deletes would leave its lock file to the next gc).
+struct RunStateOf(Vec<u64>);
+
+impl Drop for RunStateOf {
+    fn drop(&mut self) {
+        for path in self.0.iter().flat_map(|c| netshim_dirs(*c)) {
+            if !path.starts_with("/run/netshim") {
+                continue;
+            }
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+    }
 }
 
 /// Runs netshim to completion; also returns its pid.
