@@ -245,6 +245,32 @@ pub fn pin_dir(ns: &TestNetns) -> PathBuf {
     PathBuf::from(format!("/sys/fs/bpf/netshim/netns-{cookie}"))
 }
 
+/// The previous release's datapath object (commit 7fba15f; see tests/fixtures/README.md).
+pub const PREVIOUS_OBJECT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/netshim-ebpf-7fba15f.o"
+);
+
+/// Attaches `pod` and leaves it as a netshim from before the source guard would have: the
+/// previous release's program on the hooks (`upgrade --object`, which also clears the
+/// taps' `PEER_GUARD`) and no guard maps pinned. Returns the pin directory.
+pub fn attach_as_before_the_guard(pod: &Pod) -> PathBuf {
+    netshim_json(&["attach", "--netns", pod.netns()]);
+    let r = netshim_json(&[
+        "upgrade",
+        "--netns",
+        pod.netns(),
+        "--object",
+        PREVIOUS_OBJECT,
+    ]);
+    assert_eq!(r["sandboxes"][0]["outcome"], "upgraded", "{r}");
+    let dir = pin_dir(&pod.sandbox);
+    for map in netshim_common::GUARD_MAPS {
+        std::fs::remove_file(dir.join(map)).unwrap_or_else(|e| panic!("unpin {map}: {e}"));
+    }
+    dir
+}
+
 /// A running `netshim logs` or `watch`, its stderr collected line by line.
 pub struct Follower {
     child: ChildGuard,

@@ -13,7 +13,7 @@ use std::{
 };
 
 use netshim_tests::{
-    netshim_cli::{netshim, netshim_json, netshim_ok, Pod},
+    netshim_cli::{attach_as_before_the_guard, netshim, netshim_json, netshim_ok, Pod},
     skip_unless_root,
     tap_reader::{format_mac, udp_frame},
     traffic::{open_tap, probe},
@@ -21,10 +21,6 @@ use netshim_tests::{
     TapQueue,
 };
 use serde_json::Value;
-
-/// The netshim that attached the sandboxes the upgrade test upgrades: main before the
-/// guard (e5f32ab). `NETSHIM_BASE_BIN` overrides it.
-const BASE_BIN: &str = "/work/main/target/debug/netshim";
 
 /// A UDP receiver on the client's address, and what reaches it.
 struct Client {
@@ -249,25 +245,8 @@ fn upgrade_gives_a_sandbox_attached_before_the_guard_its_guard() {
     if skip_unless_root() {
         return;
     }
-    let base = std::env::var("NETSHIM_BASE_BIN").unwrap_or_else(|_| BASE_BIN.into());
-    if !Path::new(&base).exists() {
-        eprintln!("skipped: no base netshim at {base} (set NETSHIM_BASE_BIN)");
-        return;
-    }
     let pod = Pod::new("gc-upg");
-    let out = std::process::Command::new(&base)
-        .args(["attach", "--netns", pod.netns()])
-        .output()
-        .expect("run the base netshim");
-    assert!(out.status.success(), "base attach: {out:?}");
-    let dir = netshim_json(&["status", "--netns", pod.netns()])["pin_dir"]
-        .as_str()
-        .expect("pinned")
-        .to_owned();
-    assert!(
-        !Path::new(&dir).join("guard").exists(),
-        "the base binary already pins guard maps: not a sandbox from before the guard"
-    );
+    let dir = attach_as_before_the_guard(&pod);
     let crossed = probe(&pod, "tap0_kata", 5);
     assert_eq!((crossed.to_vm, crossed.from_vm), (5, 5), "{crossed:?}");
     let client = Client::new(&pod);

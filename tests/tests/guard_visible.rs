@@ -13,7 +13,7 @@ use std::{
 };
 
 use netshim_tests::{
-    netshim_cli::{netshim_json, netshim_ok, Follower, Pod},
+    netshim_cli::{attach_as_before_the_guard, netshim_json, netshim_ok, Follower, Pod},
     skip_unless_root,
     tap_reader::udp_frame,
     traffic, TapQueue,
@@ -366,28 +366,15 @@ fn guard_off_counts_nothing_and_delivers() {
     netshim_ok(&["detach", "--netns", &netns]);
 }
 
-/// The netshim before the guard (main at e5f32ab), whose sandboxes have no guard maps;
-/// `NETSHIM_BASE_BIN` overrides it.
-const BASE_BIN: &str = "/work/main/target/debug/netshim";
-
 #[test]
 fn a_sandbox_from_before_the_guard_is_not_counted_until_upgrade_and_logs_find_it_then() {
     if skip_unless_root() {
         return;
     }
-    let base = std::env::var("NETSHIM_BASE_BIN").unwrap_or_else(|_| BASE_BIN.into());
-    if !std::path::Path::new(&base).exists() {
-        eprintln!("skipped: no base netshim at {base} (set NETSHIM_BASE_BIN)");
-        return;
-    }
     let _turn = reading_records();
     let pod = Pod::new("gu");
     let netns = pod.netns().to_owned();
-    let out = std::process::Command::new(&base)
-        .args(["attach", "--netns", &netns])
-        .output()
-        .expect("run the base netshim");
-    assert!(out.status.success(), "base attach: {out:?}");
+    attach_as_before_the_guard(&pod);
 
     // Not counted is not zero: null, and the notes say why.
     let stats = netshim_json(&["stats", "--netns", &netns])[0].clone();

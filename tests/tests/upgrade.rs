@@ -14,7 +14,7 @@ use std::{
 use netshim_tests::{
     cni_runtime::cookie,
     leaks::netshim_dirs,
-    netshim_cli::{netshim, netshim_bin, netshim_json},
+    netshim_cli::{netshim, netshim_bin, netshim_json, PREVIOUS_OBJECT},
     skip_unless_root, veth_pair, ChildGuard, TestNetns,
 };
 use serde_json::Value;
@@ -592,13 +592,6 @@ fn mismatched_or_missing_maps_fail_cleanly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.o"));
     netshim_json(&["disconnect", "--netns", ns.name(), "ma0", "mb0"]);
 }
-
-/// The previous release's datapath object (commit 7fba15f: no `drops` map; see
-/// tests/fixtures/README.md).
-const PREVIOUS_OBJECT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/fixtures/netshim-ebpf-7fba15f.o"
-);
 
 /// A sandbox whose datapath is the previous version's (its program, its five maps) is
 /// upgraded live: the map the new object adds (`drops`) is created and pinned into the
