@@ -251,10 +251,10 @@ pub const PREVIOUS_OBJECT: &str = concat!(
     "/fixtures/netshim-ebpf-7fba15f.o"
 );
 
-/// Attaches `pod` and leaves it as a netshim from before the source guard would have: the
-/// previous release's program on the hooks (`upgrade --object`, which also clears the
-/// taps' `PEER_GUARD`) and no guard maps pinned. Returns the pin directory.
-pub fn attach_as_before_the_guard(pod: &Pod) -> PathBuf {
+/// Attaches `pod`, then puts the previous release's program on its hooks (`upgrade
+/// --object`, which also clears the taps' `PEER_GUARD`); the maps stay. Returns the pin
+/// directory.
+pub fn attach_with_previous_object(pod: &Pod) -> PathBuf {
     netshim_json(&["attach", "--netns", pod.netns()]);
     let r = netshim_json(&[
         "upgrade",
@@ -264,7 +264,14 @@ pub fn attach_as_before_the_guard(pod: &Pod) -> PathBuf {
         PREVIOUS_OBJECT,
     ]);
     assert_eq!(r["sandboxes"][0]["outcome"], "upgraded", "{r}");
-    let dir = pin_dir(&pod.sandbox);
+    pin_dir(&pod.sandbox)
+}
+
+/// Attaches `pod` and leaves it as a netshim from before the source guard would have: the
+/// previous release's program on the hooks and no guard maps pinned. Returns the pin
+/// directory.
+pub fn attach_as_before_the_guard(pod: &Pod) -> PathBuf {
+    let dir = attach_with_previous_object(pod);
     for map in netshim_common::GUARD_MAPS {
         std::fs::remove_file(dir.join(map)).unwrap_or_else(|e| panic!("unpin {map}: {e}"));
     }

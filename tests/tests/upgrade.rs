@@ -14,7 +14,7 @@ use std::{
 use netshim_tests::{
     cni_runtime::cookie,
     leaks::netshim_dirs,
-    netshim_cli::{netshim, netshim_bin, netshim_json, PREVIOUS_OBJECT},
+    netshim_cli::{netshim, netshim_bin, netshim_json},
     skip_unless_root, veth_pair, ChildGuard, TestNetns,
 };
 use serde_json::Value;
@@ -602,17 +602,8 @@ fn a_sandbox_of_the_previous_version_gets_the_new_maps_and_keeps_its_counters() 
         return;
     }
     let pod = netshim_tests::netshim_cli::Pod::new("upv");
-    netshim_json(&["attach", "--netns", pod.netns()]);
-    let dir = pin_dir(&pod.sandbox);
     // The previous version's program on the hooks, and its maps only: as 7fba15f left it.
-    let r = netshim_json(&[
-        "upgrade",
-        "--netns",
-        pod.netns(),
-        "--object",
-        PREVIOUS_OBJECT,
-    ]);
-    assert_eq!(r["sandboxes"][0]["outcome"], "upgraded", "{r}");
+    let dir = netshim_tests::netshim_cli::attach_with_previous_object(&pod);
     std::fs::remove_file(dir.join("drops")).unwrap();
 
     pod.pin_pod_neighbor();
