@@ -29,7 +29,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{backend::TcBackend, model::InternetworkingModel};
+use crate::{datapath::TcBackend, model::InternetworkingModel};
 
 /// Largest configuration file accepted.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -240,7 +240,7 @@ pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
             match key.as_str() {
                 "tc_backend" => {
                     config.tc_backend = Some(string()?.parse().map_err(
-                        |e: crate::backend::UnknownBackend| value_err(&full, e.to_string()),
+                        |e: crate::datapath::UnknownBackend| value_err(&full, e.to_string()),
                     )?)
                 }
                 "queues" => {

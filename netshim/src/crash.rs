@@ -6,7 +6,7 @@
 //! variable names no known step ([`check_env`]), so a typo cannot make a test pass without
 //! ever crashing. Each step fires the first time it is reached.
 
-use crate::{backend::TcBackend, Error, Result};
+use crate::{datapath::TcBackend, Error, Result};
 
 /// The environment variable naming the step to die at.
 pub const KILL_AT_ENV: &str = "NETSHIM_TEST_KILL_AT";

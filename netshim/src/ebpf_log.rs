@@ -27,7 +27,7 @@ use aya_log::EbpfLogger;
 use netshim_common::{from_fixed, map_names, PROGRAM_NAME};
 use tokio::io::{unix::AsyncFd, Interest};
 
-use crate::{backend::ebpf, guard::events as guard_events, netns::Netns, pins};
+use crate::{datapath::ebpf, guard::events as guard_events, netns::Netns, pins};
 
 /// The `tracing` target of forwarded datapath records.
 pub const TARGET: &str = "netshim::ebpf";

@@ -2,7 +2,7 @@
 //! netns; [`Error::exit_code`] maps it to the CLI's documented exit codes.
 
 use crate::{
-    backend::{ebpf::EbpfError, mirred::MirredError, upgrade::UpgradeError, UnknownBackend},
+    datapath::{ebpf::EbpfError, mirred::MirredError, upgrade::UpgradeError, UnknownBackend},
     endpoint::ClassifyError,
     metrics::MetricsError,
     model::UnknownModel,

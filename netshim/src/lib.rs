@@ -7,8 +7,8 @@
 //! - [`interfaces`]: the links and addresses of a netns, over rtnetlink.
 //! - [`endpoint`]: classifying them in kata's `createEndpoint` taxonomy.
 //! - [`model`]: kata's internetworking models, and the macvtap model itself.
-//! - [`tap`], [`tap_name`]: creating and opening the taps handed to the VMM.
-//! - [`backend`]: the datapaths that connect an endpoint to its tap (eBPF, mirred).
+//! - [`tap`]: creating and opening the taps handed to the VMM, and kata's tap names.
+//! - [`datapath`]: the datapaths that connect an endpoint to its tap (eBPF, mirred).
 //! - [`guard`]: the source guard of the VM's traffic (settings, its maps, reports).
 //! - [`host`]: what a command needs of the host: its mount namespace (bpffs, /run/netshim)
 //!   and privileges.
@@ -25,10 +25,10 @@
 //! - [`sandbox`]: scan / attach / detach / status / stats / upgrade / watch of a whole netns,
 //!   and gc.
 
-pub mod backend;
 pub mod cni;
 pub mod config;
 pub mod crash;
+pub mod datapath;
 pub mod ebpf_log;
 pub mod endpoint;
 pub mod error;
@@ -45,7 +45,6 @@ pub mod sandbox;
 pub mod state;
 pub mod stats;
 pub mod tap;
-pub mod tap_name;
 
 pub use error::{Error, Result};
 

@@ -8,7 +8,7 @@ use netshim_common::{
     PeerEntry, SandboxRecord, GUARD_REASONS, PEER_GUARD,
 };
 
-use crate::{backend::TcBackend, guard::GuardMode, interfaces::Interface};
+use crate::{datapath::TcBackend, guard::GuardMode, interfaces::Interface};
 
 /// One drop reason's count in one direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -212,7 +212,7 @@ pub struct SandboxStats {
     pub netns: String,
     pub netns_inode: u64,
     pub netns_cookie: u64,
-    pub backend: crate::backend::TcBackend,
+    pub backend: crate::datapath::TcBackend,
     pub endpoints: Vec<EndpointStats>,
     /// Packets that reached the classifier on a device without a peer entry (passed on).
     /// Always zero for mirred.
@@ -446,7 +446,7 @@ pub fn read_pinned(dir: &Path) -> Result<SandboxStats, StatsError> {
         netns: String::from_utf8_lossy(from_fixed(&record.netns_path)).into_owned(),
         netns_inode: record.netns_inode,
         netns_cookie: record.netns_cookie,
-        backend: crate::backend::TcBackend::Ebpf,
+        backend: crate::datapath::TcBackend::Ebpf,
         endpoints: Vec::new(),
         unmatched: sum_slot(&unmatched, 0)
             .map_err(lookup_err(dir, map_names::UNMATCHED))?

@@ -7,7 +7,7 @@
 use std::{collections::BTreeSet, time::Instant};
 
 use netshim::{
-    backend::TcBackend,
+    datapath::TcBackend,
     netns::Netns,
     sandbox::{attach, detach, AttachOptions},
 };

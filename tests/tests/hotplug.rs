@@ -309,7 +309,7 @@ fn hot_plugged_veth_gets_a_working_tap_within_a_second_and_unplugging_removes_it
         keys.contains(&eth0_ifindex) && keys.contains(&tap0_ifindex),
         "{keys:?}"
     );
-    let records = netshim::backend::ebpf::recorded_endpoints(&dir).unwrap();
+    let records = netshim::datapath::ebpf::recorded_endpoints(&dir).unwrap();
     assert_eq!(
         records.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
         vec![0],

@@ -16,8 +16,8 @@ use std::{
 };
 
 use netshim::{
-    backend::TcBackend,
     crash::{CRASH_POINTS, KILL_AT_ENV},
+    datapath::TcBackend,
 };
 use netshim_tests::{
     netshim_cli::{netshim, netshim_bin, netshim_json, netshim_ok, Pod},

@@ -1,4 +1,4 @@
-//! kata's u32 + mirred datapath (`netshim::backend::mirred`) on real network namespaces (root
+//! kata's u32 + mirred datapath (`netshim::datapath::mirred`) on real network namespaces (root
 //! only): traffic through it in both directions, its counters, idempotent connect/disconnect,
 //! re-attach over kata's own setup, stale filters, clsact and foreign-filter conflicts with
 //! rollback, bad devices.
@@ -20,7 +20,7 @@ use std::{
 };
 
 use netshim::{
-    backend::{
+    datapath::{
         mirred::{connect, counters, disconnect, ingress_qdisc, IngressQdisc, MirredError},
         Dev,
     },

@@ -6,8 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use super::logging::LogLevel;
 use netshim::{
-    backend::{FastPath, TcBackend},
     config::TapOwner,
+    datapath::{FastPath, TcBackend},
     guard::GuardMode,
     interfaces::Mac,
     model::InternetworkingModel,
@@ -450,7 +450,7 @@ fn parse_fast_path(s: &str) -> Result<FastPath, String> {
 
 fn parse_backend(s: &str) -> Result<TcBackend, String> {
     s.parse()
-        .map_err(|e: netshim::backend::UnknownBackend| e.to_string())
+        .map_err(|e: netshim::datapath::UnknownBackend| e.to_string())
 }
 
 #[cfg(test)]

@@ -156,9 +156,9 @@ pub fn scan(r: &ScanReport) -> String {
 }
 
 pub fn connect(r: &ConnectReport) -> String {
-    let mode = |m: Option<netshim::backend::RedirectMode>| match m {
-        Some(netshim::backend::RedirectMode::RedirectPeer) => " (bpf_redirect_peer)",
-        Some(netshim::backend::RedirectMode::Redirect) => " (bpf_redirect)",
+    let mode = |m: Option<netshim::datapath::RedirectMode>| match m {
+        Some(netshim::datapath::RedirectMode::RedirectPeer) => " (bpf_redirect_peer)",
+        Some(netshim::datapath::RedirectMode::Redirect) => " (bpf_redirect)",
         None => "",
     };
     format!(
@@ -597,7 +597,7 @@ pub fn watch(c: &Change) -> String {
 #[cfg(test)]
 mod tests {
     use netshim::{
-        backend::TcBackend,
+        datapath::TcBackend,
         stats::{DirectionStats, EndpointStats, GuardStats},
     };
 

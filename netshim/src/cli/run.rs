@@ -1,8 +1,8 @@
 //! Dispatches a parsed command to the library and prints its report.
 
 use netshim::{
-    backend::{ebpf::AttachMode, TcBackend},
     config::{self, FileConfig},
+    datapath::{ebpf::AttachMode, TcBackend},
     ebpf_log,
     endpoint::SystemProbe,
     guard::GuardSettings,

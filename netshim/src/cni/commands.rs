@@ -9,7 +9,7 @@ use super::{
     vm_interface,
 };
 use crate::{
-    backend::TcBackend,
+    datapath::TcBackend,
     model::InternetworkingModel,
     netns::{Netns, NetnsError},
     pins,
@@ -63,11 +63,11 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
 /// ADD from the previous result's interfaces that have a `sandbox`, at random (a Go map), so
 /// the bridge plugin makes the pod veth under the tap's name (see `report_tap`).
 pub(crate) fn tap_name_of(ifname: &str, configured: Option<&str>) -> Option<String> {
-    if configured.is_some() || crate::tap_name::parse(ifname).is_none() {
+    if configured.is_some() || crate::tap::name::parse(ifname).is_none() {
         return configured.map(str::to_owned);
     }
     let mut stem = ifname.to_owned();
-    while stem.len() > crate::tap_name::MAX_IFNAME_LEN - TAP_BESIDE_SUFFIX.len() {
+    while stem.len() > crate::tap::name::MAX_IFNAME_LEN - TAP_BESIDE_SUFFIX.len() {
         stem.pop();
     }
     Some(format!("{stem}{TAP_BESIDE_SUFFIX}"))
@@ -312,7 +312,7 @@ mod tests {
         );
         for name in ["tap0_kata-vm", "tap31_kata-vm"] {
             assert!(crate::tap::validate_name(name).is_ok(), "{name}");
-            assert_eq!(crate::tap_name::validate_custom(name), Ok(()), "{name}");
+            assert_eq!(crate::tap::name::validate_custom(name), Ok(()), "{name}");
         }
         // The next reload may pick the tap's name: that pod interface keeps kata's naming.
         assert_eq!(tap_name_of("tap0_kata-vm", None), None);

@@ -22,7 +22,7 @@ use super::{
     version,
 };
 use crate::{
-    backend::TcBackend, config::TapId, guard::GuardSettings, model::InternetworkingModel,
+    config::TapId, datapath::TcBackend, guard::GuardSettings, model::InternetworkingModel,
     sandbox::AttachOptions,
 };
 
@@ -118,7 +118,7 @@ pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
     })?;
     let attach = attach_options(&raw)?;
     if let Some(name) = &raw.tap_name {
-        crate::tap_name::validate_custom(name).map_err(|e| invalid(format!("tap_name: {e}")))?;
+        crate::tap::name::validate_custom(name).map_err(|e| invalid(format!("tap_name: {e}")))?;
         if attach.model == InternetworkingModel::MacVtap {
             return Err(invalid(
                 "tap_name names a tap of the tcfilter or none model; the macvtap model makes \
@@ -241,7 +241,7 @@ fn guard_settings(raw: &RawConf) -> Result<GuardSettings, CniError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::FastPath;
+    use crate::datapath::FastPath;
     use serde_json::json;
 
     fn conf(extra: Value) -> Vec<u8> {

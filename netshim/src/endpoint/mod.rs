@@ -143,7 +143,7 @@ pub fn classify(iface: &Interface, probe: &dyn Probe) -> Result<Classification, 
     if iface.loopback {
         return Ok(Classification::Skipped(SkipReason::Loopback));
     }
-    if crate::tap_name::parse(&iface.name).is_some() && could_be_netshims_tap(iface, probe) {
+    if crate::tap::name::parse(&iface.name).is_some() && could_be_netshims_tap(iface, probe) {
         return Ok(Classification::Skipped(SkipReason::NetshimTap));
     }
     if iface.addresses.is_empty() {

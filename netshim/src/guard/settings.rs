@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use netshim_common::GUARD_ETHERTYPE_SLOTS;
 
 use super::GuardMode;
-use crate::{backend::TcBackend, model::InternetworkingModel};
+use crate::{datapath::TcBackend, model::InternetworkingModel};
 
 /// The guard of an endpoint as configured (`--guard*` flags, the `[netshim]` TOML keys, the
 /// CNI keys, `netshim guard`). The endpoint's own addresses are not here: they come from

@@ -15,7 +15,7 @@ pub mod watch;
 use std::path::Path;
 
 use crate::{
-    backend::{ebpf, TcBackend},
+    datapath::{ebpf, TcBackend},
     netns::Netns,
     pins, sandbox, state,
     stats::{self, SandboxStats},

@@ -230,7 +230,7 @@ pub fn render(c: &Collection) -> String {
 mod tests {
     use super::*;
     use crate::{
-        backend::TcBackend,
+        datapath::TcBackend,
         stats::{DropCount, Dropped, EndpointStats, GuardStats, SandboxStats},
     };
 

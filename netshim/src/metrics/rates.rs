@@ -39,7 +39,7 @@ pub struct EndpointRate {
 pub struct SandboxRate {
     pub netns: String,
     pub netns_cookie: u64,
-    pub backend: crate::backend::TcBackend,
+    pub backend: crate::datapath::TcBackend,
     pub datapath: String,
     pub endpoints: Vec<EndpointRate>,
 }
@@ -126,7 +126,7 @@ pub fn rates(before: &[Sample], now: &[Sample], secs: f64, time: String) -> Rate
 mod tests {
     use super::*;
     use crate::{
-        backend::TcBackend,
+        datapath::TcBackend,
         stats::{EndpointStats, SandboxStats},
     };
 

@@ -30,9 +30,9 @@ use super::{
     write_intent, EndpointInfo, SkippedInterface, Strictness, Survey,
 };
 use crate::{
-    backend::{ebpf, ebpf::AttachMode, FastPath, RedirectMode, TcBackend},
     config::TapId,
     crash::crash_point,
+    datapath::{ebpf, ebpf::AttachMode, FastPath, RedirectMode, TcBackend},
     endpoint::{EndpointKind, SystemProbe},
     guard::{self, GuardReport, GuardSettings},
     guest_info::{GuestNeighbor, GuestNetwork, GuestRoute},
@@ -40,7 +40,7 @@ use crate::{
     lock::SandboxLock,
     model::{macvtap, InternetworkingModel},
     netns::Netns,
-    pins, state, tap, tap_name, Error, Result,
+    pins, state, tap, Error, Result,
 };
 
 /// What `attach` does.
@@ -110,7 +110,7 @@ impl AttachOptions {
         self.resolved_guard().map(drop)?;
         let mut seen = std::collections::BTreeSet::new();
         for (pod, tap) in &self.tap_names {
-            tap_name::validate_custom(tap)
+            tap::name::validate_custom(tap)
                 .map_err(|e| Error::InvalidOptions(format!("tap name for {pod}: {e}")))?;
             if !seen.insert(tap) {
                 return Err(Error::InvalidOptions(format!(
@@ -159,7 +159,7 @@ impl AttachOptions {
         self.tap_names
             .get(pod)
             .cloned()
-            .unwrap_or_else(|| tap_name::tap_for(index))
+            .unwrap_or_else(|| tap::name::tap_for(index))
     }
 }
 
@@ -451,7 +451,7 @@ fn empty_report(netns: &Netns, options: &AttachOptions) -> AttachReport {
             (Some(TcBackend::Mirred), "mirred".to_owned(), None)
         }
         (InternetworkingModel::TcFilter, TcBackend::Ebpf) => {
-            let mode = crate::backend::ebpf::recorded_mode(&dir)
+            let mode = crate::datapath::ebpf::recorded_mode(&dir)
                 .unwrap_or_else(|_| AttachMode::for_running_kernel());
             let pin_dir = dir.exists().then_some(dir);
             (Some(TcBackend::Ebpf), mode.as_str().to_owned(), pin_dir)
@@ -533,7 +533,7 @@ fn already_attached(
             Some(want) if *want != tap.name => {
                 differs.push(format!("tap name {want} for {}", e.endpoint.name))
             }
-            None if tap_name::parse(&tap.name).is_none() => differs.push(format!(
+            None if tap::name::parse(&tap.name).is_none() => differs.push(format!(
                 "no tap name for {} (it has {})",
                 e.endpoint.name, tap.name
             )),
@@ -605,7 +605,7 @@ fn refuse_connected_devices(netns: &Netns, state_dir: &std::path::Path) -> Resul
     let name = |f: &[u8]| String::from_utf8_lossy(netshim_common::from_fixed(f)).into_owned();
     let connected: Vec<String> = records
         .iter()
-        .filter(|(_, r)| tap_name::parse(&name(&r.tap_name)).is_none())
+        .filter(|(_, r)| tap::name::parse(&name(&r.tap_name)).is_none())
         .map(|(_, r)| format!("{} <-> {}", name(&r.pod_name), name(&r.tap_name)))
         .collect();
     if connected.is_empty() {
@@ -756,7 +756,7 @@ pub(crate) fn endpoint_report(
     let (routes, neighbors) = guest.of(iface.ifindex);
     EndpointReport {
         endpoint: EndpointInfo::new(index, iface, class),
-        guest_ifname: tap_name::guest_ifname_for(index),
+        guest_ifname: tap::name::guest_ifname_for(index),
         attachment: kind.into(),
         tap,
         macvtap,
@@ -895,7 +895,7 @@ pub(crate) async fn create_macvtap(
     iface: &Interface,
     undo: &mut Undo,
 ) -> Result<MacvtapReport> {
-    let name = tap_name::tap_for(index);
+    let name = tap::name::tap_for(index);
     let state_dir = state::create_sandbox_dir(netns.cookie)?;
     let made = macvtap::connect(handle, iface, &name, options.queues.max(1), &state_dir)
         .await

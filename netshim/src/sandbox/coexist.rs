@@ -25,7 +25,7 @@
 
 use super::{connect::dev, Survey};
 use crate::{
-    backend::{
+    datapath::{
         ebpf::AttachMode,
         mirred::{self, IngressQdisc},
         Dev, TcBackend,

@@ -11,11 +11,11 @@ use super::{
     undo::Undo,
 };
 use crate::{
-    backend::{
+    crash::crash_point,
+    datapath::{
         ebpf::{self, AttachMode, EbpfDatapath},
         mirred, Dev, FastPath, RedirectMode, TcBackend,
     },
-    crash::crash_point,
     guard::{GuardEntry, GuardSettings},
     interfaces::{self, Interface, Mac},
     lock::SandboxLock,

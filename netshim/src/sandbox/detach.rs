@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use super::{integrity, survey, write_intent, GcReport, Strictness, Survey};
 use crate::{
-    backend::{ebpf, mirred, Dev},
+    datapath::{ebpf, mirred, Dev},
     endpoint::SystemProbe,
     lock::SandboxLock,
     model::macvtap,
@@ -192,7 +192,7 @@ pub(crate) async fn teardown(handle: &rtnetlink::Handle, netns: &Netns) -> Resul
     // to the tap's old ifindex (and drops everything); that qdisc is ours too.
     for e in recorded
         .iter()
-        .filter(|c| c.backend == Some(crate::backend::TcBackend::Mirred))
+        .filter(|c| c.backend == Some(crate::datapath::TcBackend::Mirred))
         .flat_map(|c| &c.endpoints)
     {
         let Some(tap) = &e.tap else { continue };

@@ -34,7 +34,7 @@ use super::{
     integrity,
 };
 use crate::{
-    backend::{bpf_sys, ebpf},
+    datapath::{bpf_sys, ebpf},
     lock::{self, SandboxLock},
     netns::{self, Netns},
     pins, state, Error, Result,

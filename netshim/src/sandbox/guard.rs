@@ -8,7 +8,7 @@ use ipnet::IpNet;
 
 use super::{attach::amend_commit, AttachReport};
 use crate::{
-    backend::{ebpf, TcBackend},
+    datapath::{ebpf, TcBackend},
     guard::{
         maps, settings::unavailable_reason, GuardEntry, GuardMode, GuardReport, GuardSettings,
     },

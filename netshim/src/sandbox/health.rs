@@ -7,7 +7,7 @@
 //! (it removes whatever is left and restores the netns), and attach makes it anew.
 
 use crate::{
-    backend::{ebpf, mirred, Dev, TcBackend},
+    datapath::{ebpf, mirred, Dev, TcBackend},
     interfaces::Interface,
     netns::Netns,
     pins, state, Error, Result,

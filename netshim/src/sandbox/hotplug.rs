@@ -21,7 +21,7 @@ use super::{
     undo::Undo,
 };
 use crate::{
-    backend::{ebpf, mirred, Dev, TcBackend},
+    datapath::{ebpf, mirred, Dev, TcBackend},
     endpoint::{Classified, EndpointKind},
     guest_info::GuestNetwork,
     interfaces::{self, Interface},

@@ -47,7 +47,7 @@ use crate::{
     endpoint::{self, Classification, Classified, SkipReason, SystemProbe},
     interfaces::{self, IfAddr, Interface, Mac},
     netns::Netns,
-    state, tap_name, Error, Result,
+    state, tap, Error, Result,
 };
 
 /// Writes the sandbox's intent file (see [`crate::state`]) before `op` changes anything.
@@ -145,7 +145,7 @@ impl Survey {
     /// Whether `name` is one of netshim's tap names in this netns: `tap<N>_kata`, or a
     /// custom name the sandbox's files record.
     pub fn is_netshim_tap_name(&self, name: &str) -> bool {
-        tap_name::parse(name).is_some() || self.custom_taps.contains_key(name)
+        tap::name::parse(name).is_some() || self.custom_taps.contains_key(name)
     }
 
     /// The recorded custom tap names as the intent file's `tap_names` option: pod device
@@ -170,7 +170,7 @@ pub(crate) fn recorded_custom_taps(cookie: u64) -> BTreeMap<String, (String, Opt
             let (Some(pod), Some(tap)) = (e["name"].as_str(), e["tap"]["name"].as_str()) else {
                 continue;
             };
-            if tap_name::parse(tap).is_none() {
+            if tap::name::parse(tap).is_none() {
                 let index = e["index"].as_u64().and_then(|i| u32::try_from(i).ok());
                 found.insert(tap.to_owned(), (pod.to_owned(), index));
             }
@@ -182,7 +182,7 @@ pub(crate) fn recorded_custom_taps(cookie: u64) -> BTreeMap<String, (String, Opt
             .into_iter()
             .flatten()
         {
-            if let Some(tap) = tap.as_str().filter(|t| tap_name::parse(t).is_none()) {
+            if let Some(tap) = tap.as_str().filter(|t| tap::name::parse(t).is_none()) {
                 found
                     .entry(tap.to_owned())
                     .or_insert_with(|| (pod.clone(), None));
@@ -248,7 +248,7 @@ pub(crate) async fn survey(
             Classification::Endpoint(class) => survey.endpoints.push((iface, class)),
             Classification::Skipped(reason) => {
                 if reason == SkipReason::NetshimTap {
-                    if let Some(index) = tap_name::parse(&iface.name) {
+                    if let Some(index) = tap::name::parse(&iface.name) {
                         survey.taps.push((index, iface.clone()));
                     }
                 }

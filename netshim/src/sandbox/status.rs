@@ -2,7 +2,7 @@
 
 use super::{health, survey, EndpointInfo, Health, SkippedInterface, Strictness};
 use crate::{
-    backend::{ebpf, mirred, TcBackend},
+    datapath::{ebpf, mirred, TcBackend},
     endpoint::SystemProbe,
     guard::{settings::unavailable_reason, GuardReport},
     model::{macvtap, InternetworkingModel},
@@ -154,7 +154,7 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
                     let mut both = true;
                     for (name, ifindex) in [(&iface.name, iface.ifindex), (&tap.name, tap.ifindex)]
                     {
-                        let dev = crate::backend::Dev {
+                        let dev = crate::datapath::Dev {
                             name: name.clone(),
                             ifindex,
                         };
@@ -323,11 +323,11 @@ async fn mirred_stats(handle: &rtnetlink::Handle, netns: &Netns) -> Result<Optio
 async fn mirred_pairs_by_target(
     handle: &rtnetlink::Handle,
     netns: &Netns,
-) -> Result<Vec<(crate::backend::Dev, crate::backend::Dev)>> {
+) -> Result<Vec<(crate::datapath::Dev, crate::datapath::Dev)>> {
     let all = list_interfaces(handle, netns).await?;
     let mut targets = std::collections::BTreeMap::new();
     for iface in &all {
-        let dev = crate::backend::Dev {
+        let dev = crate::datapath::Dev {
             name: iface.name.clone(),
             ifindex: iface.ifindex,
         };
@@ -342,7 +342,7 @@ async fn mirred_pairs_by_target(
         }
     }
     let custom = super::recorded_custom_taps(netns.cookie);
-    let is_tap = |name: &str| crate::tap_name::parse(name).is_some() || custom.contains_key(name);
+    let is_tap = |name: &str| crate::tap::name::parse(name).is_some() || custom.contains_key(name);
     let mut pairs = Vec::new();
     for (ifindex, (dev, target)) in &targets {
         let Some((other, back)) = targets.get(target) else {

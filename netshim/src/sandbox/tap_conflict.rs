@@ -15,7 +15,7 @@ use crate::{
     interfaces::{self, Interface},
     model::{macvtap, InternetworkingModel},
     netns::Netns,
-    state, tap, tap_name, Error, Result,
+    state, tap, Error, Result,
 };
 
 /// A tap (or macvtap) attach would make for an endpoint.
@@ -51,7 +51,7 @@ pub(crate) fn planned(
             custom: true,
         },
         None => PlannedTap {
-            name: tap_name::tap_for(index),
+            name: tap::name::tap_for(index),
             owner: match options.model {
                 InternetworkingModel::MacVtap => format!("endpoint {index}'s macvtap"),
                 _ => format!("endpoint {index}'s tap"),

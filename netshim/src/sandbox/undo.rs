@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::{
-    backend::{ebpf, mirred, Dev},
+    datapath::{ebpf, mirred, Dev},
     model::macvtap,
     netns::Netns,
     state,

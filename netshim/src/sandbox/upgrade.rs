@@ -1,5 +1,5 @@
 //! `netshim upgrade`: a new datapath program for attached sandboxes, with no gap in
-//! forwarding and the pinned maps (peers, counters) kept. See [`crate::backend::upgrade`]
+//! forwarding and the pinned maps (peers, counters) kept. See [`crate::datapath::upgrade`]
 //! for how each hook is swapped.
 //!
 //! Scope: one netns (`--netns`), or every sandbox directory in bpffs (`--all`): each directory
@@ -19,7 +19,7 @@ use aya::maps::{Array, Map, MapData};
 use netshim_common::{from_fixed, map_names, SandboxRecord};
 
 use crate::{
-    backend::{
+    datapath::{
         ebpf::{self, AttachMode},
         upgrade::{self as up, Object, Swapped, UpgradeError},
     },

@@ -46,7 +46,7 @@ use super::{
     survey, SkippedInterface, Strictness, Survey,
 };
 use crate::{
-    backend::{ebpf, mirred, Dev},
+    datapath::{ebpf, mirred, Dev},
     endpoint::{EndpointKind, SkipReason},
     lock::SandboxLock,
     model::macvtap,

@@ -10,6 +10,8 @@
 //! (plus `IFF_MULTI_QUEUE` for more than one queue), persistent, so that the device outlives
 //! netshim and the VMM attaches its queues to it later with `TUNSETIFF` on its own fds.
 
+pub mod name;
+
 use std::ffi::CStr;
 use std::fs::OpenOptions;
 use std::io;
