@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use super::logging::LogLevel;
 use netshim::{
     config::TapOwner,
-    datapath::{FastPath, TcBackend},
+    datapath::{ebpf::AttachMode, FastPath, TcBackend},
     guard::GuardMode,
     interfaces::Mac,
     model::InternetworkingModel,
@@ -258,8 +258,8 @@ pub struct AttachArgs {
     pub tc_backend: Option<TcBackend>,
     /// How the eBPF classifier is hooked: auto (TCX links on kernels >= 6.6, else clsact +
     /// cls_bpf), tcx, or cls-bpf.
-    #[arg(long, value_parser = ["auto", "tcx", "cls-bpf"])]
-    pub ebpf_attach: Option<String>,
+    #[arg(long, value_enum)]
+    pub ebpf_attach: Option<EbpfAttach>,
     /// bpf_redirect_peer for VM → pod where the pod device is a veth whose peer is in
     /// another netns (auto), or always plain bpf_redirect (off). Default: auto.
     #[arg(long, value_parser = parse_fast_path)]
@@ -287,6 +287,27 @@ pub struct AttachArgs {
     pub disable_new_netns: bool,
     #[command(flatten)]
     pub guard: GuardArgs,
+}
+
+/// `--ebpf-attach`: how the eBPF classifier is hooked. (The variants have no doc comments
+/// on purpose: `--help` lists them as `[possible values: auto, tcx, cls-bpf]`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EbpfAttach {
+    // TCX links on kernels >= 6.6, else clsact + cls_bpf.
+    Auto,
+    Tcx,
+    ClsBpf,
+}
+
+impl EbpfAttach {
+    /// The hook asked for; `None` for auto, which the datapath chooses by the kernel.
+    pub fn mode(self) -> Option<AttachMode> {
+        match self {
+            EbpfAttach::Auto => None,
+            EbpfAttach::Tcx => Some(AttachMode::Tcx),
+            EbpfAttach::ClsBpf => Some(AttachMode::ClsBpf),
+        }
+    }
 }
 
 /// The source guard of attach and watch.
@@ -335,8 +356,8 @@ pub struct ConnectArgs {
     #[arg(long, default_value = "auto", value_parser = parse_fast_path)]
     pub fast_path: FastPath,
     /// How the eBPF classifier is hooked (auto, tcx, cls-bpf).
-    #[arg(long, value_parser = ["auto", "tcx", "cls-bpf"])]
-    pub ebpf_attach: Option<String>,
+    #[arg(long, value_enum)]
+    pub ebpf_attach: Option<EbpfAttach>,
     /// Source guard of what dev_b sends (as of a VM's tap): enforce, log or off (default:
     /// off; ebpf only). Needs --guard-mac.
     #[arg(long, value_name = "MODE", requires = "guard_mac")]
@@ -607,6 +628,41 @@ mod tests {
             panic!("not metrics")
         };
         assert_eq!(m.listen, "127.0.0.1:9464".parse().unwrap());
+    }
+
+    #[test]
+    fn ebpf_attach_is_one_of_three_values() {
+        let parse = |cmd: &str, value: &str| {
+            let mut args = vec!["netshim", cmd, "--netns", "x"];
+            if cmd == "connect" {
+                args.extend(["a", "b"]);
+            }
+            args.extend(["--ebpf-attach", value]);
+            Cli::try_parse_from(args).map(|c| match c.command {
+                Command::Attach(a) | Command::Watch(a) => a.ebpf_attach,
+                Command::Connect(c) => c.ebpf_attach,
+                _ => panic!("not attach, watch or connect"),
+            })
+        };
+        for cmd in ["attach", "watch", "connect"] {
+            for (value, mode) in [
+                ("auto", None),
+                ("tcx", Some(AttachMode::Tcx)),
+                ("cls-bpf", Some(AttachMode::ClsBpf)),
+            ] {
+                let parsed = parse(cmd, value).unwrap().expect("given");
+                assert_eq!(parsed.mode(), mode, "{cmd} --ebpf-attach {value}");
+            }
+            for value in ["cls_bpf", "TCX", "xdp", ""] {
+                let err = parse(cmd, value).unwrap_err();
+                assert_eq!(err.exit_code(), 2, "{cmd} --ebpf-attach {value:?}");
+                assert!(
+                    err.to_string()
+                        .contains("possible values: auto, tcx, cls-bpf"),
+                    "{cmd} --ebpf-attach {value:?}: {err}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use netshim::{
 use super::{
     args::{MetricsArgs, StatsArgs, StatsFormat},
     output,
-    run::stop_signal,
+    signal::stop_signal,
 };
 
 fn scope(netns: Option<&str>) -> Result<Scope, Error> {

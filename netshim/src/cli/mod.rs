@@ -6,4 +6,5 @@ pub mod logging;
 pub mod metrics;
 pub mod output;
 pub mod run;
+pub mod signal;
 pub mod tools;

@@ -2,7 +2,7 @@
 
 use netshim::{
     config::{self, FileConfig},
-    datapath::{ebpf::AttachMode, TcBackend},
+    datapath::TcBackend,
     ebpf_log,
     endpoint::SystemProbe,
     guard::GuardSettings,
@@ -12,8 +12,10 @@ use netshim::{
 };
 
 use super::{
-    args::{AttachArgs, Cli, Command},
-    output, tools,
+    args::{AttachArgs, Cli, Command, EbpfAttach},
+    output,
+    signal::stop_signal,
+    tools,
 };
 
 fn print<T: serde::Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) {
@@ -32,14 +34,6 @@ fn probe(dir: Option<std::path::PathBuf>) -> SystemProbe {
     match dir {
         Some(vhost_user_dir) => SystemProbe { vhost_user_dir },
         None => SystemProbe::default(),
-    }
-}
-
-fn parse_ebpf_attach(arg: Option<&str>) -> Option<AttachMode> {
-    match arg {
-        Some("tcx") => Some(AttachMode::Tcx),
-        Some("cls-bpf") => Some(AttachMode::ClsBpf),
-        _ => None,
     }
 }
 
@@ -68,7 +62,7 @@ fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
         }
     }
     let backend = a.tc_backend.or(file.tc_backend).unwrap_or_default();
-    let ebpf_attach = parse_ebpf_attach(a.ebpf_attach.as_deref());
+    let ebpf_attach = a.ebpf_attach.and_then(EbpfAttach::mode);
     if ebpf_attach.is_some() && backend != TcBackend::Ebpf {
         return Err(Error::InvalidOptions(
             "--ebpf-attach applies to the ebpf tc backend only".into(),
@@ -109,25 +103,28 @@ fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
     })
 }
 
+/// What attach and watch both start from: the checked options, then the netns (options
+/// are refused before the netns argument is looked at).
+fn attach_target(a: &AttachArgs) -> Result<(Netns, sandbox::AttachOptions), Error> {
+    let options = attach_options(a)?;
+    options.validate()?;
+    // Without a netns of its own the sandbox lives in the caller's.
+    let arg = a.netns.as_deref().unwrap_or("/proc/self/ns/net");
+    Ok((Netns::resolve(arg)?, options))
+}
+
 pub fn run(cli: Cli) -> Result<(), Error> {
     if cli.command.needs_host() {
         netshim::host::require(cli.command.name())?;
     }
     match cli.command {
         Command::Attach(a) => {
-            let options = attach_options(&a)?;
-            options.validate()?;
-            // Without a netns of its own the sandbox lives in the caller's.
-            let arg = a.netns.as_deref().unwrap_or("/proc/self/ns/net");
-            let netns = Netns::resolve(arg)?;
+            let (netns, options) = attach_target(&a)?;
             let report = sandbox::attach(&netns, &options)?;
             print(a.json, &report, output::attach);
         }
         Command::Watch(a) => {
-            let options = attach_options(&a)?;
-            options.validate()?;
-            let arg = a.netns.as_deref().unwrap_or("/proc/self/ns/net");
-            let netns = Netns::resolve(arg)?;
+            let (netns, options) = attach_target(&a)?;
             let options = sandbox::WatchOptions {
                 attach: options,
                 ..sandbox::WatchOptions::default()
@@ -138,7 +135,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             })?;
         }
         Command::Connect(a) => {
-            let ebpf_attach = parse_ebpf_attach(a.ebpf_attach.as_deref());
+            let ebpf_attach = a.ebpf_attach.and_then(EbpfAttach::mode);
             if a.tc_backend != TcBackend::Ebpf
                 && (ebpf_attach.is_some() || a.fast_path != Default::default())
             {
@@ -279,27 +276,6 @@ fn stdout_err(source: std::io::Error) -> Error {
 
 fn stdout(bytes: &[u8]) -> Result<(), Error> {
     tools::print_bytes(bytes).map_err(stdout_err)
-}
-
-/// Completes on SIGINT or SIGTERM. The handlers are installed when it is first polled (on
-/// the watcher's runtime, before anything changes).
-pub(super) async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-        }
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("netshim: warning: cannot handle SIGINT/SIGTERM ({e}); stop with SIGKILL");
-            std::future::pending::<()>().await
-        }
-    }
 }
 
 /// Runs and turns the outcome into an exit code, printing the error.
