@@ -490,7 +490,7 @@ fn podman_run_and_rm_in_cni_1_0_0() {
 /// libcni's order, and leaves the pod interface connected to a tap that carries frames both
 /// ways.
 ///
-/// netshim runs with `"report_tap": false`, as the README tells podman users: podman takes
+/// netshim runs with `"report_tap": false`, as docs/cni.md tells podman users: podman takes
 /// the interface name of a reload's ADD from the previous result, at random among the
 /// interfaces that have a `sandbox`, and tears down under the name it stored when the
 /// container was made, so a result that lists netshim's tap (and firecracker's VM

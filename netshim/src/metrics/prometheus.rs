@@ -69,7 +69,7 @@ impl<'a> Family<'a> {
     }
 }
 
-/// Metric names (also listed in the README's Metrics section).
+/// Metric names (also listed in docs/metrics.md).
 pub mod names {
     pub const SANDBOX_INFO: &str = "netshim_sandbox_info";
     pub const PACKETS: &str = "netshim_endpoint_packets_total";
