@@ -16,23 +16,69 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
-/// Exit code: an operation on the system failed (netlink, bpf, tap ioctl, bpffs).
+/// Exit code: an operation on the system failed.
 pub const EXIT_FAILED: i32 = 1;
-/// Exit code: the input is invalid (usage, model, netns argument, the caller's own or the
-/// host's netns, nothing to attach to, nothing to upgrade, an eBPF object that does not fit
-/// the pinned maps, two devices `connect` would join in a loop), or the command cannot run
-/// here (privileges, the host's mount namespace: see [`crate::host`]).
+/// Exit code: invalid input, or the command cannot run here (privileges, the host's mount
+/// namespace: see [`crate::host`]).
 pub const EXIT_INVALID_INPUT: i32 = 2;
-/// Exit code: the netns is in a state that conflicts with the request (attached with another
-/// model or backend, devices connected by `netshim connect`, a device's ingress owned by
-/// kata's mirred datapath or another tool, a device netshim did not make that has the name of
-/// a tap attach would make, a hook changed by someone else during an upgrade, netshim's own
-/// files of the sandbox damaged: `detach` repairs them).
+/// Exit code: the netns is in a state that conflicts with the request.
 pub const EXIT_CONFLICT: i32 = 3;
-/// Exit code: the netns is attached but broken (`status`, `stats`): something its commit
-/// file or pins record is gone or different (a tap deleted behind netshim's back, ...); the
-/// report printed says what, and `netshim detach` repairs it.
+/// Exit code: the netns is attached but broken (`status`, `stats`).
 pub const EXIT_BROKEN: i32 = 4;
+
+/// An exit code of the CLI and what it means.
+#[derive(Debug, Clone, Copy)]
+pub struct ExitCodeDoc {
+    pub code: i32,
+    /// One line per line of the `--help` table (which indents the lines after the first).
+    pub meaning: &'static str,
+}
+
+/// The exit codes, documented once: `netshim --help` prints this table and docs/cli.md holds
+/// it as Markdown (a unit test below fails when the two differ).
+pub const EXIT_CODES: [ExitCodeDoc; 5] = [
+    ExitCodeDoc {
+        code: EXIT_OK,
+        meaning: "success",
+    },
+    ExitCodeDoc {
+        code: EXIT_FAILED,
+        meaning: "an operation on the system failed (netlink, bpf, tap ioctl, bpffs)",
+    },
+    ExitCodeDoc {
+        code: EXIT_INVALID_INPUT,
+        meaning: "\
+invalid input: bad usage, unknown model (kata's \"Unknown type <x>\"), a netns that is
+missing or not a network namespace, the caller's own netns by path without
+--disable-new-netns, the host's netns with a model other than none, an interface kind
+kata refuses, nothing to attach to, conflicting options, a bad config file (or one that
+is not a regular file), upgrade of a netns that is not attached, an eBPF object whose
+maps do not match the pinned ones, two devices `connect` would join in a loop (lo, one
+veth pair, macvlans on one lower, veths bridged on the far side); the source guard
+asked for (--guard enforce|log, TOML or CNI key) with the mirred tc backend or a model
+without the eBPF datapath, bad guard settings, `netshim guard` of a netns that is not
+attached, has no eBPF datapath or no guard maps yet; not root (nor
+CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN + CAP_DAC_OVERRIDE + CAP_SYS_PTRACE); started
+in a mount namespace whose /sys/fs/bpf is not the host's when the host's cannot be
+joined",
+    },
+    ExitCodeDoc {
+        code: EXIT_CONFLICT,
+        meaning: "\
+conflict: the netns is attached with another model or tc backend, or its devices are
+connected by `netshim connect` (detach or disconnect first); a device's ingress is
+owned by a legacy `ingress` qdisc (kata's mirred datapath or another tool); a device
+netshim did not make (a bridge, veth, tun-mode tun) has the name of a tap attach would
+make (tap<N>_kata); a hook was changed by someone else during an upgrade; netshim's own
+files of the sandbox are damaged (`netshim detach` repairs them)",
+    },
+    ExitCodeDoc {
+        code: EXIT_BROKEN,
+        meaning: "\
+status, stats: the netns is attached but broken (a recorded tap, pod device, pin or
+filter is gone or different); the report says what, and `netshim detach` repairs it",
+    },
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -249,5 +295,59 @@ impl Error {
             Error::Broken { .. } => EXIT_BROKEN,
             _ => EXIT_FAILED,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`EXIT_CODES`] as the Markdown table docs/cli.md holds.
+    fn exit_codes_markdown() -> String {
+        let mut md = String::from("| code | meaning |\n| --- | --- |\n");
+        for c in EXIT_CODES {
+            // `|` would end the cell, `<x>` would be read as an HTML tag.
+            let meaning = c
+                .meaning
+                .replace('\n', " ")
+                .replace('|', "\\|")
+                .replace('<', "\\<");
+            md.push_str(&format!("| {} | {meaning} |\n", c.code));
+        }
+        md
+    }
+
+    #[test]
+    fn docs_cli_md_has_the_exit_code_table_of_the_code() {
+        const BEGIN: &str = "<!-- exit codes: generated from netshim/src/error.rs EXIT_CODES -->\n";
+        const END: &str = "<!-- end of exit codes -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/cli.md");
+        let doc = std::fs::read_to_string(path).expect("docs/cli.md");
+        let start = doc
+            .find(BEGIN)
+            .expect("docs/cli.md marks the exit code table")
+            + BEGIN.len();
+        let len = doc[start..].find(END).expect("the table's end marker");
+        let expected = exit_codes_markdown();
+        assert_eq!(
+            &doc[start..start + len],
+            expected,
+            "docs/cli.md's exit code table differs from EXIT_CODES; put this between its markers:\n{expected}"
+        );
+    }
+
+    #[test]
+    fn exit_codes_are_listed_once_in_order() {
+        let codes: Vec<i32> = EXIT_CODES.iter().map(|c| c.code).collect();
+        assert_eq!(
+            codes,
+            [
+                EXIT_OK,
+                EXIT_FAILED,
+                EXIT_INVALID_INPUT,
+                EXIT_CONFLICT,
+                EXIT_BROKEN
+            ]
+        );
     }
 }

@@ -13,35 +13,26 @@ use netshim::{
     model::InternetworkingModel,
 };
 
-pub const EXIT_CODES_HELP: &str = "\
-Exit codes:
-  0  success
-  1  an operation on the system failed (netlink, bpf, tap ioctl, bpffs)
-  2  invalid input: bad usage, unknown model (kata's \"Unknown type <x>\"), a netns that is
-     missing or not a network namespace, the caller's own netns by path without
-     --disable-new-netns, the host's netns with a model other than none, an interface kind
-     kata refuses, nothing to attach to, conflicting options, a bad config file (or one that
-     is not a regular file), upgrade of a netns that is not attached, an eBPF object whose
-     maps do not match the pinned ones, two devices `connect` would join in a loop (lo, one
-     veth pair, macvlans on one lower, veths bridged on the far side); the source guard
-     asked for (--guard enforce|log, TOML or CNI key) with the mirred tc backend or a model
-     without the eBPF datapath, bad guard settings, `netshim guard` of a netns that is not
-     attached, has no eBPF datapath or no guard maps yet; not root (nor
-     CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN + CAP_DAC_OVERRIDE + CAP_SYS_PTRACE); started
-     in a mount namespace whose /sys/fs/bpf is not the host's when the host's cannot be
-     joined
-  3  conflict: the netns is attached with another model or tc backend, or its devices are
-     connected by `netshim connect` (detach or disconnect first); a device's ingress is
-     owned by a legacy `ingress` qdisc (kata's mirred datapath or another tool); a device
-     netshim did not make (a bridge, veth, tun-mode tun) has the name of a tap attach would
-     make (tap<N>_kata); a hook was changed by someone else during an upgrade; netshim's own
-     files of the sandbox are damaged (`netshim detach` repairs them)
-  4  status, stats: the netns is attached but broken (a recorded tap, pod device, pin or
-     filter is gone or different); the report says what, and `netshim detach` repairs it";
+/// The exit code table every command's `--help` ends with, from [`netshim::error::EXIT_CODES`].
+pub static EXIT_CODES_HELP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let mut help = String::from("Exit codes:");
+    for c in netshim::error::EXIT_CODES {
+        let mut lines = c.meaning.lines();
+        help.push_str(&format!(
+            "\n  {}  {}",
+            c.code,
+            lines.next().unwrap_or_default()
+        ));
+        for line in lines {
+            help.push_str(&format!("\n     {line}"));
+        }
+    }
+    help
+});
 
 /// eBPF-accelerated networking shim between a sandbox's pod interfaces and its microVM's taps.
 #[derive(Debug, Parser)]
-#[command(name = "netshim", version, after_help = EXIT_CODES_HELP)]
+#[command(name = "netshim", version, after_help = EXIT_CODES_HELP.as_str())]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -62,55 +53,55 @@ pub enum Command {
     /// Create a tap per endpoint of a pod netns and connect them (kata's tcfilter model).
     /// Idempotent: an attached netns reports what was attached and changes nothing; what a
     /// killed run left is cleaned up first.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = EXIT_CODES_HELP.as_str())]
     Attach(AttachArgs),
     /// Attach a netns (unless it is attached), then hand each endpoint the CNI plugin adds
     /// to the VM and take back those it removes, printing one line per change, until
     /// SIGINT/SIGTERM (which leave the datapath running). Takes attach's options.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = EXIT_CODES_HELP.as_str())]
     Watch(AttachArgs),
     /// Classify every interface of a netns as kata would, changing nothing.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = EXIT_CODES_HELP.as_str())]
     Scan(ScanArgs),
     /// Connect two existing devices of a netns both ways (same datapath, pins and counters
     /// as attach).
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = EXIT_CODES_HELP.as_str())]
     Connect(ConnectArgs),
     /// Undo `connect` (succeeds when the two are not connected).
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = EXIT_CODES_HELP.as_str())]
     Disconnect(DisconnectArgs),
     /// Remove everything attach made in a netns (succeeds when there is nothing to remove,
     /// and when the netns no longer exists).
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = EXIT_CODES_HELP.as_str())]
     Detach(NetnsArgs),
     /// Show the endpoints of a netns, their taps and whether they are connected.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = EXIT_CODES_HELP.as_str())]
     Status(NetnsArgs),
     /// Per-endpoint packet and byte counters (table, JSON or Prometheus text), or their
     /// per-second rates with --watch.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = EXIT_CODES_HELP.as_str())]
     Stats(StatsArgs),
     /// Serve the counters for Prometheus: GET /metrics on --listen, read fresh on every
     /// scrape, until SIGINT/SIGTERM.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = EXIT_CODES_HELP.as_str())]
     Metrics(MetricsArgs),
     /// Swap the datapath program of attached sandboxes for a new one without a gap in
     /// forwarding, keeping the pinned maps (peers, counters).
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = EXIT_CODES_HELP.as_str())]
     Upgrade(UpgradeArgs),
     /// Remove the pins and state of namespaces that no longer exist, and take down what
     /// killed runs left half-made in live ones.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = EXIT_CODES_HELP.as_str())]
     Gc(GcArgs),
     /// Show or change the source guard of an attached sandbox's endpoints (by map updates,
     /// without reattaching; the commit file records the new settings). Prints the guard as
     /// the maps hold it.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = EXIT_CODES_HELP.as_str())]
     Guard(GuardCmdArgs),
     // --- CLI tools (logs, completions, man): see cli/tools.rs, ebpf_log.rs ---
     /// Print the eBPF datapath's own log records (aya-log, e.g. a failed redirect) on
     /// stderr as they come, until SIGINT/SIGTERM.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = EXIT_CODES_HELP.as_str())]
     Logs(LogsArgs),
     /// Print a shell completion script on stdout.
     Completions(CompletionsArgs),
