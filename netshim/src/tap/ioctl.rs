@@ -18,14 +18,14 @@ mod sys {
     nix::ioctl_readwrite_bad!(siocethtool, libc::SIOCETHTOOL, libc::ifreq);
 
     /// `_IOW('T', nr, int)`.
-    macro_rules! tun_write_int {
+    macro_rules! iow_int {
         ($nr:expr) => {
             nix::request_code_write!(b'T', $nr, std::mem::size_of::<libc::c_int>())
         };
     }
-    const _: () = assert!(tun_write_int!(203) == libc::TUNSETPERSIST);
-    const _: () = assert!(tun_write_int!(204) == libc::TUNSETOWNER);
-    const _: () = assert!(tun_write_int!(206) == libc::TUNSETGROUP);
+    const _: () = assert!(iow_int!(203) == libc::TUNSETPERSIST);
+    const _: () = assert!(iow_int!(204) == libc::TUNSETOWNER);
+    const _: () = assert!(iow_int!(206) == libc::TUNSETGROUP);
 }
 
 /// `TUNSETIFF`: attaches the `/dev/net/tun` fd to the device named in `ifr` (creating it if
@@ -37,28 +37,31 @@ pub(super) fn tun_set_iff(fd: BorrowedFd<'_>, ifr: &mut libc::ifreq) -> io::Resu
         .map_err(io::Error::from)
 }
 
-/// `TUNSETPERSIST`: whether the device outlives its last fd.
-pub(super) fn tun_set_persist(fd: BorrowedFd<'_>, persist: bool) -> io::Result<()> {
-    // SAFETY: TUNSETPERSIST takes its argument by value.
-    unsafe { sys::tun_set_persist(fd.as_raw_fd(), persist.into()) }
+/// Calls one of the tun ioctls that take their argument by value.
+fn tun_write_int(
+    ioctl: unsafe fn(libc::c_int, libc::c_ulong) -> nix::Result<libc::c_int>,
+    fd: BorrowedFd<'_>,
+    value: libc::c_ulong,
+) -> io::Result<()> {
+    // SAFETY: only the by-value requests below are passed here (no pointer is involved).
+    unsafe { ioctl(fd.as_raw_fd(), value) }
         .map(drop)
         .map_err(io::Error::from)
+}
+
+/// `TUNSETPERSIST`: whether the device outlives its last fd.
+pub(super) fn tun_set_persist(fd: BorrowedFd<'_>, persist: bool) -> io::Result<()> {
+    tun_write_int(sys::tun_set_persist, fd, persist.into())
 }
 
 /// `TUNSETOWNER`: the uid that may attach to the device.
 pub(super) fn tun_set_owner(fd: BorrowedFd<'_>, uid: u32) -> io::Result<()> {
-    // SAFETY: TUNSETOWNER takes its argument by value.
-    unsafe { sys::tun_set_owner(fd.as_raw_fd(), uid.into()) }
-        .map(drop)
-        .map_err(io::Error::from)
+    tun_write_int(sys::tun_set_owner, fd, uid.into())
 }
 
 /// `TUNSETGROUP`: the gid that may attach to the device.
 pub(super) fn tun_set_group(fd: BorrowedFd<'_>, gid: u32) -> io::Result<()> {
-    // SAFETY: TUNSETGROUP takes its argument by value.
-    unsafe { sys::tun_set_group(fd.as_raw_fd(), gid.into()) }
-        .map(drop)
-        .map_err(io::Error::from)
+    tun_write_int(sys::tun_set_group, fd, gid.into())
 }
 
 /// A zeroed `struct ifreq` naming `name` (EINVAL if it cannot be an interface name).
