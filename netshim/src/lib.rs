@@ -7,7 +7,7 @@
 //! - [`interfaces`]: the links and addresses of a netns, over rtnetlink.
 //! - [`endpoint`]: classifying them in kata's `createEndpoint` taxonomy.
 //! - [`model`]: kata's internetworking models, and the macvtap model itself.
-//! - [`tap`]: creating and opening the taps handed to the VMM, and kata's tap names.
+//! - [`tap`]: creating the persistent taps handed to the VMM (its ioctls), and kata's tap names.
 //! - [`datapath`]: the datapaths that connect an endpoint to its tap (eBPF, mirred).
 //! - [`guard`]: the source guard of the VM's traffic (settings, its maps, reports).
 //! - [`host`]: what a command needs of the host: its mount namespace (bpffs, /run/netshim)
