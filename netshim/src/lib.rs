@@ -7,7 +7,7 @@
 //! - [`interfaces`]: the links and addresses of a netns, over rtnetlink.
 //! - [`endpoint`]: classifying them in kata's `createEndpoint` taxonomy.
 //! - [`model`]: kata's internetworking models, and the macvtap model itself.
-//! - [`tap`]: creating and opening the taps handed to the VMM, and kata's tap names.
+//! - [`tap`]: creating the persistent taps handed to the VMM (its ioctls), and kata's tap names.
 //! - [`datapath`]: the datapaths that connect an endpoint to its tap (eBPF, mirred).
 //! - [`guard`]: the source guard of the VM's traffic (settings, its maps, reports).
 //! - [`host`]: what a command needs of the host: its mount namespace (bpffs, /run/netshim)
@@ -17,6 +17,8 @@
 //! - [`crash`]: named crash points for crash-safety tests (debug builds).
 //! - [`guest_info`]: routes and neighbours the guest agent needs.
 //! - [`stats`]: reading per-endpoint counters back.
+//! - `ring_drain`: draining a ring buffer whenever its fd is readable (under [`ebpf_log`]
+//!   and [`guard::events`]).
 //! - [`ebpf_log`]: forwarding the datapath's aya-log records into `tracing`, and (with
 //!   [`guard::events`]) the source guard's refusal records.
 //! - [`metrics`]: rates, Prometheus exposition and the scrape endpoint over those counters.
@@ -41,6 +43,7 @@ pub mod metrics;
 pub mod model;
 pub mod netns;
 pub mod pins;
+mod ring_drain;
 pub mod sandbox;
 pub mod state;
 pub mod stats;

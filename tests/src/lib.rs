@@ -5,6 +5,8 @@
 //!   guards, and [`on_netns_thread`] to run code inside a netns.
 //! - [`relay`]: the two-thread frame relay between two tap queues (virtio-net headers and GSO
 //!   frames cross whole), used by the `vm-standin` binary.
+//! - [`vmm_tap`]: the VMM's side of a tap (queues, offloads, vnet header size), with
+//!   nix's ioctls.
 //! - [`tap_reader`]: read/inject single frames on a tap; an Ethernet/IPv4/UDP frame builder.
 //! - [`qemu`]: a real VMM: QEMU (TCG) booting the host kernel with a busybox initramfs on a
 //!   tap, configured from netshim's attach JSON.
@@ -31,6 +33,7 @@ pub mod sniffer;
 pub mod tap_reader;
 pub mod traffic;
 pub mod vmconf;
+pub mod vmm_tap;
 pub mod vnet;
 pub mod watch;
 

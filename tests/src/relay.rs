@@ -3,7 +3,7 @@
 //!
 //! One thread per direction does `read` -> `write` of whole frames INCLUDING the virtio-net
 //! header, so when both taps are opened with `IFF_VNET_HDR` and the same offloads
-//! ([`netshim::tap::VMM_OFFLOADS`]) GSO frames (up to 64 KiB) cross whole and checksums stay
+//! ([`crate::vmm_tap::VMM_OFFLOADS`]) GSO frames (up to 64 KiB) cross whole and checksums stay
 //! partial. Both fds are switched to non-blocking; each thread `poll`s with a short timeout so
 //! it notices the shutdown flag, then drains its source until `EAGAIN`.
 
@@ -18,7 +18,7 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::Serialize;
 
-use netshim::tap::VNET_HDR_LEN;
+use crate::vmm_tap::VNET_HDR_LEN;
 
 /// Largest frame the relay accepts: a 64 KiB GSO frame plus Ethernet/VLAN headers.
 pub const MAX_FRAME: usize = 65536 + 256;

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use netshim::tap::{self, TapError, VNET_HDR_LEN};
+use netshim::tap::TapError;
 
 use crate::netns_fixture::on_netns_thread;
 use crate::relay::{set_nonblocking, BUF_LEN};
+use crate::vmm_tap::{self, VNET_HDR_LEN};
 
 /// An Ethernet MAC address.
 pub type Mac = [u8; 6];
@@ -35,26 +36,28 @@ pub struct TapQueue {
 
 impl TapQueue {
     /// Opens a queue of the existing tap `name` in the netns at `netns` (see
-    /// [`tap::open_tap_queue`]). `offloads`: `None` for a plain reader that gets segmented,
-    /// checksummed frames; `Some(tap::VMM_OFFLOADS)` to behave like a VMM.
+    /// [`vmm_tap::open_tap_queue`]). `offloads`: `None` for a plain reader that gets segmented,
+    /// checksummed frames; `Some(vmm_tap::VMM_OFFLOADS)` to behave like a VMM.
     pub fn open_in(
         netns: impl AsRef<Path>,
         name: &str,
         multi_queue: bool,
         offloads: Option<u32>,
     ) -> Result<TapQueue, TapError> {
-        let fd = on_netns_thread(netns, || tap::open_tap_queue(name, multi_queue, offloads))?;
+        let fd = on_netns_thread(netns, || {
+            vmm_tap::open_tap_queue(name, multi_queue, offloads)
+        })?;
         Ok(Self::from_fd(name, fd))
     }
 
     /// Creates a new non-persistent single-queue tap `name` in the netns at `netns` (it goes
-    /// away with this queue), see [`tap::create_tap_queue`].
+    /// away with this queue), see [`vmm_tap::create_tap_queue`].
     pub fn create_in(
         netns: impl AsRef<Path>,
         name: &str,
         offloads: Option<u32>,
     ) -> Result<TapQueue, TapError> {
-        let fd = on_netns_thread(netns, || tap::create_tap_queue(name, false, offloads))?;
+        let fd = on_netns_thread(netns, || vmm_tap::create_tap_queue(name, false, offloads))?;
         Ok(Self::from_fd(name, fd))
     }
 

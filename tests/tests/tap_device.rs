@@ -9,9 +9,12 @@
 use std::os::fd::AsFd;
 
 use netshim::tap::{
-    create_persistent_tap, create_tap_queue, device_exists, open_tap_queue, remove_persistent_tap,
-    set_sndbuf, set_vnet_hdr_size, tap_flags, tun_flags, tun_info, tun_mode_by_name, vnet_hdr_size,
-    TapError, TapSpec, TunMode, IFF_MULTI_QUEUE, IFF_PERSIST, VMM_OFFLOADS, VNET_HDR_LEN,
+    create_persistent_tap, device_exists, remove_persistent_tap, tap_flags, tun_mode_by_name,
+    TapError, TapSpec, TunMode, IFF_MULTI_QUEUE,
+};
+use netshim_tests::vmm_tap::{
+    create_tap_queue, open_tap_queue, set_sndbuf, set_vnet_hdr_size, tun_flags, tun_info,
+    vnet_hdr_size, IFF_PERSIST, VMM_OFFLOADS, VNET_HDR_LEN,
 };
 use netshim_tests::{on_netns_thread, skip_unless_root, TestNetns};
 

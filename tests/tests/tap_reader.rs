@@ -4,9 +4,10 @@
 use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
-use netshim::tap::{create_persistent_tap, TapSpec, VMM_OFFLOADS};
+use netshim::tap::{create_persistent_tap, TapSpec};
 use netshim_tests::netns_fixture::unique_octet;
 use netshim_tests::tap_reader::{format_mac, parse_mac, udp_frame};
+use netshim_tests::vmm_tap::VMM_OFFLOADS;
 use netshim_tests::{is_root, Relay, TapQueue, TestNetns};
 
 #[test]

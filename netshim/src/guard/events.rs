@@ -189,7 +189,7 @@ pub async fn pump(map: MapData, dir: PathBuf, netns: String) {
     let endpoints = endpoints(&dir);
     // SAFETY: the fd is the ring buffer map's, owned by `ring` (its `MapData`).
     unsafe {
-        crate::ebpf_log::drain_when_readable(ring, &what, |r| forward_all(r, &endpoints, &netns))
+        crate::ring_drain::drain_when_readable(ring, &what, |r| forward_all(r, &endpoints, &netns))
     }
     .await;
 }

@@ -1,4 +1,4 @@
-//! Creating and opening the taps handed to the VMM.
+//! Creating (and removing) the persistent taps handed to the VMM.
 //!
 //! Everything here talks to the kernel through `/dev/net/tun` ioctls (no `ip tuntap`, no
 //! sysfs). A tun/tap device is created in the network namespace of the thread that opens
@@ -8,69 +8,37 @@
 //!
 //! Taps are created the way kata's tcfilter model does: `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`
 //! (plus `IFF_MULTI_QUEUE` for more than one queue), persistent, so that the device outlives
-//! netshim and the VMM attaches its queues to it later with `TUNSETIFF` on its own fds.
+//! netshim and the VMM attaches its queues to it later with `TUNSETIFF` on its own fds
+//! ([`attach`]; the VMM's side, queues with offloads and vnet header sizes, is not netshim's
+//! and lives with the test support that plays the VMM). The ioctls are in [`ioctl`].
 
+pub mod ioctl;
 pub mod name;
 
-use std::ffi::CStr;
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
+
+pub use ioctl::ethtool_drvinfo;
 
 /// The tun/tap clone device.
 pub const TUN_DEVICE: &str = "/dev/net/tun";
 
-/// Size of `ifr_name` including the terminating NUL (so names are at most 15 bytes).
-pub const IFNAMSIZ: usize = 16;
-
-/// Size of the virtio-net header netshim uses on its taps (`struct virtio_net_hdr`, without
-/// `num_buffers`); this is also the kernel's default `TUNSETVNETHDRSZ`.
-pub const VNET_HDR_LEN: usize = 10;
-
-// `ifr_flags` of TUNSETIFF / TUNGETIFF (linux/if_tun.h).
+// `ifr_flags` of TUNSETIFF / TUNGETIFF (linux/if_tun.h): libc's constants, as the 16 bits
+// of the kernel's `short ifr_flags` they fit in.
 /// Layer-3 tun device.
-pub const IFF_TUN: u16 = 0x0001;
+pub const IFF_TUN: u16 = libc::IFF_TUN as u16;
 /// Layer-2 tap device.
-pub const IFF_TAP: u16 = 0x0002;
-/// NAPI on the write path.
-pub const IFF_NAPI: u16 = 0x0010;
-/// NAPI with frags on the write path.
-pub const IFF_NAPI_FRAGS: u16 = 0x0020;
-/// Bring up without carrier.
-pub const IFF_NO_CARRIER: u16 = 0x0040;
+pub const IFF_TAP: u16 = libc::IFF_TAP as u16;
 /// One queue per attached fd.
-pub const IFF_MULTI_QUEUE: u16 = 0x0100;
-/// Read-only: the device is persistent (reported by TUNGETIFF).
-pub const IFF_PERSIST: u16 = 0x0800;
+pub const IFF_MULTI_QUEUE: u16 = libc::IFF_MULTI_QUEUE as u16;
 /// No `struct tun_pi` in front of frames.
-pub const IFF_NO_PI: u16 = 0x1000;
+pub const IFF_NO_PI: u16 = libc::IFF_NO_PI as u16;
 /// A `struct virtio_net_hdr` in front of every frame.
-pub const IFF_VNET_HDR: u16 = 0x4000;
-/// Fail TUNSETIFF with EBUSY if the device already exists.
-pub const IFF_TUN_EXCL: u16 = 0x8000;
+pub const IFF_VNET_HDR: u16 = libc::IFF_VNET_HDR as u16;
 /// Mask of the device type bits (`IFF_TUN` / `IFF_TAP`).
-pub const TUN_TYPE_MASK: u16 = 0x000f;
-
-// TUNSETOFFLOAD flags (linux/if_tun.h).
-/// The reader can take frames with partial checksums.
-pub const TUN_F_CSUM: u32 = 0x01;
-/// The reader can take TSO over IPv4 frames.
-pub const TUN_F_TSO4: u32 = 0x02;
-/// The reader can take TSO over IPv6 frames.
-pub const TUN_F_TSO6: u32 = 0x04;
-/// The reader can take TSO frames with ECN.
-pub const TUN_F_TSO_ECN: u32 = 0x08;
-/// UDP fragmentation offload (removed from the kernel; kept for completeness).
-pub const TUN_F_UFO: u32 = 0x10;
-/// The reader can take USO over IPv4 frames (kernel >= 6.2).
-pub const TUN_F_USO4: u32 = 0x20;
-/// The reader can take USO over IPv6 frames (kernel >= 6.2).
-pub const TUN_F_USO6: u32 = 0x40;
-/// The offloads a virtio-net VMM (QEMU, Cloud Hypervisor, Firecracker) typically enables on
-/// its tap queues: checksum offload and TSO for IPv4/IPv6 with ECN. With these set, GSO skbs
-/// cross the tap whole instead of being segmented in software.
-pub const VMM_OFFLOADS: u32 = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+pub const TUN_TYPE_MASK: u16 = libc::TUN_TYPE_MASK as u16;
 
 /// How to create a tap for the VMM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +130,8 @@ pub enum TapError {
 }
 
 impl TapError {
-    fn ioctl(op: &'static str, name: &str, source: io::Error) -> Self {
+    /// [`TapError::Ioctl`]: `op` on the tap `name` failed with `source`.
+    pub fn ioctl(op: &'static str, name: &str, source: io::Error) -> Self {
         TapError::Ioctl {
             op,
             name: name.to_owned(),
@@ -215,22 +184,6 @@ impl std::fmt::Display for TunMode {
     }
 }
 
-/// What TUNGETIFF says about the device an fd is attached to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TunInfo {
-    /// The interface name.
-    pub name: String,
-    /// The tun flags (`IFF_TAP`, `IFF_NO_PI`, `IFF_VNET_HDR`, `IFF_MULTI_QUEUE`, `IFF_PERSIST`...).
-    pub flags: u16,
-}
-
-impl TunInfo {
-    /// tun or tap.
-    pub fn mode(&self) -> Option<TunMode> {
-        TunMode::from_flags(self.flags)
-    }
-}
-
 /// Checks that `name` is usable as a (fixed) interface name, with the kernel's rules
 /// (`dev_valid_name`): 1..=15 bytes, not `.` or `..`, no `/`, `:` or whitespace. Templates
 /// (`%d`) are rejected too, because netshim must know the exact name of the tap it creates.
@@ -244,7 +197,7 @@ pub fn validate_name(name: &str) -> Result<(), TapError> {
     if name.is_empty() {
         return bad("empty");
     }
-    if name.len() >= IFNAMSIZ {
+    if name.len() >= libc::IFNAMSIZ {
         return bad("longer than 15 bytes");
     }
     if name == "." || name == ".." {
@@ -292,17 +245,16 @@ pub fn create_persistent_tap(spec: &TapSpec) -> Result<(), TapError> {
     if existed {
         check_existing_is_tap(name)?;
     }
-    let fd = open_tun(name)?;
-    set_iff(fd.as_fd(), name, spec.flags(), existed)?;
+    let fd = attach(name, spec.flags(), existed)?;
     if let Some(uid) = spec.owner {
-        ioctl_val(fd.as_fd(), libc::TUNSETOWNER, uid as libc::c_ulong)
+        ioctl::tun_set_owner(fd.as_fd(), uid)
             .map_err(|e| TapError::ioctl("TUNSETOWNER", name, e))?;
     }
     if let Some(gid) = spec.group {
-        ioctl_val(fd.as_fd(), libc::TUNSETGROUP, gid as libc::c_ulong)
+        ioctl::tun_set_group(fd.as_fd(), gid)
             .map_err(|e| TapError::ioctl("TUNSETGROUP", name, e))?;
     }
-    ioctl_val(fd.as_fd(), libc::TUNSETPERSIST, 1)
+    ioctl::tun_set_persist(fd.as_fd(), true)
         .map_err(|e| TapError::ioctl("TUNSETPERSIST", name, e))?;
     drop(fd);
     Ok(())
@@ -323,122 +275,11 @@ pub fn remove_persistent_tap(name: &str, multi_queue: bool) -> Result<(), TapErr
         });
     }
     check_existing_is_tap(name)?;
-    let fd = open_tun(name)?;
-    set_iff(fd.as_fd(), name, tap_flags(multi_queue), true)?;
-    ioctl_val(fd.as_fd(), libc::TUNSETPERSIST, 0)
+    let fd = attach(name, tap_flags(multi_queue), true)?;
+    ioctl::tun_set_persist(fd.as_fd(), false)
         .map_err(|e| TapError::ioctl("TUNSETPERSIST", name, e))?;
     drop(fd);
     Ok(())
-}
-
-/// Opens one queue of an EXISTING tap in the calling thread's network namespace (what a VMM
-/// does): attaches with `TUNSETIFF` using `IFF_TAP|IFF_NO_PI|IFF_VNET_HDR [|IFF_MULTI_QUEUE]`
-/// and, if `offloads` is given, enables those `TUN_F_*` offloads with `TUNSETOFFLOAD`
-/// (usually [`VMM_OFFLOADS`]). The returned fd is blocking; frames read from and written to it
-/// carry a [`VNET_HDR_LEN`]-byte virtio-net header.
-pub fn open_tap_queue(
-    name: &str,
-    multi_queue: bool,
-    offloads: Option<u32>,
-) -> Result<OwnedFd, TapError> {
-    validate_name(name)?;
-    if !device_exists(name)? {
-        return Err(TapError::NotFound {
-            name: name.to_owned(),
-        });
-    }
-    check_existing_is_tap(name)?;
-    attach_queue(name, tap_flags(multi_queue), offloads, true)
-}
-
-/// Creates a NEW, non-persistent tap in the calling thread's network namespace and returns
-/// its (first) queue, with the given offloads. The device goes away when the last fd closes.
-/// Fails with [`TapError::Busy`] if a device of that name exists (`IFF_TUN_EXCL`).
-pub fn create_tap_queue(
-    name: &str,
-    multi_queue: bool,
-    offloads: Option<u32>,
-) -> Result<OwnedFd, TapError> {
-    validate_name(name)?;
-    attach_queue(name, tap_flags(multi_queue) | IFF_TUN_EXCL, offloads, false)
-}
-
-fn attach_queue(
-    name: &str,
-    flags: u16,
-    offloads: Option<u32>,
-    existed: bool,
-) -> Result<OwnedFd, TapError> {
-    let fd = open_tun(name)?;
-    set_iff(fd.as_fd(), name, flags, existed)?;
-    if let Some(off) = offloads {
-        ioctl_val(fd.as_fd(), libc::TUNSETOFFLOAD, off as libc::c_ulong)
-            .map_err(|e| TapError::ioctl("TUNSETOFFLOAD", name, e))?;
-    }
-    Ok(fd)
-}
-
-/// Enables `TUN_F_*` offloads on an attached tap fd (`TUNSETOFFLOAD`).
-pub fn set_offloads(fd: BorrowedFd<'_>, offloads: u32) -> Result<(), TapError> {
-    ioctl_val(fd, libc::TUNSETOFFLOAD, offloads as libc::c_ulong)
-        .map_err(|e| TapError::ioctl("TUNSETOFFLOAD", &fd_label(fd), e))
-}
-
-/// Reads the tun flags of the device an fd is attached to (`TUNGETIFF`): type
-/// (`IFF_TAP`/`IFF_TUN`), `IFF_NO_PI`, `IFF_VNET_HDR`, `IFF_MULTI_QUEUE`, `IFF_PERSIST`.
-pub fn tun_flags(fd: BorrowedFd<'_>) -> Result<u16, TapError> {
-    tun_info(fd).map(|i| i.flags)
-}
-
-/// Name and tun flags of the device an fd is attached to (`TUNGETIFF`).
-pub fn tun_info(fd: BorrowedFd<'_>) -> Result<TunInfo, TapError> {
-    let mut ifr = IfReq::zeroed();
-    ioctl_ptr(fd, libc::TUNGETIFF, &mut ifr as *mut IfReq)
-        .map_err(|e| TapError::ioctl("TUNGETIFF", &fd_label(fd), e))?;
-    // SAFETY: TUNGETIFF fills ifr_flags.
-    let flags = unsafe { ifr.ifru.flags } as u16;
-    Ok(TunInfo {
-        name: ifr.name_string(),
-        flags,
-    })
-}
-
-/// The features `/dev/net/tun` supports (`TUNGETFEATURES`): the `IFF_*` flags it accepts.
-pub fn tun_features() -> Result<u32, TapError> {
-    let fd = open_tun("-")?;
-    let mut features: libc::c_uint = 0;
-    ioctl_ptr(fd.as_fd(), libc::TUNGETFEATURES, &mut features as *mut _)
-        .map_err(|e| TapError::ioctl("TUNGETFEATURES", "-", e))?;
-    Ok(features)
-}
-
-/// Sets the virtio-net header size of an attached tap fd (`TUNSETVNETHDRSZ`; the kernel
-/// accepts >= 10, default 10; 12 = `virtio_net_hdr_mrg_rxbuf`).
-pub fn set_vnet_hdr_size(fd: BorrowedFd<'_>, size: usize) -> Result<(), TapError> {
-    let mut sz: libc::c_int = libc::c_int::try_from(size).map_err(|_| {
-        TapError::ioctl(
-            "TUNSETVNETHDRSZ",
-            &fd_label(fd),
-            io::Error::from_raw_os_error(libc::EINVAL),
-        )
-    })?;
-    ioctl_ptr(fd, libc::TUNSETVNETHDRSZ, &mut sz as *mut _)
-        .map_err(|e| TapError::ioctl("TUNSETVNETHDRSZ", &fd_label(fd), e))
-}
-
-/// Reads the virtio-net header size of an attached tap fd (`TUNGETVNETHDRSZ`).
-pub fn vnet_hdr_size(fd: BorrowedFd<'_>) -> Result<usize, TapError> {
-    let mut sz: libc::c_int = 0;
-    ioctl_ptr(fd, libc::TUNGETVNETHDRSZ, &mut sz as *mut _)
-        .map_err(|e| TapError::ioctl("TUNGETVNETHDRSZ", &fd_label(fd), e))?;
-    Ok(sz as usize)
-}
-
-/// Sets the send buffer of an attached tap fd (`TUNSETSNDBUF`, bytes).
-pub fn set_sndbuf(fd: BorrowedFd<'_>, bytes: i32) -> Result<(), TapError> {
-    let mut v: libc::c_int = bytes;
-    ioctl_ptr(fd, libc::TUNSETSNDBUF, &mut v as *mut _)
-        .map_err(|e| TapError::ioctl("TUNSETSNDBUF", &fd_label(fd), e))
 }
 
 /// Whether an interface of that name exists in the calling thread's network namespace.
@@ -480,28 +321,10 @@ pub fn mode_from_drvinfo(driver: &str, bus_info: &str) -> Option<TunMode> {
     }
 }
 
-/// Returns ethtool's (driver, bus_info) for a device in the calling thread's netns.
-pub fn ethtool_drvinfo(name: &str) -> io::Result<(String, String)> {
-    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(io::Error::from)?;
-    let mut info = EthtoolDrvinfo::zeroed();
-    info.cmd = ETHTOOL_GDRVINFO;
-    let mut ifr = IfReq::with_name(name)?;
-    ifr.ifru.data = (&mut info as *mut EthtoolDrvinfo).cast();
-    ioctl_ptr(sock.as_fd(), libc::SIOCETHTOOL, &mut ifr as *mut IfReq)?;
-    Ok((cstr_field(&info.driver), cstr_field(&info.bus_info)))
-}
-
-// ---------------------------------------------------------------------------------------------
-// internals
-
-fn check_existing_is_tap(name: &str) -> Result<(), TapError> {
+/// Checks that the existing device `name` is a tap (not a tun, not another kind of device):
+/// [`TapError::Incompatible`] otherwise. A device gone in between passes (`TUNSETIFF` then
+/// decides).
+pub fn check_existing_is_tap(name: &str) -> Result<(), TapError> {
     match tun_mode_by_name(name) {
         Ok(Some(TunMode::Tap)) => Ok(()),
         Ok(Some(TunMode::Tun)) => Err(TapError::Incompatible {
@@ -523,6 +346,20 @@ fn check_existing_is_tap(name: &str) -> Result<(), TapError> {
     }
 }
 
+/// Opens `/dev/net/tun` and attaches the fd to the device `name` with `TUNSETIFF` and
+/// `flags` (creating the device unless it exists): the step under
+/// [`create_persistent_tap`], and the one a VMM takes for each queue. `existed` says that the
+/// device was there before, so that `EINVAL` means [`TapError::Incompatible`]; `EBUSY` is
+/// [`TapError::Busy`]. Works in the calling thread's network namespace.
+pub fn attach(name: &str, flags: u16, existed: bool) -> Result<OwnedFd, TapError> {
+    let fd = open_tun(name)?;
+    set_iff(fd.as_fd(), name, flags, existed)?;
+    Ok(fd)
+}
+
+// ---------------------------------------------------------------------------------------------
+// internals
+
 fn open_tun(name: &str) -> Result<OwnedFd, TapError> {
     let f = OpenOptions::new()
         .read(true)
@@ -537,9 +374,10 @@ fn open_tun(name: &str) -> Result<OwnedFd, TapError> {
 }
 
 fn set_iff(fd: BorrowedFd<'_>, name: &str, flags: u16, existed: bool) -> Result<(), TapError> {
-    let mut ifr = IfReq::with_name(name).map_err(|e| TapError::ioctl("TUNSETIFF", name, e))?;
-    ifr.ifru.flags = flags as libc::c_short;
-    match ioctl_ptr(fd, libc::TUNSETIFF, &mut ifr as *mut IfReq) {
+    let mut ifr =
+        ioctl::ifreq_with_name(name).map_err(|e| TapError::ioctl("TUNSETIFF", name, e))?;
+    ifr.ifr_ifru.ifru_flags = flags as libc::c_short;
+    match ioctl::tun_set_iff(fd, &mut ifr) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Err(TapError::Busy {
             name: name.to_owned(),
@@ -554,119 +392,6 @@ fn set_iff(fd: BorrowedFd<'_>, name: &str, flags: u16, existed: bool) -> Result<
             })
         }
         Err(e) => Err(TapError::ioctl("TUNSETIFF", name, e)),
-    }
-}
-
-fn fd_label(fd: BorrowedFd<'_>) -> String {
-    format!("fd {}", fd.as_raw_fd())
-}
-
-fn ioctl_ptr<T>(fd: BorrowedFd<'_>, req: libc::Ioctl, arg: *mut T) -> io::Result<()> {
-    // SAFETY: callers pass a request whose argument is a pointer to a live, correctly sized T.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req, arg) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn ioctl_val(fd: BorrowedFd<'_>, req: libc::Ioctl, arg: libc::c_ulong) -> io::Result<()> {
-    // SAFETY: requests used with this take their argument by value (TUNSETPERSIST, ...).
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req, arg) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// `struct ifreq`: name[16] followed by a 24-byte union (flags short / data pointer).
-#[repr(C)]
-struct IfReq {
-    name: [libc::c_char; IFNAMSIZ],
-    ifru: IfrIfru,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-union IfrIfru {
-    flags: libc::c_short,
-    data: *mut libc::c_void,
-    _pad: [u8; 24],
-}
-
-const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
-
-impl IfReq {
-    fn zeroed() -> Self {
-        IfReq {
-            name: [0; IFNAMSIZ],
-            ifru: IfrIfru { _pad: [0; 24] },
-        }
-    }
-
-    fn with_name(name: &str) -> io::Result<Self> {
-        if name.is_empty() || name.len() >= IFNAMSIZ || name.as_bytes().contains(&0) {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        let mut ifr = Self::zeroed();
-        for (d, s) in ifr.name.iter_mut().zip(name.bytes()) {
-            *d = s as libc::c_char;
-        }
-        Ok(ifr)
-    }
-
-    fn name_string(&self) -> String {
-        let bytes: Vec<u8> = self.name.iter().map(|&c| c as u8).collect();
-        cstr_field(&bytes)
-    }
-}
-
-const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
-
-/// `struct ethtool_drvinfo` (linux/ethtool.h).
-#[repr(C)]
-struct EthtoolDrvinfo {
-    cmd: u32,
-    driver: [u8; 32],
-    version: [u8; 32],
-    fw_version: [u8; 32],
-    bus_info: [u8; 32],
-    erom_version: [u8; 32],
-    reserved2: [u8; 12],
-    n_priv_flags: u32,
-    n_stats: u32,
-    testinfo_len: u32,
-    eedump_len: u32,
-    regdump_len: u32,
-}
-
-const _: () = assert!(std::mem::size_of::<EthtoolDrvinfo>() == 196);
-
-impl EthtoolDrvinfo {
-    fn zeroed() -> Self {
-        EthtoolDrvinfo {
-            cmd: 0,
-            driver: [0; 32],
-            version: [0; 32],
-            fw_version: [0; 32],
-            bus_info: [0; 32],
-            erom_version: [0; 32],
-            reserved2: [0; 12],
-            n_priv_flags: 0,
-            n_stats: 0,
-            testinfo_len: 0,
-            eedump_len: 0,
-            regdump_len: 0,
-        }
-    }
-}
-
-fn cstr_field(bytes: &[u8]) -> String {
-    match CStr::from_bytes_until_nul(bytes) {
-        Ok(c) => c.to_string_lossy().into_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
     }
 }
 
@@ -712,21 +437,13 @@ mod tests {
         assert!(!is_multi_queue(0));
         assert!(!is_multi_queue(1));
         assert!(is_multi_queue(2));
-        assert_eq!(VMM_OFFLOADS, 0x0f);
         // Our constants agree with libc's.
         assert_eq!(IFF_TAP as libc::c_int, libc::IFF_TAP);
         assert_eq!(IFF_TUN as libc::c_int, libc::IFF_TUN);
         assert_eq!(IFF_NO_PI as libc::c_int, libc::IFF_NO_PI);
         assert_eq!(IFF_VNET_HDR as libc::c_int, libc::IFF_VNET_HDR);
+        assert_eq!(TUN_TYPE_MASK as libc::c_short, libc::TUN_TYPE_MASK);
         assert_eq!(IFF_MULTI_QUEUE as libc::c_int, libc::IFF_MULTI_QUEUE);
-        assert_eq!(IFF_PERSIST as libc::c_int, libc::IFF_PERSIST);
-        assert_eq!(IFF_TUN_EXCL as libc::c_int, libc::IFF_TUN_EXCL);
-        assert_eq!(TUN_F_CSUM, libc::TUN_F_CSUM);
-        assert_eq!(TUN_F_TSO4, libc::TUN_F_TSO4);
-        assert_eq!(TUN_F_TSO6, libc::TUN_F_TSO6);
-        assert_eq!(TUN_F_TSO_ECN, libc::TUN_F_TSO_ECN);
-        assert_eq!(TUN_F_USO4, libc::TUN_F_USO4);
-        assert_eq!(TUN_F_USO6, libc::TUN_F_USO6);
     }
 
     #[test]
@@ -742,9 +459,9 @@ mod tests {
 
     #[test]
     fn ifreq_name() {
-        let ifr = IfReq::with_name("tap0_kata").unwrap();
-        assert_eq!(ifr.name_string(), "tap0_kata");
-        assert!(IfReq::with_name("1234567890123456").is_err());
+        let ifr = ioctl::ifreq_with_name("tap0_kata").unwrap();
+        assert_eq!(ioctl::ifreq_name(&ifr), "tap0_kata");
+        assert!(ioctl::ifreq_with_name("1234567890123456").is_err());
     }
 
     #[test]

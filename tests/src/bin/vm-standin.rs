@@ -24,10 +24,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use netshim::tap::{self, TapError, VMM_OFFLOADS};
+use netshim::tap::TapError;
 use netshim_tests::relay::{DirectionSummary, Relay};
 use netshim_tests::tap_reader::parse_mac;
 use netshim_tests::try_on_netns_thread;
+use netshim_tests::vmm_tap::{self, VMM_OFFLOADS};
 
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 
@@ -132,7 +133,7 @@ fn run(args: &Args) -> Result<i32> {
     };
 
     let guest_fd = try_on_netns_thread(&args.guest_netns, || -> Result<_> {
-        let fd = tap::create_tap_queue(&args.guest_ifname, false, offloads)
+        let fd = vmm_tap::create_tap_queue(&args.guest_ifname, false, offloads)
             .context("create guest NIC")?;
         // Processes spawned from this thread start in the guest netns.
         configure_guest_nic(args, &netshim_tests::tap_reader::format_mac(&mac))?;
@@ -214,10 +215,10 @@ fn open_sandbox_queue(
     offloads: Option<u32>,
 ) -> Result<std::os::fd::OwnedFd, TapError> {
     match mq {
-        MultiQueue::On => tap::open_tap_queue(name, true, offloads),
-        MultiQueue::Off => tap::open_tap_queue(name, false, offloads),
-        MultiQueue::Auto => match tap::open_tap_queue(name, false, offloads) {
-            Err(TapError::Incompatible { .. }) => tap::open_tap_queue(name, true, offloads),
+        MultiQueue::On => vmm_tap::open_tap_queue(name, true, offloads),
+        MultiQueue::Off => vmm_tap::open_tap_queue(name, false, offloads),
+        MultiQueue::Auto => match vmm_tap::open_tap_queue(name, false, offloads) {
+            Err(TapError::Incompatible { .. }) => vmm_tap::open_tap_queue(name, true, offloads),
             r => r,
         },
     }
@@ -235,14 +236,14 @@ fn open_macvtap_queue(dev: &std::path::Path, offloads: u32) -> Result<std::os::f
         .open(dev)
         .context("open")?;
     let fd = std::os::fd::OwnedFd::from(file);
-    let flags = tap::tun_flags(fd.as_fd())?;
-    if flags & tap::IFF_VNET_HDR == 0 {
+    let flags = vmm_tap::tun_flags(fd.as_fd())?;
+    if flags & vmm_tap::IFF_VNET_HDR == 0 {
         bail!("{} has no IFF_VNET_HDR (flags {flags:#x})", dev.display());
     }
-    if tap::vnet_hdr_size(fd.as_fd())? != tap::VNET_HDR_LEN {
-        tap::set_vnet_hdr_size(fd.as_fd(), tap::VNET_HDR_LEN)?;
+    if vmm_tap::vnet_hdr_size(fd.as_fd())? != vmm_tap::VNET_HDR_LEN {
+        vmm_tap::set_vnet_hdr_size(fd.as_fd(), vmm_tap::VNET_HDR_LEN)?;
     }
-    tap::set_offloads(fd.as_fd(), offloads)?;
+    vmm_tap::set_offloads(fd.as_fd(), offloads)?;
     Ok(fd)
 }
 
