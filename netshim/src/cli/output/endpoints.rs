@@ -1,0 +1,245 @@
+//! The endpoint tables: what `attach`, `scan` and `status` found and made, and the guard
+//! lines of `guard`.
+
+use std::fmt::Write as _;
+
+use netshim::sandbox::{
+    AttachReport, EndpointInfo, EndpointReport, GuardCommandReport, ScanReport, ScannedInterface,
+    SkippedInterface, StatusReport,
+};
+
+use super::{
+    broken_lines, opt, removed_list,
+    table::{lay_out, left, right, Column},
+};
+
+fn addrs(list: &[netshim::interfaces::IfAddr]) -> String {
+    if list.is_empty() {
+        return "-".into();
+    }
+    list.iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The columns attach, scan and status share: index, name, kind, ifindex, mac, mtu.
+const ENDPOINT: [Column; 6] = [
+    left("idx", 3),
+    left("endpoint", 12),
+    left("kind", 7),
+    right("ifindex", 7),
+    left("mac", 17),
+    right("mtu", 5),
+];
+
+fn endpoint_cells(e: &EndpointInfo) -> Vec<String> {
+    vec![
+        e.index.to_string(),
+        e.name.clone(),
+        e.class.kind.as_str().to_owned(),
+        e.ifindex.to_string(),
+        opt(e.mac),
+        e.mtu.to_string(),
+    ]
+}
+
+/// The endpoint columns followed by `more`.
+fn endpoint_columns_and(more: &[Column]) -> Vec<Column> {
+    [ENDPOINT.as_slice(), more].concat()
+}
+
+pub fn attach(r: &AttachReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "attached netns {} (inode {}, cookie {}) model {} datapath {}",
+        r.netns, r.netns_inode, r.netns_cookie, r.model, r.datapath
+    );
+    if r.already_attached {
+        let _ = writeln!(s, "already attached: nothing changed (the recorded attach)");
+    }
+    if let Some(c) = &r.cleaned_leftovers {
+        let _ = writeln!(s, "cleaned up a dead run's leftovers: {}", removed_list(c));
+    }
+    let columns = endpoint_columns_and(&[left("vm device", 12), right("ifindex", 7)]);
+    let rows = r
+        .endpoints
+        .iter()
+        .map(|e| {
+            let mut cells = endpoint_cells(&e.endpoint);
+            cells.push(handed_over(e));
+            cells.push(opt(e
+                .tap
+                .as_ref()
+                .map(|t| t.ifindex)
+                .or(e.macvtap.as_ref().map(|m| m.ifindex))));
+            cells
+        })
+        .collect();
+    let laid = lay_out(&columns, true, rows);
+    let _ = writeln!(s, "{}  addresses", laid.lines[0]);
+    for (line, e) in laid.lines[1..].iter().zip(&r.endpoints) {
+        let _ = writeln!(s, "{line}  {}", addrs(&e.endpoint.addresses));
+        if let Some(g) = &e.guard {
+            let _ = writeln!(s, "    {}", g.line());
+        }
+    }
+    skipped_lines(&mut s, &r.skipped);
+    s
+}
+
+pub fn guard(r: &GuardCommandReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "netns {} (cookie {}){}",
+        r.netns,
+        r.netns_cookie,
+        if r.changed { ": guard changed" } else { "" }
+    );
+    for e in &r.endpoints {
+        let _ = writeln!(s, "{} {} ({}): {}", e.index, e.name, e.tap, e.guard.line());
+    }
+    s
+}
+
+fn skipped_lines(s: &mut String, skipped: &[SkippedInterface]) {
+    for k in skipped {
+        let _ = writeln!(s, "skipped {} ({}){}", k.name, k.reason, detail(k));
+    }
+}
+
+/// A skipped interface's detail, after a colon, or nothing.
+fn detail(k: &SkippedInterface) -> String {
+    k.detail
+        .as_ref()
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default()
+}
+
+/// What the VMM opens for an endpoint: the tap, the macvtap's char device, the vhost-user
+/// socket or the PCI device.
+fn handed_over(e: &EndpointReport) -> String {
+    if let Some(t) = &e.tap {
+        return t.name.clone();
+    }
+    if let Some(m) = &e.macvtap {
+        return m.device.display().to_string();
+    }
+    if let Some(s) = &e.endpoint.class.vhost_user_socket {
+        return s.display().to_string();
+    }
+    if let Some(p) = &e.endpoint.class.pci_address {
+        return format!("pci {p}");
+    }
+    "-".into()
+}
+
+pub fn scan(r: &ScanReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "netns {} (inode {}, cookie {})",
+        r.netns, r.netns_inode, r.netns_cookie
+    );
+    // A skipped interface's row has its index and name only: its name widens the name
+    // column too, and what follows is why it was skipped.
+    let rows = r
+        .interfaces
+        .iter()
+        .map(|i| match i {
+            ScannedInterface::Endpoint(e) => endpoint_cells(e),
+            ScannedInterface::Skipped(k) => vec!["-".to_owned(), k.name.clone()],
+        })
+        .collect();
+    let laid = lay_out(&ENDPOINT, true, rows);
+    let _ = writeln!(s, "{}  addresses / why skipped", laid.lines[0]);
+    let (idx, name) = (laid.widths[0], laid.widths[1]);
+    for (line, i) in laid.lines[1..].iter().zip(&r.interfaces) {
+        match i {
+            ScannedInterface::Endpoint(e) => {
+                let _ = writeln!(s, "{line}  {}", addrs(&e.addresses));
+            }
+            ScannedInterface::Skipped(k) => {
+                let _ = writeln!(
+                    s,
+                    "{:<idx$} {:<name$} skipped ({}){}",
+                    "-",
+                    k.name,
+                    k.reason,
+                    detail(k)
+                );
+            }
+        }
+    }
+    s
+}
+
+pub fn status(r: &StatusReport) -> String {
+    let mut s = String::new();
+    broken_lines(&mut s, &r.netns, &r.problems);
+    let _ = writeln!(
+        s,
+        "netns {} (inode {}, cookie {}): {}{}",
+        r.netns,
+        r.netns_inode,
+        r.netns_cookie,
+        if r.attached {
+            "attached"
+        } else {
+            "not attached"
+        },
+        r.datapath
+            .as_ref()
+            .map(|d| format!(", datapath {d}"))
+            .unwrap_or_default()
+    );
+    let columns = endpoint_columns_and(&[left("tap", 12), left("connected", 9), left("vmm", 15)]);
+    let rows = r
+        .endpoints
+        .iter()
+        .map(|e| {
+            let vmm = match e.vmm_attached {
+                Some(true) => "attached",
+                Some(false) => "no VMM attached",
+                None => "-",
+            };
+            let mut cells = endpoint_cells(&e.endpoint);
+            cells.push(opt(e.tap.as_ref()));
+            cells.push(if e.connected { "yes" } else { "no" }.to_owned());
+            cells.push(vmm.to_owned());
+            cells
+        })
+        .collect();
+    let laid = lay_out(&columns, true, rows);
+    let _ = writeln!(s, "{}  addresses", laid.lines[0]);
+    for (line, e) in laid.lines[1..].iter().zip(&r.endpoints) {
+        let _ = writeln!(s, "{line}  {}", addrs(&e.endpoint.addresses));
+        if let Some(g) = &e.guard {
+            let _ = writeln!(s, "    {}", g.line());
+        }
+    }
+    for m in &r.macvtaps {
+        let _ = writeln!(
+            s,
+            "macvtap {} (ifindex {}, {}) on pod ifindex {}, {}",
+            m.name,
+            m.ifindex,
+            m.device.display(),
+            m.pod_ifindex,
+            if m.up { "up" } else { "down" }
+        );
+    }
+    skipped_lines(&mut s, &r.skipped);
+    for d in &r.damaged {
+        let _ = writeln!(
+            s,
+            "damaged: {} {} (attach refuses this; `netshim detach --netns {}` repairs it)",
+            d.path.display(),
+            d.problem,
+            r.netns
+        );
+    }
+    s
+}
