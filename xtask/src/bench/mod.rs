@@ -785,26 +785,9 @@ struct Timestamp {
 }
 
 fn utc_timestamp(t: SystemTime) -> Timestamp {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86400, secs % 86400);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    Timestamp {
-        compact: format!("{y:04}{mo:02}{d:02}-{h:02}{m:02}{s:02}Z"),
-        iso: format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z"),
-    }
+    let iso = humantime::format_rfc3339_seconds(t.max(SystemTime::UNIX_EPOCH)).to_string();
+    let compact = iso.replace(['-', ':'], "").replace('T', "-");
+    Timestamp { compact, iso }
 }
 
 #[cfg(test)]
