@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::netns_fixture::random_u32;
 use crate::{ChildGuard, TestNetns};
 
 /// The modules `/init` loads, in this order (paths relative to `/lib/modules/<ver>/kernel/`,
@@ -894,33 +893,6 @@ fn is_static_elf64(elf: &[u8]) -> bool {
     })
 }
 
-/// A directory removed (recursively) on Drop.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// `/tmp/<prefix>-<pid>-<random>`.
-    pub fn new(prefix: &str) -> io::Result<TempDir> {
-        let p = std::env::temp_dir().join(format!(
-            "{prefix}-{}-{:08x}",
-            std::process::id(),
-            random_u32()
-        ));
-        std::fs::create_dir(&p)?;
-        Ok(TempDir(p))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// How QEMU gets its tap.
 #[derive(Debug)]
 pub enum NetdevSpec {
@@ -953,7 +925,7 @@ pub struct QemuGuard {
     readers: Vec<JoinHandle<()>>,
     console: Arc<Console>,
     started: Instant,
-    _dir: Option<TempDir>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl fmt::Debug for QemuGuard {
@@ -1066,7 +1038,7 @@ impl Qemu {
             .nics
             .first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no NIC in config"))?;
-        let dir = TempDir::new("netshim-qemu")?;
+        let dir = tempfile::Builder::new().prefix("netshim-qemu-").tempdir()?;
         let initrd = dir.path().join("initrd.img");
         assets.write_initrd(config, &initrd)?;
         let mut guard = Self::start_in_netns(netns, &assets.kernel, &initrd, netdev, &nic.mac)?;
