@@ -780,12 +780,11 @@ impl GuestAssets {
     }
 }
 
+/// An executable on PATH, or in the sbin and bin directories (not always on PATH).
 fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    which::which(name)
+        .or_else(|_| which::which_in(name, Some("/usr/sbin:/usr/bin:/sbin:/bin"), "/"))
+        .ok()
 }
 
 /// A kernel to boot the guest with, and its modules.
