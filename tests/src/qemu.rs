@@ -349,15 +349,9 @@ fn parse_route(r: &Value) -> Result<Route, String> {
 }
 
 fn normalize_mac(mac: &str) -> Result<String, String> {
-    let parts: Vec<&str> = mac.split(':').collect();
-    if parts.len() != 6
-        || parts
-            .iter()
-            .any(|p| p.len() != 2 || u8::from_str_radix(p, 16).is_err())
-    {
-        return Err(format!("bad MAC {mac:?}"));
-    }
-    Ok(mac.to_ascii_lowercase())
+    mac.parse::<netshim::interfaces::Mac>()
+        .map(|m| m.to_string())
+        .map_err(|_| format!("bad MAC {mac:?}"))
 }
 
 /// What a booted guest does: its NICs, which addresses it pings once configured, and whether
