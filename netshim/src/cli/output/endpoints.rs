@@ -243,3 +243,40 @@ pub fn status(r: &StatusReport) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str) -> Vec<String> {
+        ["0", name, "veth", "7", "02:00:00:00:00:01", "1500"]
+            .map(str::to_owned)
+            .to_vec()
+    }
+
+    #[test]
+    fn endpoint_columns_are_as_before_and_widen_for_a_15_byte_name() {
+        let laid = lay_out(&ENDPOINT, true, vec![row("eth0")]);
+        assert_eq!(
+            laid.lines,
+            [
+                "idx endpoint     kind    ifindex mac                 mtu".to_owned(),
+                format!(
+                    "{:<3} {:<12} {:<7} {:>7} {:<17} {:>5}",
+                    0, "eth0", "veth", 7, "02:00:00:00:00:01", 1500
+                ),
+            ]
+        );
+        let long = lay_out(&ENDPOINT, true, vec![row("eth0"), row("abcdefghijklmno")]);
+        let mac_at = |l: &str| l.find("02:00").unwrap();
+        assert_eq!(mac_at(&long.lines[1]), mac_at(&long.lines[2]), "{long:?}");
+        assert!(
+            long.lines[2].starts_with("0   abcdefghijklmno veth "),
+            "{long:?}"
+        );
+        assert!(
+            long.lines[0].starts_with("idx endpoint        kind "),
+            "{long:?}"
+        );
+    }
+}

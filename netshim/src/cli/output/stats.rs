@@ -168,4 +168,24 @@ mod tests {
         let line = table.lines().find(|l| l.contains("from_vm")).unwrap();
         assert!(line.ends_with("mtu=0"), "{table}");
     }
+
+    #[test]
+    fn stats_lines_keep_the_widths_they_had() {
+        let table = stats(&[one_endpoint(DirectionStats {
+            packets: 5,
+            bytes: 420,
+            ..DirectionStats::default()
+        })]);
+        let lines: Vec<&str> = table.lines().collect();
+        let header = format!(
+            "{:<5} {:<7} {:<12} {:<12} {:<7} {:>12} {:>14} {:>6} {:>12}  dropped",
+            "netns", "backend", "endpoint", "tap", "dir", "forwarded", "bytes", "errs", "delivered"
+        );
+        assert_eq!(lines[0], header, "{table}");
+        let from_vm = format!(
+            "{:<5} {:<7} {:<12} {:<12} {:<7} {:>12} {:>14} {:>6} {:>12}  ",
+            "pod-a", "ebpf", "eth0", "tap0_kata", "from_vm", 5, 420, 0, "-"
+        );
+        assert!(lines[2].starts_with(&from_vm), "{table}");
+    }
 }

@@ -35,6 +35,7 @@ pub(super) const fn right(header: &'static str, min: u16) -> Column {
 
 /// A laid-out table: its lines (the header's first, when it has one, then one per row) and
 /// the width of each column.
+#[derive(Debug)]
 pub(super) struct Laid {
     pub lines: Vec<String>,
     pub widths: Vec<usize>,
