@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use netshim::guard::GuardReport;
 use netshim::sandbox::{
     AttachReport, EndpointInfo, EndpointReport, GuardCommandReport, ScanReport, ScannedInterface,
     SkippedInterface, StatusReport,
@@ -62,29 +63,20 @@ pub fn attach(r: &AttachReport) -> String {
     if let Some(c) = &r.cleaned_leftovers {
         let _ = writeln!(s, "cleaned up a dead run's leftovers: {}", removed_list(c));
     }
-    let columns = endpoint_columns_and(&[left("vm device", 12), right("ifindex", 7)]);
-    let rows = r
-        .endpoints
-        .iter()
-        .map(|e| {
-            let mut cells = endpoint_cells(&e.endpoint);
-            cells.push(handed_over(e));
-            cells.push(opt(e
-                .tap
-                .as_ref()
-                .map(|t| t.ifindex)
-                .or(e.macvtap.as_ref().map(|m| m.ifindex))));
-            cells
-        })
-        .collect();
-    let laid = lay_out(&columns, true, rows);
-    let _ = writeln!(s, "{}  addresses", laid.lines[0]);
-    for (line, e) in laid.lines[1..].iter().zip(&r.endpoints) {
-        let _ = writeln!(s, "{line}  {}", addrs(&e.endpoint.addresses));
-        if let Some(g) = &e.guard {
-            let _ = writeln!(s, "    {}", g.line());
-        }
-    }
+    let endpoints = r.endpoints.iter().map(|e| {
+        let ifindex = e
+            .tap
+            .as_ref()
+            .map(|t| t.ifindex)
+            .or(e.macvtap.as_ref().map(|m| m.ifindex));
+        let more = vec![handed_over(e), opt(ifindex)];
+        (&e.endpoint, e.guard.as_ref(), more)
+    });
+    endpoint_table(
+        &mut s,
+        &[left("vm device", 12), right("ifindex", 7)],
+        endpoints,
+    );
     skipped_lines(&mut s, &r.skipped);
     s
 }
@@ -102,6 +94,29 @@ pub fn guard(r: &GuardCommandReport) -> String {
         let _ = writeln!(s, "{} {} ({}): {}", e.index, e.name, e.tap, e.guard.line());
     }
     s
+}
+
+/// The endpoint columns and `more` of each endpoint (its info, guard and cells for `more`),
+/// each row followed by the endpoint's addresses and, on a line of its own, its guard.
+fn endpoint_table<'a>(
+    s: &mut String,
+    more: &[Column],
+    endpoints: impl Iterator<Item = (&'a EndpointInfo, Option<&'a GuardReport>, Vec<String>)>,
+) {
+    let mut rows = Vec::new();
+    let mut tails = Vec::new();
+    for (info, guard, cells) in endpoints {
+        rows.push([endpoint_cells(info), cells].concat());
+        tails.push((addrs(&info.addresses), guard.map(|g| g.line())));
+    }
+    let laid = lay_out(&endpoint_columns_and(more), true, rows);
+    let _ = writeln!(s, "{}  addresses", laid.lines[0]);
+    for (line, (addresses, guard)) in laid.lines[1..].iter().zip(tails) {
+        let _ = writeln!(s, "{line}  {addresses}");
+        if let Some(g) = guard {
+            let _ = writeln!(s, "    {g}");
+        }
+    }
 }
 
 fn skipped_lines(s: &mut String, skipped: &[SkippedInterface]) {
@@ -195,31 +210,21 @@ pub fn status(r: &StatusReport) -> String {
             .map(|d| format!(", datapath {d}"))
             .unwrap_or_default()
     );
-    let columns = endpoint_columns_and(&[left("tap", 12), left("connected", 9), left("vmm", 15)]);
-    let rows = r
-        .endpoints
-        .iter()
-        .map(|e| {
-            let vmm = match e.vmm_attached {
-                Some(true) => "attached",
-                Some(false) => "no VMM attached",
-                None => "-",
-            };
-            let mut cells = endpoint_cells(&e.endpoint);
-            cells.push(opt(e.tap.as_ref()));
-            cells.push(if e.connected { "yes" } else { "no" }.to_owned());
-            cells.push(vmm.to_owned());
-            cells
-        })
-        .collect();
-    let laid = lay_out(&columns, true, rows);
-    let _ = writeln!(s, "{}  addresses", laid.lines[0]);
-    for (line, e) in laid.lines[1..].iter().zip(&r.endpoints) {
-        let _ = writeln!(s, "{line}  {}", addrs(&e.endpoint.addresses));
-        if let Some(g) = &e.guard {
-            let _ = writeln!(s, "    {}", g.line());
-        }
-    }
+    let endpoints = r.endpoints.iter().map(|e| {
+        let vmm = match e.vmm_attached {
+            Some(true) => "attached",
+            Some(false) => "no VMM attached",
+            None => "-",
+        };
+        let connected = if e.connected { "yes" } else { "no" };
+        let more = vec![opt(e.tap.as_ref()), connected.to_owned(), vmm.to_owned()];
+        (&e.endpoint, e.guard.as_ref(), more)
+    });
+    endpoint_table(
+        &mut s,
+        &[left("tap", 12), left("connected", 9), left("vmm", 15)],
+        endpoints,
+    );
     for m in &r.macvtaps {
         let _ = writeln!(
             s,
