@@ -6,7 +6,7 @@
 //! The reference plugins (Debian's containernetworking-plugins in /usr/lib/cni, v1.1.1:
 //! cniVersion 0.1.0 to 1.0.0) put the host end of their veth in the netns they run in: they
 //! run in a host netns the test creates, never in the root netns. host-local keeps its leases
-//! in a directory the test owns ([`TempDir`]), and each test has a subnet of its own.
+//! in a directory the test owns ([`data_dir`]), and each test has a subnet of its own.
 
 use std::{
     io::Write,
@@ -28,25 +28,12 @@ pub const CNI_VERSION: &str = "1.0.0";
 /// CNI_IFNAME of every call unless a test says otherwise.
 pub const IFNAME: &str = "eth0";
 
-/// A directory removed on Drop (host-local's dataDir).
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "netshim-cni-{tag}-{}-{:08x}",
-            std::process::id(),
-            random_u32()
-        ));
-        std::fs::create_dir_all(&dir).expect("create the host-local data dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory removed on Drop (host-local's dataDir): `/tmp/netshim-cni-<tag>-<random>`.
+pub fn data_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("netshim-cni-{tag}-"))
+        .tempdir()
+        .expect("create the host-local data dir")
 }
 
 /// Whether the test must skip (not root). Panics when the reference plugins are missing
@@ -326,7 +313,7 @@ pub fn leases_of(data_dir: &Path, container_id: &str) -> Vec<PathBuf> {
 pub struct Chain {
     pub host: TestNetns,
     pub sandbox: TestNetns,
-    pub data: TempDir,
+    pub data: tempfile::TempDir,
     pub net: (u8, u8),
     pub list: Value,
 }
@@ -339,9 +326,9 @@ pub fn chain(tag: &str, first: Value, netshim_keys: Value) -> Chain {
 /// A [`Chain`] whose conflist says `cniVersion` `version`.
 pub fn chain_in(version: &str, tag: &str, mut first: Value, mut netshim_keys: Value) -> Chain {
     let (host, sandbox) = namespaces(tag);
-    let data = TempDir::new(tag);
+    let data = data_dir(tag);
     let net = subnet();
-    first["ipam"] = ipam(&data.0, net);
+    first["ipam"] = ipam(data.path(), net);
     netshim_keys["type"] = json!("netshim");
     let list = json!({
         "cniVersion": version,

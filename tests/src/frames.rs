@@ -7,6 +7,12 @@
 //! Every builder that has room for it carries a caller's `tag` (bytes no real traffic has),
 //! so that a capture on the far side can tell which of the test's frames arrived whatever
 //! the kernel did to the headers on the way (a VLAN tag moved into the skb's metadata, say).
+//!
+//! Written out rather than built with etherparse: the guard's tests need frames no stack
+//! writes (spoofed sources, 802.3 length frames, LLDP/STP/PAUSE, arbitrary IPv6 extension
+//! header chains, ND/RA/MLD bodies with chosen options, a tag in every frame), byte for byte
+//! as each test means them; etherparse's builders cover the well-formed subset only, so the
+//! file would keep both ways of building a frame.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::netns_fixture::random_u32;
 use crate::{ChildGuard, TestNetns};
 
 /// The modules `/init` loads, in this order (paths relative to `/lib/modules/<ver>/kernel/`,
@@ -350,15 +349,9 @@ fn parse_route(r: &Value) -> Result<Route, String> {
 }
 
 fn normalize_mac(mac: &str) -> Result<String, String> {
-    let parts: Vec<&str> = mac.split(':').collect();
-    if parts.len() != 6
-        || parts
-            .iter()
-            .any(|p| p.len() != 2 || u8::from_str_radix(p, 16).is_err())
-    {
-        return Err(format!("bad MAC {mac:?}"));
-    }
-    Ok(mac.to_ascii_lowercase())
+    mac.parse::<netshim::interfaces::Mac>()
+        .map(|m| m.to_string())
+        .map_err(|_| format!("bad MAC {mac:?}"))
 }
 
 /// What a booted guest does: its NICs, which addresses it pings once configured, and whether
@@ -781,12 +774,11 @@ impl GuestAssets {
     }
 }
 
+/// An executable on PATH, or in the sbin and bin directories (not always on PATH).
 fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    which::which(name)
+        .or_else(|_| which::which_in(name, Some("/usr/sbin:/usr/bin:/sbin:/bin"), "/"))
+        .ok()
 }
 
 /// A kernel to boot the guest with, and its modules.
@@ -894,33 +886,6 @@ fn is_static_elf64(elf: &[u8]) -> bool {
     })
 }
 
-/// A directory removed (recursively) on Drop.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// `/tmp/<prefix>-<pid>-<random>`.
-    pub fn new(prefix: &str) -> io::Result<TempDir> {
-        let p = std::env::temp_dir().join(format!(
-            "{prefix}-{}-{:08x}",
-            std::process::id(),
-            random_u32()
-        ));
-        std::fs::create_dir(&p)?;
-        Ok(TempDir(p))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// How QEMU gets its tap.
 #[derive(Debug)]
 pub enum NetdevSpec {
@@ -953,7 +918,7 @@ pub struct QemuGuard {
     readers: Vec<JoinHandle<()>>,
     console: Arc<Console>,
     started: Instant,
-    _dir: Option<TempDir>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl fmt::Debug for QemuGuard {
@@ -1066,7 +1031,7 @@ impl Qemu {
             .nics
             .first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no NIC in config"))?;
-        let dir = TempDir::new("netshim-qemu")?;
+        let dir = tempfile::Builder::new().prefix("netshim-qemu-").tempdir()?;
         let initrd = dir.path().join("initrd.img");
         assets.write_initrd(config, &initrd)?;
         let mut guard = Self::start_in_netns(netns, &assets.kernel, &initrd, netdev, &nic.mac)?;

@@ -166,26 +166,17 @@ impl TapQueue {
     }
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff`.
+/// Parses `aa:bb:cc:dd:ee:ff` (as `ip link` prints it), with [`netshim::interfaces::Mac`].
 pub fn parse_mac(s: &str) -> Option<Mac> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.trim().split(':');
-    for b in mac.iter_mut() {
-        let p = parts.next()?;
-        if p.is_empty() || p.len() > 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
+    s.trim()
+        .parse::<netshim::interfaces::Mac>()
+        .ok()
+        .map(|m| m.0)
 }
 
-/// Formats `aa:bb:cc:dd:ee:ff`.
+/// Formats `aa:bb:cc:dd:ee:ff`, as [`netshim::interfaces::Mac`] does.
 pub fn format_mac(mac: &Mac) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    netshim::interfaces::Mac(*mac).to_string()
 }
 
 /// The Internet checksum (RFC 1071) over `data`, starting from `initial` (a partial sum).

@@ -228,7 +228,7 @@ fn ptp_chain(
     attached(&rt, &list, &result, &sandbox);
     let cookie = cookie(&sandbox);
     rt.each(&list, "DEL", &result);
-    assert_nothing_left(&sandbox, cookie, &data.0, ips.0, tap);
+    assert_nothing_left(&sandbox, cookie, data.path(), ips.0, tap);
     assert!(!host.link_exists(&host_veth), "ptp's host veth left");
 
     // CHECK after DEL: netshim says what is missing.
@@ -319,7 +319,7 @@ fn bridge_host_local_then_netshim() {
     sandbox.ip(&["link", "del", "tap0_kata"]);
     rt.check_fails(&list, &result, "tap0_kata of eth0");
     rt.each(&list, "DEL", &result);
-    assert_nothing_left(&sandbox, cookie, &data.0, ips.0, "tap0_kata");
+    assert_nothing_left(&sandbox, cookie, data.path(), ips.0, "tap0_kata");
 }
 
 /// An ADD killed right after it made the custom-named tap (debug builds:

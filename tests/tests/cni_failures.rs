@@ -42,10 +42,10 @@ fn refused_options_then_del(tag: &str, keys: Value) {
     let cookie = cookie(&c.sandbox);
     let (code, err) = cni_error(&rt.call(&plugins[1], &c.list, "ADD", Some(&prev)));
     assert_eq!(code, 7, "{err}");
-    assert_eq!(leases_of(&c.data.0, &rt.container_id).len(), 1);
+    assert_eq!(leases_of(c.data.path(), &rt.container_id).len(), 1);
     rt.each_with(&c.list, "DEL", None);
     assert_eq!(
-        leases_of(&c.data.0, &rt.container_id),
+        leases_of(c.data.path(), &rt.container_id),
         Vec::<PathBuf>::new(),
         "host-local lease left ({tag})"
     );
@@ -140,7 +140,7 @@ fn an_add_refused_for_cni_ifname_leaves_nothing() {
     }
     rt.each(&c.list, "DEL", &prev);
     assert_eq!(
-        leases_of(&c.data.0, &rt.container_id),
+        leases_of(c.data.path(), &rt.container_id),
         Vec::<PathBuf>::new()
     );
     assert_untouched(&c.sandbox, cookie, None, "after the chain's DEL");

@@ -62,7 +62,11 @@ fn chain_in_version(version: &str, tag: &str, mut first: Value, keys: Value, tap
     let want_boot = boot_param_of_the_pod(sandbox, &[&nameserver]);
     let pod_mac = sandbox.link_mac(IFNAME);
     let pod_mtu = sandbox.link_mtu(IFNAME);
-    assert_eq!(leases_of(&c.data.0, &rt.container_id).len(), 1, "a lease");
+    assert_eq!(
+        leases_of(c.data.path(), &rt.container_id).len(),
+        1,
+        "a lease"
+    );
     let result = ok_json(
         &rt.call(&plugins[1], list, "ADD", Some(&prev)),
         "ADD netshim",
@@ -131,7 +135,7 @@ fn chain_in_version(version: &str, tag: &str, mut first: Value, keys: Value, tap
     assert!(!sandbox.link_exists(IFNAME), "{IFNAME} left after DEL");
     assert_eq!(netshim_dirs(cookie), Vec::<PathBuf>::new());
     assert_eq!(
-        leases_of(&c.data.0, &rt.container_id),
+        leases_of(c.data.path(), &rt.container_id),
         Vec::<PathBuf>::new()
     );
 }

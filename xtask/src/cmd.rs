@@ -66,11 +66,12 @@ pub fn capture(cmd: &mut Command) -> Result<Output> {
 /// Find an executable by name on PATH, plus the sbin directories (not always on PATH, and
 /// where iproute2, ethtool and bpftool live on Debian).
 pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| is_executable(p))
+    which::which(name)
+        .or_else(|_| {
+            let sbin = "/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin";
+            which::which_in(name, Some(sbin), "/")
+        })
+        .ok()
 }
 
 pub fn is_executable(path: &Path) -> bool {

@@ -36,10 +36,7 @@ pub fn decode(bytes: &[u8]) -> Option<GuardEvent> {
 
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn mac_string(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    crate::interfaces::Mac(*mac).to_string()
 }
 
 /// A refusal as the log shows it.

@@ -1,10 +1,12 @@
-//! `netshim metrics`: a minimal HTTP/1.1 server for Prometheus scrapes.
+//! `netshim metrics`: an HTTP/1.1 server (hyper) for Prometheus scrapes.
 //!
 //! `GET /metrics` (or `HEAD`) collects the counters fresh ([`super::collect`], on tokio's
 //! blocking pool, which enters namespaces only on threads of its own) and answers with the
-//! text exposition; any other path is 404, any other method 405. Every response closes the
-//! connection. Requests are bounded ([`MAX_REQUEST_BYTES`] of headers, read within
-//! [`REQUEST_TIMEOUT`]).
+//! text exposition; any other path is 404, any other method 405, a request target that is
+//! not a path 400. hyper parses the request (400 for a malformed one, 431 past
+//! [`MAX_REQUEST_BYTES`] of head) and frames the answer; every response closes the
+//! connection. A head not in within [`REQUEST_TIMEOUT`] gets a 408, and an answer not taken
+//! within it is cut.
 //!
 //! Connections are accepted as they come: reading a request head holds no collection slot,
 //! so idle or slow clients cannot hold up a scrape. At most [`MAX_SCRAPES`] collections
@@ -14,16 +16,30 @@
 
 use std::{
     collections::BTreeMap,
+    convert::Infallible,
     future::Future,
     io,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    os::fd::AsFd,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
+use http_body_util::Full;
+use hyper::{
+    body::{Bytes, Incoming},
+    header::{HeaderValue, ALLOW, CONTENT_TYPE},
+    server::conn::http1,
+    service::service_fn,
+    Method, Request, Response, StatusCode,
+};
+use hyper_util::rt::TokioIo;
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{oneshot, Semaphore},
+    sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore},
 };
 
 use super::{collect, prometheus, MetricsError, Scope};
@@ -78,7 +94,7 @@ impl PendingHeads {
 struct Server {
     scope: Scope,
     /// Collection slots.
-    scrapes: Semaphore,
+    scrapes: Arc<Semaphore>,
     pending: Mutex<PendingHeads>,
 }
 
@@ -118,7 +134,7 @@ where
         on_listening(local);
         let server = Arc::new(Server {
             scope,
-            scrapes: Semaphore::new(MAX_SCRAPES),
+            scrapes: Arc::new(Semaphore::new(MAX_SCRAPES)),
             pending: Mutex::default(),
         });
         tokio::pin!(stop);
@@ -132,7 +148,7 @@ where
                         // (or with none idle) back off instead of spinning.
                         let fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
                         if !(fds && server.pending().close_oldest()) {
-                            log::warn!("metrics: accept: {e}");
+                            tracing::warn!("metrics: accept: {e}");
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                         continue;
@@ -143,7 +159,7 @@ where
             let server = server.clone();
             tokio::spawn(async move {
                 if let Err(e) = handle(stream, &server, id, closed).await {
-                    log::debug!("metrics: connection from {peer}: {e}");
+                    tracing::debug!("metrics: connection from {peer}: {e}");
                 }
                 server.pending().done(id);
             });
@@ -155,78 +171,174 @@ where
     result
 }
 
-/// What a request head asks for.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Request {
-    Metrics { head_only: bool },
-    NotFound { head_only: bool },
-    MethodNotAllowed,
-    Bad,
+/// The answer to a head not in within [`REQUEST_TIMEOUT`]. hyper only closes such a
+/// connection; a client is told why, as before hyper.
+const TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\n\
+    Content-Length: 8\r\nConnection: close\r\n\r\ntimeout\n";
+
+/// What one connection's request has come to, shared by its service and its watchdog.
+#[derive(Default)]
+struct Exchange {
+    /// The request head is in: the connection no longer waits to be evicted.
+    head_in: AtomicBool,
+    /// The service has its response.
+    answered: Notify,
+    /// The collection slot, held until the answer is written.
+    slot: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
-/// Parses the request line of `head` (the bytes up to the blank line).
-pub fn parse_request(head: &[u8]) -> Request {
-    let Some(line) = head.split(|&b| b == b'\n').next() else {
-        return Request::Bad;
-    };
-    let Ok(line) = std::str::from_utf8(line) else {
-        return Request::Bad;
-    };
-    let mut parts = line.trim_end_matches('\r').split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Request::Bad;
-    };
-    if !version.starts_with("HTTP/1.") || !target.starts_with('/') {
-        return Request::Bad;
-    }
-    let head_only = match method {
-        "GET" => false,
-        "HEAD" => true,
-        _ => return Request::MethodNotAllowed,
-    };
-    let path = target.split(['?', '#']).next().unwrap_or(target);
-    if path == METRICS_PATH {
-        Request::Metrics { head_only }
-    } else {
-        Request::NotFound { head_only }
+impl Exchange {
+    fn head_in(&self) -> bool {
+        self.head_in.load(Ordering::Acquire)
     }
 }
 
-/// Index just past the blank line ending the request head, if it is complete.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-        .or_else(|| buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
+/// Why a connection was cut before hyper was done with it.
+enum Cut {
+    /// Closed to make room for newer connections.
+    Evicted,
+    /// Its head did not come within [`REQUEST_TIMEOUT`].
+    HeadTimeout,
+    /// It did not take the answer within [`REQUEST_TIMEOUT`].
+    AnswerTimeout,
 }
 
-enum Head {
-    Complete(Vec<u8>),
-    TooLarge,
-    Closed,
-}
-
-async fn read_head(stream: &TcpStream) -> io::Result<Head> {
-    let mut buf = vec![0u8; MAX_REQUEST_BYTES];
-    let mut len = 0;
-    loop {
-        if let Some(end) = head_end(&buf[..len]) {
-            buf.truncate(end);
-            return Ok(Head::Complete(buf));
-        }
-        if len == buf.len() {
-            return Ok(Head::TooLarge);
-        }
-        stream.readable().await?;
-        match stream.try_read(&mut buf[len..]) {
-            Ok(0) => return Ok(Head::Closed),
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
+/// Waits for what cuts the connection: eviction or the head timeout while the head is still
+/// awaited, then the answer timeout once the response is ready.
+async fn watchdog(exchange: &Exchange, closed: oneshot::Receiver<()>) -> Cut {
+    tokio::select! {
+        // The sender is dropped on eviction and also once the head is in.
+        _ = closed => if !exchange.head_in() { return Cut::Evicted },
+        _ = tokio::time::sleep(REQUEST_TIMEOUT) => if !exchange.head_in() {
+            return Cut::HeadTimeout
+        },
     }
+    exchange.answered.notified().await;
+    tokio::time::sleep(REQUEST_TIMEOUT).await;
+    Cut::AnswerTimeout
+}
+
+async fn handle(
+    stream: TcpStream,
+    server: &Arc<Server>,
+    id: u64,
+    closed: oneshot::Receiver<()>,
+) -> io::Result<()> {
+    // hyper owns `stream` and closes it when done; this second descriptor of the same
+    // socket keeps it open for [`finish`], so that a close with unread data (an oversized
+    // head) does not reset the connection before the client has read the answer.
+    let spare = TcpStream::from_std(std::net::TcpStream::from(
+        stream.as_fd().try_clone_to_owned()?,
+    ))?;
+    let exchange = Arc::new(Exchange::default());
+    let service = {
+        let server = server.clone();
+        let exchange = exchange.clone();
+        service_fn(move |req| {
+            let server = server.clone();
+            let exchange = exchange.clone();
+            async move {
+                exchange.head_in.store(true, Ordering::Release);
+                server.pending().done(id);
+                let reply = route(&server, &exchange, req).await;
+                exchange.answered.notify_one();
+                Ok::<_, Infallible>(reply)
+            }
+        })
+    };
+    let connection = http1::Builder::new()
+        .keep_alive(false)
+        // Content-Type, Content-Length, Connection: as scrapers and tests have seen them.
+        .title_case_headers(true)
+        .auto_date_header(false)
+        .max_buf_size(MAX_REQUEST_BYTES)
+        // The head's size is the limit, not the number of its lines ("a:" and CRLF).
+        .max_headers(MAX_REQUEST_BYTES / 4)
+        // The watchdog times the head, and answers 408.
+        .header_read_timeout(None)
+        .serve_connection(TokioIo::new(stream), service);
+    let outcome = tokio::select! {
+        served = connection => served.map_err(io::Error::other),
+        cut = watchdog(&exchange, closed) => match cut {
+            Cut::Evicted => return Ok(()),
+            Cut::HeadTimeout => answer(&spare, TIMEOUT_RESPONSE).await,
+            Cut::AnswerTimeout => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not take the response",
+            )),
+        },
+    };
+    drop(
+        exchange
+            .slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(),
+    );
+    finish(&spare).await;
+    outcome
+}
+
+/// The answer to one request.
+async fn route(
+    server: &Arc<Server>,
+    exchange: &Exchange,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let text = "text/plain; charset=utf-8";
+    let uri = req.uri();
+    // Only a path (origin form) is asked of this server; hyper has checked the rest.
+    if uri.scheme().is_some() || uri.authority().is_some() || !uri.path().starts_with('/') {
+        return response(StatusCode::BAD_REQUEST, text, "bad request\n");
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return response(StatusCode::METHOD_NOT_ALLOWED, text, "GET or HEAD only\n");
+    }
+    // hyper leaves a HEAD answer's body out and keeps its Content-Length.
+    if uri.path() != METRICS_PATH {
+        return response(
+            StatusCode::NOT_FOUND,
+            text,
+            "not found; metrics are at /metrics\n",
+        );
+    }
+    // A collection slot, for collecting and answering only.
+    let Ok(slot) = server.scrapes.clone().acquire_owned().await else {
+        return response(StatusCode::SERVICE_UNAVAILABLE, text, "shutting down\n");
+    };
+    *exchange.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(slot);
+    let shared = server.clone();
+    let Ok(collection) = tokio::task::spawn_blocking(move || collect(&shared.scope)).await else {
+        return response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            text,
+            "collection failed\n",
+        );
+    };
+    for e in &collection.errors {
+        tracing::warn!("metrics: {e}");
+    }
+    response(
+        StatusCode::OK,
+        prometheus::CONTENT_TYPE,
+        prometheus::render(&collection),
+    )
+}
+
+/// A response; hyper adds Content-Length and `Connection: close`.
+fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut reply = Response::new(Full::new(body.into()));
+    *reply.status_mut() = status;
+    let headers = reply.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
+    reply
 }
 
 async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
@@ -239,23 +351,6 @@ async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A complete response (`Connection: close`).
-pub fn response(status: &str, content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n",
-        body.len()
-    );
-    if status.starts_with("405") {
-        out.push_str("Allow: GET, HEAD\r\n");
-    }
-    out.push_str("\r\n");
-    if !head_only {
-        out.push_str(body);
-    }
-    out.into_bytes()
 }
 
 /// Closes after a response: FIN first, then whatever the client still sends (the rest of
@@ -282,82 +377,6 @@ async fn finish(stream: &TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
-/// What became of the wait for a request head.
-enum HeadWait {
-    Read(io::Result<Head>),
-    TimedOut,
-    /// Closed to make room for newer connections.
-    Evicted,
-}
-
-async fn handle(
-    stream: TcpStream,
-    server: &Arc<Server>,
-    id: u64,
-    closed: oneshot::Receiver<()>,
-) -> io::Result<()> {
-    let wait = tokio::select! {
-        _ = closed => HeadWait::Evicted,
-        head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&stream)) => match head {
-            Ok(head) => HeadWait::Read(head),
-            Err(_) => HeadWait::TimedOut,
-        },
-    };
-    server.pending().done(id);
-    let head = match wait {
-        HeadWait::Read(head) => head?,
-        HeadWait::Evicted => return Ok(()),
-        HeadWait::TimedOut => {
-            let r = response("408 Request Timeout", "text/plain", "timeout\n", false);
-            answer(&stream, &r).await?;
-            finish(&stream).await;
-            return Ok(());
-        }
-    };
-    let text = "text/plain; charset=utf-8";
-    let reply = match head {
-        Head::Closed => return Ok(()),
-        Head::TooLarge => response(
-            "431 Request Header Fields Too Large",
-            text,
-            "request too large\n",
-            false,
-        ),
-        Head::Complete(head) => match parse_request(&head) {
-            Request::Metrics { head_only } => {
-                // A collection slot, for collecting and answering only.
-                let slot = server.scrapes.acquire().await.map_err(io::Error::other)?;
-                let shared = server.clone();
-                let collection = tokio::task::spawn_blocking(move || collect(&shared.scope))
-                    .await
-                    .map_err(io::Error::other)?;
-                for e in &collection.errors {
-                    log::warn!("metrics: {e}");
-                }
-                let body = prometheus::render(&collection);
-                let reply = response("200 OK", prometheus::CONTENT_TYPE, &body, head_only);
-                answer(&stream, &reply).await?;
-                drop(slot);
-                finish(&stream).await;
-                return Ok(());
-            }
-            Request::NotFound { head_only } => response(
-                "404 Not Found",
-                text,
-                "not found; metrics are at /metrics\n",
-                head_only,
-            ),
-            Request::MethodNotAllowed => {
-                response("405 Method Not Allowed", text, "GET or HEAD only\n", false)
-            }
-            Request::Bad => response("400 Bad Request", text, "bad request\n", false),
-        },
-    };
-    answer(&stream, &reply).await?;
-    finish(&stream).await;
-    Ok(())
-}
-
 /// Writes a whole response, giving the client [`REQUEST_TIMEOUT`] to take it.
 async fn answer(stream: &TcpStream, reply: &[u8]) -> io::Result<()> {
     match tokio::time::timeout(REQUEST_TIMEOUT, write_all(stream, reply)).await {
@@ -373,58 +392,101 @@ async fn answer(stream: &TcpStream, reply: &[u8]) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// A server on loopback for the test's requests (each on a fresh connection, answered
+    /// whole), stopped afterwards. Whatever is pinned on this machine (maybe nothing) is
+    /// collected: only the HTTP side is checked here.
+    fn with_server(test: impl FnOnce(&dyn Fn(&[u8]) -> String)) {
+        use std::io::{Read, Write};
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = std::thread::spawn(move || {
+            serve(
+                "127.0.0.1:0".parse().unwrap(),
+                Scope::All,
+                async move {
+                    let _ = stop_rx.await;
+                },
+                move |addr| tx.send(addr).unwrap(),
+            )
+        });
+        let addr = rx.recv().unwrap();
+        let get = move |req: &[u8]| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(req).unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        };
+        test(&get);
+        stop_tx.send(()).unwrap();
+        server.join().unwrap().unwrap();
+    }
+
+    /// The status code of a response (the version is the request's: 1.0 or 1.1).
+    fn status(response: &str) -> &str {
+        response.split(' ').nth(1).unwrap_or_default()
+    }
+
     #[test]
     fn requests_are_routed() {
-        assert_eq!(
-            parse_request(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Request::Metrics { head_only: false }
-        );
-        assert_eq!(
-            parse_request(b"HEAD /metrics?x=1 HTTP/1.0\r\n\r\n"),
-            Request::Metrics { head_only: true }
-        );
-        assert_eq!(
-            parse_request(b"GET / HTTP/1.1\r\n\r\n"),
-            Request::NotFound { head_only: false }
-        );
-        assert_eq!(
-            parse_request(b"GET /metricsx HTTP/1.1\r\n\r\n"),
-            Request::NotFound { head_only: false }
-        );
-        assert_eq!(
-            parse_request(b"POST /metrics HTTP/1.1\r\n\r\n"),
-            Request::MethodNotAllowed
-        );
-        for bad in [
-            &b"GET\r\n\r\n"[..],
-            b"GET /metrics\r\n\r\n",
-            b"GET metrics HTTP/1.1\r\n\r\n",
-            b"GET /metrics SPDY/3\r\n\r\n",
-            b"\xff\xfe /metrics HTTP/1.1\r\n\r\n",
-        ] {
-            assert_eq!(parse_request(bad), Request::Bad, "{bad:?}");
-        }
+        with_server(|get| {
+            let ok = get(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert_eq!(status(&ok), "200", "{ok}");
+            let head = get(b"HEAD /metrics?x=1 HTTP/1.0\r\n\r\n");
+            assert_eq!(status(&head), "200", "{head}");
+            assert!(head.ends_with("\r\n\r\n"), "no body after HEAD: {head}");
+            for other in [
+                &b"GET / HTTP/1.1\r\n\r\n"[..],
+                b"GET /metricsx HTTP/1.1\r\n\r\n",
+            ] {
+                assert_eq!(status(&get(other)), "404", "{other:?}");
+            }
+            let post = get(b"POST /metrics HTTP/1.1\r\n\r\n");
+            assert_eq!(status(&post), "405", "{post}");
+            for bad in [
+                &b"GET\r\n\r\n"[..],
+                b"GET /metrics\r\n\r\n",
+                b"GET metrics HTTP/1.1\r\n\r\n",
+                b"GET /metrics SPDY/3\r\n\r\n",
+                b"\xff\xfe /metrics HTTP/1.1\r\n\r\n",
+            ] {
+                let r = get(bad);
+                assert_eq!(status(&r), "400", "{bad:?}: {r}");
+            }
+        });
     }
 
     #[test]
     fn the_head_ends_at_the_blank_line() {
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"), Some(24));
-        assert_eq!(head_end(b"GET / HTTP/1.1\n\n"), Some(16));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
+        with_server(|get| {
+            let crlf = get(b"GET / HTTP/1.1\r\nA: b\r\n\r\n");
+            assert_eq!(status(&crlf), "404", "{crlf}");
+            let lf = get(b"GET / HTTP/1.1\n\n");
+            assert_eq!(status(&lf), "404", "{lf}");
+        });
     }
 
     #[test]
     fn responses_carry_length_and_close() {
-        let r = String::from_utf8(response("200 OK", "text/plain", "abc", false)).unwrap();
-        assert_eq!(
-            r,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\
-             Connection: close\r\n\r\nabc"
-        );
-        let h = String::from_utf8(response("200 OK", "text/plain", "abc", true)).unwrap();
-        assert!(h.ends_with("Content-Length: 3\r\nConnection: close\r\n\r\n"));
-        let m = String::from_utf8(response("405 Method Not Allowed", "t", "", false)).unwrap();
-        assert!(m.contains("Allow: GET, HEAD\r\n"));
+        with_server(|get| {
+            let r = get(b"GET /x HTTP/1.1\r\n\r\n");
+            let body = "not found; metrics are at /metrics\n";
+            assert!(r.starts_with("HTTP/1.1 404 Not Found\r\n"), "{r}");
+            assert!(
+                r.contains("\r\nContent-Type: text/plain; charset=utf-8\r\n"),
+                "{r}"
+            );
+            let length = format!("\r\nContent-Length: {}\r\n", body.len());
+            assert!(r.contains(&length), "{r}");
+            assert!(r.contains("\r\nConnection: close\r\n"), "{r}");
+            assert!(r.ends_with(&format!("\r\n\r\n{body}")), "{r}");
+            let h = get(b"HEAD /x HTTP/1.1\r\n\r\n");
+            assert!(h.contains(&length), "{h}");
+            assert!(h.contains("\r\nConnection: close\r\n"), "{h}");
+            assert!(h.ends_with("\r\n\r\n"), "{h}");
+            let m = get(b"PUT /metrics HTTP/1.1\r\n\r\n");
+            assert!(m.contains("\r\nAllow: GET, HEAD\r\n"), "{m}");
+        });
     }
 
     #[test]
@@ -454,51 +516,28 @@ mod tests {
 
     #[test]
     fn serves_metrics_404_and_stops() {
-        use std::io::{Read, Write};
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = std::thread::spawn(move || {
-            serve(
-                "127.0.0.1:0".parse().unwrap(),
-                // Whatever is pinned on this machine (maybe nothing): only the HTTP side is
-                // checked here.
-                Scope::All,
-                async move {
-                    let _ = stop_rx.await;
-                },
-                move |addr| tx.send(addr).unwrap(),
-            )
+        with_server(|get| {
+            let ok = get(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+            assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+            assert!(
+                ok.contains("Content-Type: text/plain; version=0.0.4"),
+                "{ok}"
+            );
+            assert!(ok.contains("# TYPE netshim_endpoint_packets_total counter"));
+            let body = ok.split("\r\n\r\n").nth(1).unwrap();
+            let len: usize = ok
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            assert_eq!(body.len(), len);
+            assert!(get(b"GET /other HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
+            let huge = [b'a'; MAX_REQUEST_BYTES + 10];
+            let mut req = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+            req.extend_from_slice(&huge);
+            assert!(get(&req).starts_with("HTTP/1.1 431 "));
         });
-        let addr = rx.recv().unwrap();
-        let get = |req: &[u8]| {
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
-            s.write_all(req).unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).unwrap();
-            out
-        };
-        let ok = get(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(
-            ok.contains("Content-Type: text/plain; version=0.0.4"),
-            "{ok}"
-        );
-        assert!(ok.contains("# TYPE netshim_endpoint_packets_total counter"));
-        let body = ok.split("\r\n\r\n").nth(1).unwrap();
-        let len: usize = ok
-            .lines()
-            .find_map(|l| l.strip_prefix("Content-Length: "))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        assert_eq!(body.len(), len);
-        assert!(get(b"GET /other HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
-        let huge = [b'a'; MAX_REQUEST_BYTES + 10];
-        let mut req = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
-        req.extend_from_slice(&huge);
-        assert!(get(&req).starts_with("HTTP/1.1 431 "));
-        stop_tx.send(()).unwrap();
-        server.join().unwrap().unwrap();
     }
 }
