@@ -30,10 +30,9 @@
 
 use std::{future::Future, time::Duration};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use nix::errno::Errno;
 use rtnetlink::{
-    packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST},
     packet_route::{
         tc::{
             TcActionAttribute, TcActionMirror, TcActionMirrorOption, TcActionOption, TcActionType,
@@ -46,6 +45,7 @@ use rtnetlink::{
 };
 
 pub use super::Dev;
+use crate::netlink::{self, errno};
 
 /// `ETH_P_ALL`, host order. On the wire (`tcm_info` low half) it is big-endian.
 pub const ETH_P_ALL: u16 = 0x0003;
@@ -294,10 +294,8 @@ async fn remove_ingress(handle: &Handle, dev: &Dev) -> Result<(), MirredError> {
         Ok(()) => Ok(()),
         // Gone in between (device deleted, or another teardown won the race).
         Err(e)
-            if matches!(
-                errno(&e),
-                Some(Errno::ENODEV | Errno::ENOENT | Errno::EINVAL)
-            ) && ingress_qdisc(handle, dev).await? != IngressQdisc::Ingress =>
+            if netlink::is_hook_gone(&e)
+                && ingress_qdisc(handle, dev).await? != IngressQdisc::Ingress =>
         {
             Ok(())
         }
@@ -373,13 +371,6 @@ where
     }
 }
 
-fn errno(e: &rtnetlink::Error) -> Option<Errno> {
-    match e {
-        rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| Errno::from_raw(-c.get())),
-        _ => None,
-    }
-}
-
 // ---- filter ---------------------------------------------------------------------------------
 
 /// Makes `dev`'s ingress redirect everything to `to`, kata's way, without duplicates.
@@ -431,33 +422,34 @@ async fn ensure_filter(handle: &Handle, dev: &Dev, to: &Dev) -> Result<(), Mirre
 
 /// RTM_GETTFILTER dump of `dev`'s filters on parent `ffff:`. Empty when the device or its
 /// ingress qdisc does not exist.
+///
+/// Raw: rtnetlink's `traffic_filter(i).get().ingress()` asks for parent `ffff:fff2`, the
+/// clsact ingress hook, which a clsact answers with its filters; kata's filters hang off the
+/// ingress qdisc's `ffff:0` (a clsact answers that with nothing), and rtnetlink 0.24 has no
+/// `parent()` on that request.
 async fn dump_filters(handle: &Handle, dev: &Dev) -> Result<Vec<TcMessage>, MirredError> {
-    let err = |source| MirredError::GetFilter {
-        dev: dev.name.clone(),
-        ifindex: dev.ifindex,
-        source,
-    };
     let mut msg = TcMessage::with_index(dev.ifindex as i32);
     msg.header.parent = INGRESS_HANDLE.into();
-    let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetTrafficFilter(msg));
-    req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    let mut replies = handle.clone().request(req).map_err(err)?;
-    let mut out = Vec::new();
-    let mut failed = None;
-    while let Some(reply) = replies.next().await {
-        match reply.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewTrafficFilter(m)) => out.push(m),
-            NetlinkPayload::Error(e) => failed = failed.or(Some(e)),
-            _ => {}
-        }
-    }
-    match failed {
-        Some(e) => Err(err(rtnetlink::Error::NetlinkError(e))),
-        None => Ok(out),
-    }
+    let replies = netlink::dump(handle, RouteNetlinkMessage::GetTrafficFilter(msg))
+        .await
+        .map_err(|e| MirredError::GetFilter {
+            dev: dev.name.clone(),
+            ifindex: dev.ifindex,
+            source: e.into_source(),
+        })?;
+    Ok(replies
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewTrafficFilter(m) => Some(m),
+            _ => None,
+        })
+        .collect())
 }
 
 /// RTM_DELTFILTER of the whole filter at `prio` on parent `ffff:` (all its u32 key nodes).
+///
+/// Raw: rtnetlink 0.24's `traffic_filter(i).del()` cannot set `tcm_info` (preference and
+/// protocol), so it would delete every filter on the parent.
 async fn del_filter_prio(
     handle: &Handle,
     ifindex: u32,
@@ -467,15 +459,9 @@ async fn del_filter_prio(
     let mut msg = TcMessage::with_index(ifindex as i32);
     msg.header.parent = INGRESS_HANDLE.into();
     msg.header.info = tcm_info(prio, protocol);
-    let mut req = NetlinkMessage::from(RouteNetlinkMessage::DelTrafficFilter(msg));
-    req.header.flags = NLM_F_REQUEST | NLM_F_ACK;
-    let mut replies = handle.clone().request(req)?;
-    while let Some(reply) = replies.next().await {
-        if let NetlinkPayload::Error(e) = reply.payload {
-            return Err(rtnetlink::Error::NetlinkError(e));
-        }
-    }
-    Ok(())
+    netlink::request_ack(handle, RouteNetlinkMessage::DelTrafficFilter(msg), 0)
+        .await
+        .map_err(netlink::NetlinkError::into_source)
 }
 
 /// A filter's `tcm_info`: preference in the high half, protocol (big-endian) in the low half.
