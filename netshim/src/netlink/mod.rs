@@ -6,7 +6,7 @@
 //! for the request; each caller says which one it lacks.
 //!
 //! - [`errno`]: the errno of a kernel reply (`NLMSG_ERROR`), `None` for other failures.
-//! - [`is_gone`]: the device is gone (`ENODEV`).
+//! - [`is_gone`]: the device is gone (`ENODEV`); [`is_gone_raw`] for aya's netlink errors.
 //! - [`is_hook_gone`]: the device, its qdisc or its filter is gone (`ENODEV`, `ENOENT`, or
 //!   `EINVAL`, which the kernel answers for a qdisc lookup on a device without one).
 //! - [`NetlinkError`]: a failed request, named (`RTM_GETADDR dump`), with rtnetlink's error.
@@ -65,9 +65,10 @@ pub fn is_hook_gone(e: &rtnetlink::Error) -> bool {
     )
 }
 
-/// [`is_gone`] for an errno carried in an `io::Error` (aya's tc calls).
-pub fn io_is_gone(e: &std::io::Error) -> bool {
-    e.raw_os_error() == Some(libc::ENODEV)
+/// [`is_gone`] for an errno carried as a raw number (`raw_os_error()` of aya's netlink
+/// errors and of `io::Error`).
+pub fn is_gone_raw(raw_os_error: Option<i32>) -> bool {
+    raw_os_error == Some(libc::ENODEV)
 }
 
 /// The name of the request `msg` makes (the `RTM_*` message type).
@@ -166,7 +167,10 @@ mod tests {
             assert!(is_hook_gone(&nl_err(e)), "{e}");
         }
         assert!(!is_hook_gone(&nl_err(Errno::EBUSY)));
-        assert!(io_is_gone(&std::io::Error::from_raw_os_error(libc::ENODEV)));
+        assert!(is_gone_raw(
+            std::io::Error::from_raw_os_error(libc::ENODEV).raw_os_error()
+        ));
+        assert!(!is_gone_raw(None));
         let e = NetlinkError {
             request: "RTM_GETADDR dump",
             source: nl_err(Errno::EPERM),
