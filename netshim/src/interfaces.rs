@@ -244,7 +244,7 @@ async fn first(request: rtnetlink::LinkGetRequest) -> Result<Option<Interface>, 
     match links.try_next().await {
         Ok(Some(msg)) => Ok(Some(Interface::from_link_message(&msg))),
         Ok(None) => Ok(None),
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+        Err(e) if crate::netlink::is_gone(&e) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -266,7 +266,7 @@ pub async fn disable_ipv6_addrconf(
         )]))
         .build();
     match handle.link().set(msg).execute().await {
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EAFNOSUPPORT => Ok(()),
+        Err(e) if crate::netlink::errno(&e) == Some(nix::errno::Errno::EAFNOSUPPORT) => Ok(()),
         other => other,
     }
 }

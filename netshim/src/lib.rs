@@ -5,6 +5,7 @@
 //! Module map:
 //! - [`netns`]: resolving and entering network namespaces (one thread per netns operation).
 //! - [`interfaces`]: the links and addresses of a netns, over rtnetlink.
+//! - [`netlink`]: the one netlink layer: dump, request/ACK, errno and is-gone tests.
 //! - [`endpoint`]: classifying them in kata's `createEndpoint` taxonomy.
 //! - [`model`]: kata's internetworking models, and the macvtap model itself.
 //! - [`tap`]: creating the persistent taps handed to the VMM (its ioctls), and kata's tap names.
@@ -41,6 +42,7 @@ pub mod interfaces;
 pub mod lock;
 pub mod metrics;
 pub mod model;
+pub mod netlink;
 pub mod netns;
 pub mod pins;
 mod ring_drain;

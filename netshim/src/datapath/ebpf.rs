@@ -32,6 +32,7 @@ use rtnetlink::packet_route::tc::{TcAttribute, TcHandle};
 use super::{Dev, RedirectMode};
 use crate::{
     guard::{self, GuardEntry},
+    netlink,
     netns::Netns,
     pins,
 };
@@ -459,7 +460,7 @@ async fn detach_cls_bpf(
         Ok(()) => {}
         // The device is gone, or the filter is: nothing of ours left there.
         Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(tc::TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::ENODEV) => {
+        Err(tc::TcError::NetlinkError(e)) if netlink::is_gone_raw(e.raw_os_error()) => {
             return Ok(())
         }
         Err(source) => {
@@ -480,11 +481,7 @@ async fn detach_cls_bpf(
     msg.attributes.push(TcAttribute::Kind("clsact".into()));
     match req.execute().await {
         Ok(()) => Ok(()),
-        Err(rtnetlink::Error::NetlinkError(e))
-            if [-libc::ENOENT, -libc::ENODEV, -libc::EINVAL].contains(&e.raw_code()) =>
-        {
-            Ok(())
-        }
+        Err(e) if netlink::is_hook_gone(&e) => Ok(()),
         Err(source) => Err(EbpfError::DeleteClsact {
             dev: name.to_owned(),
             source: Box::new(source),

@@ -1,0 +1,303 @@
+//! Steps 1 and 2 of an upgrade: the eBPF object, its maps compared with the sandbox's pins,
+//! and the load against them (see [`super`]).
+
+use std::{
+    borrow::Cow,
+    path::{Path, PathBuf},
+};
+
+use aya::{maps::MapData, programs::SchedClassifier, Ebpf, EbpfLoader};
+use aya_obj::maps::PinningType;
+use netshim_common::PROGRAM_NAME;
+
+use super::{UpgradeError, DATAPATH_MAPS};
+use crate::pins;
+
+/// A map definition as the object declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct MapDef {
+    pub(super) name: String,
+    pub(super) map_type: u32,
+    pub(super) key_size: u32,
+    pub(super) value_size: u32,
+    pub(super) max_entries: u32,
+    pub(super) flags: u32,
+}
+
+/// The eBPF object an upgrade loads.
+#[derive(Debug, Clone)]
+pub struct Object {
+    /// `embedded` or the file's path.
+    pub name: String,
+    pub(super) bytes: Cow<'static, [u8]>,
+    pub(super) pinned_maps: Vec<MapDef>,
+}
+
+impl Object {
+    /// The object built into this binary ([`crate::EBPF_OBJECT`]).
+    /// Whether the object has the source guard (declares every guard map), i.e. its
+    /// program knows `PEER_GUARD`.
+    pub fn has_guard(&self) -> bool {
+        netshim_common::GUARD_MAPS
+            .iter()
+            .all(|m| self.pinned_maps.iter().any(|d| d.name == *m))
+    }
+
+    pub fn embedded() -> Result<Self, UpgradeError> {
+        Self::parse("embedded".into(), Cow::Borrowed(crate::EBPF_OBJECT))
+    }
+
+    /// An object file (`--object PATH`).
+    pub fn from_file(path: &Path) -> Result<Self, UpgradeError> {
+        let bytes = std::fs::read(path).map_err(|source| UpgradeError::ReadObject {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path.display().to_string(), Cow::Owned(bytes))
+    }
+
+    fn parse(name: String, bytes: Cow<'static, [u8]>) -> Result<Self, UpgradeError> {
+        let obj = aya_obj::Object::parse(&bytes).map_err(|source| UpgradeError::ParseObject {
+            object: name.clone(),
+            source: Box::new(source),
+        })?;
+        if !obj.programs.contains_key(PROGRAM_NAME) {
+            return Err(UpgradeError::MissingProgram { object: name });
+        }
+        let mut pinned_maps: Vec<MapDef> = obj
+            .maps
+            .iter()
+            .filter(|(_, m)| m.pinning() == PinningType::ByName)
+            .map(|(n, m)| MapDef {
+                name: n.clone(),
+                map_type: m.map_type(),
+                key_size: m.key_size(),
+                value_size: m.value_size(),
+                max_entries: m.max_entries(),
+                flags: m.map_flags(),
+            })
+            .collect();
+        pinned_maps.sort_by(|a, b| a.name.cmp(&b.name));
+        for map in DATAPATH_MAPS {
+            if !pinned_maps.iter().any(|d| d.name == map) {
+                return Err(UpgradeError::ObjectLacksMap { object: name, map });
+            }
+        }
+        Ok(Self {
+            name,
+            bytes,
+            pinned_maps,
+        })
+    }
+}
+
+/// The new program, loaded against one sandbox's pinned maps.
+pub struct Loaded {
+    pub(super) ebpf: Ebpf,
+    /// The new program's id.
+    pub prog_id: u32,
+    /// Maps the sandbox did not have, created by this load and pinned into its directory.
+    pub created_maps: Vec<String>,
+    pub(super) dir: PathBuf,
+}
+
+impl Loaded {
+    /// Unpins the maps this load created in the sandbox directory (the swap failed: the
+    /// old program, which does not use them, stays, so their pins would only mislead).
+    pub fn discard_created(&self) {
+        for name in &self.created_maps {
+            if let Err(e) = std::fs::remove_file(self.dir.join(name)) {
+                tracing::warn!(
+                    "removing the new map pin {name} in {}: {e}",
+                    self.dir.display()
+                );
+            }
+        }
+    }
+
+    pub(super) fn program(&mut self) -> &mut SchedClassifier {
+        self.ebpf
+            .program_mut(PROGRAM_NAME)
+            .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
+            .expect("load_against checked the program")
+    }
+}
+
+impl MapDef {
+    fn of_pinned(name: &str, info: &aya::maps::MapInfo) -> Self {
+        Self {
+            name: name.to_owned(),
+            map_type: info.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
+            key_size: info.key_size(),
+            value_size: info.value_size(),
+            max_entries: info.max_entries(),
+            flags: info.map_flags(),
+        }
+    }
+}
+
+/// What is different between a pinned map and the object's definition, if anything.
+pub(super) fn compare(declared: &MapDef, pinned: &MapDef) -> Option<String> {
+    let pairs = [
+        ("map type", pinned.map_type, declared.map_type),
+        ("key size", pinned.key_size, declared.key_size),
+        ("value size", pinned.value_size, declared.value_size),
+        ("max entries", pinned.max_entries, declared.max_entries),
+        ("flags", pinned.flags, declared.flags),
+    ];
+    let diffs: Vec<String> = pairs
+        .iter()
+        .filter(|(_, pinned, declared)| pinned != declared)
+        .map(|(what, pinned, declared)| format!("{what} pinned {pinned}, object {declared}"))
+        .collect();
+    (!diffs.is_empty()).then(|| diffs.join(", "))
+}
+
+/// A private bpffs directory the sandbox's maps are pinned in again for one load; removed
+/// (with its pins) on drop.
+pub(super) struct Staging {
+    pub(super) dir: PathBuf,
+}
+
+impl Staging {
+    fn new() -> Result<Self, UpgradeError> {
+        pins::ensure_bpffs()?;
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = Path::new(pins::BPFFS).join(format!(
+            "netshim-upgrade-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        // A dead run of ours with the same pid left it: its pins are stale.
+        pins::remove_sandbox_dir(&dir)?;
+        remove_stale_staging();
+        pins::create_private_dirs(&[&dir])?;
+        Ok(Self { dir })
+    }
+}
+
+/// Removes the staging directories of upgrades that died before removing their own (best
+/// effort: their pins only hold maps that the sandboxes' own pins hold anyway).
+pub(super) fn remove_stale_staging() {
+    let Ok(entries) = std::fs::read_dir(pins::BPFFS) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("netshim-upgrade-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            .map_or_else(|e| e != nix::errno::Errno::ESRCH, |()| true);
+        if !alive {
+            let _ = pins::remove_sandbox_dir(&entry.path());
+        }
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Err(e) = pins::remove_sandbox_dir(&self.dir) {
+            tracing::warn!("removing the upgrade staging directory: {e}");
+        }
+    }
+}
+
+/// Checks the object's maps against the ones pinned in `dir` and loads the object and its
+/// program with them. Nothing in `dir` is written. See the module documentation.
+pub fn load_against(dir: &Path, object: &Object) -> Result<Loaded, UpgradeError> {
+    let mut opened = Vec::new();
+    let mut created = Vec::new();
+    for def in &object.pinned_maps {
+        let path = dir.join(&def.name);
+        if !path.exists() && !DATAPATH_MAPS.contains(&def.name.as_str()) {
+            // Newer than the sandbox's datapath: the load creates it.
+            created.push(def.name.clone());
+            continue;
+        }
+        if !path.exists() {
+            return Err(UpgradeError::MapNotPinned {
+                object: object.name.clone(),
+                map: def.name.clone(),
+                dir: dir.to_owned(),
+            });
+        }
+        let map_err = |op| {
+            let (map, dir) = (def.name.clone(), dir.to_owned());
+            move |source| UpgradeError::Map {
+                op,
+                map,
+                dir,
+                source: Box::new(source),
+            }
+        };
+        let data = MapData::from_pin(&path).map_err(map_err("BPF_OBJ_GET"))?;
+        let info = data.info().map_err(map_err("BPF_OBJ_GET_INFO_BY_FD"))?;
+        if let Some(detail) = compare(def, &MapDef::of_pinned(&def.name, &info)) {
+            return Err(UpgradeError::MapMismatch {
+                object: object.name.clone(),
+                map: def.name.clone(),
+                dir: dir.to_owned(),
+                detail,
+            });
+        }
+        opened.push((def.name.clone(), data));
+    }
+    let staging = Staging::new()?;
+    for (name, data) in &opened {
+        data.pin(staging.dir.join(name))
+            .map_err(|source| UpgradeError::Stage {
+                map: name.clone(),
+                dir: staging.dir.clone(),
+                source: Box::new(source),
+            })?;
+    }
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(&staging.dir)
+        .load(&object.bytes)
+        .map_err(|source| UpgradeError::Load {
+            object: object.name.clone(),
+            dir: dir.to_owned(),
+            source: Box::new(source),
+        })?;
+    drop(staging);
+    let prog_err = |source| UpgradeError::ProgramLoad {
+        object: object.name.clone(),
+        source: Box::new(source),
+    };
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or_else(|| UpgradeError::MissingProgram {
+            object: object.name.clone(),
+        })?
+        .try_into()
+        .map_err(prog_err)?;
+    program.load().map_err(prog_err)?;
+    let prog_id = program.info().map_err(prog_err)?.id();
+    let mut loaded = Loaded {
+        ebpf,
+        prog_id,
+        created_maps: Vec::new(),
+        dir: dir.to_owned(),
+    };
+    for name in created {
+        let pinned = match loaded.ebpf.map(&name) {
+            Some(map) => map.pin(dir.join(&name)),
+            None => continue,
+        };
+        if let Err(source) = pinned {
+            loaded.discard_created();
+            return Err(UpgradeError::PinNew {
+                map: name,
+                dir: dir.to_owned(),
+                source: Box::new(source),
+            });
+        }
+        loaded.created_maps.push(name);
+    }
+    Ok(loaded)
+}
