@@ -391,22 +391,22 @@ async fn check_coexistence(
 }
 
 /// The attach options, as the intent file records them.
-fn intent_options(options: &AttachOptions) -> serde_json::Value {
-    serde_json::json!({
-        "model": options.model.to_string(),
-        "tc_backend": options.backend,
-        "ebpf_attach": options.ebpf_attach,
-        "fast_path": options.fast_path,
-        "queues": options.queues,
-        "tap_owner": options.tap_owner,
-        "tap_group": options.tap_group,
-        "txqueuelen": options.txqueuelen,
-        "skip_unsupported": options.skip_unsupported,
-        "disable_new_netns": options.disable_new_netns,
+fn intent_options(options: &AttachOptions) -> state::IntentOptions {
+    state::IntentOptions::Attach(state::AttachIntent {
+        model: options.model,
+        tc_backend: options.backend,
+        ebpf_attach: options.ebpf_attach,
+        fast_path: options.fast_path,
+        queues: options.queues,
+        tap_owner: options.tap_owner,
+        tap_group: options.tap_group,
+        txqueuelen: options.txqueuelen,
+        skip_unsupported: options.skip_unsupported,
+        disable_new_netns: options.disable_new_netns,
         // Read back by the survey: a tap made under a custom name is found by it.
-        "tap_names": options.tap_names,
-        "guard": options.guard,
-        "guard_explicit": options.guard_explicit,
+        tap_names: options.tap_names.clone(),
+        guard: options.guard.clone(),
+        guard_explicit: options.guard_explicit,
     })
 }
 

@@ -137,7 +137,9 @@ pub(crate) async fn teardown(handle: &rtnetlink::Handle, netns: &Netns) -> Resul
     write_intent(
         netns,
         "detach",
-        serde_json::json!({ "tap_names": survey.custom_tap_option() }),
+        state::IntentOptions::Detach(state::DetachIntent {
+            tap_names: survey.custom_tap_option(),
+        }),
     )?;
     // What attach recorded, read before the un-commit: it finds what is left of a sandbox
     // whose taps were deleted behind netshim's back.

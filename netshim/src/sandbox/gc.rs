@@ -390,11 +390,11 @@ impl Hints {
         }
         let dir = state::sandbox_dir(cookie);
         for file in [state::INTENT_FILE, state::COMMIT_FILE] {
-            if let Some(v) = state::read_json::<serde_json::Value>(&dir.join(file)) {
-                if v["netns_cookie"].as_u64() == Some(cookie) {
+            if let Some(v) = state::read_json::<state::NetnsRecord>(&dir.join(file)) {
+                if v.netns_cookie == Some(cookie) {
                     hints.add(
-                        v["netns_inode"].as_u64().unwrap_or(0),
-                        v["netns_path"].as_str().unwrap_or(""),
+                        v.netns_inode.unwrap_or(0),
+                        v.netns_path.as_deref().unwrap_or(""),
                     );
                 }
             }
