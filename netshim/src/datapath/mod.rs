@@ -61,7 +61,9 @@ impl FromStr for FastPath {
 }
 
 /// How the eBPF datapath hands a packet to the other device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RedirectMode {
     /// `bpf_redirect`: to the target's egress.

@@ -26,7 +26,9 @@ use crate::{
 };
 
 /// What detach removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct DetachReport {
     pub netns: String,
     pub removed_taps: Vec<String>,

@@ -71,7 +71,9 @@ pub(crate) fn write_intent(netns: &Netns, op: &str, options: state::IntentOption
 }
 
 /// An endpoint as the pod netns shows it: what the VMM and the guest need to know of it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct EndpointInfo {
     /// Position in kata's order; endpoint N gets `tap<N>_kata` and `eth<N>` in the guest.
     pub index: u32,
@@ -101,7 +103,9 @@ impl EndpointInfo {
 }
 
 /// An interface that is not an endpoint, and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct SkippedInterface {
     pub name: String,
     pub ifindex: u32,

@@ -27,6 +27,7 @@ use std::{
 use crate::pins::PinError;
 
 mod intent;
+pub mod schema;
 pub use intent::{AttachIntent, DetachIntent, Intent, IntentOptions, NetnsRecord};
 
 /// netshim's directory under /run.
