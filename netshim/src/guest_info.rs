@@ -23,7 +23,9 @@ use rtnetlink::packet_route::{
 use crate::interfaces::Mac;
 
 /// A route the guest should install on the endpoint's interface.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct GuestRoute {
     /// `default`, or a prefix such as `10.1.0.0/16` / `fd00::/64`.
     pub destination: String,
@@ -37,7 +39,9 @@ pub struct GuestRoute {
 }
 
 /// A neighbour entry the guest should install.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct GuestNeighbor {
     pub address: IpAddr,
     pub mac: Mac,

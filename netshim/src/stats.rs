@@ -83,13 +83,14 @@ impl serde::Serialize for Dropped {
 }
 
 /// The source guard of one endpoint (from_vm), as the pinned maps hold it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct GuardStats {
     /// As the datapath runs it: also `off` while the tap's `peers` entry does not ask for the
     /// guard, whatever the `guard` map holds.
     pub mode: GuardMode,
     /// Log mode: refused by the guard and delivered anyway, by reason.
     #[serde(serialize_with = "serialize_by_guard_reason")]
+    #[schemars(with = "std::collections::BTreeMap<String, u64>")]
     pub flagged: [u64; GUARD_REASONS.len()],
 }
 
@@ -150,7 +151,7 @@ impl Dropped {
 }
 
 /// Counters of one direction of one endpoint.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct DirectionStats {
     /// Forwarded: packets the datapath handed to the kernel (eBPF: redirected; mirred: the
     /// action's packets).
@@ -194,7 +195,7 @@ impl DirectionStats {
 }
 
 /// Counters of one endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct EndpointStats {
     pub index: u32,
     /// The pod-side device (the CNI's veth).
@@ -207,7 +208,7 @@ pub struct EndpointStats {
 }
 
 /// Counters of one sandbox netns.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct SandboxStats {
     pub netns: String,
     pub netns_inode: u64,

@@ -11,8 +11,7 @@ use std::{
 
 use crate::{tap_reader::parse_mac, veth_pair, ChildGuard, TestNetns};
 
-/// Path of the `netshim` binary of this workspace, built once per test process (so a test
-/// never runs a stale binary), or [`TEST_BIN_ENV`]'s.
+/// Path of the `netshim` binary the tests run: [`TEST_BIN_ENV`]'s, or [`CARGO_BIN_ENV`]'s.
 static BIN: OnceLock<PathBuf> = OnceLock::new();
 
 /// `NETSHIM_TEST_BIN`, when set, is the `netshim` binary the tests run instead of this
@@ -20,26 +19,61 @@ static BIN: OnceLock<PathBuf> = OnceLock::new();
 /// show that it fails there).
 pub const TEST_BIN_ENV: &str = "NETSHIM_TEST_BIN";
 
+/// Where cargo tells an integration test of the netshim package the path of the `netshim`
+/// binary it built for it, from the same sources, before running the test (cargo sets it
+/// when it builds and when it runs the test). The tests that run netshim are that package's
+/// targets (netshim/Cargo.toml) for this reason: the binary cannot be stale.
+pub const CARGO_BIN_ENV: &str = "CARGO_BIN_EXE_netshim";
+
 pub fn netshim_bin() -> PathBuf {
     BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os(TEST_BIN_ENV) {
-            return PathBuf::from(bin);
-        }
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let workspace = manifest.parent().expect("workspace root").to_owned();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(&workspace)
-            .args(["build", "--quiet", "-p", "netshim", "--bin", "netshim"])
-            .status()
-            .expect("run cargo build -p netshim");
-        assert!(status.success(), "cargo build -p netshim failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
+        std::env::var_os(TEST_BIN_ENV)
+            .or_else(|| std::env::var_os(CARGO_BIN_ENV))
             .map(PathBuf::from)
-            .unwrap_or_else(|| workspace.join("target"));
-        target.join("debug").join("netshim")
+            .unwrap_or_else(|| {
+                panic!(
+                    "neither {TEST_BIN_ENV} nor {CARGO_BIN_ENV} is set: run the tests with \
+                     `cargo test` (a test that runs netshim must be a [[test]] of the netshim \
+                     package, netshim/Cargo.toml), or name a binary in {TEST_BIN_ENV}"
+                )
+            })
     })
     .clone()
+}
+
+/// Path of this workspace's `vm-standin` (the netshim-tests package's binary). A test of
+/// the netshim-tests package gets it from cargo (`CARGO_BIN_EXE_vm-standin`); a test of the
+/// netshim package, which cannot name another package's binary, has cargo build it here
+/// (once per test process; cargo rebuilds it when its sources changed).
+pub fn vm_standin_bin() -> PathBuf {
+    static STANDIN: OnceLock<PathBuf> = OnceLock::new();
+    STANDIN
+        .get_or_init(|| {
+            if let Some(bin) = std::env::var_os("CARGO_BIN_EXE_vm-standin") {
+                return PathBuf::from(bin);
+            }
+            let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            let workspace = manifest.parent().expect("workspace root").to_owned();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .current_dir(&workspace)
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "netshim-tests",
+                    "--bin",
+                    "vm-standin",
+                ])
+                .status()
+                .expect("run cargo build -p netshim-tests --bin vm-standin");
+            assert!(status.success(), "cargo build of vm-standin failed");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace.join("target"));
+            target.join("debug").join("vm-standin")
+        })
+        .clone()
 }
 
 /// Runs `netshim args…` to completion.
@@ -333,5 +367,48 @@ impl Follower {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeSet, path::Path};
+
+    /// The `[[test]]` paths of a manifest, as file names.
+    fn test_targets(manifest: &Path) -> Vec<String> {
+        let text = std::fs::read_to_string(manifest).unwrap();
+        text.lines()
+            .filter_map(|l| l.trim().strip_prefix("path = \""))
+            .filter_map(|p| p.strip_suffix('"'))
+            .filter(|p| p.contains("tests/"))
+            .map(|p| {
+                Path::new(p)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    }
+
+    /// Neither package discovers the integration tests by itself (they are split between
+    /// them by whether they run the netshim binary): a file of tests/tests that neither
+    /// manifest names would never run, one both name would run twice.
+    #[test]
+    fn every_integration_test_is_a_target_of_exactly_one_package() {
+        let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let ours = test_targets(&tests.join("Cargo.toml"));
+        let netshim = test_targets(&tests.join("../netshim/Cargo.toml"));
+        let files: BTreeSet<String> = std::fs::read_dir(tests.join("tests"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".rs"))
+            .collect();
+        let mut named: Vec<&String> = ours.iter().chain(&netshim).collect();
+        named.sort();
+        let twice: Vec<_> = named.windows(2).filter(|w| w[0] == w[1]).collect();
+        assert!(twice.is_empty(), "targets of both packages: {twice:?}");
+        let named: BTreeSet<String> = named.into_iter().cloned().collect();
+        assert_eq!(named, files, "tests/tests against the [[test]] targets");
     }
 }

@@ -179,8 +179,10 @@ pub struct GuestNetConfig {
 impl GuestNetConfig {
     /// Reads endpoint `endpoint_index` of `netshim attach --json` output (the element whose
     /// `index` is that, else the one at that position): `mac`, `mtu`, `addresses`
-    /// (`[{address, prefix_len}]`), `guest_ifname`, and when present `routes`
-    /// (`[{destination, gateway?, source?, mtu?}]`) and `neighbors` (`[{address, mac}]`).
+    /// (`[{address, prefix_len}]`, netshim's `IfAddr`), `guest_ifname`, and when present
+    /// `routes` (`[{destination, gateway?, source?, mtu?}]`, its `GuestRoute`) and
+    /// `neighbors` (`[{address, mac}]`, its `GuestNeighbor`): the names netshim's types
+    /// have (docs/schema/attach.json), which a unit test checks against those types.
     pub fn from_attach_json(report: &Value, endpoint_index: usize) -> Result<Self, String> {
         let eps = report["endpoints"]
             .as_array()
@@ -201,7 +203,8 @@ impl GuestNetConfig {
             .unwrap_or_else(|| format!("eth{endpoint_index}"));
         let mut addresses = Vec::new();
         for a in ep["addresses"].as_array().into_iter().flatten() {
-            let ip = field_str(a, &["address", "ip"])
+            let ip = a["address"]
+                .as_str()
                 .ok_or_else(|| format!("address without address: {a}"))?;
             let ip: IpAddr = ip.parse().map_err(|e| format!("address {ip}: {e}"))?;
             let len = a["prefix_len"]
@@ -215,10 +218,12 @@ impl GuestNetConfig {
         }
         let mut neighbors = Vec::new();
         for n in ep["neighbors"].as_array().into_iter().flatten() {
-            let ip = field_str(n, &["address", "ip", "dst"])
+            let ip = n["address"]
+                .as_str()
                 .ok_or_else(|| format!("neighbor without address: {n}"))?;
             let ip: IpAddr = ip.parse().map_err(|e| format!("neighbor {ip}: {e}"))?;
-            let mac = field_str(n, &["mac", "lladdr", "hardware_addr"])
+            let mac = n["mac"]
+                .as_str()
                 .ok_or_else(|| format!("neighbor without mac: {n}"))?;
             neighbors.push((ip, normalize_mac(mac)?));
         }
@@ -304,39 +309,18 @@ impl GuestNetConfig {
     }
 }
 
-fn field_str<'a>(v: &'a Value, names: &[&str]) -> Option<&'a str> {
-    names.iter().find_map(|n| v[*n].as_str())
-}
-
 fn parse_route(r: &Value) -> Result<Route, String> {
-    let dest = match field_str(r, &["destination", "dest", "dst"]) {
-        Some(d) => d.to_owned(),
-        None => {
-            // {address, prefix_len} objects, or no destination at all = default.
-            let d = ["destination", "dest", "dst"]
-                .iter()
-                .map(|n| &r[*n])
-                .find(|v| v.is_object());
-            match d {
-                Some(d) => format!(
-                    "{}/{}",
-                    d["address"].as_str().unwrap_or("?"),
-                    d["prefix_len"].as_u64().unwrap_or(0)
-                ),
-                None => "default".to_owned(),
-            }
-        }
-    };
-    let dest = match dest.as_str() {
+    let dest = r["destination"].as_str().unwrap_or("default");
+    let dest = match dest {
         "" | "0.0.0.0/0" | "::/0" => "default".to_owned(),
-        _ => dest,
+        _ => dest.to_owned(),
     };
-    let gateway = match field_str(r, &["gateway", "gw", "via"]) {
+    let gateway = match r["gateway"].as_str() {
         Some("") | None => None,
         Some(g) => Some(g.parse().map_err(|e| format!("route gateway {g}: {e}"))?),
     };
     let mtu = r["mtu"].as_u64().filter(|m| *m > 0).map(|m| m as u32);
-    let source = match field_str(r, &["source", "src"]) {
+    let source = match r["source"].as_str() {
         Some("") | None => None,
         Some(a) => Some(a.parse().map_err(|e| format!("route source {a}: {e}"))?),
     };
@@ -1220,6 +1204,51 @@ mod tests {
         let c = GuestNetConfig::from_attach_json(&r, 0).unwrap();
         assert!(c.routes.is_empty() && c.neighbors.is_empty());
         assert!(GuestNetConfig::from_attach_json(&r, 1).is_err());
+    }
+
+    /// The names read are the ones netshim's types serialize: a route, a neighbour and an
+    /// address as netshim writes them into the attach report read back whole.
+    #[test]
+    fn reads_the_fields_netshims_types_write() {
+        use netshim::{
+            guest_info::{GuestNeighbor, GuestRoute},
+            interfaces::{IfAddr, Mac},
+        };
+        let route = GuestRoute {
+            destination: "10.9.0.0/16".into(),
+            gateway: Some("10.1.0.1".parse().unwrap()),
+            source: Some("10.1.0.2".parse().unwrap()),
+            scope: "universe".into(),
+            mtu: Some(1400),
+        };
+        let neighbor = GuestNeighbor {
+            address: "169.254.1.1".parse().unwrap(),
+            mac: Mac([0xee; 6]),
+            state: "permanent".into(),
+        };
+        let address = IfAddr {
+            address: "10.1.0.2".parse().unwrap(),
+            prefix_len: 24,
+        };
+        let mut r = report();
+        r["endpoints"][0]["routes"] = json!([route]);
+        r["endpoints"][0]["neighbors"] = json!([neighbor]);
+        r["endpoints"][0]["addresses"] = json!([address]);
+        let c = GuestNetConfig::from_attach_json(&r, 0).unwrap();
+        assert_eq!(
+            c.routes,
+            [Route {
+                dest: "10.9.0.0/16".into(),
+                gateway: route.gateway,
+                mtu: Some(1400),
+                source: route.source,
+            }]
+        );
+        assert_eq!(
+            c.neighbors,
+            [(neighbor.address, String::from("ee:ee:ee:ee:ee:ee"))]
+        );
+        assert_eq!(c.addresses, [(address.address, 24)]);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use netshim_tests::{
     },
     leaks::netshim_dirs,
     netns_fixture::random_u32,
-    netshim_cli::{netshim_bin, netshim_json},
+    netshim_cli::{netshim_bin, netshim_json, vm_standin_bin},
     skip_unless_root,
     tap_reader::parse_mac,
     traffic::{probe_path, ProbePath},
@@ -110,7 +110,7 @@ fn ping_guest_through_vm_standin(
     let guest = TestNetns::new("nsh-cni-gu");
     let mac = sandbox.link_mac(IFNAME);
     let mtu = sandbox.link_mtu(IFNAME).to_string();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vm-standin"));
+    let mut cmd = Command::new(vm_standin_bin());
     cmd.arg("--sandbox-netns")
         .arg(sandbox.path())
         .args(["--tap", tap])

@@ -38,7 +38,9 @@ use crate::{
 };
 
 /// How the classifier is hooked to a device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum AttachMode {
     /// bpf_link on the TCX ingress hook, pinned in bpffs.

@@ -28,7 +28,17 @@ impl fmt::Display for Dev {
 }
 
 /// `--fast-path`: whether the eBPF datapath may use `bpf_redirect_peer`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum FastPath {
     /// `bpf_redirect_peer` wherever it is valid.
@@ -51,7 +61,9 @@ impl FromStr for FastPath {
 }
 
 /// How the eBPF datapath hands a packet to the other device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RedirectMode {
     /// `bpf_redirect`: to the target's egress.
@@ -77,7 +89,17 @@ impl RedirectMode {
 }
 
 /// Which traffic-control datapath connects endpoint and tap (`--tc-backend`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TcBackend {
     #[default]

@@ -21,7 +21,9 @@ pub use probe::{Probe, SystemProbe, DEFAULT_VHOST_USER_DIR};
 use crate::{interfaces::Interface, tap::TunMode};
 
 /// The endpoint kinds kata distinguishes (see the module docs for `tap`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum EndpointKind {
     Physical,
@@ -63,7 +65,9 @@ impl fmt::Display for EndpointKind {
 }
 
 /// An interface that is an endpoint, with what the VMM needs for kinds without a model.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Classified {
     pub kind: EndpointKind,
     /// Physical: the PCI address from ethtool's bus info (for VFIO passthrough).
@@ -89,7 +93,9 @@ impl Classified {
 }
 
 /// Why an interface is not an endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum SkipReason {
     Loopback,

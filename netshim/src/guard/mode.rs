@@ -5,7 +5,17 @@ use std::{fmt, str::FromStr};
 use netshim_common::{GUARD_MODE_ENFORCE, GUARD_MODE_LOG, GUARD_MODE_OFF};
 
 /// What the guard does with a packet that fails a check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum GuardMode {
     /// Drop and count it (the default on the eBPF backend).

@@ -11,7 +11,9 @@ use crate::{datapath::TcBackend, model::InternetworkingModel};
 /// The guard of an endpoint as configured (`--guard*` flags, the `[netshim]` TOML keys, the
 /// CNI keys, `netshim guard`). The endpoint's own addresses are not here: they come from
 /// the pod device (and follow it under `watch`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct GuardSettings {
     pub mode: GuardMode,
     /// DHCP client traffic from 0.0.0.0 (UDP 68 → 67) is let through.
@@ -20,9 +22,11 @@ pub struct GuardSettings {
     /// Sources allowed besides the endpoint's addresses (Neutron's allowed-address-pairs:
     /// VRRP, secondary IPs), as CIDRs; a bare address is a /32 or /128.
     #[serde(default, with = "cidr_list")]
+    #[schemars(with = "Vec<String>")]
     pub allowed_addresses: Vec<IpNet>,
     /// Ethertypes allowed besides IPv4, ARP and IPv6 (host order; "0x88b5" in files).
     #[serde(default, with = "ethertype_list")]
+    #[schemars(with = "Vec<String>")]
     pub allowed_ethertypes: Vec<u16>,
 }
 

@@ -193,7 +193,9 @@ fn netns_refusal(
 }
 
 /// The tap made for an endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct TapReport {
     pub name: String,
     pub ifindex: u32,
@@ -209,7 +211,9 @@ pub struct TapReport {
 }
 
 /// A macvtap the VMM opens (`device`, once per queue).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct MacvtapReport {
     pub name: String,
     pub ifindex: u32,
@@ -220,7 +224,9 @@ pub struct MacvtapReport {
 }
 
 /// One attached endpoint: what the VMM and the guest need to know.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct EndpointReport {
     #[serde(flatten)]
     pub endpoint: EndpointInfo,
@@ -243,7 +249,9 @@ pub struct EndpointReport {
 }
 
 /// How the eBPF datapath redirects each direction of an endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Redirects {
     /// pod device ingress → tap: always `redirect` (a tap has no peer).
     pub to_vm: RedirectMode,
@@ -253,7 +261,9 @@ pub struct Redirects {
 }
 
 /// The result of an attach.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct AttachReport {
     pub netns: String,
     pub netns_path: PathBuf,
@@ -391,22 +401,22 @@ async fn check_coexistence(
 }
 
 /// The attach options, as the intent file records them.
-fn intent_options(options: &AttachOptions) -> serde_json::Value {
-    serde_json::json!({
-        "model": options.model.to_string(),
-        "tc_backend": options.backend,
-        "ebpf_attach": options.ebpf_attach,
-        "fast_path": options.fast_path,
-        "queues": options.queues,
-        "tap_owner": options.tap_owner,
-        "tap_group": options.tap_group,
-        "txqueuelen": options.txqueuelen,
-        "skip_unsupported": options.skip_unsupported,
-        "disable_new_netns": options.disable_new_netns,
+fn intent_options(options: &AttachOptions) -> state::IntentOptions {
+    state::IntentOptions::Attach(state::AttachIntent {
+        model: options.model,
+        tc_backend: options.backend,
+        ebpf_attach: options.ebpf_attach,
+        fast_path: options.fast_path,
+        queues: options.queues,
+        tap_owner: options.tap_owner,
+        tap_group: options.tap_group,
+        txqueuelen: options.txqueuelen,
+        skip_unsupported: options.skip_unsupported,
+        disable_new_netns: options.disable_new_netns,
         // Read back by the survey: a tap made under a custom name is found by it.
-        "tap_names": options.tap_names,
-        "guard": options.guard,
-        "guard_explicit": options.guard_explicit,
+        tap_names: options.tap_names.clone(),
+        guard: options.guard.clone(),
+        guard_explicit: options.guard_explicit,
     })
 }
 

@@ -26,7 +26,9 @@ use crate::{
 };
 
 /// What detach removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct DetachReport {
     pub netns: String,
     pub removed_taps: Vec<String>,
@@ -137,7 +139,9 @@ pub(crate) async fn teardown(handle: &rtnetlink::Handle, netns: &Netns) -> Resul
     write_intent(
         netns,
         "detach",
-        serde_json::json!({ "tap_names": survey.custom_tap_option() }),
+        state::IntentOptions::Detach(state::DetachIntent {
+            tap_names: survey.custom_tap_option(),
+        }),
     )?;
     // What attach recorded, read before the un-commit: it finds what is left of a sandbox
     // whose taps were deleted behind netshim's back.

@@ -41,7 +41,9 @@ use crate::{
 };
 
 /// What `gc` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct GcReport {
     /// Sandboxes whose netns is gone: everything of theirs was removed.
     pub removed_dead: Vec<DeadSandbox>,
@@ -68,14 +70,18 @@ impl GcReport {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct DeadSandbox {
     pub netns_cookie: u64,
     /// Pin directory, state directory, lock file.
     pub removed: Vec<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct HalfMadeSandbox {
     pub netns_cookie: u64,
     /// Where the live netns was found.
@@ -83,20 +89,26 @@ pub struct HalfMadeSandbox {
     pub removed: DetachReport,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct RepairedSandbox {
     pub netns_cookie: u64,
     /// The paths of the wrong type that were removed.
     pub removed: Vec<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct SkippedSandbox {
     pub netns_cookie: u64,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct FailedSandbox {
     pub netns_cookie: u64,
     pub error: String,
@@ -390,11 +402,11 @@ impl Hints {
         }
         let dir = state::sandbox_dir(cookie);
         for file in [state::INTENT_FILE, state::COMMIT_FILE] {
-            if let Some(v) = state::read_json::<serde_json::Value>(&dir.join(file)) {
-                if v["netns_cookie"].as_u64() == Some(cookie) {
+            if let Some(v) = state::read_json::<state::NetnsRecord>(&dir.join(file)) {
+                if v.netns_cookie == Some(cookie) {
                     hints.add(
-                        v["netns_inode"].as_u64().unwrap_or(0),
-                        v["netns_path"].as_str().unwrap_or(""),
+                        v.netns_inode.unwrap_or(0),
+                        v.netns_path.as_deref().unwrap_or(""),
                     );
                 }
             }

@@ -16,7 +16,7 @@ use crate::{
 use super::AttachReport;
 
 /// Whether the sandbox is what its records say.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     #[default]

@@ -17,7 +17,7 @@ use std::{
 use crate::{lock, pins, state, Error, Result};
 
 /// One of netshim's paths of a sandbox that is wrong, and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct BadPath {
     pub path: PathBuf,
     pub problem: String,
@@ -25,7 +25,7 @@ pub struct BadPath {
 }
 
 /// What kind of wrong a [`BadPath`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Damage {
     /// Not the file type netshim makes there: gc and detach remove it.

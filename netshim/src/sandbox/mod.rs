@@ -51,7 +51,7 @@ use crate::{
 };
 
 /// Writes the sandbox's intent file (see [`crate::state`]) before `op` changes anything.
-pub(crate) fn write_intent(netns: &Netns, op: &str, options: serde_json::Value) -> Result<()> {
+pub(crate) fn write_intent(netns: &Netns, op: &str, options: state::IntentOptions) -> Result<()> {
     let dir = state::create_sandbox_dir(netns.cookie)?;
     let intent = state::Intent {
         op: op.to_owned(),
@@ -63,7 +63,7 @@ pub(crate) fn write_intent(netns: &Netns, op: &str, options: serde_json::Value) 
         netns_path: netns.path.clone(),
         netns_inode: netns.inode,
         netns_cookie: netns.cookie,
-        options,
+        options: Some(options),
     };
     let json = serde_json::to_vec_pretty(&intent).expect("plain struct serializes");
     state::write_file_atomic(&dir.join(state::INTENT_FILE), &json)?;
@@ -71,7 +71,9 @@ pub(crate) fn write_intent(netns: &Netns, op: &str, options: serde_json::Value) 
 }
 
 /// An endpoint as the pod netns shows it: what the VMM and the guest need to know of it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct EndpointInfo {
     /// Position in kata's order; endpoint N gets `tap<N>_kata` and `eth<N>` in the guest.
     pub index: u32,
@@ -101,7 +103,9 @@ impl EndpointInfo {
 }
 
 /// An interface that is not an endpoint, and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct SkippedInterface {
     pub name: String,
     pub ifindex: u32,
@@ -165,26 +169,24 @@ impl Survey {
 pub(crate) fn recorded_custom_taps(cookie: u64) -> BTreeMap<String, (String, Option<u32>)> {
     let dir = state::sandbox_dir(cookie);
     let mut found = BTreeMap::new();
-    if let Some(commit) = state::read_json::<serde_json::Value>(&dir.join(state::COMMIT_FILE)) {
-        for e in commit["endpoints"].as_array().into_iter().flatten() {
-            let (Some(pod), Some(tap)) = (e["name"].as_str(), e["tap"]["name"].as_str()) else {
+    if let Some(commit) = state::read_json::<AttachReport>(&dir.join(state::COMMIT_FILE)) {
+        for e in &commit.endpoints {
+            let Some(tap) = e.tap.as_ref().map(|t| &t.name) else {
                 continue;
             };
             if tap::name::parse(tap).is_none() {
-                let index = e["index"].as_u64().and_then(|i| u32::try_from(i).ok());
-                found.insert(tap.to_owned(), (pod.to_owned(), index));
+                found.insert(
+                    tap.clone(),
+                    (e.endpoint.name.clone(), Some(e.endpoint.index)),
+                );
             }
         }
     }
-    if let Some(intent) = state::read_json::<serde_json::Value>(&dir.join(state::INTENT_FILE)) {
-        for (pod, tap) in intent["options"]["tap_names"]
-            .as_object()
-            .into_iter()
-            .flatten()
-        {
-            if let Some(tap) = tap.as_str().filter(|t| tap::name::parse(t).is_none()) {
+    if let Some(intent) = state::read_json::<state::Intent>(&dir.join(state::INTENT_FILE)) {
+        for (pod, tap) in intent.tap_names().into_iter().flatten() {
+            if tap::name::parse(tap).is_none() {
                 found
-                    .entry(tap.to_owned())
+                    .entry(tap.clone())
                     .or_insert_with(|| (pod.clone(), None));
             }
         }

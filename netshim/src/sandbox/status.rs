@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// One endpoint as it is now.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct EndpointStatus {
     #[serde(flatten)]
     pub endpoint: EndpointInfo,
@@ -38,7 +38,7 @@ pub struct EndpointStatus {
 }
 
 /// A netns as netshim sees it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct StatusReport {
     pub netns: String,
     pub netns_inode: u64,
@@ -63,7 +63,7 @@ pub struct StatusReport {
 }
 
 /// A macvtap made by the macvtap model.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct MacvtapStatus {
     pub name: String,
     pub ifindex: u32,

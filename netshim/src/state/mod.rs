@@ -6,7 +6,7 @@
 //! /run/netshim/
 //!   netns-<cookie>.lock        the sandbox's flock (see crate::lock); beside the directory
 //!   netns-<cookie>/
-//!     attaching.json           intent: an attach (or detach) is changing this sandbox
+//!     attaching.json           intent: an attach (or detach) is changing this sandbox ([`Intent`])
 //!     attached.json            commit: the AttachReport of a complete attach
 //!     macvtap-<ifindex>.json   the macvtap model's saved pod device
 //! ```
@@ -25,6 +25,10 @@ use std::{
 };
 
 use crate::pins::PinError;
+
+mod intent;
+pub mod schema;
+pub use intent::{AttachIntent, DetachIntent, Intent, IntentOptions, NetnsRecord};
 
 /// netshim's directory under /run.
 pub const STATE_ROOT: &str = "/run/netshim";
@@ -59,21 +63,6 @@ pub fn has_state(dir: &Path) -> bool {
 /// Removes the directory when nothing is left in it (best effort). Returns whether it did.
 pub fn remove_sandbox_dir_if_empty(dir: &Path) -> bool {
     !has_state(dir) && fs::remove_dir(dir).is_ok()
-}
-
-/// What the intent file says.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Intent {
-    /// `attach` or `detach`.
-    pub op: String,
-    pub pid: u32,
-    /// Seconds since the Unix epoch.
-    pub started_at: u64,
-    pub netns_path: PathBuf,
-    pub netns_inode: u64,
-    pub netns_cookie: u64,
-    /// The attach options (null for detach).
-    pub options: serde_json::Value,
 }
 
 /// The cookies of the sandboxes that have a state directory or a lock file, sorted.
