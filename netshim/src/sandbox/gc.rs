@@ -30,8 +30,8 @@ use std::{
 };
 
 use super::{
-    detach::{teardown, DetachReport},
     integrity,
+    teardown::{teardown, DetachReport},
 };
 use crate::{
     datapath::{bpf_sys, ebpf},

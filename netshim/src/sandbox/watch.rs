@@ -40,16 +40,16 @@ use rtnetlink::{
 };
 
 use super::{
-    attach::{attach, AttachOptions, AttachReport, EndpointReport},
-    connect::dev,
-    hotplug::{self, model_datapath, Plugged, TapDatapath, VmSide},
-    survey, SkippedInterface, Strictness, Survey,
+    attach::{attach, AttachReport},
+    hotplug, survey, AttachOptions, EndpointReport, SkippedInterface, Strictness, Survey,
 };
+use rtnetlink::packet_route::link::InfoKind;
+
 use crate::{
     datapath::{ebpf, mirred, Dev},
-    endpoint::{EndpointKind, SkipReason},
+    endpoint::SkipReason,
     lock::SandboxLock,
-    model::macvtap,
+    model::{self, macvtap, EndpointDatapath, Plugged, TapDatapath, VmSide},
     netns::{Netns, NetnsError},
     pins, state, Error, Result,
 };
@@ -93,7 +93,7 @@ pub struct WatchedEndpoint {
     /// What the VMM opens: the tap, the macvtap, a vhost-user socket, a PCI address.
     pub vm_device: Option<String>,
     /// `tcfilter/ebpf`, `tcfilter/mirred`, `macvtap`, `none`, or `<kind> (handed over)`.
-    pub datapath: String,
+    pub datapath: EndpointDatapath,
 }
 
 impl WatchedEndpoint {
@@ -385,9 +385,9 @@ impl Watcher {
             if bound {
                 continue;
             }
-            let (pod_ifindex, vm) = match tap.kind.as_deref() {
-                Some("tun") => {
-                    let target = mirred::redirect_target(&self.handle, &dev(tap))
+            let (pod_ifindex, vm) = match tap.kind {
+                Some(InfoKind::Tun) => {
+                    let target = mirred::redirect_target(&self.handle, &Dev::of(tap))
                         .await
                         .map_err(|source| Error::Mirred {
                             netns: netns.to_string(),
@@ -404,16 +404,21 @@ impl Watcher {
                         ),
                     };
                     let vm = VmSide::Tap {
-                        tap: dev(tap),
+                        tap: Dev::of(tap),
                         datapath,
                     };
                     (pod_ifindex, vm)
                 }
-                Some("macvtap") => {
+                Some(InfoKind::MacVtap) => {
                     let made_here = tap
                         .link
                         .filter(|pod| macvtap::state_path(&state_dir, *pod).exists());
-                    (made_here, VmSide::Macvtap { macvtap: dev(tap) })
+                    (
+                        made_here,
+                        VmSide::Macvtap {
+                            macvtap: Dev::of(tap),
+                        },
+                    )
                 }
                 _ => continue,
             };
@@ -446,15 +451,9 @@ impl Watcher {
             } else {
                 position
             };
-            let vm = handover(iface, class);
-            self.plugged.insert(
-                iface.ifindex,
-                Plugged {
-                    pod: dev(iface),
-                    index,
-                    vm,
-                },
-            );
+            let queues = self.options.attach.queues;
+            let plug = model::handover(index, iface, class, queues);
+            self.plugged.insert(iface.ifindex, plug.plugged);
         }
         Ok(())
     }
@@ -462,7 +461,11 @@ impl Watcher {
     /// An already attached netns must be attached the way the watcher would attach new
     /// endpoints: one sandbox, one datapath.
     fn check_datapath(&self) -> Result<()> {
-        let want = model_datapath(&self.options.attach);
+        let want = self
+            .options
+            .attach
+            .model
+            .describe(&self.options.attach.plug_options()?);
         for p in self.plugged.values() {
             let comparable = match &p.vm {
                 VmSide::Tap { datapath, .. } => *datapath != TapDatapath::None,
@@ -750,33 +753,12 @@ fn link(survey: &Survey, ifindex: u32) -> Option<Dev> {
     survey
         .endpoints
         .iter()
-        .map(|(i, _)| dev(i))
+        .map(|(i, _)| Dev::of(i))
         .chain(survey.skipped.iter().map(|s| Dev {
             name: s.name.clone(),
             ifindex: s.ifindex,
         }))
         .find(|d| d.ifindex == ifindex)
-}
-
-/// An endpoint the VMM takes as it is.
-fn handover(iface: &crate::interfaces::Interface, class: &crate::endpoint::Classified) -> VmSide {
-    match class.kind {
-        EndpointKind::Macvtap => VmSide::Handover {
-            kind: "macvtap",
-            device: Some(macvtap::device_path(iface.ifindex).display().to_string()),
-        },
-        EndpointKind::VhostUser => VmSide::Handover {
-            kind: "vhost-user",
-            device: class
-                .vhost_user_socket
-                .as_ref()
-                .map(|s| s.display().to_string()),
-        },
-        _ => VmSide::Handover {
-            kind: "physical",
-            device: class.pci_address.as_ref().map(|p| format!("pci {p}")),
-        },
-    }
 }
 
 /// `2026-01-31T12:34:56.789Z`.
@@ -831,7 +813,7 @@ mod tests {
                     ifindex: 5,
                     index: 1,
                     vm_device: Some("tap1_kata".into()),
-                    datapath: "tcfilter/ebpf".into(),
+                    datapath: EndpointDatapath::TcFilter(crate::datapath::TcBackend::Ebpf),
                 },
             },
         };
