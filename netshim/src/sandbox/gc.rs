@@ -31,7 +31,11 @@ use std::{
 
 use super::{
     integrity,
-    teardown::{teardown, DetachReport},
+    removed::{
+        DeadSandbox, DetachReport, FailedSandbox, GcReport, HalfMadeSandbox, RepairedSandbox,
+        SkippedSandbox,
+    },
+    teardown::teardown,
 };
 use crate::{
     datapath::{bpf_sys, ebpf},
@@ -39,68 +43,6 @@ use crate::{
     netns::{self, Netns},
     pins, state, Error, Result,
 };
-
-/// What `gc` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct GcReport {
-    /// Sandboxes whose netns is gone: everything of theirs was removed.
-    pub removed_dead: Vec<DeadSandbox>,
-    /// Live sandboxes a killed run left half-made: taken down as detach does.
-    pub cleaned_half_made: Vec<HalfMadeSandbox>,
-    /// Sandboxes left alone: their lock is held (an operation is running), or whether their
-    /// netns is alive could not be told.
-    pub skipped_busy: Vec<SkippedSandbox>,
-    /// Sandboxes whose netshim paths were of the wrong type (a directory where a pin should
-    /// be, a plain file where the state directory should be, ...): those paths were removed.
-    #[serde(default)]
-    pub repaired: Vec<RepairedSandbox>,
-    /// Sandboxes whose collection failed.
-    pub failed: Vec<FailedSandbox>,
-}
-
-impl GcReport {
-    pub fn is_empty(&self) -> bool {
-        self.removed_dead.is_empty()
-            && self.cleaned_half_made.is_empty()
-            && self.skipped_busy.is_empty()
-            && self.repaired.is_empty()
-            && self.failed.is_empty()
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DeadSandbox {
-    pub netns_cookie: u64,
-    /// Pin directory, state directory, lock file.
-    pub removed: Vec<PathBuf>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct HalfMadeSandbox {
-    pub netns_cookie: u64,
-    /// Where the live netns was found.
-    pub netns_path: PathBuf,
-    pub removed: DetachReport,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RepairedSandbox {
-    pub netns_cookie: u64,
-    /// The paths of the wrong type that were removed.
-    pub removed: Vec<PathBuf>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SkippedSandbox {
-    pub netns_cookie: u64,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct FailedSandbox {
-    pub netns_cookie: u64,
-    pub error: String,
-}
 
 /// Collects dead namespaces' sandboxes and cleans half-made ones (see the module docs).
 pub fn gc() -> Result<GcReport> {

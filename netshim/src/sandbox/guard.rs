@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::{attach::amend_commit, AttachReport};
+use super::{commit::amend_commit, AttachReport};
 use crate::{
     datapath::{ebpf, TcBackend},
     guard::{

@@ -7,6 +7,7 @@
 
 mod attach;
 mod coexist;
+mod commit;
 mod connect;
 mod detach;
 mod gc;
@@ -17,6 +18,7 @@ pub mod integrity;
 mod needs_tap;
 mod options;
 mod redirect_loop;
+mod removed;
 mod report;
 mod scan;
 mod status;
@@ -26,22 +28,24 @@ mod upgrade;
 mod watch;
 
 pub use crate::model::report::{MacvtapReport, TapReport};
-pub use attach::{attach, AttachReport};
+pub use attach::attach;
+pub use commit::AttachReport;
 pub use connect::{
     connect, disconnect, ConnectGuard, ConnectOptions, ConnectReport, DisconnectReport,
 };
 pub use detach::{detach, detach_arg};
+pub use gc::gc;
 pub(crate) use gc::{collect_dead, NetnsFinder};
-pub use gc::{
-    gc, DeadSandbox, FailedSandbox, GcReport, HalfMadeSandbox, RepairedSandbox, SkippedSandbox,
-};
 pub use guard::{guard, EndpointGuard, GuardChange, GuardCommandReport};
 pub use health::{repair_hint, Health};
 pub use options::AttachOptions;
+pub use removed::{
+    DeadSandbox, DetachReport, FailedSandbox, GcReport, HalfMadeSandbox, RepairedSandbox,
+    SkippedSandbox,
+};
 pub use report::EndpointReport;
 pub use scan::{scan, ScanReport, ScannedInterface};
 pub use status::{stats, status, EndpointStatus, MacvtapStatus, StatusReport};
-pub use teardown::DetachReport;
 pub use upgrade::{
     upgrade, upgrade_all, SandboxUpgrade, UpgradeOptions, UpgradeOutcome, UpgradeReport,
 };

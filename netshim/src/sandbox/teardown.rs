@@ -4,11 +4,9 @@
 //! that a killed attach left half-made. It writes the intent file before it changes
 //! anything, so a teardown that is itself killed is found and finished by the next one.
 
-use std::path::PathBuf;
-
 use rtnetlink::packet_route::link::InfoKind;
 
-use super::{survey, write_intent, GcReport, Strictness, Survey};
+use super::{removed::DetachReport, survey, write_intent, Strictness, Survey};
 use crate::{
     datapath::{ebpf, mirred, Dev},
     endpoint::SystemProbe,
@@ -16,50 +14,6 @@ use crate::{
     netns::Netns,
     pins, state, Error, Result,
 };
-
-/// What detach removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DetachReport {
-    pub netns: String,
-    pub removed_taps: Vec<String>,
-    pub removed_pin_dir: Option<PathBuf>,
-    /// Devices whose mirred ingress qdisc was removed.
-    pub removed_mirred: Vec<String>,
-    /// Macvtaps of the macvtap model removed (their pod devices restored).
-    pub removed_macvtaps: Vec<String>,
-    /// netshim's files under /run/netshim that went: the commit file, the intent file of a
-    /// run that died, the sandbox's state directory.
-    #[serde(default)]
-    pub removed_state: Vec<PathBuf>,
-    /// The netns no longer exists: nothing to detach (its leftovers are collected, `gc`).
-    #[serde(default)]
-    pub netns_gone: bool,
-    /// With `netns_gone`: the path that names no netns (canonical, as netshim records it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub netns_path: Option<PathBuf>,
-    /// With `netns_gone`: the netns cookies of the sandboxes netshim had recorded at that
-    /// path (their leftovers are what `gc` removed, if it could).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub recorded_sandboxes: Vec<u64>,
-    /// netshim's own paths of the sandbox that were of the wrong type (a directory where a
-    /// pin should be, ...) or unreadable (the commit file), removed first.
-    #[serde(default)]
-    pub repaired: Vec<PathBuf>,
-    /// With `netns_gone`: what the collection of dead namespaces' leftovers removed.
-    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
-    pub gc: Option<GcReport>,
-}
-
-impl DetachReport {
-    pub fn removed_anything(&self) -> bool {
-        !self.removed_taps.is_empty()
-            || self.removed_pin_dir.is_some()
-            || !self.removed_mirred.is_empty()
-            || !self.removed_macvtaps.is_empty()
-            || !self.removed_state.is_empty()
-            || !self.repaired.is_empty()
-    }
-}
 
 /// Removes everything netshim made in `netns` (see the module docs). Must run inside it,
 /// with the sandbox lock held.
