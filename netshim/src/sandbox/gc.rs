@@ -190,7 +190,7 @@ fn remove_dead(cookie: u64) -> Result<Option<Vec<PathBuf>>> {
     }
     let state_dir = state::sandbox_dir(cookie);
     if state_dir.exists() {
-        fs::remove_dir_all(&state_dir).map_err(|source| pins::PinError::Io {
+        fs::remove_dir_all(&state_dir).map_err(|source| pins::HostFileError::Io {
             op: "rm -r",
             path: state_dir.clone(),
             source,
