@@ -208,7 +208,7 @@ impl From<ebpf::AttachMode> for DatapathKind {
 
 impl fmt::Display for DatapathKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

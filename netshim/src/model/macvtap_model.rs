@@ -3,10 +3,10 @@
 
 use super::{
     macvtap, report::MacvtapReport, undo::Undo, EndpointDatapath, Model, Plug, PlugContext,
-    PlugOptions, Plugged, Plugs, VmSide,
+    Plugged, Plugs, VmSide,
 };
 use crate::{
-    datapath::{DatapathKind, Dev},
+    datapath::{DatapathKind, Dev, TcBackend},
     interfaces::Interface,
     netns::Netns,
     state, tap, Error, Result,
@@ -15,7 +15,7 @@ use crate::{
 pub(crate) struct MacvtapModel;
 
 impl Model for MacvtapModel {
-    fn describe(&self, _: &PlugOptions) -> EndpointDatapath {
+    fn describe(&self, _: TcBackend) -> EndpointDatapath {
         EndpointDatapath::Macvtap
     }
 

@@ -136,8 +136,9 @@ impl Plugs {
 /// One internetworking model: how an endpoint that goes through a model (veth, macvlan,
 /// ipvlan, tap-mode tuntap; see [`EndpointKind::uses_model`]) reaches the VM.
 pub(crate) trait Model {
-    /// The datapath its endpoints get with `options` (what watch reports and compares).
-    fn describe(&self, options: &PlugOptions) -> EndpointDatapath;
+    /// The datapath its endpoints get with tc backend `backend` (what watch reports and
+    /// compares).
+    fn describe(&self, backend: TcBackend) -> EndpointDatapath;
 
     /// Gives each endpoint (index, pod device) its VM side and connects it. Every change is
     /// registered in `undo` before it is made; the caller runs `undo` on failure.
@@ -160,11 +161,11 @@ pub(crate) trait Model {
 
 impl InternetworkingModel {
     /// See [`Model::describe`].
-    pub(crate) fn describe(self, options: &PlugOptions) -> EndpointDatapath {
+    pub(crate) fn describe(self, backend: TcBackend) -> EndpointDatapath {
         match self {
-            Self::TcFilter => tcfilter::TcFilter.describe(options),
-            Self::MacVtap => macvtap_model::MacvtapModel.describe(options),
-            Self::None => none::NoModel.describe(options),
+            Self::TcFilter => tcfilter::TcFilter.describe(backend),
+            Self::MacVtap => macvtap_model::MacvtapModel.describe(backend),
+            Self::None => none::NoModel.describe(backend),
         }
     }
 

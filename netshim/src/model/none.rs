@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use rtnetlink::LinkUnspec;
 
 use super::{
-    report::TapReport, undo::Undo, EndpointDatapath, Model, Plug, PlugContext, PlugOptions,
-    Plugged, Plugs, TapDatapath, VmSide,
+    report::TapReport, undo::Undo, EndpointDatapath, Model, Plug, PlugContext, Plugged, Plugs,
+    TapDatapath, VmSide,
 };
 use crate::{
     crash::crash_point,
-    datapath::{DatapathKind, Dev},
+    datapath::{DatapathKind, Dev, TcBackend},
     interfaces::{self, Interface},
     netns::Netns,
     tap, Error, Result,
@@ -21,7 +21,7 @@ use crate::{
 pub(crate) struct NoModel;
 
 impl Model for NoModel {
-    fn describe(&self, _: &PlugOptions) -> EndpointDatapath {
+    fn describe(&self, _: TcBackend) -> EndpointDatapath {
         EndpointDatapath::None
     }
 

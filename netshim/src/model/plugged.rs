@@ -29,7 +29,7 @@ impl AttachmentKind {
 
 impl fmt::Display for AttachmentKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

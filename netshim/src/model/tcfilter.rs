@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use super::{
     none::{create_tap, remove_tap, tap_plug},
     undo::Undo,
-    EndpointDatapath, Model, PlugContext, PlugOptions, Plugged, Plugs, TapDatapath, VmSide,
+    EndpointDatapath, Model, PlugContext, Plugged, Plugs, TapDatapath, VmSide,
 };
 use crate::{
     crash::crash_point,
@@ -25,8 +25,8 @@ use crate::{
 pub(crate) struct TcFilter;
 
 impl Model for TcFilter {
-    fn describe(&self, options: &PlugOptions) -> EndpointDatapath {
-        EndpointDatapath::TcFilter(options.backend)
+    fn describe(&self, backend: TcBackend) -> EndpointDatapath {
+        EndpointDatapath::TcFilter(backend)
     }
 
     async fn plug(

@@ -143,7 +143,7 @@ impl Watcher {
             .options
             .attach
             .model
-            .describe(&self.options.attach.plug_options()?);
+            .describe(self.options.attach.backend);
         for p in self.plugged.values() {
             let comparable = match &p.vm {
                 VmSide::Tap { datapath, .. } => *datapath != TapDatapath::None,
