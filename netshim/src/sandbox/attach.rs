@@ -26,17 +26,16 @@ use super::{
     report::{report_guards, EndpointReport},
     survey,
     teardown::teardown,
-    write_intent, AttachOptions, Strictness, Survey,
+    write_intent, AttachOptions, Sandbox, Strictness, Survey,
 };
 use crate::{
     crash::crash_point,
     datapath::{ebpf, DatapathKind, TcBackend},
     guard::{self, GuardSettings},
     interfaces::Interface,
-    lock::SandboxLock,
     model::{self, undo::Undo, PlugContext},
     netns::Netns,
-    pins, state, tap, Error, Result,
+    state, tap, Error, Result,
 };
 
 /// Attaches netshim to every endpoint of `netns`.
@@ -48,11 +47,12 @@ pub fn attach(netns: &Netns, options: &AttachOptions) -> Result<AttachReport> {
     let lock_file: Vec<_> = integrity::bad_lock_file(netns.cookie).into_iter().collect();
     integrity::refuse(netns, &lock_file)?;
     // One operation per sandbox at a time (see crate::lock), for the whole attach.
-    let lock = SandboxLock::acquire(netns.cookie)?;
+    let sandbox = Sandbox::of(netns);
+    let lock = sandbox.lock()?;
     tracing::debug!("sandbox lock taken");
     let result = integrity::refuse(netns, &integrity::check(netns.cookie)).and_then(|()| {
-        let (n, o) = (netns.clone(), options.clone());
-        netns.run(move |handle| async move { attach_locked(&handle, &n, &o).await })
+        let o = options.clone();
+        netns.run(move |handle| async move { attach_locked(&handle, &sandbox, &o).await })
     });
     lock.release();
     result
@@ -60,18 +60,19 @@ pub fn attach(netns: &Netns, options: &AttachOptions) -> Result<AttachReport> {
 
 async fn attach_locked(
     handle: &rtnetlink::Handle,
-    netns: &Netns,
+    sandbox: &Sandbox,
     options: &AttachOptions,
 ) -> Result<AttachReport> {
-    let state_dir = state::sandbox_dir(netns.cookie);
-    let intent = state_dir.join(state::INTENT_FILE);
+    let netns = &sandbox.netns;
+    let state_dir = &sandbox.state_dir;
+    let intent = sandbox.intent_file();
     let listed = survey(handle, netns, Strictness::List, &options.probe).await?;
-    if let Some(recorded) = state::read_json::<AttachReport>(&state_dir.join(state::COMMIT_FILE)) {
+    if let Some(recorded) = state::read_json::<AttachReport>(&sandbox.commit_file()) {
         if still_attached(netns, &recorded, &listed) {
             return already_attached(netns, options, recorded, &intent);
         }
     }
-    refuse_connected_devices(netns, &state_dir)?;
+    refuse_connected_devices(sandbox)?;
     let strictness = if options.skip_unsupported {
         Strictness::List
     } else {
@@ -80,7 +81,7 @@ async fn attach_locked(
     // Leftovers of a run that died are taken away first (they may hide the endpoints: the
     // macvtap model moves the pod device's addresses); a refusal of a clean netns changes
     // nothing at all.
-    let leftovers = has_leftovers(netns, &listed);
+    let leftovers = has_leftovers(sandbox, &listed);
     // Also before the leftovers go: a device netshim did not make keeps its name.
     super::tap_conflict::refuse_taken_names(netns, options, &listed)?;
     let mut checked = None;
@@ -91,7 +92,7 @@ async fn attach_locked(
         checked = Some(survey);
     }
     let cleaned = match leftovers {
-        true => Some(teardown(handle, netns).await?),
+        true => Some(teardown(handle, sandbox).await?),
         false => None,
     };
 
@@ -115,7 +116,7 @@ async fn attach_locked(
                 report.cleaned_leftovers = Some(cleaned);
             }
             crash_point("before-commit");
-            commit(&state_dir, &report)?;
+            commit(state_dir, &report)?;
             Ok(report)
         }
         .await;
@@ -132,8 +133,8 @@ async fn attach_locked(
         tracing::warn!("{e}");
     }
     if result.is_err() {
-        state::remove_temp_files(&state_dir);
-        state::remove_sandbox_dir_if_empty(&state_dir);
+        state::remove_temp_files(state_dir);
+        state::remove_sandbox_dir_if_empty(state_dir);
     }
     result
 }
@@ -264,9 +265,9 @@ fn already_attached(
 
 /// Whether netshim has left anything in the netns (no commit file says it is attached):
 /// the same things [`teardown`] takes away.
-fn has_leftovers(netns: &Netns, listed: &Survey) -> bool {
-    state::sandbox_dir(netns.cookie).exists()
-        || pins::sandbox_dir(netns.cookie).exists()
+fn has_leftovers(sandbox: &Sandbox, listed: &Survey) -> bool {
+    sandbox.state_dir.exists()
+        || sandbox.pin_dir.exists()
         || listed
             .taps
             .iter()
@@ -275,15 +276,12 @@ fn has_leftovers(netns: &Netns, listed: &Survey) -> bool {
 
 /// A pin directory that only `netshim connect` made (no attach ever committed or began
 /// here) is not a leftover: its pairs are someone's. Attach does not take them down.
-fn refuse_connected_devices(netns: &Netns, state_dir: &std::path::Path) -> Result<()> {
-    let pin_dir = pins::sandbox_dir(netns.cookie);
-    if !pin_dir.exists()
-        || state_dir.join(state::INTENT_FILE).exists()
-        || state_dir.join(state::COMMIT_FILE).exists()
-    {
+fn refuse_connected_devices(sandbox: &Sandbox) -> Result<()> {
+    let (netns, pin_dir) = (&sandbox.netns, &sandbox.pin_dir);
+    if !pin_dir.exists() || sandbox.intent_file().exists() || sandbox.commit_file().exists() {
         return Ok(());
     }
-    let Ok(records) = ebpf::recorded_endpoints(&pin_dir) else {
+    let Ok(records) = ebpf::recorded_endpoints(pin_dir) else {
         return Ok(());
     };
     let name = |f: &[u8]| String::from_utf8_lossy(netshim_common::from_fixed(f)).into_owned();

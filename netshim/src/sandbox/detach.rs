@@ -11,8 +11,8 @@
 //! What is taken away, and how, is [`super::teardown`]'s; the same teardown cleans up after
 //! a run that died half-way (attach over leftovers, `netshim gc`).
 
-use super::{integrity, teardown::teardown, DetachReport};
-use crate::{lock::SandboxLock, netns::Netns, Result};
+use super::{integrity, teardown::teardown, DetachReport, Sandbox};
+use crate::{netns::Netns, Result};
 
 /// Detaches `netns`.
 #[tracing::instrument(level = "debug", skip_all, fields(netns = %netns))]
@@ -21,12 +21,12 @@ pub fn detach(netns: &Netns) -> Result<DetachReport> {
     let lock_file: Vec<_> = integrity::bad_lock_file(netns.cookie).into_iter().collect();
     let mut repaired = integrity::repair(&lock_file)?;
     // One operation per sandbox at a time (see crate::lock).
-    let lock = SandboxLock::acquire(netns.cookie)?;
+    let sandbox = Sandbox::of(netns);
+    let lock = sandbox.lock()?;
     tracing::debug!("sandbox lock taken");
     let result = integrity::repair(&integrity::check(netns.cookie)).and_then(|more| {
         repaired.extend(more);
-        let n = netns.clone();
-        netns.run(move |handle| async move { teardown(&handle, &n).await })
+        netns.run(move |handle| async move { teardown(&handle, &sandbox).await })
     });
     lock.release();
     result.map(|report| DetachReport { repaired, ..report })

@@ -251,7 +251,7 @@ fn clean_half_made(cookie: u64, path: &Path) -> Result<HalfMade> {
                     found: here,
                 });
             }
-            teardown(&handle, &n).await
+            teardown(&handle, &super::Sandbox::of(&n)).await
         })
     })();
     lock.release();

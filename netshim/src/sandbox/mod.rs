@@ -10,6 +10,7 @@ mod coexist;
 mod commit;
 mod connect;
 mod detach;
+mod files;
 mod gc;
 mod guard;
 mod health;
@@ -34,6 +35,7 @@ pub use connect::{
     connect, disconnect, ConnectGuard, ConnectOptions, ConnectReport, DisconnectReport,
 };
 pub use detach::{detach, detach_arg};
+pub(crate) use files::Sandbox;
 pub use gc::gc;
 pub(crate) use gc::{collect_dead, NetnsFinder};
 pub use guard::{guard, EndpointGuard, GuardChange, GuardCommandReport};

@@ -6,25 +6,27 @@
 
 use rtnetlink::packet_route::link::InfoKind;
 
-use super::{removed::DetachReport, survey, write_intent, Strictness, Survey};
+use super::{removed::DetachReport, survey, write_intent, Sandbox, Strictness, Survey};
 use crate::{
     datapath::{ebpf, mirred, Dev},
     endpoint::SystemProbe,
     model::{macvtap, undo::delete_link},
-    netns::Netns,
-    pins, state, Error, Result,
+    state, Error, Result,
 };
 
 /// Removes everything netshim made in `netns` (see the module docs). Must run inside it,
 /// with the sandbox lock held.
-pub(crate) async fn teardown(handle: &rtnetlink::Handle, netns: &Netns) -> Result<DetachReport> {
+pub(crate) async fn teardown(
+    handle: &rtnetlink::Handle,
+    sandbox: &Sandbox,
+) -> Result<DetachReport> {
+    let netns = &sandbox.netns;
     let mut report = DetachReport {
         netns: netns.arg.clone(),
         ..DetachReport::default()
     };
     let survey = survey(handle, netns, Strictness::List, &SystemProbe::default()).await?;
-    let state_dir = state::sandbox_dir(netns.cookie);
-    let pin_dir = pins::sandbox_dir(netns.cookie);
+    let (state_dir, pin_dir) = (sandbox.state_dir.clone(), sandbox.pin_dir.clone());
     let has_tun_taps = survey
         .taps
         .iter()
@@ -32,7 +34,7 @@ pub(crate) async fn teardown(handle: &rtnetlink::Handle, netns: &Netns) -> Resul
     if !state_dir.exists() && !pin_dir.exists() && !has_tun_taps {
         return Ok(report);
     }
-    let intent = state_dir.join(state::INTENT_FILE);
+    let intent = sandbox.intent_file();
     let dead_run_intent = intent.exists();
     let had_state_dir = state_dir.exists();
     // The custom tap names go into this intent too: it replaces the attach intent that
@@ -47,7 +49,7 @@ pub(crate) async fn teardown(handle: &rtnetlink::Handle, netns: &Netns) -> Resul
     // whose taps were deleted behind netshim's back.
     let recorded = super::health::commit(netns.cookie);
     // Un-commit first: from here on the sandbox is not attached, whatever else is left.
-    let commit = state_dir.join(state::COMMIT_FILE);
+    let commit = sandbox.commit_file();
     if state::remove_file_if_exists(&commit)? {
         report.removed_state.push(commit);
     }
