@@ -7,7 +7,7 @@ use crate::{
     metrics::MetricsError,
     model::UnknownModel,
     netns::NetnsError,
-    pins::PinError,
+    pins::HostFileError,
     stats::StatsError,
     tap::TapError,
 };
@@ -221,7 +221,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
-    Pins(#[from] PinError),
+    HostFile(#[from] HostFileError),
     #[error(transparent)]
     Stats(#[from] StatsError),
     #[error("{path} is netns cookie {found} now, not {expected}: left alone")]

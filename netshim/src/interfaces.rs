@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt, net::IpAddr};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::{
     address::AddressAttribute,
-    link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+    link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
 };
 
 /// An interface address with its prefix length.
@@ -107,9 +107,9 @@ impl<'de> serde::Deserialize<'de> for Mac {
 pub struct Interface {
     pub name: String,
     pub ifindex: u32,
-    /// `IFLA_INFO_KIND` ("veth", "macvlan", "tun", …); `None` for devices without one
+    /// `IFLA_INFO_KIND` (veth, macvlan, tun, …); `None` for devices without one
     /// (loopback, physical NICs).
-    pub kind: Option<String>,
+    pub kind: Option<InfoKind>,
     pub mac: Option<Mac>,
     pub mtu: u32,
     pub up: bool,
@@ -164,7 +164,7 @@ impl Interface {
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         if let LinkInfo::Kind(kind) = info {
-                            iface.kind = Some(kind.to_string());
+                            iface.kind = Some(kind.clone());
                         }
                     }
                 }
@@ -182,7 +182,7 @@ impl Interface {
         Interface {
             name: name.into(),
             ifindex,
-            kind: kind.map(str::to_owned),
+            kind: kind.map(InfoKind::from),
             mac: None,
             mtu: 1500,
             up: true,
@@ -331,7 +331,7 @@ mod tests {
         assert_eq!(iface.name, "eth0");
         assert_eq!(iface.ifindex, 7);
         assert_eq!(iface.mtu, 1450);
-        assert_eq!(iface.kind.as_deref(), Some("veth"));
+        assert_eq!(iface.kind, Some(InfoKind::Veth));
         assert_eq!(iface.mac, Some(Mac([2, 0, 0, 0, 0, 9])));
         assert!(iface.up);
         assert!(!iface.loopback);

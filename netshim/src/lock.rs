@@ -19,7 +19,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{pins::PinError, state::STATE_ROOT};
+use crate::{pins::HostFileError, state::STATE_ROOT};
 
 /// The lock file of the sandbox whose netns has cookie `netns_cookie`.
 pub fn lock_path(netns_cookie: u64) -> PathBuf {
@@ -36,12 +36,12 @@ pub struct SandboxLock {
 
 impl SandboxLock {
     /// Waits for the lock.
-    pub fn acquire(netns_cookie: u64) -> Result<Self, PinError> {
+    pub fn acquire(netns_cookie: u64) -> Result<Self, HostFileError> {
         Ok(Self::lock(netns_cookie, true)?.expect("a blocking flock returns only when locked"))
     }
 
     /// Takes the lock if nobody holds it; `None` when someone does.
-    pub fn try_acquire(netns_cookie: u64) -> Result<Option<Self>, PinError> {
+    pub fn try_acquire(netns_cookie: u64) -> Result<Option<Self>, HostFileError> {
         Self::lock(netns_cookie, false)
     }
 
@@ -49,12 +49,12 @@ impl SandboxLock {
         &self.path
     }
 
-    fn lock(netns_cookie: u64, wait: bool) -> Result<Option<Self>, PinError> {
+    fn lock(netns_cookie: u64, wait: bool) -> Result<Option<Self>, HostFileError> {
         crate::pins::create_private_dirs(&[Path::new(STATE_ROOT)])?;
         let path = lock_path(netns_cookie);
         let io_err = |op: &'static str, path: &Path| {
             let path = path.to_owned();
-            move |source| PinError::Io { op, path, source }
+            move |source| HostFileError::Io { op, path, source }
         };
         loop {
             let file = OpenOptions::new()
@@ -113,11 +113,11 @@ impl SandboxLock {
 
     /// Removes the lock file while holding the lock (gc of a dead namespace). Waiters then
     /// find the path gone or renewed and retry.
-    pub fn remove_file(self) -> Result<(), PinError> {
+    pub fn remove_file(self) -> Result<(), HostFileError> {
         match std::fs::remove_file(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(PinError::Io {
+            Err(source) => Err(HostFileError::Io {
                 op: "unlink",
                 path: self.path.clone(),
                 source,

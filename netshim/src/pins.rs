@@ -32,8 +32,10 @@ pub const SANDBOX_DIR_PREFIX: &str = "netns-";
 /// Prefix of a pinned TCX link; the rest is the interface name.
 pub const LINK_PIN_PREFIX: &str = "link_";
 
+/// A failure on one of netshim's own files on the host: the bpffs pins (and the bpffs mount),
+/// the state files under /run/netshim and the sandbox lock files.
 #[derive(Debug, thiserror::Error)]
-pub enum PinError {
+pub enum HostFileError {
     #[error("mount -t bpf bpf {BPFFS}: {0}")]
     Mount(nix::Error),
     #[error("statfs {path}: {source}")]
@@ -48,7 +50,7 @@ pub enum PinError {
 
 /// Mounts bpffs at /sys/fs/bpf unless one is mounted there already. Returns whether it
 /// mounted.
-pub fn ensure_bpffs() -> Result<bool, PinError> {
+pub fn ensure_bpffs() -> Result<bool, HostFileError> {
     if is_bpffs(Path::new(BPFFS))? {
         return Ok(false);
     }
@@ -59,16 +61,16 @@ pub fn ensure_bpffs() -> Result<bool, PinError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some("mode=0700"),
     )
-    .map_err(PinError::Mount)?;
+    .map_err(HostFileError::Mount)?;
     Ok(true)
 }
 
 /// Whether `path` is a bpffs mount (false when it does not exist).
-pub fn is_bpffs(path: &Path) -> Result<bool, PinError> {
+pub fn is_bpffs(path: &Path) -> Result<bool, HostFileError> {
     match statfs(path) {
         Ok(s) => Ok(s.filesystem_type() == BPF_FS_MAGIC),
         Err(nix::Error::ENOENT) => Ok(false),
-        Err(source) => Err(PinError::Statfs {
+        Err(source) => Err(HostFileError::Statfs {
             path: path.to_owned(),
             source,
         }),
@@ -86,7 +88,7 @@ pub fn link_pin(dir: &Path, ifname: &str) -> PathBuf {
 }
 
 /// Creates the sandbox's pin directory (and netshim's root), both 0700.
-pub fn create_sandbox_dir(netns_cookie: u64) -> Result<PathBuf, PinError> {
+pub fn create_sandbox_dir(netns_cookie: u64) -> Result<PathBuf, HostFileError> {
     ensure_bpffs()?;
     let dir = sandbox_dir(netns_cookie);
     create_private_dirs(&[Path::new(PIN_ROOT), &dir])?;
@@ -95,13 +97,13 @@ pub fn create_sandbox_dir(netns_cookie: u64) -> Result<PathBuf, PinError> {
 
 /// Creates each directory (parents first, as given) if missing, and makes it 0700: only
 /// root may read netshim's state.
-pub(crate) fn create_private_dirs(dirs: &[&Path]) -> Result<(), PinError> {
+pub(crate) fn create_private_dirs(dirs: &[&Path]) -> Result<(), HostFileError> {
     for d in dirs {
         match fs::DirBuilder::new().mode(0o700).create(d) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(source) => {
-                return Err(PinError::Io {
+                return Err(HostFileError::Io {
                     op: "mkdir",
                     path: d.to_path_buf(),
                     source,
@@ -109,7 +111,7 @@ pub(crate) fn create_private_dirs(dirs: &[&Path]) -> Result<(), PinError> {
             }
         }
         fs::set_permissions(d, fs::Permissions::from_mode(0o700)).map_err(|source| {
-            PinError::Io {
+            HostFileError::Io {
                 op: "chmod 0700",
                 path: d.to_path_buf(),
                 source,
@@ -120,11 +122,11 @@ pub(crate) fn create_private_dirs(dirs: &[&Path]) -> Result<(), PinError> {
 }
 
 /// Entries of `dir`; a directory that does not exist has none.
-fn read_dir_if_exists(dir: &Path) -> Result<Vec<fs::DirEntry>, PinError> {
+fn read_dir_if_exists(dir: &Path) -> Result<Vec<fs::DirEntry>, HostFileError> {
     match fs::read_dir(dir) {
         Ok(entries) => Ok(entries.filter_map(|e| e.ok()).collect()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(PinError::Io {
+        Err(source) => Err(HostFileError::Io {
             op: "readdir",
             path: dir.to_owned(),
             source,
@@ -133,7 +135,7 @@ fn read_dir_if_exists(dir: &Path) -> Result<Vec<fs::DirEntry>, PinError> {
 }
 
 /// Netns cookies of every sandbox directory under [`PIN_ROOT`], sorted.
-pub fn sandbox_cookies() -> Result<Vec<u64>, PinError> {
+pub fn sandbox_cookies() -> Result<Vec<u64>, HostFileError> {
     let mut cookies: Vec<u64> = read_dir_if_exists(Path::new(PIN_ROOT))?
         .into_iter()
         .filter_map(|e| parse_sandbox_dir_name(&e.file_name().to_string_lossy()))
@@ -148,7 +150,7 @@ pub fn parse_sandbox_dir_name(name: &str) -> Option<u64> {
 }
 
 /// Pinned link files in a sandbox directory, as (interface name, path).
-pub fn link_pins(dir: &Path) -> Result<Vec<(String, PathBuf)>, PinError> {
+pub fn link_pins(dir: &Path) -> Result<Vec<(String, PathBuf)>, HostFileError> {
     let mut pins: Vec<_> = read_dir_if_exists(dir)?
         .into_iter()
         .filter_map(|e| {
@@ -163,19 +165,19 @@ pub fn link_pins(dir: &Path) -> Result<Vec<(String, PathBuf)>, PinError> {
 
 /// Removes a sandbox directory and every pin in it. Removing a link pin detaches the link
 /// once no process holds it; removing a map pin frees the map once nothing uses it.
-pub fn remove_sandbox_dir(dir: &Path) -> Result<(), PinError> {
+pub fn remove_sandbox_dir(dir: &Path) -> Result<(), HostFileError> {
     if !dir.exists() {
         return Ok(());
     }
     for entry in read_dir_if_exists(dir)? {
         let path = entry.path();
-        fs::remove_file(&path).map_err(|source| PinError::Io {
+        fs::remove_file(&path).map_err(|source| HostFileError::Io {
             op: "unlink",
             path: path.clone(),
             source,
         })?;
     }
-    fs::remove_dir(dir).map_err(|source| PinError::Io {
+    fs::remove_dir(dir).map_err(|source| HostFileError::Io {
         op: "rmdir",
         path: dir.to_owned(),
         source,

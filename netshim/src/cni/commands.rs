@@ -114,10 +114,10 @@ pub fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     })?;
     let wanted_backend =
         (conf.attach.model == InternetworkingModel::TcFilter).then_some(conf.attach.backend);
-    if recorded.model != conf.attach.model.as_str() || recorded.backend != wanted_backend {
+    if recorded.model != conf.attach.model || recorded.backend != wanted_backend {
         return Err(failed(format!(
             "netns {netns_arg} is attached with {}, the configuration asks for {}",
-            model_words(&recorded.model, recorded.backend),
+            model_words(recorded.model.as_str(), recorded.backend),
             model_words(conf.attach.model.as_str(), wanted_backend)
         )));
     }

@@ -136,7 +136,7 @@ pub enum EbpfError {
     #[error("endpoint index {index} is out of range (at most {MAX_ENDPOINTS} endpoints)")]
     IndexOutOfRange { index: u32 },
     #[error(transparent)]
-    Pins(#[from] pins::PinError),
+    HostFile(#[from] pins::HostFileError),
     #[error("the source guard of endpoint {index}: {source}")]
     Guard {
         index: u32,
@@ -526,7 +526,7 @@ pub async fn disconnect_pair(
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(source) => {
-                    return Err(EbpfError::Pins(pins::PinError::Io {
+                    return Err(EbpfError::HostFile(pins::HostFileError::Io {
                         op: "unlink",
                         path: pin,
                         source,

@@ -21,6 +21,79 @@ pub struct Dev {
     pub ifindex: u32,
 }
 
+impl Dev {
+    pub fn of(iface: &crate::interfaces::Interface) -> Self {
+        Dev {
+            name: iface.name.clone(),
+            ifindex: iface.ifindex,
+        }
+    }
+}
+
+/// One pair of devices to connect, and how each direction is redirected: `a` is the pod
+/// side, `b` the tap (or device B of `netshim connect`).
+#[derive(Debug, Clone)]
+pub(crate) struct Pair {
+    pub index: u32,
+    pub a: Dev,
+    pub b: Dev,
+    /// How packets reach `b` (A → B) and `a` (B → A).
+    pub a_to_b: RedirectMode,
+    pub b_to_a: RedirectMode,
+    /// The source guard of what arrives on `b` (the tap: the VM's traffic), eBPF only.
+    pub guard: Option<crate::guard::GuardEntry>,
+}
+
+impl Pair {
+    pub fn new(
+        index: u32,
+        a: &crate::interfaces::Interface,
+        b: &crate::interfaces::Interface,
+        fast_path: FastPath,
+    ) -> Self {
+        Pair {
+            index,
+            a: Dev::of(a),
+            b: Dev::of(b),
+            a_to_b: RedirectMode::towards(b, fast_path),
+            b_to_a: RedirectMode::towards(a, fast_path),
+            guard: None,
+        }
+    }
+
+    /// With the source guard `settings` on what `b` receives, for a VM whose MAC is `mac`
+    /// and whose addresses are `addresses`.
+    pub fn guarded(
+        mut self,
+        mac: crate::interfaces::Mac,
+        addresses: &[std::net::IpAddr],
+        settings: &crate::guard::GuardSettings,
+    ) -> Self {
+        self.guard = Some(crate::guard::GuardEntry::build(mac, addresses, settings));
+        self
+    }
+
+    /// How the eBPF datapath redirects the pair, as the reports say it.
+    pub fn redirects(&self) -> Redirects {
+        Redirects {
+            to_vm: self.a_to_b,
+            from_vm: self.b_to_a,
+        }
+    }
+}
+
+/// How the eBPF datapath redirects each direction of an endpoint.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+pub struct Redirects {
+    /// pod device ingress → tap: always `redirect` (a tap has no peer).
+    pub to_vm: RedirectMode,
+    /// tap ingress → pod device: `redirect_peer` when the pod device is a veth whose peer is
+    /// in another netns and the fast path is on.
+    pub from_vm: RedirectMode,
+}
+
 impl fmt::Display for Dev {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} (ifindex {})", self.name, self.ifindex)
@@ -78,8 +151,8 @@ impl RedirectMode {
     /// whose peer lives in another netns; anything else (a tap, a veth with both ends
     /// here) takes `bpf_redirect`.
     pub fn towards(target: &crate::interfaces::Interface, fast_path: FastPath) -> Self {
-        let peer_elsewhere =
-            target.kind.as_deref() == Some("veth") && target.link_netnsid.is_some();
+        let peer_elsewhere = target.kind == Some(rtnetlink::packet_route::link::InfoKind::Veth)
+            && target.link_netnsid.is_some();
         if fast_path == FastPath::Auto && peer_elsewhere {
             Self::RedirectPeer
         } else {
@@ -119,6 +192,49 @@ impl TcBackend {
 impl fmt::Display for TcBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// What carries a sandbox's traffic, as reports name it (`datapath`): the eBPF datapath's
+/// attach mode, kata's mirred, or the models without a tc datapath.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum DatapathKind {
+    Tcx,
+    ClsBpf,
+    Mirred,
+    /// The macvtap model: the kernel's macvtap, no tc datapath.
+    Macvtap,
+    /// The `none` model, or tcfilter with no endpoint to connect.
+    None,
+}
+
+impl DatapathKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcx => "tcx",
+            Self::ClsBpf => "cls_bpf",
+            Self::Mirred => "mirred",
+            Self::Macvtap => "macvtap",
+            Self::None => "none",
+        }
+    }
+}
+
+impl From<ebpf::AttachMode> for DatapathKind {
+    fn from(mode: ebpf::AttachMode) -> Self {
+        match mode {
+            ebpf::AttachMode::Tcx => Self::Tcx,
+            ebpf::AttachMode::ClsBpf => Self::ClsBpf,
+        }
+    }
+}
+
+impl fmt::Display for DatapathKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
     }
 }
 
@@ -184,5 +300,19 @@ mod tests {
         assert_eq!("mirred".parse(), Ok(TcBackend::Mirred));
         assert!("u32".parse::<TcBackend>().is_err());
         assert_eq!(TcBackend::default(), TcBackend::Ebpf);
+    }
+
+    #[test]
+    fn datapath_kinds_serialize_as_their_names() {
+        use DatapathKind::*;
+        for kind in [Tcx, ClsBpf, Mirred, Macvtap, None] {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{kind}\""));
+            assert_eq!(serde_json::from_str::<DatapathKind>(&json).unwrap(), kind);
+        }
+        assert_eq!(
+            DatapathKind::from(ebpf::AttachMode::ClsBpf).as_str(),
+            "cls_bpf"
+        );
     }
 }

@@ -53,7 +53,7 @@ pub enum EbpfLogError {
         source: Box<aya::maps::MapError>,
     },
     #[error(transparent)]
-    Pins(#[from] pins::PinError),
+    HostFile(#[from] pins::HostFileError),
     #[error("starting the log follower's runtime: {0}")]
     Runtime(std::io::Error),
 }

@@ -18,6 +18,8 @@ use std::{fmt, io, path::PathBuf};
 
 pub use probe::{Probe, SystemProbe, DEFAULT_VHOST_USER_DIR};
 
+use rtnetlink::packet_route::link::InfoKind;
+
 use crate::{interfaces::Interface, tap::TunMode};
 
 /// The endpoint kinds kata distinguishes (see the module docs for `tap`).
@@ -171,19 +173,18 @@ pub fn classify(iface: &Interface, probe: &dyn Probe) -> Result<Classification, 
             ..Classified::of(EndpointKind::VhostUser)
         }));
     }
-    let kind = iface.kind.as_deref().unwrap_or("device");
-    let endpoint = match kind {
-        "veth" => EndpointKind::Veth,
-        "macvlan" => EndpointKind::Macvlan,
-        "macvtap" => EndpointKind::Macvtap,
-        "ipvlan" => EndpointKind::Ipvlan,
-        "tun" => {
+    let endpoint = match &iface.kind {
+        Some(InfoKind::Veth) => EndpointKind::Veth,
+        Some(InfoKind::MacVlan) => EndpointKind::Macvlan,
+        Some(InfoKind::MacVtap) => EndpointKind::Macvtap,
+        Some(InfoKind::IpVlan) => EndpointKind::Ipvlan,
+        Some(InfoKind::Tun) => {
             tuntap_mode(&iface.name, &drvinfo)?;
             EndpointKind::Tuntap
         }
         other => {
             return Err(ClassifyError::Unsupported {
-                kind: other.to_owned(),
+                kind: other.as_ref().map_or("device".into(), InfoKind::to_string),
                 ifname: iface.name.clone(),
             })
         }
@@ -196,9 +197,9 @@ pub fn classify(iface: &Interface, probe: &dyn Probe) -> Result<Classification, 
 /// veth, tun-mode tun, ... of that name is someone else's and is classified as any other
 /// interface; attach refuses to take its name (see `sandbox::tap_conflict`).
 pub fn could_be_netshims_tap(iface: &Interface, probe: &dyn Probe) -> bool {
-    match iface.kind.as_deref() {
-        Some("macvtap") => true,
-        Some("tun") => match probe.drvinfo(&iface.name) {
+    match iface.kind {
+        Some(InfoKind::MacVtap) => true,
+        Some(InfoKind::Tun) => match probe.drvinfo(&iface.name) {
             Ok((driver, bus_info)) => {
                 crate::tap::mode_from_drvinfo(&driver, &bus_info) != Some(TunMode::Tun)
             }

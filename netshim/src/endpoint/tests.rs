@@ -186,7 +186,7 @@ fn ipvlan_from_a_parsed_netlink_message() {
         LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::IpVlan)]),
     ];
     let mut iface = Interface::from_link_message(&msg);
-    assert_eq!(iface.kind.as_deref(), Some("ipvlan"));
+    assert_eq!(iface.kind, Some(InfoKind::IpVlan));
     iface.addresses.push(IfAddr {
         address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)),
         prefix_len: 24,

@@ -23,7 +23,7 @@
 //! When the ingress qdisc is netshim's own mirred datapath for this sandbox (its filter
 //! redirects to one of our `tap<N>_kata`), the netns is reported as already attached instead.
 
-use super::{connect::dev, Survey};
+use super::Survey;
 use crate::{
     datapath::{
         ebpf::AttachMode,
@@ -53,7 +53,7 @@ pub(crate) async fn check_pod_devices(
         if !class.kind.uses_model() {
             continue;
         }
-        let pod = dev(iface);
+        let pod = Dev::of(iface);
         let target = check_ingress_free(handle, netns, &pod, mode).await;
         if let Err(Error::IngressQdiscTaken { .. }) = &target {
             let redirect = mirred::redirect_target(handle, &pod)

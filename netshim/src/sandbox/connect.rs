@@ -6,141 +6,19 @@ use std::path::PathBuf;
 
 use netshim_common::MAX_ENDPOINTS;
 
-use super::{
-    redirect_loop::{self, PeerFacts},
-    undo::Undo,
-};
+use super::redirect_loop::{self, PeerFacts};
 use crate::{
-    crash::crash_point,
     datapath::{
-        ebpf::{self, AttachMode, EbpfDatapath},
-        mirred, Dev, FastPath, RedirectMode, TcBackend,
+        ebpf::{self, AttachMode},
+        mirred, DatapathKind, Dev, FastPath, Pair, RedirectMode, TcBackend,
     },
     guard::{GuardEntry, GuardSettings},
     interfaces::{self, Interface, Mac},
     lock::SandboxLock,
+    model::{tcfilter::connect_pairs, undo::Undo},
     netns::Netns,
     pins, Error, Result,
 };
-
-/// One pair to connect, and how each direction is redirected.
-#[derive(Debug, Clone)]
-pub(crate) struct Pair {
-    pub index: u32,
-    pub a: Dev,
-    pub b: Dev,
-    /// How packets reach `b` (A → B) and `a` (B → A).
-    pub a_to_b: RedirectMode,
-    pub b_to_a: RedirectMode,
-    /// The source guard of what arrives on `b` (the tap: the VM's traffic), eBPF only.
-    pub guard: Option<GuardEntry>,
-}
-
-impl Pair {
-    pub fn new(index: u32, a: &Interface, b: &Interface, fast_path: FastPath) -> Self {
-        Pair {
-            index,
-            a: dev(a),
-            b: dev(b),
-            a_to_b: RedirectMode::towards(b, fast_path),
-            b_to_a: RedirectMode::towards(a, fast_path),
-            guard: None,
-        }
-    }
-
-    /// With the source guard `settings` on what `b` receives, for a VM whose MAC is `mac`
-    /// and whose addresses are `addresses`.
-    pub fn guarded(
-        mut self,
-        mac: Mac,
-        addresses: &[std::net::IpAddr],
-        settings: &GuardSettings,
-    ) -> Self {
-        self.guard = Some(GuardEntry::build(mac, addresses, settings));
-        self
-    }
-}
-
-pub(crate) fn dev(iface: &Interface) -> Dev {
-    Dev {
-        name: iface.name.clone(),
-        ifindex: iface.ifindex,
-    }
-}
-
-/// The datapath that was set up.
-pub(crate) struct Connected {
-    pub backend: TcBackend,
-    /// `tcx`, `cls_bpf` or `mirred`.
-    pub datapath: String,
-    pub pin_dir: Option<PathBuf>,
-}
-
-/// Connects `pairs` with `backend`; every change is registered in `undo` first.
-pub(crate) async fn connect_pairs(
-    handle: &rtnetlink::Handle,
-    netns: &Netns,
-    backend: TcBackend,
-    ebpf_attach: Option<AttachMode>,
-    pairs: &[Pair],
-    undo: &mut Undo,
-) -> Result<Connected> {
-    match backend {
-        TcBackend::Ebpf => {
-            let existed = pins::sandbox_dir(netns.cookie).exists();
-            let dir = pins::create_sandbox_dir(netns.cookie)?;
-            crash_point("pin-dir-created");
-            let ebpf_err = |source| Error::Ebpf {
-                netns: netns.to_string(),
-                source: Box::new(source),
-            };
-            let mode = match existed {
-                // Later pairs join the sandbox as it was made.
-                true => ebpf::recorded_mode(&dir).map_err(ebpf_err)?,
-                false => {
-                    undo.pin_dir = Some(dir.clone());
-                    ebpf_attach.unwrap_or_else(AttachMode::for_running_kernel)
-                }
-            };
-            let mut datapath = EbpfDatapath::load(&dir, mode).map_err(ebpf_err)?;
-            crash_point("program-loaded");
-            if !existed {
-                datapath.record_sandbox(netns).map_err(ebpf_err)?;
-            }
-            for p in pairs {
-                if existed {
-                    undo.ebpf_pairs
-                        .push((dir.clone(), p.a.name.clone(), p.b.name.clone()));
-                }
-                datapath
-                    .connect(p.index, &p.a, &p.b, (p.a_to_b, p.b_to_a), p.guard.as_ref())
-                    .map_err(ebpf_err)?;
-            }
-            Ok(Connected {
-                backend,
-                datapath: datapath.mode().as_str().to_owned(),
-                pin_dir: Some(dir),
-            })
-        }
-        TcBackend::Mirred => {
-            for p in pairs {
-                undo.mirred.push((p.a.clone(), p.b.clone()));
-                mirred::connect(handle, &p.a, &p.b)
-                    .await
-                    .map_err(|source| Error::Mirred {
-                        netns: netns.to_string(),
-                        source: Box::new(source),
-                    })?;
-                crash_point("mirred-connected");
-            }
-            Ok(Connected {
-                backend,
-                datapath: "mirred".into(),
-                pin_dir: None,
-            })
-        }
-    }
-}
 
 /// What `connect` does.
 #[derive(Debug, Clone, Default)]
@@ -187,7 +65,7 @@ pub struct ConnectReport {
     pub a: String,
     pub b: String,
     pub backend: TcBackend,
-    pub datapath: String,
+    pub datapath: DatapathKind,
     /// Counter slot pair (endpoint index) in the pinned maps (eBPF).
     pub index: Option<u32>,
     pub a_to_b: Option<RedirectMode>,
@@ -237,7 +115,7 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
         let ia = lookup(&handle, &netns, &a).await?;
         let ib = lookup(&handle, &netns, &b).await?;
         refuse_loop(&handle, &netns, &ia, &ib).await?;
-        for d in [dev(&ia), dev(&ib)] {
+        for d in [Dev::of(&ia), Dev::of(&ib)] {
             let target = mirred::redirect_target(&handle, &d)
                 .await
                 .map_err(|source| Error::Mirred {
@@ -255,7 +133,7 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
             let mode = options
                 .ebpf_attach
                 .unwrap_or_else(AttachMode::for_running_kernel);
-            for d in [dev(&ia), dev(&ib)] {
+            for d in [Dev::of(&ia), Dev::of(&ib)] {
                 super::coexist::check_ingress_free(&handle, &netns, &d, mode).await?;
             }
         }
@@ -425,7 +303,7 @@ pub fn disconnect(netns: &Netns, a: &str, b: &str) -> Result<DisconnectReport> {
         ) else {
             return Ok(report);
         };
-        let (da, db) = (dev(&ia), dev(&ib));
+        let (da, db) = (Dev::of(&ia), Dev::of(&ib));
         let on_a = mirred::ingress_qdisc(&handle, &da)
             .await
             .map_err(|source| Error::Mirred {

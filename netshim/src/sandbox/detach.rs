@@ -8,68 +8,11 @@
 //! the sandbox's files under /run/netshim. Detaching a netns that has none of these succeeds
 //! and says so, and so does detaching a netns that no longer exists (CNI DEL semantics).
 //!
-//! The same teardown cleans up after a run that died half-way: attach runs it before
-//! attaching over leftovers, and `netshim gc` runs it in live namespaces that a killed
-//! attach left half-made. It writes the intent file before it changes anything, so a
-//! teardown that is itself killed is found and finished by the next one.
+//! What is taken away, and how, is [`super::teardown`]'s; the same teardown cleans up after
+//! a run that died half-way (attach over leftovers, `netshim gc`).
 
-use std::path::PathBuf;
-
-use super::{integrity, survey, write_intent, GcReport, Strictness, Survey};
-use crate::{
-    datapath::{ebpf, mirred, Dev},
-    endpoint::SystemProbe,
-    lock::SandboxLock,
-    model::macvtap,
-    netns::Netns,
-    pins, state, Error, Result,
-};
-
-/// What detach removed.
-#[derive(
-    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
-pub struct DetachReport {
-    pub netns: String,
-    pub removed_taps: Vec<String>,
-    pub removed_pin_dir: Option<PathBuf>,
-    /// Devices whose mirred ingress qdisc was removed.
-    pub removed_mirred: Vec<String>,
-    /// Macvtaps of the macvtap model removed (their pod devices restored).
-    pub removed_macvtaps: Vec<String>,
-    /// netshim's files under /run/netshim that went: the commit file, the intent file of a
-    /// run that died, the sandbox's state directory.
-    #[serde(default)]
-    pub removed_state: Vec<PathBuf>,
-    /// The netns no longer exists: nothing to detach (its leftovers are collected, `gc`).
-    #[serde(default)]
-    pub netns_gone: bool,
-    /// With `netns_gone`: the path that names no netns (canonical, as netshim records it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub netns_path: Option<PathBuf>,
-    /// With `netns_gone`: the netns cookies of the sandboxes netshim had recorded at that
-    /// path (their leftovers are what `gc` removed, if it could).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub recorded_sandboxes: Vec<u64>,
-    /// netshim's own paths of the sandbox that were of the wrong type (a directory where a
-    /// pin should be, ...) or unreadable (the commit file), removed first.
-    #[serde(default)]
-    pub repaired: Vec<PathBuf>,
-    /// With `netns_gone`: what the collection of dead namespaces' leftovers removed.
-    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
-    pub gc: Option<GcReport>,
-}
-
-impl DetachReport {
-    pub fn removed_anything(&self) -> bool {
-        !self.removed_taps.is_empty()
-            || self.removed_pin_dir.is_some()
-            || !self.removed_mirred.is_empty()
-            || !self.removed_macvtaps.is_empty()
-            || !self.removed_state.is_empty()
-            || !self.repaired.is_empty()
-    }
-}
+use super::{integrity, teardown::teardown, DetachReport, Sandbox};
+use crate::{netns::Netns, Result};
 
 /// Detaches `netns`.
 #[tracing::instrument(level = "debug", skip_all, fields(netns = %netns))]
@@ -78,12 +21,12 @@ pub fn detach(netns: &Netns) -> Result<DetachReport> {
     let lock_file: Vec<_> = integrity::bad_lock_file(netns.cookie).into_iter().collect();
     let mut repaired = integrity::repair(&lock_file)?;
     // One operation per sandbox at a time (see crate::lock).
-    let lock = SandboxLock::acquire(netns.cookie)?;
+    let sandbox = Sandbox::of(netns);
+    let lock = sandbox.lock()?;
     tracing::debug!("sandbox lock taken");
     let result = integrity::repair(&integrity::check(netns.cookie)).and_then(|more| {
         repaired.extend(more);
-        let n = netns.clone();
-        netns.run(move |handle| async move { teardown(&handle, &n).await })
+        netns.run(move |handle| async move { teardown(&handle, &sandbox).await })
     });
     lock.release();
     result.map(|report| DetachReport { repaired, ..report })
@@ -110,201 +53,5 @@ pub fn detach_arg(arg: &str) -> Result<DetachReport> {
             })
         }
         Err(e) => Err(e.into()),
-    }
-}
-
-/// Removes everything netshim made in `netns` (see the module docs). Must run inside it,
-/// with the sandbox lock held.
-pub(crate) async fn teardown(handle: &rtnetlink::Handle, netns: &Netns) -> Result<DetachReport> {
-    let mut report = DetachReport {
-        netns: netns.arg.clone(),
-        ..DetachReport::default()
-    };
-    let survey = survey(handle, netns, Strictness::List, &SystemProbe::default()).await?;
-    let state_dir = state::sandbox_dir(netns.cookie);
-    let pin_dir = pins::sandbox_dir(netns.cookie);
-    let has_tun_taps = survey
-        .taps
-        .iter()
-        .any(|(_, t)| t.kind.as_deref() == Some("tun"));
-    if !state_dir.exists() && !pin_dir.exists() && !has_tun_taps {
-        return Ok(report);
-    }
-    let intent = state_dir.join(state::INTENT_FILE);
-    let dead_run_intent = intent.exists();
-    let had_state_dir = state_dir.exists();
-    // The custom tap names go into this intent too: it replaces the attach intent that
-    // may be the only record of them, and a teardown killed before the taps went must find
-    // them again.
-    write_intent(
-        netns,
-        "detach",
-        state::IntentOptions::Detach(state::DetachIntent {
-            tap_names: survey.custom_tap_option(),
-        }),
-    )?;
-    // What attach recorded, read before the un-commit: it finds what is left of a sandbox
-    // whose taps were deleted behind netshim's back.
-    let recorded = super::health::commit(netns.cookie);
-    // Un-commit first: from here on the sandbox is not attached, whatever else is left.
-    let commit = state_dir.join(state::COMMIT_FILE);
-    if state::remove_file_if_exists(&commit)? {
-        report.removed_state.push(commit);
-    }
-
-    if pin_dir.exists() {
-        ebpf::detach_sandbox(handle, &pin_dir)
-            .await
-            .map_err(|source| Error::Ebpf {
-                netns: netns.to_string(),
-                source: Box::new(source),
-            })?;
-        tracing::debug!(dir = %pin_dir.display(), "eBPF datapath taken down");
-        report.removed_pin_dir = Some(pin_dir);
-    }
-
-    let mirred_err = |source| Error::Mirred {
-        netns: netns.to_string(),
-        source: Box::new(source),
-    };
-    for (pod, tap) in mirred_pairs_by_redirect(handle, &survey)
-        .await
-        .map_err(mirred_err)?
-    {
-        // Ours when the tap has kata's ingress qdisc, or the pod device redirects to the
-        // tap (an attach killed between the two devices).
-        let on_tap = mirred::ingress_qdisc(handle, &tap)
-            .await
-            .map_err(mirred_err)?
-            == mirred::IngressQdisc::Ingress;
-        let pod_to_tap = mirred::redirect_target(handle, &pod)
-            .await
-            .map_err(mirred_err)?
-            == Some(tap.ifindex);
-        if !on_tap && !pod_to_tap {
-            continue;
-        }
-        mirred::disconnect(handle, &pod, &tap)
-            .await
-            .map_err(mirred_err)?;
-        tracing::debug!(interface = %pod.name, tap = %tap.name, "mirred pair disconnected");
-        report.removed_mirred.push(pod.name.clone());
-        report.removed_mirred.push(tap.name.clone());
-    }
-
-    // A recorded mirred endpoint whose tap is gone: its pod device's filter still redirects
-    // to the tap's old ifindex (and drops everything); that qdisc is ours too.
-    for e in recorded
-        .iter()
-        .filter(|c| c.backend == Some(crate::datapath::TcBackend::Mirred))
-        .flat_map(|c| &c.endpoints)
-    {
-        let Some(tap) = &e.tap else { continue };
-        if survey.taps.iter().any(|(_, t)| t.ifindex == tap.ifindex) {
-            continue;
-        }
-        let pod = Dev {
-            name: e.endpoint.name.clone(),
-            ifindex: e.endpoint.ifindex,
-        };
-        let target = mirred::redirect_target(handle, &pod)
-            .await
-            .map_err(mirred_err)?;
-        // The kernel reports a mirred action whose device is gone with ifindex 0.
-        if target != Some(tap.ifindex) && target != Some(0) {
-            continue;
-        }
-        let gone = Dev {
-            name: tap.name.clone(),
-            ifindex: tap.ifindex,
-        };
-        mirred::disconnect(handle, &pod, &gone)
-            .await
-            .map_err(mirred_err)?;
-        tracing::debug!(interface = %pod.name, tap = %tap.name, "mirred filter to a deleted tap removed");
-        report.removed_mirred.push(pod.name);
-    }
-
-    // Only macvtaps netshim's model made: it wrote a state file for the pod device before
-    // changing anything. A macvtap someone else named like ours stays.
-    let macvtap_err = |source| Error::Macvtap {
-        netns: netns.to_string(),
-        source: Box::new(source),
-    };
-    for (name, pod_ifindex) in macvtap::recorded(&state_dir).map_err(macvtap_err)? {
-        macvtap::disconnect(handle, &name, pod_ifindex, &state_dir)
-            .await
-            .map_err(macvtap_err)?;
-        report.removed_macvtaps.push(name);
-    }
-
-    for (_, tap) in &survey.taps {
-        if tap.kind.as_deref() != Some("tun") {
-            continue;
-        }
-        let dev = Dev {
-            name: tap.name.clone(),
-            ifindex: tap.ifindex,
-        };
-        delete_link(handle, &dev)
-            .await
-            .map_err(|source| Error::Netlink {
-                op: "RTM_DELLINK",
-                target: dev.name.clone(),
-                netns: netns.to_string(),
-                source: Box::new(source),
-            })?;
-        tracing::debug!(interface = %dev.name, "tap deleted");
-        report.removed_taps.push(dev.name);
-    }
-
-    state::remove_temp_files(&state_dir);
-    state::remove_file_if_exists(&intent)?;
-    if dead_run_intent {
-        report.removed_state.push(intent);
-    }
-    if state::remove_sandbox_dir_if_empty(&state_dir) && had_state_dir {
-        report.removed_state.push(state_dir);
-    }
-    Ok(report)
-}
-
-/// The pairs kata's mirred datapath may connect: each pod endpoint with the tap its ingress
-/// filter redirects to, or else (nothing redirects yet: an attach killed before the pod's
-/// filter) with `tap<N>_kata` of its position. After `watch` has unplugged an endpoint in the
-/// middle, positions and tap numbers no longer line up; the redirect target still does.
-async fn mirred_pairs_by_redirect(
-    handle: &rtnetlink::Handle,
-    survey: &Survey,
-) -> std::result::Result<Vec<(Dev, Dev)>, mirred::MirredError> {
-    let dev = |i: &crate::interfaces::Interface| Dev {
-        name: i.name.clone(),
-        ifindex: i.ifindex,
-    };
-    let mut pairs = Vec::new();
-    for (index, (pod, _)) in survey.endpoints.iter().enumerate() {
-        let pod = dev(pod);
-        let target = mirred::redirect_target(handle, &pod).await?;
-        let redirected = target.and_then(|t| survey.taps.iter().find(|(_, x)| x.ifindex == t));
-        match redirected
-            .map(|(_, t)| t)
-            .or_else(|| survey.tap(index as u32))
-        {
-            Some(tap) => pairs.push((pod, dev(tap))),
-            None => continue,
-        }
-    }
-    Ok(pairs)
-}
-
-/// Deletes a link; one that is already gone is fine.
-pub(crate) async fn delete_link(
-    handle: &rtnetlink::Handle,
-    dev: &Dev,
-) -> std::result::Result<(), rtnetlink::Error> {
-    match handle.link().del(dev.ifindex).execute().await {
-        Ok(()) => Ok(()),
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(()),
-        Err(e) => Err(e),
     }
 }

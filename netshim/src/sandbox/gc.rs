@@ -30,8 +30,12 @@ use std::{
 };
 
 use super::{
-    detach::{teardown, DetachReport},
     integrity,
+    removed::{
+        DeadSandbox, DetachReport, FailedSandbox, GcReport, HalfMadeSandbox, RepairedSandbox,
+        SkippedSandbox,
+    },
+    teardown::teardown,
 };
 use crate::{
     datapath::{bpf_sys, ebpf},
@@ -39,80 +43,6 @@ use crate::{
     netns::{self, Netns},
     pins, state, Error, Result,
 };
-
-/// What `gc` did.
-#[derive(
-    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
-pub struct GcReport {
-    /// Sandboxes whose netns is gone: everything of theirs was removed.
-    pub removed_dead: Vec<DeadSandbox>,
-    /// Live sandboxes a killed run left half-made: taken down as detach does.
-    pub cleaned_half_made: Vec<HalfMadeSandbox>,
-    /// Sandboxes left alone: their lock is held (an operation is running), or whether their
-    /// netns is alive could not be told.
-    pub skipped_busy: Vec<SkippedSandbox>,
-    /// Sandboxes whose netshim paths were of the wrong type (a directory where a pin should
-    /// be, a plain file where the state directory should be, ...): those paths were removed.
-    #[serde(default)]
-    pub repaired: Vec<RepairedSandbox>,
-    /// Sandboxes whose collection failed.
-    pub failed: Vec<FailedSandbox>,
-}
-
-impl GcReport {
-    pub fn is_empty(&self) -> bool {
-        self.removed_dead.is_empty()
-            && self.cleaned_half_made.is_empty()
-            && self.skipped_busy.is_empty()
-            && self.repaired.is_empty()
-            && self.failed.is_empty()
-    }
-}
-
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
-pub struct DeadSandbox {
-    pub netns_cookie: u64,
-    /// Pin directory, state directory, lock file.
-    pub removed: Vec<PathBuf>,
-}
-
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
-pub struct HalfMadeSandbox {
-    pub netns_cookie: u64,
-    /// Where the live netns was found.
-    pub netns_path: PathBuf,
-    pub removed: DetachReport,
-}
-
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
-pub struct RepairedSandbox {
-    pub netns_cookie: u64,
-    /// The paths of the wrong type that were removed.
-    pub removed: Vec<PathBuf>,
-}
-
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
-pub struct SkippedSandbox {
-    pub netns_cookie: u64,
-    pub reason: String,
-}
-
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
-pub struct FailedSandbox {
-    pub netns_cookie: u64,
-    pub error: String,
-}
 
 /// Collects dead namespaces' sandboxes and cleans half-made ones (see the module docs).
 pub fn gc() -> Result<GcReport> {
@@ -260,7 +190,7 @@ fn remove_dead(cookie: u64) -> Result<Option<Vec<PathBuf>>> {
     }
     let state_dir = state::sandbox_dir(cookie);
     if state_dir.exists() {
-        fs::remove_dir_all(&state_dir).map_err(|source| pins::PinError::Io {
+        fs::remove_dir_all(&state_dir).map_err(|source| pins::HostFileError::Io {
             op: "rm -r",
             path: state_dir.clone(),
             source,
@@ -321,7 +251,7 @@ fn clean_half_made(cookie: u64, path: &Path) -> Result<HalfMade> {
                     found: here,
                 });
             }
-            teardown(&handle, &n).await
+            teardown(&handle, &super::Sandbox::of(&n)).await
         })
     })();
     lock.release();

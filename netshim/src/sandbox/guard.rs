@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::{attach::amend_commit, AttachReport};
+use super::{commit::amend_commit, AttachReport};
 use crate::{
     datapath::{ebpf, TcBackend},
     guard::{
@@ -96,7 +96,7 @@ fn guard_locked(netns: &Netns, change: &GuardChange) -> Result<GuardCommandRepor
             detail: format!("no commit file {}", commit.display()),
         });
     };
-    let model: InternetworkingModel = recorded.model.parse().unwrap_or_default();
+    let model: InternetworkingModel = recorded.model;
     let backend = recorded.backend.unwrap_or(TcBackend::Mirred);
     if let Some(reason) = unavailable_reason(model, backend) {
         return Err(Error::InvalidOptions(format!(

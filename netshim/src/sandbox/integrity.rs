@@ -164,7 +164,7 @@ pub(crate) fn repair(bad: &[BadPath]) -> Result<Vec<PathBuf>> {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(source) => {
-                return Err(pins::PinError::Io {
+                return Err(pins::HostFileError::Io {
                     op: if meta.is_dir() { "rm -r" } else { "unlink" },
                     path: b.path.clone(),
                     source,

@@ -7,33 +7,45 @@
 
 mod attach;
 mod coexist;
+mod commit;
 mod connect;
 mod detach;
+mod files;
 mod gc;
 mod guard;
 mod health;
 mod hotplug;
 pub mod integrity;
 mod needs_tap;
+mod options;
 mod redirect_loop;
+mod removed;
+mod report;
 mod scan;
 mod status;
 mod tap_conflict;
-mod undo;
+mod teardown;
 mod upgrade;
 mod watch;
 
-pub use attach::{attach, AttachOptions, AttachReport, EndpointReport, MacvtapReport, TapReport};
+pub use crate::model::report::{MacvtapReport, TapReport};
+pub use attach::attach;
+pub use commit::AttachReport;
 pub use connect::{
     connect, disconnect, ConnectGuard, ConnectOptions, ConnectReport, DisconnectReport,
 };
-pub use detach::{detach, detach_arg, DetachReport};
+pub use detach::{detach, detach_arg};
+pub(crate) use files::Sandbox;
+pub use gc::gc;
 pub(crate) use gc::{collect_dead, NetnsFinder};
-pub use gc::{
-    gc, DeadSandbox, FailedSandbox, GcReport, HalfMadeSandbox, RepairedSandbox, SkippedSandbox,
-};
 pub use guard::{guard, EndpointGuard, GuardChange, GuardCommandReport};
 pub use health::{repair_hint, Health};
+pub use options::AttachOptions;
+pub use removed::{
+    DeadSandbox, DetachReport, FailedSandbox, GcReport, HalfMadeSandbox, RepairedSandbox,
+    SkippedSandbox,
+};
+pub use report::EndpointReport;
 pub use scan::{scan, ScanReport, ScannedInterface};
 pub use status::{stats, status, EndpointStatus, MacvtapStatus, StatusReport};
 pub use upgrade::{
@@ -42,6 +54,8 @@ pub use upgrade::{
 pub use watch::{rfc3339_utc, watch, Change, WatchEvent, WatchOptions, WatchedEndpoint};
 
 use std::collections::BTreeMap;
+
+use rtnetlink::packet_route::link::InfoKind;
 
 use crate::{
     endpoint::{self, Classification, Classified, SkipReason, SystemProbe},
@@ -223,7 +237,7 @@ pub(crate) async fn survey(
     let mut custom_found = Vec::new();
     for iface in all {
         // A tun device with a recorded custom name is netshim's tap, not a tuntap endpoint.
-        if iface.kind.as_deref() == Some("tun") && custom.contains_key(&iface.name) {
+        if iface.kind == Some(InfoKind::Tun) && custom.contains_key(&iface.name) {
             survey.skipped.push(SkippedInterface {
                 name: iface.name.clone(),
                 ifindex: iface.ifindex,

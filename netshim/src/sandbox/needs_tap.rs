@@ -42,7 +42,7 @@ pub(super) fn check_recorded(netns: &Netns, recorded: &AttachReport, device: &st
         .find(|e| e.endpoint.name == device);
     let detail = match endpoint {
         Some(e) if e.tap.is_some() || e.macvtap.is_some() => return Ok(()),
-        Some(e) => handed_over(&e.attachment),
+        Some(e) => handed_over(e.attachment.as_str()),
         None => {
             let names: Vec<&str> = recorded
                 .endpoints

@@ -8,11 +8,18 @@
 
 use std::fmt;
 
+use rtnetlink::packet_route::link::InfoKind;
+
 use crate::interfaces::Interface;
 
 /// Link kinds that transmit through a lower device and bridge locally between the devices
 /// on one lower (macvlan/macvtap in bridge mode, ipvlan/ipvtap in l2/l3).
-const LOWER_KINDS: &[&str] = &["macvlan", "macvtap", "ipvlan", "ipvtap"];
+const LOWER_KINDS: &[InfoKind] = &[
+    InfoKind::MacVlan,
+    InfoKind::MacVtap,
+    InfoKind::IpVlan,
+    InfoKind::IpVtap,
+];
 
 /// What the peer of a veth is, read in the peer's own netns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,11 +93,11 @@ impl fmt::Display for Loop {
 }
 
 fn is_veth(i: &Interface) -> bool {
-    i.kind.as_deref() == Some("veth")
+    i.kind == Some(InfoKind::Veth)
 }
 
 fn is_upper(i: &Interface) -> bool {
-    i.kind.as_deref().is_some_and(|k| LOWER_KINDS.contains(&k))
+    i.kind.as_ref().is_some_and(|k| LOWER_KINDS.contains(k))
 }
 
 /// The device `i` is tied to — a veth's peer, an upper device's lower — as (ifindex, netnsid

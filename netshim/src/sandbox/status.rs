@@ -1,8 +1,10 @@
 //! `netshim status` and `netshim stats` for one netns.
 
 use super::{health, survey, EndpointInfo, Health, SkippedInterface, Strictness};
+use rtnetlink::packet_route::link::InfoKind;
+
 use crate::{
-    datapath::{ebpf, mirred, TcBackend},
+    datapath::{ebpf, mirred, DatapathKind, TcBackend},
     endpoint::SystemProbe,
     guard::{settings::unavailable_reason, GuardReport},
     model::{macvtap, InternetworkingModel},
@@ -46,7 +48,7 @@ pub struct StatusReport {
     pub attached: bool,
     pub backend: Option<TcBackend>,
     /// `tcx`, `cls_bpf` or `mirred` when attached.
-    pub datapath: Option<String>,
+    pub datapath: Option<DatapathKind>,
     pub pin_dir: Option<std::path::PathBuf>,
     pub endpoints: Vec<EndpointStatus>,
     /// Macvtaps of netshim's macvtap model (their pod devices have handed their addresses
@@ -106,8 +108,8 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
                 commit.as_ref().and_then(|c| c.backend)
             },
             datapath: mode
-                .map(|m| m.as_str().to_owned())
-                .or_else(|| commit.as_ref().map(|c| c.datapath.clone())),
+                .map(DatapathKind::from)
+                .or_else(|| commit.as_ref().map(|c| c.datapath)),
             pin_dir: pinned.then(|| dir.clone()),
             endpoints: Vec::new(),
             macvtaps: Vec::new(),
@@ -121,11 +123,11 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
             let Some(pod_ifindex) = mvt.link else {
                 continue;
             };
-            if mvt.kind.as_deref() == Some("macvtap")
+            if mvt.kind == Some(InfoKind::MacVtap)
                 && macvtap::state_path(&state_dir, pod_ifindex).exists()
             {
                 report.attached = true;
-                report.datapath = Some("macvtap".into());
+                report.datapath = Some(DatapathKind::Macvtap);
                 report.macvtaps.push(MacvtapStatus {
                     name: mvt.name.clone(),
                     ifindex: mvt.ifindex,
@@ -168,7 +170,7 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
                     }
                     if both {
                         report.backend = Some(TcBackend::Mirred);
-                        report.datapath = Some("mirred".into());
+                        report.datapath = Some(DatapathKind::Mirred);
                     }
                     both
                 }

@@ -9,7 +9,9 @@
 //! and a macvtap the macvtap model's state files record: the teardown before attach takes
 //! them away.
 
-use super::{attach::AttachOptions, Survey};
+use super::{AttachOptions, Survey};
+use rtnetlink::packet_route::link::InfoKind;
+
 use crate::{
     endpoint::{Classified, Probe},
     interfaces::{self, Interface},
@@ -63,8 +65,8 @@ pub(crate) fn planned(
 
 /// What `existing` is, for the error: `a bridge`, `a tun device in tun mode`, ...
 fn describe(existing: &Interface, probe: &dyn Probe) -> String {
-    match existing.kind.as_deref() {
-        Some("tun") => match probe.drvinfo(&existing.name) {
+    match &existing.kind {
+        Some(InfoKind::Tun) => match probe.drvinfo(&existing.name) {
             Ok((driver, bus)) => match tap::mode_from_drvinfo(&driver, &bus) {
                 Some(tap::TunMode::Tun) => "a tun device in tun mode".into(),
                 Some(tap::TunMode::Tap) => "a tap".into(),
@@ -73,6 +75,7 @@ fn describe(existing: &Interface, probe: &dyn Probe) -> String {
             Err(_) => "a tun device".into(),
         },
         Some(kind) => {
+            let kind = kind.to_string();
             let article = match kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
                 true => "an",
                 false => "a",
@@ -101,9 +104,9 @@ fn taken(netns: &Netns, planned: &PlannedTap, existing: &Interface, probe: &dyn 
 fn leftover_of_netshim(survey: &Survey, iface: &Interface, state_dir: &std::path::Path) -> bool {
     let in_taps = survey.taps.iter().any(|(_, t)| t.ifindex == iface.ifindex);
     in_taps
-        && match iface.kind.as_deref() {
-            Some("tun") => true,
-            Some("macvtap") => iface
+        && match iface.kind {
+            Some(InfoKind::Tun) => true,
+            Some(InfoKind::MacVtap) => iface
                 .link
                 .is_some_and(|pod| macvtap::state_path(state_dir, pod).exists()),
             _ => false,

@@ -407,7 +407,7 @@ fn fill_guard(
             guard,
         });
     }
-    super::attach::amend_commit(netns, None, |report| {
+    super::commit::amend_commit(netns, None, |report| {
         for e in &mut report.endpoints {
             if let Some((_, s)) = recorded_settings
                 .iter()

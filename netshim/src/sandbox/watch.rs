@@ -32,27 +32,26 @@ use std::{
 };
 
 use futures::StreamExt;
-use netshim_common::{from_fixed, MAX_ENDPOINTS};
+use netshim_common::MAX_ENDPOINTS;
 use rtnetlink::{
     packet_core::{NetlinkMessage, NetlinkPayload},
     packet_route::RouteNetlinkMessage,
     MulticastGroup,
 };
 
-use super::{
-    attach::{attach, AttachOptions, AttachReport, EndpointReport},
-    connect::dev,
-    hotplug::{self, model_datapath, Plugged, TapDatapath, VmSide},
-    survey, SkippedInterface, Strictness, Survey,
-};
+use super::{attach::attach, hotplug, survey, AttachOptions, SkippedInterface, Strictness, Survey};
 use crate::{
-    datapath::{ebpf, mirred, Dev},
-    endpoint::{EndpointKind, SkipReason},
+    endpoint::SkipReason,
     lock::SandboxLock,
-    model::macvtap,
+    model::{Plugged, TapDatapath, VmSide},
     netns::{Netns, NetnsError},
-    pins, state, Error, Result,
+    pins, Error, Result,
 };
+
+mod discover;
+mod events;
+
+pub use events::{Change, WatchEvent, WatchedEndpoint};
 
 /// What `watch` does.
 #[derive(Debug, Clone)]
@@ -70,87 +69,6 @@ impl Default for WatchOptions {
             debounce: Duration::from_millis(50),
         }
     }
-}
-
-/// One change the watcher made or saw, as reported to the `on_change` callback.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Change {
-    /// UTC, RFC 3339 with milliseconds.
-    pub time: String,
-    pub netns: String,
-    #[serde(flatten)]
-    pub event: WatchEvent,
-}
-
-/// An endpoint as the watcher keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct WatchedEndpoint {
-    /// The pod device.
-    pub name: String,
-    pub ifindex: u32,
-    /// Endpoint index: `tap<index>_kata`, `eth<index>` in the guest.
-    pub index: u32,
-    /// What the VMM opens: the tap, the macvtap, a vhost-user socket, a PCI address.
-    pub vm_device: Option<String>,
-    /// `tcfilter/ebpf`, `tcfilter/mirred`, `macvtap`, `none`, or `<kind> (handed over)`.
-    pub datapath: String,
-}
-
-impl WatchedEndpoint {
-    fn of(p: &Plugged) -> Self {
-        Self {
-            name: p.pod.name.clone(),
-            ifindex: p.pod.ifindex,
-            index: p.index,
-            vm_device: p.vm_device(),
-            datapath: p.datapath(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "event", rename_all = "kebab-case")]
-pub enum WatchEvent {
-    /// Watching has started. `attached`: the report of the attach this run made (none when
-    /// the netns was attached already, or had no endpoint yet).
-    Watching {
-        attached: Option<Box<AttachReport>>,
-        endpoints: Vec<WatchedEndpoint>,
-    },
-    /// An endpoint appeared and was handed to the VM; `report` is what attach reports for
-    /// an endpoint (tap, MAC, addresses, routes, neighbours).
-    Added {
-        #[serde(flatten)]
-        endpoint: WatchedEndpoint,
-        report: Box<EndpointReport>,
-    },
-    /// An endpoint's pod device disappeared; what was made for it is gone.
-    Removed {
-        #[serde(flatten)]
-        endpoint: WatchedEndpoint,
-    },
-    /// An interface kata would refuse appeared (`--skip-unsupported`).
-    Skipped {
-        name: String,
-        ifindex: u32,
-        detail: Option<String>,
-    },
-    /// Handing an endpoint to the VM, or taking it back, failed; watching goes on.
-    Failed {
-        name: String,
-        ifindex: u32,
-        error: String,
-    },
-    /// The addresses of an endpoint's pod device changed: its source guard now allows
-    /// `addresses` (read back from the maps) instead of the old ones.
-    GuardAddresses {
-        name: String,
-        ifindex: u32,
-        index: u32,
-        addresses: Vec<std::net::IpAddr>,
-    },
-    /// Watching has stopped; the datapath stays as it is.
-    Stopped,
 }
 
 /// Attaches `netns` unless it is attached already (or has no endpoint yet), then hands each
@@ -338,168 +256,6 @@ impl Watcher {
         .await
     }
 
-    /// Reads back what the netns already hands to the VM: endpoints recorded in the eBPF
-    /// pins, taps whose mirred filter redirects to a pod device, macvtaps of the macvtap
-    /// model, taps of the `none` model (endpoint N of kata's order), and endpoints the VMM
-    /// takes as they are (their position in kata's order).
-    async fn discover(&mut self, survey: &Survey) -> Result<()> {
-        let netns = &self.netns;
-        let dir = pins::sandbox_dir(netns.cookie);
-        if dir.exists() {
-            let records = ebpf::recorded_endpoints(&dir).map_err(|source| Error::Ebpf {
-                netns: netns.to_string(),
-                source: Box::new(source),
-            })?;
-            for (index, r) in records {
-                let name = |f: &[u8]| String::from_utf8_lossy(from_fixed(f)).into_owned();
-                let (pod_name, tap) = (name(&r.pod_name), name(&r.tap_name));
-                if !survey.is_netshim_tap_name(&tap) {
-                    self.foreign.extend([r.pod_ifindex, r.tap_ifindex]);
-                    continue;
-                }
-                self.plugged.insert(
-                    r.pod_ifindex,
-                    Plugged {
-                        pod: Dev {
-                            name: pod_name,
-                            ifindex: r.pod_ifindex,
-                        },
-                        index,
-                        vm: VmSide::Tap {
-                            tap: Dev {
-                                name: tap,
-                                ifindex: r.tap_ifindex,
-                            },
-                            datapath: TapDatapath::Ebpf,
-                        },
-                    },
-                );
-            }
-        }
-        let state_dir = state::sandbox_dir(netns.cookie);
-        for (index, tap) in &survey.taps {
-            let bound = self.plugged.values().any(|p| match &p.vm {
-                VmSide::Tap { tap: t, .. } => t.ifindex == tap.ifindex,
-                _ => false,
-            });
-            if bound {
-                continue;
-            }
-            let (pod_ifindex, vm) = match tap.kind.as_deref() {
-                Some("tun") => {
-                    let target = mirred::redirect_target(&self.handle, &dev(tap))
-                        .await
-                        .map_err(|source| Error::Mirred {
-                            netns: netns.to_string(),
-                            source: Box::new(source),
-                        })?;
-                    let (pod_ifindex, datapath) = match target.filter(|t| *t != 0) {
-                        Some(t) => (Some(t), TapDatapath::Mirred),
-                        None => (
-                            survey
-                                .endpoints
-                                .get(*index as usize)
-                                .map(|(e, _)| e.ifindex),
-                            TapDatapath::None,
-                        ),
-                    };
-                    let vm = VmSide::Tap {
-                        tap: dev(tap),
-                        datapath,
-                    };
-                    (pod_ifindex, vm)
-                }
-                Some("macvtap") => {
-                    let made_here = tap
-                        .link
-                        .filter(|pod| macvtap::state_path(&state_dir, *pod).exists());
-                    (made_here, VmSide::Macvtap { macvtap: dev(tap) })
-                }
-                _ => continue,
-            };
-            let Some(pod) = pod_ifindex.and_then(|i| link(survey, i)) else {
-                continue;
-            };
-            if self.plugged.contains_key(&pod.ifindex) {
-                continue;
-            }
-            self.plugged.insert(
-                pod.ifindex,
-                Plugged {
-                    pod,
-                    index: *index,
-                    vm,
-                },
-            );
-        }
-        for (position, (iface, class)) in survey.endpoints.iter().enumerate() {
-            if class.kind.uses_model() || self.plugged.contains_key(&iface.ifindex) {
-                continue;
-            }
-            let used = self.used_indices(survey)?;
-            let position = position as u32;
-            let index = if used.contains(&position) {
-                match free_index(&used) {
-                    Some(i) => i,
-                    None => continue,
-                }
-            } else {
-                position
-            };
-            let vm = handover(iface, class);
-            self.plugged.insert(
-                iface.ifindex,
-                Plugged {
-                    pod: dev(iface),
-                    index,
-                    vm,
-                },
-            );
-        }
-        Ok(())
-    }
-
-    /// An already attached netns must be attached the way the watcher would attach new
-    /// endpoints: one sandbox, one datapath.
-    fn check_datapath(&self) -> Result<()> {
-        let want = model_datapath(&self.options.attach);
-        for p in self.plugged.values() {
-            let comparable = match &p.vm {
-                VmSide::Tap { datapath, .. } => *datapath != TapDatapath::None,
-                VmSide::Macvtap { .. } => true,
-                VmSide::Handover { .. } => false,
-            };
-            if comparable && p.datapath() != want {
-                return Err(Error::AlreadyAttached {
-                    netns: self.netns.to_string(),
-                    detail: format!(
-                        "{} -> {} uses {}, but watch was asked for {want}",
-                        p.pod.name,
-                        p.vm_device().unwrap_or_default(),
-                        p.datapath()
-                    ),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Endpoint indexes taken: by what was handed to the VM, by any `tap<N>_kata` device and
-    /// by any record in the eBPF pins.
-    fn used_indices(&self, survey: &Survey) -> Result<BTreeSet<u32>> {
-        let mut used: BTreeSet<u32> = self.plugged.values().map(|p| p.index).collect();
-        used.extend(survey.taps.iter().map(|(i, _)| *i));
-        let dir = pins::sandbox_dir(self.netns.cookie);
-        if dir.exists() {
-            let records = ebpf::recorded_endpoints(&dir).map_err(|source| Error::Ebpf {
-                netns: self.netns.to_string(),
-                source: Box::new(source),
-            })?;
-            used.extend(records.iter().map(|(i, _)| *i));
-        }
-        Ok(used)
-    }
-
     /// Brings the VM side in step with `survey`: removals first (their indexes become
     /// free), then new endpoints in kata's order.
     async fn reconcile<F: FnMut(&Change)>(
@@ -525,7 +281,7 @@ impl Watcher {
             };
             let unplugged = hotplug::unplug(&self.handle, &self.netns, &p).await;
             let unplugged = unplugged.and_then(|()| {
-                super::attach::amend_commit(&self.netns, None, |r| {
+                super::commit::amend_commit(&self.netns, None, |r| {
                     r.endpoints.retain(|e| e.endpoint.ifindex != ifindex)
                 })
             });
@@ -594,7 +350,7 @@ impl Watcher {
             .await;
             let plugged = plugged.and_then(|(p, report)| {
                 let options = Some(&self.options.attach);
-                super::attach::amend_commit(&self.netns, options, |r| {
+                super::commit::amend_commit(&self.netns, options, |r| {
                     r.endpoints.push(report.clone())
                 })?;
                 Ok((p, report))
@@ -693,7 +449,7 @@ impl Watcher {
             .map_err(guard_err)?
             .map(|e| e.addresses())
             .unwrap_or_default();
-        super::attach::amend_commit(&self.netns, None, |r| {
+        super::commit::amend_commit(&self.netns, None, |r| {
             for e in &mut r.endpoints {
                 if e.endpoint.ifindex == iface.ifindex {
                     e.endpoint.addresses = iface.addresses.clone();
@@ -745,40 +501,6 @@ fn free_index(used: &BTreeSet<u32>) -> Option<u32> {
     (0..MAX_ENDPOINTS).find(|i| !used.contains(i))
 }
 
-/// The link with `ifindex`, endpoint or not.
-fn link(survey: &Survey, ifindex: u32) -> Option<Dev> {
-    survey
-        .endpoints
-        .iter()
-        .map(|(i, _)| dev(i))
-        .chain(survey.skipped.iter().map(|s| Dev {
-            name: s.name.clone(),
-            ifindex: s.ifindex,
-        }))
-        .find(|d| d.ifindex == ifindex)
-}
-
-/// An endpoint the VMM takes as it is.
-fn handover(iface: &crate::interfaces::Interface, class: &crate::endpoint::Classified) -> VmSide {
-    match class.kind {
-        EndpointKind::Macvtap => VmSide::Handover {
-            kind: "macvtap",
-            device: Some(macvtap::device_path(iface.ifindex).display().to_string()),
-        },
-        EndpointKind::VhostUser => VmSide::Handover {
-            kind: "vhost-user",
-            device: class
-                .vhost_user_socket
-                .as_ref()
-                .map(|s| s.display().to_string()),
-        },
-        _ => VmSide::Handover {
-            kind: "physical",
-            device: class.pci_address.as_ref().map(|p| format!("pci {p}")),
-        },
-    }
-}
-
 /// `2026-01-31T12:34:56.789Z`.
 pub fn rfc3339_utc(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t.max(SystemTime::UNIX_EPOCH)).to_string()
@@ -810,7 +532,9 @@ mod tests {
                     ifindex: 5,
                     index: 1,
                     vm_device: Some("tap1_kata".into()),
-                    datapath: "tcfilter/ebpf".into(),
+                    datapath: crate::model::EndpointDatapath::TcFilter(
+                        crate::datapath::TcBackend::Ebpf,
+                    ),
                 },
             },
         };

@@ -24,7 +24,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::pins::PinError;
+use crate::pins::HostFileError;
 
 mod intent;
 pub mod schema;
@@ -47,7 +47,7 @@ pub fn sandbox_dir(netns_cookie: u64) -> PathBuf {
 }
 
 /// Creates the sandbox's state directory (and the root), both 0700.
-pub fn create_sandbox_dir(netns_cookie: u64) -> Result<PathBuf, PinError> {
+pub fn create_sandbox_dir(netns_cookie: u64) -> Result<PathBuf, HostFileError> {
     let dir = sandbox_dir(netns_cookie);
     crate::pins::create_private_dirs(&[Path::new(STATE_ROOT), &dir])?;
     Ok(dir)
@@ -66,12 +66,12 @@ pub fn remove_sandbox_dir_if_empty(dir: &Path) -> bool {
 }
 
 /// The cookies of the sandboxes that have a state directory or a lock file, sorted.
-pub fn sandbox_cookies() -> Result<Vec<u64>, PinError> {
+pub fn sandbox_cookies() -> Result<Vec<u64>, HostFileError> {
     let entries = match fs::read_dir(STATE_ROOT) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
-            return Err(PinError::Io {
+            return Err(HostFileError::Io {
                 op: "readdir",
                 path: STATE_ROOT.into(),
                 source,
@@ -93,7 +93,7 @@ pub fn sandbox_cookies() -> Result<Vec<u64>, PinError> {
 
 /// Writes `bytes` to `path` atomically: a temporary file (0600) in the same directory,
 /// fsync, rename over `path`, fsync of the directory.
-pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), PinError> {
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), HostFileError> {
     place_file(path, bytes, Placement::Replace)
 }
 
@@ -108,7 +108,7 @@ pub enum Placement {
 
 /// Writes `bytes` to a temporary file (0600) next to `path`, fsyncs it, places it at
 /// `path` as `placement` says, and fsyncs the directory. The temporary file never stays.
-pub fn place_file(path: &Path, bytes: &[u8], placement: Placement) -> Result<(), PinError> {
+pub fn place_file(path: &Path, bytes: &[u8], placement: Placement) -> Result<(), HostFileError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -129,7 +129,7 @@ pub fn place_file(path: &Path, bytes: &[u8], placement: Placement) -> Result<(),
     })();
     if let Err(source) = written {
         let _ = fs::remove_file(&tmp);
-        return Err(PinError::Io {
+        return Err(HostFileError::Io {
             op: "write",
             path: tmp,
             source,
@@ -140,7 +140,7 @@ pub fn place_file(path: &Path, bytes: &[u8], placement: Placement) -> Result<(),
         Placement::Exclusive => ("link into", fs::hard_link(&tmp, path)),
     };
     let _ = fs::remove_file(&tmp);
-    placed.map_err(|source| PinError::Io {
+    placed.map_err(|source| HostFileError::Io {
         op,
         path: path.to_owned(),
         source,
@@ -168,11 +168,11 @@ pub fn remove_temp_files(dir: &Path) {
 }
 
 /// Removes a file; one that is not there is fine. Returns whether it was there.
-pub fn remove_file_if_exists(path: &Path) -> Result<bool, PinError> {
+pub fn remove_file_if_exists(path: &Path) -> Result<bool, HostFileError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(PinError::Io {
+        Err(source) => Err(HostFileError::Io {
             op: "unlink",
             path: path.to_owned(),
             source,

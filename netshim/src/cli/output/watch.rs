@@ -43,7 +43,10 @@ pub fn watch(c: &Change) -> String {
         WatchEvent::Removed { endpoint } => format!(
             "removed {} ({})",
             endpoint.name,
-            endpoint.vm_device.as_deref().unwrap_or(&endpoint.datapath)
+            endpoint
+                .vm_device
+                .clone()
+                .unwrap_or_else(|| endpoint.datapath.to_string())
         ),
         WatchEvent::Skipped { name, detail, .. } => format!(
             "skipped {name}: {}",

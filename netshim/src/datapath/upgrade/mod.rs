@@ -194,7 +194,7 @@ pub enum UpgradeError {
     #[error(transparent)]
     Ebpf(#[from] ebpf::EbpfError),
     #[error(transparent)]
-    Pins(#[from] pins::PinError),
+    HostFile(#[from] pins::HostFileError),
 }
 
 impl UpgradeError {

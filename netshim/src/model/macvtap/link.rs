@@ -46,7 +46,8 @@ impl LinkState {
     }
 
     pub(super) fn is_macvtap_on(&self, pod_ifindex: u32) -> bool {
-        self.iface.kind.as_deref() == Some("macvtap") && self.link == Some(pod_ifindex)
+        self.iface.kind == Some(rtnetlink::packet_route::link::InfoKind::MacVtap)
+            && self.link == Some(pod_ifindex)
     }
 }
 

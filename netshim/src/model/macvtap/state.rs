@@ -278,7 +278,7 @@ pub(super) fn write_state(path: &Path, state: &State, exclusive: bool) -> Result
         crate::state::Placement::Replace
     };
     crate::state::place_file(path, &json, placement).map_err(|e| match e {
-        crate::pins::PinError::Io { op, path, source } => {
+        crate::pins::HostFileError::Io { op, path, source } => {
             MacvtapError::StateIo { op, path, source }
         }
         other => MacvtapError::StateIo {

@@ -47,9 +47,21 @@ impl Undo {
         }
         state::remove_sandbox_dir_if_empty(&state_dir);
         for tap in &self.taps {
-            if let Err(e) = super::detach::delete_link(handle, tap).await {
+            if let Err(e) = delete_link(handle, tap).await {
                 tracing::warn!("undo: {e}");
             }
         }
+    }
+}
+
+/// Deletes a link; one that is already gone is fine.
+pub(crate) async fn delete_link(
+    handle: &rtnetlink::Handle,
+    dev: &Dev,
+) -> std::result::Result<(), rtnetlink::Error> {
+    match handle.link().del(dev.ifindex).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if crate::netlink::is_gone(&e) => Ok(()),
+        Err(e) => Err(e),
     }
 }

@@ -1,0 +1,197 @@
+//! kata's default model, tcfilter: each endpoint gets a tap (made as the `none` model makes
+//! it) and a traffic-control datapath of [`crate::datapath`] connects pod device and tap:
+//! the eBPF classifier ([`ebpf`], pins in bpffs) or kata's u32 + mirred ([`mirred`]).
+//! `netshim connect` uses the same datapath between any two devices.
+
+use std::path::PathBuf;
+
+use super::{
+    none::{create_tap, remove_tap, tap_plug},
+    undo::Undo,
+    EndpointDatapath, Model, PlugContext, Plugged, Plugs, TapDatapath, VmSide,
+};
+use crate::{
+    crash::crash_point,
+    datapath::{
+        ebpf::{self, AttachMode, EbpfDatapath},
+        mirred, DatapathKind, Pair, TcBackend,
+    },
+    guard::GuardSettings,
+    interfaces::Interface,
+    netns::Netns,
+    pins, Error, Result,
+};
+
+pub(crate) struct TcFilter;
+
+impl Model for TcFilter {
+    fn describe(&self, backend: TcBackend) -> EndpointDatapath {
+        EndpointDatapath::TcFilter(backend)
+    }
+
+    async fn plug(
+        &self,
+        cx: &PlugContext<'_>,
+        endpoints: &[(u32, &Interface)],
+        undo: &mut Undo,
+    ) -> Result<Plugs> {
+        let options = cx.options;
+        let datapath = match options.backend {
+            TcBackend::Ebpf => TapDatapath::Ebpf,
+            TcBackend::Mirred => TapDatapath::Mirred,
+        };
+        let mut plugs = Vec::new();
+        let mut pairs = Vec::new();
+        for &(index, iface) in endpoints {
+            let (tap, created) = create_tap(cx, index, iface, undo).await?;
+            let pair = Pair::new(index, iface, &created, options.fast_path);
+            pairs.push(guarded_pair(pair, iface, &options.guard));
+            plugs.push(tap_plug(index, iface, tap, &created, datapath));
+        }
+        if pairs.is_empty() {
+            return Ok(Plugs::without_datapath(plugs, DatapathKind::None));
+        }
+        let c = connect_pairs(
+            cx.handle,
+            cx.netns,
+            options.backend,
+            options.ebpf_attach,
+            &pairs,
+            undo,
+        )
+        .await?;
+        if c.backend == TcBackend::Ebpf {
+            for (plug, pair) in plugs.iter_mut().zip(&pairs) {
+                plug.redirect = Some(pair.redirects());
+            }
+        }
+        Ok(Plugs {
+            endpoints: plugs,
+            backend: Some(c.backend),
+            datapath: c.datapath,
+            pin_dir: c.pin_dir,
+        })
+    }
+
+    async fn unplug(
+        &self,
+        handle: &rtnetlink::Handle,
+        netns: &Netns,
+        plugged: &Plugged,
+    ) -> Result<()> {
+        let VmSide::Tap { tap, datapath } = &plugged.vm else {
+            return Ok(());
+        };
+        match datapath {
+            TapDatapath::Ebpf => {
+                let dir = pins::sandbox_dir(netns.cookie);
+                ebpf::disconnect_pair(handle, &dir, &plugged.pod.name, &tap.name)
+                    .await
+                    .map_err(|source| Error::Ebpf {
+                        netns: netns.to_string(),
+                        source: Box::new(source),
+                    })?;
+            }
+            TapDatapath::Mirred => {
+                mirred::disconnect(handle, &plugged.pod, tap)
+                    .await
+                    .map_err(|source| Error::Mirred {
+                        netns: netns.to_string(),
+                        source: Box::new(source),
+                    })?;
+            }
+            TapDatapath::None => {}
+        }
+        remove_tap(handle, netns, tap).await
+    }
+}
+
+/// `pair` with the source guard `guard` (when the datapath has one) of its pod device's
+/// MAC and addresses.
+fn guarded_pair(
+    pair: Pair,
+    iface: &Interface,
+    guard: &std::result::Result<GuardSettings, String>,
+) -> Pair {
+    match (guard, iface.mac) {
+        (Ok(settings), Some(mac)) => {
+            let addresses: Vec<_> = iface.addresses.iter().map(|a| a.address).collect();
+            pair.guarded(mac, &addresses, settings)
+        }
+        _ => pair,
+    }
+}
+
+/// The datapath that was set up.
+pub(crate) struct Connected {
+    pub backend: TcBackend,
+    /// `tcx`, `cls_bpf` or `mirred`.
+    pub datapath: DatapathKind,
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// Connects `pairs` with `backend`; every change is registered in `undo` first.
+pub(crate) async fn connect_pairs(
+    handle: &rtnetlink::Handle,
+    netns: &Netns,
+    backend: TcBackend,
+    ebpf_attach: Option<AttachMode>,
+    pairs: &[Pair],
+    undo: &mut Undo,
+) -> Result<Connected> {
+    match backend {
+        TcBackend::Ebpf => {
+            let existed = pins::sandbox_dir(netns.cookie).exists();
+            let dir = pins::create_sandbox_dir(netns.cookie)?;
+            crash_point("pin-dir-created");
+            let ebpf_err = |source| Error::Ebpf {
+                netns: netns.to_string(),
+                source: Box::new(source),
+            };
+            let mode = match existed {
+                // Later pairs join the sandbox as it was made.
+                true => ebpf::recorded_mode(&dir).map_err(ebpf_err)?,
+                false => {
+                    undo.pin_dir = Some(dir.clone());
+                    ebpf_attach.unwrap_or_else(AttachMode::for_running_kernel)
+                }
+            };
+            let mut datapath = EbpfDatapath::load(&dir, mode).map_err(ebpf_err)?;
+            crash_point("program-loaded");
+            if !existed {
+                datapath.record_sandbox(netns).map_err(ebpf_err)?;
+            }
+            for p in pairs {
+                if existed {
+                    undo.ebpf_pairs
+                        .push((dir.clone(), p.a.name.clone(), p.b.name.clone()));
+                }
+                datapath
+                    .connect(p.index, &p.a, &p.b, (p.a_to_b, p.b_to_a), p.guard.as_ref())
+                    .map_err(ebpf_err)?;
+            }
+            Ok(Connected {
+                backend,
+                datapath: datapath.mode().into(),
+                pin_dir: Some(dir),
+            })
+        }
+        TcBackend::Mirred => {
+            for p in pairs {
+                undo.mirred.push((p.a.clone(), p.b.clone()));
+                mirred::connect(handle, &p.a, &p.b)
+                    .await
+                    .map_err(|source| Error::Mirred {
+                        netns: netns.to_string(),
+                        source: Box::new(source),
+                    })?;
+                crash_point("mirred-connected");
+            }
+            Ok(Connected {
+                backend,
+                datapath: DatapathKind::Mirred,
+                pin_dir: None,
+            })
+        }
+    }
+}
