@@ -10,6 +10,9 @@
 
 use std::{borrow::Cow, collections::BTreeMap, fmt, net::IpAddr};
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use futures::TryStreamExt;
 use rtnetlink::packet_route::{
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
@@ -23,9 +26,7 @@ use rtnetlink::packet_route::{
 use crate::interfaces::Mac;
 
 /// A route the guest should install on the endpoint's interface.
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct GuestRoute {
     /// `default`, or a prefix such as `10.1.0.0/16` / `fd00::/64`.
     pub destination: String,
@@ -39,9 +40,7 @@ pub struct GuestRoute {
 }
 
 /// A neighbour entry the guest should install.
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct GuestNeighbor {
     pub address: IpAddr,
     pub mac: Mac,

@@ -2,6 +2,9 @@
 
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use futures::TryStreamExt;
 use rtnetlink::packet_route::{
     address::AddressAttribute,
@@ -10,16 +13,7 @@ use rtnetlink::packet_route::{
 
 /// An interface address with its prefix length.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
 pub struct IfAddr {
     pub address: IpAddr,

@@ -12,6 +12,9 @@
 
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use aya::{
     maps::{Array, HashMap, MapData},
     programs::{
@@ -38,9 +41,7 @@ use crate::{
 };
 
 /// How the classifier is hooked to a device.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AttachMode {
     /// bpf_link on the TCX ingress hook, pinned in bpffs.

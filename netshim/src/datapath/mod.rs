@@ -7,6 +7,9 @@
 //! - [`upgrade`]: a new program for an attached eBPF datapath, without a gap (with
 //!   [`bpf_sys`], the bpf(2) commands aya 0.14 does not expose).
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 pub mod bpf_sys;
 pub mod ebpf;
 pub mod mirred;
@@ -83,9 +86,7 @@ impl Pair {
 }
 
 /// How the eBPF datapath redirects each direction of an endpoint.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Redirects {
     /// pod device ingress → tap: always `redirect` (a tap has no peer).
     pub to_vm: RedirectMode,
@@ -101,17 +102,7 @@ impl fmt::Display for Dev {
 }
 
 /// `--fast-path`: whether the eBPF datapath may use `bpf_redirect_peer`.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FastPath {
     /// `bpf_redirect_peer` wherever it is valid.
@@ -134,9 +125,7 @@ impl FromStr for FastPath {
 }
 
 /// How the eBPF datapath hands a packet to the other device.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RedirectMode {
     /// `bpf_redirect`: to the target's egress.
@@ -162,17 +151,7 @@ impl RedirectMode {
 }
 
 /// Which traffic-control datapath connects endpoint and tap (`--tc-backend`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TcBackend {
     #[default]
@@ -197,9 +176,7 @@ impl fmt::Display for TcBackend {
 
 /// What carries a sandbox's traffic, as reports name it (`datapath`): the eBPF datapath's
 /// attach mode, kata's mirred, or the models without a tc datapath.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DatapathKind {
     Tcx,

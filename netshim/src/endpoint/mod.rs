@@ -12,6 +12,9 @@
 //! model); kata's separate `tap` endpoint is only reachable through kata's API, not from a
 //! netns scan, so netshim has no such kind.
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 mod probe;
 
 use std::{fmt, io, path::PathBuf};
@@ -23,9 +26,7 @@ use rtnetlink::packet_route::link::InfoKind;
 use crate::{interfaces::Interface, tap::TunMode};
 
 /// The endpoint kinds kata distinguishes (see the module docs for `tap`).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum EndpointKind {
     Physical,
@@ -67,9 +68,7 @@ impl fmt::Display for EndpointKind {
 }
 
 /// An interface that is an endpoint, with what the VMM needs for kinds without a model.
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Classified {
     pub kind: EndpointKind,
     /// Physical: the PCI address from ethtool's bus info (for VFIO passthrough).
@@ -95,9 +94,7 @@ impl Classified {
 }
 
 /// Why an interface is not an endpoint.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SkipReason {
     Loopback,

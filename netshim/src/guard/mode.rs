@@ -2,20 +2,13 @@
 
 use std::{fmt, str::FromStr};
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use netshim_common::{GUARD_MODE_ENFORCE, GUARD_MODE_LOG, GUARD_MODE_OFF};
 
 /// What the guard does with a packet that fails a check.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum GuardMode {
     /// Drop and count it (the default on the eBPF backend).

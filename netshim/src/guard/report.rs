@@ -2,6 +2,9 @@
 
 use std::{net::IpAddr, path::Path};
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use super::{maps, GuardEntry, GuardMapError, GuardMode, GuardSettings};
 use crate::interfaces::Mac;
 
@@ -9,9 +12,7 @@ use crate::interfaces::Mac;
 /// MAC and the addresses it allows (read from the maps: what the datapath enforces), or
 /// `{"mode": "off", "reason": ...}` where the datapath has no guard. The commit file keeps
 /// the settings only (the addresses are the endpoint's own).
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum GuardReport {
     /// No guard can run here (mirred, macvtap, none; a sandbox without guard maps).

@@ -2,6 +2,9 @@
 
 use std::net::IpAddr;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use ipnet::IpNet;
 use netshim_common::GUARD_ETHERTYPE_SLOTS;
 
@@ -11,9 +14,7 @@ use crate::{datapath::TcBackend, model::InternetworkingModel};
 /// The guard of an endpoint as configured (`--guard*` flags, the `[netshim]` TOML keys, the
 /// CNI keys, `netshim guard`). The endpoint's own addresses are not here: they come from
 /// the pod device (and follow it under `watch`).
-#[derive(
-    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct GuardSettings {
     pub mode: GuardMode,
     /// DHCP client traffic from 0.0.0.0 (UDP 68 → 67) is let through.

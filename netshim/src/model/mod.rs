@@ -13,6 +13,9 @@
 //! Endpoints the VMM takes as they are (physical, vhost-user, a macvtap found in the netns)
 //! have no model: see [`handover`].
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 pub mod macvtap;
 mod macvtap_model;
 pub(crate) mod none;
@@ -38,17 +41,7 @@ use report::MacvtapReport;
 use undo::Undo;
 
 /// How an endpoint in the sandbox netns is connected to the VM's tap.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InternetworkingModel {
     /// Traffic control redirect between the pod interface and a tap (kata's default).

@@ -3,13 +3,14 @@
 
 use std::fmt;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use super::report::{MacvtapReport, TapReport};
 use crate::datapath::{Dev, Redirects, TcBackend};
 
 /// How the VMM gets an endpoint (`attachment` in the reports).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AttachmentKind {
     Tap,

@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use super::{report::EndpointReport, AttachOptions, DetachReport, SkippedInterface};
 use crate::{
     datapath::{ebpf::AttachMode, DatapathKind, TcBackend},
@@ -13,9 +16,7 @@ use crate::{
 };
 
 /// The result of an attach.
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AttachReport {
     pub netns: String,
     pub netns_path: PathBuf,

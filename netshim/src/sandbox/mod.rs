@@ -5,6 +5,9 @@
 //! always the same survey: list the interfaces, classify them, and find the taps an earlier
 //! attach made.
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 mod attach;
 mod coexist;
 mod commit;
@@ -85,9 +88,7 @@ pub(crate) fn write_intent(netns: &Netns, op: &str, options: state::IntentOption
 }
 
 /// An endpoint as the pod netns shows it: what the VMM and the guest need to know of it.
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EndpointInfo {
     /// Position in kata's order; endpoint N gets `tap<N>_kata` and `eth<N>` in the guest.
     pub index: u32,
@@ -117,9 +118,7 @@ impl EndpointInfo {
 }
 
 /// An interface that is not an endpoint, and why.
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SkippedInterface {
     pub name: String,
     pub ifindex: u32,

@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 /// What detach removed.
-#[derive(
-    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DetachReport {
     pub netns: String,
     pub removed_taps: Vec<String>,
@@ -50,9 +51,7 @@ impl DetachReport {
 }
 
 /// What `gc` did.
-#[derive(
-    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct GcReport {
     /// Sandboxes whose netns is gone: everything of theirs was removed.
     pub removed_dead: Vec<DeadSandbox>,
@@ -79,18 +78,14 @@ impl GcReport {
     }
 }
 
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DeadSandbox {
     pub netns_cookie: u64,
     /// Pin directory, state directory, lock file.
     pub removed: Vec<PathBuf>,
 }
 
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HalfMadeSandbox {
     pub netns_cookie: u64,
     /// Where the live netns was found.
@@ -98,26 +93,20 @@ pub struct HalfMadeSandbox {
     pub removed: DetachReport,
 }
 
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RepairedSandbox {
     pub netns_cookie: u64,
     /// The paths of the wrong type that were removed.
     pub removed: Vec<PathBuf>,
 }
 
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SkippedSandbox {
     pub netns_cookie: u64,
     pub reason: String,
 }
 
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FailedSandbox {
     pub netns_cookie: u64,
     pub error: String,

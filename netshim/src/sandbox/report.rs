@@ -1,5 +1,8 @@
 //! What attach, hotplug and watch report of one endpoint handed to the VM.
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use super::EndpointInfo;
 use crate::{
     datapath::Redirects,
@@ -13,9 +16,7 @@ use crate::{
 };
 
 /// One attached endpoint: what the VMM and the guest need to know.
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EndpointReport {
     #[serde(flatten)]
     pub endpoint: EndpointInfo,

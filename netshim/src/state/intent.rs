@@ -4,6 +4,9 @@
 
 use std::{collections::BTreeMap, fmt, path::PathBuf, str::FromStr};
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use crate::{
     datapath::{ebpf::AttachMode, FastPath, TcBackend},
     guard::GuardSettings,
@@ -11,9 +14,7 @@ use crate::{
 };
 
 /// What the intent file says.
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Intent {
     /// `attach` or `detach`.
     pub op: String,
@@ -37,9 +38,7 @@ impl Intent {
 }
 
 /// The options of the operation an intent file announces.
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum IntentOptions {
     /// An attach records all its options.
@@ -61,9 +60,7 @@ impl IntentOptions {
 
 /// The attach options, as the intent file records them. The fields are in the order of
 /// their names: the order the files of earlier versions have them in.
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AttachIntent {
     pub disable_new_netns: bool,
     pub ebpf_attach: Option<AttachMode>,
@@ -85,9 +82,7 @@ pub struct AttachIntent {
 }
 
 /// What a detach's intent file records.
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DetachIntent {
     /// The custom tap names the sandbox had (pod device → tap): the detach intent replaces
     /// the attach intent that may be the only record of them.
@@ -97,7 +92,7 @@ pub struct DetachIntent {
 
 /// The fields the intent and the commit file share: which netns the state belongs to. Read
 /// leniently (any field may be missing) to find the netns of a dead sandbox.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct NetnsRecord {
     #[serde(default)]
     pub netns_path: Option<String>,
