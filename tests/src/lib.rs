@@ -18,6 +18,7 @@
 //! - [`sniffer`]: an `AF_PACKET` capture of what a device receives.
 //! - [`leaks`]: what netshim may leave in a netns (links, qdiscs, filters, TCX links, pins),
 //!   captured so that a test can compare before and after.
+//! - [`netns_json`]: a netns as `ip -j`/`tc -j` report it, for before/after comparisons.
 //! - [`cni_runtime`]: conflists driven as libcni drives them, with the reference plugins.
 //! - [`watch`]: a running `netshim watch --json` and its events.
 //! - [`vmconf`]: firecracker-go-sdk's reading of a CNI result, to test netshim against it.
@@ -26,6 +27,7 @@ pub mod cni_runtime;
 pub mod frames;
 pub mod leaks;
 pub mod netns_fixture;
+pub mod netns_json;
 pub mod netshim_cli;
 pub mod qemu;
 pub mod relay;
@@ -38,8 +40,8 @@ pub mod vnet;
 pub mod watch;
 
 pub use netns_fixture::{
-    is_root, on_netns_thread, skip_unless_root, try_on_netns_thread, veth_pair, ChildGuard,
-    TestNetns,
+    client_shim_server, is_root, on_netns_thread, skip_unless_root, try_on_netns_thread,
+    two_veths_from, veth_pair, ChildGuard, TestNetns,
 };
 pub use relay::{Relay, RelaySummary};
 pub use tap_reader::{TapQueue, UdpFrame};

@@ -12,6 +12,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
+use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -31,6 +32,17 @@ pub fn skip_unless_root() -> bool {
     }
     eprintln!("skipping: needs root (network namespaces)");
     true
+}
+
+/// The first line of a test that needs root: returns from it (the test passes, after
+/// [`skip_unless_root`] said why) when the process is not root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if $crate::skip_unless_root() {
+            return;
+        }
+    };
 }
 
 /// A random u32 (std's per-process random hash keys mixed with the time; not cryptographic).
@@ -183,6 +195,14 @@ impl TestNetns {
         checked(self.try_ip(args), &format!("ip -n {} {args:?}", self.name))
     }
 
+    /// Runs `ip -n NAME neigh ENTRY` (checked), ENTRY split at white space: e.g.
+    /// `add 10.0.0.9 lladdr 02:00:00:00:00:09 dev eth0 nud permanent`.
+    pub fn neigh(&self, entry: &str) -> String {
+        let mut args = vec!["neigh"];
+        args.extend(entry.split_whitespace());
+        self.ip(&args)
+    }
+
     /// Runs `ip -n NAME args...` and returns its output (no check).
     pub fn try_ip(&self, args: &[&str]) -> Output {
         Command::new("ip")
@@ -226,6 +246,19 @@ impl TestNetns {
     /// Runs `f` on a thread inside this netns (see [`on_netns_thread`]).
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         on_netns_thread(&self.path, f)
+    }
+
+    /// A UDP socket bound to `ip:port` in this netns; `what` is the panic message if the
+    /// bind fails.
+    pub fn udp_socket(&self, ip: Ipv4Addr, port: u16, what: &str) -> UdpSocket {
+        self.run(|| UdpSocket::bind((ip, port)).expect(what))
+    }
+
+    /// [`TestNetns::udp_socket`] with a read timeout.
+    pub fn udp_receiver(&self, ip: Ipv4Addr, port: u16, what: &str, wait: Duration) -> UdpSocket {
+        let socket = self.udp_socket(ip, port, what);
+        socket.set_read_timeout(Some(wait)).unwrap();
+        socket
     }
 
     /// The MAC address of an interface (`ip -j link show`).
@@ -324,6 +357,26 @@ impl Drop for TestNetns {
             Err(e) => eprintln!("warning: ip netns del {}: {e}", self.name),
         }
     }
+}
+
+/// Three netns `nsh-TAG-c`, `nsh-TAG-m`, `nsh-TAG-s`, as client, shim and server: client
+/// `c0`–`ma0` shim `mb0`–`s0` server, with `client_ip`/24 on `c0` and `server_ip`/24 on `s0`.
+pub fn client_shim_server(tag: &str, client_ip: &str, server_ip: &str) -> [TestNetns; 3] {
+    let client = TestNetns::new(&format!("nsh-{tag}-c"));
+    let shim = TestNetns::new(&format!("nsh-{tag}-m"));
+    let server = TestNetns::new(&format!("nsh-{tag}-s"));
+    veth_pair(&client, "c0", &shim, "ma0");
+    veth_pair(&server, "s0", &shim, "mb0");
+    client.ip(&["addr", "add", &format!("{client_ip}/24"), "dev", "c0"]);
+    server.ip(&["addr", "add", &format!("{server_ip}/24"), "dev", "s0"]);
+    [client, shim, server]
+}
+
+/// Two veth pairs, `p0`–`ma0` and `p1`–`mb0`, from `far` to `ns`: two devices in `ns` whose
+/// peers are elsewhere (the two ends of one pair in `ns` would loop).
+pub fn two_veths_from(far: &TestNetns, ns: &TestNetns) {
+    veth_pair(far, "p0", ns, "ma0");
+    veth_pair(far, "p1", ns, "mb0");
 }
 
 /// Creates a veth pair `a_if` (in `a`) <-> `b_if` (in `b`) and brings both ends up.

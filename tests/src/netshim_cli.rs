@@ -152,6 +152,18 @@ impl Pod {
         crate::traffic::pin_neighbor(&self.client, "c0", self.pod_ip, &self.pod_mac);
     }
 
+    /// Sends `count` datagrams `"{prefix} {i}"` from the client to the pod's `port`.
+    pub fn send_to_pod(&self, prefix: &str, count: usize, port: u16) {
+        let sender = self
+            .client
+            .udp_socket(self.client_ip, 0, "bind client socket");
+        for i in 0..count {
+            sender
+                .send_to(format!("{prefix} {i}").as_bytes(), (self.pod_ip, port))
+                .expect("send");
+        }
+    }
+
     /// The sandbox netns as `--netns` takes it.
     pub fn netns(&self) -> &str {
         self.sandbox.name()

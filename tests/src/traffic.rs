@@ -2,7 +2,7 @@
 //! must come out of the tap fd, and frames written to the tap fd must reach a client socket.
 
 use std::{
-    net::{Ipv4Addr, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
     time::Duration,
 };
 
@@ -40,6 +40,21 @@ pub fn vm_frame(pod: &Pod, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<
     )
 }
 
+/// Receives `count` datagrams on `receiver` and checks that the i-th carries `"{prefix} {i}"`;
+/// returns where each came from.
+pub fn recv_numbered(receiver: &UdpSocket, prefix: &str, count: usize) -> Vec<SocketAddr> {
+    let mut buf = [0u8; 2048];
+    (0..count)
+        .map(|i| {
+            let (n, from) = receiver
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("datagram {i} of {count} from the VM: {e}"));
+            assert_eq!(&buf[..n], format!("{prefix} {i}").as_bytes());
+            from
+        })
+        .collect()
+}
+
 /// What crossed in each direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Forwarded {
@@ -63,17 +78,10 @@ pub struct ProbePath<'a> {
 /// A permanent neighbour entry for `ip` on `dev`, so the netns sends no ARP for it and every
 /// frame that crosses is one a test sent.
 pub fn pin_neighbor(ns: &TestNetns, dev: &str, ip: Ipv4Addr, mac: &Mac) {
-    ns.ip(&[
-        "neigh",
-        "replace",
-        &ip.to_string(),
-        "lladdr",
-        &format_mac(mac),
-        "dev",
-        dev,
-        "nud",
-        "permanent",
-    ]);
+    ns.neigh(&format!(
+        "replace {ip} lladdr {} dev {dev} nud permanent",
+        format_mac(mac)
+    ));
 }
 
 /// Sends `count` datagrams each way through `tap` (the pod's `tap0_kata` unless the caller
@@ -157,15 +165,10 @@ pub struct Exchanged {
 /// frame bytes each way (what the eBPF counters count). The caller pins the pod's neighbour
 /// entry ([`Pod::pin_pod_neighbor`]) so that no ARP mixes in.
 pub fn exchange(pod: &Pod, tap: &TapQueue, n: usize, tag: &str) -> Exchanged {
-    let sender = pod
-        .client
-        .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind sender"));
-    let receiver = pod
-        .client
-        .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind receiver"));
-    receiver
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
+    let sender = pod.client.udp_socket(pod.client_ip, 0, "bind sender");
+    let receiver =
+        pod.client
+            .udp_receiver(pod.client_ip, 0, "bind receiver", Duration::from_secs(2));
     let port = receiver.local_addr().unwrap().port();
     let mut crossed = Exchanged::default();
     for i in 0..n {

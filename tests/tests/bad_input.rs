@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::Output};
 
 use netshim_tests::{
     netshim_cli::{netshim, netshim_json, Pod},
-    skip_unless_root, TestNetns,
+    require_root, TestNetns,
 };
 
 fn stderr(out: &Output) -> String {
@@ -61,9 +61,7 @@ fn paths_that_are_not_network_namespaces() {
 
 #[test]
 fn unknown_model_uses_katas_text_and_touches_nothing() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("bm");
     let before = pod.sandbox.link_names();
     let out = netshim(&["attach", "--netns", pod.netns(), "--model", "bogus"]);
@@ -87,9 +85,7 @@ fn unknown_model_uses_katas_text_and_touches_nothing() {
 
 #[test]
 fn netns_without_a_usable_interface() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let ns = TestNetns::new("nsh-empty");
     let out = netshim(&["attach", "--netns", ns.name()]);
     assert_fails(&out, 2, "no usable interface");
@@ -105,9 +101,7 @@ fn netns_without_a_usable_interface() {
 
 #[test]
 fn unsupported_interface_kind_uses_katas_text_and_touches_nothing() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("un");
     pod.sandbox.ip(&["link", "add", "br0", "type", "bridge"]);
     pod.sandbox
@@ -122,9 +116,7 @@ fn unsupported_interface_kind_uses_katas_text_and_touches_nothing() {
 
 #[test]
 fn attaching_again_with_another_backend_is_a_conflict_that_changes_nothing() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("tw");
     netshim_json(&["attach", "--netns", pod.netns()]);
     let links = pod.sandbox.link_names();

@@ -16,7 +16,7 @@ use netshim_tests::{
         netshim_dirs, open_fds, prog_loaded, rss_kib, size_from_env, tcx_prog_ids, NetnsSnapshot,
     },
     netshim_cli::Pod,
-    skip_unless_root, traffic,
+    require_root, traffic,
 };
 
 /// glibc's allocator as the RSS check needs it: one arena (every attach and detach runs on
@@ -38,9 +38,7 @@ fn steady_allocator() {
 /// it was, every program an eBPF attach loaded must be gone, and fds and RSS must be flat.
 #[test]
 fn churn_attach_detach_leaks_nothing() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let cycles = size_from_env("NETSHIM_CHURN_CYCLES", 1000).max(20);
     steady_allocator();
     let pod = Pod::new("churn");

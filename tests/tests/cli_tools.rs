@@ -9,7 +9,7 @@ use std::{
 use netshim_tests::{
     leaks,
     netshim_cli::{netshim, netshim_bin, netshim_json, netshim_ok, Follower, Pod},
-    skip_unless_root,
+    require_root,
 };
 
 const SUBCOMMANDS: &[&str] = &[
@@ -147,9 +147,7 @@ fn log_level_rejects_unknown_levels() {
 
 #[test]
 fn logs_go_to_stderr_and_stdout_keeps_only_the_report() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("lg");
     // Default level (warn): a clean attach logs nothing at all.
     let quiet = netshim_env(&["attach", "--netns", pod.netns(), "--json"], None);
@@ -224,9 +222,7 @@ fn logs_go_to_stderr_and_stdout_keeps_only_the_report() {
 
 #[test]
 fn logs_follows_the_programs_of_an_attached_netns_until_sigint() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("lf");
     // Not attached: nothing to follow is invalid input.
     let out = netshim(&["logs", "--netns", pod.netns()]);
@@ -286,9 +282,7 @@ fn logs_follows_the_programs_of_an_attached_netns_until_sigint() {
 
 #[test]
 fn watch_follows_its_datapath_logs_on_stderr_and_keeps_stdout_json_lines() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("lw");
     let watcher = Follower::start(&[
         "--log-level",
@@ -393,13 +387,9 @@ fn flags_of(value: &[u8; 16]) -> u32 {
 /// `netshim logs` forwards as a `netshim::ebpf` event.
 #[test]
 fn logs_shows_the_datapath_warning_for_a_peers_entry_with_unknown_flags() {
-    use std::net::UdpSocket;
-
     use netshim_tests::{netshim_cli::pin_dir, traffic};
 
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     const UNKNOWN_FLAG: u32 = 0x80;
     assert_ne!(UNKNOWN_FLAG & !netshim_common::PEER_KNOWN_FLAGS, 0);
 
@@ -413,14 +403,10 @@ fn logs_shows_the_datapath_warning_for_a_peers_entry_with_unknown_flags() {
     let peers = pin_dir(&pod.sandbox).join("peers");
 
     // The sandbox's own socket on the pod address, and the client's sender.
-    let own = pod
-        .sandbox
-        .run(|| UdpSocket::bind((pod.pod_ip, 0)).expect("bind in the sandbox"));
+    let own = pod.sandbox.udp_socket(pod.pod_ip, 0, "bind in the sandbox");
     own.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let port = own.local_addr().unwrap().port();
-    let sender = pod
-        .client
-        .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind the sender"));
+    let sender = pod.client.udp_socket(pod.client_ip, 0, "bind the sender");
     let to_vm = |payload: &str| {
         sender
             .send_to(payload.as_bytes(), (pod.pod_ip, port))

@@ -20,7 +20,7 @@ use netshim_tests::{
     leaks::netshim_dirs,
     netns_fixture::random_u32,
     netshim_cli::{netshim_bin, netshim_json, vm_standin_bin},
-    skip_unless_root,
+    require_root,
     tap_reader::parse_mac,
     traffic::{probe_path, ProbePath},
     veth_pair, ChildGuard, TestNetns,
@@ -327,9 +327,7 @@ fn bridge_host_local_then_netshim() {
 /// `netshim gc` finds it through the intent file and takes it away, with the state.
 #[test]
 fn a_killed_add_with_tap_name_is_cleaned_up_by_gc() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let (host, sandbox) = veth_pod("tnkill", 202);
     let rt = Runtime::new(&host, &sandbox);
     let conf = serde_json::to_vec(&json!({
@@ -386,9 +384,7 @@ fn a_killed_add_with_tap_name_is_cleaned_up_by_gc() {
 
 #[test]
 fn bad_input_gets_cni_error_codes() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let (host, sandbox) = namespaces("err");
     let rt = Runtime::new(&host, &sandbox);
     let plain = |v: &str| netshim_conf(v, json!({}));
@@ -437,9 +433,7 @@ fn bad_input_gets_cni_error_codes() {
 /// what the attach left is collected.
 #[test]
 fn del_after_the_netns_is_gone() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let (host, sandbox) = veth_pod("gone", 201);
     let rt = Runtime::new(&host, &sandbox);
     let conf = netshim_conf("1.1.0", json!({}));

@@ -16,7 +16,7 @@ use netshim_tests::{
     },
     leaks::{netshim_dirs, NetnsSnapshot},
     netshim_cli::netshim_bin,
-    skip_unless_root, TestNetns,
+    require_root, TestNetns,
 };
 use serde_json::{json, Value};
 
@@ -74,9 +74,7 @@ fn del_after_an_add_refused_for_macvtap_with_tap_name_releases_the_lease() {
 /// changing nothing.
 #[test]
 fn del_detaches_whatever_is_on_stdin() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let (host, sandbox) = veth_pod("delstdin", 204);
     let rt = Runtime::new(&host, &sandbox);
     let cookie = cookie(&sandbox);
@@ -150,9 +148,7 @@ fn an_add_refused_for_cni_ifname_leaves_nothing() {
 /// leftovers away and attaches nothing.
 #[test]
 fn an_add_refused_over_leftovers_leaves_nothing() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let (host, sandbox) = veth_pod("ifleft", 205);
     let rt = Runtime::new(&host, &sandbox);
     let cookie = cookie(&sandbox);
@@ -177,9 +173,7 @@ fn an_add_refused_over_leftovers_leaves_nothing() {
 /// attachment stays as it was (CHECK still passes).
 #[test]
 fn an_add_refused_for_cni_ifname_keeps_an_attached_netns() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let (host, sandbox) = veth_pod("ifatt", 206);
     let rt = Runtime::new(&host, &sandbox);
     let conf = netshim_conf("1.0.0", json!({}));
@@ -210,9 +204,7 @@ fn an_add_refused_for_cni_ifname_keeps_an_attached_netns() {
 /// CHECK says which model, backend and MAC in words, not in Rust's debug text.
 #[test]
 fn check_failures_are_plain_words() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let (host, sandbox) = veth_pod("chkwords", 207);
     let rt = Runtime::new(&host, &sandbox);
     let conf = netshim_conf("1.0.0", json!({"tc_backend": "ebpf"}));

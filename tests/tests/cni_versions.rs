@@ -15,7 +15,7 @@ use netshim_tests::{
     },
     leaks::netshim_dirs,
     netshim_cli::netshim_bin,
-    skip_unless_root,
+    require_root,
     vmconf::static_network_conf_from,
     TestNetns,
 };
@@ -227,9 +227,7 @@ fn ptp_chain_in_0_4_0_without_the_tap_in_the_result() {
 /// (code 1) under an older configuration, as the reference plugins' skel does.
 #[test]
 fn version_lists_all_and_status_gc_need_1_1_0() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let (host, sandbox) = namespaces("ver");
     let rt = Runtime::new(&host, &sandbox);
     let version = ok_json(

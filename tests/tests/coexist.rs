@@ -6,7 +6,6 @@
 //! this test in bpffs, removed at the end.
 
 use std::{
-    net::UdpSocket,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -24,9 +23,8 @@ use netshim_common::Counters;
 use netshim_tests::{
     netns_fixture::random_u32,
     netshim_cli::{netshim, netshim_json, pin_dir, Pod},
-    skip_unless_root,
-    tap_reader::format_mac,
-    traffic,
+    require_root, traffic,
+    traffic::pin_neighbor,
 };
 
 /// Sends `n` datagrams from the client to the pod address and counts the frames that arrive
@@ -34,25 +32,8 @@ use netshim_tests::{
 fn frames_to_vm(pod: &Pod, n: usize) -> usize {
     // Waits for the tap's qdisc to be live: frames sent before that are dropped.
     let tap = traffic::open_tap(&pod.sandbox, "tap0_kata");
-    pod.client.ip(&[
-        "neigh",
-        "replace",
-        &pod.pod_ip.to_string(),
-        "lladdr",
-        &format_mac(&pod.pod_mac),
-        "dev",
-        "c0",
-        "nud",
-        "permanent",
-    ]);
-    let sender = pod
-        .client
-        .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind client socket"));
-    for i in 0..n {
-        sender
-            .send_to(format!("coexist {i}").as_bytes(), (pod.pod_ip, 9999))
-            .expect("send");
-    }
+    pin_neighbor(&pod.client, "c0", pod.pod_ip, &pod.pod_mac);
+    pod.send_to_pod("coexist", n, 9999);
     let mut got = 0;
     while tap.read_udp(Duration::from_millis(600), 9999).is_some() {
         got += 1;
@@ -146,9 +127,7 @@ impl Drop for ForeignProgram {
 
 #[test]
 fn a_foreign_tcx_program_runs_first_and_stays_after_detach() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("cxa");
     let foreign = ForeignProgram::attach_first(&pod, "eth0");
     assert_eq!(tcx_order(&pod, "eth0"), vec![foreign.prog_id]);
@@ -191,9 +170,7 @@ fn tc_snapshot(pod: &Pod) -> (String, String) {
 
 #[test]
 fn a_foreign_root_qdisc_and_clsact_filter_are_left_as_they_were() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("cxb");
     let ns = &pod.sandbox;
     // (fq, the usual example, is not built into the test kernel; tbf is.)
@@ -254,9 +231,7 @@ fn a_foreign_root_qdisc_and_clsact_filter_are_left_as_they_were() {
 
 #[test]
 fn kata_ingress_qdisc_on_the_pod_device_is_a_conflict() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("cxc");
     let ns = &pod.sandbox;
     ns.tc(&["qdisc", "add", "dev", "eth0", "ingress"]);

@@ -2,8 +2,9 @@
 //! client ⟷ veth ⟷ shim [ma0 ⟷ mb0] ⟷ veth ⟷ server.
 
 use netshim_tests::{
+    client_shim_server,
     netshim_cli::{netshim, netshim_json},
-    skip_unless_root, veth_pair, TestNetns,
+    require_root, two_veths_from, veth_pair, TestNetns,
 };
 
 struct PairTopo {
@@ -13,13 +14,7 @@ struct PairTopo {
 }
 
 fn pair_topo(tag: &str) -> PairTopo {
-    let client = TestNetns::new(&format!("nsh-{tag}-c"));
-    let shim = TestNetns::new(&format!("nsh-{tag}-m"));
-    let server = TestNetns::new(&format!("nsh-{tag}-s"));
-    veth_pair(&client, "c0", &shim, "ma0");
-    veth_pair(&server, "s0", &shim, "mb0");
-    client.ip(&["addr", "add", "10.201.0.1/24", "dev", "c0"]);
-    server.ip(&["addr", "add", "10.201.0.2/24", "dev", "s0"]);
+    let [client, shim, server] = client_shim_server(tag, "10.201.0.1", "10.201.0.2");
     PairTopo {
         client,
         shim,
@@ -35,12 +30,10 @@ fn pings(t: &PairTopo) -> bool {
 }
 
 fn connect_carries_traffic(backend: &str, fast_path: &str) {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let t = pair_topo(&format!("cn{}{}", &backend[..1], &fast_path[..1]));
     assert!(!pings(&t), "nothing joins a and b yet");
-    let mut args = vec![
+    let connect = [
         "connect",
         "--netns",
         t.shim.name(),
@@ -49,6 +42,7 @@ fn connect_carries_traffic(backend: &str, fast_path: &str) {
         "--tc-backend",
         backend,
     ];
+    let mut args = connect.to_vec();
     if backend == "ebpf" {
         args.extend(["--fast-path", fast_path]);
     }
@@ -74,15 +68,7 @@ fn connect_carries_traffic(backend: &str, fast_path: &str) {
     assert!(ep["to_vm"]["packets"].as_u64().unwrap() >= 2, "{stats}");
     assert!(ep["from_vm"]["packets"].as_u64().unwrap() >= 2, "{stats}");
 
-    let again = netshim(&[
-        "connect",
-        "--netns",
-        t.shim.name(),
-        "ma0",
-        "mb0",
-        "--tc-backend",
-        backend,
-    ]);
+    let again = netshim(&connect);
     assert_ne!(
         again.status.code(),
         Some(0),
@@ -122,9 +108,7 @@ fn mirred_connect() {
 
 #[test]
 fn two_pairs_in_one_netns_have_their_own_counters() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let t = pair_topo("cn2");
     let peer = TestNetns::new("nsh-cn2-p");
     veth_pair(&peer, "p0", &t.shim, "mx0");
@@ -149,9 +133,7 @@ fn two_pairs_in_one_netns_have_their_own_counters() {
 
 #[test]
 fn bad_connect_arguments() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let t = pair_topo("cnb");
     let out = netshim(&["connect", "--netns", t.shim.name(), "ma0", "nope0"]);
     assert_eq!(out.status.code(), Some(2));
@@ -225,9 +207,7 @@ fn rx_packets(ns: &TestNetns, dev: &str) -> u64 {
 /// IPv6 packets (router solicitations, MLD) circulated at line rate until disconnect.
 #[test]
 fn the_two_ends_of_one_veth_pair_are_refused() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let ns = TestNetns::new("nsh-loop-v");
     ns.ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"]);
     ns.ip(&["link", "set", "va", "up"]);
@@ -245,9 +225,7 @@ fn the_two_ends_of_one_veth_pair_are_refused() {
 
 #[test]
 fn loopback_is_refused() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let ns = TestNetns::new("nsh-loop-l");
     let peer = TestNetns::new("nsh-loop-lp");
     veth_pair(&peer, "p0", &ns, "eth0");
@@ -257,9 +235,7 @@ fn loopback_is_refused() {
 
 #[test]
 fn macvlans_on_one_lower_and_a_macvlan_with_its_lower_are_refused() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let ns = TestNetns::new("nsh-loop-m");
     let peer = TestNetns::new("nsh-loop-mp");
     veth_pair(&peer, "p0", &ns, "eth0");
@@ -280,13 +256,10 @@ fn macvlans_on_one_lower_and_a_macvlan_with_its_lower_are_refused() {
 
 #[test]
 fn veths_whose_peers_share_a_bridge_are_refused() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let shim = TestNetns::new("nsh-loop-b");
     let far = TestNetns::new("nsh-loop-bf");
-    veth_pair(&far, "p0", &shim, "ma0");
-    veth_pair(&far, "p1", &shim, "mb0");
+    two_veths_from(&far, &shim);
     far.ip(&["link", "add", "br0", "type", "bridge"]);
     far.ip(&["link", "set", "br0", "up"]);
     for p in ["p0", "p1"] {

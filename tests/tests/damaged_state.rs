@@ -17,7 +17,7 @@ use netshim_tests::{
     leaks::netshim_dirs,
     netns_fixture::random_u32,
     netshim_cli::{netshim, netshim_bin, netshim_json, Pod},
-    skip_unless_root,
+    require_root,
     traffic::open_tap,
     ChildGuard,
 };
@@ -108,9 +108,7 @@ fn state_dir(cookie: u64) -> PathBuf {
 
 #[test]
 fn a_directory_where_a_pin_should_be() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     // The map stays alive (the program holds it); its pin becomes a directory.
     refused_then_repaired(
         "ds-pin",
@@ -125,9 +123,7 @@ fn a_directory_where_a_pin_should_be() {
 
 #[test]
 fn a_plain_file_where_the_state_directory_should_be() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     refused_then_repaired("ds-state", state_dir, |p| {
         std::fs::remove_dir_all(p).unwrap();
         std::fs::write(p, b"not a directory").unwrap();
@@ -136,9 +132,7 @@ fn a_plain_file_where_the_state_directory_should_be() {
 
 #[test]
 fn a_corrupt_commit_file() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     refused_then_repaired(
         "ds-commit",
         |c| state_dir(c).join("attached.json"),
@@ -148,9 +142,7 @@ fn a_corrupt_commit_file() {
 
 #[test]
 fn a_directory_where_the_lock_file_should_be() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     refused_then_repaired(
         "ds-lock",
         |c| PathBuf::from(format!("/run/netshim/netns-{c}.lock")),
@@ -163,9 +155,7 @@ fn a_directory_where_the_lock_file_should_be() {
 
 #[test]
 fn gc_repairs_wrong_types_of_a_live_sandbox_and_leaves_it_attached() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let _turn = gc_turn();
     let pod = Pod::new("ds-gc");
     let cookie = pod.cookie();
@@ -200,9 +190,7 @@ fn gc_repairs_wrong_types_of_a_live_sandbox_and_leaves_it_attached() {
 
 #[test]
 fn a_fifo_as_config_is_refused_promptly() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("ds-fifo");
     let cookie = pod.cookie();
     let fifo = std::env::temp_dir().join(format!("netshim-fifo-{:08x}.toml", random_u32()));
@@ -228,9 +216,7 @@ fn a_fifo_as_config_is_refused_promptly() {
 
 #[test]
 fn detach_of_a_deleted_netns_says_its_leftovers_were_collected() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let _turn = gc_turn();
     let pod = Pod::new("ds-gone");
     let cookie = pod.cookie();

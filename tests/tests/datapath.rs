@@ -1,13 +1,14 @@
 //! Traffic crosses an attached endpoint both ways, after the attaching process has exited,
 //! and the counters `netshim stats` reads from another process equal the frames seen.
 
-use std::{net::UdpSocket, time::Duration};
+use std::time::Duration;
 
 use netshim_tests::{
     netshim_cli::{netshim_json, Pod},
-    skip_unless_root,
-    tap_reader::{format_mac, udp_frame},
-    traffic, UdpFrame,
+    require_root,
+    tap_reader::format_mac,
+    traffic::{self, recv_numbered, vm_frame},
+    UdpFrame,
 };
 
 const TO_VM: usize = 40;
@@ -15,9 +16,7 @@ const FROM_VM: usize = 25;
 const ETH_HLEN: u64 = 14;
 
 fn forwards_both_ways_and_counts(backend: &str, attach_mode: &str, fast_path: &str) {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new(&format!(
         "dp{}{}{}",
         &backend[..1],
@@ -55,14 +54,7 @@ fn forwards_both_ways_and_counts(backend: &str, attach_mode: &str, fast_path: &s
     pod.pin_pod_neighbor();
 
     // Client → VM: datagrams sent in the client netns arrive on the tap fd.
-    let sender = pod
-        .client
-        .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind client socket"));
-    for i in 0..TO_VM {
-        sender
-            .send_to(format!("to-vm {i}").as_bytes(), (pod.pod_ip, 9999))
-            .expect("send");
-    }
+    pod.send_to_pod("to-vm", TO_VM, 9999);
     let mut frames = Vec::new();
     while let Some(f) = tap.read_frame(Duration::from_millis(800)) {
         frames.push(f);
@@ -77,32 +69,16 @@ fn forwards_both_ways_and_counts(backend: &str, attach_mode: &str, fast_path: &s
     let to_vm_bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
 
     // VM → client: frames written to the tap fd leave the veth and reach a client socket.
-    let receiver = pod
-        .client
-        .run(|| UdpSocket::bind((pod.client_ip, 9998)).expect("bind receiver"));
-    receiver
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
+    let receiver =
+        pod.client
+            .udp_receiver(pod.client_ip, 9998, "bind receiver", Duration::from_secs(2));
     let mut from_vm_bytes = 0u64;
     for i in 0..FROM_VM {
-        let frame = udp_frame(
-            pod.pod_mac,
-            pod.client_mac,
-            pod.pod_ip,
-            pod.client_ip,
-            5555,
-            9998,
-            format!("from-vm {i}").as_bytes(),
-        );
+        let frame = vm_frame(&pod, 5555, 9998, format!("from-vm {i}").as_bytes());
         from_vm_bytes += frame.len() as u64;
         tap.write_frame(&frame).expect("write frame to tap");
     }
-    let mut buf = [0u8; 2048];
-    for i in 0..FROM_VM {
-        let (n, from) = receiver
-            .recv_from(&mut buf)
-            .unwrap_or_else(|e| panic!("datagram {i} of {FROM_VM} from the VM: {e}"));
-        assert_eq!(&buf[..n], format!("from-vm {i}").as_bytes());
+    for from in recv_numbered(&receiver, "from-vm", FROM_VM) {
         assert_eq!(from.ip(), pod.pod_ip);
     }
 

@@ -36,7 +36,7 @@ use netshim_common::{GuardDrops, GUARD_REASONS};
 use netshim_tests::{
     frames::{self, BROADCAST},
     netshim_cli::{netshim_json, pin_dir, Pod},
-    skip_unless_root,
+    require_root,
     sniffer::Sniffer,
     tap_reader::{format_mac, Mac, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6},
     traffic,
@@ -697,9 +697,7 @@ impl ClientState {
 }
 
 fn spoofs_never_reach_the_client(fast_path: &str) {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let g = guarded(
         &format!("gs{}", &fast_path[..2]),
         &["--fast-path", fast_path],
@@ -753,9 +751,7 @@ fn spoofs_never_reach_the_client_fast_path_off() {
 /// `--guard log` delivers every spoof and flags each under its reason; `--guard off`
 /// delivers them and counts nothing.
 fn spoofs_in_mode(mode: &str) {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let g = guarded(&format!("gm{}", &mode[..2]), &["--guard", mode]);
     let cases = spoofs(&g);
     let reached = send_and_capture(&g, &cases);
@@ -822,9 +818,7 @@ fn client_link_local(pod: &Pod) -> Ipv6Addr {
 }
 
 fn guest_traffic_flows(fast_path: &str) {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let g = guarded(
         &format!("gl{}", &fast_path[..2]),
         &[

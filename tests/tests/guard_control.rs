@@ -14,7 +14,7 @@ use std::{
 
 use netshim_tests::{
     netshim_cli::{attach_as_before_the_guard, netshim, netshim_json, netshim_ok, Pod},
-    skip_unless_root,
+    require_root,
     tap_reader::{format_mac, udp_frame},
     traffic::{open_tap, probe},
     watch::Watch,
@@ -32,7 +32,7 @@ impl Client {
     fn new(pod: &Pod) -> Client {
         let socket = pod
             .client
-            .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind the client receiver"));
+            .udp_socket(pod.client_ip, 0, "bind the client receiver");
         let port = socket.local_addr().expect("receiver address").port();
         Client { socket, port }
     }
@@ -86,9 +86,7 @@ fn addresses(guard: &Value) -> Vec<String> {
 
 #[test]
 fn attach_and_status_report_the_guard_enforced_by_default() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("gc-rep");
     let report = attach(&pod, &[]);
     let guard = guard_of(&report);
@@ -114,9 +112,7 @@ fn attach_and_status_report_the_guard_enforced_by_default() {
 
 #[test]
 fn mirred_refuses_an_explicit_guard_and_reports_it_off_by_default() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("gc-mir");
     for mode in ["enforce", "log"] {
         let out = netshim(&[
@@ -157,9 +153,7 @@ fn mirred_refuses_an_explicit_guard_and_reports_it_off_by_default() {
 
 #[test]
 fn guard_allow_takes_effect_on_the_next_packet() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("gc-allow");
     attach(&pod, &[]);
     let tap = open_tap(&pod.sandbox, "tap0_kata");
@@ -210,9 +204,7 @@ fn guard_allow_takes_effect_on_the_next_packet() {
 
 #[test]
 fn watch_follows_an_address_added_to_the_pod_device() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("gc-watch");
     let mut watch = Watch::start(pod.netns(), &[]);
     watch.expect("watching", None, Duration::from_secs(20));
@@ -242,9 +234,7 @@ fn watch_follows_an_address_added_to_the_pod_device() {
 
 #[test]
 fn upgrade_gives_a_sandbox_attached_before_the_guard_its_guard() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("gc-upg");
     let dir = attach_as_before_the_guard(&pod);
     let crossed = probe(&pod, "tap0_kata", 5);
@@ -298,9 +288,7 @@ fn upgrade_gives_a_sandbox_attached_before_the_guard_its_guard() {
 
 #[test]
 fn hot_plugged_endpoints_get_the_guard() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("gc-plug");
     let mut watch = Watch::start(pod.netns(), &[]);
     watch.expect("watching", None, Duration::from_secs(20));
@@ -331,9 +319,7 @@ fn hot_plugged_endpoints_get_the_guard() {
 
 #[test]
 fn connect_guards_what_dev_b_sends() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     use netshim_tests::{traffic::pin_neighbor, veth_pair, TestNetns};
     let client = TestNetns::new("nsh-gc-pair-c");
     let shim = TestNetns::new("nsh-gc-pair-m");

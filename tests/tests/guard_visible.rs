@@ -14,7 +14,7 @@ use std::{
 
 use netshim_tests::{
     netshim_cli::{attach_as_before_the_guard, netshim_json, netshim_ok, Follower, Pod},
-    skip_unless_root,
+    require_root,
     tap_reader::udp_frame,
     traffic, TapQueue,
 };
@@ -47,12 +47,12 @@ impl Guarded {
     fn attached(pod: Pod) -> Guarded {
         pod.pin_pod_neighbor();
         let tap = traffic::open_tap(&pod.sandbox, "tap0_kata");
-        let client = pod
-            .client
-            .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind the client socket"));
-        client
-            .set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
+        let client = pod.client.udp_receiver(
+            pod.client_ip,
+            0,
+            "bind the client socket",
+            Duration::from_millis(300),
+        );
         Guarded { pod, tap, client }
     }
 
@@ -153,9 +153,7 @@ fn wait_following(f: &Follower) {
 
 #[test]
 fn enforced_refusals_show_in_stats_prometheus_and_logs() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let _turn = reading_records();
     let g = Guarded::new("ge", &[]);
     let netns = g.pod.netns().to_owned();
@@ -248,9 +246,7 @@ fn enforced_refusals_show_in_stats_prometheus_and_logs() {
 
 #[test]
 fn a_flood_is_counted_whole_and_logged_about_once_a_second() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let _turn = reading_records();
     let g = Guarded::new("gf", &[]);
     let netns = g.pod.netns().to_owned();
@@ -288,9 +284,7 @@ fn a_flood_is_counted_whole_and_logged_about_once_a_second() {
 
 #[test]
 fn log_mode_counts_flagged_delivers_and_watch_logs_it() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let _turn = reading_records();
     let pod = Pod::new("gl");
     let netns = pod.netns().to_owned();
@@ -343,9 +337,7 @@ fn log_mode_counts_flagged_delivers_and_watch_logs_it() {
 
 #[test]
 fn guard_off_counts_nothing_and_delivers() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let g = Guarded::new("go", &["--guard", "off"]);
     let netns = g.pod.netns().to_owned();
     const N: usize = 3;
@@ -368,9 +360,7 @@ fn guard_off_counts_nothing_and_delivers() {
 
 #[test]
 fn a_sandbox_from_before_the_guard_is_not_counted_until_upgrade_and_logs_find_it_then() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let _turn = reading_records();
     let pod = Pod::new("gu");
     let netns = pod.netns().to_owned();

@@ -3,15 +3,13 @@
 
 use netshim_tests::{
     netshim_cli::{netshim_json, Pod},
-    skip_unless_root,
+    require_root,
 };
 use serde_json::{json, Value};
 
 #[test]
 fn attach_json_carries_addresses_routes_and_neighbours() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("gi");
     let s = &pod.sandbox;
     s.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=0"]);
@@ -44,28 +42,10 @@ fn attach_json_carries_addresses_routes_and_neighbours() {
     ]);
     s.ip(&["-6", "route", "add", "fd00:1::/64", "dev", "eth0"]);
     let gw_mac = netshim_tests::tap_reader::format_mac(&pod.client_mac);
-    s.ip(&[
-        "neigh",
-        "add",
-        "10.123.0.9",
-        "lladdr",
-        "02:00:00:00:00:09",
-        "dev",
-        "eth0",
-        "nud",
-        "permanent",
-    ]);
-    s.ip(&[
-        "neigh",
-        "replace",
-        "10.123.0.1",
-        "lladdr",
-        &gw_mac,
-        "dev",
-        "eth0",
-        "nud",
-        "reachable",
-    ]);
+    s.neigh("add 10.123.0.9 lladdr 02:00:00:00:00:09 dev eth0 nud permanent");
+    s.neigh(&format!(
+        "replace 10.123.0.1 lladdr {gw_mac} dev eth0 nud reachable"
+    ));
 
     let report = netshim_json(&["attach", "--netns", pod.netns()]);
     let e = &report["endpoints"][0];

@@ -12,7 +12,7 @@ use std::{
 use netshim_tests::{
     leaks::{netshim_dirs, tcx_programs},
     netshim_cli::{assert_ok, netshim_bin, netshim_json, Pod},
-    skip_unless_root,
+    require_root,
     traffic::probe,
     TestNetns,
 };
@@ -51,9 +51,7 @@ fn ping(from: &TestNetns, ip: &str) -> bool {
 
 #[test]
 fn attach_status_stats_detach_under_ip_netns_exec_act_on_the_hosts_bpffs() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("hv-exec");
     let name = pod.netns().to_owned();
     let cookie = pod.cookie();
@@ -113,9 +111,7 @@ fn attach_status_stats_detach_under_ip_netns_exec_act_on_the_hosts_bpffs() {
 
 #[test]
 fn the_cni_plugin_under_ip_netns_exec_pins_on_the_host() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("hv-cni");
     let cookie = pod.cookie();
     let netns_path = pod.sandbox.path().display().to_string();
@@ -191,9 +187,7 @@ fn as_nobody(args: &[&str]) -> Output {
 
 #[test]
 fn commands_that_need_privileges_refuse_an_unprivileged_user() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let ns = TestNetns::new("nsh-hv-nobody");
     for args in [
         vec!["stats"],

@@ -3,7 +3,7 @@
 //! running.
 
 use std::{
-    net::{Ipv4Addr, UdpSocket},
+    net::Ipv4Addr,
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -11,9 +11,9 @@ use std::{
 
 use netshim_tests::{
     netshim_cli::{netshim_bin, netshim_json, pin_dir, Pod},
-    skip_unless_root,
-    tap_reader::{format_mac, parse_mac, udp_frame},
-    traffic::open_tap,
+    require_root,
+    tap_reader::{parse_mac, udp_frame},
+    traffic::{open_tap, pin_neighbor},
     watch::Watch,
     ChildGuard, TapQueue, TestNetns,
 };
@@ -92,6 +92,34 @@ struct ToPod<'a> {
     to_mac: [u8; 6],
 }
 
+impl SecondNet {
+    /// From this network's client (`c1`) to the pod address on it, whose MAC is `to_mac`.
+    fn to_pod<'a>(&'a self, sandbox: &'a TestNetns, to_mac: [u8; 6]) -> ToPod<'a> {
+        ToPod {
+            client: &self.client,
+            sandbox,
+            dev: "c1",
+            from: self.client_ip,
+            to_ip: self.pod_ip,
+            to_mac,
+        }
+    }
+}
+
+impl<'a> ToPod<'a> {
+    /// From the pod's own client (`c0`) to its first address.
+    fn first_net(pod: &'a Pod) -> ToPod<'a> {
+        ToPod {
+            client: &pod.client,
+            sandbox: &pod.sandbox,
+            dev: "c0",
+            from: pod.client_ip,
+            to_ip: pod.pod_ip,
+            to_mac: pod.pod_mac,
+        }
+    }
+}
+
 /// Sends `count` datagrams from the client to the pod address (with a permanent neighbour
 /// entry, so no ARP crosses) and checks each arrives on `tap`.
 fn client_reaches_tap(p: &ToPod, tap: &TapQueue, port: u16, count: usize) {
@@ -103,18 +131,8 @@ fn client_reaches_tap(p: &ToPod, tap: &TapQueue, port: u16, count: usize) {
         to_ip,
         to_mac,
     } = *p;
-    client.ip(&[
-        "neigh",
-        "replace",
-        &to_ip.to_string(),
-        "lladdr",
-        &format_mac(&to_mac),
-        "dev",
-        dev,
-        "nud",
-        "permanent",
-    ]);
-    let sender = client.run(|| UdpSocket::bind((from, 0)).expect("bind client socket"));
+    pin_neighbor(client, dev, to_ip, &to_mac);
+    let sender = client.udp_socket(from, 0, "bind client socket");
     for i in 0..count {
         sender
             .send_to(format!("to-vm {i}").as_bytes(), (to_ip, port))
@@ -168,9 +186,7 @@ fn ifindex(ns: &TestNetns, ifname: &str) -> u64 {
 
 #[test]
 fn hot_plugged_veth_gets_a_working_tap_within_a_second_and_unplugging_removes_it() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("hp");
     let mut watch = Watch::start(pod.netns(), &[]);
     let (_, watching) = watch.expect("watching", None, Duration::from_secs(30));
@@ -219,25 +235,10 @@ fn hot_plugged_veth_gets_a_working_tap_within_a_second_and_unplugging_removes_it
     let eth1_mac = parse_mac(&pod.sandbox.link_mac("eth1")).unwrap();
     let c1_mac = parse_mac(&net.client.link_mac("c1")).unwrap();
     let tap1 = open_tap(&pod.sandbox, "tap1_kata");
-    client_reaches_tap(
-        &ToPod {
-            client: &net.client,
-            sandbox: &pod.sandbox,
-            dev: "c1",
-            from: net.client_ip,
-            to_ip: net.pod_ip,
-            to_mac: eth1_mac,
-        },
-        &tap1,
-        9999,
-        5,
-    );
-    let receiver = net
-        .client
-        .run(|| UdpSocket::bind((net.client_ip, 9998)).expect("bind receiver"));
-    receiver
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
+    client_reaches_tap(&net.to_pod(&pod.sandbox, eth1_mac), &tap1, 9999, 5);
+    let receiver =
+        net.client
+            .udp_receiver(net.client_ip, 9998, "bind receiver", Duration::from_secs(2));
     tap1.write_frame(&udp_frame(
         eth1_mac,
         c1_mac,
@@ -316,19 +317,7 @@ fn hot_plugged_veth_gets_a_working_tap_within_a_second_and_unplugging_removes_it
         "only endpoint 0 stays recorded"
     );
     drop(tap1);
-    client_reaches_tap(
-        &ToPod {
-            client: &pod.client,
-            sandbox: &pod.sandbox,
-            dev: "c0",
-            from: pod.client_ip,
-            to_ip: pod.pod_ip,
-            to_mac: pod.pod_mac,
-        },
-        &eth0_tap,
-        9997,
-        3,
-    );
+    client_reaches_tap(&ToPod::first_net(&pod), &eth0_tap, 9997, 3);
 
     // (c) Ctrl-C: the watcher exits 0, the datapath stays.
     let (status, rest) = watch.stop(Signal::SIGINT);
@@ -338,19 +327,7 @@ fn hot_plugged_veth_gets_a_working_tap_within_a_second_and_unplugging_removes_it
         Some(&Value::from("stopped")),
         "{rest:?}"
     );
-    client_reaches_tap(
-        &ToPod {
-            client: &pod.client,
-            sandbox: &pod.sandbox,
-            dev: "c0",
-            from: pod.client_ip,
-            to_ip: pod.pod_ip,
-            to_mac: pod.pod_mac,
-        },
-        &eth0_tap,
-        9996,
-        3,
-    );
+    client_reaches_tap(&ToPod::first_net(&pod), &eth0_tap, 9996, 3);
     let status = netshim_json(&["status", "--netns", pod.netns()]);
     assert_eq!(status["endpoints"][0]["connected"], true, "{status}");
     assert_eq!(status["endpoints"].as_array().unwrap().len(), 1);
@@ -358,9 +335,7 @@ fn hot_plugged_veth_gets_a_working_tap_within_a_second_and_unplugging_removes_it
 
 #[test]
 fn watch_adopts_an_attached_netns_and_follows_it_with_mirred() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("hpm");
     netshim_json(&["attach", "--netns", pod.netns(), "--tc-backend", "mirred"]);
 
@@ -400,19 +375,7 @@ fn watch_adopts_an_attached_netns_and_follows_it_with_mirred() {
     assert!(qdiscs.contains("ingress"), "{qdiscs}");
     let tap1 = open_tap(&pod.sandbox, "tap1_kata");
     let eth1_mac = parse_mac(&pod.sandbox.link_mac("eth1")).unwrap();
-    client_reaches_tap(
-        &ToPod {
-            client: &net.client,
-            sandbox: &pod.sandbox,
-            dev: "c1",
-            from: net.client_ip,
-            to_ip: net.pod_ip,
-            to_mac: eth1_mac,
-        },
-        &tap1,
-        9999,
-        3,
-    );
+    client_reaches_tap(&net.to_pod(&pod.sandbox, eth1_mac), &tap1, 9999, 3);
     drop(tap1);
 
     pod.sandbox.ip(&["link", "del", "eth1"]);
@@ -428,26 +391,12 @@ fn watch_adopts_an_attached_netns_and_follows_it_with_mirred() {
     let (status, rest) = watch.stop(Signal::SIGTERM);
     assert_eq!(status.code(), Some(0), "{rest:?}");
     let tap0 = open_tap(&pod.sandbox, "tap0_kata");
-    client_reaches_tap(
-        &ToPod {
-            client: &pod.client,
-            sandbox: &pod.sandbox,
-            dev: "c0",
-            from: pod.client_ip,
-            to_ip: pod.pod_ip,
-            to_mac: pod.pod_mac,
-        },
-        &tap0,
-        9995,
-        2,
-    );
+    client_reaches_tap(&ToPod::first_net(&pod), &tap0, 9995, 2);
 }
 
 #[test]
 fn watch_started_before_the_cni_plugs_the_first_endpoint_and_unplugs_the_last() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     // A sandbox netns the CNI plugin has not filled yet.
     let pod = Pod::new("hpe");
     pod.client.ip(&["link", "del", "c0"]);
@@ -476,19 +425,7 @@ fn watch_started_before_the_cni_plugs_the_first_endpoint_and_unplugs_the_last() 
     assert_eq!(again["datapath"], "tcx", "{again}");
     let tap0 = open_tap(&pod.sandbox, "tap0_kata");
     let eth0_mac = parse_mac(&pod.sandbox.link_mac("eth0")).unwrap();
-    client_reaches_tap(
-        &ToPod {
-            client: &net.client,
-            sandbox: &pod.sandbox,
-            dev: "c1",
-            from: net.client_ip,
-            to_ip: net.pod_ip,
-            to_mac: eth0_mac,
-        },
-        &tap0,
-        9999,
-        2,
-    );
+    client_reaches_tap(&net.to_pod(&pod.sandbox, eth0_mac), &tap0, 9999, 2);
     drop(tap0);
 
     net.client.ip(&["link", "del", "c1"]);
@@ -508,9 +445,7 @@ fn watch_started_before_the_cni_plugs_the_first_endpoint_and_unplugs_the_last() 
 /// refused (a `failed` line naming the device), and that device stays.
 #[test]
 fn hot_plug_refuses_a_tap_name_a_bridge_has() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("hpn");
     let mut watch = Watch::start(pod.netns(), &[]);
     watch.expect("watching", None, Duration::from_secs(30));

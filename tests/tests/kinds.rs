@@ -3,7 +3,7 @@
 
 use netshim_tests::{
     netshim_cli::{netshim, netshim_json, Pod},
-    skip_unless_root, TestNetns,
+    require_root, TestNetns,
 };
 use serde_json::Value;
 
@@ -84,9 +84,7 @@ fn every_kind() -> (Pod, TestNetns) {
 
 #[test]
 fn scan_classifies_every_kind_like_kata() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let (pod, _peer) = every_kind();
     let before = state(&pod.sandbox);
     let scan = netshim_json(&["scan", "--netns", pod.netns()]);
@@ -117,9 +115,7 @@ fn scan_classifies_every_kind_like_kata() {
 
 #[test]
 fn attach_refuses_a_tun_device_like_kata_and_creates_nothing() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let (pod, _peer) = every_kind();
     let before = state(&pod.sandbox);
     let out = netshim(&["attach", "--netns", pod.netns()]);
@@ -135,9 +131,7 @@ fn attach_refuses_a_tun_device_like_kata_and_creates_nothing() {
 
 #[test]
 fn attach_every_kind_at_once_and_detach_restores() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let (pod, _peer) = every_kind();
     let before = state(&pod.sandbox);
     let report = netshim_json(&["attach", "--netns", pod.netns(), "--skip-unsupported"]);
@@ -202,9 +196,7 @@ fn attach_every_kind_at_once_and_detach_restores() {
 
 #[test]
 fn vhost_user_endpoint_is_reported_with_its_socket_and_gets_no_datapath() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("vhu");
     // kata's convention: <dir>/vhostuser_<IP>/vhu.sock for one of the interface's addresses.
     let dir = std::env::temp_dir().join(format!(
@@ -237,9 +229,7 @@ fn vhost_user_endpoint_is_reported_with_its_socket_and_gets_no_datapath() {
 
 #[test]
 fn ipvlan_endpoint_when_the_kernel_has_ipvlan() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("ipvl");
     let made = pod.sandbox.try_ip(&[
         "link", "add", "link", "eth0", "name", "ipvl0", "type", "ipvlan", "mode", "l2",
@@ -295,9 +285,7 @@ fn assert_crosses(pod: &Pod, ifname: &str, inject: impl FnOnce(), want_src: [u8;
 
 #[test]
 fn macvlan_endpoint_alone_carries_traffic_through_tcfilter() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("mvl");
     let peer = TestNetns::new("nsh-mvl-peer");
     netshim_tests::veth_pair(&pod.sandbox, "low0", &peer, "low1");
@@ -325,9 +313,7 @@ fn macvlan_endpoint_alone_carries_traffic_through_tcfilter() {
 
 #[test]
 fn tap_device_alone_is_a_tuntap_endpoint_that_carries_traffic() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("tpx");
     let s = &pod.sandbox;
     s.ip(&["tuntap", "add", "dev", "tapx", "mode", "tap", "vnet_hdr"]);
@@ -364,9 +350,7 @@ fn tap_device_alone_is_a_tuntap_endpoint_that_carries_traffic() {
 
 #[test]
 fn tun_device_alone_is_refused_with_katas_text() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("tnx");
     pod.sandbox
         .ip(&["tuntap", "add", "dev", "tunx", "mode", "tun"]);
@@ -386,9 +370,7 @@ fn tun_device_alone_is_refused_with_katas_text() {
 
 #[test]
 fn macvtap_alone_is_handed_over_as_it_is() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("mvx");
     let s = &pod.sandbox;
     let peer = TestNetns::new("nsh-mvx-peer");

@@ -20,9 +20,10 @@ use netshim::{
     datapath::TcBackend,
 };
 use netshim_tests::{
+    netns_json::{self, json},
     netshim_cli::{netshim, netshim_bin, netshim_json, netshim_ok, Pod},
-    skip_unless_root,
-    tap_reader::{format_mac, udp_frame},
+    require_root,
+    traffic::{pin_neighbor, recv_numbered, vm_frame},
     TapQueue, TestNetns,
 };
 use serde_json::Value;
@@ -40,17 +41,7 @@ fn serial() -> MutexGuard<'static, ()> {
 /// crosses is one a test sent.
 fn pod(tag: &str) -> Pod {
     let pod = Pod::new(tag);
-    pod.client.ip(&[
-        "neigh",
-        "replace",
-        &pod.pod_ip.to_string(),
-        "lladdr",
-        &format_mac(&pod.pod_mac),
-        "dev",
-        "c0",
-        "nud",
-        "permanent",
-    ]);
+    pin_neighbor(&pod.client, "c0", pod.pod_ip, &pod.pod_mac);
     pod
 }
 
@@ -140,27 +131,6 @@ fn tcx_attachments(ns: &TestNetns, ifindex: u32) -> Vec<(&'static str, u32, u32)
 
 // ---- what attach can change, as the kernel and the file system report it ---------------
 
-fn json(out: String) -> Vec<Value> {
-    if out.trim().is_empty() {
-        return Vec::new();
-    }
-    serde_json::from_str::<Value>(&out)
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn pick(v: &Value, keys: &[&str]) -> Value {
-    let mut m = serde_json::Map::new();
-    for k in keys {
-        if let Some(x) = v.get(*k) {
-            m.insert((*k).to_owned(), x.clone());
-        }
-    }
-    Value::Object(m)
-}
-
 #[derive(Debug, PartialEq)]
 struct Snapshot {
     links: Vec<Value>,
@@ -172,34 +142,15 @@ struct Snapshot {
 }
 
 fn snapshot(ns: &TestNetns) -> Snapshot {
-    let links: Vec<Value> = json(ns.ip(&["-j", "-d", "link", "show"]))
-        .iter()
-        .map(|l| {
-            let mut v = pick(
-                l,
-                &["ifindex", "ifname", "flags", "mtu", "address", "qdisc"],
-            );
-            v["kind"] = l["linkinfo"]["info_kind"].clone();
-            v
-        })
-        .collect();
-    let addresses = json(ns.ip(&["-j", "addr", "show"]))
-        .iter()
-        .map(|a| pick(a, &["ifname", "addr_info"]))
-        .collect();
+    let links = netns_json::links(ns);
+    let addresses = netns_json::addresses(ns);
     let routes = json(ns.ip(&["-j", "route", "show", "table", "all"]));
-    let qdiscs = json(ns.tc(&["-j", "qdisc", "show"]))
-        .iter()
-        .map(|q| pick(q, &["dev", "kind", "handle", "parent"]))
-        .collect();
+    let qdiscs = netns_json::qdiscs(ns);
     let mut filters = BTreeMap::new();
     let mut tcx = BTreeMap::new();
     for l in &links {
         let dev = l["ifname"].as_str().unwrap().to_owned();
-        for hook in ["ingress", "egress"] {
-            let out = ns.tc(&["-j", "filter", "show", "dev", &dev, hook]);
-            filters.insert(format!("{dev}/{hook}"), Value::Array(json(out)));
-        }
+        netns_json::add_filters(ns, &dev, &mut filters);
         let ifindex = l["ifindex"].as_u64().unwrap() as u32;
         tcx.insert(dev, tcx_attachments(ns, ifindex));
     }
@@ -249,14 +200,7 @@ fn traffic_flows(pod: &Pod, frames: usize) {
         "tap0_kata not UP: {}",
         diagnostics(pod)
     );
-    let sender = pod
-        .client
-        .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind client socket"));
-    for i in 0..frames {
-        sender
-            .send_to(format!("to-vm {i}").as_bytes(), (pod.pod_ip, 9999))
-            .expect("send");
-    }
+    pod.send_to_pod("to-vm", frames, 9999);
     for i in 0..frames {
         let u = tap
             .read_udp(Duration::from_secs(2), 9999)
@@ -268,32 +212,15 @@ fn traffic_flows(pod: &Pod, frames: usize) {
             });
         assert_eq!(u.payload, format!("to-vm {i}").as_bytes());
     }
-    let receiver = pod
-        .client
-        .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind receiver"));
-    receiver
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
+    let receiver =
+        pod.client
+            .udp_receiver(pod.client_ip, 0, "bind receiver", Duration::from_secs(2));
     let port = receiver.local_addr().unwrap().port();
     for i in 0..frames {
-        let frame = udp_frame(
-            pod.pod_mac,
-            pod.client_mac,
-            pod.pod_ip,
-            pod.client_ip,
-            5555,
-            port,
-            format!("from-vm {i}").as_bytes(),
-        );
+        let frame = vm_frame(pod, 5555, port, format!("from-vm {i}").as_bytes());
         tap.write_frame(&frame).expect("write frame to tap");
     }
-    let mut buf = [0u8; 2048];
-    for i in 0..frames {
-        let (n, _) = receiver
-            .recv_from(&mut buf)
-            .unwrap_or_else(|e| panic!("datagram {i} of {frames} from the VM: {e}"));
-        assert_eq!(&buf[..n], format!("from-vm {i}").as_bytes());
-    }
+    recv_numbered(&receiver, "from-vm", frames);
 }
 
 /// What the kernel says about the pod, for a failure message.
@@ -332,9 +259,7 @@ fn pin_files(cookie: u64) -> Vec<(String, u64)> {
 
 #[test]
 fn attaching_twice_returns_the_recorded_attach_and_changes_nothing() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = pod("idem");
     let before = snapshot(&pod.sandbox);
     let first = netshim_json(&attach_args(&pod, "ebpf"));
@@ -381,9 +306,7 @@ fn attaching_twice_returns_the_recorded_attach_and_changes_nothing() {
 
 #[test]
 fn attaching_with_another_model_or_backend_is_a_conflict_that_changes_nothing() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = pod("conf");
     let before = snapshot(&pod.sandbox);
     let first = netshim_json(&attach_args(&pod, "mirred"));
@@ -443,9 +366,7 @@ fn killed_attach(pod: &Pod, backend: &str, step: &str) {
 }
 
 fn crash_matrix(backend: TcBackend) {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let name = backend.as_str();
     let pod = pod(&format!("crash{}", &name[..1]));
     let cookie = cookie(&pod.sandbox);
@@ -577,6 +498,13 @@ fn an_unknown_crash_point_refuses_to_start() {
 /// Runs `netshim gc` until it collects `cookie` (the kernel tears a netns down in a worker
 /// after its last reference goes, and gc leaves a sandbox alone while its TCX links are
 /// still on devices) and returns that report.
+/// Asserts that the sandbox `cookie` has no pin directory, state directory or lock file.
+fn assert_no_files_left(cookie: u64) {
+    for p in [pin_dir(cookie), state_dir(cookie), lock_file(cookie)] {
+        assert!(!p.exists(), "{p:?} left");
+    }
+}
+
 fn gc_until_collected(cookie: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -625,9 +553,7 @@ fn mentions(report: &Value, cookie: u64) -> bool {
 
 #[test]
 fn gc_removes_what_a_deleted_netns_left() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let _serial = serial();
     let pod = pod("gcdead");
     let report = netshim_json(&attach_args(&pod, "ebpf"));
@@ -667,9 +593,7 @@ fn gc_removes_what_a_deleted_netns_left() {
 
 #[test]
 fn gc_leaves_a_live_attached_netns_alone() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = pod("gclive");
     let before = snapshot(&pod.sandbox);
     let report = netshim_json(&attach_args(&pod, "ebpf"));
@@ -736,9 +660,7 @@ fn detach_of_a_netns_that_is_gone_succeeds_and_of_a_file_is_refused() {
 
 #[test]
 fn gc_finds_a_netns_that_only_a_process_holds() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let _serial = serial();
     let pod = pod("gcproc");
     // The runtime's view: a process (in a mount namespace of its own, as `ip netns exec`
@@ -785,24 +707,18 @@ fn gc_finds_a_netns_that_only_a_process_holds() {
     );
     let status = netshim_json(&["status", "--netns", &path]);
     assert_eq!(status["attached"], false, "{status}");
-    for p in [pin_dir(cookie), state_dir(cookie), lock_file(cookie)] {
-        assert!(!p.exists(), "{p:?} left");
-    }
+    assert_no_files_left(cookie);
 
     // Dead once the process is: collected.
     netshim_json(&["attach", "--netns", &path]);
     drop(holder);
     gc_until_collected(cookie);
-    for p in [pin_dir(cookie), state_dir(cookie), lock_file(cookie)] {
-        assert!(!p.exists(), "{p:?} left");
-    }
+    assert_no_files_left(cookie);
 }
 
 #[test]
 fn gc_finds_a_netns_that_only_an_open_fd_holds() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let _serial = serial();
     let pod = pod("gcfd");
     // Opened through the bind mount, which `ip netns del` then detaches: the fd reads back
@@ -827,9 +743,7 @@ fn gc_finds_a_netns_that_only_an_open_fd_holds() {
 
     drop(holder);
     gc_until_collected(cookie);
-    for p in [pin_dir(cookie), state_dir(cookie), lock_file(cookie)] {
-        assert!(!p.exists(), "{p:?} left");
-    }
+    assert_no_files_left(cookie);
 }
 
 /// A netns that only a socket keeps alive has no path gc can find; its pinned TCX links are
@@ -837,9 +751,7 @@ fn gc_finds_a_netns_that_only_an_open_fd_holds() {
 /// devices go, the links are detached, and gc collects the sandbox.
 #[test]
 fn gc_keeps_a_netns_that_only_a_socket_holds() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let _serial = serial();
     let pod = pod("gcsock");
     let socket = pod
@@ -867,7 +779,5 @@ fn gc_keeps_a_netns_that_only_a_socket_holds() {
 
     drop(socket);
     gc_until_collected(cookie);
-    for p in [pin_dir(cookie), state_dir(cookie), lock_file(cookie)] {
-        assert!(!p.exists(), "{p:?} left");
-    }
+    assert_no_files_left(cookie);
 }

@@ -23,7 +23,7 @@ use netshim::{
 use netshim_tests::{
     netns_fixture::random_u32,
     netshim_cli::Pod,
-    on_netns_thread, skip_unless_root,
+    on_netns_thread, require_root,
     tap_reader::{inet_checksum, parse_mac, udp_frame, Mac, ETH_P_ARP, ETH_P_IP},
     ChildGuard, TapQueue, TestNetns,
 };
@@ -172,17 +172,7 @@ fn rich_pod(tag: &str) -> Pod {
     s.ip(&["route", "add", "10.124.0.0/24", "via", "10.123.0.1"]);
     s.ip(&["route", "add", "default", "via", "10.123.0.1"]);
     s.ip(&["-6", "route", "add", "fd00:124::/64", "via", "fd00:123::1"]);
-    s.ip(&[
-        "neigh",
-        "add",
-        "10.123.0.9",
-        "lladdr",
-        "02:00:00:00:00:09",
-        "dev",
-        "eth0",
-        "nud",
-        "permanent",
-    ]);
+    s.neigh("add 10.123.0.9 lladdr 02:00:00:00:00:09 dev eth0 nud permanent");
     wait_dad(s, "eth0");
     pod
 }
@@ -272,9 +262,7 @@ fn echo_reply(request: &[u8]) -> Vec<u8> {
 
 #[test]
 fn connect_carries_traffic_and_disconnect_restores_the_pod_device() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = rich_pod("mvt");
     let s = &pod.sandbox;
     let state = StateDir::new();
@@ -494,9 +482,7 @@ fn connect_carries_traffic_and_disconnect_restores_the_pod_device() {
 
 #[test]
 fn connect_with_a_taken_name_fails_and_changes_nothing() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("mvtn");
     let s = &pod.sandbox;
     // No dummy driver in this kernel: a veth pair provides the name.
@@ -534,9 +520,7 @@ fn connect_with_a_taken_name_fails_and_changes_nothing() {
 /// and its MAC changed: everything is rolled back.
 #[test]
 fn a_failure_after_eth0_changed_is_rolled_back() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = rich_pod("mvtf");
     let s = &pod.sandbox;
     // A macvlan on eth0, up, whose MAC eth0 then takes over: the macvtap (created with eth0's
@@ -549,17 +533,7 @@ fn a_failure_after_eth0_changed_is_rolled_back() {
     let mv9_mac = s.link_mac("mv9");
     s.ip(&["link", "set", "eth0", "address", &mv9_mac]);
     // The MAC change flushed the neighbour table; put the permanent entry back.
-    s.ip(&[
-        "neigh",
-        "replace",
-        "10.123.0.9",
-        "lladdr",
-        "02:00:00:00:00:09",
-        "dev",
-        "eth0",
-        "nud",
-        "permanent",
-    ]);
+    s.neigh("replace 10.123.0.9 lladdr 02:00:00:00:00:09 dev eth0 nud permanent");
     wait_dad(s, "eth0");
     let state = StateDir::new();
     let state_dir = state.for_netns(s);

@@ -13,7 +13,7 @@ use std::{
 use netshim::metrics::server::REQUEST_TIMEOUT;
 use netshim_tests::{
     netshim_cli::{netshim_bin, netshim_json, netshim_ok, Pod},
-    skip_unless_root, traffic, ChildGuard, TestNetns,
+    require_root, traffic, ChildGuard, TestNetns,
 };
 use nix::sys::signal::Signal;
 
@@ -173,9 +173,7 @@ fn attach(pod: &Pod, backend: &str) {
 }
 
 fn prometheus_has_exact_counters(backend: &str) {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new(&format!("mx{}", &backend[..1]));
     attach(&pod, backend);
     let tap = traffic::open_tap(&pod.sandbox, "tap0_kata");
@@ -334,9 +332,7 @@ fn serve_metrics(ns: &TestNetns) -> (ChildGuard, SocketAddr) {
 /// server waited for their request heads: 70 of them delayed a real scrape by 11 s.
 #[test]
 fn idle_connections_do_not_starve_a_scrape() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     const IDLE: usize = 200;
     let ns = TestNetns::new("nsh-mxi");
     let (server, addr) = serve_metrics(&ns);
@@ -388,9 +384,7 @@ fn idle_connections_do_not_starve_a_scrape() {
 
 #[test]
 fn metrics_endpoint_serves_fresh_counters_inside_the_sandbox_netns() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("mxh");
     attach(&pod, "ebpf");
     let tap = traffic::open_tap(&pod.sandbox, "tap0_kata");
@@ -456,9 +450,7 @@ fn metrics_endpoint_serves_fresh_counters_inside_the_sandbox_netns() {
 
 #[test]
 fn stats_watch_json_shows_rates_while_traffic_flows() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("mxw");
     attach(&pod, "ebpf");
     let tap = traffic::open_tap(&pod.sandbox, "tap0_kata");

@@ -27,7 +27,7 @@ use netshim::{
     interfaces::{by_name, Interface},
     netns::Netns,
 };
-use netshim_tests::{on_netns_thread, skip_unless_root, TestNetns};
+use netshim_tests::{on_netns_thread, require_root, TestNetns};
 
 /// The test netns as netshim resolves it, to run rtnetlink work in with [`Netns::run`].
 fn netns(ns: &TestNetns) -> Netns {
@@ -131,9 +131,7 @@ fn qdisc_text(ns: &TestNetns, dev: &str) -> String {
 /// A <-> B both ways, count it, and stop carrying it after disconnect.
 #[test]
 fn connect_carries_traffic_counts_it_and_disconnect_removes_it() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let a = TestNetns::new("nsh-m-a");
     let s = TestNetns::new("nsh-m-s");
     let b = TestNetns::new("nsh-m-b");
@@ -289,9 +287,7 @@ fn connect_carries_traffic_counts_it_and_disconnect_removes_it() {
 /// preference, clsact and foreign-filter conflicts with rollback, bad devices.
 #[test]
 fn reattach_stale_and_conflicts() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     // Shared with the netlink thread, which checks `tc` output between netlink calls.
     let s = Arc::new(TestNetns::new("nsh-m-s"));
     // veth pairs dN/pN (this kind of kernel may have no dummy driver).

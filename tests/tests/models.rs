@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use netshim_tests::{
     netshim_cli::{netshim, netshim_json, Pod},
-    skip_unless_root, TapQueue,
+    require_root, TapQueue,
 };
 
 fn pings(pod: &Pod) -> bool {
@@ -23,9 +23,7 @@ fn fails_with(out: &std::process::Output, code: i32, needle: &str) {
 
 #[test]
 fn none_model_makes_taps_and_connects_nothing() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("none");
     let report = netshim_json(&["attach", "--netns", pod.netns(), "--model", "none"]);
     assert_eq!(report["model"], "none");
@@ -56,9 +54,7 @@ fn none_model_makes_taps_and_connects_nothing() {
 
 #[test]
 fn disable_new_netns_only_with_none_and_uses_the_callers_netns() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("dnn");
     let bin = netshim_tests::netshim_cli::netshim_bin();
     let bin = bin.to_str().unwrap();
@@ -105,9 +101,7 @@ fn disable_new_netns_only_with_none_and_uses_the_callers_netns() {
 
 #[test]
 fn conflicting_flags_are_refused_before_anything_changes() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("conf");
     fails_with(
         &netshim(&[
@@ -145,9 +139,7 @@ fn conflicting_flags_are_refused_before_anything_changes() {
 
 #[test]
 fn config_file_sets_the_model_and_flags_override_it() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("cfg");
     let dir = std::env::temp_dir().join(format!(
         "netshim-cfg-{}-{}",
@@ -214,9 +206,7 @@ fn config_file_sets_the_model_and_flags_override_it() {
 
 #[test]
 fn macvtap_model_hands_a_macvtap_to_the_vmm_and_detach_restores_the_veth() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("mvm");
     let eth0_before = pod.sandbox.ip(&["-br", "addr", "show", "dev", "eth0"]);
     let mac_before = pod.sandbox.link_mac("eth0");

@@ -18,7 +18,7 @@ use std::{net::UdpSocket, os::fd::AsRawFd, time::Duration};
 
 use netshim_tests::{
     netshim_cli::{netshim_json, netshim_ok, Pod},
-    skip_unless_root,
+    require_root,
     sniffer::Sniffer,
     traffic,
     vnet::{self, VnetHdr, L4},
@@ -47,19 +47,17 @@ fn stats(pod: &Pod) -> serde_json::Value {
 
 #[test]
 fn oversize_frames_from_the_vm_never_reach_the_client() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     for (name, args) in DATAPATHS {
         let pod = Pod::new(&format!("mtu{}", &name[..2]));
         attach(&pod, args);
         let tap = traffic::open_tap(&pod.sandbox, "tap0_kata");
-        let receiver = pod
-            .client
-            .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind client socket"));
-        receiver
-            .set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
+        let receiver = pod.client.udp_receiver(
+            pod.client_ip,
+            0,
+            "bind client socket",
+            Duration::from_millis(500),
+        );
         let port = receiver.local_addr().unwrap().port();
         // 1042 bytes fit a 1500 MTU; 4042 and 9042 (a 9000-byte datagram) do not.
         for payload in [1000usize, 4000, 9000] {
@@ -117,9 +115,7 @@ fn udp_segment(socket: &UdpSocket, size: u16) {
 
 #[test]
 fn oversize_gso_segments_towards_the_vm_are_dropped_and_counted() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     for (name, args) in &DATAPATHS[..2] {
         let pod = Pod::new(&format!("mtv{}", &name[..2]));
         attach(&pod, args);
@@ -130,7 +126,7 @@ fn oversize_gso_segments_towards_the_vm_are_dropped_and_counted() {
         pod.client.ip(&["link", "set", "c0", "mtu", "9000"]);
         let sender = pod
             .client
-            .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind client socket"));
+            .udp_socket(pod.client_ip, 0, "bind client socket");
         udp_segment(&sender, 8000);
         sender
             .send_to(&[1u8; 16000], (pod.pod_ip, 9))
@@ -324,9 +320,7 @@ fn run_cases(name: &str, args: &[&str], cases: &[Case]) -> Vec<Outcome> {
 
 #[test]
 fn lying_gso_frames_get_no_further_with_ebpf_than_with_mirred() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let cases = cases();
     let results: Vec<(&str, Vec<Outcome>)> = DATAPATHS
         .iter()

@@ -14,7 +14,7 @@ use std::{
 use netshim_tests::{
     leaks::netshim_dirs,
     netshim_cli::{assert_ok, netshim, netshim_bin, netshim_json, Pod},
-    on_netns_thread, skip_unless_root, ChildGuard,
+    on_netns_thread, require_root, ChildGuard,
 };
 use serde_json::Value;
 
@@ -54,9 +54,7 @@ fn assert_upgraded(entry: &Value) {
 
 #[test]
 fn a_relative_netns_path_is_recorded_absolute_and_upgrade_all_finds_it() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("np-rel");
     let cookie = pod.cookie();
     let relative = format!("./{}", pod.netns());
@@ -80,9 +78,7 @@ fn a_relative_netns_path_is_recorded_absolute_and_upgrade_all_finds_it() {
 
 #[test]
 fn a_sandbox_attached_through_an_exited_processs_ns_link_is_found_by_cookie() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("np-pid");
     let cookie = pod.cookie();
     // A process of the netns (the netns itself lives on in /run/netns/NAME).
@@ -106,9 +102,7 @@ fn a_sandbox_attached_through_an_exited_processs_ns_link_is_found_by_cookie() {
 
 #[test]
 fn the_callers_own_netns_by_path_is_refused_without_disable_new_netns() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("np-self");
     let cookie = pod.cookie();
     // A process spawned from a thread inside the pod netns starts in it.

@@ -35,8 +35,9 @@ use netshim_tests::qemu::{
     GuestAssets, GuestConfig, GuestNetConfig, NetdevSpec, Qemu, QemuGuard, INSMOD_FAIL_MARKER,
     NETCFG_FAIL_MARKER, PING_FAIL_MARKER, PING_OK_MARKER, READY_MARKER,
 };
-use netshim_tests::skip_unless_root;
+use netshim_tests::require_root;
 use netshim_tests::tap_reader::format_mac;
+use netshim_tests::traffic::pin_neighbor;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const HTTP_PORT: u16 = 80;
@@ -66,9 +67,7 @@ impl Drop for DetachOnDrop {
 }
 
 fn qemu_guest_over_tcfilter(backend: &str) {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let Some(assets) = GuestAssets::or_skip() else {
         return;
     };
@@ -96,17 +95,7 @@ fn qemu_guest_over_tcfilter(backend: &str) {
         "mtu",
         "1400",
     ]);
-    pod.sandbox.ip(&[
-        "neigh",
-        "replace",
-        &pod.client_ip.to_string(),
-        "lladdr",
-        &client_mac,
-        "dev",
-        "eth0",
-        "nud",
-        "permanent",
-    ]);
+    pin_neighbor(&pod.sandbox, "eth0", pod.client_ip, &pod.client_mac);
     let report = netshim_json(&["attach", "--netns", pod.netns(), "--tc-backend", backend]);
     let mut detach = DetachOnDrop {
         netns: pod.netns().to_owned(),
@@ -430,9 +419,7 @@ fn qemu_guest_over_tcfilter_mirred() {
 /// (`/dev/tap<ifindex>`, as attach reports it) as an fd; detach gives eth0 back.
 #[test]
 fn qemu_guest_over_macvtap_model() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let Some(assets) = GuestAssets::or_skip() else {
         return;
     };

@@ -4,8 +4,9 @@
 use std::{collections::BTreeMap, path::PathBuf};
 
 use netshim_tests::{
+    netns_json,
     netshim_cli::{netshim_json, Pod},
-    skip_unless_root, TestNetns,
+    require_root, TestNetns,
 };
 use serde_json::Value;
 
@@ -19,58 +20,18 @@ struct Snapshot {
     pin_dir_exists: bool,
 }
 
-fn json(out: String) -> Vec<Value> {
-    if out.trim().is_empty() {
-        return Vec::new();
-    }
-    serde_json::from_str::<Value>(&out)
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn pick(v: &Value, keys: &[&str]) -> Value {
-    let mut m = serde_json::Map::new();
-    for k in keys {
-        if let Some(x) = v.get(*k) {
-            m.insert((*k).to_owned(), x.clone());
-        }
-    }
-    Value::Object(m)
-}
-
 fn pin_dir(ns: &TestNetns) -> PathBuf {
     netshim_tests::netshim_cli::pin_dir(ns)
 }
 
 fn snapshot(ns: &TestNetns) -> Snapshot {
-    let links: Vec<Value> = json(ns.ip(&["-j", "-d", "link", "show"]))
-        .iter()
-        .map(|l| {
-            let mut v = pick(
-                l,
-                &["ifindex", "ifname", "flags", "mtu", "address", "qdisc"],
-            );
-            v["kind"] = l["linkinfo"]["info_kind"].clone();
-            v
-        })
-        .collect();
-    let addresses = json(ns.ip(&["-j", "addr", "show"]))
-        .iter()
-        .map(|a| pick(a, &["ifname", "addr_info"]))
-        .collect();
-    let qdiscs = json(ns.tc(&["-j", "qdisc", "show"]))
-        .iter()
-        .map(|q| pick(q, &["dev", "kind", "handle", "parent"]))
-        .collect();
+    let links = netns_json::links(ns);
+    let addresses = netns_json::addresses(ns);
+    let qdiscs = netns_json::qdiscs(ns);
     let mut filters = BTreeMap::new();
     for l in &links {
         let dev = l["ifname"].as_str().unwrap().to_owned();
-        for hook in ["ingress", "egress"] {
-            let out = ns.tc(&["-j", "filter", "show", "dev", &dev, hook]);
-            filters.insert(format!("{dev}/{hook}"), Value::Array(json(out)));
-        }
+        netns_json::add_filters(ns, &dev, &mut filters);
     }
     Snapshot {
         links,
@@ -89,9 +50,7 @@ fn pings(pod: &Pod) -> bool {
 }
 
 fn attach_detach_restores(backend: &str, attach_mode: &str) {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new(&format!("rs{}{}", &backend[..1], &attach_mode[..1]));
     assert!(pings(&pod), "the pod answers before attach");
     let before = snapshot(&pod.sandbox);
@@ -138,9 +97,7 @@ fn mirred_attach_then_detach_restores_the_netns() {
 
 #[test]
 fn status_reports_what_attach_made() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("st");
     let status = netshim_json(&["status", "--netns", pod.netns()]);
     assert_eq!(status["attached"], false);

@@ -12,7 +12,7 @@ use netshim::netns::Netns;
 use netshim_tests::{
     leaks::{netshim_dirs, size_from_env, NetnsSnapshot},
     netshim_cli::{netshim_bin, Pod},
-    skip_unless_root, traffic,
+    require_root, traffic,
 };
 
 fn spawn_netshim(args: &[&str]) -> Child {
@@ -54,9 +54,7 @@ fn all_at_once(verb: &str, pods: &[Pod]) -> Vec<String> {
 /// ways, and parallel detaches leave every netns as it was.
 #[test]
 fn many_sandboxes_attach_concurrently() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let n = size_from_env("NETSHIM_CONCURRENT_SANDBOXES", 100).max(2);
     let setup = Instant::now();
     let pods: Vec<Pod> = (0..n).map(|i| Pod::new(&format!("par{i}"))).collect();

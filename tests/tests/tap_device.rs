@@ -16,7 +16,7 @@ use netshim_tests::vmm_tap::{
     create_tap_queue, open_tap_queue, set_sndbuf, set_vnet_hdr_size, tun_flags, tun_info,
     vnet_hdr_size, IFF_PERSIST, VMM_OFFLOADS, VNET_HDR_LEN,
 };
-use netshim_tests::{on_netns_thread, skip_unless_root, TestNetns};
+use netshim_tests::{on_netns_thread, require_root, TestNetns};
 
 /// `ip -n NS args...`: (success, stdout).
 fn ip(ns: &TestNetns, args: &[&str]) -> (bool, String) {
@@ -29,9 +29,7 @@ fn ip(ns: &TestNetns, args: &[&str]) -> (bool, String) {
 
 #[test]
 fn persistent_tap_in_netns() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let ns = TestNetns::new("nsh-tapunit");
 
     // Create (with owner/group), and adopt again (idempotent).

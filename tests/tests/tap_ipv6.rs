@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use netshim_tests::{
     netshim_cli::{netshim_json, Pod},
-    skip_unless_root, traffic,
+    require_root, traffic,
 };
 
 fn tap_ipv6_addresses(pod: &Pod) -> Vec<String> {
@@ -25,9 +25,7 @@ fn tap_ipv6_addresses(pod: &Pod) -> Vec<String> {
 }
 
 fn a_reader_on_the_tap_gets_only_what_the_datapath_forwards(backend: &str) {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new(&format!("v6{}", &backend[..1]));
     // IPv6 on in the sandbox (Pod turns it off), as a pod netns normally has it; the client
     // keeps it off, so nothing crosses from there either.

@@ -2,14 +2,12 @@
 
 use netshim_tests::{
     netshim_cli::{netshim, netshim_json, Pod},
-    skip_unless_root, TapQueue,
+    require_root, TapQueue,
 };
 
 #[test]
 fn queues_owner_and_txqueuelen_reach_the_tap() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("topt");
     let report = netshim_json(&[
         "attach",
@@ -43,9 +41,7 @@ fn queues_owner_and_txqueuelen_reach_the_tap() {
 
 #[test]
 fn tap_mtu_follows_the_endpoint() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("tmtu");
     pod.sandbox.ip(&["link", "set", "eth0", "mtu", "1400"]);
     let report = netshim_json(&["attach", "--netns", pod.netns()]);
@@ -56,9 +52,7 @@ fn tap_mtu_follows_the_endpoint() {
 
 #[test]
 fn reattach_over_a_leftover_tap_replaces_it_even_while_held_open() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("left");
     // kata #6339: a dead run left tap0_kata behind; a stuck process still holds it.
     pod.sandbox.ip(&[
@@ -91,9 +85,7 @@ fn reattach_over_a_leftover_tap_replaces_it_even_while_held_open() {
 /// anything is made, with the reason.
 #[test]
 fn tap_owner_ids_outside_0_to_4294967294_are_refused_as_input() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new("town");
     for (owner, why) in [
         (
@@ -170,9 +162,7 @@ fn tap_name_taken_by(tag: &str, make: &[&[&str]], what: &str) {
 
 #[test]
 fn a_bridge_named_tap0_kata_is_a_conflict() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     tap_name_taken_by(
         "tnb",
         &[&["link", "add", "tap0_kata", "type", "bridge"]],
@@ -182,9 +172,7 @@ fn a_bridge_named_tap0_kata_is_a_conflict() {
 
 #[test]
 fn a_veth_named_tap0_kata_is_a_conflict() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     tap_name_taken_by(
         "tnv",
         &[&[
@@ -203,9 +191,7 @@ fn a_veth_named_tap0_kata_is_a_conflict() {
 
 #[test]
 fn a_tun_mode_tun_named_tap0_kata_is_a_conflict() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     tap_name_taken_by(
         "tnt",
         &[&["tuntap", "add", "dev", "tap0_kata", "mode", "tun"]],

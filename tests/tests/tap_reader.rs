@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use netshim::tap::{create_persistent_tap, TapSpec};
 use netshim_tests::netns_fixture::unique_octet;
-use netshim_tests::tap_reader::{format_mac, parse_mac, udp_frame};
+use netshim_tests::tap_reader::{parse_mac, udp_frame};
+use netshim_tests::traffic::pin_neighbor;
 use netshim_tests::vmm_tap::VMM_OFFLOADS;
 use netshim_tests::{is_root, Relay, TapQueue, TestNetns};
 
@@ -26,17 +27,7 @@ fn inject_and_capture_udp() {
         .expect("create tap");
     ns.ip(&["addr", "add", &format!("{tap_ip}/24"), "dev", "tap0_kata"]);
     ns.ip(&["link", "set", "dev", "tap0_kata", "up"]);
-    ns.ip(&[
-        "neigh",
-        "replace",
-        &peer_ip.to_string(),
-        "lladdr",
-        &format_mac(&peer_mac),
-        "dev",
-        "tap0_kata",
-        "nud",
-        "permanent",
-    ]);
+    pin_neighbor(&ns, "tap0_kata", peer_ip, &peer_mac);
     let tap_mac = parse_mac(&ns.link_mac("tap0_kata")).unwrap();
 
     let q = TapQueue::open_in(ns.path(), "tap0_kata", false, None).expect("open queue");

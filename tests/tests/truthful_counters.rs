@@ -9,22 +9,15 @@
 //!   sandbox is broken, what is broken and that detach repairs it (exit 4); detach does, and
 //!   the pod device passes traffic to its own stack again with nothing left behind.
 
-use std::{net::UdpSocket, process::Output, time::Duration};
+use std::{process::Output, time::Duration};
 
 use netshim_tests::{
     netshim_cli::{netshim, netshim_json, netshim_ok, Pod},
-    skip_unless_root, traffic,
+    require_root, traffic,
 };
 
 fn send(pod: &Pod, n: usize) {
-    let sender = pod
-        .client
-        .run(|| UdpSocket::bind((pod.client_ip, 0)).expect("bind client socket"));
-    for i in 0..n {
-        sender
-            .send_to(format!("to nobody {i}").as_bytes(), (pod.pod_ip, 9))
-            .expect("send");
-    }
+    pod.send_to_pod("to nobody", n, 9);
 }
 
 fn to_vm(pod: &Pod) -> serde_json::Value {
@@ -36,9 +29,7 @@ fn vmm_attached(pod: &Pod) -> serde_json::Value {
 }
 
 fn a_tap_nobody_reads_drops_what_is_forwarded_to_it(backend: &str) {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new(&format!("nr{}", &backend[..1]));
     netshim_json(&["attach", "--netns", pod.netns(), "--tc-backend", backend]);
     pod.pin_pod_neighbor();
@@ -116,9 +107,7 @@ fn stdout(out: &Output) -> String {
 }
 
 fn a_tap_deleted_behind_netshims_back_is_reported_and_detach_repairs_it(backend: &str) {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = Pod::new(&format!("bk{}", &backend[..1]));
     netshim_json(&["attach", "--netns", pod.netns(), "--tc-backend", backend]);
     pod.sandbox.ip(&["link", "del", "tap0_kata"]);

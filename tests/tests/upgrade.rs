@@ -12,10 +12,11 @@ use std::{
 };
 
 use netshim_tests::{
+    client_shim_server,
     cni_runtime::cookie,
     leaks::netshim_dirs,
     netshim_cli::{netshim, netshim_bin, netshim_json},
-    skip_unless_root, veth_pair, ChildGuard, TestNetns,
+    require_root, two_veths_from, veth_pair, ChildGuard, TestNetns,
 };
 use serde_json::Value;
 
@@ -29,13 +30,7 @@ const CLIENT_IP: &str = "10.202.0.1";
 const SERVER_IP: &str = "10.202.0.2";
 
 fn pair_topo(tag: &str) -> PairTopo {
-    let client = TestNetns::new(&format!("nsh-{tag}-c"));
-    let shim = TestNetns::new(&format!("nsh-{tag}-m"));
-    let server = TestNetns::new(&format!("nsh-{tag}-s"));
-    veth_pair(&client, "c0", &shim, "ma0");
-    veth_pair(&server, "s0", &shim, "mb0");
-    client.ip(&["addr", "add", &format!("{CLIENT_IP}/24"), "dev", "c0"]);
-    server.ip(&["addr", "add", &format!("{SERVER_IP}/24"), "dev", "s0"]);
+    let [client, shim, server] = client_shim_server(tag, CLIENT_IP, SERVER_IP);
     PairTopo {
         client,
         shim,
@@ -178,9 +173,7 @@ fn run_with_upgrades(
 
 #[test]
 fn upgrade_under_load_loses_nothing_and_keeps_counters() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let t = pair_topo("upl");
     let r = netshim_json(&["connect", "--netns", t.shim.name(), "ma0", "mb0"]);
     assert_eq!(r["datapath"], "tcx", "{r}");
@@ -271,9 +264,7 @@ fn upgrade_under_load_loses_nothing_and_keeps_counters() {
 
 #[test]
 fn cls_bpf_filters_are_replaced_in_place_under_ping() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let t = pair_topo("upc");
     let r = netshim_json(&[
         "connect",
@@ -337,9 +328,7 @@ fn cls_bpf_filters_are_replaced_in_place_under_ping() {
 
 #[test]
 fn upgrade_of_a_netns_without_netshim_says_not_attached() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let ns = TestNetns::new("nsh-upn");
     let out = netshim(&["upgrade", "--netns", ns.name()]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -364,9 +353,7 @@ fn in_private_bpffs(script: &str) -> std::process::Output {
 
 #[test]
 fn upgrade_all_skips_stale_sandboxes_and_says_when_there_is_nothing() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let live = pair_topo("upa");
     let doomed = TestNetns::new("nsh-upa-d");
     // Two veths whose peers are elsewhere (the two ends of one pair would loop: refused).
@@ -465,14 +452,11 @@ fn netshim_with_pid(args: &[&str]) -> (std::process::Output, u32) {
 /// fails naming the map and changes nothing.
 #[test]
 fn mismatched_or_missing_maps_fail_cleanly() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let ns = TestNetns::new("nsh-upm");
     // Two veths whose peers are elsewhere: the two ends of one pair here would loop.
     let far = TestNetns::new("nsh-upm-f");
-    veth_pair(&far, "p0", &ns, "ma0");
-    veth_pair(&far, "p1", &ns, "mb0");
+    two_veths_from(&far, &ns);
     netshim_json(&["connect", "--netns", ns.name(), "ma0", "mb0"]);
     let dir = pin_dir(&ns);
     let links = [dir.join("link_ma0"), dir.join("link_mb0")];
@@ -598,9 +582,7 @@ fn mismatched_or_missing_maps_fail_cleanly() {
 /// sandbox directory, the counters carry on, and the new program counts into that map.
 #[test]
 fn a_sandbox_of_the_previous_version_gets_the_new_maps_and_keeps_its_counters() {
-    if skip_unless_root() {
-        return;
-    }
+    require_root!();
     let pod = netshim_tests::netshim_cli::Pod::new("upv");
     // The previous version's program on the hooks, and its maps only: as 7fba15f left it.
     let dir = netshim_tests::netshim_cli::attach_with_previous_object(&pod);
