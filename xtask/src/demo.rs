@@ -218,15 +218,8 @@ struct IperfResult {
 fn run_iperf(topo: &DemoTopology, seconds: u32, reverse: bool) -> Result<IperfResult> {
     let mut server_cmd = topology::exec_in(&topo.guest, "iperf3", &iperf::SERVER_ARGS);
     println!("+ {}", cmd::display(&server_cmd));
-    let mut server = server_cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting iperf3 server")?;
-    let token = topology::register(Action::Kill {
-        pid: server.id(),
-        what: "iperf3 server".into(),
-    });
+    server_cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    let (mut server, token) = topology::spawn_killable(&mut server_cmd, "iperf3 server")?;
     wait_listening(&topo.guest, &mut server)?;
 
     let secs = seconds.to_string();
@@ -236,16 +229,11 @@ fn run_iperf(topo: &DemoTopology, seconds: u32, reverse: bool) -> Result<IperfRe
     }
     let mut client = topology::exec_in(&topo.client, "iperf3", &client_args);
     println!("+ {}", cmd::display(&client));
-    let child = client
+    client
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting iperf3 client")?;
-    let client_token = topology::register(Action::Kill {
-        pid: child.id(),
-        what: "iperf3 client".into(),
-    });
+        .stderr(Stdio::piped());
+    let (child, client_token) = topology::spawn_killable(&mut client, "iperf3 client")?;
     let out = child
         .wait_with_output()
         .context("waiting for iperf3 client")?;

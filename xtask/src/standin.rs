@@ -4,7 +4,7 @@
 //! stdin closes, and prints a JSON summary line on exit.
 
 use crate::cmd;
-use crate::topology::{self, Action, Token};
+use crate::topology::{self, Token};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
@@ -69,20 +69,14 @@ impl StandIn {
         if echo {
             println!("+ {}", cmd::display(&cmd));
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(if echo {
                 Stdio::inherit()
             } else {
                 Stdio::piped()
-            })
-            .spawn()
-            .context("starting vm-standin")?;
-        let token = topology::register(Action::Kill {
-            pid: child.id(),
-            what: "vm-standin".into(),
-        });
+            });
+        let (mut child, token) = topology::spawn_killable(&mut cmd, "vm-standin")?;
         let stdout = child.stdout.take().context("vm-standin stdout")?;
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {

@@ -9,7 +9,7 @@
 use crate::cmd;
 use anyhow::{ensure, Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::sync::{Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,16 @@ pub fn register(action: Action) -> Token {
     let id = reg.next;
     reg.actions.push((id, action));
     Token(id)
+}
+
+/// Spawns `cmd` (error: "starting WHAT") and registers the child to be killed as `what`.
+pub fn spawn_killable(cmd: &mut Command, what: &str) -> Result<(Child, Token)> {
+    let child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+    let token = register(Action::Kill {
+        pid: child.id(),
+        what: what.to_string(),
+    });
+    Ok((child, token))
 }
 
 /// Forget an action without running it (the main flow undid it itself).

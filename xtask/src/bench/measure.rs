@@ -6,7 +6,7 @@
 //! registry, so an interrupted bench leaves no iperf3 or sockperf behind.
 
 use crate::iperf::{self as iperf3, PORT as IPERF_PORT};
-use crate::topology::{self, Action};
+use crate::topology;
 use anyhow::{bail, ensure, Context, Result};
 use std::io::Read;
 use std::process::{Child, Command, Output, Stdio};
@@ -23,16 +23,10 @@ const GRACE: Duration = Duration::from_secs(20);
 
 /// Run a command to completion with a deadline, capturing stdout and stderr.
 pub fn run_bounded(cmd: &mut Command, limit: Duration, what: &str) -> Result<Output> {
-    let mut child = cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {what}"))?;
-    let token = topology::register(Action::Kill {
-        pid: child.id(),
-        what: what.to_string(),
-    });
+        .stderr(Stdio::piped());
+    let (mut child, token) = topology::spawn_killable(cmd, what)?;
     let readers = [
         drain(
             child
@@ -99,16 +93,11 @@ impl Server {
         port: &str,
     ) -> Result<Server> {
         let what = format!("{prog} server in {netns}");
-        let child = load_cmd(netns, cpu, prog, args)
-            .stdin(Stdio::null())
+        let mut cmd = load_cmd(netns, cpu, prog, args);
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {what}"))?;
-        let token = topology::register(Action::Kill {
-            pid: child.id(),
-            what: what.clone(),
-        });
+            .stderr(Stdio::null());
+        let (child, token) = topology::spawn_killable(&mut cmd, &what)?;
         let mut server = Server {
             child,
             token: Some(token),
