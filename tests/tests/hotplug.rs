@@ -104,6 +104,14 @@ impl SecondNet {
             to_mac,
         }
     }
+
+    /// Opens the sandbox's `tap` (plugged for `ifname`), checks that `count` datagrams from
+    /// this network's client reach it on port 9999, and closes it again.
+    fn reaches_new_tap(&self, sandbox: &TestNetns, ifname: &str, tap: &str, count: usize) {
+        let queue = open_tap(sandbox, tap);
+        let mac = parse_mac(&sandbox.link_mac(ifname)).unwrap();
+        client_reaches_tap(&self.to_pod(sandbox, mac), &queue, 9999, count);
+    }
 }
 
 impl<'a> ToPod<'a> {
@@ -373,10 +381,7 @@ fn watch_adopts_an_attached_netns_and_follows_it_with_mirred() {
         .sandbox
         .tc(&["qdisc", "show", "dev", "tap1_kata", "ingress"]);
     assert!(qdiscs.contains("ingress"), "{qdiscs}");
-    let tap1 = open_tap(&pod.sandbox, "tap1_kata");
-    let eth1_mac = parse_mac(&pod.sandbox.link_mac("eth1")).unwrap();
-    client_reaches_tap(&net.to_pod(&pod.sandbox, eth1_mac), &tap1, 9999, 3);
-    drop(tap1);
+    net.reaches_new_tap(&pod.sandbox, "eth1", "tap1_kata", 3);
 
     pod.sandbox.ip(&["link", "del", "eth1"]);
     let (_, removed) = watch.expect("removed", Some("eth1"), Duration::from_secs(5));
@@ -423,10 +428,7 @@ fn watch_started_before_the_cni_plugs_the_first_endpoint_and_unplugs_the_last() 
     assert_eq!(again["already_attached"], true, "{again}");
     assert_eq!(again["endpoints"][0]["tap"]["name"], "tap0_kata", "{again}");
     assert_eq!(again["datapath"], "tcx", "{again}");
-    let tap0 = open_tap(&pod.sandbox, "tap0_kata");
-    let eth0_mac = parse_mac(&pod.sandbox.link_mac("eth0")).unwrap();
-    client_reaches_tap(&net.to_pod(&pod.sandbox, eth0_mac), &tap0, 9999, 2);
-    drop(tap0);
+    net.reaches_new_tap(&pod.sandbox, "eth0", "tap0_kata", 2);
 
     net.client.ip(&["link", "del", "c1"]);
     let (_, removed) = watch.expect("removed", Some("eth0"), Duration::from_secs(5));
