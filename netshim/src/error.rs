@@ -201,7 +201,7 @@ pub enum Error {
     #[error("{0}")]
     InvalidOptions(String),
     #[error(transparent)]
-    GuardUnavailable(#[from] crate::guard::GuardUnavailable),
+    GuardUnavailable(#[from] crate::model::GuardUnavailable),
     #[error("guard settings: {0}")]
     GuardSettings(crate::guard::settings::GuardSettingsError),
     #[error("no device {name} in netns {netns}")]

@@ -13,8 +13,8 @@ use super::{
 use crate::{
     crash::crash_point,
     datapath::{
-        ebpf::{self, AttachMode, EbpfDatapath},
-        mirred, DatapathKind, Pair, TcBackend,
+        ebpf::{self, EbpfDatapath},
+        mirred, AttachMode, DatapathKind, Pair, TcBackend,
     },
     guard::GuardSettings,
     interfaces::Interface,

@@ -31,7 +31,7 @@ use super::{
 use crate::{
     crash::crash_point,
     datapath::{ebpf, DatapathKind, TcBackend},
-    guard::{self, GuardSettings},
+    guard::GuardSettings,
     interfaces::Interface,
     model::{self, undo::Undo, PlugContext},
     netns::Netns,
@@ -46,7 +46,7 @@ pub fn attach(netns: &Netns, options: &AttachOptions) -> Result<AttachReport> {
     // netshim's own files of this sandbox that are damaged: refused, detach repairs them.
     let lock_file: Vec<_> = integrity::bad_lock_file(netns.cookie).into_iter().collect();
     integrity::refuse(netns, &lock_file)?;
-    // One operation per sandbox at a time (see crate::lock), for the whole attach.
+    // One operation per sandbox at a time (see crate::state::lock), for the whole attach.
     let sandbox = Sandbox::of(netns);
     let lock = sandbox.lock()?;
     tracing::debug!("sandbox lock taken");
@@ -152,8 +152,8 @@ async fn check_coexistence(
 }
 
 /// The attach options, as the intent file records them.
-fn intent_options(options: &AttachOptions) -> state::IntentOptions {
-    state::IntentOptions::Attach(state::AttachIntent {
+fn intent_options(options: &AttachOptions) -> super::IntentOptions {
+    super::IntentOptions::Attach(super::AttachIntent {
         model: options.model,
         tc_backend: options.backend,
         ebpf_attach: options.ebpf_attach,
@@ -252,10 +252,11 @@ fn already_attached(
         Some(TcBackend::Ebpf) => Ok(GuardSettings::default()),
         backend => {
             let model = recorded.model;
-            Err(
-                guard::settings::unavailable_reason(model, backend.unwrap_or(TcBackend::Mirred))
-                    .unwrap_or_default(),
+            Err(crate::model::guard_policy::unavailable_reason(
+                model,
+                backend.unwrap_or(TcBackend::Mirred),
             )
+            .unwrap_or_default())
         }
     };
     let pin_dir = recorded.pin_dir.clone();

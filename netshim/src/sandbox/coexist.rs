@@ -26,9 +26,8 @@
 use super::Survey;
 use crate::{
     datapath::{
-        ebpf::AttachMode,
         mirred::{self, IngressQdisc},
-        Dev, TcBackend,
+        AttachMode, Dev, TcBackend,
     },
     model::InternetworkingModel,
     netns::Netns,

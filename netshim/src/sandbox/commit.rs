@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::{report::EndpointReport, AttachOptions, DetachReport, SkippedInterface};
 use crate::{
-    datapath::{ebpf::AttachMode, DatapathKind, TcBackend},
+    datapath::{AttachMode, DatapathKind, TcBackend},
     guard::GuardReport,
     model::InternetworkingModel,
     netns::Netns,

@@ -9,15 +9,15 @@ use netshim_common::MAX_ENDPOINTS;
 use super::redirect_loop::{self, PeerFacts};
 use crate::{
     datapath::{
-        ebpf::{self, AttachMode},
-        mirred, DatapathKind, Dev, FastPath, Pair, RedirectMode, TcBackend,
+        ebpf, mirred, AttachMode, DatapathKind, Dev, FastPath, Pair, RedirectMode, TcBackend,
     },
     guard::{GuardEntry, GuardSettings},
     interfaces::{self, Interface, Mac},
-    lock::SandboxLock,
     model::{tcfilter::connect_pairs, undo::Undo},
     netns::Netns,
-    pins, Error, Result,
+    pins,
+    state::lock::SandboxLock,
+    Error, Result,
 };
 
 /// What `connect` does.
@@ -109,7 +109,7 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
         )));
     }
     let (netns, a, b, options) = (netns.clone(), a.to_owned(), b.to_owned(), options.clone());
-    // One operation per sandbox at a time (see crate::lock).
+    // One operation per sandbox at a time (see crate::state::lock).
     let lock = SandboxLock::acquire(netns.cookie)?;
     let result = netns.clone().run(move |handle| async move {
         let ia = lookup(&handle, &netns, &a).await?;
@@ -275,7 +275,7 @@ fn free_index(netns: &Netns, dir: &std::path::Path, names: &[&str]) -> Result<u3
 /// Disconnects `a` and `b`; succeeds (removing nothing) when they are not connected.
 pub fn disconnect(netns: &Netns, a: &str, b: &str) -> Result<DisconnectReport> {
     let (netns, a, b) = (netns.clone(), a.to_owned(), b.to_owned());
-    // One operation per sandbox at a time (see crate::lock).
+    // One operation per sandbox at a time (see crate::state::lock).
     let lock = SandboxLock::acquire(netns.cookie)?;
     let result = netns.clone().run(move |handle| async move {
         let mut report = DisconnectReport {

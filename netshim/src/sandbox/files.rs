@@ -5,7 +5,12 @@
 
 use std::path::PathBuf;
 
-use crate::{lock::SandboxLock, netns::Netns, pins, state, Result};
+use crate::{
+    netns::Netns,
+    pins,
+    state::{self, lock::SandboxLock},
+    Result,
+};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Sandbox {
@@ -35,7 +40,7 @@ impl Sandbox {
         self.state_dir.join(state::COMMIT_FILE)
     }
 
-    /// One operation per sandbox at a time (see [`crate::lock`]): waits for the lock.
+    /// One operation per sandbox at a time (see [`crate::state::lock`]): waits for the lock.
     pub fn lock(&self) -> Result<SandboxLock> {
         Ok(SandboxLock::acquire(self.netns.cookie)?)
     }

@@ -39,9 +39,10 @@ use super::{
 };
 use crate::{
     datapath::{bpf_sys, ebpf},
-    lock::{self, SandboxLock},
     netns::{self, Netns},
-    pins, state, Error, Result,
+    pins, state,
+    state::lock::{self, SandboxLock},
+    Error, Result,
 };
 
 /// Collects dead namespaces' sandboxes and cleans half-made ones (see the module docs).
@@ -332,7 +333,7 @@ impl Hints {
         }
         let dir = state::sandbox_dir(cookie);
         for file in [state::INTENT_FILE, state::COMMIT_FILE] {
-            if let Some(v) = state::read_json::<state::NetnsRecord>(&dir.join(file)) {
+            if let Some(v) = state::read_json::<super::NetnsRecord>(&dir.join(file)) {
                 if v.netns_cookie == Some(cookie) {
                     hints.add(
                         v.netns_inode.unwrap_or(0),

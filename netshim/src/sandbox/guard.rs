@@ -9,13 +9,12 @@ use ipnet::IpNet;
 use super::{commit::amend_commit, AttachReport};
 use crate::{
     datapath::{ebpf, TcBackend},
-    guard::{
-        maps, settings::unavailable_reason, GuardEntry, GuardMode, GuardReport, GuardSettings,
-    },
-    lock::SandboxLock,
-    model::InternetworkingModel,
+    guard::{maps, GuardEntry, GuardMode, GuardReport, GuardSettings},
+    model::{guard_policy::unavailable_reason, InternetworkingModel},
     netns::Netns,
-    pins, state, Error, Result,
+    pins, state,
+    state::lock::SandboxLock,
+    Error, Result,
 };
 
 /// What `netshim guard` changes; all empty = only print.

@@ -14,26 +14,7 @@ use crate::{
 };
 
 use super::AttachReport;
-
-/// Whether the sandbox is what its records say.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    #[default]
-    Ok,
-    /// Something the records name is missing or different; see the problems.
-    Broken,
-}
-
-impl Health {
-    pub fn of(problems: &[String]) -> Self {
-        if problems.is_empty() {
-            Self::Ok
-        } else {
-            Self::Broken
-        }
-    }
-}
+pub use crate::state::Health;
 
 /// The sandbox's commit file, if it has one that parses.
 pub(crate) fn commit(cookie: u64) -> Option<AttachReport> {
@@ -127,7 +108,7 @@ fn pinned_problems(
             return;
         }
     };
-    let tcx = ebpf::recorded_mode(dir).is_ok_and(|m| m == ebpf::AttachMode::Tcx);
+    let tcx = ebpf::recorded_mode(dir).is_ok_and(|m| m == crate::datapath::AttachMode::Tcx);
     let name = |f: &[u8]| String::from_utf8_lossy(netshim_common::from_fixed(f)).into_owned();
     for (_, r) in records {
         for (n, ifindex) in [(&r.pod_name, r.pod_ifindex), (&r.tap_name, r.tap_ifindex)] {

@@ -6,8 +6,8 @@ use rtnetlink::packet_route::link::InfoKind;
 use crate::{
     datapath::{ebpf, mirred, DatapathKind, TcBackend},
     endpoint::SystemProbe,
-    guard::{settings::unavailable_reason, GuardReport},
-    model::{macvtap, InternetworkingModel},
+    guard::GuardReport,
+    model::{guard_policy::unavailable_reason, macvtap, InternetworkingModel},
     netns::Netns,
     pins,
     stats::{self, DirectionStats, EndpointStats, SandboxStats},
@@ -146,7 +146,7 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
             let connected = match tap {
                 None => false,
                 Some(tap) if pinned => match mode {
-                    Some(ebpf::AttachMode::ClsBpf) => true,
+                    Some(crate::datapath::AttachMode::ClsBpf) => true,
                     _ => {
                         pins::link_pin(&dir, &iface.name).exists()
                             && pins::link_pin(&dir, &tap.name).exists()

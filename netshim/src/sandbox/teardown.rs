@@ -43,7 +43,7 @@ pub(crate) async fn teardown(
     write_intent(
         netns,
         "detach",
-        state::IntentOptions::Detach(state::DetachIntent {
+        super::IntentOptions::Detach(super::DetachIntent {
             tap_names: survey.custom_tap_option(),
         }),
     )?;

@@ -20,13 +20,15 @@ use netshim_common::{from_fixed, map_names, SandboxRecord};
 
 use crate::{
     datapath::{
-        ebpf::{self, AttachMode},
+        ebpf,
         upgrade::{self as up, Object, Swapped, UpgradeError},
+        AttachMode,
     },
     guard::{maps, GuardEntry, GuardMode, GuardReport},
-    lock::SandboxLock,
     netns::Netns,
-    pins, state, Error, Result,
+    pins, state,
+    state::lock::SandboxLock,
+    Error, Result,
 };
 
 use super::{guard::write_guard, AttachReport, EndpointGuard, NetnsFinder};

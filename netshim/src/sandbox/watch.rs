@@ -42,10 +42,11 @@ use rtnetlink::{
 use super::{attach::attach, hotplug, survey, AttachOptions, SkippedInterface, Strictness, Survey};
 use crate::{
     endpoint::SkipReason,
-    lock::SandboxLock,
     model::{Plugged, TapDatapath, VmSide},
     netns::{Netns, NetnsError},
-    pins, Error, Result,
+    pins,
+    state::lock::SandboxLock,
+    Error, Result,
 };
 
 mod discover;

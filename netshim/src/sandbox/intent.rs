@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, fmt, path::PathBuf, str::FromStr};
 
 use crate::{
-    datapath::{ebpf::AttachMode, FastPath, TcBackend},
+    datapath::{AttachMode, FastPath, TcBackend},
     guard::GuardSettings,
     model::InternetworkingModel,
 };
