@@ -13,27 +13,28 @@ use crate::{
     pins, state, Error, Result,
 };
 
-use super::AttachReport;
+use super::{AttachReport, Sandbox};
 pub use crate::state::Health;
 
 /// The sandbox's commit file, if it has one that parses.
-pub(crate) fn commit(cookie: u64) -> Option<AttachReport> {
-    state::read_json(&state::sandbox_dir(cookie).join(state::COMMIT_FILE))
+pub(crate) fn commit(sandbox: &Sandbox) -> Option<AttachReport> {
+    state::read_json(&sandbox.commit_file())
 }
 
-/// What is broken in `netns` (empty when nothing is). `interfaces` is the netns's link list;
-/// must run inside the netns.
+/// What is broken in the sandbox (empty when nothing is). `interfaces` is its netns's link
+/// list; must run inside the netns.
 pub(crate) async fn problems(
     handle: &rtnetlink::Handle,
-    netns: &Netns,
+    sandbox: &Sandbox,
     interfaces: &[Interface],
 ) -> Result<Vec<String>> {
+    let netns = &sandbox.netns;
     let mut problems = Vec::new();
     let device = |problems: &mut Vec<String>, what: &str, name: &str, ifindex: u32| {
         check_device(interfaces, problems, what, name, ifindex)
     };
-    let dir = pins::sandbox_dir(netns.cookie);
-    let commit = commit(netns.cookie);
+    let dir = &sandbox.pin_dir;
+    let commit = commit(sandbox);
     // Devices the commit file's check covers (the pin records' check skips them).
     let mut checked = std::collections::BTreeSet::new();
     if let Some(report) = &commit {
@@ -84,7 +85,7 @@ pub(crate) async fn problems(
         }
     }
     if dir.exists() {
-        pinned_problems(&dir, &checked, interfaces, &mut problems);
+        pinned_problems(dir, &checked, interfaces, &mut problems);
     }
     problems.dedup();
     Ok(problems)

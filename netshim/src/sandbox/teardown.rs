@@ -49,7 +49,7 @@ pub(crate) async fn teardown(
     )?;
     // What attach recorded, read before the un-commit: it finds what is left of a sandbox
     // whose taps were deleted behind netshim's back.
-    let recorded = super::health::commit(netns.cookie);
+    let recorded = super::health::commit(sandbox);
     // Un-commit first: from here on the sandbox is not attached, whatever else is left.
     let commit = sandbox.commit_file();
     if state::remove_file_if_exists(&commit)? {

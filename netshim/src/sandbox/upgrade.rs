@@ -26,12 +26,10 @@ use crate::{
     },
     guard::{maps, GuardEntry, GuardMode, GuardReport},
     netns::Netns,
-    pins, state,
-    state::lock::SandboxLock,
-    Error, Result,
+    pins, state, Error, Result,
 };
 
-use super::{guard::write_guard, AttachReport, EndpointGuard, NetnsFinder};
+use super::{guard::write_guard, AttachReport, EndpointGuard, NetnsFinder, Sandbox};
 
 /// What `upgrade` loads.
 #[derive(Debug, Clone, Default)]
@@ -119,14 +117,14 @@ fn not_attached(netns: &Netns, dir: &Path) -> Error {
 /// is an error ([`Error::NotAttached`]).
 pub fn upgrade(netns: &Netns, options: &UpgradeOptions) -> Result<UpgradeReport> {
     let object = object(options)?;
-    let dir = pins::sandbox_dir(netns.cookie);
-    if !dir.exists() {
-        return Err(not_attached(netns, &dir));
+    let sandbox = Sandbox::of(netns);
+    if !sandbox.pin_dir.exists() {
+        return Err(not_attached(netns, &sandbox.pin_dir));
     }
-    let sandbox = upgrade_sandbox(netns, &dir, &object, options.guard)?;
+    let upgraded = upgrade_sandbox(&sandbox, &object, options.guard)?;
     Ok(UpgradeReport {
         object: object.name.clone(),
-        sandboxes: vec![sandbox],
+        sandboxes: vec![upgraded],
     })
 }
 
@@ -158,7 +156,7 @@ pub fn upgrade_all(options: &UpgradeOptions) -> Result<UpgradeReport> {
                 continue;
             }
         };
-        match upgrade_sandbox(&netns, &dir, &object, options.guard) {
+        match upgrade_sandbox(&Sandbox::of(&netns), &object, options.guard) {
             Ok(s) => sandboxes.push(s),
             Err(Error::NotAttached { .. }) => sandboxes.push(entry(
                 netns.to_string(),
@@ -211,12 +209,12 @@ fn read_record(dir: &Path) -> std::result::Result<SandboxRecord, String> {
 
 /// Upgrades one sandbox under its lock.
 fn upgrade_sandbox(
-    netns: &Netns,
-    dir: &Path,
+    sandbox: &Sandbox,
     object: &Arc<Object>,
     guard: Option<GuardMode>,
 ) -> Result<SandboxUpgrade> {
-    let _lock = SandboxLock::acquire(netns.cookie)?;
+    let (netns, dir) = (&sandbox.netns, sandbox.pin_dir.as_path());
+    let _lock = sandbox.lock()?;
     // Detached while we waited for the lock?
     if !dir.exists() {
         return Err(not_attached(netns, dir));
@@ -264,7 +262,7 @@ fn upgrade_sandbox(
             object.name
         ));
     } else if outcome == UpgradeOutcome::Upgraded {
-        match fill_guard(netns, dir, guard) {
+        match fill_guard(sandbox, guard) {
             Ok(Ok(filled)) => guards = filled,
             Ok(Err(why)) => guard_reason = Some(why),
             Err(e) => {
@@ -358,11 +356,11 @@ fn clear_peer_guards(netns: &Netns, dir: &Path) -> Result<Vec<u32>> {
 /// addresses, then `PEER_GUARD` on its tap's entry while the mode is on. `Ok(Err(why))`:
 /// nothing to do (no commit file, not the eBPF datapath).
 fn fill_guard(
-    netns: &Netns,
-    dir: &Path,
+    sandbox: &Sandbox,
     mode: Option<GuardMode>,
 ) -> Result<std::result::Result<Vec<EndpointGuard>, String>> {
-    let commit = state::sandbox_dir(netns.cookie).join(state::COMMIT_FILE);
+    let (netns, dir) = (&sandbox.netns, sandbox.pin_dir.as_path());
+    let commit = sandbox.commit_file();
     let Some(recorded) = state::read_json::<AttachReport>(&commit) else {
         return Ok(Err(format!(
             "no commit file {}: pairs of `netshim connect` keep the guard they were \
@@ -409,7 +407,7 @@ fn fill_guard(
             guard,
         });
     }
-    super::commit::amend_commit(netns, None, |report| {
+    super::commit::amend_commit(sandbox, None, |report| {
         for e in &mut report.endpoints {
             if let Some((_, s)) = recorded_settings
                 .iter()
