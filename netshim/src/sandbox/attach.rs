@@ -83,11 +83,11 @@ async fn attach_locked(
     // nothing at all.
     let leftovers = has_leftovers(sandbox, &listed);
     // Also before the leftovers go: a device netshim did not make keeps its name.
-    super::tap_conflict::refuse_taken_names(netns, options, &listed)?;
+    super::tap_conflict::refuse_taken_names(sandbox, options, &listed)?;
     let mut checked = None;
     if !leftovers {
         let survey = survey(handle, netns, strictness, &options.probe).await?;
-        check_attachable(netns, options, &survey)?;
+        check_attachable(sandbox, options, &survey)?;
         check_coexistence(handle, netns, options, &survey).await?;
         checked = Some(survey);
     }
@@ -96,14 +96,14 @@ async fn attach_locked(
         false => None,
     };
 
-    write_intent(netns, "attach", intent_options(options))?;
+    write_intent(sandbox, "attach", intent_options(options))?;
     crash_point("intent-written");
     let result: Result<AttachReport> = async {
         let survey = match checked {
             Some(survey) => survey,
             None => {
                 let survey = survey(handle, netns, strictness, &options.probe).await?;
-                check_attachable(netns, options, &survey)?;
+                check_attachable(sandbox, options, &survey)?;
                 check_coexistence(handle, netns, options, &survey).await?;
                 survey
             }
@@ -305,8 +305,9 @@ fn refuse_connected_devices(sandbox: &Sandbox) -> Result<()> {
 
 /// Refuses a netns attach cannot serve: nothing to attach to, too much, or the name of a tap
 /// it would make taken by a device netshim did not make.
-fn check_attachable(netns: &Netns, options: &AttachOptions, survey: &Survey) -> Result<()> {
-    super::tap_conflict::refuse_taken_names(netns, options, survey)?;
+fn check_attachable(sandbox: &Sandbox, options: &AttachOptions, survey: &Survey) -> Result<()> {
+    let netns = &sandbox.netns;
+    super::tap_conflict::refuse_taken_names(sandbox, options, survey)?;
     if survey.endpoints.is_empty() {
         let detail = if survey.skipped.is_empty() {
             "it has no interfaces".to_owned()

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use netshim_common::MAX_ENDPOINTS;
 
-use super::redirect_loop::{self, PeerFacts};
+use super::{
+    redirect_loop::{self, PeerFacts},
+    Sandbox,
+};
 use crate::{
     datapath::{
         ebpf, mirred, AttachMode, DatapathKind, Dev, FastPath, Pair, RedirectMode, TcBackend,
@@ -15,8 +18,6 @@ use crate::{
     interfaces::{self, Interface, Mac},
     model::{tcfilter::connect_pairs, undo::Undo},
     netns::Netns,
-    pins,
-    state::lock::SandboxLock,
     Error, Result,
 };
 
@@ -109,8 +110,9 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
         )));
     }
     let (netns, a, b, options) = (netns.clone(), a.to_owned(), b.to_owned(), options.clone());
+    let sandbox = Sandbox::of(&netns);
     // One operation per sandbox at a time (see crate::state::lock).
-    let lock = SandboxLock::acquire(netns.cookie)?;
+    let lock = sandbox.lock()?;
     let result = netns.clone().run(move |handle| async move {
         let ia = lookup(&handle, &netns, &a).await?;
         let ib = lookup(&handle, &netns, &b).await?;
@@ -137,10 +139,10 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
                 super::coexist::check_ingress_free(&handle, &netns, &d, mode).await?;
             }
         }
-        let dir = pins::sandbox_dir(netns.cookie);
+        let dir = &sandbox.pin_dir;
         let mut index = None;
         // Also for mirred: a device the eBPF datapath already redirects is taken.
-        let free = free_index(&netns, &dir, &[&a, &b])?;
+        let free = free_index(&netns, dir, &[&a, &b])?;
         if options.backend == TcBackend::Ebpf {
             index = Some(free);
         }
@@ -275,8 +277,9 @@ fn free_index(netns: &Netns, dir: &std::path::Path, names: &[&str]) -> Result<u3
 /// Disconnects `a` and `b`; succeeds (removing nothing) when they are not connected.
 pub fn disconnect(netns: &Netns, a: &str, b: &str) -> Result<DisconnectReport> {
     let (netns, a, b) = (netns.clone(), a.to_owned(), b.to_owned());
+    let sandbox = Sandbox::of(&netns);
     // One operation per sandbox at a time (see crate::state::lock).
-    let lock = SandboxLock::acquire(netns.cookie)?;
+    let lock = sandbox.lock()?;
     let result = netns.clone().run(move |handle| async move {
         let mut report = DisconnectReport {
             netns: netns.arg.clone(),
@@ -284,9 +287,9 @@ pub fn disconnect(netns: &Netns, a: &str, b: &str) -> Result<DisconnectReport> {
             b: b.clone(),
             removed: None,
         };
-        let dir = pins::sandbox_dir(netns.cookie);
+        let dir = &sandbox.pin_dir;
         if dir.exists() {
-            let found = ebpf::disconnect_pair(&handle, &dir, &a, &b)
+            let found = ebpf::disconnect_pair(&handle, dir, &a, &b)
                 .await
                 .map_err(|source| Error::Ebpf {
                     netns: netns.to_string(),

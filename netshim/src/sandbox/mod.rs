@@ -67,8 +67,9 @@ use crate::{
 };
 
 /// Writes the sandbox's intent file (see [`crate::state`]) before `op` changes anything.
-pub(crate) fn write_intent(netns: &Netns, op: &str, options: IntentOptions) -> Result<()> {
-    let dir = state::create_sandbox_dir(netns.cookie)?;
+pub(crate) fn write_intent(sandbox: &Sandbox, op: &str, options: IntentOptions) -> Result<()> {
+    let netns = &sandbox.netns;
+    state::create_sandbox_dir(netns.cookie)?;
     let intent = Intent {
         op: op.to_owned(),
         pid: std::process::id(),
@@ -82,7 +83,7 @@ pub(crate) fn write_intent(netns: &Netns, op: &str, options: IntentOptions) -> R
         options: Some(options),
     };
     let json = serde_json::to_vec_pretty(&intent).expect("plain struct serializes");
-    state::write_file_atomic(&dir.join(state::INTENT_FILE), &json)?;
+    state::write_file_atomic(&sandbox.intent_file(), &json)?;
     Ok(())
 }
 

@@ -41,7 +41,7 @@ pub(crate) async fn teardown(
     // may be the only record of them, and a teardown killed before the taps went must find
     // them again.
     write_intent(
-        netns,
+        sandbox,
         "detach",
         super::IntentOptions::Detach(super::DetachIntent {
             tap_names: survey.custom_tap_option(),

@@ -342,7 +342,7 @@ impl Watcher {
             };
             let plugged = hotplug::plug(
                 &self.handle,
-                &self.sandbox.netns,
+                &self.sandbox,
                 &self.options.attach,
                 index,
                 iface,
