@@ -57,10 +57,7 @@ pub(crate) async fn check_pod_devices(
         if let Err(Error::IngressQdiscTaken { .. }) = &target {
             let redirect = mirred::redirect_target(handle, &pod)
                 .await
-                .map_err(|source| Error::Mirred {
-                    netns: netns.to_string(),
-                    source: Box::new(source),
-                })?;
+                .map_err(Error::mirred(netns))?;
             if let Some((_, tap)) = survey
                 .taps
                 .iter()
@@ -87,10 +84,7 @@ pub(crate) async fn check_ingress_free(
 ) -> Result<()> {
     let found = mirred::ingress_qdisc(handle, dev)
         .await
-        .map_err(|source| Error::Mirred {
-            netns: netns.to_string(),
-            source: Box::new(source),
-        })?;
+        .map_err(Error::mirred(netns))?;
     if found != IngressQdisc::Ingress {
         return Ok(());
     }

@@ -120,10 +120,7 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
         for d in [Dev::of(&ia), Dev::of(&ib)] {
             let target = mirred::redirect_target(&handle, &d)
                 .await
-                .map_err(|source| Error::Mirred {
-                    netns: netns.to_string(),
-                    source: Box::new(source),
-                })?;
+                .map_err(Error::mirred(&netns))?;
             if target.is_some() {
                 return Err(Error::AlreadyAttached {
                     netns: netns.to_string(),
@@ -250,10 +247,7 @@ fn free_index(netns: &Netns, dir: &std::path::Path, names: &[&str]) -> Result<u3
     if !dir.exists() {
         return Ok(0);
     }
-    let records = ebpf::recorded_endpoints(dir).map_err(|source| Error::Ebpf {
-        netns: netns.to_string(),
-        source: Box::new(source),
-    })?;
+    let records = ebpf::recorded_endpoints(dir).map_err(Error::ebpf(netns))?;
     for (_, r) in &records {
         for side in [&r.pod_name, &r.tap_name] {
             let name = String::from_utf8_lossy(netshim_common::from_fixed(side)).into_owned();
@@ -291,10 +285,7 @@ pub fn disconnect(netns: &Netns, a: &str, b: &str) -> Result<DisconnectReport> {
         if dir.exists() {
             let found = ebpf::disconnect_pair(&handle, dir, &a, &b)
                 .await
-                .map_err(|source| Error::Ebpf {
-                    netns: netns.to_string(),
-                    source: Box::new(source),
-                })?;
+                .map_err(Error::ebpf(&netns))?;
             if found {
                 report.removed = Some(TcBackend::Ebpf);
                 return Ok(report);
@@ -309,17 +300,11 @@ pub fn disconnect(netns: &Netns, a: &str, b: &str) -> Result<DisconnectReport> {
         let (da, db) = (Dev::of(&ia), Dev::of(&ib));
         let on_a = mirred::ingress_qdisc(&handle, &da)
             .await
-            .map_err(|source| Error::Mirred {
-                netns: netns.to_string(),
-                source: Box::new(source),
-            })?;
+            .map_err(Error::mirred(&netns))?;
         if on_a == mirred::IngressQdisc::Ingress {
             mirred::disconnect(&handle, &da, &db)
                 .await
-                .map_err(|source| Error::Mirred {
-                    netns: netns.to_string(),
-                    source: Box::new(source),
-                })?;
+                .map_err(Error::mirred(&netns))?;
             report.removed = Some(TcBackend::Mirred);
         }
         Ok(report)

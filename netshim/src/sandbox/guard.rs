@@ -112,10 +112,7 @@ fn guard_locked(sandbox: &Sandbox, change: &GuardChange) -> Result<GuardCommandR
         )));
     }
     let ebpf_err = |index, source| Error::guard_map(netns, index, source);
-    let records = ebpf::recorded_endpoints(dir).map_err(|source| Error::Ebpf {
-        netns: netns.to_string(),
-        source: Box::new(source),
-    })?;
+    let records = ebpf::recorded_endpoints(dir).map_err(Error::ebpf(netns))?;
     let selected: Vec<_> = recorded
         .endpoints
         .iter()

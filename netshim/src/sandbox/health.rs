@@ -166,10 +166,7 @@ async fn mirred_problem(
 ) -> Result<()> {
     let target = mirred::redirect_target(handle, &from)
         .await
-        .map_err(|source| Error::Mirred {
-            netns: netns.to_string(),
-            source: Box::new(source),
-        })?;
+        .map_err(Error::mirred(netns))?;
     match target {
         Some(t) if t == to_ifindex => {}
         // The kernel dumps a mirred action whose device is gone with ifindex 0.

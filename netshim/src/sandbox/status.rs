@@ -162,10 +162,7 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
                         };
                         let q = mirred::ingress_qdisc(&handle, &dev)
                             .await
-                            .map_err(|source| Error::Mirred {
-                                netns: netns.to_string(),
-                                source: Box::new(source),
-                            })?;
+                            .map_err(Error::mirred(netns))?;
                         both &= q == mirred::IngressQdisc::Ingress;
                     }
                     if both {
@@ -277,10 +274,7 @@ async fn mirred_stats(handle: &rtnetlink::Handle, netns: &Netns) -> Result<Optio
         .into_iter()
         .enumerate()
     {
-        let mirred_err = |source| Error::Mirred {
-            netns: netns.to_string(),
-            source: Box::new(source),
-        };
+        let mirred_err = Error::mirred(netns);
         let to_vm = mirred::counters(handle, &pod).await.map_err(mirred_err)?;
         let from_vm = mirred::counters(handle, &tap).await.map_err(mirred_err)?;
         let (Some(to_vm), Some(from_vm)) = (to_vm, from_vm) else {
@@ -335,10 +329,7 @@ async fn mirred_pairs_by_target(
         };
         if let Some(t) = mirred::redirect_target(handle, &dev)
             .await
-            .map_err(|source| Error::Mirred {
-                netns: netns.to_string(),
-                source: Box::new(source),
-            })?
+            .map_err(Error::mirred(netns))?
         {
             targets.insert(iface.ifindex, (dev, t));
         }

@@ -59,18 +59,12 @@ pub(crate) async fn teardown(
     if pin_dir.exists() {
         ebpf::detach_sandbox(handle, &pin_dir)
             .await
-            .map_err(|source| Error::Ebpf {
-                netns: netns.to_string(),
-                source: Box::new(source),
-            })?;
+            .map_err(Error::ebpf(netns))?;
         tracing::debug!(dir = %pin_dir.display(), "eBPF datapath taken down");
         report.removed_pin_dir = Some(pin_dir);
     }
 
-    let mirred_err = |source| Error::Mirred {
-        netns: netns.to_string(),
-        source: Box::new(source),
-    };
+    let mirred_err = Error::mirred(netns);
     for (pod, tap) in mirred_pairs_by_redirect(handle, &survey)
         .await
         .map_err(mirred_err)?

@@ -334,10 +334,7 @@ fn swap(
 
 /// Clears `PEER_GUARD` on every recorded tap's entry that has it; returns those taps.
 fn clear_peer_guards(netns: &Netns, dir: &Path) -> Result<Vec<u32>> {
-    let records = ebpf::recorded_endpoints(dir).map_err(|source| Error::Ebpf {
-        netns: netns.to_string(),
-        source: Box::new(source),
-    })?;
+    let records = ebpf::recorded_endpoints(dir).map_err(Error::ebpf(netns))?;
     let mut cleared = Vec::new();
     for (index, r) in records {
         let had =
@@ -368,10 +365,7 @@ fn fill_guard(
             commit.display()
         )));
     };
-    let records = ebpf::recorded_endpoints(dir).map_err(|source| Error::Ebpf {
-        netns: netns.to_string(),
-        source: Box::new(source),
-    })?;
+    let records = ebpf::recorded_endpoints(dir).map_err(Error::ebpf(netns))?;
     let guard_err = |index, source| Error::guard_map(netns, index, source);
     let mut out = Vec::new();
     let mut recorded_settings = Vec::new();

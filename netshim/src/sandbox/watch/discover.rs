@@ -23,10 +23,7 @@ impl Watcher {
         let netns = &self.sandbox.netns;
         let dir = self.sandbox.pin_dir.clone();
         if dir.exists() {
-            let records = ebpf::recorded_endpoints(&dir).map_err(|source| Error::Ebpf {
-                netns: netns.to_string(),
-                source: Box::new(source),
-            })?;
+            let records = ebpf::recorded_endpoints(&dir).map_err(Error::ebpf(netns))?;
             for (index, r) in records {
                 let name = |f: &[u8]| String::from_utf8_lossy(from_fixed(f)).into_owned();
                 let (pod_name, tap) = (name(&r.pod_name), name(&r.tap_name));
@@ -66,10 +63,7 @@ impl Watcher {
                 Some(InfoKind::Tun) => {
                     let target = mirred::redirect_target(&self.handle, &Dev::of(tap))
                         .await
-                        .map_err(|source| Error::Mirred {
-                            netns: netns.to_string(),
-                            source: Box::new(source),
-                        })?;
+                        .map_err(Error::mirred(netns))?;
                     let (pod_ifindex, datapath) = match target.filter(|t| *t != 0) {
                         Some(t) => (Some(t), TapDatapath::Mirred),
                         None => (
@@ -171,10 +165,8 @@ impl Watcher {
         used.extend(survey.taps.iter().map(|(i, _)| *i));
         let dir = &self.sandbox.pin_dir;
         if dir.exists() {
-            let records = ebpf::recorded_endpoints(dir).map_err(|source| Error::Ebpf {
-                netns: self.sandbox.netns.to_string(),
-                source: Box::new(source),
-            })?;
+            let records =
+                ebpf::recorded_endpoints(dir).map_err(Error::ebpf(&self.sandbox.netns))?;
             used.extend(records.iter().map(|(i, _)| *i));
         }
         Ok(used)
