@@ -36,7 +36,7 @@ pub use connect::{
     connect, disconnect, ConnectGuard, ConnectOptions, ConnectReport, DisconnectReport,
 };
 pub use detach::{detach, detach_arg};
-pub(crate) use files::Sandbox;
+pub(crate) use files::{Sandbox, SandboxFiles};
 pub use gc::gc;
 pub(crate) use gc::{collect_dead, NetnsFinder};
 pub use guard::{guard, EndpointGuard, GuardChange, GuardCommandReport};
