@@ -1,11 +1,11 @@
-//! Writes the published JSON Schemas (netshim::state::schema) into docs/schema/:
+//! Writes the published JSON Schemas (netshim::schema) into docs/schema/:
 //! `cargo run -p netshim --example schema`. An example, not a `netshim` subcommand or an
 //! xtask: it needs the library (which xtask does not build: it must run before the eBPF
 //! toolchain is set up), and it is a development task, not something the product ships.
 
 use std::path::Path;
 
-use netshim::state::schema;
+use netshim::schema;
 
 fn main() -> std::io::Result<()> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

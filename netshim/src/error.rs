@@ -201,7 +201,7 @@ pub enum Error {
     #[error("{0}")]
     InvalidOptions(String),
     #[error(transparent)]
-    GuardUnavailable(#[from] crate::guard::GuardUnavailable),
+    GuardUnavailable(#[from] crate::model::GuardUnavailable),
     #[error("guard settings: {0}")]
     GuardSettings(crate::guard::settings::GuardSettingsError),
     #[error("no device {name} in netns {netns}")]
@@ -247,6 +247,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// The `map_err` of an eBPF datapath step in `netns`: where an operation names its
+    /// netns once, instead of each call site building the error.
+    pub(crate) fn ebpf(netns: &crate::netns::Netns) -> impl Fn(EbpfError) -> Self + Copy + '_ {
+        move |source| Error::Ebpf {
+            netns: netns.to_string(),
+            source: Box::new(source),
+        }
+    }
+
+    /// The `map_err` of a mirred datapath step in `netns` (see [`Error::ebpf`]).
+    pub(crate) fn mirred(netns: &crate::netns::Netns) -> impl Fn(MirredError) -> Self + Copy + '_ {
+        move |source| Error::Mirred {
+            netns: netns.to_string(),
+            source: Box::new(source),
+        }
+    }
+
     /// A failed read or write of endpoint `index`'s source guard in `netns`'s maps.
     pub(crate) fn guard_map(
         netns: &crate::netns::Netns,

@@ -14,7 +14,7 @@
 //! - [`host`]: what a command needs of the host: its mount namespace (bpffs, /run/netshim)
 //!   and privileges.
 //! - [`pins`], [`state`]: what outlives the netshim process (bpffs pins, /run/netshim).
-//! - [`lock`]: one operation per sandbox at a time (a flock that dies with its holder).
+//! - [`state::lock`]: one operation per sandbox at a time (a flock that dies with its holder).
 //! - [`crash`]: named crash points for crash-safety tests (debug builds).
 //! - [`guest_info`]: routes and neighbours the guest agent needs.
 //! - [`stats`]: reading per-endpoint counters back.
@@ -27,6 +27,7 @@
 //! - [`cni`]: the `netshim` binary as a chained CNI plugin (ADD/DEL/CHECK/STATUS/GC/VERSION).
 //! - [`sandbox`]: scan / attach / detach / status / stats / upgrade / watch of a whole netns,
 //!   and gc.
+//! - [`schema`]: the published JSON Schemas of the files and reports netshim writes.
 
 pub mod cni;
 pub mod config;
@@ -39,7 +40,6 @@ pub mod guard;
 pub mod guest_info;
 pub mod host;
 pub mod interfaces;
-pub mod lock;
 pub mod metrics;
 pub mod model;
 pub mod netlink;
@@ -47,6 +47,7 @@ pub mod netns;
 pub mod pins;
 mod ring_drain;
 pub mod sandbox;
+pub mod schema;
 pub mod state;
 pub mod stats;
 pub mod tap;

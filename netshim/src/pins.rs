@@ -5,7 +5,7 @@
 //!   netns-<cookie>/                    0700, one per attached network namespace
 //!     peers counters unmatched         maps of the datapath (see netshim-common::map_names)
 //!     endpoints sandbox                maps that describe the sandbox to later processes
-//!     guard guard_v4 guard_v6 ...      the source guard's maps (see crate::guard)
+//!     guard guard_v4 guard_v6 ...      the source guard's maps (see the guard module)
 //!     link_<ifname>                    one TCX link per device ingress (kernel >= 6.6)
 //! ```
 //! The directory is named after the namespace's cookie (`SO_NETNS_COOKIE`), so `--netns NAME`

@@ -224,7 +224,7 @@ pub struct SandboxStats {
     pub notes: Vec<String>,
     /// `ok`, or `broken` when what the sandbox's commit file records is not there any
     /// more (see `problems`).
-    pub health: crate::sandbox::Health,
+    pub health: crate::state::Health,
     /// What is broken (empty when healthy); `netshim detach` repairs it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
@@ -275,7 +275,7 @@ impl SandboxStats {
             endpoints: Vec::new(),
             unmatched: DirectionStats::default(),
             notes: Vec::new(),
-            health: crate::sandbox::Health::of(&problems),
+            health: crate::state::Health::of(&problems),
             problems,
         }
     }
@@ -453,7 +453,7 @@ pub fn read_pinned(dir: &Path) -> Result<SandboxStats, StatsError> {
             .map_err(lookup_err(dir, map_names::UNMATCHED))?
             .into(),
         notes: Vec::new(),
-        health: crate::sandbox::Health::Ok,
+        health: crate::state::Health::Ok,
         problems: Vec::new(),
     };
     if drops.is_none() {

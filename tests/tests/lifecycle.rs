@@ -380,7 +380,7 @@ fn crash_matrix(backend: TcBackend) {
     let started = Instant::now();
     let mut steps = 0;
     for (i, point) in CRASH_POINTS.iter().enumerate() {
-        if !point.backends.contains(&backend) {
+        if !point.backends.contains(&backend.as_str()) {
             continue;
         }
         steps += 1;

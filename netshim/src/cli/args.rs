@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use super::logging::LogLevel;
 use netshim::{
     config::TapOwner,
-    datapath::{ebpf::AttachMode, FastPath, TcBackend},
+    datapath::{AttachMode, FastPath, TcBackend},
     guard::GuardMode,
     interfaces::Mac,
     model::InternetworkingModel,

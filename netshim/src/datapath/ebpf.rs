@@ -12,9 +12,6 @@
 
 use std::path::{Path, PathBuf};
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
 use aya::{
     maps::{Array, HashMap, MapData},
     programs::{
@@ -22,65 +19,22 @@ use aya::{
         tc::{self, NlOptions, TcAttachOptions},
         LinkOrder, SchedClassifier, TcAttachType,
     },
-    util::KernelVersion,
     Ebpf, EbpfLoader,
 };
 use netshim_common::{
     from_fixed, map_names, to_fixed, Direction, EndpointRecord, PeerEntry, SandboxRecord,
-    ATTACH_CLS_BPF, ATTACH_TCX, ENDPOINT_POD_CLSACT, ENDPOINT_TAP_CLSACT, MAX_ENDPOINTS,
-    PEER_GUARD, PEER_REDIRECT_PEER, PROGRAM_NAME,
+    ENDPOINT_POD_CLSACT, ENDPOINT_TAP_CLSACT, MAX_ENDPOINTS, PEER_GUARD, PEER_REDIRECT_PEER,
+    PROGRAM_NAME,
 };
 use rtnetlink::packet_route::tc::{TcAttribute, TcHandle};
 
-use super::{Dev, RedirectMode};
+use super::{AttachMode, Dev, RedirectMode};
 use crate::{
     guard::{self, GuardEntry},
     netlink,
     netns::Netns,
     pins,
 };
-
-/// How the classifier is hooked to a device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum AttachMode {
-    /// bpf_link on the TCX ingress hook, pinned in bpffs.
-    Tcx,
-    /// cls_bpf direct-action filter under a clsact qdisc (kernels before 6.6).
-    ClsBpf,
-}
-
-impl AttachMode {
-    /// TCX when the running kernel has it.
-    pub fn for_running_kernel() -> Self {
-        match KernelVersion::current() {
-            Ok(v) if v >= KernelVersion::new(6, 6, 0) => Self::Tcx,
-            _ => Self::ClsBpf,
-        }
-    }
-
-    fn from_record(mode: u32) -> Self {
-        if mode == ATTACH_CLS_BPF {
-            Self::ClsBpf
-        } else {
-            Self::Tcx
-        }
-    }
-
-    fn to_record(self) -> u32 {
-        match self {
-            Self::Tcx => ATTACH_TCX,
-            Self::ClsBpf => ATTACH_CLS_BPF,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Tcx => "tcx",
-            Self::ClsBpf => "cls_bpf",
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {

@@ -7,15 +7,18 @@
 //! - [`upgrade`]: a new program for an attached eBPF datapath, without a gap (with
 //!   [`bpf_sys`], the bpf(2) commands aya 0.14 does not expose).
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
+mod attach_mode;
 pub mod bpf_sys;
 pub mod ebpf;
 pub mod mirred;
 pub mod upgrade;
 
 use std::{fmt, str::FromStr};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use attach_mode::AttachMode;
 
 /// A device in the netns being worked on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,11 +203,11 @@ impl DatapathKind {
     }
 }
 
-impl From<ebpf::AttachMode> for DatapathKind {
-    fn from(mode: ebpf::AttachMode) -> Self {
+impl From<AttachMode> for DatapathKind {
+    fn from(mode: AttachMode) -> Self {
         match mode {
-            ebpf::AttachMode::Tcx => Self::Tcx,
-            ebpf::AttachMode::ClsBpf => Self::ClsBpf,
+            AttachMode::Tcx => Self::Tcx,
+            AttachMode::ClsBpf => Self::ClsBpf,
         }
     }
 }
@@ -287,9 +290,6 @@ mod tests {
             assert_eq!(json, format!("\"{kind}\""));
             assert_eq!(serde_json::from_str::<DatapathKind>(&json).unwrap(), kind);
         }
-        assert_eq!(
-            DatapathKind::from(ebpf::AttachMode::ClsBpf).as_str(),
-            "cls_bpf"
-        );
+        assert_eq!(DatapathKind::from(AttachMode::ClsBpf).as_str(), "cls_bpf");
     }
 }

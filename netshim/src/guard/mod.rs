@@ -22,4 +22,4 @@ pub use config_map::{GuardEntry, TRIE_ADDRESS, TRIE_ALLOWED};
 pub use maps::GuardMapError;
 pub use mode::GuardMode;
 pub use report::GuardReport;
-pub use settings::{GuardSettings, GuardUnavailable};
+pub use settings::GuardSettings;

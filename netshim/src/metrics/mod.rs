@@ -125,16 +125,17 @@ fn collect_pinned(out: &mut Collection) {
         }
     };
     for cookie in cookies {
-        let dir = pins::sandbox_dir(cookie);
+        let files = sandbox::SandboxFiles::of(cookie);
+        let dir = &files.pin_dir;
         // An attach that has made the directory and not yet pinned the maps (its intent
         // file is there): nothing to count yet, and nothing wrong.
-        let intent = state::sandbox_dir(cookie).join(state::INTENT_FILE);
+        let intent = files.intent_file();
         if !dir.join(netshim_common::map_names::SANDBOX).exists() && intent.exists() {
             continue;
         }
         // Entered through the path its sandbox record names, for the devices' drops and
         // health; a netns that cannot be entered still has its pinned counters.
-        let entered = ebpf::recorded_sandbox(&dir)
+        let entered = ebpf::recorded_sandbox(dir)
             .map_err(|e| e.to_string())
             .and_then(|r| {
                 let path =
@@ -148,7 +149,7 @@ fn collect_pinned(out: &mut Collection) {
             });
         let result = match entered {
             Ok(netns) => sandbox::stats(&netns).map_err(|e| e.to_string()),
-            Err(why) => stats::read_pinned(&dir)
+            Err(why) => stats::read_pinned(dir)
                 .map(|mut s| {
                     s.device_drops_unknown(format!("its netns cannot be entered ({why})"));
                     Some(s)
@@ -157,7 +158,7 @@ fn collect_pinned(out: &mut Collection) {
         };
         match result {
             Ok(Some(stats)) => out.samples.push(Sample {
-                datapath: pinned_datapath(&dir),
+                datapath: pinned_datapath(dir),
                 stats,
             }),
             Ok(None) => {}
@@ -167,9 +168,8 @@ fn collect_pinned(out: &mut Collection) {
 }
 
 /// The commit file of a sandbox attached with mirred: (netns path, cookie).
-fn mirred_commit(cookie: u64) -> Option<(String, u64)> {
-    let report: serde_json::Value =
-        state::read_json(&state::sandbox_dir(cookie).join(state::COMMIT_FILE))?;
+fn mirred_commit(files: &sandbox::SandboxFiles) -> Option<(String, u64)> {
+    let report: serde_json::Value = state::read_json(&files.commit_file())?;
     if report.get("backend")?.as_str()? != TcBackend::Mirred.as_str() {
         return None;
     }
@@ -190,10 +190,11 @@ fn collect_mirred(out: &mut Collection) {
     };
     let finder = sandbox::NetnsFinder::default();
     for cookie in cookies {
-        if pins::sandbox_dir(cookie).exists() {
+        let files = sandbox::SandboxFiles::of(cookie);
+        if files.pin_dir.exists() {
             continue;
         }
-        let Some((path, recorded)) = mirred_commit(cookie) else {
+        let Some((path, recorded)) = mirred_commit(&files) else {
             continue;
         };
         if recorded != cookie {

@@ -13,9 +13,7 @@
 //! Endpoints the VMM takes as they are (physical, vhost-user, a macvtap found in the netns)
 //! have no model: see [`handover`].
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
+pub mod guard_policy;
 pub mod macvtap;
 mod macvtap_model;
 pub(crate) mod none;
@@ -26,11 +24,15 @@ pub(crate) mod undo;
 
 use std::{collections::BTreeMap, fmt, path::PathBuf, str::FromStr};
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use guard_policy::GuardUnavailable;
 pub use plugged::{AttachmentKind, EndpointDatapath};
 pub(crate) use plugged::{Plug, Plugged, TapDatapath, VmSide};
 
 use crate::{
-    datapath::{ebpf::AttachMode, DatapathKind, FastPath, TcBackend},
+    datapath::{AttachMode, DatapathKind, FastPath, TcBackend},
     endpoint::{Classified, EndpointKind},
     guard::GuardSettings,
     interfaces::Interface,

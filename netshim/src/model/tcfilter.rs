@@ -13,8 +13,8 @@ use super::{
 use crate::{
     crash::crash_point,
     datapath::{
-        ebpf::{self, AttachMode, EbpfDatapath},
-        mirred, DatapathKind, Pair, TcBackend,
+        ebpf::{self, EbpfDatapath},
+        mirred, AttachMode, DatapathKind, Pair, TcBackend,
     },
     guard::GuardSettings,
     interfaces::Interface,
@@ -87,18 +87,12 @@ impl Model for TcFilter {
                 let dir = pins::sandbox_dir(netns.cookie);
                 ebpf::disconnect_pair(handle, &dir, &plugged.pod.name, &tap.name)
                     .await
-                    .map_err(|source| Error::Ebpf {
-                        netns: netns.to_string(),
-                        source: Box::new(source),
-                    })?;
+                    .map_err(Error::ebpf(netns))?;
             }
             TapDatapath::Mirred => {
                 mirred::disconnect(handle, &plugged.pod, tap)
                     .await
-                    .map_err(|source| Error::Mirred {
-                        netns: netns.to_string(),
-                        source: Box::new(source),
-                    })?;
+                    .map_err(Error::mirred(netns))?;
             }
             TapDatapath::None => {}
         }
@@ -144,10 +138,7 @@ pub(crate) async fn connect_pairs(
             let existed = pins::sandbox_dir(netns.cookie).exists();
             let dir = pins::create_sandbox_dir(netns.cookie)?;
             crash_point("pin-dir-created");
-            let ebpf_err = |source| Error::Ebpf {
-                netns: netns.to_string(),
-                source: Box::new(source),
-            };
+            let ebpf_err = Error::ebpf(netns);
             let mode = match existed {
                 // Later pairs join the sandbox as it was made.
                 true => ebpf::recorded_mode(&dir).map_err(ebpf_err)?,
@@ -181,10 +172,7 @@ pub(crate) async fn connect_pairs(
                 undo.mirred.push((p.a.clone(), p.b.clone()));
                 mirred::connect(handle, &p.a, &p.b)
                     .await
-                    .map_err(|source| Error::Mirred {
-                        netns: netns.to_string(),
-                        source: Box::new(source),
-                    })?;
+                    .map_err(Error::mirred(netns))?;
                 crash_point("mirred-connected");
             }
             Ok(Connected {

@@ -31,7 +31,7 @@ use super::{
 use crate::{
     crash::crash_point,
     datapath::{ebpf, DatapathKind, TcBackend},
-    guard::{self, GuardSettings},
+    guard::GuardSettings,
     interfaces::Interface,
     model::{self, undo::Undo, PlugContext},
     netns::Netns,
@@ -46,7 +46,7 @@ pub fn attach(netns: &Netns, options: &AttachOptions) -> Result<AttachReport> {
     // netshim's own files of this sandbox that are damaged: refused, detach repairs them.
     let lock_file: Vec<_> = integrity::bad_lock_file(netns.cookie).into_iter().collect();
     integrity::refuse(netns, &lock_file)?;
-    // One operation per sandbox at a time (see crate::lock), for the whole attach.
+    // One operation per sandbox at a time (see crate::state::lock), for the whole attach.
     let sandbox = Sandbox::of(netns);
     let lock = sandbox.lock()?;
     tracing::debug!("sandbox lock taken");
@@ -83,11 +83,11 @@ async fn attach_locked(
     // nothing at all.
     let leftovers = has_leftovers(sandbox, &listed);
     // Also before the leftovers go: a device netshim did not make keeps its name.
-    super::tap_conflict::refuse_taken_names(netns, options, &listed)?;
+    super::tap_conflict::refuse_taken_names(sandbox, options, &listed)?;
     let mut checked = None;
     if !leftovers {
         let survey = survey(handle, netns, strictness, &options.probe).await?;
-        check_attachable(netns, options, &survey)?;
+        check_attachable(sandbox, options, &survey)?;
         check_coexistence(handle, netns, options, &survey).await?;
         checked = Some(survey);
     }
@@ -96,14 +96,14 @@ async fn attach_locked(
         false => None,
     };
 
-    write_intent(netns, "attach", intent_options(options))?;
+    write_intent(sandbox, "attach", intent_options(options))?;
     crash_point("intent-written");
     let result: Result<AttachReport> = async {
         let survey = match checked {
             Some(survey) => survey,
             None => {
                 let survey = survey(handle, netns, strictness, &options.probe).await?;
-                check_attachable(netns, options, &survey)?;
+                check_attachable(sandbox, options, &survey)?;
                 check_coexistence(handle, netns, options, &survey).await?;
                 survey
             }
@@ -152,8 +152,8 @@ async fn check_coexistence(
 }
 
 /// The attach options, as the intent file records them.
-fn intent_options(options: &AttachOptions) -> state::IntentOptions {
-    state::IntentOptions::Attach(state::AttachIntent {
+fn intent_options(options: &AttachOptions) -> super::IntentOptions {
+    super::IntentOptions::Attach(super::AttachIntent {
         model: options.model,
         tc_backend: options.backend,
         ebpf_attach: options.ebpf_attach,
@@ -252,10 +252,11 @@ fn already_attached(
         Some(TcBackend::Ebpf) => Ok(GuardSettings::default()),
         backend => {
             let model = recorded.model;
-            Err(
-                guard::settings::unavailable_reason(model, backend.unwrap_or(TcBackend::Mirred))
-                    .unwrap_or_default(),
+            Err(crate::model::guard_policy::unavailable_reason(
+                model,
+                backend.unwrap_or(TcBackend::Mirred),
             )
+            .unwrap_or_default())
         }
     };
     let pin_dir = recorded.pin_dir.clone();
@@ -304,8 +305,9 @@ fn refuse_connected_devices(sandbox: &Sandbox) -> Result<()> {
 
 /// Refuses a netns attach cannot serve: nothing to attach to, too much, or the name of a tap
 /// it would make taken by a device netshim did not make.
-fn check_attachable(netns: &Netns, options: &AttachOptions, survey: &Survey) -> Result<()> {
-    super::tap_conflict::refuse_taken_names(netns, options, survey)?;
+fn check_attachable(sandbox: &Sandbox, options: &AttachOptions, survey: &Survey) -> Result<()> {
+    let netns = &sandbox.netns;
+    super::tap_conflict::refuse_taken_names(sandbox, options, survey)?;
     if survey.endpoints.is_empty() {
         let detail = if survey.skipped.is_empty() {
             "it has no interfaces".to_owned()

@@ -26,9 +26,8 @@
 use super::Survey;
 use crate::{
     datapath::{
-        ebpf::AttachMode,
         mirred::{self, IngressQdisc},
-        Dev, TcBackend,
+        AttachMode, Dev, TcBackend,
     },
     model::InternetworkingModel,
     netns::Netns,
@@ -58,10 +57,7 @@ pub(crate) async fn check_pod_devices(
         if let Err(Error::IngressQdiscTaken { .. }) = &target {
             let redirect = mirred::redirect_target(handle, &pod)
                 .await
-                .map_err(|source| Error::Mirred {
-                    netns: netns.to_string(),
-                    source: Box::new(source),
-                })?;
+                .map_err(Error::mirred(netns))?;
             if let Some((_, tap)) = survey
                 .taps
                 .iter()
@@ -88,10 +84,7 @@ pub(crate) async fn check_ingress_free(
 ) -> Result<()> {
     let found = mirred::ingress_qdisc(handle, dev)
         .await
-        .map_err(|source| Error::Mirred {
-            netns: netns.to_string(),
-            source: Box::new(source),
-        })?;
+        .map_err(Error::mirred(netns))?;
     if found != IngressQdisc::Ingress {
         return Ok(());
     }

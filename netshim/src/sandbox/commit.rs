@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{report::EndpointReport, AttachOptions, DetachReport, SkippedInterface};
+use super::{report::EndpointReport, AttachOptions, DetachReport, Sandbox, SkippedInterface};
 use crate::{
-    datapath::{ebpf::AttachMode, DatapathKind, TcBackend},
+    datapath::{AttachMode, DatapathKind, TcBackend},
     guard::GuardReport,
     model::InternetworkingModel,
     netns::Netns,
-    pins, state, Result,
+    state, Result,
 };
 
 /// The result of an attach.
@@ -59,23 +59,22 @@ pub(super) fn commit(state_dir: &std::path::Path, report: &AttachReport) -> Resu
 /// attach committed): a commit is written from it; with `None` nothing is written. The
 /// caller holds the sandbox lock.
 pub(crate) fn amend_commit(
-    netns: &Netns,
+    sandbox: &Sandbox,
     create: Option<&AttachOptions>,
     change: impl FnOnce(&mut AttachReport),
 ) -> Result<()> {
-    let state_dir = state::sandbox_dir(netns.cookie);
-    let recorded = state::read_json::<AttachReport>(&state_dir.join(state::COMMIT_FILE));
-    let Some(mut report) = recorded.or_else(|| create.map(|o| empty_report(netns, o))) else {
+    let recorded = state::read_json::<AttachReport>(&sandbox.commit_file());
+    let Some(mut report) = recorded.or_else(|| create.map(|o| empty_report(sandbox, o))) else {
         return Ok(());
     };
     change(&mut report);
-    let state_dir = state::create_sandbox_dir(netns.cookie)?;
+    let state_dir = state::create_sandbox_dir(sandbox.netns.cookie)?;
     commit(&state_dir, &report)
 }
 
 /// What attach would have recorded for `options`, without endpoints.
-fn empty_report(netns: &Netns, options: &AttachOptions) -> AttachReport {
-    let dir = pins::sandbox_dir(netns.cookie);
+fn empty_report(sandbox: &Sandbox, options: &AttachOptions) -> AttachReport {
+    let dir = &sandbox.pin_dir;
     let (backend, datapath, pin_dir) = match (options.model, options.backend) {
         (InternetworkingModel::None, _) => (None, DatapathKind::None, None),
         (InternetworkingModel::MacVtap, _) => (None, DatapathKind::Macvtap, None),
@@ -83,13 +82,13 @@ fn empty_report(netns: &Netns, options: &AttachOptions) -> AttachReport {
             (Some(TcBackend::Mirred), DatapathKind::Mirred, None)
         }
         (InternetworkingModel::TcFilter, TcBackend::Ebpf) => {
-            let mode = crate::datapath::ebpf::recorded_mode(&dir)
+            let mode = crate::datapath::ebpf::recorded_mode(dir)
                 .unwrap_or_else(|_| AttachMode::for_running_kernel());
-            let pin_dir = dir.exists().then_some(dir);
+            let pin_dir = dir.exists().then(|| dir.clone());
             (Some(TcBackend::Ebpf), mode.into(), pin_dir)
         }
     };
-    report_without_endpoints(netns, options, backend, datapath, pin_dir)
+    report_without_endpoints(&sandbox.netns, options, backend, datapath, pin_dir)
 }
 
 /// An attach report with everything but the endpoints and what was skipped or cleaned.

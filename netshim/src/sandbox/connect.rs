@@ -6,18 +6,19 @@ use std::path::PathBuf;
 
 use netshim_common::MAX_ENDPOINTS;
 
-use super::redirect_loop::{self, PeerFacts};
+use super::{
+    redirect_loop::{self, PeerFacts},
+    Sandbox,
+};
 use crate::{
     datapath::{
-        ebpf::{self, AttachMode},
-        mirred, DatapathKind, Dev, FastPath, Pair, RedirectMode, TcBackend,
+        ebpf, mirred, AttachMode, DatapathKind, Dev, FastPath, Pair, RedirectMode, TcBackend,
     },
     guard::{GuardEntry, GuardSettings},
     interfaces::{self, Interface, Mac},
-    lock::SandboxLock,
     model::{tcfilter::connect_pairs, undo::Undo},
     netns::Netns,
-    pins, Error, Result,
+    Error, Result,
 };
 
 /// What `connect` does.
@@ -109,8 +110,9 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
         )));
     }
     let (netns, a, b, options) = (netns.clone(), a.to_owned(), b.to_owned(), options.clone());
-    // One operation per sandbox at a time (see crate::lock).
-    let lock = SandboxLock::acquire(netns.cookie)?;
+    let sandbox = Sandbox::of(&netns);
+    // One operation per sandbox at a time (see crate::state::lock).
+    let lock = sandbox.lock()?;
     let result = netns.clone().run(move |handle| async move {
         let ia = lookup(&handle, &netns, &a).await?;
         let ib = lookup(&handle, &netns, &b).await?;
@@ -118,10 +120,7 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
         for d in [Dev::of(&ia), Dev::of(&ib)] {
             let target = mirred::redirect_target(&handle, &d)
                 .await
-                .map_err(|source| Error::Mirred {
-                    netns: netns.to_string(),
-                    source: Box::new(source),
-                })?;
+                .map_err(Error::mirred(&netns))?;
             if target.is_some() {
                 return Err(Error::AlreadyAttached {
                     netns: netns.to_string(),
@@ -137,10 +136,10 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
                 super::coexist::check_ingress_free(&handle, &netns, &d, mode).await?;
             }
         }
-        let dir = pins::sandbox_dir(netns.cookie);
+        let dir = &sandbox.pin_dir;
         let mut index = None;
         // Also for mirred: a device the eBPF datapath already redirects is taken.
-        let free = free_index(&netns, &dir, &[&a, &b])?;
+        let free = free_index(&netns, dir, &[&a, &b])?;
         if options.backend == TcBackend::Ebpf {
             index = Some(free);
         }
@@ -248,10 +247,7 @@ fn free_index(netns: &Netns, dir: &std::path::Path, names: &[&str]) -> Result<u3
     if !dir.exists() {
         return Ok(0);
     }
-    let records = ebpf::recorded_endpoints(dir).map_err(|source| Error::Ebpf {
-        netns: netns.to_string(),
-        source: Box::new(source),
-    })?;
+    let records = ebpf::recorded_endpoints(dir).map_err(Error::ebpf(netns))?;
     for (_, r) in &records {
         for side in [&r.pod_name, &r.tap_name] {
             let name = String::from_utf8_lossy(netshim_common::from_fixed(side)).into_owned();
@@ -275,8 +271,9 @@ fn free_index(netns: &Netns, dir: &std::path::Path, names: &[&str]) -> Result<u3
 /// Disconnects `a` and `b`; succeeds (removing nothing) when they are not connected.
 pub fn disconnect(netns: &Netns, a: &str, b: &str) -> Result<DisconnectReport> {
     let (netns, a, b) = (netns.clone(), a.to_owned(), b.to_owned());
-    // One operation per sandbox at a time (see crate::lock).
-    let lock = SandboxLock::acquire(netns.cookie)?;
+    let sandbox = Sandbox::of(&netns);
+    // One operation per sandbox at a time (see crate::state::lock).
+    let lock = sandbox.lock()?;
     let result = netns.clone().run(move |handle| async move {
         let mut report = DisconnectReport {
             netns: netns.arg.clone(),
@@ -284,14 +281,11 @@ pub fn disconnect(netns: &Netns, a: &str, b: &str) -> Result<DisconnectReport> {
             b: b.clone(),
             removed: None,
         };
-        let dir = pins::sandbox_dir(netns.cookie);
+        let dir = &sandbox.pin_dir;
         if dir.exists() {
-            let found = ebpf::disconnect_pair(&handle, &dir, &a, &b)
+            let found = ebpf::disconnect_pair(&handle, dir, &a, &b)
                 .await
-                .map_err(|source| Error::Ebpf {
-                    netns: netns.to_string(),
-                    source: Box::new(source),
-                })?;
+                .map_err(Error::ebpf(&netns))?;
             if found {
                 report.removed = Some(TcBackend::Ebpf);
                 return Ok(report);
@@ -306,17 +300,11 @@ pub fn disconnect(netns: &Netns, a: &str, b: &str) -> Result<DisconnectReport> {
         let (da, db) = (Dev::of(&ia), Dev::of(&ib));
         let on_a = mirred::ingress_qdisc(&handle, &da)
             .await
-            .map_err(|source| Error::Mirred {
-                netns: netns.to_string(),
-                source: Box::new(source),
-            })?;
+            .map_err(Error::mirred(&netns))?;
         if on_a == mirred::IngressQdisc::Ingress {
             mirred::disconnect(&handle, &da, &db)
                 .await
-                .map_err(|source| Error::Mirred {
-                    netns: netns.to_string(),
-                    source: Box::new(source),
-                })?;
+                .map_err(Error::mirred(&netns))?;
             report.removed = Some(TcBackend::Mirred);
         }
         Ok(report)

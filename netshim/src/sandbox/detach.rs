@@ -20,7 +20,7 @@ pub fn detach(netns: &Netns) -> Result<DetachReport> {
     // A lock "file" of the wrong type cannot be locked (nor held by anyone): removed first.
     let lock_file: Vec<_> = integrity::bad_lock_file(netns.cookie).into_iter().collect();
     let mut repaired = integrity::repair(&lock_file)?;
-    // One operation per sandbox at a time (see crate::lock).
+    // One operation per sandbox at a time (see crate::state::lock).
     let sandbox = Sandbox::of(netns);
     let lock = sandbox.lock()?;
     tracing::debug!("sandbox lock taken");

@@ -36,12 +36,14 @@ use super::{
         SkippedSandbox,
     },
     teardown::teardown,
+    SandboxFiles,
 };
 use crate::{
     datapath::{bpf_sys, ebpf},
-    lock::{self, SandboxLock},
     netns::{self, Netns},
-    pins, state, Error, Result,
+    pins, state,
+    state::lock::{self, SandboxLock},
+    Error, Result,
 };
 
 /// Collects dead namespaces' sandboxes and cleans half-made ones (see the module docs).
@@ -88,12 +90,13 @@ fn collect(half_made_too: bool) -> Result<GcReport> {
                 continue;
             }
         }
-        let liveness = match live.find(cookie, &Hints::of(cookie)) {
-            Liveness::Dead => attached_links(cookie),
+        let files = SandboxFiles::of(cookie);
+        let liveness = match live.find(cookie, &Hints::of(&files)) {
+            Liveness::Dead => attached_links(&files),
             other => other,
         };
         match liveness {
-            Liveness::Dead => match remove_dead(cookie) {
+            Liveness::Dead => match remove_dead(&files) {
                 Ok(Some(removed)) => report.removed_dead.push(DeadSandbox {
                     netns_cookie: cookie,
                     removed,
@@ -101,7 +104,7 @@ fn collect(half_made_too: bool) -> Result<GcReport> {
                 Ok(None) => report.skipped_busy.push(busy()),
                 Err(e) => report.failed.push(failed(e)),
             },
-            Liveness::Alive(path) if half_made_too => match clean_half_made(cookie, &path) {
+            Liveness::Alive(path) if half_made_too => match clean_half_made(&files, &path) {
                 Ok(HalfMade::Cleaned(removed)) => report.cleaned_half_made.push(HalfMadeSandbox {
                     netns_cookie: cookie,
                     netns_path: path,
@@ -152,9 +155,8 @@ fn repair_wrong_types(cookie: u64) -> Result<Option<Vec<PathBuf>>> {
 /// ifindex 0), and a device goes with its netns; a link still on a device means the netns
 /// lives on without any path gc can find (held only by a socket, say), and removing the pin
 /// would take the datapath away from a running sandbox.
-fn attached_links(cookie: u64) -> Liveness {
-    let dir = pins::sandbox_dir(cookie);
-    let Ok(links) = pins::link_pins(&dir) else {
+fn attached_links(files: &SandboxFiles) -> Liveness {
+    let Ok(links) = pins::link_pins(&files.pin_dir) else {
         return Liveness::Dead;
     };
     for (ifname, pin) in links {
@@ -176,26 +178,27 @@ fn attached_links(cookie: u64) -> Liveness {
 
 /// Removes a dead sandbox's pin directory, state directory and lock file; `None` when its
 /// lock is held.
-fn remove_dead(cookie: u64) -> Result<Option<Vec<PathBuf>>> {
+fn remove_dead(files: &SandboxFiles) -> Result<Option<Vec<PathBuf>>> {
+    let cookie = files.cookie;
     let lock_path = lock::lock_path(cookie);
     let had_lock_file = lock_path.exists();
     let Some(lock) = SandboxLock::try_acquire(cookie)? else {
         return Ok(None);
     };
     let mut removed = Vec::new();
-    let pin_dir = pins::sandbox_dir(cookie);
+    let pin_dir = &files.pin_dir;
     if pin_dir.exists() {
-        pins::remove_sandbox_dir(&pin_dir)?;
-        removed.push(pin_dir);
+        pins::remove_sandbox_dir(pin_dir)?;
+        removed.push(pin_dir.clone());
     }
-    let state_dir = state::sandbox_dir(cookie);
+    let state_dir = &files.state_dir;
     if state_dir.exists() {
-        fs::remove_dir_all(&state_dir).map_err(|source| pins::HostFileError::Io {
+        fs::remove_dir_all(state_dir).map_err(|source| pins::HostFileError::Io {
             op: "rm -r",
             path: state_dir.clone(),
             source,
         })?;
-        removed.push(state_dir);
+        removed.push(state_dir.clone());
     }
     lock.remove_file()?;
     if had_lock_file {
@@ -210,21 +213,21 @@ enum HalfMade {
     No,
 }
 
-fn is_half_made(cookie: u64) -> bool {
-    let dir = state::sandbox_dir(cookie);
-    dir.join(state::INTENT_FILE).exists() && !dir.join(state::COMMIT_FILE).exists()
+fn is_half_made(files: &SandboxFiles) -> bool {
+    files.intent_file().exists() && !files.commit_file().exists()
 }
 
 /// Takes down a live sandbox that a killed run left half-made, inside its netns at `path`.
-fn clean_half_made(cookie: u64, path: &Path) -> Result<HalfMade> {
-    if !is_half_made(cookie) {
+fn clean_half_made(files: &SandboxFiles, path: &Path) -> Result<HalfMade> {
+    let cookie = files.cookie;
+    if !is_half_made(files) {
         return Ok(HalfMade::No);
     }
     let Some(lock) = SandboxLock::try_acquire(cookie)? else {
         return Ok(HalfMade::Busy);
     };
     // Looked at again under the lock: the run may have finished in between.
-    if !is_half_made(cookie) {
+    if !is_half_made(files) {
         lock.release();
         return Ok(HalfMade::No);
     }
@@ -277,7 +280,7 @@ impl NetnsFinder {
             Err(e) => e.to_string(),
         };
         let live = self.live.get_or_init(Live::scan);
-        match live.find(cookie, &Hints::of(cookie)) {
+        match live.find(cookie, &Hints::of(&SandboxFiles::of(cookie))) {
             Liveness::Alive(path) => match Netns::resolve(&path.to_string_lossy()) {
                 Ok(ns) if ns.cookie == cookie => Ok(ns),
                 Ok(_) | Err(_) => Err(format!(
@@ -305,7 +308,7 @@ pub(crate) fn recorded_at(path: &Path) -> Vec<u64> {
     cookies.extend(state::sandbox_cookies().unwrap_or_default());
     cookies
         .into_iter()
-        .filter(|c| Hints::of(*c).paths.contains(path))
+        .filter(|c| Hints::of(&SandboxFiles::of(*c)).paths.contains(path))
         .collect()
 }
 
@@ -317,11 +320,12 @@ struct Hints {
 }
 
 impl Hints {
-    fn of(cookie: u64) -> Self {
+    fn of(files: &SandboxFiles) -> Self {
+        let cookie = files.cookie;
         let mut hints = Hints::default();
-        let pin_dir = pins::sandbox_dir(cookie);
+        let pin_dir = &files.pin_dir;
         if pin_dir.exists() {
-            if let Ok(record) = ebpf::recorded_sandbox(&pin_dir) {
+            if let Ok(record) = ebpf::recorded_sandbox(pin_dir) {
                 if record.netns_cookie == cookie {
                     hints.add(
                         record.netns_inode,
@@ -330,9 +334,8 @@ impl Hints {
                 }
             }
         }
-        let dir = state::sandbox_dir(cookie);
-        for file in [state::INTENT_FILE, state::COMMIT_FILE] {
-            if let Some(v) = state::read_json::<state::NetnsRecord>(&dir.join(file)) {
+        for file in [files.intent_file(), files.commit_file()] {
+            if let Some(v) = state::read_json::<super::NetnsRecord>(&file) {
                 if v.netns_cookie == Some(cookie) {
                     hints.add(
                         v.netns_inode.unwrap_or(0),

@@ -6,16 +6,13 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::{commit::amend_commit, AttachReport};
+use super::{commit::amend_commit, AttachReport, Sandbox};
 use crate::{
     datapath::{ebpf, TcBackend},
-    guard::{
-        maps, settings::unavailable_reason, GuardEntry, GuardMode, GuardReport, GuardSettings,
-    },
-    lock::SandboxLock,
-    model::InternetworkingModel,
+    guard::{maps, GuardEntry, GuardMode, GuardReport, GuardSettings},
+    model::{guard_policy::unavailable_reason, InternetworkingModel},
     netns::Netns,
-    pins, state, Error, Result,
+    state, Error, Result,
 };
 
 /// What `netshim guard` changes; all empty = only print.
@@ -82,14 +79,16 @@ pub struct GuardCommandReport {
 
 /// Shows or changes the guard of `netns`'s endpoints (see the module docs).
 pub fn guard(netns: &Netns, change: &GuardChange) -> Result<GuardCommandReport> {
-    let lock = SandboxLock::acquire(netns.cookie)?;
-    let result = guard_locked(netns, change);
+    let sandbox = Sandbox::of(netns);
+    let lock = sandbox.lock()?;
+    let result = guard_locked(&sandbox, change);
     lock.release();
     result
 }
 
-fn guard_locked(netns: &Netns, change: &GuardChange) -> Result<GuardCommandReport> {
-    let commit = state::sandbox_dir(netns.cookie).join(state::COMMIT_FILE);
+fn guard_locked(sandbox: &Sandbox, change: &GuardChange) -> Result<GuardCommandReport> {
+    let netns = &sandbox.netns;
+    let commit = sandbox.commit_file();
     let Some(recorded) = state::read_json::<AttachReport>(&commit) else {
         return Err(Error::NotAttached {
             netns: netns.to_string(),
@@ -104,8 +103,8 @@ fn guard_locked(netns: &Netns, change: &GuardChange) -> Result<GuardCommandRepor
             recorded.datapath
         )));
     }
-    let dir = pins::sandbox_dir(netns.cookie);
-    if !maps::has_guard_maps(&dir) {
+    let dir = &sandbox.pin_dir;
+    if !maps::has_guard_maps(dir) {
         return Err(Error::InvalidOptions(format!(
             "netns {netns} has no guard maps in {} (attached before the guard existed): run \
              `netshim upgrade --netns {netns}` first",
@@ -113,10 +112,7 @@ fn guard_locked(netns: &Netns, change: &GuardChange) -> Result<GuardCommandRepor
         )));
     }
     let ebpf_err = |index, source| Error::guard_map(netns, index, source);
-    let records = ebpf::recorded_endpoints(&dir).map_err(|source| Error::Ebpf {
-        netns: netns.to_string(),
-        source: Box::new(source),
-    })?;
+    let records = ebpf::recorded_endpoints(dir).map_err(Error::ebpf(netns))?;
     let selected: Vec<_> = recorded
         .endpoints
         .iter()
@@ -153,7 +149,7 @@ fn guard_locked(netns: &Netns, change: &GuardChange) -> Result<GuardCommandRepor
             )));
         };
         if change.changes_anything() {
-            let old = maps::read(&dir, *index)
+            let old = maps::read(dir, *index)
                 .map_err(|s| ebpf_err(*index, s))?
                 .map(|entry| entry.settings())
                 .unwrap_or_default();
@@ -170,19 +166,19 @@ fn guard_locked(netns: &Netns, change: &GuardChange) -> Result<GuardCommandRepor
                 None => e.endpoint.addresses.iter().map(|a| a.address).collect(),
             };
             let entry = GuardEntry::build(mac, &addresses, &settings);
-            write_guard(&dir, *index, tap.ifindex, &entry).map_err(|s| ebpf_err(*index, s))?;
+            write_guard(dir, *index, tap.ifindex, &entry).map_err(|s| ebpf_err(*index, s))?;
             new_settings.push((e.endpoint.name.clone(), settings));
         }
         out.push(EndpointGuard {
             index: *index,
             name: e.endpoint.name.clone(),
             tap: tap.name.clone(),
-            guard: GuardReport::applied(&dir, *index, tap.ifindex)
+            guard: GuardReport::applied(dir, *index, tap.ifindex)
                 .map_err(|s| ebpf_err(*index, s))?,
         });
     }
     if !new_settings.is_empty() {
-        amend_commit(netns, None, |report| {
+        amend_commit(sandbox, None, |report| {
             for e in &mut report.endpoints {
                 if let Some((_, s)) = new_settings.iter().find(|(n, _)| *n == e.endpoint.name) {
                     e.guard = Some(GuardReport::Guard {

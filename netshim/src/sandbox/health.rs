@@ -13,46 +13,28 @@ use crate::{
     pins, state, Error, Result,
 };
 
-use super::AttachReport;
-
-/// Whether the sandbox is what its records say.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    #[default]
-    Ok,
-    /// Something the records name is missing or different; see the problems.
-    Broken,
-}
-
-impl Health {
-    pub fn of(problems: &[String]) -> Self {
-        if problems.is_empty() {
-            Self::Ok
-        } else {
-            Self::Broken
-        }
-    }
-}
+use super::{AttachReport, Sandbox};
+pub use crate::state::Health;
 
 /// The sandbox's commit file, if it has one that parses.
-pub(crate) fn commit(cookie: u64) -> Option<AttachReport> {
-    state::read_json(&state::sandbox_dir(cookie).join(state::COMMIT_FILE))
+pub(crate) fn commit(sandbox: &Sandbox) -> Option<AttachReport> {
+    state::read_json(&sandbox.commit_file())
 }
 
-/// What is broken in `netns` (empty when nothing is). `interfaces` is the netns's link list;
-/// must run inside the netns.
+/// What is broken in the sandbox (empty when nothing is). `interfaces` is its netns's link
+/// list; must run inside the netns.
 pub(crate) async fn problems(
     handle: &rtnetlink::Handle,
-    netns: &Netns,
+    sandbox: &Sandbox,
     interfaces: &[Interface],
 ) -> Result<Vec<String>> {
+    let netns = &sandbox.netns;
     let mut problems = Vec::new();
     let device = |problems: &mut Vec<String>, what: &str, name: &str, ifindex: u32| {
         check_device(interfaces, problems, what, name, ifindex)
     };
-    let dir = pins::sandbox_dir(netns.cookie);
-    let commit = commit(netns.cookie);
+    let dir = &sandbox.pin_dir;
+    let commit = commit(sandbox);
     // Devices the commit file's check covers (the pin records' check skips them).
     let mut checked = std::collections::BTreeSet::new();
     if let Some(report) = &commit {
@@ -103,7 +85,7 @@ pub(crate) async fn problems(
         }
     }
     if dir.exists() {
-        pinned_problems(&dir, &checked, interfaces, &mut problems);
+        pinned_problems(dir, &checked, interfaces, &mut problems);
     }
     problems.dedup();
     Ok(problems)
@@ -127,7 +109,7 @@ fn pinned_problems(
             return;
         }
     };
-    let tcx = ebpf::recorded_mode(dir).is_ok_and(|m| m == ebpf::AttachMode::Tcx);
+    let tcx = ebpf::recorded_mode(dir).is_ok_and(|m| m == crate::datapath::AttachMode::Tcx);
     let name = |f: &[u8]| String::from_utf8_lossy(netshim_common::from_fixed(f)).into_owned();
     for (_, r) in records {
         for (n, ifindex) in [(&r.pod_name, r.pod_ifindex), (&r.tap_name, r.tap_ifindex)] {
@@ -184,10 +166,7 @@ async fn mirred_problem(
 ) -> Result<()> {
     let target = mirred::redirect_target(handle, &from)
         .await
-        .map_err(|source| Error::Mirred {
-            netns: netns.to_string(),
-            source: Box::new(source),
-        })?;
+        .map_err(Error::mirred(netns))?;
     match target {
         Some(t) if t == to_ifindex => {}
         // The kernel dumps a mirred action whose device is gone with ifindex 0.

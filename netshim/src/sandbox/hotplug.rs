@@ -13,7 +13,7 @@
 
 use super::{
     report::{report_guards, EndpointReport},
-    AttachOptions,
+    AttachOptions, Sandbox,
 };
 use crate::{
     datapath::TcBackend,
@@ -21,8 +21,7 @@ use crate::{
     guest_info::GuestNetwork,
     interfaces::Interface,
     model::{self, undo::Undo, Plug, PlugContext, Plugged},
-    netns::Netns,
-    pins, Result,
+    Result,
 };
 
 pub(crate) use crate::model::unplug;
@@ -31,7 +30,7 @@ pub(crate) use crate::model::unplug;
 /// back before the error is returned.
 pub(crate) async fn plug(
     handle: &rtnetlink::Handle,
-    netns: &Netns,
+    sandbox: &Sandbox,
     options: &AttachOptions,
     index: u32,
     iface: &Interface,
@@ -40,13 +39,13 @@ pub(crate) async fn plug(
 ) -> Result<(Plugged, EndpointReport)> {
     let mut undo = Undo::default();
     match plug_with_undo(
-        handle, netns, options, index, iface, class, guest, &mut undo,
+        handle, sandbox, options, index, iface, class, guest, &mut undo,
     )
     .await
     {
         Ok(done) => Ok(done),
         Err(e) => {
-            undo.run(handle, netns).await;
+            undo.run(handle, &sandbox.netns).await;
             Err(e)
         }
     }
@@ -55,7 +54,7 @@ pub(crate) async fn plug(
 #[allow(clippy::too_many_arguments)]
 async fn plug_with_undo(
     handle: &rtnetlink::Handle,
-    netns: &Netns,
+    sandbox: &Sandbox,
     options: &AttachOptions,
     index: u32,
     iface: &Interface,
@@ -63,6 +62,7 @@ async fn plug_with_undo(
     guest: &GuestNetwork,
     undo: &mut Undo,
 ) -> Result<(Plugged, EndpointReport)> {
+    let netns = &sandbox.netns;
     if let Some(planned) = super::tap_conflict::planned(options, index, iface, class) {
         super::tap_conflict::refuse_existing(handle, netns, &planned, &options.probe).await?;
     }
@@ -85,12 +85,12 @@ async fn plug_with_undo(
     };
     let plugged = plug.plugged.clone();
     let mut report = EndpointReport::of(iface, class, plug, guest);
-    let pin_dir = pins::sandbox_dir(netns.cookie);
+    let pin_dir = sandbox.pin_dir.as_path();
     let pin_dir = (options.backend == TcBackend::Ebpf && pin_dir.exists()).then_some(pin_dir);
     report_guards(
         netns,
         std::slice::from_mut(&mut report),
-        pin_dir.as_deref(),
+        pin_dir,
         &plug_options.guard,
     )?;
     Ok((plugged, report))

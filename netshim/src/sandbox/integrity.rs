@@ -14,7 +14,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{lock, pins, state, Error, Result};
+use crate::{
+    pins,
+    state::{self, lock},
+    Error, Result,
+};
 
 /// One of netshim's paths of a sandbox that is wrong, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]

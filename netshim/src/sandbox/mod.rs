@@ -19,6 +19,7 @@ mod guard;
 mod health;
 mod hotplug;
 pub mod integrity;
+mod intent;
 mod needs_tap;
 mod options;
 mod redirect_loop;
@@ -38,11 +39,12 @@ pub use connect::{
     connect, disconnect, ConnectGuard, ConnectOptions, ConnectReport, DisconnectReport,
 };
 pub use detach::{detach, detach_arg};
-pub(crate) use files::Sandbox;
+pub(crate) use files::{Sandbox, SandboxFiles};
 pub use gc::gc;
 pub(crate) use gc::{collect_dead, NetnsFinder};
 pub use guard::{guard, EndpointGuard, GuardChange, GuardCommandReport};
 pub use health::{repair_hint, Health};
+pub use intent::{AttachIntent, DetachIntent, Intent, IntentOptions, NetnsRecord};
 pub use options::AttachOptions;
 pub use removed::{
     DeadSandbox, DetachReport, FailedSandbox, GcReport, HalfMadeSandbox, RepairedSandbox,
@@ -68,9 +70,10 @@ use crate::{
 };
 
 /// Writes the sandbox's intent file (see [`crate::state`]) before `op` changes anything.
-pub(crate) fn write_intent(netns: &Netns, op: &str, options: state::IntentOptions) -> Result<()> {
-    let dir = state::create_sandbox_dir(netns.cookie)?;
-    let intent = state::Intent {
+pub(crate) fn write_intent(sandbox: &Sandbox, op: &str, options: IntentOptions) -> Result<()> {
+    let netns = &sandbox.netns;
+    state::create_sandbox_dir(netns.cookie)?;
+    let intent = Intent {
         op: op.to_owned(),
         pid: std::process::id(),
         started_at: std::time::SystemTime::now()
@@ -83,7 +86,7 @@ pub(crate) fn write_intent(netns: &Netns, op: &str, options: state::IntentOption
         options: Some(options),
     };
     let json = serde_json::to_vec_pretty(&intent).expect("plain struct serializes");
-    state::write_file_atomic(&dir.join(state::INTENT_FILE), &json)?;
+    state::write_file_atomic(&sandbox.intent_file(), &json)?;
     Ok(())
 }
 
@@ -195,7 +198,7 @@ pub(crate) fn recorded_custom_taps(cookie: u64) -> BTreeMap<String, (String, Opt
             }
         }
     }
-    if let Some(intent) = state::read_json::<state::Intent>(&dir.join(state::INTENT_FILE)) {
+    if let Some(intent) = state::read_json::<Intent>(&dir.join(state::INTENT_FILE)) {
         for (pod, tap) in intent.tap_names().into_iter().flatten() {
             if tap::name::parse(tap).is_none() {
                 found

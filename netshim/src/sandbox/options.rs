@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use crate::{
     config::TapId,
-    datapath::{ebpf::AttachMode, FastPath, TcBackend},
+    datapath::{AttachMode, FastPath, TcBackend},
     endpoint::SystemProbe,
-    guard::{self, GuardSettings},
+    guard::GuardSettings,
     model::{InternetworkingModel, PlugOptions},
     netns::Netns,
     tap, Error, Result,
@@ -108,7 +108,7 @@ impl AttachOptions {
     }
 
     /// The guard the endpoints get: the settings on the eBPF datapath, else why there is
-    /// none (see [`guard::settings::resolve`]).
+    /// none (see [`crate::model::guard_policy::resolve`]).
     pub(crate) fn resolved_guard(&self) -> Result<std::result::Result<GuardSettings, String>> {
         let settings = self
             .guard
@@ -116,7 +116,7 @@ impl AttachOptions {
             .validate()
             .map_err(Error::GuardSettings)?;
         let model = self.model;
-        Ok(guard::settings::resolve(
+        Ok(crate::model::guard_policy::resolve(
             &settings,
             self.guard_explicit,
             model,

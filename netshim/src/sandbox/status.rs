@@ -1,13 +1,13 @@
 //! `netshim status` and `netshim stats` for one netns.
 
-use super::{health, survey, EndpointInfo, Health, SkippedInterface, Strictness};
+use super::{health, survey, EndpointInfo, Health, Sandbox, SkippedInterface, Strictness};
 use rtnetlink::packet_route::link::InfoKind;
 
 use crate::{
     datapath::{ebpf, mirred, DatapathKind, TcBackend},
     endpoint::SystemProbe,
-    guard::{settings::unavailable_reason, GuardReport},
-    model::{macvtap, InternetworkingModel},
+    guard::GuardReport,
+    model::{guard_policy::unavailable_reason, macvtap, InternetworkingModel},
     netns::Netns,
     pins,
     stats::{self, DirectionStats, EndpointStats, SandboxStats},
@@ -77,26 +77,27 @@ pub struct MacvtapStatus {
 
 /// Reports what is attached in `netns`. Changes nothing.
 pub fn status(netns: &Netns) -> Result<StatusReport> {
-    let netns = netns.clone();
+    let sandbox = Sandbox::of(netns);
     netns.clone().run(move |handle| async move {
-        let survey = survey(&handle, &netns, Strictness::List, &SystemProbe::default()).await?;
-        let dir = pins::sandbox_dir(netns.cookie);
+        let netns = &sandbox.netns;
+        let survey = survey(&handle, netns, Strictness::List, &SystemProbe::default()).await?;
+        let dir = sandbox.pin_dir.clone();
         let pinned = dir.exists();
         let mode = if pinned {
             ebpf::recorded_mode(&dir).ok()
         } else {
             None
         };
-        let guest = super::collect_guest_network(&handle, &netns).await?;
-        let all = list_interfaces(&handle, &netns).await?;
+        let guest = super::collect_guest_network(&handle, netns).await?;
+        let all = list_interfaces(&handle, netns).await?;
         let damaged = super::integrity::check(netns.cookie);
         // Damaged files are broken too: attach refuses them and detach repairs them.
         let problems: Vec<String> = damaged
             .iter()
             .map(|d| format!("netshim's {} {}", d.path.display(), d.problem))
-            .chain(health::problems(&handle, &netns, &all).await?)
+            .chain(health::problems(&handle, &sandbox, &all).await?)
             .collect();
-        let commit = health::commit(netns.cookie);
+        let commit = health::commit(&sandbox);
         let mut report = StatusReport {
             netns: netns.arg.clone(),
             netns_inode: netns.inode,
@@ -118,13 +119,12 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
             health: Health::of(&problems),
             problems,
         };
-        let state_dir = crate::state::sandbox_dir(netns.cookie);
         for (_, mvt) in &survey.taps {
             let Some(pod_ifindex) = mvt.link else {
                 continue;
             };
             if mvt.kind == Some(InfoKind::MacVtap)
-                && macvtap::state_path(&state_dir, pod_ifindex).exists()
+                && macvtap::state_path(&sandbox.state_dir, pod_ifindex).exists()
             {
                 report.attached = true;
                 report.datapath = Some(DatapathKind::Macvtap);
@@ -146,7 +146,7 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
             let connected = match tap {
                 None => false,
                 Some(tap) if pinned => match mode {
-                    Some(ebpf::AttachMode::ClsBpf) => true,
+                    Some(crate::datapath::AttachMode::ClsBpf) => true,
                     _ => {
                         pins::link_pin(&dir, &iface.name).exists()
                             && pins::link_pin(&dir, &tap.name).exists()
@@ -162,10 +162,7 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
                         };
                         let q = mirred::ingress_qdisc(&handle, &dev)
                             .await
-                            .map_err(|source| Error::Mirred {
-                                netns: netns.to_string(),
-                                source: Box::new(source),
-                            })?;
+                            .map_err(Error::mirred(netns))?;
                         both &= q == mirred::IngressQdisc::Ingress;
                     }
                     if both {
@@ -221,21 +218,21 @@ fn endpoint_guard(
 /// statistics; with the kernel's drops from the devices' statistics, and what is broken.
 /// `None` when nothing is attached. Enters the netns.
 pub fn stats(netns: &Netns) -> Result<Option<SandboxStats>> {
-    let dir = pins::sandbox_dir(netns.cookie);
-    let pinned = if dir.exists() {
-        let mut s = stats::read_pinned(&dir)?;
+    let sandbox = Sandbox::of(netns);
+    let pinned = if sandbox.pin_dir.exists() {
+        let mut s = stats::read_pinned(&sandbox.pin_dir)?;
         s.netns = netns.arg.clone();
         Some(s)
     } else {
         None
     };
-    let netns = netns.clone();
     netns.clone().run(move |handle| async move {
-        let all = list_interfaces(&handle, &netns).await?;
-        let problems = health::problems(&handle, &netns, &all).await?;
+        let netns = &sandbox.netns;
+        let all = list_interfaces(&handle, netns).await?;
+        let problems = health::problems(&handle, &sandbox, &all).await?;
         let counted = match pinned {
             Some(s) => Some(s),
-            None => mirred_stats(&handle, &netns).await?,
+            None => mirred_stats(&handle, netns).await?,
         };
         Ok(match counted {
             Some(mut s) => {
@@ -245,10 +242,10 @@ pub fn stats(netns: &Netns) -> Result<Option<SandboxStats>> {
                 Some(s)
             }
             None if !problems.is_empty() => {
-                let backend = health::commit(netns.cookie)
+                let backend = health::commit(&sandbox)
                     .and_then(|c| c.backend)
                     .unwrap_or(TcBackend::Mirred);
-                Some(SandboxStats::new(&netns, backend, problems))
+                Some(SandboxStats::new(netns, backend, problems))
             }
             None => None,
         })
@@ -277,10 +274,7 @@ async fn mirred_stats(handle: &rtnetlink::Handle, netns: &Netns) -> Result<Optio
         .into_iter()
         .enumerate()
     {
-        let mirred_err = |source| Error::Mirred {
-            netns: netns.to_string(),
-            source: Box::new(source),
-        };
+        let mirred_err = Error::mirred(netns);
         let to_vm = mirred::counters(handle, &pod).await.map_err(mirred_err)?;
         let from_vm = mirred::counters(handle, &tap).await.map_err(mirred_err)?;
         let (Some(to_vm), Some(from_vm)) = (to_vm, from_vm) else {
@@ -335,10 +329,7 @@ async fn mirred_pairs_by_target(
         };
         if let Some(t) = mirred::redirect_target(handle, &dev)
             .await
-            .map_err(|source| Error::Mirred {
-                netns: netns.to_string(),
-                source: Box::new(source),
-            })?
+            .map_err(Error::mirred(netns))?
         {
             targets.insert(iface.ifindex, (dev, t));
         }

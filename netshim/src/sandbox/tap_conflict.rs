@@ -9,7 +9,7 @@
 //! and a macvtap the macvtap model's state files record: the teardown before attach takes
 //! them away.
 
-use super::{AttachOptions, Survey};
+use super::{AttachOptions, Sandbox, Survey};
 use rtnetlink::packet_route::link::InfoKind;
 
 use crate::{
@@ -17,7 +17,7 @@ use crate::{
     interfaces::{self, Interface},
     model::{macvtap, InternetworkingModel},
     netns::Netns,
-    state, tap, Error, Result,
+    tap, Error, Result,
 };
 
 /// A tap (or macvtap) attach would make for an endpoint.
@@ -116,19 +116,18 @@ fn leftover_of_netshim(survey: &Survey, iface: &Interface, state_dir: &std::path
 /// Refuses attaching `survey`'s endpoints when a device that is not netshim's has the name
 /// of a tap attach would make for one of them. Changes nothing.
 pub(crate) fn refuse_taken_names(
-    netns: &Netns,
+    sandbox: &Sandbox,
     options: &AttachOptions,
     survey: &Survey,
 ) -> Result<()> {
-    let state_dir = state::sandbox_dir(netns.cookie);
     for (index, (pod, class)) in survey.endpoints.iter().enumerate() {
         let Some(planned) = planned(options, index as u32, pod, class) else {
             continue;
         };
         let existing = survey.interfaces.iter().find(|i| i.name == planned.name);
         if let Some(existing) = existing {
-            if !leftover_of_netshim(survey, existing, &state_dir) {
-                return Err(taken(netns, &planned, existing, &options.probe));
+            if !leftover_of_netshim(survey, existing, &sandbox.state_dir) {
+                return Err(taken(&sandbox.netns, &planned, existing, &options.probe));
             }
         }
     }

@@ -41,15 +41,15 @@ pub(crate) async fn teardown(
     // may be the only record of them, and a teardown killed before the taps went must find
     // them again.
     write_intent(
-        netns,
+        sandbox,
         "detach",
-        state::IntentOptions::Detach(state::DetachIntent {
+        super::IntentOptions::Detach(super::DetachIntent {
             tap_names: survey.custom_tap_option(),
         }),
     )?;
     // What attach recorded, read before the un-commit: it finds what is left of a sandbox
     // whose taps were deleted behind netshim's back.
-    let recorded = super::health::commit(netns.cookie);
+    let recorded = super::health::commit(sandbox);
     // Un-commit first: from here on the sandbox is not attached, whatever else is left.
     let commit = sandbox.commit_file();
     if state::remove_file_if_exists(&commit)? {
@@ -59,18 +59,12 @@ pub(crate) async fn teardown(
     if pin_dir.exists() {
         ebpf::detach_sandbox(handle, &pin_dir)
             .await
-            .map_err(|source| Error::Ebpf {
-                netns: netns.to_string(),
-                source: Box::new(source),
-            })?;
+            .map_err(Error::ebpf(netns))?;
         tracing::debug!(dir = %pin_dir.display(), "eBPF datapath taken down");
         report.removed_pin_dir = Some(pin_dir);
     }
 
-    let mirred_err = |source| Error::Mirred {
-        netns: netns.to_string(),
-        source: Box::new(source),
-    };
+    let mirred_err = Error::mirred(netns);
     for (pod, tap) in mirred_pairs_by_redirect(handle, &survey)
         .await
         .map_err(mirred_err)?

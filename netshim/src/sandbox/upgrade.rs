@@ -20,16 +20,16 @@ use netshim_common::{from_fixed, map_names, SandboxRecord};
 
 use crate::{
     datapath::{
-        ebpf::{self, AttachMode},
+        ebpf,
         upgrade::{self as up, Object, Swapped, UpgradeError},
+        AttachMode,
     },
     guard::{maps, GuardEntry, GuardMode, GuardReport},
-    lock::SandboxLock,
     netns::Netns,
     pins, state, Error, Result,
 };
 
-use super::{guard::write_guard, AttachReport, EndpointGuard, NetnsFinder};
+use super::{guard::write_guard, AttachReport, EndpointGuard, NetnsFinder, Sandbox};
 
 /// What `upgrade` loads.
 #[derive(Debug, Clone, Default)]
@@ -117,14 +117,14 @@ fn not_attached(netns: &Netns, dir: &Path) -> Error {
 /// is an error ([`Error::NotAttached`]).
 pub fn upgrade(netns: &Netns, options: &UpgradeOptions) -> Result<UpgradeReport> {
     let object = object(options)?;
-    let dir = pins::sandbox_dir(netns.cookie);
-    if !dir.exists() {
-        return Err(not_attached(netns, &dir));
+    let sandbox = Sandbox::of(netns);
+    if !sandbox.pin_dir.exists() {
+        return Err(not_attached(netns, &sandbox.pin_dir));
     }
-    let sandbox = upgrade_sandbox(netns, &dir, &object, options.guard)?;
+    let upgraded = upgrade_sandbox(&sandbox, &object, options.guard)?;
     Ok(UpgradeReport {
         object: object.name.clone(),
-        sandboxes: vec![sandbox],
+        sandboxes: vec![upgraded],
     })
 }
 
@@ -156,7 +156,7 @@ pub fn upgrade_all(options: &UpgradeOptions) -> Result<UpgradeReport> {
                 continue;
             }
         };
-        match upgrade_sandbox(&netns, &dir, &object, options.guard) {
+        match upgrade_sandbox(&Sandbox::of(&netns), &object, options.guard) {
             Ok(s) => sandboxes.push(s),
             Err(Error::NotAttached { .. }) => sandboxes.push(entry(
                 netns.to_string(),
@@ -209,12 +209,12 @@ fn read_record(dir: &Path) -> std::result::Result<SandboxRecord, String> {
 
 /// Upgrades one sandbox under its lock.
 fn upgrade_sandbox(
-    netns: &Netns,
-    dir: &Path,
+    sandbox: &Sandbox,
     object: &Arc<Object>,
     guard: Option<GuardMode>,
 ) -> Result<SandboxUpgrade> {
-    let _lock = SandboxLock::acquire(netns.cookie)?;
+    let (netns, dir) = (&sandbox.netns, sandbox.pin_dir.as_path());
+    let _lock = sandbox.lock()?;
     // Detached while we waited for the lock?
     if !dir.exists() {
         return Err(not_attached(netns, dir));
@@ -262,7 +262,7 @@ fn upgrade_sandbox(
             object.name
         ));
     } else if outcome == UpgradeOutcome::Upgraded {
-        match fill_guard(netns, dir, guard) {
+        match fill_guard(sandbox, guard) {
             Ok(Ok(filled)) => guards = filled,
             Ok(Err(why)) => guard_reason = Some(why),
             Err(e) => {
@@ -334,10 +334,7 @@ fn swap(
 
 /// Clears `PEER_GUARD` on every recorded tap's entry that has it; returns those taps.
 fn clear_peer_guards(netns: &Netns, dir: &Path) -> Result<Vec<u32>> {
-    let records = ebpf::recorded_endpoints(dir).map_err(|source| Error::Ebpf {
-        netns: netns.to_string(),
-        source: Box::new(source),
-    })?;
+    let records = ebpf::recorded_endpoints(dir).map_err(Error::ebpf(netns))?;
     let mut cleared = Vec::new();
     for (index, r) in records {
         let had =
@@ -356,11 +353,11 @@ fn clear_peer_guards(netns: &Netns, dir: &Path) -> Result<Vec<u32>> {
 /// addresses, then `PEER_GUARD` on its tap's entry while the mode is on. `Ok(Err(why))`:
 /// nothing to do (no commit file, not the eBPF datapath).
 fn fill_guard(
-    netns: &Netns,
-    dir: &Path,
+    sandbox: &Sandbox,
     mode: Option<GuardMode>,
 ) -> Result<std::result::Result<Vec<EndpointGuard>, String>> {
-    let commit = state::sandbox_dir(netns.cookie).join(state::COMMIT_FILE);
+    let (netns, dir) = (&sandbox.netns, sandbox.pin_dir.as_path());
+    let commit = sandbox.commit_file();
     let Some(recorded) = state::read_json::<AttachReport>(&commit) else {
         return Ok(Err(format!(
             "no commit file {}: pairs of `netshim connect` keep the guard they were \
@@ -368,10 +365,7 @@ fn fill_guard(
             commit.display()
         )));
     };
-    let records = ebpf::recorded_endpoints(dir).map_err(|source| Error::Ebpf {
-        netns: netns.to_string(),
-        source: Box::new(source),
-    })?;
+    let records = ebpf::recorded_endpoints(dir).map_err(Error::ebpf(netns))?;
     let guard_err = |index, source| Error::guard_map(netns, index, source);
     let mut out = Vec::new();
     let mut recorded_settings = Vec::new();
@@ -407,7 +401,7 @@ fn fill_guard(
             guard,
         });
     }
-    super::commit::amend_commit(netns, None, |report| {
+    super::commit::amend_commit(sandbox, None, |report| {
         for e in &mut report.endpoints {
             if let Some((_, s)) = recorded_settings
                 .iter()

@@ -39,13 +39,15 @@ use rtnetlink::{
     MulticastGroup,
 };
 
-use super::{attach::attach, hotplug, survey, AttachOptions, SkippedInterface, Strictness, Survey};
+use super::{
+    attach::attach, hotplug, survey, AttachOptions, Sandbox, SkippedInterface, Strictness, Survey,
+};
 use crate::{
     endpoint::SkipReason,
-    lock::SandboxLock,
     model::{Plugged, TapDatapath, VmSide},
     netns::{Netns, NetnsError},
-    pins, Error, Result,
+    state::lock::SandboxLock,
+    Error, Result,
 };
 
 mod discover;
@@ -109,7 +111,7 @@ where
         let events_conn = tokio::spawn(events_conn);
         let mut watcher = Watcher {
             handle,
-            netns,
+            sandbox: Sandbox::of(&netns),
             options,
             plugged: BTreeMap::new(),
             foreign: BTreeSet::new(),
@@ -143,7 +145,7 @@ type Events = futures::channel::mpsc::UnboundedReceiver<(
 
 struct Watcher {
     handle: rtnetlink::Handle,
-    netns: Netns,
+    sandbox: Sandbox,
     options: WatchOptions,
     /// What was handed to the VM, by pod ifindex.
     plugged: BTreeMap<u32, Plugged>,
@@ -168,7 +170,7 @@ impl Watcher {
         // first survey below or as an event. The sandbox lock is not held around attach:
         // attach is to take it itself, and flock on a second open of the lock file would
         // wait for this process forever.
-        let attached = match attach(&self.netns, &self.options.attach) {
+        let attached = match attach(&self.sandbox.netns, &self.options.attach) {
             Ok(report) if report.already_attached => None,
             Ok(report) => Some(Box::new(report)),
             Err(Error::AlreadyAttached { .. }) | Err(Error::NoUsableInterface { .. }) => None,
@@ -190,7 +192,7 @@ impl Watcher {
         }
         // The datapath's own log records (aya-log) become tracing events while watching.
         let _datapath_logs =
-            crate::ebpf_log::spawn_follower(crate::ebpf_log::Scope::sandbox(&self.netns));
+            crate::ebpf_log::spawn_follower(crate::ebpf_log::Scope::sandbox(&self.sandbox.netns));
         let mut due: Option<tokio::time::Instant> = None;
         loop {
             let deadline = due.unwrap_or_else(tokio::time::Instant::now);
@@ -205,7 +207,7 @@ impl Watcher {
                     }
                     None => {
                         return Err(Error::Watch {
-                            netns: self.netns.to_string(),
+                            netns: self.sandbox.netns.to_string(),
                             detail: "the rtnetlink event socket closed".into(),
                         })
                     }
@@ -230,11 +232,11 @@ impl Watcher {
         &self,
         stop: std::pin::Pin<&mut S>,
     ) -> Result<Option<SandboxLock>> {
-        let cookie = self.netns.cookie;
+        let cookie = self.sandbox.netns.cookie;
         if let Some(lock) = SandboxLock::try_acquire(cookie)? {
             return Ok(Some(lock));
         }
-        tracing::info!("waiting for the lock of netns {}", self.netns);
+        tracing::info!("waiting for the lock of netns {}", self.sandbox.netns);
         let wait = tokio::task::spawn_blocking(move || SandboxLock::acquire(cookie));
         tokio::select! {
             biased;
@@ -249,7 +251,7 @@ impl Watcher {
     async fn survey(&self) -> Result<Survey> {
         survey(
             &self.handle,
-            &self.netns,
+            &self.sandbox.netns,
             Strictness::List,
             &self.options.attach.probe,
         )
@@ -279,9 +281,9 @@ impl Watcher {
             let Some(p) = self.plugged.remove(&ifindex) else {
                 continue;
             };
-            let unplugged = hotplug::unplug(&self.handle, &self.netns, &p).await;
+            let unplugged = hotplug::unplug(&self.handle, &self.sandbox.netns, &p).await;
             let unplugged = unplugged.and_then(|()| {
-                super::commit::amend_commit(&self.netns, None, |r| {
+                super::commit::amend_commit(&self.sandbox, None, |r| {
                     r.endpoints.retain(|e| e.endpoint.ifindex != ifindex)
                 })
             });
@@ -321,7 +323,7 @@ impl Watcher {
             return Ok(());
         }
         // Read before the macvtap model moves addresses (and their routes) away.
-        let guest = super::collect_guest_network(&self.handle, &self.netns).await?;
+        let guest = super::collect_guest_network(&self.handle, &self.sandbox.netns).await?;
         let mut used = self.used_indices(&survey)?;
         for (iface, class) in new {
             let Some(index) = free_index(&used) else {
@@ -330,7 +332,7 @@ impl Watcher {
                     name: iface.name.clone(),
                     ifindex: iface.ifindex,
                     error: Error::TooManyEndpoints {
-                        netns: self.netns.to_string(),
+                        netns: self.sandbox.netns.to_string(),
                         count: used.len() + 1,
                         max: MAX_ENDPOINTS,
                     }
@@ -340,7 +342,7 @@ impl Watcher {
             };
             let plugged = hotplug::plug(
                 &self.handle,
-                &self.netns,
+                &self.sandbox,
                 &self.options.attach,
                 index,
                 iface,
@@ -350,7 +352,7 @@ impl Watcher {
             .await;
             let plugged = plugged.and_then(|(p, report)| {
                 let options = Some(&self.options.attach);
-                super::commit::amend_commit(&self.netns, options, |r| {
+                super::commit::amend_commit(&self.sandbox, options, |r| {
                     r.endpoints.push(report.clone())
                 })?;
                 Ok((p, report))
@@ -382,8 +384,8 @@ impl Watcher {
     /// settings, the new addresses) and the commit file records them. A failure is
     /// reported; watching goes on.
     fn follow_addresses<F: FnMut(&Change)>(&self, survey: &Survey, emit: &mut Emitter<F>) {
-        let dir = pins::sandbox_dir(self.netns.cookie);
-        if !crate::guard::maps::has_guard_maps(&dir) {
+        let dir = &self.sandbox.pin_dir;
+        if !crate::guard::maps::has_guard_maps(dir) {
             return;
         }
         for p in self.plugged.values() {
@@ -401,7 +403,7 @@ impl Watcher {
             else {
                 continue;
             };
-            match self.update_guard_addresses(&dir, p.index, iface) {
+            match self.update_guard_addresses(dir, p.index, iface) {
                 Ok(Some(addresses)) => emit.send(WatchEvent::GuardAddresses {
                     name: iface.name.clone(),
                     ifindex: iface.ifindex,
@@ -427,7 +429,7 @@ impl Watcher {
         iface: &crate::interfaces::Interface,
     ) -> Result<Option<Vec<std::net::IpAddr>>> {
         use crate::guard::{maps, GuardEntry};
-        let guard_err = |source| Error::guard_map(&self.netns, index, source);
+        let guard_err = |source| Error::guard_map(&self.sandbox.netns, index, source);
         let Some(old) = maps::read(dir, index).map_err(guard_err)? else {
             return Ok(None);
         };
@@ -449,7 +451,7 @@ impl Watcher {
             .map_err(guard_err)?
             .map(|e| e.addresses())
             .unwrap_or_default();
-        super::commit::amend_commit(&self.netns, None, |r| {
+        super::commit::amend_commit(&self.sandbox, None, |r| {
             for e in &mut r.endpoints {
                 if e.endpoint.ifindex == iface.ifindex {
                     e.endpoint.addresses = iface.addresses.clone();
@@ -474,7 +476,7 @@ impl Watcher {
                 error: format!(
                     "{} in netns {}",
                     s.detail.as_deref().unwrap_or("unsupported interface"),
-                    self.netns
+                    self.sandbox.netns
                 ),
             }
         }

@@ -4,9 +4,9 @@
 //!
 //! ```text
 //! /run/netshim/
-//!   netns-<cookie>.lock        the sandbox's flock (see crate::lock); beside the directory
+//!   netns-<cookie>.lock        the sandbox's flock (see [`lock`]); beside the directory
 //!   netns-<cookie>/
-//!     attaching.json           intent: an attach (or detach) is changing this sandbox ([`Intent`])
+//!     attaching.json           intent: an attach (or detach) is changing this sandbox (`sandbox::Intent`)
 //!     attached.json            commit: the AttachReport of a complete attach
 //!     macvtap-<ifindex>.json   the macvtap model's saved pod device
 //! ```
@@ -26,9 +26,9 @@ use std::{
 
 use crate::pins::HostFileError;
 
-mod intent;
-pub mod schema;
-pub use intent::{AttachIntent, DetachIntent, Intent, IntentOptions, NetnsRecord};
+mod health;
+pub mod lock;
+pub use health::Health;
 
 /// netshim's directory under /run.
 pub const STATE_ROOT: &str = "/run/netshim";

@@ -14,7 +14,7 @@ use rtnetlink::{
 
 use super::{
     check_name, device_path,
-    devnode::{make_node, node_status, read_dev_number, remove_device_node, DevNumber, NodeStatus},
+    devnode::{make_node, node_status, read_dev_number, DevNumber, NodeStatus},
     link::{
         add_address, del_address, delete_link, dump_addresses, dump_neighbours, dump_routes,
         get_link, get_link_by_name, restore_raw, set_link, Kind, LinkState,
@@ -531,4 +531,26 @@ pub(super) fn local_unicast(mut b: [u8; 6]) -> Mac {
 }
 fn random_failed(e: getrandom::Error) -> MacvtapError {
     MacvtapError::Random { source: e.into() }
+}
+
+/// Removes the node [`make_node`](super::devnode::make_node) made, if it is still that device's.
+pub(super) fn remove_device_node(m: &MacvtapState) -> Result<(), MacvtapError> {
+    let (true, Some(device), Some(dev)) = (m.device_node_created, &m.device, m.dev) else {
+        return Ok(());
+    };
+    let err = |op, source| MacvtapError::DeviceNode {
+        op,
+        path: device.clone(),
+        name: m.name.clone(),
+        ifindex: m.ifindex.unwrap_or(0),
+        source,
+    };
+    if node_status(device, dev).map_err(|e| err("stat", e))? != NodeStatus::Ours {
+        return Ok(());
+    }
+    match fs::remove_file(device) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(err("unlink", e)),
+    }
 }

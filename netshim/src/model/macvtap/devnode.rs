@@ -9,7 +9,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{state::MacvtapState, MacvtapError};
+use super::MacvtapError;
 
 /// A char device number, `major:minor` in JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,26 +146,4 @@ pub(super) fn make_node(path: &Path, dev: DevNumber) -> io::Result<()> {
     )?;
     // mknod's mode is filtered by the umask.
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-}
-
-/// Removes the node [`make_node`] made, if it is still that device's.
-pub(super) fn remove_device_node(m: &MacvtapState) -> Result<(), MacvtapError> {
-    let (true, Some(device), Some(dev)) = (m.device_node_created, &m.device, m.dev) else {
-        return Ok(());
-    };
-    let err = |op, source| MacvtapError::DeviceNode {
-        op,
-        path: device.clone(),
-        name: m.name.clone(),
-        ifindex: m.ifindex.unwrap_or(0),
-        source,
-    };
-    if node_status(device, dev).map_err(|e| err("stat", e))? != NodeStatus::Ours {
-        return Ok(());
-    }
-    match fs::remove_file(device) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(err("unlink", e)),
-    }
 }

@@ -16,7 +16,7 @@ use rtnetlink::{
 };
 
 use super::{
-    state::{PodState, SavedAddress, SavedMessage},
+    state::{route_table, PodState, SavedAddress, SavedMessage},
     MacvtapError,
 };
 use crate::{interfaces::Interface, netlink};
@@ -162,16 +162,6 @@ pub(super) async fn dump_neighbours(
 }
 
 pub(super) const RT_TABLE_LOCAL: u32 = 255;
-
-pub(super) fn route_table(r: &RouteMessage) -> u32 {
-    r.attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(u32::from(r.header.table))
-}
 
 pub(super) fn route_to_save(r: &RouteMessage, ifindex: u32) -> bool {
     if !matches!(

@@ -17,7 +17,7 @@ use rtnetlink::packet_route::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{devnode::DevNumber, link::route_table, MacvtapError, STATE_VERSION};
+use super::{devnode::DevNumber, MacvtapError, STATE_VERSION};
 use crate::interfaces::Mac;
 
 /// `INFINITY_LIFE_TIME`.
@@ -335,4 +335,15 @@ pub(super) fn remove_state(path: &Path) -> Result<(), MacvtapError> {
             source,
         }),
     }
+}
+
+/// The routing table of `r` (the attribute when there is one: tables above 255).
+pub(super) fn route_table(r: &RouteMessage) -> u32 {
+    r.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(r.header.table))
 }

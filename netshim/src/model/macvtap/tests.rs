@@ -1,5 +1,5 @@
-use super::connect::{local_unicast, random_mac, random_u32};
-use super::devnode::{make_node, node_status, remove_device_node, NodeStatus};
+use super::connect::{local_unicast, random_mac, random_u32, remove_device_node};
+use super::devnode::{make_node, node_status, NodeStatus};
 use super::link::{neighbour_to_save, route_to_save, sanitize_neighbour, sanitize_route};
 use super::state::{
     parse_state, read_state, remove_state, write_state, MacvtapState, PodState, SavedAddress,

@@ -10,9 +10,8 @@ use super::{free_index, Watcher};
 use crate::{
     datapath::{ebpf, mirred, Dev},
     model::{self, macvtap, Plugged, TapDatapath, VmSide},
-    pins,
     sandbox::Survey,
-    state, Error, Result,
+    Error, Result,
 };
 
 impl Watcher {
@@ -21,13 +20,10 @@ impl Watcher {
     /// model, taps of the `none` model (endpoint N of kata's order), and endpoints the VMM
     /// takes as they are (their position in kata's order).
     pub(super) async fn discover(&mut self, survey: &Survey) -> Result<()> {
-        let netns = &self.netns;
-        let dir = pins::sandbox_dir(netns.cookie);
+        let netns = &self.sandbox.netns;
+        let dir = self.sandbox.pin_dir.clone();
         if dir.exists() {
-            let records = ebpf::recorded_endpoints(&dir).map_err(|source| Error::Ebpf {
-                netns: netns.to_string(),
-                source: Box::new(source),
-            })?;
+            let records = ebpf::recorded_endpoints(&dir).map_err(Error::ebpf(netns))?;
             for (index, r) in records {
                 let name = |f: &[u8]| String::from_utf8_lossy(from_fixed(f)).into_owned();
                 let (pod_name, tap) = (name(&r.pod_name), name(&r.tap_name));
@@ -54,7 +50,7 @@ impl Watcher {
                 );
             }
         }
-        let state_dir = state::sandbox_dir(netns.cookie);
+        let state_dir = self.sandbox.state_dir.clone();
         for (index, tap) in &survey.taps {
             let bound = self.plugged.values().any(|p| match &p.vm {
                 VmSide::Tap { tap: t, .. } => t.ifindex == tap.ifindex,
@@ -67,10 +63,7 @@ impl Watcher {
                 Some(InfoKind::Tun) => {
                     let target = mirred::redirect_target(&self.handle, &Dev::of(tap))
                         .await
-                        .map_err(|source| Error::Mirred {
-                            netns: netns.to_string(),
-                            source: Box::new(source),
-                        })?;
+                        .map_err(Error::mirred(netns))?;
                     let (pod_ifindex, datapath) = match target.filter(|t| *t != 0) {
                         Some(t) => (Some(t), TapDatapath::Mirred),
                         None => (
@@ -152,7 +145,7 @@ impl Watcher {
             };
             if comparable && p.datapath() != want {
                 return Err(Error::AlreadyAttached {
-                    netns: self.netns.to_string(),
+                    netns: self.sandbox.netns.to_string(),
                     detail: format!(
                         "{} -> {} uses {}, but watch was asked for {want}",
                         p.pod.name,
@@ -170,12 +163,10 @@ impl Watcher {
     pub(super) fn used_indices(&self, survey: &Survey) -> Result<BTreeSet<u32>> {
         let mut used: BTreeSet<u32> = self.plugged.values().map(|p| p.index).collect();
         used.extend(survey.taps.iter().map(|(i, _)| *i));
-        let dir = pins::sandbox_dir(self.netns.cookie);
+        let dir = &self.sandbox.pin_dir;
         if dir.exists() {
-            let records = ebpf::recorded_endpoints(&dir).map_err(|source| Error::Ebpf {
-                netns: self.netns.to_string(),
-                source: Box::new(source),
-            })?;
+            let records =
+                ebpf::recorded_endpoints(dir).map_err(Error::ebpf(&self.sandbox.netns))?;
             used.extend(records.iter().map(|(i, _)| *i));
         }
         Ok(used)

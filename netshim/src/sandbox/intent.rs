@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    datapath::{ebpf::AttachMode, FastPath, TcBackend},
+    datapath::{AttachMode, FastPath, TcBackend},
     guard::GuardSettings,
     model::InternetworkingModel,
 };

@@ -3,7 +3,7 @@
 //! writes those files; a unit test fails when a committed file is not what the types give,
 //! so a change of a type without its schema does not go unnoticed.
 //!
-//! - `intent`: the intent file ([`super::Intent`]);
+//! - `intent`: the intent file ([`crate::sandbox::Intent`]);
 //! - `attach`: `netshim attach --json`, also the commit file (which keeps each guard's
 //!   settings only) ([`crate::sandbox::AttachReport`]);
 //! - `status`: `netshim status --json` ([`crate::sandbox::StatusReport`]);
@@ -26,7 +26,7 @@ pub const SCHEMA_DIR: &str = "docs/schema";
 /// Each published schema: the file's name (without `.json`) and its text.
 pub fn schemas() -> Vec<(&'static str, String)> {
     vec![
-        ("intent", render::<super::Intent>()),
+        ("intent", render::<crate::sandbox::Intent>()),
         ("attach", render::<crate::sandbox::AttachReport>()),
         ("status", render::<crate::sandbox::StatusReport>()),
         ("stats", render::<Vec<crate::stats::SandboxStats>>()),
@@ -120,7 +120,7 @@ mod tests {
     #[test]
     fn the_intent_schema_names_the_fields_serde_writes() {
         let schema: serde_json::Value =
-            serde_json::from_str(&render::<super::super::Intent>()).unwrap();
+            serde_json::from_str(&render::<crate::sandbox::Intent>()).unwrap();
         let required: Vec<&str> = schema["required"]
             .as_array()
             .unwrap()

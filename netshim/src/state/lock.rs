@@ -19,7 +19,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{pins::HostFileError, state::STATE_ROOT};
+use super::STATE_ROOT;
+use crate::pins::HostFileError;
 
 /// The lock file of the sandbox whose netns has cookie `netns_cookie`.
 pub fn lock_path(netns_cookie: u64) -> PathBuf {
@@ -103,7 +104,7 @@ impl SandboxLock {
     /// file. Best effort.
     pub fn release(self) {
         let left = crate::pins::sandbox_dir(self.netns_cookie).exists()
-            || crate::state::sandbox_dir(self.netns_cookie).exists();
+            || super::sandbox_dir(self.netns_cookie).exists();
         if !left {
             if let Err(e) = self.remove_file() {
                 tracing::warn!("{e}");
