@@ -98,7 +98,7 @@ pub enum Command {
     /// the maps hold it.
     #[command(after_help = EXIT_CODES_HELP.as_str())]
     Guard(GuardCmdArgs),
-    // --- CLI tools (logs, completions, man): see cli/tools.rs, ebpf_log.rs ---
+    // --- CLI tools (logs, completions, man): see cli/tools.rs, ebpf_log/ ---
     /// Print the eBPF datapath's own log records (aya-log, e.g. a failed redirect) on
     /// stderr as they come, until SIGINT/SIGTERM.
     #[command(after_help = EXIT_CODES_HELP.as_str())]
