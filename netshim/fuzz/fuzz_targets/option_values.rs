@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use netshim::{
-    backend::{FastPath, TcBackend},
     config::TapOwner,
+    datapath::{FastPath, TcBackend},
     model::InternetworkingModel,
 };
 
