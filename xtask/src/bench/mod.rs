@@ -31,6 +31,7 @@ mod path_run;
 mod paths;
 mod progress;
 mod report;
+mod sandbox_setup;
 
 use machine::{cpu_count, machine_info, utc_timestamp};
 use path_run::{run_path, STEPS_PER_PATH};
@@ -64,8 +65,9 @@ pub struct BenchArgs {
     /// Output directory (default: results/bench-<UTC timestamp>/ in the workspace).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Only these paths: ids such as `pair/ebpf`, or a topology (`pair`, `sandbox`);
-    /// comma-separated or repeated.
+    /// Only these paths: ids such as `pair/ebpf`, or a topology (`pair`, `sandbox`), or
+    /// `setup` (the sandbox setup section: attach/detach latency, 100 concurrent, kernel
+    /// memory, watch hot-plug); comma-separated or repeated. Default: all of them.
     #[arg(long, value_delimiter = ',')]
     pub paths: Vec<String>,
     /// Use target/release/{netshim,vm-standin} as they are instead of building them.
@@ -99,7 +101,26 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     let wall = Instant::now();
     setup::run_for(&setup::SetupArgs::default(), &[setup::Purpose::Bench])?;
-    for tool in ["iperf3", "sockperf", "ethtool", "ss", "ping", "ip"] {
+    let want_setup = args.paths.is_empty() || args.paths.iter().any(|p| p == SETUP_SECTION);
+    let path_filter: Vec<String> = args
+        .paths
+        .iter()
+        .filter(|p| *p != SETUP_SECTION)
+        .cloned()
+        .collect();
+    let specs = if !args.paths.is_empty() && path_filter.is_empty() {
+        Vec::new()
+    } else {
+        select_paths(&path_filter)?
+    };
+    let mut tools = vec!["ip"];
+    if !specs.is_empty() {
+        tools.extend(["iperf3", "sockperf", "ethtool", "ss", "ping"]);
+    }
+    if want_setup {
+        tools.push("bpftool");
+    }
+    for tool in tools {
         ensure!(
             cmd::which(tool).is_some(),
             "{tool} not found (cargo xtask setup installs it)"
@@ -126,7 +147,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         None => None,
     };
     let mut runs: Vec<PathRun> = Vec::new();
-    for spec in select_paths(&args.paths)? {
+    for spec in specs {
         let why = caps.unavailable(&spec);
         let twin = other
             .as_ref()
@@ -225,6 +246,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
     }
     progress.finish();
+    let setup_results = if want_setup {
+        let other = other
+            .as_ref()
+            .map(|(path, _)| (path.as_path(), args.compare_label.as_str()));
+        Some(sandbox_setup::run(
+            &sandbox_setup::SetupConfig::new(args.quick),
+            &netshim,
+            other,
+            &ns.tag,
+        )?)
+    } else {
+        None
+    };
     let measure_secs = measure_start.elapsed().as_secs_f64();
     cmd::step("delete namespaces", || {
         drop(guard);
@@ -264,7 +298,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "netshim_caps": caps.to_json(),
         "offload_differences": offload_diffs,
     });
-    let json = report::to_json(&runs, header);
+    let mut json = report::to_json(&runs, header);
+    if let Some(setup) = &setup_results {
+        json["setup"] = setup.to_json();
+    }
     let subtitle = format!(
         "{} · kernel {} · {} CPUs · {} round(s) × {} s · {}",
         machine["commit"].as_str().unwrap_or("?"),
@@ -303,30 +340,54 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             None => "not pinned".into(),
         },
     );
-    let md = report::markdown(&runs, &intro, &offload_md);
-    let svg = report::svg(&runs, &subtitle);
+    let mut md = if runs.is_empty() {
+        // The setup section alone: no path tables, no offloads.
+        format!(
+            "# netshim bench\n\ncommit {} · kernel {} · {} CPUs ({}) · {} · load average \
+             before: {}\n",
+            machine["commit"].as_str().unwrap_or("?"),
+            machine["kernel"].as_str().unwrap_or("?"),
+            machine["nproc"],
+            machine["cpu_model"].as_str().unwrap_or("?"),
+            started.iso,
+            machine["loadavg_start"].as_str().unwrap_or("?"),
+        )
+    } else {
+        report::markdown(&runs, &intro, &offload_md)
+    };
+    let mut outputs = vec![("results.json", serde_json::to_string_pretty(&json)? + "\n")];
+    if !runs.is_empty() {
+        outputs.push(("chart.svg", report::svg(&runs, &subtitle)));
+    }
+    if let Some(setup) = &setup_results {
+        md.push_str(&setup.markdown());
+        outputs.push(("setup.svg", setup.svg(&subtitle)));
+    }
+    outputs.push(("results.md", md.clone()));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    for (name, text) in [
-        ("results.json", serde_json::to_string_pretty(&json)? + "\n"),
-        ("results.md", md.clone()),
-        ("chart.svg", svg),
-    ] {
+    let names: Vec<&str> = outputs.iter().map(|(n, _)| *n).collect();
+    let names = names.join(",");
+    for (name, text) in outputs {
         let path = out_dir.join(name);
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     println!("\n{md}");
     println!(
-        "bench: wrote {}/{{results.json,results.md,chart.svg}}; measuring took {}, the whole \
-         command {}",
+        "bench: wrote {}/{{{names}}}; measuring took {}, the whole command {}",
         out_dir.display(),
         cmd::secs(Duration::from_secs_f64(measure_secs)),
         cmd::secs(wall.elapsed())
     );
-    let failed: Vec<String> = runs
+    let mut failed: Vec<String> = runs
         .iter()
         .filter(|r| r.errors().next().is_some())
         .map(|r| r.spec.id())
         .collect();
+    if let Some(setup) = &setup_results {
+        if !setup.errors().is_empty() {
+            failed.push(SETUP_SECTION.to_string());
+        }
+    }
     if !failed.is_empty() {
         bail!(
             "{} path(s) could not be set up or measured: {} (details above and in results.md)",
@@ -360,6 +421,9 @@ fn round_order(runs: &[PathRun], active: &[usize], round: u32) -> Vec<usize> {
     order
 }
 
+/// `--paths setup`: the sandbox setup section ([`sandbox_setup`]).
+const SETUP_SECTION: &str = "setup";
+
 /// `--paths` filter: ids (`pair/ebpf`) or topology names; everything when empty.
 fn select_paths(filter: &[String]) -> Result<Vec<PathSpec>> {
     let all = paths::all_paths();
@@ -370,7 +434,7 @@ fn select_paths(filter: &[String]) -> Result<Vec<PathSpec>> {
         ensure!(
             all.iter()
                 .any(|p| p.id() == *f || p.topo.name() == f.as_str()),
-            "unknown path {f:?}; known: pair, sandbox, {}",
+            "unknown path {f:?}; known: pair, sandbox, {SETUP_SECTION}, {}",
             all.iter().map(PathSpec::id).collect::<Vec<_>>().join(", ")
         );
     }
