@@ -101,18 +101,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     let wall = Instant::now();
     setup::run_for(&setup::SetupArgs::default(), &[setup::Purpose::Bench])?;
-    let want_setup = args.paths.is_empty() || args.paths.iter().any(|p| p == SETUP_SECTION);
-    let path_filter: Vec<String> = args
-        .paths
-        .iter()
-        .filter(|p| *p != SETUP_SECTION)
-        .cloned()
-        .collect();
-    let specs = if !args.paths.is_empty() && path_filter.is_empty() {
-        Vec::new()
-    } else {
-        select_paths(&path_filter)?
-    };
+    let (specs, want_setup) = select_sections(&args.paths)?;
     let mut tools = vec!["ip"];
     if !specs.is_empty() {
         tools.extend(["iperf3", "sockperf", "ethtool", "ss", "ping"]);
@@ -424,6 +413,21 @@ fn round_order(runs: &[PathRun], active: &[usize], round: u32) -> Vec<usize> {
 /// `--paths setup`: the sandbox setup section ([`sandbox_setup`]).
 const SETUP_SECTION: &str = "setup";
 
+/// `--paths`: the paths it selects, and whether it selects the setup section (no filter:
+/// every path and the section; only `setup`: no path).
+fn select_sections(filter: &[String]) -> Result<(Vec<PathSpec>, bool)> {
+    let want_setup = filter.is_empty() || filter.iter().any(|p| p == SETUP_SECTION);
+    let paths: Vec<String> = filter
+        .iter()
+        .filter(|p| *p != SETUP_SECTION)
+        .cloned()
+        .collect();
+    if !filter.is_empty() && paths.is_empty() {
+        return Ok((Vec::new(), want_setup));
+    }
+    Ok((select_paths(&paths)?, want_setup))
+}
+
 /// `--paths` filter: ids (`pair/ebpf`) or topology names; everything when empty.
 fn select_paths(filter: &[String]) -> Result<Vec<PathSpec>> {
     let all = paths::all_paths();
@@ -475,6 +479,20 @@ mod tests {
         assert_eq!(ids(&["sandbox"]).len(), 6);
         assert_eq!(ids(&[]).len(), 13);
         assert!(select_paths(&["pair/nope".to_string()]).is_err());
+    }
+
+    #[test]
+    fn the_setup_section_runs_alone_with_paths_or_by_default() {
+        let sel = |f: &[&str]| {
+            let f: Vec<String> = f.iter().map(|s| s.to_string()).collect();
+            let (specs, setup) = select_sections(&f).unwrap();
+            (specs.len(), setup)
+        };
+        assert_eq!(sel(&["setup"]), (0, true));
+        assert_eq!(sel(&["sandbox", "setup"]), (6, true));
+        assert_eq!(sel(&["pair/ebpf"]), (1, false));
+        assert_eq!(sel(&[]), (13, true));
+        assert!(select_sections(&["setup/x".to_string()]).is_err());
     }
 
     #[test]

@@ -86,9 +86,15 @@ fn watch_and_plug(
         .args(v.mode.args())
         .arg("--json")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(Stdio::piped());
     let (mut child, token) = topology::spawn_killable(&mut watch, "netshim watch")?;
     let stdout = child.stdout.take().context("watch stdout")?;
+    let mut stderr = child.stderr.take().context("watch stderr")?;
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
     let (tx, lines) = mpsc::channel::<(Instant, String)>();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -159,7 +165,8 @@ fn watch_and_plug(
     topology::disarm(token);
     let _ = child.kill();
     let _ = child.wait();
-    result
+    let stderr = stderr.join().unwrap_or_default();
+    result.with_context(|| format!("watch's stderr: {}", stderr.trim()))
 }
 
 /// The time of the first line containing `needle` within `limit`.
