@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 mod markdown;
 mod svg;
 pub use markdown::{markdown, offload_markdown};
-pub use svg::svg;
+pub use svg::{esc, open as svg_open, svg};
 
 /// A reported metric.
 pub struct Metric {

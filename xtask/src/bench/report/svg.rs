@@ -2,10 +2,26 @@
 
 use super::*;
 
-fn esc(s: &str) -> String {
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// The `<svg>` element (white background, title, subtitle) of a chart; the caller closes it.
+pub fn open(width: f64, height: f64, title: &str, subtitle: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(
+        s,
+        r##"<rect width="100%" height="100%" fill="white"/><text x="20" y="24" font-size="16" font-weight="bold">{}</text><text x="20" y="42" fill="#555">{}</text>"##,
+        esc(title),
+        esc(subtitle)
+    );
+    s
 }
 
 /// A hand-written SVG: two panels (median TCP 1-stream Gbps, median UDP 64 B received kpps),
@@ -27,16 +43,7 @@ pub fn svg(runs: &[PathRun], subtitle: &str) -> String {
         Topo::Pair => "#4e79a7",
         Topo::Sandbox => "#f28e2b",
     };
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(
-        s,
-        r##"<rect width="100%" height="100%" fill="white"/><text x="20" y="24" font-size="16" font-weight="bold">netshim bench: medians per path</text><text x="20" y="42" fill="#555">{}</text>"##,
-        esc(subtitle)
-    );
+    let mut s = open(width, height, "netshim bench: medians per path", subtitle);
     for (i, (key, title, decimals)) in panels.iter().enumerate() {
         let x0 = 30.0 + i as f64 * (panel_w + 20.0);
         let max = bars

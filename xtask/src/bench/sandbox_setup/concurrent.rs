@@ -5,7 +5,7 @@
 
 use super::latency::ms;
 use super::pod::{parallel, Node, Pod};
-use super::{attach_cmd, detach_cmd, rotated, timed, SetupConfig, Variant};
+use super::{attach_cmd, detach_cmd, interleaved, timed, Row, SetupConfig, Variant};
 use anyhow::Result;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -13,41 +13,18 @@ use std::time::Instant;
 /// One variant over the rounds.
 #[derive(Default)]
 pub struct Concurrent {
-    pub id: String,
-    pub mode: &'static str,
-    pub other_binary: bool,
     /// Per round: wall seconds for all attaches, all detaches.
     pub attach_s: Vec<f64>,
     pub detach_s: Vec<f64>,
     /// Every call's own wall time (ms), over all rounds.
     pub attach_call_ms: Vec<f64>,
     pub detach_call_ms: Vec<f64>,
-    pub errors: Vec<String>,
 }
 
-pub fn run(node: &Node, variants: &[Variant], cfg: &SetupConfig) -> Vec<Concurrent> {
-    let mut out: Vec<Concurrent> = variants
-        .iter()
-        .map(|v| Concurrent {
-            id: v.id(),
-            mode: v.mode.name(),
-            other_binary: v.bin.label.is_some(),
-            ..Default::default()
-        })
-        .collect();
-    let order: Vec<usize> = (0..variants.len()).collect();
-    for round in 1..=cfg.concurrent_rounds {
-        for i in rotated(&order, round) {
-            if let Err(e) = one_round(node, &variants[i], cfg, &mut out[i]) {
-                println!(
-                    "setup: {} concurrent round {round}: {e:#}",
-                    variants[i].id()
-                );
-                out[i].errors.push(format!("round {round}: {e:#}"));
-            }
-        }
-    }
-    out
+pub fn run(node: &Node, variants: &[Variant], cfg: &SetupConfig) -> Vec<Row<Concurrent>> {
+    interleaved(variants, cfg.concurrent_rounds, "concurrent", |v, out| {
+        one_round(node, v, cfg, out)
+    })
 }
 
 fn one_round(node: &Node, v: &Variant, cfg: &SetupConfig, out: &mut Concurrent) -> Result<()> {

@@ -9,7 +9,7 @@
 
 use super::latency::ms;
 use super::pod::{ip_batch, pod_addrs, Node};
-use super::{detach_cmd, rotated, timed, Variant};
+use super::{detach_cmd, interleaved, timed, Row, Variant};
 use crate::topology;
 use anyhow::{bail, ensure, Context, Result};
 use std::ffi::CString;
@@ -26,38 +26,16 @@ const LIMIT: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 pub struct Hotplug {
-    pub id: String,
-    pub mode: &'static str,
-    pub other_binary: bool,
     /// Link added -> first probe read from the new tap, per sample (ms).
     pub forwarding_ms: Vec<f64>,
     /// Link added -> tap1_kata exists.
     pub tap_ms: Vec<f64>,
     /// Link added -> watch printed its `added` line.
     pub reported_ms: Vec<f64>,
-    pub errors: Vec<String>,
 }
 
-pub fn run(node: &Node, variants: &[Variant], rounds: u32) -> Vec<Hotplug> {
-    let mut out: Vec<Hotplug> = variants
-        .iter()
-        .map(|v| Hotplug {
-            id: v.id(),
-            mode: v.mode.name(),
-            other_binary: v.bin.label.is_some(),
-            ..Default::default()
-        })
-        .collect();
-    let order: Vec<usize> = (0..variants.len()).collect();
-    for round in 1..=rounds {
-        for i in rotated(&order, round) {
-            if let Err(e) = sample(node, &variants[i], &mut out[i]) {
-                println!("setup: {} hot-plug round {round}: {e:#}", variants[i].id());
-                out[i].errors.push(format!("round {round}: {e:#}"));
-            }
-        }
-    }
-    out
+pub fn run(node: &Node, variants: &[Variant], rounds: u32) -> Vec<Row<Hotplug>> {
+    interleaved(variants, rounds, "hot-plug", |v, out| sample(node, v, out))
 }
 
 fn sample(node: &Node, v: &Variant, out: &mut Hotplug) -> Result<()> {

@@ -2,50 +2,24 @@
 //! `attach` timed from spawn to exit, then `detach` likewise, then the pod is deleted.
 
 use super::pod::Node;
-use super::{attach_cmd, detach_cmd, rotated, timed, Variant};
+use super::{attach_cmd, detach_cmd, interleaved, timed, Row, Variant};
 use anyhow::Result;
 
 /// The samples of one variant, in ms.
 #[derive(Default)]
-pub struct Samples {
-    pub id: String,
-    pub mode: &'static str,
-    pub other_binary: bool,
+pub struct Latency {
     pub attach_ms: Vec<f64>,
     pub detach_ms: Vec<f64>,
-    pub errors: Vec<String>,
 }
 
-pub fn run(node: &Node, variants: &[Variant], rounds: u32) -> Vec<Samples> {
-    let mut out: Vec<Samples> = variants
-        .iter()
-        .map(|v| Samples {
-            id: v.id(),
-            mode: v.mode.name(),
-            other_binary: v.bin.label.is_some(),
-            ..Default::default()
-        })
-        .collect();
-    let order: Vec<usize> = (0..variants.len()).collect();
-    for round in 1..=rounds {
-        for i in rotated(&order, round) {
-            let v = &variants[i];
-            match sample(node, v) {
-                Ok((a, d)) => {
-                    out[i].attach_ms.push(a);
-                    out[i].detach_ms.push(d);
-                }
-                Err(e) => {
-                    println!("setup: {} round {round}: {e:#}", v.id());
-                    out[i].errors.push(format!("round {round}: {e:#}"));
-                }
-            }
-        }
-        println!("setup: latency round {round}/{rounds} done");
-    }
-    out
+pub fn run(node: &Node, variants: &[Variant], rounds: u32) -> Vec<Row<Latency>> {
+    interleaved(variants, rounds, "latency", |v, out: &mut Latency| {
+        let (a, d) = sample(node, v)?;
+        out.attach_ms.push(a);
+        out.detach_ms.push(d);
+        Ok(())
+    })
 }
-
 fn sample(node: &Node, v: &Variant) -> Result<(f64, f64)> {
     let mut pod = node.pod()?;
     pod.arm_detach(&v.bin.path);

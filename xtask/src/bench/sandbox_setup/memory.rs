@@ -7,7 +7,7 @@
 //! by several of the pods is "shared" and reported apart, not in the per-sandbox figure.
 
 use super::pod::Node;
-use super::{attach_cmd, detach_cmd, timed, Variant};
+use super::{attach_cmd, detach_cmd, interleaved, timed, Row, Variant};
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,35 +25,16 @@ pub struct Object {
 
 #[derive(Default)]
 pub struct Memory {
-    pub id: String,
-    pub mode: &'static str,
-    pub other_binary: bool,
     /// Bytes of the objects only that sandbox uses, per sandbox.
     pub per_sandbox: Vec<u64>,
     /// The first sandbox's own objects (the breakdown).
     pub breakdown: Vec<Object>,
     /// Objects used by more than one sandbox, each once.
     pub shared: Vec<Object>,
-    pub errors: Vec<String>,
 }
 
-pub fn run(node: &Node, variants: &[Variant], n: usize) -> Vec<Memory> {
-    variants
-        .iter()
-        .map(|v| {
-            let mut m = Memory {
-                id: v.id(),
-                mode: v.mode.name(),
-                other_binary: v.bin.label.is_some(),
-                ..Default::default()
-            };
-            if let Err(e) = measure(node, v, n, &mut m) {
-                println!("setup: {} memory: {e:#}", v.id());
-                m.errors.push(format!("{e:#}"));
-            }
-            m
-        })
-        .collect()
+pub fn run(node: &Node, variants: &[Variant], n: usize) -> Vec<Row<Memory>> {
+    interleaved(variants, 1, "memory", |v, out| measure(node, v, n, out))
 }
 
 fn measure(node: &Node, v: &Variant, n: usize, out: &mut Memory) -> Result<()> {

@@ -126,6 +126,49 @@ pub fn rotated<T: Clone>(items: &[T], round: u32) -> Vec<T> {
     v
 }
 
+/// One variant's figures of one part of the section, and what failed.
+pub struct Row<T> {
+    pub id: String,
+    pub mode: &'static str,
+    /// Measured with `--compare-netshim`'s binary.
+    pub other_binary: bool,
+    pub errors: Vec<String>,
+    pub data: T,
+}
+
+/// `rounds` rounds of `sample(variant, its figures)` over every variant, in the order
+/// rotated by one each round; a failed sample is printed and kept in its row's errors.
+pub fn interleaved<T: Default>(
+    variants: &[Variant],
+    rounds: u32,
+    what: &str,
+    mut sample: impl FnMut(&Variant, &mut T) -> Result<()>,
+) -> Vec<Row<T>> {
+    let mut rows: Vec<Row<T>> = variants
+        .iter()
+        .map(|v| Row {
+            id: v.id(),
+            mode: v.mode.name(),
+            other_binary: v.bin.label.is_some(),
+            errors: Vec::new(),
+            data: T::default(),
+        })
+        .collect();
+    let order: Vec<usize> = (0..variants.len()).collect();
+    for round in 1..=rounds {
+        for i in rotated(&order, round) {
+            if let Err(e) = sample(&variants[i], &mut rows[i].data) {
+                println!("setup: {} {what} round {round}: {e:#}", variants[i].id());
+                rows[i].errors.push(format!("{what} round {round}: {e:#}"));
+            }
+        }
+        if rounds > 1 {
+            println!("setup: {what} round {round}/{rounds} done");
+        }
+    }
+    rows
+}
+
 /// Sizes of the section.
 #[derive(Clone, Copy, Debug)]
 pub struct SetupConfig {

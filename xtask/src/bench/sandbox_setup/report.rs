@@ -3,9 +3,9 @@
 
 use super::concurrent::Concurrent;
 use super::hotplug::Hotplug;
-use super::latency::Samples;
+use super::latency::Latency;
 use super::memory::Memory;
-use super::{percentile, Bin, SetupConfig};
+use super::{percentile, Bin, Row, SetupConfig};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 
@@ -13,10 +13,10 @@ pub struct SetupResults {
     pub cfg: SetupConfig,
     /// The other binary's label (`--compare-netshim`), if any.
     pub other_label: Option<String>,
-    pub latency: Vec<Samples>,
-    pub concurrent: Vec<Concurrent>,
-    pub memory: Vec<Memory>,
-    pub hotplug: Vec<Hotplug>,
+    pub latency: Vec<Row<Latency>>,
+    pub concurrent: Vec<Row<Concurrent>>,
+    pub memory: Vec<Row<Memory>>,
+    pub hotplug: Vec<Row<Hotplug>>,
     pub seconds: f64,
 }
 
@@ -86,14 +86,14 @@ impl SetupResults {
                 let this = self.this_build_latency(r);
                 json!({
                     "id": r.id, "mode": r.mode, "other_binary": r.other_binary,
-                    "attach_ms": {"p50": r1(p(&r.attach_ms, 50.0)), "p99": r1(p(&r.attach_ms, 99.0)),
-                                  "samples": r.attach_ms.iter().map(|x| r1(Some(*x))).collect::<Vec<_>>()},
-                    "detach_ms": {"p50": r1(p(&r.detach_ms, 50.0)), "p99": r1(p(&r.detach_ms, 99.0)),
-                                  "samples": r.detach_ms.iter().map(|x| r1(Some(*x))).collect::<Vec<_>>()},
-                    "attach_p50_vs_mirred": r3(mirred.and_then(|m| ratio(p(&r.attach_ms, 50.0), p(&m.attach_ms, 50.0)))),
-                    "detach_p50_vs_mirred": r3(mirred.and_then(|m| ratio(p(&r.detach_ms, 50.0), p(&m.detach_ms, 50.0)))),
-                    "attach_p50_this_vs_other": r3(this.and_then(|t| ratio(p(&t.attach_ms, 50.0), p(&r.attach_ms, 50.0)))),
-                    "detach_p50_this_vs_other": r3(this.and_then(|t| ratio(p(&t.detach_ms, 50.0), p(&r.detach_ms, 50.0)))),
+                    "attach_ms": {"p50": r1(p(&r.data.attach_ms, 50.0)), "p99": r1(p(&r.data.attach_ms, 99.0)),
+                                  "samples": r.data.attach_ms.iter().map(|x| r1(Some(*x))).collect::<Vec<_>>()},
+                    "detach_ms": {"p50": r1(p(&r.data.detach_ms, 50.0)), "p99": r1(p(&r.data.detach_ms, 99.0)),
+                                  "samples": r.data.detach_ms.iter().map(|x| r1(Some(*x))).collect::<Vec<_>>()},
+                    "attach_p50_vs_mirred": r3(mirred.and_then(|m| ratio(p(&r.data.attach_ms, 50.0), p(&m.data.attach_ms, 50.0)))),
+                    "detach_p50_vs_mirred": r3(mirred.and_then(|m| ratio(p(&r.data.detach_ms, 50.0), p(&m.data.detach_ms, 50.0)))),
+                    "attach_p50_this_vs_other": r3(this.and_then(|t| ratio(p(&t.data.attach_ms, 50.0), p(&r.data.attach_ms, 50.0)))),
+                    "detach_p50_this_vs_other": r3(this.and_then(|t| ratio(p(&t.data.detach_ms, 50.0), p(&r.data.detach_ms, 50.0)))),
                     "errors": r.errors,
                 })
             })
@@ -103,15 +103,15 @@ impl SetupResults {
             .iter()
             .map(|r| {
                 let n = self.cfg.concurrent as f64;
-                let (a, d) = (p(&r.attach_s, 50.0), p(&r.detach_s, 50.0));
+                let (a, d) = (p(&r.data.attach_s, 50.0), p(&r.data.detach_s, 50.0));
                 json!({
                     "id": r.id, "mode": r.mode, "other_binary": r.other_binary,
                     "sandboxes": self.cfg.concurrent, "at_a_time": self.cfg.concurrency,
-                    "attach_wall_s": {"median": r3(a), "rounds": r.attach_s},
-                    "detach_wall_s": {"median": r3(d), "rounds": r.detach_s},
+                    "attach_wall_s": {"median": r3(a), "rounds": r.data.attach_s},
+                    "detach_wall_s": {"median": r3(d), "rounds": r.data.detach_s},
                     "attach_per_s": r1(a.map(|a| n / a)), "detach_per_s": r1(d.map(|d| n / d)),
-                    "attach_call_ms": {"p50": r1(p(&r.attach_call_ms, 50.0)), "p99": r1(p(&r.attach_call_ms, 99.0))},
-                    "detach_call_ms": {"p50": r1(p(&r.detach_call_ms, 50.0)), "p99": r1(p(&r.detach_call_ms, 99.0))},
+                    "attach_call_ms": {"p50": r1(p(&r.data.attach_call_ms, 50.0)), "p99": r1(p(&r.data.attach_call_ms, 99.0))},
+                    "detach_call_ms": {"p50": r1(p(&r.data.detach_call_ms, 50.0)), "p99": r1(p(&r.data.detach_call_ms, 99.0))},
                     "errors": r.errors,
                 })
             })
@@ -120,15 +120,15 @@ impl SetupResults {
             .memory
             .iter()
             .map(|r| {
-                let per: Vec<f64> = r.per_sandbox.iter().map(|&b| b as f64).collect();
+                let per: Vec<f64> = r.data.per_sandbox.iter().map(|&b| b as f64).collect();
                 let obj = |o: &super::memory::Object| json!({"kind": o.kind, "name": o.name, "bytes": o.bytes});
                 json!({
                     "id": r.id, "mode": r.mode, "other_binary": r.other_binary,
-                    "sandboxes": r.per_sandbox.len(),
-                    "per_sandbox_bytes": {"median": p(&per, 50.0), "each": r.per_sandbox},
-                    "first_sandbox_objects": r.breakdown.iter().map(obj).collect::<Vec<_>>(),
-                    "shared_objects": r.shared.iter().map(obj).collect::<Vec<_>>(),
-                    "shared_bytes": r.shared.iter().map(|o| o.bytes).sum::<u64>(),
+                    "sandboxes": r.data.per_sandbox.len(),
+                    "per_sandbox_bytes": {"median": p(&per, 50.0), "each": r.data.per_sandbox},
+                    "first_sandbox_objects": r.data.breakdown.iter().map(obj).collect::<Vec<_>>(),
+                    "shared_objects": r.data.shared.iter().map(obj).collect::<Vec<_>>(),
+                    "shared_bytes": r.data.shared.iter().map(|o| o.bytes).sum::<u64>(),
                     "errors": r.errors,
                 })
             })
@@ -139,10 +139,10 @@ impl SetupResults {
             .map(|r| {
                 json!({
                     "id": r.id, "mode": r.mode, "other_binary": r.other_binary,
-                    "forwarding_ms": {"p50": r1(p(&r.forwarding_ms, 50.0)), "p99": r1(p(&r.forwarding_ms, 99.0)),
-                                      "samples": r.forwarding_ms.iter().map(|x| r1(Some(*x))).collect::<Vec<_>>()},
-                    "tap_appeared_ms_p50": r1(p(&r.tap_ms, 50.0)),
-                    "watch_reported_ms_p50": r1(p(&r.reported_ms, 50.0)),
+                    "forwarding_ms": {"p50": r1(p(&r.data.forwarding_ms, 50.0)), "p99": r1(p(&r.data.forwarding_ms, 99.0)),
+                                      "samples": r.data.forwarding_ms.iter().map(|x| r1(Some(*x))).collect::<Vec<_>>()},
+                    "tap_appeared_ms_p50": r1(p(&r.data.tap_ms, 50.0)),
+                    "watch_reported_ms_p50": r1(p(&r.data.reported_ms, 50.0)),
                     "errors": r.errors,
                 })
             })
@@ -167,13 +167,13 @@ impl SetupResults {
         })
     }
 
-    fn mirred_latency(&self, other: bool) -> Option<&Samples> {
+    fn mirred_latency(&self, other: bool) -> Option<&Row<Latency>> {
         find(&self.latency, |m| {
             m.mode == "mirred" && m.other_binary == other
         })
     }
 
-    fn this_build_latency(&self, r: &Samples) -> Option<&Samples> {
+    fn this_build_latency(&self, r: &Row<Latency>) -> Option<&Row<Latency>> {
         if !r.other_binary {
             return None;
         }
@@ -203,25 +203,25 @@ impl SetupResults {
         md.push('\n');
         for r in &self.latency {
             let m = self.mirred_latency(r.other_binary);
-            let (a, d) = (p(&r.attach_ms, 50.0), p(&r.detach_ms, 50.0));
+            let (a, d) = (p(&r.data.attach_ms, 50.0), p(&r.data.detach_ms, 50.0));
             let _ = write!(
                 md,
                 "| {} | {} | {} | {} | {} | {} | {} |",
                 r.id,
                 cell(a, 1),
-                cell(p(&r.attach_ms, 99.0), 1),
+                cell(p(&r.data.attach_ms, 99.0), 1),
                 cell(d, 1),
-                cell(p(&r.detach_ms, 99.0), 1),
-                times(m.and_then(|m| ratio(a, p(&m.attach_ms, 50.0)))),
-                times(m.and_then(|m| ratio(d, p(&m.detach_ms, 50.0)))),
+                cell(p(&r.data.detach_ms, 99.0), 1),
+                times(m.and_then(|m| ratio(a, p(&m.data.attach_ms, 50.0)))),
+                times(m.and_then(|m| ratio(d, p(&m.data.detach_ms, 50.0)))),
             );
             if other.is_some() {
                 let t = self.this_build_latency(r);
                 let _ = write!(
                     md,
                     " {} | {} |",
-                    times(t.and_then(|t| ratio(p(&t.attach_ms, 50.0), a))),
-                    times(t.and_then(|t| ratio(p(&t.detach_ms, 50.0), d)))
+                    times(t.and_then(|t| ratio(p(&t.data.attach_ms, 50.0), a))),
+                    times(t.and_then(|t| ratio(p(&t.data.detach_ms, 50.0), d)))
                 );
             }
             md.push('\n');
@@ -239,7 +239,7 @@ impl SetupResults {
             let m = find(&self.concurrent, |m| {
                 m.mode == "mirred" && m.other_binary == r.other_binary
             });
-            let (a, d) = (p(&r.attach_s, 50.0), p(&r.detach_s, 50.0));
+            let (a, d) = (p(&r.data.attach_s, 50.0), p(&r.data.detach_s, 50.0));
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -248,10 +248,10 @@ impl SetupResults {
                 cell(a.map(|a| n as f64 / a), 0),
                 cell(d, 2),
                 cell(d.map(|d| n as f64 / d), 0),
-                times(m.and_then(|m| ratio(a, p(&m.attach_s, 50.0)))),
-                times(m.and_then(|m| ratio(d, p(&m.detach_s, 50.0)))),
-                cell(p(&r.attach_call_ms, 50.0), 1),
-                cell(p(&r.detach_call_ms, 50.0), 1),
+                times(m.and_then(|m| ratio(a, p(&m.data.attach_s, 50.0)))),
+                times(m.and_then(|m| ratio(d, p(&m.data.detach_s, 50.0)))),
+                cell(p(&r.data.attach_call_ms, 50.0), 1),
+                cell(p(&r.data.detach_call_ms, 50.0), 1),
             );
         }
         let _ = writeln!(
@@ -264,7 +264,7 @@ impl SetupResults {
             self.cfg.memory_sandboxes
         );
         for r in &self.memory {
-            let per: Vec<f64> = r.per_sandbox.iter().map(|&b| b as f64).collect();
+            let per: Vec<f64> = r.data.per_sandbox.iter().map(|&b| b as f64).collect();
             let list = |objs: &[super::memory::Object]| {
                 let s: Vec<String> = objs
                     .iter()
@@ -284,9 +284,9 @@ impl SetupResults {
                 "| {} | {} | {:.1} | {} | {} |",
                 r.id,
                 cell(p(&per, 50.0).map(|b| b / 1024.0), 1),
-                r.shared.iter().map(|o| o.bytes).sum::<u64>() as f64 / 1024.0,
-                list(&r.breakdown),
-                list(&r.shared)
+                r.data.shared.iter().map(|o| o.bytes).sum::<u64>() as f64 / 1024.0,
+                list(&r.data.breakdown),
+                list(&r.data.shared)
             );
         }
         let _ = writeln!(
@@ -302,10 +302,10 @@ impl SetupResults {
                 md,
                 "| {} | {} | {} | {} | {} |",
                 r.id,
-                cell(p(&r.forwarding_ms, 50.0), 1),
-                cell(p(&r.forwarding_ms, 99.0), 1),
-                cell(p(&r.tap_ms, 50.0), 1),
-                cell(p(&r.reported_ms, 50.0), 1)
+                cell(p(&r.data.forwarding_ms, 50.0), 1),
+                cell(p(&r.data.forwarding_ms, 99.0), 1),
+                cell(p(&r.data.tap_ms, 50.0), 1),
+                cell(p(&r.data.reported_ms, 50.0), 1)
             );
         }
         let errors = self.errors();
@@ -323,22 +323,24 @@ impl SetupResults {
         let rows: Vec<(&str, Option<f64>, Option<f64>)> = self
             .latency
             .iter()
-            .map(|r| (r.id.as_str(), p(&r.attach_ms, 50.0), p(&r.detach_ms, 50.0)))
+            .map(|r| {
+                (
+                    r.id.as_str(),
+                    p(&r.data.attach_ms, 50.0),
+                    p(&r.data.detach_ms, 50.0),
+                )
+            })
             .collect();
-        let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;");
+        use crate::bench::report::esc;
         let (bar_h, gap, label_w, plot_w) = (16.0, 6.0, 150.0, 300.0);
         let top = 70.0;
         let height = top + rows.len() as f64 * (bar_h + gap) + 40.0;
         let width = label_w + 2.0 * (plot_w + 90.0) + 20.0;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="11">"#
-        );
-        let _ = writeln!(
-            s,
-            r##"<rect width="100%" height="100%" fill="white"/><text x="20" y="24" font-size="16" font-weight="bold">netshim bench: sandbox setup, p50 per call</text><text x="20" y="42" fill="#555">{}</text>"##,
-            esc(subtitle)
+        let mut s = crate::bench::report::svg_open(
+            width,
+            height,
+            "netshim bench: sandbox setup, p50 per call",
+            subtitle,
         );
         for (panel, title) in ["attach (ms)", "detach (ms)"].iter().enumerate() {
             let x0 = label_w + panel as f64 * (plot_w + 90.0);
