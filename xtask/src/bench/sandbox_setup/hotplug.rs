@@ -28,6 +28,8 @@ const LIMIT: Duration = Duration::from_secs(5);
 pub struct Hotplug {
     /// Link added -> first probe read from the new tap, per sample (ms).
     pub forwarding_ms: Vec<f64>,
+    /// Until both `ip -batch` calls (link, addresses, up) returned: the plug's own cost.
+    pub plugged_ms: Vec<f64>,
     /// Link added -> tap1_kata exists.
     pub tap_ms: Vec<f64>,
     /// Link added -> watch printed its `added` line.
@@ -97,7 +99,7 @@ fn watch_and_plug(
                 r
             });
             let sender = s.spawn(|| in_netns(&node.name, || send_probes(&host_if, &done)));
-            let plugged = (|| {
+            let plugged = (|| -> Result<Duration> {
                 ip_batch(
                     &node.name,
                     &[
@@ -112,7 +114,8 @@ fn watch_and_plug(
                         format!("addr add {pod_addr} dev eth1"),
                         "link set eth1 up".into(),
                     ],
-                )
+                )?;
+                Ok(start.elapsed())
             })();
             if plugged.is_err() {
                 done.store(true, Ordering::Relaxed);
@@ -123,9 +126,10 @@ fn watch_and_plug(
             let sent = sender
                 .join()
                 .map_err(|_| anyhow::anyhow!("probe sender panicked"))?;
-            plugged?;
+            let plugged = plugged?;
             let (tap, first) = read?;
             sent?;
+            out.plugged_ms.push(ms(plugged));
             out.tap_ms.push(ms(tap));
             out.forwarding_ms.push(ms(first));
             Ok(())

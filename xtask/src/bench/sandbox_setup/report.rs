@@ -141,6 +141,7 @@ impl SetupResults {
                     "id": r.id, "mode": r.mode, "other_binary": r.other_binary,
                     "forwarding_ms": {"p50": r1(p(&r.data.forwarding_ms, 50.0)), "p99": r1(p(&r.data.forwarding_ms, 99.0)),
                                       "samples": r.data.forwarding_ms.iter().map(|x| r1(Some(*x))).collect::<Vec<_>>()},
+                    "ip_plug_ms_p50": r1(p(&r.data.plugged_ms, 50.0)),
                     "tap_appeared_ms_p50": r1(p(&r.data.tap_ms, 50.0)),
                     "watch_reported_ms_p50": r1(p(&r.data.reported_ms, 50.0)),
                     "errors": r.errors,
@@ -293,17 +294,18 @@ impl SetupResults {
             md,
             "\nwatch hot-plug: from just before a second veth is added to the pod to the first \
              probe frame read from its new tap ({} round(s))\n\n\
-             | mode | to forwarding p50 (ms) | p99 (ms) | tap appeared p50 (ms) | watch reported p50 (ms) |\n\
-             |---|--:|--:|--:|--:|",
+             | mode | to forwarding p50 (ms) | p99 (ms) | `ip` plug done p50 (ms) | tap appeared p50 (ms) | watch reported p50 (ms) |\n\
+             |---|--:|--:|--:|--:|--:|",
             self.cfg.hotplug_rounds
         );
         for r in &self.hotplug {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 r.id,
                 cell(p(&r.data.forwarding_ms, 50.0), 1),
                 cell(p(&r.data.forwarding_ms, 99.0), 1),
+                cell(p(&r.data.plugged_ms, 50.0), 1),
                 cell(p(&r.data.tap_ms, 50.0), 1),
                 cell(p(&r.data.reported_ms, 50.0), 1)
             );
