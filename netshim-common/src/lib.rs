@@ -42,6 +42,12 @@ pub mod map_names {
     /// `RingBuf` of [`GuardEvent`](crate::GuardEvent) records: what the guard refused, at
     /// most one record per second per endpoint and reason (`netshim logs` decodes them).
     pub const GUARD_EVENTS: &str = "guard_events";
+    /// `Array<DatapathEvent>` indexed by counter slot: the last packet of that slot the
+    /// datapath did not redirect although its device has a `peers` entry (version skew or a
+    /// helper refusal), written only on those paths. Added in issue 13 (it replaces
+    /// aya-log's `AYA_LOGS` ring): `netshim upgrade` creates it in a sandbox attached before,
+    /// and the log followers poll it (see `netshim::ebpf_log`).
+    pub const ERRORS: &str = "errors";
 }
 
 /// Every map of the source guard; a sandbox has the guard when all are pinned.
@@ -105,7 +111,8 @@ pub const PEER_GUARD: u32 = 2;
 /// entry with any other bit set: it was written by a different netshim (say, a newer
 /// userspace whose datapath has not been upgraded yet) and redirecting on a misunderstood
 /// entry could send the packet somewhere it must not go. Such a packet is counted in the
-/// entry's `redirect_errors`, logged (aya-log, one warning per packet) and passed to the
+/// entry's `redirect_errors`, recorded in the `errors` map (a [`DatapathEvent`] of kind
+/// [`DATAPATH_EVENT_SKEW`], which `netshim logs` turns into a warning) and passed to the
 /// stack (`TC_ACT_UNSPEC`). A new flag must be added here in the same change that teaches
 /// the datapath its meaning.
 pub const PEER_KNOWN_FLAGS: u32 = PEER_REDIRECT_PEER | PEER_GUARD;
@@ -326,6 +333,41 @@ pub struct GuardEvent {
     pub addr: [u8; 16],
 }
 
+/// [`DatapathEvent::kind`]: a free slot (never written).
+pub const DATAPATH_EVENT_NONE: u32 = 0;
+/// [`DatapathEvent::kind`]: a `peers` entry with flags outside the program's known flags
+/// (`detail` = the entry's flags, `known_flags` = the program's); the packet was passed on.
+pub const DATAPATH_EVENT_SKEW: u32 = 1;
+/// [`DatapathEvent::kind`]: `bpf_redirect`/`bpf_redirect_peer` did not return
+/// `TC_ACT_REDIRECT` (`detail` = the verdict it returned, as `i32` bits).
+pub const DATAPATH_EVENT_REDIRECT: u32 = 2;
+
+/// Value of the `errors` map (one per counter slot): the last packet of the slot that the
+/// datapath counted in `redirect_errors`. Written in place on those paths only (a plain
+/// store, no helper but `bpf_ktime_get_ns`), so the verifier sees a handful of
+/// instructions where aya-log's formatting was hundreds; userspace polls the map and
+/// reports a record whose `time_ns` changed (so at most one warning per slot per poll; the
+/// counter counts every packet). Two CPUs writing one slot at once may tear a record; both
+/// paths need a bug or a skewed upgrade, never normal traffic.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DatapathEvent {
+    /// `DATAPATH_EVENT_*`.
+    pub kind: u32,
+    /// The device the packet arrived on (the `peers` key).
+    pub ifindex: u32,
+    /// The entry's flags ([`DATAPATH_EVENT_SKEW`]) or the helper's verdict
+    /// ([`DATAPATH_EVENT_REDIRECT`], `i32` bits).
+    pub detail: u32,
+    /// The entry's target device.
+    pub peer_ifindex: u32,
+    /// The [`PEER_KNOWN_FLAGS`] of the program that wrote the record.
+    pub known_flags: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when it was written; 0 = never.
+    pub time_ns: u64,
+}
+
 /// Length of a Linux interface name buffer (IFNAMSIZ).
 pub const IFNAMSIZ: usize = 16;
 /// Room for a netns path in [`SandboxRecord`].
@@ -425,6 +467,7 @@ mod pod {
     unsafe impl aya::Pod for super::GuardV4Key {}
     unsafe impl aya::Pod for super::GuardV6Key {}
     unsafe impl aya::Pod for super::GuardEvent {}
+    unsafe impl aya::Pod for super::DatapathEvent {}
 }
 
 #[cfg(test)]
@@ -470,6 +513,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<GuardConfig>(), 120);
         assert_eq!(core::mem::size_of::<GuardDrops>(), 16 * GUARD_REASONS.len());
         assert_eq!(core::mem::size_of::<GuardEvent>(), 32);
+        assert_eq!(core::mem::size_of::<DatapathEvent>(), 32);
         assert_eq!(core::mem::size_of::<GuardV4Key>(), 8);
         assert_eq!(core::mem::size_of::<GuardV6Key>(), 20);
         assert_eq!(GUARD_REASONS[GUARD_ETHERTYPE as usize], "ethertype");

@@ -127,7 +127,11 @@ pub fn allows(ctx: &TcContext, index: u32, slot: u32) -> bool {
 }
 
 /// Counts and logs a refusal; returns whether the packet is delivered anyway (log mode).
-#[inline(never)]
+/// Inlined (it has one caller): passed by value to a BPF-to-BPF call, `Refusal`'s enum was
+/// spilled with its undefined bytes taken from whatever register LLVM liked, once a map
+/// value pointer shifted into place, which the verifier refuses ("pointer arithmetic with
+/// >>= operator prohibited").
+#[inline(always)]
 fn refused(ctx: &TcContext, index: u32, slot: u32, cfg: &GuardConfig, r: Refusal) -> bool {
     let reason = r.reason.min(GUARD_REASONS.len() as u32 - 1) as usize;
     let enforce = cfg.mode == GUARD_MODE_ENFORCE;

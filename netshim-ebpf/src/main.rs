@@ -9,8 +9,9 @@
 //! Version skew guard: an entry whose `flags` has a bit outside `PEER_KNOWN_FLAGS` was
 //! written by a different netshim (a newer userspace after a partial upgrade, say) and is not
 //! understood here. Its packets are not redirected: each is counted in the entry slot's
-//! `redirect_errors`, logged with one aya-log warning naming the ifindex and the flags, and
-//! passed on (`TC_ACT_UNSPEC`). That needs a bad map entry, never normal traffic; the normal
+//! `redirect_errors`, recorded in that slot's `errors` entry (a `DatapathEvent` naming the
+//! ifindex and the flags, which `netshim logs` turns into a warning), and passed on
+//! (`TC_ACT_UNSPEC`). That needs a bad map entry, never normal traffic; the normal
 //! path pays one AND and one branch for it.
 //!
 //! MTU: every packet is checked against the MTU of the device it is redirected to, in both
@@ -36,9 +37,12 @@
 //!
 //! The helpers only check their flags: with flags 0 they return `TC_ACT_REDIRECT` whatever
 //! the ifindex, and the kernel looks the device up (and drops the packet if it is gone) after
-//! the program has returned. So besides the skew guard, `redirect_errors` and the second log
-//! statement count helper refusals only, which need a bug; a stale `peers` entry is prevented
+//! the program has returned. So besides the skew guard, `redirect_errors` and the second
+//! `errors` record count helper refusals only, which need a bug; a stale `peers` entry is prevented
 //! in userspace (detach, disconnect and watch's unplug remove the entries with the devices).
+//!
+//! No aya-log: its formatting code was most of the program's instructions (and a 128 KiB
+//! ring per load); a fixed record in a pinned array costs a few stores on the error paths.
 #![no_std]
 #![no_main]
 
@@ -48,15 +52,15 @@ use aya_ebpf::{
     bindings::{
         bpf_check_mtu_flags::BPF_MTU_CHK_SEGS, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC,
     },
-    helpers::{bpf_check_mtu, bpf_redirect, bpf_redirect_peer},
+    helpers::{bpf_check_mtu, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_peer},
     macros::{classifier, map},
     maps::{Array, HashMap, PerCpuArray},
     programs::TcContext,
 };
-use aya_log_ebpf::warn;
 use netshim_common::{
-    Counters, Drops, EndpointRecord, PeerEntry, SandboxRecord, COUNTER_SLOTS, MAX_ENDPOINTS,
-    MAX_PEERS, PEER_GUARD, PEER_KNOWN_FLAGS, PEER_REDIRECT_PEER,
+    Counters, DatapathEvent, Drops, EndpointRecord, PeerEntry, SandboxRecord, COUNTER_SLOTS,
+    DATAPATH_EVENT_REDIRECT, DATAPATH_EVENT_SKEW, MAX_ENDPOINTS, MAX_PEERS, PEER_GUARD,
+    PEER_KNOWN_FLAGS, PEER_REDIRECT_PEER,
 };
 
 #[map(name = "peers")]
@@ -67,6 +71,9 @@ static COUNTERS: PerCpuArray<Counters> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
 
 #[map(name = "drops")]
 static DROPS: PerCpuArray<Drops> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
+
+#[map(name = "errors")]
+static ERRORS: Array<DatapathEvent> = Array::pinned(COUNTER_SLOTS, 0);
 
 #[map(name = "unmatched")]
 static UNMATCHED: PerCpuArray<Counters> = PerCpuArray::pinned(1, 0);
@@ -92,13 +99,7 @@ pub fn netshim_redirect(ctx: TcContext) -> i32 {
     // Version skew guard (see the module docs): the only cost on the normal path.
     if entry.flags & !PEER_KNOWN_FLAGS != 0 {
         count(&COUNTERS, entry.slot, len, false);
-        warn!(
-            &ctx,
-            "netshim: peers entry of ifindex {} has flags 0x{:x} unknown to this datapath (known 0x{:x}; written by another netshim version?): packet passed to the stack, not redirected",
-            ifindex,
-            entry.flags,
-            PEER_KNOWN_FLAGS
-        );
+        record(DATAPATH_EVENT_SKEW, ifindex, &entry, entry.flags);
         return TC_ACT_UNSPEC;
     }
     // Source guard of the VM's traffic (see the module docs).
@@ -143,10 +144,7 @@ pub fn netshim_redirect(ctx: TcContext) -> i32 {
     let redirected = verdict == TC_ACT_REDIRECT as i32;
     count(&COUNTERS, entry.slot, len, redirected);
     if !redirected {
-        warn!(
-            &ctx,
-            "netshim: bpf_redirect to ifindex {} returned {}", entry.peer_ifindex, verdict
-        );
+        record(DATAPATH_EVENT_REDIRECT, ifindex, &entry, verdict as u32);
     }
     verdict
 }
@@ -165,6 +163,27 @@ fn count(map: &PerCpuArray<Counters>, slot: u32, len: u64, ok: bool) {
         } else {
             c.redirect_errors += 1;
         }
+    }
+}
+
+/// Overwrites the slot's `errors` record (error paths only; see `DatapathEvent`).
+#[inline(always)]
+fn record(kind: u32, ifindex: u32, entry: &PeerEntry, detail: u32) {
+    if let Some(e) = ERRORS.get_ptr_mut(entry.slot) {
+        // SAFETY: plain helper call.
+        let time_ns = unsafe { bpf_ktime_get_ns() };
+        // SAFETY: an array value; a concurrent writer can at worst tear the record.
+        unsafe {
+            *e = DatapathEvent {
+                kind,
+                ifindex,
+                detail,
+                peer_ifindex: entry.peer_ifindex,
+                known_flags: PEER_KNOWN_FLAGS,
+                _pad: 0,
+                time_ns,
+            }
+        };
     }
 }
 
