@@ -50,7 +50,8 @@ mod guard;
 
 use aya_ebpf::{
     bindings::{
-        bpf_check_mtu_flags::BPF_MTU_CHK_SEGS, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC,
+        bpf_check_mtu_flags::BPF_MTU_CHK_SEGS, BPF_F_NO_PREALLOC, TC_ACT_REDIRECT, TC_ACT_SHOT,
+        TC_ACT_UNSPEC,
     },
     helpers::{bpf_check_mtu, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_peer},
     macros::{classifier, map},
@@ -63,8 +64,10 @@ use netshim_common::{
     PEER_KNOWN_FLAGS, PEER_REDIRECT_PEER,
 };
 
+// Not preallocated: a sandbox has a few entries of the 128 (two per endpoint), and the
+// kernel charges a preallocated hash for all of them.
 #[map(name = "peers")]
-static PEERS: HashMap<u32, PeerEntry> = HashMap::pinned(MAX_PEERS, 0);
+static PEERS: HashMap<u32, PeerEntry> = HashMap::pinned(MAX_PEERS, BPF_F_NO_PREALLOC);
 
 #[map(name = "counters")]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::pinned(COUNTER_SLOTS, 0);

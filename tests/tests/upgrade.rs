@@ -630,3 +630,93 @@ fn a_sandbox_of_the_previous_version_gets_the_new_maps_and_keeps_its_counters() 
     assert_eq!(ep["from_vm"]["dropped"]["mtu"], 1, "{ep}");
     assert_eq!(ep["from_vm"]["packets"], 9, "{ep}");
 }
+
+/// The datapath of cc25fd2, the last one before issue 13 (aya-log's `AYA_LOGS` ring, a
+/// preallocated `peers`, a 64 KiB `guard_events`, no `errors` map).
+const CC25FD2_OBJECT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/netshim-ebpf-cc25fd2.o"
+);
+
+/// A sandbox whose program is cc25fd2's and which has no `errors` map: the object is
+/// accepted over maps that differ from its own only in what its program does not see
+/// (`peers` not preallocated, a smaller ring), its aya-log ring is followed as before, and
+/// upgrading to the current object creates `errors`, keeps the counters and is followed
+/// through that map.
+#[test]
+fn a_sandbox_on_the_aya_log_datapath_is_followed_and_upgrades_to_the_errors_map() {
+    use netshim_tests::{
+        netshim_cli::{Follower, Pod},
+        traffic,
+    };
+    require_root!();
+    let pod = Pod::new("ual");
+    netshim_json(&["attach", "--netns", pod.netns(), "--ebpf-attach", "tcx"]);
+    let r = netshim_json(&[
+        "upgrade",
+        "--netns",
+        pod.netns(),
+        "--object",
+        CC25FD2_OBJECT,
+    ]);
+    println!("to cc25fd2: {r}");
+    assert_eq!(r["sandboxes"][0]["outcome"], "upgraded", "{r}");
+    let dir = pin_dir(&pod.sandbox);
+    std::fs::remove_file(dir.join("errors")).expect("unpin errors: cc25fd2 had none");
+    let old_prog = r["sandboxes"][0]["new_prog_id"].clone();
+
+    pod.pin_pod_neighbor();
+    let tap = traffic::open_tap(&pod.sandbox, "tap0_kata");
+    let pushed = traffic::exchange(&pod, &tap, 5, "old");
+    let stats = || netshim_json(&["stats", "--netns", pod.netns()])[0]["endpoints"][0].clone();
+    assert_eq!(stats()["to_vm"]["packets"], 5);
+
+    // The old program is followed through its aya-log ring, as cc25fd2's netshim did.
+    let follower = Follower::start(&["--log-level", "info", "logs", "--netns", pod.netns()]);
+    let needle = format!("prog_id={old_prog}");
+    assert!(
+        follower.wait_for(&needle, Duration::from_secs(10)),
+        "{needle} not followed: {}",
+        follower.stderr()
+    );
+    let line = follower
+        .stderr()
+        .lines()
+        .find(|l| l.contains(&needle))
+        .unwrap()
+        .to_owned();
+    println!("followed: {line}");
+    assert!(
+        line.contains("following the datapath's log records"),
+        "{line}"
+    );
+    assert!(
+        !line.contains("errors map"),
+        "aya-log, not the errors map: {line}"
+    );
+
+    let r = netshim_json(&["upgrade", "--netns", pod.netns()]);
+    println!("to the current object: {r}");
+    assert_eq!(r["sandboxes"][0]["outcome"], "upgraded", "{r}");
+    assert_eq!(
+        r["sandboxes"][0]["created_maps"],
+        serde_json::json!(["errors"]),
+        "{r}"
+    );
+    assert!(dir.join("errors").exists());
+    let new_prog = r["sandboxes"][0]["new_prog_id"].clone();
+    let needle = format!("prog_id={new_prog}");
+    assert!(
+        follower.wait_for(&needle, Duration::from_secs(10)),
+        "{needle} not followed: {}",
+        follower.stderr()
+    );
+    assert!(follower.stderr().contains("(its sandbox's errors map)"));
+    let after = stats();
+    assert_eq!(after["to_vm"]["packets"], 5, "counters kept: {after}");
+    assert_eq!(after["from_vm"]["bytes"], pushed.from_vm_bytes, "{after}");
+    let (code, _, stderr) = follower.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("WARN"), "{stderr}");
+    netshim_json(&["detach", "--netns", pod.netns()]);
+}
