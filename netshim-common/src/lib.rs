@@ -26,13 +26,24 @@ pub mod map_names {
     /// `PerCpuArray<Drops>` indexed by counter slot: packets the datapath itself dropped,
     /// by reason. Added after the first release: a sandbox attached by an older netshim has
     /// no such pin until `netshim upgrade` creates it (readers then say "not counted").
+    /// Written by the datapaths before issue 13 only; since, see [`DROPS_V2`]. Readers add
+    /// the two, so counts carry on across the upgrade that creates `drops_v2`.
     pub const DROPS: &str = "drops";
+    /// `Array<Drops>` indexed by counter slot, one value for all CPUs (atomic adds): what
+    /// `drops` counted, without a copy per possible CPU (drops are the rare path; a per-CPU
+    /// map costs 64 slots x its value x every CPU of the node). Issue 13.
+    pub const DROPS_V2: &str = "drops_v2";
     /// `Array<GuardConfig>` indexed by endpoint index: the source guard of the traffic from
     /// the VM (see [`GuardConfig`]). Added with the guard (issue 11), like the four below:
     /// `netshim upgrade` creates them in a sandbox attached before.
     pub const GUARD: &str = "guard";
     /// `PerCpuArray<GuardDrops>` indexed by counter slot: packets the guard refused.
+    /// Written by the datapaths before issue 13 only; since, see [`GUARD_DROPS_V2`] (readers
+    /// add the two).
     pub const GUARD_DROPS: &str = "guard_drops";
+    /// `Array<GuardDrops>` indexed by endpoint index (the guard only counts the VM → pod
+    /// direction), one value for all CPUs (atomic adds). Issue 13.
+    pub const GUARD_DROPS_V2: &str = "guard_drops_v2";
     /// `LpmTrie<GuardV4Key, u8>`: the endpoints' allowed IPv4 CIDRs (`allowed_addresses`).
     pub const GUARD_V4: &str = "guard_v4";
     /// `LpmTrie<GuardV6Key, u8>`: the endpoints' allowed IPv6 CIDRs.
@@ -50,15 +61,24 @@ pub mod map_names {
     pub const ERRORS: &str = "errors";
 }
 
-/// Every map of the source guard; a sandbox has the guard when all are pinned.
+/// Every map of the source guard this datapath declares.
 pub const GUARD_MAPS: [&str; 6] = [
     map_names::GUARD,
-    map_names::GUARD_DROPS,
+    map_names::GUARD_DROPS_V2,
     map_names::GUARD_V4,
     map_names::GUARD_V6,
     map_names::GUARD_LOG,
     map_names::GUARD_EVENTS,
 ];
+
+/// Whether a set of maps (`has(name)`: a sandbox's pins, an object's declarations) has the
+/// source guard: every map of [`GUARD_MAPS`], where the per-CPU `guard_drops` of a datapath
+/// from before issue 13 stands for `guard_drops_v2`.
+pub fn has_guard_maps(has: impl Fn(&str) -> bool) -> bool {
+    GUARD_MAPS
+        .iter()
+        .all(|m| has(m) || (*m == map_names::GUARD_DROPS_V2 && has(map_names::GUARD_DROPS)))
+}
 
 /// Name of the TC classifier program in the eBPF object.
 pub const PROGRAM_NAME: &str = "netshim_redirect";
@@ -142,8 +162,8 @@ impl Counters {
     }
 }
 
-/// Value of the per-CPU `drops` map (one per counter slot): packets the datapath dropped
-/// itself (`TC_ACT_SHOT`), by reason. Dropped packets are not in [`Counters`].
+/// Value of the `drops_v2` map (and of the per-CPU `drops` of older datapaths; one per
+/// counter slot): packets the datapath dropped itself (`TC_ACT_SHOT`), by reason. Dropped packets are not in [`Counters`].
 ///
 /// The layout of a pinned map is frozen: `netshim upgrade` refuses an object whose map has
 /// another value size than the sandbox's pin, so a sandbox attached by an older netshim keeps
@@ -274,9 +294,9 @@ pub const GUARD_RA: u32 = 4;
 pub const GUARD_DHCP_SERVER: u32 = 5;
 pub const GUARD_ETHERTYPE: u32 = 6;
 
-/// Value of the per-CPU `guard_drops` map (by counter slot; the guard only runs from the
-/// VM, so only odd slots count): packets the guard refused, by reason. A new map, so
-/// `drops` keeps its layout.
+/// Value of the `guard_drops_v2` map (by endpoint index), and of the per-CPU `guard_drops`
+/// of older datapaths (by counter slot; the guard only runs from the VM, so only odd slots
+/// count): packets the guard refused, by reason. A new map, so `drops` keeps its layout.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GuardDrops {
@@ -495,6 +515,20 @@ mod tests {
         assert_eq!(PEER_GUARD & !PEER_KNOWN_FLAGS, 0);
         // The test of the skew guard (tests/tests/cli_tools.rs) sets 0x80: it must be unknown.
         assert_ne!(0x80 & !PEER_KNOWN_FLAGS, 0);
+    }
+
+    #[test]
+    fn the_guard_is_there_with_either_version_of_its_drop_counters() {
+        let with = |extra: &'static str| {
+            move |m: &str| m == extra || (GUARD_MAPS.contains(&m) && m != map_names::GUARD_DROPS_V2)
+        };
+        assert!(has_guard_maps(with(map_names::GUARD_DROPS_V2)));
+        assert!(
+            has_guard_maps(with(map_names::GUARD_DROPS)),
+            "a sandbox of cc25fd2"
+        );
+        assert!(!has_guard_maps(with(map_names::DROPS)));
+        assert!(!has_guard_maps(|m| m != map_names::GUARD_LOG));
     }
 
     #[test]

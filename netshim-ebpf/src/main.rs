@@ -20,7 +20,8 @@
 //! mirred's and `bpf_redirect`'s packets but `bpf_redirect_peer` skips): a frame may be up
 //! to MTU + Ethernet header + one VLAN tag (`len_diff` = -4); a GSO packet is checked per
 //! segment instead (`BPF_MTU_CHK_SEGS`). A packet that does not fit is dropped
-//! (`TC_ACT_SHOT`) and counted in its slot's `drops.mtu`. A helper error (target device
+//! (`TC_ACT_SHOT`) and counted in its slot's `drops_v2.mtu` (an atomic add: one value for
+//! all CPUs). A helper error (target device
 //! gone) is not a drop here: the redirect goes ahead and the kernel decides, as before.
 //!
 //! GSO: `bpf_redirect_peer` hands a packet straight to the peer's stack, skipping the
@@ -32,7 +33,7 @@
 //!
 //! Source guard: a `peers` entry with `PEER_GUARD` (set only on the tap's entry, the VM → pod
 //! direction, while the endpoint's guard is on) runs the checks of [`guard`] before the MTU
-//! check; what they refuse is counted in `guard_drops` and dropped (enforce) or delivered
+//! check; what they refuse is counted in `guard_drops_v2` and dropped (enforce) or delivered
 //! (log). Every other packet pays one AND and one branch for it.
 //!
 //! The helpers only check their flags: with flags 0 they return `TC_ACT_REDIRECT` whatever
@@ -45,6 +46,8 @@
 //! ring per load); a fixed record in a pinned array costs a few stores on the error paths.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod guard;
 
@@ -58,6 +61,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
     programs::TcContext,
 };
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use netshim_common::{
     Counters, DatapathEvent, Drops, EndpointRecord, PeerEntry, SandboxRecord, COUNTER_SLOTS,
     DATAPATH_EVENT_REDIRECT, DATAPATH_EVENT_SKEW, MAX_ENDPOINTS, MAX_PEERS, PEER_GUARD,
@@ -72,8 +76,10 @@ static PEERS: HashMap<u32, PeerEntry> = HashMap::pinned(MAX_PEERS, BPF_F_NO_PREA
 #[map(name = "counters")]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
 
-#[map(name = "drops")]
-static DROPS: PerCpuArray<Drops> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
+// One value for all CPUs, added to atomically: drops are the rare path, and a per-CPU
+// array costs its 64 slots once per possible CPU of the node.
+#[map(name = "drops_v2")]
+static DROPS: Array<Drops> = Array::pinned(COUNTER_SLOTS, 0);
 
 #[map(name = "errors")]
 static ERRORS: Array<DatapathEvent> = Array::pinned(COUNTER_SLOTS, 0);
@@ -106,7 +112,7 @@ pub fn netshim_redirect(ctx: TcContext) -> i32 {
         return TC_ACT_UNSPEC;
     }
     // Source guard of the VM's traffic (see the module docs).
-    if entry.flags & PEER_GUARD != 0 && !guard::allows(&ctx, entry.slot >> 1, entry.slot) {
+    if entry.flags & PEER_GUARD != 0 && !guard::allows(&ctx, entry.slot >> 1) {
         return TC_ACT_SHOT as i32;
     }
     // MTU of the target device (see the module docs): the veth's forwarding rule for a
@@ -131,8 +137,8 @@ pub fn netshim_redirect(ctx: TcContext) -> i32 {
     };
     if fits > 0 {
         if let Some(d) = DROPS.get_ptr_mut(entry.slot) {
-            // SAFETY: per-CPU value; TC programs run with migration disabled.
-            unsafe { (*d).mtu += 1 };
+            // SAFETY: a valid, aligned map value for the program's run.
+            unsafe { add_one(&raw mut (*d).mtu) };
         }
         return TC_ACT_SHOT as i32;
     }
@@ -150,6 +156,17 @@ pub fn netshim_redirect(ctx: TcContext) -> i32 {
         record(DATAPATH_EVENT_REDIRECT, ifindex, &entry, verdict as u32);
     }
     verdict
+}
+
+/// Adds 1 to a counter that every CPU may add to at once (one BPF atomic add).
+///
+/// # Safety
+/// `p` points into a map value, valid and 8-byte aligned for the program's run.
+#[inline(always)]
+pub unsafe fn add_one(p: *mut u64) {
+    // SAFETY: the caller's. `AtomicU64::fetch_add` does not exist for the BPF target (no
+    // compare-and-swap in core's view of it), but the add itself is one BPF instruction.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, 1) };
 }
 
 /// The VLAN tag a frame may carry beyond MTU + Ethernet header (`is_skb_forwardable`).

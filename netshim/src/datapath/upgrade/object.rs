@@ -38,9 +38,7 @@ impl Object {
     /// Whether the object has the source guard (declares every guard map), i.e. its
     /// program knows `PEER_GUARD`.
     pub fn has_guard(&self) -> bool {
-        netshim_common::GUARD_MAPS
-            .iter()
-            .all(|m| self.pinned_maps.iter().any(|d| d.name == *m))
+        netshim_common::has_guard_maps(|m| self.pinned_maps.iter().any(|d| d.name == m))
     }
 
     pub fn embedded() -> Result<Self, UpgradeError> {
