@@ -499,15 +499,16 @@ fn logs_shows_the_datapath_warning_for_a_peers_entry_with_unknown_flags() {
     netshim_ok(&["detach", "--netns", pod.netns()]);
 }
 
-/// `bpftool -j map show id ID`.
-fn map_info(id: u64) -> serde_json::Value {
+/// `bpftool -j ARGS…` as JSON.
+fn bpftool_json(args: &[&str]) -> serde_json::Value {
     let out = Command::new("bpftool")
-        .args(["-j", "map", "show", "id", &id.to_string()])
+        .arg("-j")
+        .args(args)
         .output()
         .expect("run bpftool");
     assert!(
         out.status.success(),
-        "bpftool map show: {}",
+        "bpftool {args:?}: {}",
         text(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("bpftool JSON")
@@ -529,18 +530,14 @@ fn the_datapath_program_has_no_aya_log_ring_and_small_pinned_maps() {
     assert!(!ids.is_empty());
     let mut total = 0;
     for id in ids {
-        let out = Command::new("bpftool")
-            .args(["-j", "prog", "show", "id", &id.to_string()])
-            .output()
-            .expect("run bpftool");
-        let prog: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+        let prog = bpftool_json(&["prog", "show", "id", &id.to_string()]);
         println!(
             "program {id}: xlated {} B, jited {} B, memlock {} B",
             prog["bytes_xlated"], prog["bytes_jited"], prog["bytes_memlock"]
         );
         total += prog["bytes_memlock"].as_u64().unwrap();
         for map in prog["map_ids"].as_array().expect("map_ids") {
-            let info = map_info(map.as_u64().unwrap());
+            let info = bpftool_json(&["map", "show", "id", &map.to_string()]);
             let name = info["name"].as_str().unwrap_or("").to_owned();
             println!(
                 "  map {name}: {} max_entries {} flags {} memlock {} B",
