@@ -26,13 +26,24 @@ pub mod map_names {
     /// `PerCpuArray<Drops>` indexed by counter slot: packets the datapath itself dropped,
     /// by reason. Added after the first release: a sandbox attached by an older netshim has
     /// no such pin until `netshim upgrade` creates it (readers then say "not counted").
+    /// Written by the datapaths before issue 13 only; since, see [`DROPS_V2`]. Readers add
+    /// the two, so counts carry on across the upgrade that creates `drops_v2`.
     pub const DROPS: &str = "drops";
+    /// `Array<Drops>` indexed by counter slot, one value for all CPUs (atomic adds): what
+    /// `drops` counted, without a copy per possible CPU (drops are the rare path; a per-CPU
+    /// map costs 64 slots x its value x every CPU of the node). Issue 13.
+    pub const DROPS_V2: &str = "drops_v2";
     /// `Array<GuardConfig>` indexed by endpoint index: the source guard of the traffic from
     /// the VM (see [`GuardConfig`]). Added with the guard (issue 11), like the four below:
     /// `netshim upgrade` creates them in a sandbox attached before.
     pub const GUARD: &str = "guard";
     /// `PerCpuArray<GuardDrops>` indexed by counter slot: packets the guard refused.
+    /// Written by the datapaths before issue 13 only; since, see [`GUARD_DROPS_V2`] (readers
+    /// add the two).
     pub const GUARD_DROPS: &str = "guard_drops";
+    /// `Array<GuardDrops>` indexed by endpoint index (the guard only counts the VM → pod
+    /// direction), one value for all CPUs (atomic adds). Issue 13.
+    pub const GUARD_DROPS_V2: &str = "guard_drops_v2";
     /// `LpmTrie<GuardV4Key, u8>`: the endpoints' allowed IPv4 CIDRs (`allowed_addresses`).
     pub const GUARD_V4: &str = "guard_v4";
     /// `LpmTrie<GuardV6Key, u8>`: the endpoints' allowed IPv6 CIDRs.
@@ -42,17 +53,32 @@ pub mod map_names {
     /// `RingBuf` of [`GuardEvent`](crate::GuardEvent) records: what the guard refused, at
     /// most one record per second per endpoint and reason (`netshim logs` decodes them).
     pub const GUARD_EVENTS: &str = "guard_events";
+    /// `Array<DatapathEvent>` indexed by counter slot: the last packet of that slot the
+    /// datapath did not redirect although its device has a `peers` entry (version skew or a
+    /// helper refusal), written only on those paths. Added in issue 13 (it replaces
+    /// aya-log's `AYA_LOGS` ring): `netshim upgrade` creates it in a sandbox attached before,
+    /// and the log followers poll it (see `netshim::ebpf_log`).
+    pub const ERRORS: &str = "errors";
 }
 
-/// Every map of the source guard; a sandbox has the guard when all are pinned.
+/// Every map of the source guard this datapath declares.
 pub const GUARD_MAPS: [&str; 6] = [
     map_names::GUARD,
-    map_names::GUARD_DROPS,
+    map_names::GUARD_DROPS_V2,
     map_names::GUARD_V4,
     map_names::GUARD_V6,
     map_names::GUARD_LOG,
     map_names::GUARD_EVENTS,
 ];
+
+/// Whether a set of maps (`has(name)`: a sandbox's pins, an object's declarations) has the
+/// source guard: every map of [`GUARD_MAPS`], where the per-CPU `guard_drops` of a datapath
+/// from before issue 13 stands for `guard_drops_v2`.
+pub fn has_guard_maps(has: impl Fn(&str) -> bool) -> bool {
+    GUARD_MAPS
+        .iter()
+        .all(|m| has(m) || (*m == map_names::GUARD_DROPS_V2 && has(map_names::GUARD_DROPS)))
+}
 
 /// Name of the TC classifier program in the eBPF object.
 pub const PROGRAM_NAME: &str = "netshim_redirect";
@@ -105,7 +131,8 @@ pub const PEER_GUARD: u32 = 2;
 /// entry with any other bit set: it was written by a different netshim (say, a newer
 /// userspace whose datapath has not been upgraded yet) and redirecting on a misunderstood
 /// entry could send the packet somewhere it must not go. Such a packet is counted in the
-/// entry's `redirect_errors`, logged (aya-log, one warning per packet) and passed to the
+/// entry's `redirect_errors`, recorded in the `errors` map (a [`DatapathEvent`] of kind
+/// [`DATAPATH_EVENT_SKEW`], which `netshim logs` turns into a warning) and passed to the
 /// stack (`TC_ACT_UNSPEC`). A new flag must be added here in the same change that teaches
 /// the datapath its meaning.
 pub const PEER_KNOWN_FLAGS: u32 = PEER_REDIRECT_PEER | PEER_GUARD;
@@ -135,8 +162,8 @@ impl Counters {
     }
 }
 
-/// Value of the per-CPU `drops` map (one per counter slot): packets the datapath dropped
-/// itself (`TC_ACT_SHOT`), by reason. Dropped packets are not in [`Counters`].
+/// Value of the `drops_v2` map (and of the per-CPU `drops` of older datapaths; one per
+/// counter slot): packets the datapath dropped itself (`TC_ACT_SHOT`), by reason. Dropped packets are not in [`Counters`].
 ///
 /// The layout of a pinned map is frozen: `netshim upgrade` refuses an object whose map has
 /// another value size than the sandbox's pin, so a sandbox attached by an older netshim keeps
@@ -267,9 +294,9 @@ pub const GUARD_RA: u32 = 4;
 pub const GUARD_DHCP_SERVER: u32 = 5;
 pub const GUARD_ETHERTYPE: u32 = 6;
 
-/// Value of the per-CPU `guard_drops` map (by counter slot; the guard only runs from the
-/// VM, so only odd slots count): packets the guard refused, by reason. A new map, so
-/// `drops` keeps its layout.
+/// Value of the `guard_drops_v2` map (by endpoint index), and of the per-CPU `guard_drops`
+/// of older datapaths (by counter slot; the guard only runs from the VM, so only odd slots
+/// count): packets the guard refused, by reason. A new map, so `drops` keeps its layout.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GuardDrops {
@@ -291,8 +318,15 @@ impl GuardDrops {
     }
 }
 
-/// Size of the `guard_events` ring buffer (a power-of-2 multiple of the page size).
-pub const GUARD_EVENTS_BYTES: u32 = 16 * 4096;
+/// Size of the `guard_events` ring buffer (a power-of-2 multiple of the page size): one
+/// page, the smallest a ring can be. It holds 102 records (32 B + the ring's 8 B header):
+/// a whole second of refusals (at most one per endpoint and reason) of 14 endpoints each
+/// refused for all 7 reasons at once; a follower drains it as records come (each wakes
+/// it), so it never needs to hold more than what arrives while the follower runs. Memlock:
+/// 16,728 B (the kernel adds the ring's control pages), against 78,408 B for the 64 KiB of
+/// cc25fd2; an older sandbox keeps its larger ring across `upgrade` (the program does not
+/// care about the size).
+pub const GUARD_EVENTS_BYTES: u32 = 4096;
 
 /// [`GuardEvent::kind`]: no address to name (a short or malformed header).
 pub const GUARD_EVENT_NONE: u8 = 0;
@@ -324,6 +358,41 @@ pub struct GuardEvent {
     pub ethertype: u16,
     /// The offending address (IPv4 in the first 4 bytes).
     pub addr: [u8; 16],
+}
+
+/// [`DatapathEvent::kind`]: a free slot (never written).
+pub const DATAPATH_EVENT_NONE: u32 = 0;
+/// [`DatapathEvent::kind`]: a `peers` entry with flags outside the program's known flags
+/// (`detail` = the entry's flags, `known_flags` = the program's); the packet was passed on.
+pub const DATAPATH_EVENT_SKEW: u32 = 1;
+/// [`DatapathEvent::kind`]: `bpf_redirect`/`bpf_redirect_peer` did not return
+/// `TC_ACT_REDIRECT` (`detail` = the verdict it returned, as `i32` bits).
+pub const DATAPATH_EVENT_REDIRECT: u32 = 2;
+
+/// Value of the `errors` map (one per counter slot): the last packet of the slot that the
+/// datapath counted in `redirect_errors`. Written in place on those paths only (a plain
+/// store, no helper but `bpf_ktime_get_ns`), so the verifier sees a handful of
+/// instructions where aya-log's formatting was hundreds; userspace polls the map and
+/// reports a record whose `time_ns` changed (so at most one warning per slot per poll; the
+/// counter counts every packet). Two CPUs writing one slot at once may tear a record; both
+/// paths need a bug or a skewed upgrade, never normal traffic.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DatapathEvent {
+    /// `DATAPATH_EVENT_*`.
+    pub kind: u32,
+    /// The device the packet arrived on (the `peers` key).
+    pub ifindex: u32,
+    /// The entry's flags ([`DATAPATH_EVENT_SKEW`]) or the helper's verdict
+    /// ([`DATAPATH_EVENT_REDIRECT`], `i32` bits).
+    pub detail: u32,
+    /// The entry's target device.
+    pub peer_ifindex: u32,
+    /// The [`PEER_KNOWN_FLAGS`] of the program that wrote the record.
+    pub known_flags: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when it was written; 0 = never.
+    pub time_ns: u64,
 }
 
 /// Length of a Linux interface name buffer (IFNAMSIZ).
@@ -425,6 +494,7 @@ mod pod {
     unsafe impl aya::Pod for super::GuardV4Key {}
     unsafe impl aya::Pod for super::GuardV6Key {}
     unsafe impl aya::Pod for super::GuardEvent {}
+    unsafe impl aya::Pod for super::DatapathEvent {}
 }
 
 #[cfg(test)]
@@ -445,6 +515,20 @@ mod tests {
         assert_eq!(PEER_GUARD & !PEER_KNOWN_FLAGS, 0);
         // The test of the skew guard (tests/tests/cli_tools.rs) sets 0x80: it must be unknown.
         assert_ne!(0x80 & !PEER_KNOWN_FLAGS, 0);
+    }
+
+    #[test]
+    fn the_guard_is_there_with_either_version_of_its_drop_counters() {
+        let with = |extra: &'static str| {
+            move |m: &str| m == extra || (GUARD_MAPS.contains(&m) && m != map_names::GUARD_DROPS_V2)
+        };
+        assert!(has_guard_maps(with(map_names::GUARD_DROPS_V2)));
+        assert!(
+            has_guard_maps(with(map_names::GUARD_DROPS)),
+            "a sandbox of cc25fd2"
+        );
+        assert!(!has_guard_maps(with(map_names::DROPS)));
+        assert!(!has_guard_maps(|m| m != map_names::GUARD_LOG));
     }
 
     #[test]
@@ -470,6 +554,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<GuardConfig>(), 120);
         assert_eq!(core::mem::size_of::<GuardDrops>(), 16 * GUARD_REASONS.len());
         assert_eq!(core::mem::size_of::<GuardEvent>(), 32);
+        assert_eq!(core::mem::size_of::<DatapathEvent>(), 32);
         assert_eq!(core::mem::size_of::<GuardV4Key>(), 8);
         assert_eq!(core::mem::size_of::<GuardV6Key>(), 20);
         assert_eq!(GUARD_REASONS[GUARD_ETHERTYPE as usize], "ethertype");

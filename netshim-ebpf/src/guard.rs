@@ -27,7 +27,7 @@
 //! The headers are read with `bpf_skb_load_bytes`, which works whatever part of the packet
 //! is linear (a GSO packet from the VM may have only `hdr_len` bytes there, and the guest
 //! chooses that). A packet too short for a header it claims is refused under that check's
-//! reason. Each refusal counts in `guard_drops` (`dropped` in enforce mode, `flagged` in log
+//! reason. Each refusal counts in `guard_drops_v2` (`dropped` in enforce mode, `flagged` in log
 //! mode, where the packet is then delivered) and writes at most one fixed-size
 //! `GuardEvent` per second per endpoint and reason (`guard_log` holds when) into the
 //! `guard_events` ring buffer: one helper call, nothing for the verifier to walk through,
@@ -36,14 +36,14 @@ use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, LpmTrie, RingBuf},
     programs::TcContext,
 };
 use core::ptr::read_unaligned;
 
 use netshim_common::{
-    GuardConfig, GuardDrops, GuardEvent, GuardV4Key, GuardV6Key, COUNTER_SLOTS, GUARD_ALLOW_DHCP,
-    GUARD_ARP, GUARD_DHCP_SERVER, GUARD_ETHERTYPE, GUARD_ETHERTYPE_SLOTS, GUARD_EVENTS_BYTES,
+    GuardConfig, GuardDrops, GuardEvent, GuardV4Key, GuardV6Key, GUARD_ALLOW_DHCP, GUARD_ARP,
+    GUARD_DHCP_SERVER, GUARD_ETHERTYPE, GUARD_ETHERTYPE_SLOTS, GUARD_EVENTS_BYTES,
     GUARD_EVENT_ETHERTYPE, GUARD_EVENT_V4, GUARD_EVENT_V6, GUARD_HAS_V4_CIDRS, GUARD_HAS_V6_CIDRS,
     GUARD_MAX_CIDRS, GUARD_MODE_ENFORCE, GUARD_MODE_OFF, GUARD_ND, GUARD_RA, GUARD_REASONS,
     GUARD_SOURCE_IP, GUARD_SOURCE_MAC, GUARD_V4_SLOTS, GUARD_V6_SLOTS, MAX_ENDPOINTS,
@@ -52,8 +52,9 @@ use netshim_common::{
 #[map(name = "guard")]
 static GUARD: Array<GuardConfig> = Array::pinned(MAX_ENDPOINTS, 0);
 
-#[map(name = "guard_drops")]
-static GUARD_DROPS: PerCpuArray<GuardDrops> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
+// By endpoint index, one value for all CPUs (atomic adds; see `drops_v2`).
+#[map(name = "guard_drops_v2")]
+static GUARD_DROPS: Array<GuardDrops> = Array::pinned(MAX_ENDPOINTS, 0);
 
 #[map(name = "guard_v4")]
 static GUARD_V4: LpmTrie<GuardV4Key, u8> = LpmTrie::pinned(GUARD_MAX_CIDRS, BPF_F_NO_PREALLOC);
@@ -110,10 +111,10 @@ fn refuse(reason: u32, addr: Addr) -> Result<(), Refusal> {
     Err(Refusal { reason, addr })
 }
 
-/// Whether the packet may go on: the guard of endpoint `index` (counter slot `slot`) passes
+/// Whether the packet may go on: the guard of endpoint `index` passes
 /// it, or is in log mode. A refusal is counted and (rate-limited) logged.
 #[inline(always)]
-pub fn allows(ctx: &TcContext, index: u32, slot: u32) -> bool {
+pub fn allows(ctx: &TcContext, index: u32) -> bool {
     let Some(cfg) = GUARD.get(index) else {
         return true;
     };
@@ -122,22 +123,28 @@ pub fn allows(ctx: &TcContext, index: u32, slot: u32) -> bool {
     }
     match check(ctx, index, cfg) {
         Ok(()) => true,
-        Err(r) => refused(ctx, index, slot, cfg, r),
+        Err(r) => refused(ctx, index, cfg, r),
     }
 }
 
 /// Counts and logs a refusal; returns whether the packet is delivered anyway (log mode).
-#[inline(never)]
-fn refused(ctx: &TcContext, index: u32, slot: u32, cfg: &GuardConfig, r: Refusal) -> bool {
+/// Inlined (it has one caller): passed by value to a BPF-to-BPF call, `Refusal`'s enum was
+/// spilled with its undefined bytes taken from whatever register LLVM liked, once a map
+/// value pointer shifted into place, which the verifier refuses ("pointer arithmetic with
+/// >>= operator prohibited").
+#[inline(always)]
+fn refused(ctx: &TcContext, index: u32, cfg: &GuardConfig, r: Refusal) -> bool {
     let reason = r.reason.min(GUARD_REASONS.len() as u32 - 1) as usize;
     let enforce = cfg.mode == GUARD_MODE_ENFORCE;
-    if let Some(d) = GUARD_DROPS.get_ptr_mut(slot) {
-        // SAFETY: per-CPU value; TC programs run with migration disabled.
-        let d = unsafe { &mut *d };
-        if enforce {
-            d.dropped[reason] += 1;
-        } else {
-            d.flagged[reason] += 1;
+    if let Some(d) = GUARD_DROPS.get_ptr_mut(index) {
+        // SAFETY: a valid, aligned map value for the program's run; `reason` is in bounds.
+        unsafe {
+            let counts = if enforce {
+                &raw mut (*d).dropped
+            } else {
+                &raw mut (*d).flagged
+            };
+            crate::add_one(counts.cast::<u64>().add(reason));
         }
     }
     let log_slot = index * GUARD_REASONS.len() as u32 + reason as u32;

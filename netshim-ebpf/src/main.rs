@@ -9,8 +9,9 @@
 //! Version skew guard: an entry whose `flags` has a bit outside `PEER_KNOWN_FLAGS` was
 //! written by a different netshim (a newer userspace after a partial upgrade, say) and is not
 //! understood here. Its packets are not redirected: each is counted in the entry slot's
-//! `redirect_errors`, logged with one aya-log warning naming the ifindex and the flags, and
-//! passed on (`TC_ACT_UNSPEC`). That needs a bad map entry, never normal traffic; the normal
+//! `redirect_errors`, recorded in that slot's `errors` entry (a `DatapathEvent` naming the
+//! ifindex and the flags, which `netshim logs` turns into a warning), and passed on
+//! (`TC_ACT_UNSPEC`). That needs a bad map entry, never normal traffic; the normal
 //! path pays one AND and one branch for it.
 //!
 //! MTU: every packet is checked against the MTU of the device it is redirected to, in both
@@ -19,7 +20,8 @@
 //! mirred's and `bpf_redirect`'s packets but `bpf_redirect_peer` skips): a frame may be up
 //! to MTU + Ethernet header + one VLAN tag (`len_diff` = -4); a GSO packet is checked per
 //! segment instead (`BPF_MTU_CHK_SEGS`). A packet that does not fit is dropped
-//! (`TC_ACT_SHOT`) and counted in its slot's `drops.mtu`. A helper error (target device
+//! (`TC_ACT_SHOT`) and counted in its slot's `drops_v2.mtu` (an atomic add: one value for
+//! all CPUs). A helper error (target device
 //! gone) is not a drop here: the redirect goes ahead and the kernel decides, as before.
 //!
 //! GSO: `bpf_redirect_peer` hands a packet straight to the peer's stack, skipping the
@@ -31,42 +33,56 @@
 //!
 //! Source guard: a `peers` entry with `PEER_GUARD` (set only on the tap's entry, the VM → pod
 //! direction, while the endpoint's guard is on) runs the checks of [`guard`] before the MTU
-//! check; what they refuse is counted in `guard_drops` and dropped (enforce) or delivered
+//! check; what they refuse is counted in `guard_drops_v2` and dropped (enforce) or delivered
 //! (log). Every other packet pays one AND and one branch for it.
 //!
 //! The helpers only check their flags: with flags 0 they return `TC_ACT_REDIRECT` whatever
 //! the ifindex, and the kernel looks the device up (and drops the packet if it is gone) after
-//! the program has returned. So besides the skew guard, `redirect_errors` and the second log
-//! statement count helper refusals only, which need a bug; a stale `peers` entry is prevented
+//! the program has returned. So besides the skew guard, `redirect_errors` and the second
+//! `errors` record count helper refusals only, which need a bug; a stale `peers` entry is prevented
 //! in userspace (detach, disconnect and watch's unplug remove the entries with the devices).
+//!
+//! No aya-log: its formatting code was most of the program's instructions (and a 128 KiB
+//! ring per load); a fixed record in a pinned array costs a few stores on the error paths.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod guard;
 
 use aya_ebpf::{
     bindings::{
-        bpf_check_mtu_flags::BPF_MTU_CHK_SEGS, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC,
+        bpf_check_mtu_flags::BPF_MTU_CHK_SEGS, BPF_F_NO_PREALLOC, TC_ACT_REDIRECT, TC_ACT_SHOT,
+        TC_ACT_UNSPEC,
     },
-    helpers::{bpf_check_mtu, bpf_redirect, bpf_redirect_peer},
+    helpers::{bpf_check_mtu, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_peer},
     macros::{classifier, map},
     maps::{Array, HashMap, PerCpuArray},
     programs::TcContext,
 };
-use aya_log_ebpf::warn;
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use netshim_common::{
-    Counters, Drops, EndpointRecord, PeerEntry, SandboxRecord, COUNTER_SLOTS, MAX_ENDPOINTS,
-    MAX_PEERS, PEER_GUARD, PEER_KNOWN_FLAGS, PEER_REDIRECT_PEER,
+    Counters, DatapathEvent, Drops, EndpointRecord, PeerEntry, SandboxRecord, COUNTER_SLOTS,
+    DATAPATH_EVENT_REDIRECT, DATAPATH_EVENT_SKEW, MAX_ENDPOINTS, MAX_PEERS, PEER_GUARD,
+    PEER_KNOWN_FLAGS, PEER_REDIRECT_PEER,
 };
 
+// Not preallocated: a sandbox has a few entries of the 128 (two per endpoint), and the
+// kernel charges a preallocated hash for all of them.
 #[map(name = "peers")]
-static PEERS: HashMap<u32, PeerEntry> = HashMap::pinned(MAX_PEERS, 0);
+static PEERS: HashMap<u32, PeerEntry> = HashMap::pinned(MAX_PEERS, BPF_F_NO_PREALLOC);
 
 #[map(name = "counters")]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
 
-#[map(name = "drops")]
-static DROPS: PerCpuArray<Drops> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
+// One value for all CPUs, added to atomically: drops are the rare path, and a per-CPU
+// array costs its 64 slots once per possible CPU of the node.
+#[map(name = "drops_v2")]
+static DROPS: Array<Drops> = Array::pinned(COUNTER_SLOTS, 0);
+
+#[map(name = "errors")]
+static ERRORS: Array<DatapathEvent> = Array::pinned(COUNTER_SLOTS, 0);
 
 #[map(name = "unmatched")]
 static UNMATCHED: PerCpuArray<Counters> = PerCpuArray::pinned(1, 0);
@@ -92,17 +108,11 @@ pub fn netshim_redirect(ctx: TcContext) -> i32 {
     // Version skew guard (see the module docs): the only cost on the normal path.
     if entry.flags & !PEER_KNOWN_FLAGS != 0 {
         count(&COUNTERS, entry.slot, len, false);
-        warn!(
-            &ctx,
-            "netshim: peers entry of ifindex {} has flags 0x{:x} unknown to this datapath (known 0x{:x}; written by another netshim version?): packet passed to the stack, not redirected",
-            ifindex,
-            entry.flags,
-            PEER_KNOWN_FLAGS
-        );
+        record(DATAPATH_EVENT_SKEW, ifindex, &entry, entry.flags);
         return TC_ACT_UNSPEC;
     }
     // Source guard of the VM's traffic (see the module docs).
-    if entry.flags & PEER_GUARD != 0 && !guard::allows(&ctx, entry.slot >> 1, entry.slot) {
+    if entry.flags & PEER_GUARD != 0 && !guard::allows(&ctx, entry.slot >> 1) {
         return TC_ACT_SHOT as i32;
     }
     // MTU of the target device (see the module docs): the veth's forwarding rule for a
@@ -127,8 +137,8 @@ pub fn netshim_redirect(ctx: TcContext) -> i32 {
     };
     if fits > 0 {
         if let Some(d) = DROPS.get_ptr_mut(entry.slot) {
-            // SAFETY: per-CPU value; TC programs run with migration disabled.
-            unsafe { (*d).mtu += 1 };
+            // SAFETY: a valid, aligned map value for the program's run.
+            unsafe { add_one(&raw mut (*d).mtu) };
         }
         return TC_ACT_SHOT as i32;
     }
@@ -143,12 +153,20 @@ pub fn netshim_redirect(ctx: TcContext) -> i32 {
     let redirected = verdict == TC_ACT_REDIRECT as i32;
     count(&COUNTERS, entry.slot, len, redirected);
     if !redirected {
-        warn!(
-            &ctx,
-            "netshim: bpf_redirect to ifindex {} returned {}", entry.peer_ifindex, verdict
-        );
+        record(DATAPATH_EVENT_REDIRECT, ifindex, &entry, verdict as u32);
     }
     verdict
+}
+
+/// Adds 1 to a counter that every CPU may add to at once (one BPF atomic add).
+///
+/// # Safety
+/// `p` points into a map value, valid and 8-byte aligned for the program's run.
+#[inline(always)]
+pub unsafe fn add_one(p: *mut u64) {
+    // SAFETY: the caller's. `AtomicU64::fetch_add` does not exist for the BPF target (no
+    // compare-and-swap in core's view of it), but the add itself is one BPF instruction.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, 1) };
 }
 
 /// The VLAN tag a frame may carry beyond MTU + Ethernet header (`is_skb_forwardable`).
@@ -165,6 +183,27 @@ fn count(map: &PerCpuArray<Counters>, slot: u32, len: u64, ok: bool) {
         } else {
             c.redirect_errors += 1;
         }
+    }
+}
+
+/// Overwrites the slot's `errors` record (error paths only; see `DatapathEvent`).
+#[inline(always)]
+fn record(kind: u32, ifindex: u32, entry: &PeerEntry, detail: u32) {
+    if let Some(e) = ERRORS.get_ptr_mut(entry.slot) {
+        // SAFETY: plain helper call.
+        let time_ns = unsafe { bpf_ktime_get_ns() };
+        // SAFETY: an array value; a concurrent writer can at worst tear the record.
+        unsafe {
+            *e = DatapathEvent {
+                kind,
+                ifindex,
+                detail,
+                peer_ifindex: entry.peer_ifindex,
+                known_flags: PEER_KNOWN_FLAGS,
+                _pad: 0,
+                time_ns,
+            }
+        };
     }
 }
 

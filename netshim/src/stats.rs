@@ -324,17 +324,57 @@ fn sum_slot(
     Ok(total)
 }
 
-fn sum_drops(map: &PerCpuArray<MapData, Drops>, slot: u32) -> Result<Drops, aya::maps::MapError> {
-    let mut total = Drops::default();
-    for d in map.get(&slot, 0)?.iter() {
-        total.add(d);
+/// A drop counter of a sandbox: the per-CPU map of the datapaths before issue 13 (by
+/// counter slot), the shared `_v2` map since (by `v2_index`), or both after an upgrade (the
+/// old one keeps what the old program counted): their sum, `None` when neither is pinned.
+struct DropMaps<T: aya::Pod> {
+    per_cpu: Option<PerCpuArray<MapData, T>>,
+    shared: Option<Array<MapData, T>>,
+    names: (&'static str, &'static str),
+}
+
+impl<T: aya::Pod + Default> DropMaps<T> {
+    fn open(dir: &Path, per_cpu: &'static str, shared: &'static str) -> Result<Self, StatsError> {
+        Ok(Self {
+            per_cpu: open_optional(dir, per_cpu)?,
+            shared: open_optional(dir, shared)?,
+            names: (per_cpu, shared),
+        })
     }
-    Ok(total)
+
+    fn is_pinned(&self) -> bool {
+        self.per_cpu.is_some() || self.shared.is_some()
+    }
+
+    /// The sum at `slot` of the per-CPU map and `v2_index` of the shared one.
+    fn read(
+        &self,
+        dir: &Path,
+        slot: u32,
+        v2_index: u32,
+        add: impl Fn(&mut T, &T),
+    ) -> Result<T, StatsError> {
+        let mut total = T::default();
+        if let Some(map) = &self.per_cpu {
+            let values = map.get(&slot, 0).map_err(lookup_err(dir, self.names.0))?;
+            for v in values.iter() {
+                add(&mut total, v);
+            }
+        }
+        if let Some(map) = &self.shared {
+            let v = map
+                .get(&v2_index, 0)
+                .map_err(lookup_err(dir, self.names.1))?;
+            add(&mut total, &v);
+        }
+        Ok(total)
+    }
 }
 
 /// The note for a sandbox whose datapath predates the `drops` map.
 pub const NO_DROPS_MAP_NOTE: &str = "mtu drops are not counted by this sandbox's datapath \
-     version (no `drops` map: attached by an older netshim; `netshim upgrade` adds it)";
+     version (no `drops`/`drops_v2` map: attached by an older netshim; `netshim upgrade` \
+     adds it)";
 
 /// The note for a sandbox whose datapath predates the source guard's maps.
 pub const NO_GUARD_MAPS_NOTE: &str = "source guard drops (source_mac, source_ip, arp, nd, ra, \
@@ -357,7 +397,7 @@ where
 /// The source guard's maps of a sandbox (those a datapath version with the guard pins).
 struct GuardMaps {
     config: Array<MapData, GuardConfig>,
-    drops: PerCpuArray<MapData, GuardDrops>,
+    drops: DropMaps<GuardDrops>,
     /// `Err` (why) when the `peers` pin cannot be read (a sandbox being taken down, whose
     /// pins go one by one, or a damaged one): the mode is then the `guard` map's, and the
     /// notes say so.
@@ -367,8 +407,8 @@ struct GuardMaps {
 impl GuardMaps {
     fn open(dir: &Path) -> Result<Option<Self>, StatsError> {
         let config = open_optional(dir, map_names::GUARD)?;
-        let drops = open_optional(dir, map_names::GUARD_DROPS)?;
-        let (Some(config), Some(drops)) = (config, drops) else {
+        let drops = DropMaps::open(dir, map_names::GUARD_DROPS, map_names::GUARD_DROPS_V2)?;
+        let Some(config) = config.filter(|_| drops.is_pinned()) else {
             return Ok(None);
         };
         let peers = match open_optional(dir, map_names::PEERS) {
@@ -394,15 +434,8 @@ impl GuardMaps {
         index: u32,
         ep: &EndpointRecord,
     ) -> Result<(GuardDrops, GuardMode), StatsError> {
-        let mut total = GuardDrops::default();
-        for d in self
-            .drops
-            .get(&Direction::FromVm.slot(index), 0)
-            .map_err(lookup_err(dir, map_names::GUARD_DROPS))?
-            .iter()
-        {
-            total.add(d);
-        }
+        let slot = Direction::FromVm.slot(index);
+        let total = self.drops.read(dir, slot, index, GuardDrops::add)?;
         let config = self
             .config
             .get(&index, 0)
@@ -437,7 +470,7 @@ pub fn read_pinned(dir: &Path) -> Result<SandboxStats, StatsError> {
             .map_err(lookup_err(dir, map_names::UNMATCHED))?;
 
     // Added after the first release: an older datapath has none (not counted, not zero).
-    let drops: Option<PerCpuArray<MapData, Drops>> = open_optional(dir, map_names::DROPS)?;
+    let drops = DropMaps::<Drops>::open(dir, map_names::DROPS, map_names::DROPS_V2)?;
     let guard = GuardMaps::open(dir)?;
 
     let record = sandbox
@@ -456,7 +489,7 @@ pub fn read_pinned(dir: &Path) -> Result<SandboxStats, StatsError> {
         health: crate::state::Health::Ok,
         problems: Vec::new(),
     };
-    if drops.is_none() {
+    if !drops.is_pinned() {
         out.notes.push(NO_DROPS_MAP_NOTE.into());
     }
     match &guard {
@@ -481,13 +514,10 @@ pub fn read_pinned(dir: &Path) -> Result<SandboxStats, StatsError> {
         };
         let direction = |d: Direction| -> Result<DirectionStats, StatsError> {
             let mut stats: DirectionStats = slot(d)?.into();
-            stats.dropped.mtu = match &drops {
-                Some(map) => DropCount::Counted(
-                    sum_drops(map, d.slot(index))
-                        .map_err(lookup_err(dir, map_names::DROPS))?
-                        .mtu,
-                ),
-                None => DropCount::NotCounted,
+            let slot = d.slot(index);
+            stats.dropped.mtu = match drops.is_pinned() {
+                true => DropCount::Counted(drops.read(dir, slot, slot, Drops::add)?.mtu),
+                false => DropCount::NotCounted,
             };
             Ok(stats)
         };

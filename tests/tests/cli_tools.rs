@@ -498,3 +498,71 @@ fn logs_shows_the_datapath_warning_for_a_peers_entry_with_unknown_flags() {
     assert_eq!(stderr.matches(needle.as_str()).count(), 1, "{stderr}");
     netshim_ok(&["detach", "--netns", pod.netns()]);
 }
+
+/// `bpftool -j ARGS…` as JSON.
+fn bpftool_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new("bpftool")
+        .arg("-j")
+        .args(args)
+        .output()
+        .expect("run bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("bpftool JSON")
+}
+
+/// Issue 13: the datapath logs without aya-log (no `AYA_LOGS` ring held by its program: its
+/// error records go to the pinned `errors` array) and its maps cost little kernel memory:
+/// `peers` is not preallocated, `guard_events` is one page, the drop counters are shared
+/// arrays (`drops_v2`, `guard_drops_v2`). Prints the memlock per map.
+#[test]
+fn the_datapath_program_has_no_aya_log_ring_and_small_pinned_maps() {
+    require_root!();
+    let pod = Pod::new("mm");
+    netshim_json(&["attach", "--netns", pod.netns(), "--ebpf-attach", "tcx"]);
+    let dir = netshim_tests::netshim_cli::pin_dir(&pod.sandbox);
+    let mut ids = leaks::tcx_prog_ids(&pod.sandbox);
+    ids.sort();
+    ids.dedup();
+    assert!(!ids.is_empty());
+    let mut total = 0;
+    for id in ids {
+        let prog = bpftool_json(&["prog", "show", "id", &id.to_string()]);
+        println!(
+            "program {id}: xlated {} B, jited {} B, memlock {} B",
+            prog["bytes_xlated"], prog["bytes_jited"], prog["bytes_memlock"]
+        );
+        total += prog["bytes_memlock"].as_u64().unwrap();
+        for map in prog["map_ids"].as_array().expect("map_ids") {
+            let info = bpftool_json(&["map", "show", "id", &map.to_string()]);
+            let name = info["name"].as_str().unwrap_or("").to_owned();
+            println!(
+                "  map {name}: {} max_entries {} flags {} memlock {} B",
+                info["type"], info["max_entries"], info["flags"], info["bytes_memlock"]
+            );
+            total += info["bytes_memlock"].as_u64().unwrap();
+            assert_ne!(
+                name, "AYA_LOGS",
+                "the program holds an aya-log ring: {info}"
+            );
+            match name.as_str() {
+                "peers" => assert_eq!(info["flags"], 1, "BPF_F_NO_PREALLOC: {info}"),
+                "guard_events" => assert_eq!(info["max_entries"], 4096, "{info}"),
+                // The drop counters: one value for all CPUs, not one per possible CPU.
+                "drops" | "guard_drops" => panic!("a per-CPU drop counter: {info}"),
+                "drops_v2" | "guard_drops_v2" => assert_eq!(info["type"], "array", "{info}"),
+                _ => {}
+            }
+        }
+    }
+    println!("program and maps: {total} B memlock");
+    assert!(
+        dir.join("errors").exists(),
+        "errors pinned in {}",
+        dir.display()
+    );
+    netshim_ok(&["detach", "--netns", pod.netns()]);
+}

@@ -12,7 +12,7 @@
 //!   DHCP discover while DHCP is not allowed; 802.1Q, QinQ, LLDP, STP, PAUSE, 0x88b5): with
 //!   the default guard none reaches the client's `c0` (an `AF_PACKET` capture there), the
 //!   client learns no neighbour, takes no SLAAC address and no default route, and each is
-//!   counted under its reason in the pinned per-CPU `guard_drops` map (and `stats --json`
+//!   counted under its reason in the pinned `guard_drops_v2` map (and `stats --json`
 //!   says the same), with
 //!   `bpf_redirect_peer` (`--fast-path auto`) and without (`off`).
 //! - The same guest's own traffic flows: ARP for its gateway, ping v4, a TCP SYN (answered by
@@ -31,7 +31,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{Map, MapData, PerCpuArray};
+use aya::maps::{Array, Map, MapData};
 use netshim_common::{GuardDrops, GUARD_REASONS};
 use netshim_tests::{
     frames::{self, BROADCAST},
@@ -582,19 +582,12 @@ fn send_and_capture(g: &Guarded, cases: &[Case]) -> Vec<&'static str> {
         .collect()
 }
 
-/// The guard's counters of endpoint 0 (the VM → pod slot), summed over the CPUs; `None`
-/// when the sandbox has no `guard_drops` map.
+/// The guard's counters of endpoint 0, read from the pinned `guard_drops_v2` map (one value
+/// for all CPUs, by endpoint index); `None` when the sandbox has no such map.
 fn guard_drops(pin_dir: &Path) -> Option<GuardDrops> {
-    let data = MapData::from_pin(pin_dir.join("guard_drops")).ok()?;
-    let map: PerCpuArray<MapData, GuardDrops> =
-        PerCpuArray::try_from(Map::from_map_data(data).ok()?).ok()?;
-    let slot = netshim_common::Direction::FromVm.slot(0);
-    let per_cpu = map.get(&slot, 0).ok()?;
-    let mut sum = GuardDrops::default();
-    for d in per_cpu.iter() {
-        sum.add(d);
-    }
-    Some(sum)
+    let data = MapData::from_pin(pin_dir.join("guard_drops_v2")).ok()?;
+    let map: Array<MapData, GuardDrops> = Array::try_from(Map::from_map_data(data).ok()?).ok()?;
+    map.get(&0, 0).ok()
 }
 
 /// `netshim stats --json` reports, for the VM → pod direction of endpoint 0, what the map
@@ -714,7 +707,7 @@ fn spoofs_never_reach_the_client(fast_path: &str) {
     problems.extend(state.problems());
     let want = expected_counts(&cases);
     match drops {
-        None => problems.push("no guard_drops map pinned for the sandbox".into()),
+        None => problems.push("no guard_drops_v2 map pinned for the sandbox".into()),
         Some(d) => {
             let dropped = by_reason(&d.dropped);
             println!("{fast_path}: guard dropped {dropped:?}");
@@ -764,7 +757,7 @@ fn spoofs_in_mode(mode: &str) {
         missing.is_empty(),
         "--guard {mode} must deliver everything; these did not reach the client: {missing:?}"
     );
-    let d = guard_drops(&pin_dir(&g.pod.sandbox)).expect("guard_drops map");
+    let d = guard_drops(&pin_dir(&g.pod.sandbox)).expect("guard_drops_v2 map");
     let flagged = by_reason(&d.flagged);
     println!("--guard {mode}: flagged {flagged:?}");
     assert_eq!(by_reason(&d.dropped), BTreeMap::new(), "--guard {mode}");
@@ -1007,7 +1000,7 @@ fn guest_traffic_flows(fast_path: &str) {
         missing.is_empty(),
         "--fast-path {fast_path}: the guest's own traffic did not reach the client: {missing:?}"
     );
-    let d = guard_drops(&pin_dir(&p.sandbox)).expect("guard_drops map");
+    let d = guard_drops(&pin_dir(&p.sandbox)).expect("guard_drops_v2 map");
     assert_eq!(d, GuardDrops::default(), "the guard refused own traffic");
 
     // What the allowances do not open.
@@ -1045,7 +1038,7 @@ fn guest_traffic_flows(fast_path: &str) {
         reached.is_empty(),
         "--fast-path {fast_path}: reached the client: {reached:?}"
     );
-    let d = guard_drops(&pin_dir(&p.sandbox)).expect("guard_drops map");
+    let d = guard_drops(&pin_dir(&p.sandbox)).expect("guard_drops_v2 map");
     assert_eq!(by_reason(&d.dropped), expected_counts(&refused));
     stats_agree(p, &d, "enforce").unwrap();
 }

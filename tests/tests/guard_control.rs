@@ -257,7 +257,7 @@ fn upgrade_gives_a_sandbox_attached_before_the_guard_its_guard() {
         .collect();
     for map in [
         "guard",
-        "guard_drops",
+        "guard_drops_v2",
         "guard_v4",
         "guard_v6",
         "guard_log",

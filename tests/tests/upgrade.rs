@@ -578,15 +578,16 @@ fn mismatched_or_missing_maps_fail_cleanly() {
 }
 
 /// A sandbox whose datapath is the previous version's (its program, its five maps) is
-/// upgraded live: the map the new object adds (`drops`) is created and pinned into the
-/// sandbox directory, the counters carry on, and the new program counts into that map.
+/// upgraded live: the map the new object adds (`drops_v2`, the drop counter) is created and
+/// pinned into the sandbox directory, the counters carry on, and the new program counts
+/// into that map.
 #[test]
 fn a_sandbox_of_the_previous_version_gets_the_new_maps_and_keeps_its_counters() {
     require_root!();
     let pod = netshim_tests::netshim_cli::Pod::new("upv");
     // The previous version's program on the hooks, and its maps only: as 7fba15f left it.
     let dir = netshim_tests::netshim_cli::attach_with_previous_object(&pod);
-    std::fs::remove_file(dir.join("drops")).unwrap();
+    std::fs::remove_file(dir.join("drops_v2")).unwrap();
 
     pod.pin_pod_neighbor();
     let tap = netshim_tests::traffic::open_tap(&pod.sandbox, "tap0_kata");
@@ -608,12 +609,12 @@ fn a_sandbox_of_the_previous_version_gets_the_new_maps_and_keeps_its_counters() 
     assert_eq!(r["sandboxes"][0]["outcome"], "upgraded", "{r}");
     assert_eq!(
         r["sandboxes"][0]["created_maps"],
-        serde_json::json!(["drops"]),
+        serde_json::json!(["drops_v2"]),
         "{r}"
     );
     assert!(
-        dir.join("drops").exists(),
-        "drops pinned in the sandbox directory"
+        dir.join("drops_v2").exists(),
+        "drops_v2 pinned in the sandbox directory"
     );
     let after = stats();
     let ep = &after["endpoints"][0];
@@ -629,4 +630,111 @@ fn a_sandbox_of_the_previous_version_gets_the_new_maps_and_keeps_its_counters() 
     let ep = &stats()["endpoints"][0];
     assert_eq!(ep["from_vm"]["dropped"]["mtu"], 1, "{ep}");
     assert_eq!(ep["from_vm"]["packets"], 9, "{ep}");
+}
+
+/// The datapath of cc25fd2, the last one before issue 13 (aya-log's `AYA_LOGS` ring, a
+/// preallocated `peers`, a 64 KiB `guard_events`, no `errors` map).
+const CC25FD2_OBJECT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/netshim-ebpf-cc25fd2.o"
+);
+
+/// A sandbox whose program is cc25fd2's and which has none of the maps issue 13 added
+/// (`errors`, `drops_v2`, `guard_drops_v2`): the object is accepted over maps that differ
+/// from its own only in what its program does not see (`peers` not preallocated, a smaller
+/// ring), its aya-log ring is followed as before, and upgrading to the current object
+/// creates the new maps, keeps the counters (the drop counts too: the old per-CPU map's
+/// plus the new one's) and is followed through `errors`.
+#[test]
+fn a_sandbox_on_the_aya_log_datapath_is_followed_and_upgrades_to_the_errors_map() {
+    use netshim_tests::{
+        netshim_cli::{Follower, Pod},
+        traffic,
+    };
+    require_root!();
+    let pod = Pod::new("ual");
+    netshim_json(&["attach", "--netns", pod.netns(), "--ebpf-attach", "tcx"]);
+    let r = netshim_json(&[
+        "upgrade",
+        "--netns",
+        pod.netns(),
+        "--object",
+        CC25FD2_OBJECT,
+    ]);
+    println!("to cc25fd2: {r}");
+    assert_eq!(r["sandboxes"][0]["outcome"], "upgraded", "{r}");
+    let dir = pin_dir(&pod.sandbox);
+    // cc25fd2 had none of the maps issue 13 added; its program counts drops in the
+    // per-CPU `drops` the downgrade created.
+    for map in ["errors", "drops_v2", "guard_drops_v2"] {
+        std::fs::remove_file(dir.join(map)).unwrap_or_else(|e| panic!("unpin {map}: {e}"));
+    }
+    let old_prog = r["sandboxes"][0]["new_prog_id"].clone();
+
+    pod.pin_pod_neighbor();
+    let tap = traffic::open_tap(&pod.sandbox, "tap0_kata");
+    let pushed = traffic::exchange(&pod, &tap, 5, "old");
+    let stats = || netshim_json(&["stats", "--netns", pod.netns()])[0]["endpoints"][0].clone();
+    assert_eq!(stats()["to_vm"]["packets"], 5);
+    // One frame larger than the pod device's MTU: an mtu drop, counted per CPU by cc25fd2.
+    let too_big = || {
+        let frame = traffic::vm_frame(&pod, 1, 9, &[0u8; 4000]);
+        tap.write_frame(&frame).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    too_big();
+    assert_eq!(stats()["from_vm"]["dropped"]["mtu"], 1, "{}", stats());
+
+    // The old program is followed through its aya-log ring, as cc25fd2's netshim did.
+    let follower = Follower::start(&["--log-level", "info", "logs", "--netns", pod.netns()]);
+    let needle = format!("prog_id={old_prog}");
+    assert!(
+        follower.wait_for(&needle, Duration::from_secs(10)),
+        "{needle} not followed: {}",
+        follower.stderr()
+    );
+    let line = follower
+        .stderr()
+        .lines()
+        .find(|l| l.contains(&needle))
+        .unwrap()
+        .to_owned();
+    println!("followed: {line}");
+    assert!(
+        line.contains("following the datapath's log records"),
+        "{line}"
+    );
+    assert!(
+        !line.contains("errors map"),
+        "aya-log, not the errors map: {line}"
+    );
+
+    let r = netshim_json(&["upgrade", "--netns", pod.netns()]);
+    println!("to the current object: {r}");
+    assert_eq!(r["sandboxes"][0]["outcome"], "upgraded", "{r}");
+    assert_eq!(
+        r["sandboxes"][0]["created_maps"],
+        serde_json::json!(["drops_v2", "errors", "guard_drops_v2"]),
+        "{r}"
+    );
+    assert!(dir.join("errors").exists());
+    let new_prog = r["sandboxes"][0]["new_prog_id"].clone();
+    let needle = format!("prog_id={new_prog}");
+    assert!(
+        follower.wait_for(&needle, Duration::from_secs(10)),
+        "{needle} not followed: {}",
+        follower.stderr()
+    );
+    assert!(follower.stderr().contains("(its sandbox's errors map)"));
+    let after = stats();
+    assert_eq!(after["to_vm"]["packets"], 5, "counters kept: {after}");
+    assert_eq!(after["from_vm"]["bytes"], pushed.from_vm_bytes, "{after}");
+    // The drop counts carry on: the old per-CPU map's plus the new shared map's.
+    assert_eq!(after["from_vm"]["dropped"]["mtu"], 1, "{after}");
+    too_big();
+    assert_eq!(stats()["from_vm"]["dropped"]["mtu"], 2, "{}", stats());
+    let (code, _, stderr) = follower.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("WARN"), "{stderr}");
+    netshim_json(&["detach", "--netns", pod.netns()]);
 }

@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, future::Future};
 use aya_log::EbpfLogger;
 
 use super::{
+    errors::{self, Errors},
     programs::{programs_of, sandboxes, PinnedSandbox},
     EbpfLogError, Forward, Scope, RESCAN,
 };
@@ -18,11 +19,17 @@ async fn pump(logger: EbpfLogger<Forward>, prog_id: u32) {
     unsafe { drain_when_readable(logger, &what, |l| l.flush()) }.await;
 }
 
-/// The programs being followed, and the sandboxes' `guard_events` ring buffers, each by a
-/// task on the current tokio runtime.
+/// The programs being followed (those with an aya-log ring by a task on the current tokio
+/// runtime, the others through their sandbox's `errors` array), the sandboxes' `errors`
+/// arrays (polled at each refresh) and their `guard_events` ring buffers (a task each).
 pub struct Follower {
     scope: Scope,
-    followed: BTreeMap<u32, tokio::task::JoinHandle<()>>,
+    /// By program id; `None`: a program without aya-log, whose records are in `errors`.
+    followed: BTreeMap<u32, Option<tokio::task::JoinHandle<()>>>,
+    /// By the `errors` map's id.
+    errors: BTreeMap<u32, Errors>,
+    /// Records older than this (monotonic ns) were there before the follower started.
+    since: u64,
     /// By the ring buffer's map id (a sandbox keeps it across `upgrade`; one created by an
     /// `upgrade` of an older sandbox is a new id).
     guard_events: BTreeMap<u32, tokio::task::JoinHandle<()>>,
@@ -34,14 +41,16 @@ impl Follower {
         Self {
             scope,
             followed: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            since: errors::monotonic_ns(),
             guard_events: BTreeMap::new(),
             last_error: None,
         }
     }
 
-    /// How many programs and guard ring buffers are followed.
+    /// How many programs, `errors` arrays and guard ring buffers are followed.
     pub fn len(&self) -> usize {
-        self.followed.len() + self.guard_events.len()
+        self.followed.len() + self.errors.len() + self.guard_events.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -84,12 +93,41 @@ impl Follower {
         });
     }
 
+    /// Reports the records written into the sandboxes' `errors` arrays since the last call
+    /// (following the arrays pinned since, dropping those unpinned since).
+    fn poll_errors(&mut self, sandboxes: &[PinnedSandbox]) {
+        let mut present = Vec::new();
+        for s in sandboxes {
+            let (array, id) = match errors::pinned(&s.dir) {
+                Ok(Some(found)) => found,
+                // A datapath from before issue 13 (aya-log), or taken down in between.
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::debug!(netns = %s.netns, "not reading its errors map: {e}");
+                    continue;
+                }
+            };
+            present.push(id);
+            let since = self.since;
+            let followed = self
+                .errors
+                .entry(id)
+                .or_insert_with(|| Errors::new(array, since));
+            if let Err(e) = followed.report(&s.netns) {
+                tracing::debug!(netns = %s.netns, map_id = id, "reading its errors map: {e}");
+            }
+        }
+        self.errors.retain(|id, _| present.contains(id));
+    }
+
     /// Starts following the programs in scope loaded since the last call and stops following
-    /// those unloaded since; the same for the sandboxes' guard ring buffers. Must be called
-    /// inside a tokio runtime (with IO enabled).
+    /// those unloaded since; the same for the sandboxes' guard ring buffers; reports the
+    /// records of their `errors` arrays. Must be called inside a tokio runtime (with IO
+    /// enabled).
     pub fn refresh(&mut self) -> Result<(), EbpfLogError> {
         let sandboxes = sandboxes(&self.scope)?;
         self.refresh_guard_events(&sandboxes);
+        self.poll_errors(&sandboxes);
         let programs = programs_of(&self.scope, &sandboxes)?;
         self.followed.retain(|id, task| {
             let keep = programs.iter().any(|p| p.prog_id == *id);
@@ -98,7 +136,9 @@ impl Follower {
                     prog_id = *id,
                     "datapath program unloaded: no longer followed"
                 );
-                task.abort();
+                if let Some(task) = task {
+                    task.abort();
+                }
             }
             keep
         });
@@ -118,9 +158,19 @@ impl Follower {
                         "following the datapath's log records"
                     );
                     let task = tokio::spawn(pump(logger, p.prog_id));
-                    self.followed.insert(p.prog_id, task);
+                    self.followed.insert(p.prog_id, Some(task));
                 }
-                // Unloaded in between, or built without aya-log: nothing to follow.
+                // A datapath since issue 13: its records are in its sandbox's `errors`
+                // array, which `poll_errors` reads.
+                Err(aya_log::Error::MapNotFound) => {
+                    tracing::info!(
+                        prog_id = p.prog_id,
+                        netns = %p.netns,
+                        "following the datapath's log records (its sandbox's errors map)"
+                    );
+                    self.followed.insert(p.prog_id, None);
+                }
+                // Unloaded in between: nothing to follow.
                 Err(e) => tracing::debug!(prog_id = p.prog_id, "not following: {e}"),
             }
         }
@@ -156,7 +206,8 @@ impl Follower {
 
 impl Drop for Follower {
     fn drop(&mut self) {
-        for task in self.followed.values().chain(self.guard_events.values()) {
+        let programs = self.followed.values().flatten();
+        for task in programs.chain(self.guard_events.values()) {
             task.abort();
         }
     }

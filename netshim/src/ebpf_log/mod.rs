@@ -1,11 +1,16 @@
-//! Forwarding the datapath's own log records (aya-log) into `tracing`.
+//! Forwarding the datapath's own error records into `tracing`.
 //!
-//! `netshim_redirect` logs with aya-log-ebpf into its `AYA_LOGS` ring buffer, only for a
-//! packet it does not redirect although its device has a `peers` entry (flags it does not
-//! know: the version skew guard; or a helper refusal). Every load of the program has a ring buffer of its own, found from the
-//! program id with [`aya_log::EbpfLogger::init_from_id_with_logger`]. Records are emitted as
-//! `tracing` events with target [`TARGET`] at the level the program logged them, with the
-//! program id and the sandbox's netns as fields.
+//! `netshim_redirect` records a packet it does not redirect although its device has a
+//! `peers` entry (flags it does not know: the version skew guard; or a helper refusal):
+//! - since issue 13, as a fixed [`netshim_common::DatapathEvent`] in the slot's entry of the
+//!   sandbox's pinned `errors` array, which a follower polls every [`RESCAN`] (`errors`);
+//!   each new record becomes a WARN event with target [`TARGET`] and the text aya-log
+//!   printed before, with the sandbox's netns and the counter slot as fields;
+//! - before (a sandbox attached by an older netshim and not upgraded), with aya-log-ebpf
+//!   into the program's own `AYA_LOGS` ring buffer, found from the program id with
+//!   [`aya_log::EbpfLogger::init_from_id_with_logger`]; its records are emitted with target
+//!   [`TARGET`] at the level the program logged them, with the program id and the
+//!   sandbox's netns as fields.
 //!
 //! Which programs: the loaded programs named `netshim_redirec` (the kernel keeps 15
 //! characters of a name) that use a sandbox's pinned `peers` map. That covers TCX links and
@@ -16,7 +21,8 @@
 //! reads (see [`crate::guard::events`]; target `netshim::guard`).
 //!
 //! - `programs`: which loaded programs and pinned sandboxes are in a [`Scope`].
-//! - `forward`: aya-log records of one program as `tracing` events.
+//! - `errors`: the `errors` array of one sandbox, polled, as `tracing` events.
+//! - `forward`: aya-log records of one program (older datapaths) as `tracing` events.
 //! - `follower`: the tasks that follow them (and the guard's ring buffers) as they come
 //!   and go: `netshim logs` and `watch`.
 //!
@@ -25,6 +31,7 @@
 //! has one consumer position, so two followers of one datapath (`watch` and `logs` at once)
 //! each see part of the records.
 
+mod errors;
 mod follower;
 mod forward;
 mod programs;

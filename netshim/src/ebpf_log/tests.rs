@@ -123,3 +123,35 @@ fn a_sandbox_without_pins_is_not_attached() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn error_records_read_as_the_warnings_aya_log_printed() {
+    use netshim_common::{DatapathEvent, DATAPATH_EVENT_REDIRECT, DATAPATH_EVENT_SKEW};
+    let skew = DatapathEvent {
+        kind: DATAPATH_EVENT_SKEW,
+        ifindex: 2,
+        detail: 0x81,
+        peer_ifindex: 3,
+        known_flags: 0x3,
+        _pad: 0,
+        time_ns: 1,
+    };
+    assert_eq!(
+        errors::message(&skew).as_deref(),
+        Some(
+            "netshim: peers entry of ifindex 2 has flags 0x81 unknown to this datapath \
+             (known 0x3; written by another netshim version?): packet passed to the stack, \
+             not redirected"
+        )
+    );
+    let refused = DatapathEvent {
+        kind: DATAPATH_EVENT_REDIRECT,
+        detail: (-22i32) as u32,
+        ..skew
+    };
+    assert_eq!(
+        errors::message(&refused).as_deref(),
+        Some("netshim: bpf_redirect to ifindex 3 returned -22")
+    );
+    assert_eq!(errors::message(&DatapathEvent::default()), None);
+}

@@ -10,9 +10,7 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
     Array, HashMap, Map, MapData, MapError,
 };
-use netshim_common::{
-    map_names, GuardConfig, GuardV4Key, GuardV6Key, PeerEntry, GUARD_MAPS, PEER_GUARD,
-};
+use netshim_common::{map_names, GuardConfig, GuardV4Key, GuardV6Key, PeerEntry, PEER_GUARD};
 
 use super::{
     config_map::{V4Entry, V6Entry},
@@ -47,7 +45,7 @@ fn pinned(dir: &Path, name: &'static str) -> Result<Map, GuardMapError> {
 /// Whether the sandbox directory has every map of the guard pinned (a sandbox attached
 /// before the guard existed has none until `netshim upgrade`).
 pub fn has_guard_maps(dir: &Path) -> bool {
-    GUARD_MAPS.iter().all(|m| dir.join(m).exists())
+    netshim_common::has_guard_maps(|m| dir.join(m).exists())
 }
 
 type V4Trie = LpmTrie<MapData, GuardV4Key, u8>;

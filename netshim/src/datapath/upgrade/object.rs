@@ -38,9 +38,7 @@ impl Object {
     /// Whether the object has the source guard (declares every guard map), i.e. its
     /// program knows `PEER_GUARD`.
     pub fn has_guard(&self) -> bool {
-        netshim_common::GUARD_MAPS
-            .iter()
-            .all(|m| self.pinned_maps.iter().any(|d| d.name == *m))
+        netshim_common::has_guard_maps(|m| self.pinned_maps.iter().any(|d| d.name == m))
     }
 
     pub fn embedded() -> Result<Self, UpgradeError> {
@@ -136,19 +134,39 @@ impl MapDef {
     }
 }
 
-/// What is different between a pinned map and the object's definition, if anything.
+/// `BPF_MAP_TYPE_RINGBUF`: its `max_entries` is the ring's size in bytes.
+const MAP_TYPE_RINGBUF: u32 = aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32;
+/// `BPF_F_NO_PREALLOC`: whether a hash map's elements are allocated up front.
+const NO_PREALLOC: u32 = aya_obj::generated::BPF_F_NO_PREALLOC;
+
+/// What is different between a pinned map and the object's definition, if anything the
+/// program cares about. It does not care whether a hash map is preallocated
+/// (`BPF_F_NO_PREALLOC`, e.g. `peers` since issue 13) nor how large a ring buffer is (it
+/// reserves fixed records and counts what does not fit), so a sandbox attached with the
+/// older definitions keeps its maps across an upgrade, and its counters with them.
 pub(super) fn compare(declared: &MapDef, pinned: &MapDef) -> Option<String> {
+    let ring = declared.map_type == MAP_TYPE_RINGBUF && pinned.map_type == MAP_TYPE_RINGBUF;
     let pairs = [
-        ("map type", pinned.map_type, declared.map_type),
-        ("key size", pinned.key_size, declared.key_size),
-        ("value size", pinned.value_size, declared.value_size),
-        ("max entries", pinned.max_entries, declared.max_entries),
-        ("flags", pinned.flags, declared.flags),
+        ("map type", pinned.map_type, declared.map_type, true),
+        ("key size", pinned.key_size, declared.key_size, true),
+        ("value size", pinned.value_size, declared.value_size, true),
+        (
+            "max entries",
+            pinned.max_entries,
+            declared.max_entries,
+            !ring,
+        ),
+        (
+            "flags",
+            pinned.flags & !NO_PREALLOC,
+            declared.flags & !NO_PREALLOC,
+            true,
+        ),
     ];
     let diffs: Vec<String> = pairs
         .iter()
-        .filter(|(_, pinned, declared)| pinned != declared)
-        .map(|(what, pinned, declared)| format!("{what} pinned {pinned}, object {declared}"))
+        .filter(|(_, pinned, declared, matters)| *matters && pinned != declared)
+        .map(|(what, pinned, declared, _)| format!("{what} pinned {pinned}, object {declared}"))
         .collect();
     (!diffs.is_empty()).then(|| diffs.join(", "))
 }
@@ -256,7 +274,10 @@ pub fn load_against(dir: &Path, object: &Object) -> Result<Loaded, UpgradeError>
                 source: Box::new(source),
             })?;
     }
+    // No kernel BTF: the program needs no CO-RE relocation, and reading and parsing
+    // /sys/kernel/btf/vmlinux (~2 MB) was most of a load's user time.
     let mut ebpf = EbpfLoader::new()
+        .btf(None)
         .default_map_pin_directory(&staging.dir)
         .load(&object.bytes)
         .map_err(|source| UpgradeError::Load {
@@ -300,4 +321,47 @@ pub fn load_against(dir: &Path, object: &Object) -> Result<Loaded, UpgradeError>
         loaded.created_maps.push(name);
     }
     Ok(loaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(name: &str, map_type: u32, max_entries: u32, flags: u32) -> MapDef {
+        MapDef {
+            name: name.into(),
+            map_type,
+            key_size: 4,
+            value_size: 16,
+            max_entries,
+            flags,
+        }
+    }
+
+    #[test]
+    fn preallocation_and_ring_size_are_not_differences_the_program_sees() {
+        const HASH: u32 = aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_HASH as u32;
+        // peers of cc25fd2 (preallocated) against the object's (BPF_F_NO_PREALLOC).
+        let declared = def("peers", HASH, 128, NO_PREALLOC);
+        assert_eq!(compare(&declared, &def("peers", HASH, 128, 0)), None);
+        // The 64 KiB guard_events ring of cc25fd2 against a smaller one.
+        let ring = def("guard_events", MAP_TYPE_RINGBUF, 4096, 0);
+        assert_eq!(
+            compare(&ring, &def("guard_events", MAP_TYPE_RINGBUF, 65536, 0)),
+            None
+        );
+        // Anything else still counts: another hash size, another flag, another type.
+        assert_eq!(
+            compare(&declared, &def("peers", HASH, 64, 0)).as_deref(),
+            Some("max entries pinned 64, object 128")
+        );
+        assert_eq!(
+            compare(&declared, &def("peers", HASH, 128, 8 | NO_PREALLOC)).as_deref(),
+            Some("flags pinned 8, object 0")
+        );
+        assert_eq!(
+            compare(&ring, &def("guard_events", HASH, 65536, 0)).as_deref(),
+            Some("map type pinned 1, object 27, max entries pinned 65536, object 4096")
+        );
+    }
 }
