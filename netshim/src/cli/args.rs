@@ -251,6 +251,11 @@ pub struct AttachArgs {
     /// cls_bpf), tcx, or cls-bpf.
     #[arg(long, value_enum)]
     pub ebpf_attach: Option<EbpfAttach>,
+    /// The eBPF object a new sandbox's datapath is loaded from (default: the one built into
+    /// this binary), e.g. an earlier release's, as `upgrade --object` takes it. A sandbox
+    /// that is attached already keeps its program.
+    #[arg(long, value_name = "FILE")]
+    pub object: Option<PathBuf>,
     /// bpf_redirect_peer for VM → pod where the pod device is a veth whose peer is in
     /// another netns (auto), or always plain bpf_redirect (off). Default: auto.
     #[arg(long, value_parser = parse_fast_path)]

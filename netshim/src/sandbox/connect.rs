@@ -156,7 +156,7 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
             &handle,
             &netns,
             options.backend,
-            options.ebpf_attach,
+            (options.ebpf_attach, None),
             std::slice::from_ref(&pair),
             &mut undo,
         )
