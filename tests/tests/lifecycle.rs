@@ -266,14 +266,24 @@ fn attaching_twice_returns_the_recorded_attach_and_changes_nothing() {
     assert_eq!(first["already_attached"], false);
     let cookie = first["netns_cookie"].as_u64().unwrap();
     let attached = snapshot(&pod.sandbox);
-    let tcx_links: usize = attached.tcx.values().map(Vec::len).sum();
+    // The default hook (`--ebpf-attach auto`): a cls_bpf filter on eth0 and tap0_kata.
+    let ours: Vec<&String> = attached
+        .filters
+        .keys()
+        .filter(|dev| {
+            attached.filters[*dev]
+                .to_string()
+                .contains("netshim_redirect")
+        })
+        .collect();
     assert_eq!(
-        tcx_links, 2,
-        "a TCX link on eth0 and tap0_kata: {:?}",
-        attached.tcx
+        ours,
+        ["eth0/ingress", "tap0_kata/ingress"],
+        "{:?}",
+        attached.filters
     );
     let pins = pin_files(cookie);
-    assert!(pins.iter().any(|(n, _)| n == "link_eth0"), "{pins:?}");
+    assert!(pins.iter().any(|(n, _)| n == "program"), "{pins:?}");
     let commit = state_dir(cookie).join("attached.json");
     let commit_inode = std::fs::metadata(&commit).unwrap().ino();
 
@@ -775,7 +785,7 @@ fn gc_keeps_a_netns_that_only_a_socket_holds() {
             .contains("still attached"),
         "{skipped}"
     );
-    assert!(pin_dir(cookie).join("link_eth0").exists());
+    assert!(pin_dir(cookie).join("program").exists());
 
     drop(socket);
     gc_until_collected(cookie);

@@ -146,7 +146,7 @@ pub(crate) async fn connect_pairs(
                 true => ebpf::recorded_mode(&dir).map_err(ebpf_err)?,
                 false => {
                     undo.pin_dir = Some(dir.clone());
-                    ebpf_attach.unwrap_or_else(AttachMode::for_running_kernel)
+                    ebpf_attach.unwrap_or_else(AttachMode::auto)
                 }
             };
             let mut datapath = EbpfDatapath::load(&dir, mode, object).map_err(ebpf_err)?;

@@ -25,7 +25,7 @@ pub struct AttachOptions {
     pub tap_group: Option<u32>,
     /// txqueuelen of the taps; the kernel default (1000) when `None`.
     pub txqueuelen: Option<u32>,
-    /// How to hook the eBPF classifier; `None` = TCX when the kernel has it, else cls_bpf.
+    /// How to hook the eBPF classifier; `None` = `--ebpf-attach auto` ([`AttachMode::auto`]).
     pub ebpf_attach: Option<AttachMode>,
     /// The eBPF object a new sandbox's datapath is loaded from (`--object`); `None` = the
     /// one built into this binary. A sandbox that has a pinned program keeps it.
