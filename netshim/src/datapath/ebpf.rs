@@ -540,7 +540,13 @@ async fn detach_cls_bpf(
     match tc::qdisc_detach_program(name, TcAttachType::Ingress, PROGRAM_NAME) {
         Ok(()) => {}
         // The device is gone, or the filter is: nothing of ours left there.
-        Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        // (The name lookup of a device that is gone: ENODEV.)
+        Err(tc::TcError::IoError(e))
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ENODEV) =>
+        {
+            return Ok(())
+        }
         Err(tc::TcError::NetlinkError(e)) if netlink::is_gone_raw(e.raw_os_error()) => {
             return Ok(())
         }
