@@ -374,8 +374,8 @@ fn upgrade_all_skips_stale_sandboxes_and_says_when_there_is_nothing() {
 echo "--- none"
 "$NETSHIM" upgrade --all
 "$NETSHIM" upgrade --all --json
-"$NETSHIM" connect --netns {live} ma0 mb0 >/dev/null
-"$NETSHIM" connect --netns {doomed} da0 db0 >/dev/null
+"$NETSHIM" connect --netns {live} ma0 mb0 --ebpf-attach tcx >/dev/null
+"$NETSHIM" connect --netns {doomed} da0 db0 --ebpf-attach tcx >/dev/null
 ip netns del {doomed}
 echo "--- all"
 "$NETSHIM" upgrade --all --json
