@@ -7,6 +7,9 @@
 //!     endpoints sandbox                maps that describe the sandbox to later processes
 //!     guard guard_v4 guard_v6 ...      the source guard's maps (see the guard module)
 //!     link_<ifname>                    one TCX link per device ingress (kernel >= 6.6)
+//!     program                          the verified `netshim_redirect` every later connect
+//!                                      of the sandbox attaches (no second BPF_PROG_LOAD);
+//!                                      sandboxes of releases before it have none
 //! ```
 //! The directory is named after the namespace's cookie (`SO_NETNS_COOKIE`), so `--netns NAME`
 //! and `--netns /proc/<pid>/ns/net` of the same namespace find the same pins, and a new
@@ -31,6 +34,8 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/netshim";
 pub const SANDBOX_DIR_PREFIX: &str = "netns-";
 /// Prefix of a pinned TCX link; the rest is the interface name.
 pub const LINK_PIN_PREFIX: &str = "link_";
+/// The sandbox's loaded datapath program (not a map: readers open maps by name).
+pub const PROGRAM_PIN: &str = "program";
 
 /// A failure on one of netshim's own files on the host: the bpffs pins (and the bpffs mount),
 /// the state files under /run/netshim and the sandbox lock files.
@@ -85,6 +90,11 @@ pub fn sandbox_dir(netns_cookie: u64) -> PathBuf {
 /// The pin of the TCX link on `ifname`'s ingress.
 pub fn link_pin(dir: &Path, ifname: &str) -> PathBuf {
     dir.join(format!("{LINK_PIN_PREFIX}{ifname}"))
+}
+
+/// The pin of the sandbox's datapath program.
+pub fn program_pin(dir: &Path) -> PathBuf {
+    dir.join(PROGRAM_PIN)
 }
 
 /// Creates the sandbox's pin directory (and netshim's root), both 0700.
@@ -195,6 +205,10 @@ mod tests {
         assert_eq!(
             link_pin(&dir, "eth0"),
             PathBuf::from("/sys/fs/bpf/netshim/netns-4026532000/link_eth0")
+        );
+        assert_eq!(
+            program_pin(&dir),
+            PathBuf::from("/sys/fs/bpf/netshim/netns-4026532000/program")
         );
         assert_eq!(parse_sandbox_dir_name("netns-42"), Some(42));
         assert_eq!(parse_sandbox_dir_name("netns-x"), None);

@@ -124,7 +124,7 @@ fn attaching_again_with_another_backend_is_a_conflict_that_changes_nothing() {
     assert_fails(&out, 3, "already attached");
     assert_eq!(pod.sandbox.link_names(), links);
     let status = netshim_json(&["status", "--netns", pod.netns()]);
-    assert_eq!(status["datapath"], "tcx", "the first attach is intact");
+    assert_eq!(status["datapath"], "cls_bpf", "the first attach is intact");
     assert_eq!(status["endpoints"][0]["connected"], true);
     netshim_json(&["detach", "--netns", pod.netns()]);
 }

@@ -43,8 +43,10 @@ fn churn_attach_detach_leaks_nothing() {
     steady_allocator();
     let pod = Pod::new("churn");
     let netns = Netns::resolve(pod.netns()).expect("resolve the sandbox netns");
+    // TCX: the programs it loads are found by a TCX query, for the unload check below.
     let options = |backend| AttachOptions {
         backend,
+        ebpf_attach: Some(netshim::datapath::AttachMode::Tcx),
         ..AttachOptions::default()
     };
     let before = NetnsSnapshot::take(&pod.sandbox);

@@ -290,6 +290,8 @@ fn watch_follows_its_datapath_logs_on_stderr_and_keeps_stdout_json_lines() {
         "watch",
         "--netns",
         pod.netns(),
+        "--ebpf-attach",
+        "tcx",
         "--json",
     ]);
     assert!(

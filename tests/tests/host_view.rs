@@ -56,12 +56,22 @@ fn attach_status_stats_detach_under_ip_netns_exec_act_on_the_hosts_bpffs() {
     let name = pod.netns().to_owned();
     let cookie = pod.cookie();
 
-    let attach = netshim_in(&pod.sandbox, &["attach", "--netns", &name, "--json"]);
+    // TCX: the links are what the TCX queries below look for.
+    let attach = netshim_in(
+        &pod.sandbox,
+        &["attach", "--netns", &name, "--ebpf-attach", "tcx", "--json"],
+    );
     let report = json_of(&attach, "ip netns exec … netshim attach");
     assert_eq!(report["netns_cookie"], cookie);
     // From the host: the pins outlived the process that made them.
     let pinned = pins(cookie);
-    for pin in ["link_eth0", "link_tap0_kata", "peers", "counters"] {
+    for pin in [
+        "link_eth0",
+        "link_tap0_kata",
+        "program",
+        "peers",
+        "counters",
+    ] {
         assert!(
             pinned.iter().any(|p| p == pin),
             "no {pin} in the host's pin dir after attach under ip netns exec: {pinned:?}"
@@ -154,8 +164,8 @@ fn the_cni_plugin_under_ip_netns_exec_pins_on_the_host() {
     );
     let pinned = pins(cookie);
     assert!(
-        pinned.iter().any(|p| p == "link_eth0"),
-        "no link pin on the host after CNI ADD under ip netns exec: {pinned:?}"
+        pinned.iter().any(|p| p == "program"),
+        "no program pin on the host after CNI ADD under ip netns exec: {pinned:?}"
     );
     let status = netshim_json(&["status", "--netns", pod.netns()]);
     assert_eq!(status["endpoints"][0]["connected"], true, "{status}");

@@ -188,6 +188,21 @@ fn peer_keys(dir: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// The program a pinned TCX link runs, as bpftool shows it.
+fn link_prog_id(pin: &Path) -> u64 {
+    let out = Command::new("bpftool")
+        .args(["link", "show", "pinned"])
+        .arg(pin)
+        .arg("-j")
+        .output()
+        .expect("run bpftool");
+    assert!(out.status.success(), "bpftool link show pinned {pin:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    v["prog_id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("prog_id in {v}"))
+}
+
 fn ifindex(ns: &TestNetns, ifname: &str) -> u64 {
     ns.link_json(ifname)["ifindex"].as_u64().expect("ifindex")
 }
@@ -196,7 +211,8 @@ fn ifindex(ns: &TestNetns, ifname: &str) -> u64 {
 fn hot_plugged_veth_gets_a_working_tap_within_a_second_and_unplugging_removes_it() {
     require_root!();
     let pod = Pod::new("hp");
-    let mut watch = Watch::start(pod.netns(), &[]);
+    // TCX: the link pins show which program each hook runs.
+    let mut watch = Watch::start(pod.netns(), &["--ebpf-attach", "tcx"]);
     let (_, watching) = watch.expect("watching", None, Duration::from_secs(30));
     assert_eq!(
         watching["attached"]["endpoints"][0]["tap"]["name"], "tap0_kata",
@@ -287,6 +303,11 @@ fn hot_plugged_veth_gets_a_working_tap_within_a_second_and_unplugging_removes_it
     // (b) CNI DEL: the veth goes (deleting the client end takes eth1 with it).
     let dir = pin_dir(&pod.sandbox);
     assert!(dir.join("link_eth1").exists() && dir.join("link_tap1_kata").exists());
+    // The hot-plugged endpoint runs the sandbox's pinned program: it loaded none of its own.
+    let program = link_prog_id(&dir.join("link_eth0"));
+    for link in ["link_tap0_kata", "link_eth1", "link_tap1_kata"] {
+        assert_eq!(link_prog_id(&dir.join(link)), program, "{link}");
+    }
     net.client.ip(&["link", "del", "c1"]);
     let deleted = Instant::now();
     let (at, removed) = watch.expect("removed", Some("eth1"), Duration::from_secs(5));
@@ -421,13 +442,16 @@ fn watch_started_before_the_cni_plugs_the_first_endpoint_and_unplugs_the_last() 
     assert_eq!(added["vm_device"], "tap0_kata");
     assert_eq!(added["index"], 0);
     let dir = pin_dir(&pod.sandbox);
-    assert!(dir.join("link_eth0").exists(), "a new pin directory");
+    assert!(
+        dir.join("program").exists(),
+        "a new pin directory, with the sandbox's program"
+    );
     // No attach committed when watch started; the first plug wrote the commit, so an attach
     // now is the idempotent answer, not a cleanup of "leftovers".
     let again = netshim_json(&["attach", "--netns", pod.netns()]);
     assert_eq!(again["already_attached"], true, "{again}");
     assert_eq!(again["endpoints"][0]["tap"]["name"], "tap0_kata", "{again}");
-    assert_eq!(again["datapath"], "tcx", "{again}");
+    assert_eq!(again["datapath"], "cls_bpf", "{again}");
     net.reaches_new_tap(&pod.sandbox, "eth0", "tap0_kata", 2);
 
     net.client.ip(&["link", "del", "c1"]);

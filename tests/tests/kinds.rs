@@ -166,7 +166,7 @@ fn attach_every_kind_at_once_and_detach_restores() {
     assert!(skipped
         .iter()
         .any(|s| s["name"] == "tunx" && s["reason"] == "unsupported"));
-    assert_eq!(report["datapath"], "tcx");
+    assert_eq!(report["datapath"], "cls_bpf");
 
     let stats = netshim_json(&["stats", "--netns", pod.netns()]);
     let names: Vec<&str> = stats[0]["endpoints"]

@@ -210,7 +210,11 @@ fn prometheus_has_exact_counters(backend: &str) {
     );
     assert_eq!(value(&samples, errors, &ep("to_vm")), 0);
     assert_eq!(value(&samples, errors, &ep("from_vm")), 0);
-    let datapath = if backend == "mirred" { "mirred" } else { "tcx" };
+    let datapath = if backend == "mirred" {
+        "mirred"
+    } else {
+        "cls_bpf"
+    };
     assert_eq!(
         value(
             &samples,

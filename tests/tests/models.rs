@@ -174,7 +174,7 @@ fn config_file_sets_the_model_and_flags_override_it() {
         "tcfilter",
     ]);
     assert_eq!(report["model"], "tcfilter");
-    assert_eq!(report["datapath"], "tcx");
+    assert_eq!(report["datapath"], "cls_bpf");
     netshim_json(&["detach", "--netns", pod.netns()]);
     // A bad file is refused with the key named, and nothing is made.
     std::fs::write(&cfg, "[runtime]\ninternetworking_model = \"bridged\"\n").unwrap();

@@ -175,7 +175,15 @@ fn run_with_upgrades(
 fn upgrade_under_load_loses_nothing_and_keeps_counters() {
     require_root!();
     let t = pair_topo("upl");
-    let r = netshim_json(&["connect", "--netns", t.shim.name(), "ma0", "mb0"]);
+    let r = netshim_json(&[
+        "connect",
+        "--netns",
+        t.shim.name(),
+        "ma0",
+        "mb0",
+        "--ebpf-attach",
+        "tcx",
+    ]);
     assert_eq!(r["datapath"], "tcx", "{r}");
     let dir = pin_dir(&t.shim);
     let links = vec![dir.join("link_ma0"), dir.join("link_mb0")];
@@ -366,8 +374,8 @@ fn upgrade_all_skips_stale_sandboxes_and_says_when_there_is_nothing() {
 echo "--- none"
 "$NETSHIM" upgrade --all
 "$NETSHIM" upgrade --all --json
-"$NETSHIM" connect --netns {live} ma0 mb0 >/dev/null
-"$NETSHIM" connect --netns {doomed} da0 db0 >/dev/null
+"$NETSHIM" connect --netns {live} ma0 mb0 --ebpf-attach tcx >/dev/null
+"$NETSHIM" connect --netns {doomed} da0 db0 --ebpf-attach tcx >/dev/null
 ip netns del {doomed}
 echo "--- all"
 "$NETSHIM" upgrade --all --json
@@ -457,7 +465,15 @@ fn mismatched_or_missing_maps_fail_cleanly() {
     // Two veths whose peers are elsewhere: the two ends of one pair here would loop.
     let far = TestNetns::new("nsh-upm-f");
     two_veths_from(&far, &ns);
-    netshim_json(&["connect", "--netns", ns.name(), "ma0", "mb0"]);
+    netshim_json(&[
+        "connect",
+        "--netns",
+        ns.name(),
+        "ma0",
+        "mb0",
+        "--ebpf-attach",
+        "tcx",
+    ]);
     let dir = pin_dir(&ns);
     let links = [dir.join("link_ma0"), dir.join("link_mb0")];
     let ids_before: Vec<u64> = links.iter().map(|l| link_prog_id(l)).collect();

@@ -247,10 +247,16 @@ pub struct AttachArgs {
     /// (kata's u32 + mirred). Default: ebpf.
     #[arg(long, value_parser = parse_backend)]
     pub tc_backend: Option<TcBackend>,
-    /// How the eBPF classifier is hooked: auto (TCX links on kernels >= 6.6, else clsact +
-    /// cls_bpf), tcx, or cls-bpf.
+    /// How the eBPF classifier is hooked: auto (= cls-bpf: a clsact qdisc and a cls_bpf
+    /// filter, the fastest to attach and detach), tcx (pinned TCX links, kernel >= 6.6;
+    /// each link waits for an RCU grace period), or cls-bpf.
     #[arg(long, value_enum)]
     pub ebpf_attach: Option<EbpfAttach>,
+    /// The eBPF object a new sandbox's datapath is loaded from (default: the one built into
+    /// this binary), e.g. an earlier release's, as `upgrade --object` takes it. A sandbox
+    /// that is attached already keeps its program.
+    #[arg(long, value_name = "FILE")]
+    pub object: Option<PathBuf>,
     /// bpf_redirect_peer for VM → pod where the pod device is a veth whose peer is in
     /// another netns (auto), or always plain bpf_redirect (off). Default: auto.
     #[arg(long, value_parser = parse_fast_path)]
@@ -284,7 +290,7 @@ pub struct AttachArgs {
 /// on purpose: `--help` lists them as `[possible values: auto, tcx, cls-bpf]`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum EbpfAttach {
-    // TCX links on kernels >= 6.6, else clsact + cls_bpf.
+    // cls-bpf on every kernel (see AttachMode::auto).
     Auto,
     Tcx,
     ClsBpf,

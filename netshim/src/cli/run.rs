@@ -2,7 +2,7 @@
 
 use netshim::{
     config::{self, FileConfig},
-    datapath::TcBackend,
+    datapath::{ebpf::EbpfObject, TcBackend},
     ebpf_log,
     endpoint::SystemProbe,
     guard::GuardSettings,
@@ -60,6 +60,11 @@ fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
                 "--ebpf-attach applies to the tcfilter model only, not to '{model}'"
             )));
         }
+        if a.object.is_some() {
+            return Err(Error::InvalidOptions(format!(
+                "--object applies to the tcfilter model only, not to '{model}'"
+            )));
+        }
     }
     let backend = a.tc_backend.or(file.tc_backend).unwrap_or_default();
     let ebpf_attach = a.ebpf_attach.and_then(EbpfAttach::mode);
@@ -68,6 +73,17 @@ fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
             "--ebpf-attach applies to the ebpf tc backend only".into(),
         ));
     }
+    if a.object.is_some() && backend != TcBackend::Ebpf {
+        return Err(Error::InvalidOptions(
+            "--object applies to the ebpf tc backend only".into(),
+        ));
+    }
+    let ebpf_object = match &a.object {
+        Some(path) => Some(EbpfObject::read(path).map_err(|e| {
+            Error::InvalidOptions(format!("reading the eBPF object {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
     let owner = a.tap_owner.or(file.tap_owner);
     let guard_mode = a.guard.mode.or(file.guard);
     let guard = GuardSettings {
@@ -90,6 +106,7 @@ fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
         tap_group: owner.and_then(|o| o.gid),
         txqueuelen: a.txqueuelen.or(file.txqueuelen),
         ebpf_attach,
+        ebpf_object,
         fast_path: a.fast_path.unwrap_or_default(),
         probe: probe(a.vhost_user_dir.clone().or(file.vhost_user_dir)),
         skip_unsupported: a.skip_unsupported,

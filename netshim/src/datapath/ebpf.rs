@@ -10,16 +10,19 @@
 //! Everything that attaches must run on a thread inside the sandbox netns (see
 //! [`crate::netns::Netns::run`]): interface names and ifindexes are per netns.
 
-use std::path::{Path, PathBuf};
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    path::{Path, PathBuf},
+};
 
 use aya::{
     maps::{Array, HashMap, MapData},
     programs::{
         links::FdLink,
-        tc::{self, NlOptions, TcAttachOptions},
+        tc::{self, TcAttachOptions},
         LinkOrder, SchedClassifier, TcAttachType,
     },
-    Ebpf, EbpfLoader,
+    Ebpf,
 };
 use netshim_common::{
     from_fixed, map_names, to_fixed, Direction, EndpointRecord, PeerEntry, SandboxRecord,
@@ -60,6 +63,11 @@ pub enum EbpfError {
         dev: String,
         source: Box<aya::programs::tc::TcError>,
     },
+    #[error("adding the cls_bpf filter {PROGRAM_NAME} to the clsact ingress of {dev}: {source}")]
+    Filter {
+        dev: String,
+        source: Box<netlink::NetlinkError>,
+    },
     #[error("removing {PROGRAM_NAME} from the ingress of {dev}: {source}")]
     Detach {
         dev: String,
@@ -69,6 +77,11 @@ pub enum EbpfError {
     DeleteClsact {
         dev: String,
         source: Box<rtnetlink::Error>,
+    },
+    #[error("BPF_OBJ_PIN of {PROGRAM_NAME} at {path}: {source}")]
+    PinProgram {
+        path: PathBuf,
+        source: Box<aya::pin::PinError>,
     },
     #[error("BPF_OBJ_PIN of the link on {dev} at {path}: {source}")]
     PinLink {
@@ -113,33 +126,75 @@ fn map_err(
     }
 }
 
+/// An eBPF object other than the one built into this binary (`attach --object`), read once.
+#[derive(Clone)]
+pub struct EbpfObject {
+    pub path: PathBuf,
+    pub bytes: std::sync::Arc<[u8]>,
+}
+
+impl EbpfObject {
+    pub fn read(path: &Path) -> std::io::Result<Self> {
+        Ok(Self {
+            path: path.to_owned(),
+            bytes: std::fs::read(path)?.into(),
+        })
+    }
+}
+
+impl std::fmt::Debug for EbpfObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({} bytes)", self.path.display(), self.bytes.len())
+    }
+}
+
 /// A loaded copy of the datapath whose maps live in one sandbox pin directory.
 pub struct EbpfDatapath {
-    ebpf: Ebpf,
+    program: Program,
     dir: PathBuf,
     mode: AttachMode,
 }
 
+/// Where the program to attach comes from.
+enum Program {
+    /// The sandbox's program, pinned by an earlier connect (see [`pins::program_pin`]).
+    Pinned(Box<SchedClassifier>),
+    /// Loaded by this value from the object (and pinned for later connects).
+    Object(Box<Ebpf>),
+}
+
 impl EbpfDatapath {
-    /// Loads the object, creating (or reusing) the maps pinned in `dir`, and loads the program.
-    pub fn load(dir: &Path, mode: AttachMode) -> Result<Self, EbpfError> {
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(dir)
-            .load(crate::EBPF_OBJECT)
-            .map_err(|source| EbpfError::Load {
-                dir: dir.to_owned(),
-                source: Box::new(source),
-            })?;
-        let program: &mut SchedClassifier = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(EbpfError::MissingProgram)?
-            .try_into()
-            .map_err(|e| EbpfError::ProgramLoad(Box::new(e)))?;
-        program
-            .load()
-            .map_err(|e| EbpfError::ProgramLoad(Box::new(e)))?;
+    /// Opens the datapath of the sandbox directory `dir`. The program is the one pinned in
+    /// `dir` when there is one (no object is loaded at all: the maps are the pinned ones it
+    /// uses). Otherwise the object is loaded: its maps are created (or the pinned ones
+    /// reused) and pinned, its program is loaded (BPF_PROG_LOAD) and pinned for later
+    /// connects. `object`: another object than the built-in one (`attach --object`).
+    pub fn load(
+        dir: &Path,
+        mode: AttachMode,
+        object: Option<&EbpfObject>,
+    ) -> Result<Self, EbpfError> {
+        let started = std::time::Instant::now();
+        let pin = pins::program_pin(dir);
+        let program = match SchedClassifier::from_pin(&pin) {
+            Ok(program) => Program::Pinned(Box::new(program)),
+            Err(aya::programs::ProgramError::SyscallError(e))
+                if e.io_error.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Program::Object(Box::new(load_object(dir, object, &pin)?))
+            }
+            Err(e) => return Err(EbpfError::ProgramLoad(Box::new(e))),
+        };
+        tracing::debug!(
+            elapsed = ?started.elapsed(),
+            "program ready ({})",
+            match program {
+                Program::Pinned(_) => "the sandbox's pinned program",
+                Program::Object(_) => "loaded from the object and pinned",
+            }
+        );
         Ok(Self {
-            ebpf,
+            program,
             dir: dir.to_owned(),
             mode,
         })
@@ -159,11 +214,10 @@ impl EbpfDatapath {
             ..SandboxRecord::default()
         };
         let dir = self.dir.clone();
-        let mut map: Array<_, SandboxRecord> = Array::try_from(
-            self.ebpf
-                .map_mut(map_names::SANDBOX)
-                .ok_or(EbpfError::MissingMap(map_names::SANDBOX))?,
-        )
+        let mut map: Array<_, SandboxRecord> = Array::try_from(pinned_map(
+            &dir,
+            map_names::SANDBOX,
+        )?)
         .map_err(map_err("open", map_names::SANDBOX, &dir))?;
         map.set(0, record, 0)
             .map_err(map_err("BPF_MAP_UPDATE_ELEM", map_names::SANDBOX, &dir))
@@ -175,8 +229,9 @@ impl EbpfDatapath {
     /// [`RedirectMode::towards`]). `guard`: the source guard of what arrives on `tap`,
     /// written into the guard maps before the `peers` entries, so that the tap's entry
     /// carries `PEER_GUARD` (while the guard is on) from the first packet.
-    pub fn connect(
+    pub async fn connect(
         &mut self,
+        handle: &rtnetlink::Handle,
         index: u32,
         pod: &Dev,
         tap: &Dev,
@@ -198,11 +253,10 @@ impl EbpfDatapath {
         }
         let guarded = guard.is_some_and(|g| g.mode().is_on());
         {
-            let mut peers: HashMap<_, u32, PeerEntry> = HashMap::try_from(
-                self.ebpf
-                    .map_mut(map_names::PEERS)
-                    .ok_or(EbpfError::MissingMap(map_names::PEERS))?,
-            )
+            let mut peers: HashMap<_, u32, PeerEntry> = HashMap::try_from(pinned_map(
+                &dir,
+                map_names::PEERS,
+            )?)
             .map_err(map_err("open", map_names::PEERS, &dir))?;
             for (from, to, direction, mode) in [
                 (pod, tap, Direction::ToVm, to_vm),
@@ -242,7 +296,10 @@ impl EbpfDatapath {
             (pod, ENDPOINT_POD_CLSACT, "pod-link-pinned"),
             (tap, ENDPOINT_TAP_CLSACT, "tap-link-pinned"),
         ] {
-            if self.attach_ingress(dev)? == AddedClsact::Yes {
+            let started = std::time::Instant::now();
+            let added = self.attach_ingress(handle, dev).await?;
+            tracing::debug!(elapsed = ?started.elapsed(), "{} ingress hooked ({})", dev.name, self.mode.as_str());
+            if added == AddedClsact::Yes {
                 record.flags |= flag;
                 self.write_endpoint(index, &record)?;
             }
@@ -253,11 +310,10 @@ impl EbpfDatapath {
 
     fn write_endpoint(&mut self, index: u32, record: &EndpointRecord) -> Result<(), EbpfError> {
         let dir = self.dir.clone();
-        let mut endpoints: Array<_, EndpointRecord> = Array::try_from(
-            self.ebpf
-                .map_mut(map_names::ENDPOINTS)
-                .ok_or(EbpfError::MissingMap(map_names::ENDPOINTS))?,
-        )
+        let mut endpoints: Array<_, EndpointRecord> = Array::try_from(pinned_map(
+            &dir,
+            map_names::ENDPOINTS,
+        )?)
         .map_err(map_err("open", map_names::ENDPOINTS, &dir))?;
         endpoints.set(index, record, 0).map_err(map_err(
             "BPF_MAP_UPDATE_ELEM",
@@ -267,14 +323,17 @@ impl EbpfDatapath {
     }
 
     fn program(&mut self) -> Result<&mut SchedClassifier, EbpfError> {
-        self.ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(EbpfError::MissingProgram)?
-            .try_into()
-            .map_err(|e| EbpfError::ProgramLoad(Box::new(e)))
+        match &mut self.program {
+            Program::Pinned(program) => Ok(program),
+            Program::Object(ebpf) => object_program(ebpf),
+        }
     }
 
-    fn attach_ingress(&mut self, dev: &Dev) -> Result<AddedClsact, EbpfError> {
+    async fn attach_ingress(
+        &mut self,
+        handle: &rtnetlink::Handle,
+        dev: &Dev,
+    ) -> Result<AddedClsact, EbpfError> {
         let mode = self.mode;
         let pin = pins::link_pin(&self.dir, &dev.name);
         let attach_err = |source| EbpfError::Attach {
@@ -322,21 +381,86 @@ impl EbpfDatapath {
                         })
                     }
                 };
-                let program = self.program()?;
-                let id = program
-                    .attach_with_options(
-                        &dev.name,
-                        TcAttachType::Ingress,
-                        TcAttachOptions::Netlink(NlOptions::default()),
-                    )
-                    .map_err(attach_err)?;
-                // The filter lives in the qdisc; keep it when the link handle goes away.
-                let link = program.take_link(id).map_err(attach_err)?;
-                std::mem::forget(link);
+                let fd = self.program()?.fd().map_err(attach_err)?;
+                add_cls_bpf_filter(handle, dev, fd.as_fd().as_raw_fd())
+                    .await
+                    .map_err(|source| EbpfError::Filter {
+                        dev: dev.to_string(),
+                        source: Box::new(source),
+                    })?;
                 Ok(added)
             }
         }
     }
+}
+
+/// RTM_NEWTFILTER of a direct-action cls_bpf filter running `prog_fd` under the clsact
+/// ingress of `dev`, protocol all, at the priority the kernel picks (what aya's netlink
+/// attach sends). Made here rather than by aya because aya names the filter after the
+/// program's kernel name, which a pinned program has cut to 15 characters: the filter must
+/// be named [`PROGRAM_NAME`] in full, as detach and upgrade find it by that name.
+async fn add_cls_bpf_filter(
+    handle: &rtnetlink::Handle,
+    dev: &Dev,
+    prog_fd: std::os::fd::RawFd,
+) -> Result<(), netlink::NetlinkError> {
+    use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+    use rtnetlink::packet_route::{
+        tc::{TcBpfFlags, TcFilterBpfOption, TcMessage, TcOption},
+        RouteNetlinkMessage,
+    };
+    let mut msg = TcMessage::with_index(dev.ifindex as i32);
+    msg.header.parent = TcHandle {
+        major: 0xffff,
+        minor: TcHandle::MIN_INGRESS,
+    };
+    // Priority 0 (the kernel picks one), protocol ETH_P_ALL in network order.
+    msg.header.info = u32::from((libc::ETH_P_ALL as u16).to_be());
+    msg.attributes.push(TcAttribute::Kind("bpf".into()));
+    msg.attributes.push(TcAttribute::Options(vec![
+        TcOption::Bpf(TcFilterBpfOption::ProgFd(prog_fd as u32)),
+        TcOption::Bpf(TcFilterBpfOption::ProgName(PROGRAM_NAME.into())),
+        TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
+    ]));
+    netlink::request_ack(
+        handle,
+        RouteNetlinkMessage::NewTrafficFilter(msg),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
+    .await
+}
+
+/// Loads `object` (else the built-in one) with its maps pinned in `dir` (created where
+/// missing), loads its program and pins it at `pin`.
+fn load_object(dir: &Path, object: Option<&EbpfObject>, pin: &Path) -> Result<Ebpf, EbpfError> {
+    let object = object.map_or(crate::EBPF_OBJECT, |o| &o.bytes[..]);
+    let started = std::time::Instant::now();
+    // No CO-RE relocation in the program: the kernel's BTF is neither read nor parsed.
+    let mut loader = super::loader::without_kernel_btf();
+    let mut ebpf = loader
+        .default_map_pin_directory(dir)
+        .load(object)
+        .map_err(|source| EbpfError::Load {
+            dir: dir.to_owned(),
+            source: Box::new(source),
+        })?;
+    tracing::debug!(elapsed = ?started.elapsed(), "eBPF object parsed, maps pinned");
+    let program = object_program(&mut ebpf)?;
+    program
+        .load()
+        .map_err(|e| EbpfError::ProgramLoad(Box::new(e)))?;
+    program.pin(pin).map_err(|source| EbpfError::PinProgram {
+        path: pin.to_owned(),
+        source: Box::new(source),
+    })?;
+    Ok(ebpf)
+}
+
+fn object_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, EbpfError> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or(EbpfError::MissingProgram)?
+        .try_into()
+        .map_err(|e| EbpfError::ProgramLoad(Box::new(e)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -416,7 +540,13 @@ async fn detach_cls_bpf(
     match tc::qdisc_detach_program(name, TcAttachType::Ingress, PROGRAM_NAME) {
         Ok(()) => {}
         // The device is gone, or the filter is: nothing of ours left there.
-        Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        // (The name lookup of a device that is gone: ENODEV.)
+        Err(tc::TcError::IoError(e))
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ENODEV) =>
+        {
+            return Ok(())
+        }
         Err(tc::TcError::NetlinkError(e)) if netlink::is_gone_raw(e.raw_os_error()) => {
             return Ok(())
         }

@@ -4,12 +4,14 @@
 //!   attached with TCX links pinned in bpffs (clsact + cls_bpf on kernels before 6.6).
 //! - [`mirred`]: kata's tcfilter as it is (ingress qdisc, u32 match-all, mirred egress
 //!   redirect), through netlink; the baseline and the fallback for kernels without BPF.
+//! - [`loader`]: aya's loader without the kernel's BTF (the datapath needs no CO-RE).
 //! - [`upgrade`]: a new program for an attached eBPF datapath, without a gap (with
 //!   [`bpf_sys`], the bpf(2) commands aya 0.14 does not expose).
 
 mod attach_mode;
 pub mod bpf_sys;
 pub mod ebpf;
+pub mod loader;
 pub mod mirred;
 pub mod upgrade;
 

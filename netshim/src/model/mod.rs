@@ -98,6 +98,8 @@ impl fmt::Display for InternetworkingModel {
 pub(crate) struct PlugOptions {
     pub backend: TcBackend,
     pub ebpf_attach: Option<AttachMode>,
+    /// The eBPF object of a new sandbox's datapath; `None` = the one built in.
+    pub ebpf_object: Option<crate::datapath::ebpf::EbpfObject>,
     pub fast_path: FastPath,
     /// Queues per tap (and macvtap): 0 or 1 = single queue, more = IFF_MULTI_QUEUE.
     pub queues: u32,

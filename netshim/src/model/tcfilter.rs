@@ -13,7 +13,7 @@ use super::{
 use crate::{
     crash::crash_point,
     datapath::{
-        ebpf::{self, EbpfDatapath},
+        ebpf::{self, EbpfDatapath, EbpfObject},
         mirred, AttachMode, DatapathKind, Pair, TcBackend,
     },
     guard::GuardSettings,
@@ -55,7 +55,7 @@ impl Model for TcFilter {
             cx.handle,
             cx.netns,
             options.backend,
-            options.ebpf_attach,
+            (options.ebpf_attach, options.ebpf_object.as_ref()),
             &pairs,
             undo,
         )
@@ -124,12 +124,14 @@ pub(crate) struct Connected {
     pub pin_dir: Option<PathBuf>,
 }
 
-/// Connects `pairs` with `backend`; every change is registered in `undo` first.
+/// Connects `pairs` with `backend`; every change is registered in `undo` first. The eBPF
+/// datapath of a new sandbox is hooked with `ebpf_attach` (else by the kernel) and loaded
+/// from `object` (else the built-in object); a sandbox that exists keeps its own.
 pub(crate) async fn connect_pairs(
     handle: &rtnetlink::Handle,
     netns: &Netns,
     backend: TcBackend,
-    ebpf_attach: Option<AttachMode>,
+    (ebpf_attach, object): (Option<AttachMode>, Option<&EbpfObject>),
     pairs: &[Pair],
     undo: &mut Undo,
 ) -> Result<Connected> {
@@ -144,10 +146,10 @@ pub(crate) async fn connect_pairs(
                 true => ebpf::recorded_mode(&dir).map_err(ebpf_err)?,
                 false => {
                     undo.pin_dir = Some(dir.clone());
-                    ebpf_attach.unwrap_or_else(AttachMode::for_running_kernel)
+                    ebpf_attach.unwrap_or_else(AttachMode::auto)
                 }
             };
-            let mut datapath = EbpfDatapath::load(&dir, mode).map_err(ebpf_err)?;
+            let mut datapath = EbpfDatapath::load(&dir, mode, object).map_err(ebpf_err)?;
             crash_point("program-loaded");
             if !existed {
                 datapath.record_sandbox(netns).map_err(ebpf_err)?;
@@ -157,9 +159,19 @@ pub(crate) async fn connect_pairs(
                     undo.ebpf_pairs
                         .push((dir.clone(), p.a.name.clone(), p.b.name.clone()));
                 }
+                let started = std::time::Instant::now();
                 datapath
-                    .connect(p.index, &p.a, &p.b, (p.a_to_b, p.b_to_a), p.guard.as_ref())
+                    .connect(
+                        handle,
+                        p.index,
+                        &p.a,
+                        &p.b,
+                        (p.a_to_b, p.b_to_a),
+                        p.guard.as_ref(),
+                    )
+                    .await
                     .map_err(ebpf_err)?;
+                tracing::debug!(elapsed = ?started.elapsed(), index = p.index, "{} <-> {} connected (eBPF)", p.a.name, p.b.name);
             }
             Ok(Connected {
                 backend,

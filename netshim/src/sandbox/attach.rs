@@ -24,6 +24,7 @@ use super::{
     commit::{commit, report_without_endpoints, AttachReport},
     integrity,
     report::{report_guards, EndpointReport},
+    steps::Steps,
     survey,
     teardown::teardown,
     write_intent, AttachOptions, Sandbox, Strictness, Survey,
@@ -47,12 +48,18 @@ pub fn attach(netns: &Netns, options: &AttachOptions) -> Result<AttachReport> {
     let lock_file: Vec<_> = integrity::bad_lock_file(netns.cookie).into_iter().collect();
     integrity::refuse(netns, &lock_file)?;
     // One operation per sandbox at a time (see crate::state::lock), for the whole attach.
+    let mut steps = Steps::start();
     let sandbox = Sandbox::of(netns);
     let lock = sandbox.lock()?;
-    tracing::debug!("sandbox lock taken");
+    steps.done("sandbox lock taken");
     let result = integrity::refuse(netns, &integrity::check(netns.cookie)).and_then(|()| {
+        steps.done("integrity checked");
         let o = options.clone();
-        netns.run(move |handle| async move { attach_locked(&handle, &sandbox, &o).await })
+        netns.run(move |handle| async move {
+            let mut steps = Steps::start();
+            steps.done("in the netns");
+            attach_locked(&handle, &sandbox, &o, &mut steps).await
+        })
     });
     lock.release();
     result
@@ -62,11 +69,13 @@ async fn attach_locked(
     handle: &rtnetlink::Handle,
     sandbox: &Sandbox,
     options: &AttachOptions,
+    steps: &mut Steps,
 ) -> Result<AttachReport> {
     let netns = &sandbox.netns;
     let state_dir = &sandbox.state_dir;
     let intent = sandbox.intent_file();
     let listed = survey(handle, netns, Strictness::List, &options.probe).await?;
+    steps.done("interfaces listed");
     if let Some(recorded) = state::read_json::<AttachReport>(&sandbox.commit_file()) {
         if still_attached(netns, &recorded, &listed) {
             return already_attached(netns, options, recorded, &intent);
@@ -90,13 +99,18 @@ async fn attach_locked(
         check_attachable(sandbox, options, &survey)?;
         check_coexistence(handle, netns, options, &survey).await?;
         checked = Some(survey);
+        steps.done("endpoints surveyed and checked");
     }
     let cleaned = match leftovers {
         true => Some(teardown(handle, sandbox).await?),
         false => None,
     };
+    if cleaned.is_some() {
+        steps.done("leftovers of a dead run taken away");
+    }
 
     write_intent(sandbox, "attach", intent_options(options))?;
+    steps.done("intent written");
     crash_point("intent-written");
     let result: Result<AttachReport> = async {
         let survey = match checked {
@@ -111,12 +125,14 @@ async fn attach_locked(
         let mut undo = Undo::default();
         let made: Result<AttachReport> = async {
             let mut report = connect_all(handle, netns, options, &survey, &mut undo).await?;
+            steps.done("endpoints connected");
             if let Some(cleaned) = cleaned {
                 report.replaced_leftovers = cleaned.removed_taps.clone();
                 report.cleaned_leftovers = Some(cleaned);
             }
             crash_point("before-commit");
             commit(state_dir, &report)?;
+            steps.done("committed");
             Ok(report)
         }
         .await;

@@ -47,7 +47,7 @@ pub(crate) async fn check_pod_devices(
     if model != InternetworkingModel::TcFilter || backend != TcBackend::Ebpf {
         return Ok(());
     }
-    let mode = ebpf_attach.unwrap_or_else(AttachMode::for_running_kernel);
+    let mode = ebpf_attach.unwrap_or_else(AttachMode::auto);
     for (iface, class) in &survey.endpoints {
         if !class.kind.uses_model() {
             continue;

@@ -82,8 +82,8 @@ fn empty_report(sandbox: &Sandbox, options: &AttachOptions) -> AttachReport {
             (Some(TcBackend::Mirred), DatapathKind::Mirred, None)
         }
         (InternetworkingModel::TcFilter, TcBackend::Ebpf) => {
-            let mode = crate::datapath::ebpf::recorded_mode(dir)
-                .unwrap_or_else(|_| AttachMode::for_running_kernel());
+            let mode =
+                crate::datapath::ebpf::recorded_mode(dir).unwrap_or_else(|_| AttachMode::auto());
             let pin_dir = dir.exists().then(|| dir.clone());
             (Some(TcBackend::Ebpf), mode.into(), pin_dir)
         }

@@ -129,9 +129,7 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
             }
         }
         if options.backend == TcBackend::Ebpf {
-            let mode = options
-                .ebpf_attach
-                .unwrap_or_else(AttachMode::for_running_kernel);
+            let mode = options.ebpf_attach.unwrap_or_else(AttachMode::auto);
             for d in [Dev::of(&ia), Dev::of(&ib)] {
                 super::coexist::check_ingress_free(&handle, &netns, &d, mode).await?;
             }
@@ -156,7 +154,7 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
             &handle,
             &netns,
             options.backend,
-            options.ebpf_attach,
+            (options.ebpf_attach, None),
             std::slice::from_ref(&pair),
             &mut undo,
         )

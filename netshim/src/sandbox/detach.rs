@@ -11,7 +11,7 @@
 //! What is taken away, and how, is [`super::teardown`]'s; the same teardown cleans up after
 //! a run that died half-way (attach over leftovers, `netshim gc`).
 
-use super::{integrity, teardown::teardown, DetachReport, Sandbox};
+use super::{integrity, steps::Steps, teardown::teardown, DetachReport, Sandbox};
 use crate::{netns::Netns, Result};
 
 /// Detaches `netns`.
@@ -21,12 +21,18 @@ pub fn detach(netns: &Netns) -> Result<DetachReport> {
     let lock_file: Vec<_> = integrity::bad_lock_file(netns.cookie).into_iter().collect();
     let mut repaired = integrity::repair(&lock_file)?;
     // One operation per sandbox at a time (see crate::state::lock).
+    let mut steps = Steps::start();
     let sandbox = Sandbox::of(netns);
     let lock = sandbox.lock()?;
-    tracing::debug!("sandbox lock taken");
+    steps.done("sandbox lock taken");
     let result = integrity::repair(&integrity::check(netns.cookie)).and_then(|more| {
         repaired.extend(more);
-        netns.run(move |handle| async move { teardown(&handle, &sandbox).await })
+        steps.done("integrity checked");
+        netns.run(move |handle| async move {
+            let report = teardown(&handle, &sandbox).await;
+            steps.done("torn down");
+            report
+        })
     });
     lock.release();
     result.map(|report| DetachReport { repaired, ..report })

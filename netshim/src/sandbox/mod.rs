@@ -27,6 +27,7 @@ mod removed;
 mod report;
 mod scan;
 mod status;
+mod steps;
 mod tap_conflict;
 mod teardown;
 mod upgrade;

@@ -25,8 +25,11 @@ pub struct AttachOptions {
     pub tap_group: Option<u32>,
     /// txqueuelen of the taps; the kernel default (1000) when `None`.
     pub txqueuelen: Option<u32>,
-    /// How to hook the eBPF classifier; `None` = TCX when the kernel has it, else cls_bpf.
+    /// How to hook the eBPF classifier; `None` = `--ebpf-attach auto` ([`AttachMode::auto`]).
     pub ebpf_attach: Option<AttachMode>,
+    /// The eBPF object a new sandbox's datapath is loaded from (`--object`); `None` = the
+    /// one built into this binary. A sandbox that has a pinned program keeps it.
+    pub ebpf_object: Option<crate::datapath::ebpf::EbpfObject>,
     /// Whether the eBPF datapath may use `bpf_redirect_peer` (VM → pod veth's peer).
     pub fast_path: FastPath,
     /// Where vhost-user sockets are looked for.
@@ -130,6 +133,7 @@ impl AttachOptions {
         Ok(PlugOptions {
             backend: self.backend,
             ebpf_attach: self.ebpf_attach,
+            ebpf_object: self.ebpf_object.clone(),
             fast_path: self.fast_path,
             queues: self.queues,
             tap_owner: self.tap_owner,

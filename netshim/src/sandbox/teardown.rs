@@ -6,7 +6,9 @@
 
 use rtnetlink::packet_route::link::InfoKind;
 
-use super::{removed::DetachReport, survey, write_intent, Sandbox, Strictness, Survey};
+use super::{
+    removed::DetachReport, steps::Steps, survey, write_intent, Sandbox, Strictness, Survey,
+};
 use crate::{
     datapath::{ebpf, mirred, Dev},
     endpoint::SystemProbe,
@@ -25,7 +27,9 @@ pub(crate) async fn teardown(
         netns: netns.arg.clone(),
         ..DetachReport::default()
     };
+    let mut steps = Steps::start();
     let survey = survey(handle, netns, Strictness::List, &SystemProbe::default()).await?;
+    steps.done("interfaces listed");
     let (state_dir, pin_dir) = (sandbox.state_dir.clone(), sandbox.pin_dir.clone());
     let has_tun_taps = survey
         .taps
@@ -60,7 +64,7 @@ pub(crate) async fn teardown(
         ebpf::detach_sandbox(handle, &pin_dir)
             .await
             .map_err(Error::ebpf(netns))?;
-        tracing::debug!(dir = %pin_dir.display(), "eBPF datapath taken down");
+        steps.done("eBPF datapath taken down");
         report.removed_pin_dir = Some(pin_dir);
     }
 
@@ -89,6 +93,7 @@ pub(crate) async fn teardown(
         report.removed_mirred.push(pod.name.clone());
         report.removed_mirred.push(tap.name.clone());
     }
+    steps.done("mirred pairs looked at");
 
     // A recorded mirred endpoint whose tap is gone: its pod device's filter still redirects
     // to the tap's old ifindex (and drops everything); that qdisc is ours too.
@@ -135,6 +140,7 @@ pub(crate) async fn teardown(
             .map_err(macvtap_err)?;
         report.removed_macvtaps.push(name);
     }
+    steps.done("macvtaps looked at");
 
     for (_, tap) in &survey.taps {
         if tap.kind != Some(InfoKind::Tun) {
@@ -155,6 +161,7 @@ pub(crate) async fn teardown(
         tracing::debug!(interface = %dev.name, "tap deleted");
         report.removed_taps.push(dev.name);
     }
+    steps.done("taps deleted");
 
     state::remove_temp_files(&state_dir);
     state::remove_file_if_exists(&intent)?;

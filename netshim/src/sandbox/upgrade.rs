@@ -312,6 +312,7 @@ fn swap(
                 loaded.discard_created();
                 upgrade_err(netns)(e)
             })?;
+            repin(dir, &mut loaded);
             (loaded.prog_id, hooks, loaded.created_maps.clone())
         }
         // Filters are found and replaced by device, over netlink in the netns.
@@ -326,10 +327,26 @@ fn swap(
                         return Err(err(e));
                     }
                 };
+                repin(&dir, &mut loaded);
                 Ok::<_, Error>((loaded.prog_id, hooks, loaded.created_maps.clone()))
             })?
         }
     })
+}
+
+/// Moves the sandbox's program pin to the program every hook now runs. The upgrade is done
+/// whatever happens here; a pin that cannot be moved is removed instead (a later connect
+/// then loads this binary's program and pins it) and the failure is a warning.
+fn repin(dir: &Path, loaded: &mut up::Loaded) {
+    if let Err(e) = up::repin_program(dir, loaded) {
+        let pin = crate::pins::program_pin(dir);
+        tracing::warn!("{e}; removing {} instead", pin.display());
+        if let Err(e) = std::fs::remove_file(&pin) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("unlink {}: {e}", pin.display());
+            }
+        }
+    }
 }
 
 /// Clears `PEER_GUARD` on every recorded tap's entry that has it; returns those taps.

@@ -7,9 +7,12 @@
 //! notification with the sequence number and port of the request that caused it, and
 //! netlink-proto would take such a notification for that request's answer.
 //!
-//! Events only say that something changed. Each burst (debounced, [`WatchOptions::debounce`])
-//! triggers a fresh survey under the sandbox lock, compared with what the watcher has handed
-//! to the VM:
+//! Events only say that something changed. Each burst triggers a fresh survey under the
+//! sandbox lock, compared with what the watcher has handed to the VM. A burst is every event
+//! already queued when the watcher gets to it (plus those within [`WatchOptions::debounce`],
+//! zero by default): a hot-plug is handled as soon as its event is read, and what arrives
+//! while a survey runs is taken together by the next one. A survey that finds nothing new
+//! costs a few netlink dumps.
 //! - an endpoint (classified as kata does: with an address; a CNI plugin adds the veth first
 //!   and its address after) that is new gets the lowest free index N and what attach would
 //!   give it (`tap<N>_kata` and the configured datapath, a macvtap, or nothing for kinds the
@@ -60,7 +63,9 @@ pub use events::{Change, WatchEvent, WatchedEndpoint};
 pub struct WatchOptions {
     /// How endpoints are attached, at start and when they appear.
     pub attach: AttachOptions,
-    /// How long to wait after the first event of a burst before surveying the netns.
+    /// How long to wait after the first event of a burst before surveying the netns (events
+    /// already queued are always taken together). Zero by default: every millisecond here
+    /// is a millisecond of hot-plug latency.
     pub debounce: Duration,
 }
 
@@ -68,7 +73,7 @@ impl Default for WatchOptions {
     fn default() -> Self {
         Self {
             attach: AttachOptions::default(),
-            debounce: Duration::from_millis(50),
+            debounce: Duration::ZERO,
         }
     }
 }
@@ -215,11 +220,15 @@ impl Watcher {
                 _ = tokio::time::sleep_until(deadline), if due.is_some() => {
                     due = None;
                     tracing::debug!("interfaces changed: surveying the netns");
+                    let mut steps = super::steps::Steps::start();
                     let Some(_lock) = self.lock(stop.as_mut()).await? else {
                         break;
                     };
+                    steps.done("sandbox lock taken");
                     let survey = self.survey().await?;
+                    steps.done("interfaces surveyed");
                     self.reconcile(survey, emit).await?;
+                    steps.done("reconciled");
                 }
             }
         }

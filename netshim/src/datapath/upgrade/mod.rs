@@ -31,6 +31,10 @@
 //!      at a second priority would do the same job with a window of two filters, and would
 //!      move ours one priority per upgrade.)
 //!
+//! 4. [`repin_program`]: the sandbox's program pin ([`pins::program_pin`], which later
+//!    connects attach) is moved to the new program, so that an endpoint added after the
+//!    upgrade runs what the others run.
+//!
 //! Layout: `object.rs` (steps 1 and 2: the object, its maps, the load), `tcx.rs` and
 //! `cls_bpf.rs` (step 3 for each kind of hook).
 
@@ -127,6 +131,11 @@ pub enum UpgradeError {
         object: String,
         source: Box<aya::programs::ProgramError>,
     },
+    #[error("BPF_OBJ_PIN of the new {PROGRAM_NAME} at {path}: {source}")]
+    PinProgram {
+        path: PathBuf,
+        source: Box<aya::pin::PinError>,
+    },
     #[error("{call} on the link pinned at {path}: {source}")]
     Link {
         call: &'static str,
@@ -216,6 +225,31 @@ impl UpgradeError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::LinkChanged { .. })
     }
+}
+
+/// Points the sandbox's program pin at the loaded program: pinned next to it under a
+/// temporary name, then renamed over it (bpffs renames atomically), so a later connect finds
+/// either the old program or the new one, never none. A sandbox of a release without the pin
+/// gets one.
+pub fn repin_program(dir: &std::path::Path, loaded: &mut Loaded) -> Result<(), UpgradeError> {
+    let pin = pins::program_pin(dir);
+    let staged = dir.join(format!("{}.new", pins::PROGRAM_PIN));
+    let _ = std::fs::remove_file(&staged);
+    loaded
+        .program()
+        .pin(&staged)
+        .map_err(|source| UpgradeError::PinProgram {
+            path: staged.clone(),
+            source: Box::new(source),
+        })?;
+    std::fs::rename(&staged, &pin).map_err(|source| {
+        let _ = std::fs::remove_file(&staged);
+        UpgradeError::HostFile(pins::HostFileError::Io {
+            op: "rename",
+            path: staged.clone(),
+            source,
+        })
+    })
 }
 
 /// One hook that now runs the new program.
