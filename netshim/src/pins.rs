@@ -36,6 +36,9 @@ pub const SANDBOX_DIR_PREFIX: &str = "netns-";
 pub const LINK_PIN_PREFIX: &str = "link_";
 /// The sandbox's loaded datapath program (not a map: readers open maps by name).
 pub const PROGRAM_PIN: &str = "program";
+/// The sandbox's netns anchor: a bpf_link on the network namespace itself (see
+/// [`crate::datapath::netns_anchor`]), which tells gc whether the netns still exists.
+pub const NETNS_ANCHOR_PIN: &str = "netns_anchor";
 
 /// A failure on one of netshim's own files on the host: the bpffs pins (and the bpffs mount),
 /// the state files under /run/netshim and the sandbox lock files.
@@ -95,6 +98,11 @@ pub fn link_pin(dir: &Path, ifname: &str) -> PathBuf {
 /// The pin of the sandbox's datapath program.
 pub fn program_pin(dir: &Path) -> PathBuf {
     dir.join(PROGRAM_PIN)
+}
+
+/// The pin of the sandbox's netns anchor link.
+pub fn netns_anchor_pin(dir: &Path) -> PathBuf {
+    dir.join(NETNS_ANCHOR_PIN)
 }
 
 /// Creates the sandbox's pin directory (and netshim's root), both 0700.

@@ -756,20 +756,18 @@ fn gc_finds_a_netns_that_only_an_open_fd_holds() {
     assert_no_files_left(cookie);
 }
 
-/// A netns that only a socket keeps alive has no path gc can find; its pinned TCX links are
-/// still on its devices, which vetoes the removal. Once the socket goes, the netns and its
-/// devices go, the links are detached, and gc collects the sandbox. (TCX only: cls_bpf
-/// filters leave nothing on the host side that says the netns lives; see the README's
-/// known limits.)
-#[test]
-fn gc_keeps_a_netns_that_only_a_socket_holds() {
+/// A netns that only a socket keeps alive has no path gc can find. With TCX, its pinned
+/// links are still on its devices; with cls_bpf (the default), its netns anchor link still
+/// reports the netns: either vetoes the removal. Once the socket goes, the netns goes, the
+/// links report it, and gc collects the sandbox.
+fn gc_keeps_a_netns_that_only_a_socket_holds(mode: &str, tag: &str, veto_pin: &str, why: &str) {
     require_root!();
     let _serial = serial();
-    let pod = pod("gcsock");
+    let pod = pod(tag);
     let socket = pod
         .sandbox
         .run(|| UdpSocket::bind("0.0.0.0:0").expect("socket in the sandbox netns"));
-    let report = netshim_json(&["attach", "--netns", pod.netns(), "--ebpf-attach", "tcx"]);
+    let report = netshim_json(&["attach", "--netns", pod.netns(), "--ebpf-attach", mode]);
     let cookie = report["netns_cookie"].as_u64().unwrap();
     delete_netns_name(&pod);
 
@@ -781,15 +779,31 @@ fn gc_keeps_a_netns_that_only_a_socket_holds() {
         .find(|s| s["netns_cookie"] == cookie)
         .unwrap_or_else(|| panic!("gc did not keep cookie {cookie}: {gc}"));
     assert!(
-        skipped["reason"]
-            .as_str()
-            .unwrap()
-            .contains("still attached"),
+        skipped["reason"].as_str().unwrap().contains(why),
         "{skipped}"
     );
-    assert!(pin_dir(cookie).join("link_eth0").exists());
+    assert!(pin_dir(cookie).join(veto_pin).exists());
+    assert!(
+        pin_dir(cookie).join("peers").exists(),
+        "the datapath's maps are kept"
+    );
 
     drop(socket);
     gc_until_collected(cookie);
     assert_no_files_left(cookie);
+}
+
+#[test]
+fn gc_keeps_a_tcx_netns_that_only_a_socket_holds() {
+    gc_keeps_a_netns_that_only_a_socket_holds("tcx", "gcsock", "link_eth0", "still attached");
+}
+
+#[test]
+fn gc_keeps_a_cls_bpf_netns_that_only_a_socket_holds() {
+    gc_keeps_a_netns_that_only_a_socket_holds(
+        "cls-bpf",
+        "gcsockc",
+        "netns_anchor",
+        "netns anchor link still reports",
+    );
 }

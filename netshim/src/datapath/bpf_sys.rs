@@ -19,11 +19,15 @@ use std::{
     path::Path,
 };
 
-use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_link_info, bpf_link_type};
+use aya_obj::generated::{
+    bpf_attach_type, bpf_attr, bpf_cmd, bpf_link_info, bpf_link_type, bpf_prog_type,
+};
 
 /// `BPF_F_REPLACE`: BPF_LINK_UPDATE fails with `EPERM` unless the link still runs
 /// `old_prog_fd`'s program.
 pub const BPF_F_REPLACE: u32 = aya_obj::generated::BPF_F_REPLACE;
+/// `enum bpf_link_type`: `BPF_LINK_TYPE_NETNS` (a program attached to a network namespace).
+pub const BPF_LINK_TYPE_NETNS: u32 = bpf_link_type::BPF_LINK_TYPE_NETNS as u32;
 /// `enum bpf_link_type`: `BPF_LINK_TYPE_TCX`.
 pub const BPF_LINK_TYPE_TCX: u32 = bpf_link_type::BPF_LINK_TYPE_TCX as u32;
 
@@ -37,6 +41,8 @@ pub struct LinkInfo {
     pub prog_id: u32,
     /// TCX links: the device (0 once the device is gone: the link is defunct).
     pub tcx_ifindex: u32,
+    /// netns links (`BPF_LINK_TYPE_NETNS`): the namespace's inode (0 once it is gone).
+    pub netns_ino: u32,
 }
 
 /// A zeroed `union bpf_attr`, for a command to fill in its member.
@@ -109,6 +115,8 @@ pub fn link_info(link: BorrowedFd<'_>) -> io::Result<LinkInfo> {
         // SAFETY: every member of the union is plain integers; for a link of another type
         // this reads that type's first field (callers check `link_type`).
         tcx_ifindex: unsafe { info.__bindgen_anon_1.tcx.ifindex },
+        // SAFETY: as above.
+        netns_ino: unsafe { info.__bindgen_anon_1.netns.netns_ino },
     })
 }
 
@@ -131,6 +139,52 @@ pub fn link_update(
     unsafe { sys_bpf(bpf_cmd::BPF_LINK_UPDATE, &mut attr) }.map(|_| ())
 }
 
+/// `BPF_PROG_LOAD` of the smallest `BPF_PROG_TYPE_SK_LOOKUP` program: `r0 = SK_PASS; exit`.
+/// It decides nothing (every socket lookup goes on as without it); attached to a netns by
+/// [`link_create_netns`], its link tells whether that netns still exists (the link's
+/// `netns_ino` becomes 0 when the namespace is destroyed).
+pub fn load_sk_lookup_pass() -> io::Result<OwnedFd> {
+    // struct bpf_insn as u64 (little endian: code, dst/src registers, offset, immediate):
+    // BPF_ALU64 | BPF_MOV | BPF_K into r0 with imm SK_PASS (1), then BPF_JMP | BPF_EXIT.
+    const INSNS: [u64; 2] = [0xb7 | (1 << 32), 0x95];
+    const LICENSE: &[u8] = b"Dual MIT/GPL\0";
+    const NAME: &[u8] = b"netshim_anchor";
+    let mut attr = zeroed_attr();
+    // SAFETY: writing plain integers into the BPF_PROG_LOAD member of the union.
+    let load = unsafe { &mut attr.__bindgen_anon_3 };
+    load.prog_type = bpf_prog_type::BPF_PROG_TYPE_SK_LOOKUP as u32;
+    load.expected_attach_type = bpf_attach_type::BPF_SK_LOOKUP as u32;
+    load.insn_cnt = INSNS.len() as u32;
+    load.insns = INSNS.as_ptr() as u64;
+    load.license = LICENSE.as_ptr() as u64;
+    for (d, s) in load.prog_name.iter_mut().zip(NAME) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: the BPF_PROG_LOAD member is filled in; INSNS and LICENSE are statics.
+    unsafe { sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) }.map(owned_fd)
+}
+
+/// `BPF_LINK_CREATE` of an `SK_LOOKUP` program on the network namespace `netns`.
+pub fn link_create_netns(prog: BorrowedFd<'_>, netns: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let mut attr = zeroed_attr();
+    attr.link_create.__bindgen_anon_1.prog_fd = prog.as_raw_fd() as u32;
+    attr.link_create.__bindgen_anon_2.target_fd = netns.as_raw_fd() as u32;
+    attr.link_create.attach_type = bpf_attach_type::BPF_SK_LOOKUP as u32;
+    // SAFETY: the BPF_LINK_CREATE member is filled in.
+    unsafe { sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr) }.map(owned_fd)
+}
+
+/// `BPF_OBJ_PIN`: pins the object of `fd` at `path` (in bpffs).
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    let path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut attr = zeroed_attr();
+    attr.__bindgen_anon_4.pathname = path.as_ptr() as u64;
+    attr.__bindgen_anon_4.bpf_fd = fd.as_raw_fd() as u32;
+    // SAFETY: the BPF_OBJ_PIN member is filled in; `path` outlives the call.
+    unsafe { sys_bpf(bpf_cmd::BPF_OBJ_PIN, &mut attr) }.map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +203,12 @@ mod tests {
         assert_eq!(size_of::<GetFdByIdAttr>(), 12);
         assert_eq!(offset_of!(bpf_link_info, prog_id), 8);
         assert_eq!(offset_of!(bpf_link_info, __bindgen_anon_1), 16);
+        use aya_obj::generated::{
+            bpf_attr__bindgen_ty_14 as LinkCreateAttr, bpf_attr__bindgen_ty_4 as ProgLoadAttr,
+        };
+        assert_eq!(offset_of!(ProgLoadAttr, prog_name), 48);
+        assert_eq!(offset_of!(ProgLoadAttr, expected_attach_type), 68);
+        assert_eq!(offset_of!(LinkCreateAttr, attach_type), 8);
     }
 
     #[test]

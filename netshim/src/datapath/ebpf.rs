@@ -110,6 +110,8 @@ pub enum EbpfError {
         index: u32,
         source: Box<crate::guard::GuardMapError>,
     },
+    #[error(transparent)]
+    NetnsAnchor(#[from] super::netns_anchor::AnchorError),
 }
 
 fn map_err(
@@ -202,6 +204,19 @@ impl EbpfDatapath {
 
     pub fn mode(&self) -> AttachMode {
         self.mode
+    }
+
+    /// A cls_bpf sandbox pins its netns anchor (once; see [`super::netns_anchor`]), so that
+    /// gc can tell its netns alive when only a socket holds it. TCX sandboxes have their
+    /// links for that. Must run inside the sandbox netns.
+    pub fn anchor_netns(&self) -> Result<(), EbpfError> {
+        if self.mode != AttachMode::ClsBpf {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        super::netns_anchor::ensure(&self.dir)?;
+        tracing::debug!(elapsed = ?started.elapsed(), "netns anchor pinned");
+        Ok(())
     }
 
     /// Writes which netns this sandbox directory serves (read by `status` and `stats`).

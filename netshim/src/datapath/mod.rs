@@ -13,6 +13,7 @@ pub mod bpf_sys;
 pub mod ebpf;
 pub mod loader;
 pub mod mirred;
+pub mod netns_anchor;
 pub mod upgrade;
 
 use std::{fmt, str::FromStr};

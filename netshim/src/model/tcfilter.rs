@@ -154,6 +154,7 @@ pub(crate) async fn connect_pairs(
             if !existed {
                 datapath.record_sandbox(netns).map_err(ebpf_err)?;
             }
+            datapath.anchor_netns().map_err(ebpf_err)?;
             for p in pairs {
                 if existed {
                     undo.ebpf_pairs

@@ -39,7 +39,10 @@ use super::{
     SandboxFiles,
 };
 use crate::{
-    datapath::{bpf_sys, ebpf},
+    datapath::{
+        bpf_sys, ebpf,
+        netns_anchor::{self, Anchor},
+    },
     netns::{self, Netns},
     pins, state,
     state::lock::{self, SandboxLock},
@@ -155,7 +158,16 @@ fn repair_wrong_types(cookie: u64) -> Result<Option<Vec<PathBuf>>> {
 /// ifindex 0), and a device goes with its netns; a link still on a device means the netns
 /// lives on without any path gc can find (held only by a socket, say), and removing the pin
 /// would take the datapath away from a running sandbox.
+///
+/// A cls_bpf sandbox has no TCX links; its netns anchor (a link on the netns itself, see
+/// [`crate::datapath::netns_anchor`]) answers instead.
 fn attached_links(files: &SandboxFiles) -> Liveness {
+    if let Anchor::Alive(ino) = netns_anchor::read(&files.pin_dir) {
+        return Liveness::Unknown(format!(
+            "no live netns has its cookie, but its netns anchor link still reports netns \
+             inode {ino}: the netns is alive and unreachable by path"
+        ));
+    }
     let Ok(links) = pins::link_pins(&files.pin_dir) else {
         return Liveness::Dead;
     };

@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::{maps::MapData, programs::SchedClassifier, Ebpf, EbpfLoader};
+use aya::{maps::MapData, programs::SchedClassifier, Ebpf};
 use aya_obj::maps::PinningType;
 use netshim_common::PROGRAM_NAME;
 
@@ -276,8 +276,8 @@ pub fn load_against(dir: &Path, object: &Object) -> Result<Loaded, UpgradeError>
     }
     // No kernel BTF: the program needs no CO-RE relocation, and reading and parsing
     // /sys/kernel/btf/vmlinux (~2 MB) was most of a load's user time.
-    let mut ebpf = EbpfLoader::new()
-        .btf(None)
+    let mut loader = crate::datapath::loader::without_kernel_btf();
+    let mut ebpf = loader
         .default_map_pin_directory(&staging.dir)
         .load(&object.bytes)
         .map_err(|source| UpgradeError::Load {
