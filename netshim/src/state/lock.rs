@@ -168,9 +168,15 @@ mod tests {
 
     use super::*;
 
-    /// A cookie no netns has (the kernel counts them up from 1), one per test process.
-    fn unused_cookie(salt: u64) -> u64 {
-        u64::MAX - 2 * u64::from(std::process::id()) - salt
+    /// A cookie no netns has (the kernel counts them up from 1), one per test and test
+    /// process, and its lock path; `None` (skipped) without root, which /run/netshim needs.
+    fn test_sandbox(salt: u64) -> Option<(u64, PathBuf)> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (/run/netshim)");
+            return None;
+        }
+        let cookie = u64::MAX - 2 * u64::from(std::process::id()) - salt;
+        Some((cookie, lock_path(cookie)))
     }
 
     /// Whether `/proc/locks` shows a flock of this process waiting on inode `ino`.
@@ -194,12 +200,9 @@ mod tests {
     /// it drops it no lock file is left.
     #[test]
     fn a_waiter_that_outlives_the_sandbox_leaves_no_lock_file() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root (/run/netshim)");
+        let Some((cookie, path)) = test_sandbox(0) else {
             return;
-        }
-        let cookie = unused_cookie(0);
-        let path = lock_path(cookie);
+        };
         let detach = SandboxLock::acquire(cookie).expect("first lock");
         let first = std::fs::metadata(&path).expect("lock file").ino();
 
@@ -245,12 +248,9 @@ mod tests {
     /// is not the one this lock is on stays.
     #[test]
     fn removal_leaves_a_file_that_is_not_the_holders() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root (/run/netshim)");
+        let Some((cookie, path)) = test_sandbox(1) else {
             return;
-        }
-        let cookie = unused_cookie(1);
-        let path = lock_path(cookie);
+        };
         let lock = SandboxLock::acquire(cookie).expect("lock");
         // Replaced behind the holder's back (not by netshim: it only unlinks under the lock).
         std::fs::remove_file(&path).unwrap();
