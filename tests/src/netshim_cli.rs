@@ -300,6 +300,21 @@ pub const PREVIOUS_OBJECT: &str = concat!(
 /// Attaches `pod`, then puts the previous release's program on its hooks (`upgrade
 /// --object`, which also clears the taps' `PEER_GUARD`); the maps stay. Returns the pin
 /// directory.
+/// The program a pinned link runs, as bpftool shows it.
+pub fn link_prog_id(pin: &std::path::Path) -> u64 {
+    let out = Command::new("bpftool")
+        .args(["link", "show", "pinned"])
+        .arg(pin)
+        .arg("-j")
+        .output()
+        .expect("run bpftool");
+    assert!(out.status.success(), "bpftool link show pinned {pin:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    v["prog_id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("prog_id in {v}"))
+}
+
 pub fn attach_with_previous_object(pod: &Pod) -> PathBuf {
     netshim_json(&["attach", "--netns", pod.netns()]);
     let r = netshim_json(&[

@@ -10,7 +10,7 @@ use std::{
 };
 
 use netshim_tests::{
-    netshim_cli::{netshim_bin, netshim_json, pin_dir, Pod},
+    netshim_cli::{link_prog_id, netshim_bin, netshim_json, pin_dir, Pod},
     require_root,
     tap_reader::{parse_mac, udp_frame},
     traffic::{open_tap, pin_neighbor},
@@ -186,21 +186,6 @@ fn peer_keys(dir: &Path) -> Vec<u64> {
             other => panic!("unexpected key {other}"),
         })
         .collect()
-}
-
-/// The program a pinned TCX link runs, as bpftool shows it.
-fn link_prog_id(pin: &Path) -> u64 {
-    let out = Command::new("bpftool")
-        .args(["link", "show", "pinned"])
-        .arg(pin)
-        .arg("-j")
-        .output()
-        .expect("run bpftool");
-    assert!(out.status.success(), "bpftool link show pinned {pin:?}");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    v["prog_id"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("prog_id in {v}"))
 }
 
 fn ifindex(ns: &TestNetns, ifname: &str) -> u64 {

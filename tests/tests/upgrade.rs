@@ -6,7 +6,7 @@
 //! sandboxes of other tests running on the machine.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -15,7 +15,7 @@ use netshim_tests::{
     client_shim_server,
     cni_runtime::cookie,
     leaks::netshim_dirs,
-    netshim_cli::{netshim, netshim_bin, netshim_json},
+    netshim_cli::{link_prog_id, netshim, netshim_bin, netshim_json},
     require_root, two_veths_from, veth_pair, ChildGuard, TestNetns,
 };
 use serde_json::Value;
@@ -49,21 +49,6 @@ impl Drop for PairTopo {
 fn pin_dir(ns: &TestNetns) -> PathBuf {
     let status = netshim_json(&["status", "--netns", ns.name()]);
     PathBuf::from(status["pin_dir"].as_str().expect("pinned sandbox"))
-}
-
-/// The program a pinned link runs, as bpftool shows it.
-fn link_prog_id(pin: &Path) -> u64 {
-    let out = Command::new("bpftool")
-        .args(["link", "show", "pinned"])
-        .arg(pin)
-        .arg("-j")
-        .output()
-        .expect("run bpftool");
-    assert!(out.status.success(), "bpftool link show pinned {pin:?}");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    v["prog_id"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("prog_id in {v}"))
 }
 
 /// (to_vm packets, to_vm bytes, from_vm packets, from_vm bytes) of the only endpoint.
