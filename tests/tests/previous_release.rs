@@ -14,7 +14,7 @@ use std::{
 
 use netshim_tests::{
     leaks::NetnsSnapshot,
-    netshim_cli::{netshim_json, pin_dir, Pod},
+    netshim_cli::{netshim, netshim_json, pin_dir, Pod},
     require_root,
     traffic::{exchange, open_tap},
     veth_pair, TestNetns,
@@ -190,4 +190,34 @@ fn a_tcx_sandbox_of_cc25fd2_forwards_joins_upgrades_detaches_and_is_collected() 
 #[test]
 fn a_cls_bpf_sandbox_of_cc25fd2_forwards_joins_upgrades_detaches_and_is_collected() {
     sandbox_of_cc25fd2_lives_on("cls-bpf", "prc");
+}
+
+/// `attach --object` checks the file as `upgrade --object` does: one that is not an eBPF
+/// object with the datapath program is invalid input (exit 2, naming the file), refused
+/// before anything in the netns or in bpffs is made.
+#[test]
+fn attach_refuses_an_object_file_that_is_not_one_and_changes_nothing() {
+    require_root!();
+    let pod = Pod::new("prbad");
+    let before = NetnsSnapshot::take(&pod.sandbox);
+    let file = std::env::temp_dir().join(format!("netshim-notobj-{}.o", std::process::id()));
+    std::fs::write(&file, b"not an ELF object\n").unwrap();
+    let out = netshim(&[
+        "attach",
+        "--netns",
+        pod.netns(),
+        "--object",
+        file.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&file).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("parsing the eBPF object"), "{stderr}");
+    assert!(stderr.contains(file.to_str().unwrap()), "{stderr}");
+    assert!(!pin_dir(&pod.sandbox).exists(), "nothing pinned");
+    assert_eq!(
+        NetnsSnapshot::take(&pod.sandbox),
+        before,
+        "the netns is unchanged"
+    );
 }

@@ -79,9 +79,11 @@ fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
         ));
     }
     let ebpf_object = match &a.object {
-        Some(path) => Some(EbpfObject::read(path).map_err(|e| {
-            Error::InvalidOptions(format!("reading the eBPF object {}: {e}", path.display()))
-        })?),
+        Some(path) => Some(
+            EbpfObject::read(path).map_err(|source| Error::UpgradeObject {
+                source: Box::new(source),
+            })?,
+        ),
         None => None,
     };
     let owner = a.tap_owner.or(file.tap_owner);

@@ -136,10 +136,14 @@ pub struct EbpfObject {
 }
 
 impl EbpfObject {
-    pub fn read(path: &Path) -> std::io::Result<Self> {
+    /// Reads the object file `path` with the checks `upgrade --object` makes (an ELF eBPF
+    /// object with the `netshim_redirect` program), so that a file that is not one is
+    /// refused before anything is changed.
+    pub fn read(path: &Path) -> Result<Self, super::upgrade::UpgradeError> {
+        let object = super::upgrade::Object::from_file(path)?;
         Ok(Self {
             path: path.to_owned(),
-            bytes: std::fs::read(path)?.into(),
+            bytes: object.bytes().into(),
         })
     }
 }

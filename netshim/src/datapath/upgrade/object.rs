@@ -45,6 +45,11 @@ impl Object {
         Self::parse("embedded".into(), Cow::Borrowed(crate::EBPF_OBJECT))
     }
 
+    /// The object's bytes (as read from its file, or the embedded ones).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// An object file (`--object PATH`).
     pub fn from_file(path: &Path) -> Result<Self, UpgradeError> {
         let bytes = std::fs::read(path).map_err(|source| UpgradeError::ReadObject {
