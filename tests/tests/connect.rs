@@ -131,6 +131,64 @@ fn two_pairs_in_one_netns_have_their_own_counters() {
     assert_eq!(status["pin_dir"], serde_json::Value::Null);
 }
 
+/// A sandbox's maps have room for 8 endpoints when its first attach connects fewer (a
+/// sixth of the kernel memory a sandbox costs went to empty per-endpoint slots): the eighth
+/// pair connects, the ninth is refused naming the room, nothing of it stays, and the first
+/// eight still forward.
+#[test]
+fn a_sandbox_has_room_for_eight_endpoints_and_refuses_a_ninth_clearly() {
+    require_root!();
+    let t = pair_topo("cncap");
+    let peer = TestNetns::new("nsh-cncap-p");
+    for i in 1..9 {
+        veth_pair(&peer, &format!("p{i}a"), &t.shim, &format!("x{i}a"));
+        veth_pair(&peer, &format!("p{i}b"), &t.shim, &format!("x{i}b"));
+    }
+    assert_eq!(
+        netshim_json(&["connect", "--netns", t.shim.name(), "ma0", "mb0"])["index"],
+        0
+    );
+    let endpoints = netshim_tests::netshim_cli::pin_dir(&t.shim).join("endpoints");
+    let shown = std::process::Command::new("bpftool")
+        .args(["map", "show", "pinned"])
+        .arg(&endpoints)
+        .args(["--json"])
+        .output()
+        .expect("bpftool map show");
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("bpftool json");
+    assert_eq!(shown["max_entries"], 8, "{shown}");
+    for i in 1..8 {
+        let (a, b) = (format!("x{i}a"), format!("x{i}b"));
+        let r = netshim_json(&["connect", "--netns", t.shim.name(), &a, &b]);
+        assert_eq!(r["index"], i, "{r}");
+    }
+    let out = netshim(&["connect", "--netns", t.shim.name(), "x8a", "x8b"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "the ninth endpoint: {err}");
+    assert!(err.contains("room for 8 endpoints"), "{err}");
+    assert_eq!(
+        t.shim
+            .tc(&["filter", "show", "dev", "x8a", "ingress"])
+            .trim(),
+        "",
+        "nothing hooked on the refused pair"
+    );
+    assert!(pings(&t), "the first pair still forwards");
+    let stats = netshim_json(&["stats", "--netns", t.shim.name()]);
+    assert_eq!(
+        stats[0]["endpoints"].as_array().unwrap().len(),
+        8,
+        "{stats}"
+    );
+    for i in 1..8 {
+        let (a, b) = (format!("x{i}a"), format!("x{i}b"));
+        netshim_json(&["disconnect", "--netns", t.shim.name(), &a, &b]);
+    }
+    netshim_json(&["disconnect", "--netns", t.shim.name(), "ma0", "mb0"]);
+    let status = netshim_json(&["status", "--netns", t.shim.name()]);
+    assert_eq!(status["pin_dir"], serde_json::Value::Null, "no pins left");
+}
+
 #[test]
 fn bad_connect_arguments() {
     require_root!();

@@ -101,8 +101,14 @@ pub enum EbpfError {
         dir: PathBuf,
         source: Box<aya::maps::MapError>,
     },
-    #[error("endpoint index {index} is out of range (at most {MAX_ENDPOINTS} endpoints)")]
-    IndexOutOfRange { index: u32 },
+    #[error(
+        "endpoint index {index} is out of range: this sandbox's maps have room for {capacity} \
+         endpoints (sized when it was first attached: {default} or as many as that attach \
+         connected, at most {MAX_ENDPOINTS}); detach it and attach it with all its \
+         endpoints present to make room for more",
+        default = super::capacity::DEFAULT_CAPACITY
+    )]
+    IndexOutOfRange { index: u32, capacity: u32 },
     #[error(transparent)]
     HostFile(#[from] pins::HostFileError),
     #[error("the source guard of endpoint {index}: {source}")]
@@ -159,6 +165,8 @@ pub struct EbpfDatapath {
     program: Program,
     dir: PathBuf,
     mode: AttachMode,
+    /// Endpoints the sandbox's maps have room for (see [`super::capacity`]).
+    capacity: u32,
 }
 
 /// Where the program to attach comes from.
@@ -175,10 +183,13 @@ impl EbpfDatapath {
     /// uses). Otherwise the object is loaded: its maps are created (or the pinned ones
     /// reused) and pinned, its program is loaded (BPF_PROG_LOAD) and pinned for later
     /// connects. `object`: another object than the built-in one (`attach --object`).
+    /// `capacity`: the endpoints the maps are created for when they are not pinned yet (a
+    /// sandbox that has them keeps their size).
     pub fn load(
         dir: &Path,
         mode: AttachMode,
         object: Option<&EbpfObject>,
+        capacity: u32,
     ) -> Result<Self, EbpfError> {
         let started = std::time::Instant::now();
         let pin = pins::program_pin(dir);
@@ -187,7 +198,7 @@ impl EbpfDatapath {
             Err(aya::programs::ProgramError::SyscallError(e))
                 if e.io_error.kind() == std::io::ErrorKind::NotFound =>
             {
-                Program::Object(Box::new(load_object(dir, object, &pin)?))
+                Program::Object(Box::new(load_object(dir, object, &pin, capacity)?))
             }
             Err(e) => return Err(EbpfError::ProgramLoad(Box::new(e))),
         };
@@ -199,10 +210,16 @@ impl EbpfDatapath {
                 Program::Object(_) => "loaded from the object and pinned",
             }
         );
+        let capacity = super::capacity::of_dir(dir).map_err(map_err(
+            "BPF_OBJ_GET_INFO_BY_FD",
+            map_names::ENDPOINTS,
+            dir,
+        ))?;
         Ok(Self {
             program,
             dir: dir.to_owned(),
             mode,
+            capacity,
         })
     }
 
@@ -257,8 +274,11 @@ impl EbpfDatapath {
         (to_vm, from_vm): (RedirectMode, RedirectMode),
         guard: Option<&GuardEntry>,
     ) -> Result<(), EbpfError> {
-        if index >= MAX_ENDPOINTS {
-            return Err(EbpfError::IndexOutOfRange { index });
+        if index >= self.capacity {
+            return Err(EbpfError::IndexOutOfRange {
+                index,
+                capacity: self.capacity,
+            });
         }
         let dir = self.dir.clone();
         let guard_err = |source| EbpfError::Guard {
@@ -450,12 +470,18 @@ async fn add_cls_bpf_filter(
 }
 
 /// Loads `object` (else the built-in one) with its maps pinned in `dir` (created where
-/// missing), loads its program and pins it at `pin`.
-fn load_object(dir: &Path, object: Option<&EbpfObject>, pin: &Path) -> Result<Ebpf, EbpfError> {
+/// missing, for `capacity` endpoints), loads its program and pins it at `pin`.
+fn load_object(
+    dir: &Path,
+    object: Option<&EbpfObject>,
+    pin: &Path,
+    capacity: u32,
+) -> Result<Ebpf, EbpfError> {
     let object = object.map_or(crate::EBPF_OBJECT, |o| &o.bytes[..]);
     let started = std::time::Instant::now();
     // No CO-RE relocation in the program: the kernel's BTF is neither read nor parsed.
     let mut loader = super::loader::without_kernel_btf();
+    super::capacity::apply(&mut loader, capacity);
     let mut ebpf = loader
         .default_map_pin_directory(dir)
         .load(object)

@@ -10,6 +10,7 @@
 
 mod attach_mode;
 pub mod bpf_sys;
+pub mod capacity;
 pub mod ebpf;
 pub mod loader;
 pub mod mirred;

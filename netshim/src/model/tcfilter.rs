@@ -149,7 +149,10 @@ pub(crate) async fn connect_pairs(
                     ebpf_attach.unwrap_or_else(AttachMode::auto)
                 }
             };
-            let mut datapath = EbpfDatapath::load(&dir, mode, object).map_err(ebpf_err)?;
+            let capacity =
+                crate::datapath::capacity::for_new_sandbox(pairs.iter().map(|p| p.index).max());
+            let mut datapath =
+                EbpfDatapath::load(&dir, mode, object, capacity).map_err(ebpf_err)?;
             crash_point("program-loaded");
             if !existed {
                 datapath.record_sandbox(netns).map_err(ebpf_err)?;

@@ -312,7 +312,7 @@ mod tests {
     #[test]
     fn map_differences_are_named() {
         let declared = MapDef {
-            name: "counters".into(),
+            name: "unmatched".into(),
             map_type: 6,
             key_size: 4,
             value_size: 32,
@@ -328,6 +328,27 @@ mod tests {
         assert_eq!(
             compare(&declared, &pinned).as_deref(),
             Some("value size pinned 24, object 32, max entries pinned 128, object 64")
+        );
+        // A per-endpoint map's size is the sandbox's capacity, not a difference.
+        let counters = MapDef {
+            name: "counters".into(),
+            ..declared.clone()
+        };
+        let smaller = MapDef {
+            max_entries: 16,
+            ..counters.clone()
+        };
+        assert_eq!(compare(&counters, &smaller), None);
+        assert_eq!(
+            compare(
+                &counters,
+                &MapDef {
+                    value_size: 24,
+                    ..smaller
+                }
+            )
+            .as_deref(),
+            Some("value size pinned 24, object 32")
         );
     }
 }

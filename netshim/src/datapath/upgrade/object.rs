@@ -147,10 +147,13 @@ const NO_PREALLOC: u32 = aya_obj::generated::BPF_F_NO_PREALLOC;
 /// What is different between a pinned map and the object's definition, if anything the
 /// program cares about. It does not care whether a hash map is preallocated
 /// (`BPF_F_NO_PREALLOC`, e.g. `peers` since issue 13) nor how large a ring buffer is (it
-/// reserves fixed records and counts what does not fit), so a sandbox attached with the
-/// older definitions keeps its maps across an upgrade, and its counters with them.
+/// reserves fixed records and counts what does not fit), nor how many endpoints a
+/// per-endpoint map has room for (see [`crate::datapath::capacity`]: every index is
+/// bounded by the map it is looked up in), so a sandbox attached with the older
+/// definitions keeps its maps across an upgrade, and its counters with them.
 pub(super) fn compare(declared: &MapDef, pinned: &MapDef) -> Option<String> {
     let ring = declared.map_type == MAP_TYPE_RINGBUF && pinned.map_type == MAP_TYPE_RINGBUF;
+    let sized = crate::datapath::capacity::is_sized(&declared.name);
     let pairs = [
         ("map type", pinned.map_type, declared.map_type, true),
         ("key size", pinned.key_size, declared.key_size, true),
@@ -159,7 +162,7 @@ pub(super) fn compare(declared: &MapDef, pinned: &MapDef) -> Option<String> {
             "max entries",
             pinned.max_entries,
             declared.max_entries,
-            !ring,
+            !ring && !sized,
         ),
         (
             "flags",
@@ -282,6 +285,10 @@ pub fn load_against(dir: &Path, object: &Object) -> Result<Loaded, UpgradeError>
     // No kernel BTF: the program needs no CO-RE relocation, and reading and parsing
     // /sys/kernel/btf/vmlinux (~2 MB) was most of a load's user time.
     let mut loader = crate::datapath::loader::without_kernel_btf();
+    // A per-endpoint map the sandbox lacks is made for as many endpoints as it has room for.
+    if let Ok(capacity) = crate::datapath::capacity::of_dir(dir) {
+        crate::datapath::capacity::apply(&mut loader, capacity);
+    }
     let mut ebpf = loader
         .default_map_pin_directory(&staging.dir)
         .load(&object.bytes)
@@ -344,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn preallocation_and_ring_size_are_not_differences_the_program_sees() {
+    fn preallocation_ring_size_and_capacity_are_not_differences_the_program_sees() {
         const HASH: u32 = aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_HASH as u32;
         // peers of cc25fd2 (preallocated) against the object's (BPF_F_NO_PREALLOC).
         let declared = def("peers", HASH, 128, NO_PREALLOC);
@@ -355,10 +362,14 @@ mod tests {
             compare(&ring, &def("guard_events", MAP_TYPE_RINGBUF, 65536, 0)),
             None
         );
-        // Anything else still counts: another hash size, another flag, another type.
+        // A per-endpoint map made for fewer endpoints (a sandbox's capacity).
+        assert_eq!(compare(&declared, &def("peers", HASH, 32, 0)), None);
+        // Anything else still counts: another size of a map that is not per endpoint,
+        // another flag, another type.
+        let trie = def("guard_v4", HASH, 1024, NO_PREALLOC);
         assert_eq!(
-            compare(&declared, &def("peers", HASH, 64, 0)).as_deref(),
-            Some("max entries pinned 64, object 128")
+            compare(&trie, &def("guard_v4", HASH, 64, NO_PREALLOC)).as_deref(),
+            Some("max entries pinned 64, object 1024")
         );
         assert_eq!(
             compare(&declared, &def("peers", HASH, 128, 8 | NO_PREALLOC)).as_deref(),
