@@ -10,6 +10,9 @@
 //!     program                          the verified `netshim_redirect` every later connect
 //!                                      of the sandbox attaches (no second BPF_PROG_LOAD);
 //!                                      sandboxes of releases before it have none
+//!     netns_anchor                     a cls_bpf sandbox's link on its netns (gc's "alive?")
+//!   netns_anchor_program               the SK_LOOKUP program every netns anchor links, loaded
+//!                                      once for the node; unpinned with the last sandbox
 //! ```
 //! The directory is named after the namespace's cookie (`SO_NETNS_COOKIE`), so `--netns NAME`
 //! and `--netns /proc/<pid>/ns/net` of the same namespace find the same pins, and a new
@@ -39,6 +42,9 @@ pub const PROGRAM_PIN: &str = "program";
 /// The sandbox's netns anchor: a bpf_link on the network namespace itself (see
 /// [`crate::datapath::netns_anchor`]), which tells gc whether the netns still exists.
 pub const NETNS_ANCHOR_PIN: &str = "netns_anchor";
+
+/// The program of every sandbox's netns anchor, one for the node (under [`PIN_ROOT`]).
+pub const ANCHOR_PROGRAM_PIN: &str = "netns_anchor_program";
 
 /// A failure on one of netshim's own files on the host: the bpffs pins (and the bpffs mount),
 /// the state files under /run/netshim and the sandbox lock files.
@@ -98,6 +104,11 @@ pub fn link_pin(dir: &Path, ifname: &str) -> PathBuf {
 /// The pin of the sandbox's datapath program.
 pub fn program_pin(dir: &Path) -> PathBuf {
     dir.join(PROGRAM_PIN)
+}
+
+/// The pin of the node's netns anchor program.
+pub fn anchor_program_pin() -> PathBuf {
+    Path::new(PIN_ROOT).join(ANCHOR_PROGRAM_PIN)
 }
 
 /// The pin of the sandbox's netns anchor link.
@@ -199,7 +210,23 @@ pub fn remove_sandbox_dir(dir: &Path) -> Result<(), HostFileError> {
         op: "rmdir",
         path: dir.to_owned(),
         source,
-    })
+    })?;
+    if dir.parent() == Some(Path::new(PIN_ROOT)) && sandbox_cookies()?.is_empty() {
+        // The last sandbox went: the node's anchor program goes too (the links hold the
+        // program they run; the next anchor loads and pins it again).
+        match fs::remove_file(anchor_program_pin()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(HostFileError::Io {
+                    op: "unlink",
+                    path: anchor_program_pin(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -793,6 +793,55 @@ fn gc_keeps_a_netns_that_only_a_socket_holds(mode: &str, tag: &str, veto_pin: &s
     assert_no_files_left(cookie);
 }
 
+/// `bpftool <kind> show pinned <path> --json`, field `field`.
+fn pinned_field(kind: &str, path: &Path, field: &str) -> Value {
+    let out = std::process::Command::new("bpftool")
+        .args([kind, "show", "pinned"])
+        .arg(path)
+        .arg("--json")
+        .output()
+        .expect("bpftool");
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bpftool {kind} show pinned {}: {e}", path.display()));
+    v[field].clone()
+}
+
+/// Every cls_bpf sandbox's netns anchor links the one SK_LOOKUP program the node pinned
+/// (loaded once, not once per sandbox), and each anchor still follows its own netns.
+#[test]
+fn netns_anchors_share_one_program() {
+    require_root!();
+    let _serial = serial();
+    let (a, b) = (pod("anchora"), pod("anchorb"));
+    let cookies: Vec<u64> = [&a, &b]
+        .iter()
+        .map(|p| {
+            netshim_json(&["attach", "--netns", p.netns()])["netns_cookie"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let links: Vec<Value> = cookies
+        .iter()
+        .map(|c| pinned_field("link", &pin_dir(*c).join("netns_anchor"), "prog_id"))
+        .collect();
+    let node = pinned_field(
+        "prog",
+        Path::new("/sys/fs/bpf/netshim/netns_anchor_program"),
+        "id",
+    );
+    assert!(node.as_u64().is_some_and(|id| id > 0), "{node}");
+    assert_eq!(
+        links,
+        vec![node.clone(), node],
+        "both anchors run the node's program"
+    );
+    for (p, c) in [(&a, cookies[0]), (&b, cookies[1])] {
+        netshim_ok(&["detach", "--netns", p.netns()]);
+        assert_no_files_left(c);
+    }
+}
+
 #[test]
 fn gc_keeps_a_tcx_netns_that_only_a_socket_holds() {
     gc_keeps_a_netns_that_only_a_socket_holds("tcx", "gcsock", "link_eth0", "still attached");

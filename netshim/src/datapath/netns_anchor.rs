@@ -9,6 +9,10 @@
 //! attached to the netns itself. The kernel sets that link's `netns_ino` to 0 when the
 //! namespace is destroyed, so the pin answers "alive?" from any process, and costs no
 //! RCU grace period (unlike a TCX link). Removing the pin (detach, gc) releases it.
+//!
+//! The program is the same for every netns: it is loaded once for the node and pinned at
+//! [`pins::anchor_program_pin`], and each anchor links that one (4 KiB of kernel memory
+//! and a `BPF_PROG_LOAD` less per sandbox).
 
 use std::{
     io,
@@ -56,6 +60,12 @@ pub fn ensure(dir: &Path) -> Result<(), AnchorError> {
     let netns: OwnedFd = std::fs::File::open("/proc/thread-self/ns/net")
         .map_err(|e| err("open /proc/thread-self/ns/net", e))?
         .into();
+    if let Ok(prog) = bpf_sys::obj_get(&pins::anchor_program_pin()) {
+        // Whatever is pinned there, a link it cannot make is made below with a fresh load.
+        if let Ok(link) = bpf_sys::link_create_netns(prog.as_fd(), netns.as_fd()) {
+            return bpf_sys::obj_pin(link.as_fd(), &pin).map_err(|e| err("BPF_OBJ_PIN", e));
+        }
+    }
     let prog = match bpf_sys::load_sk_lookup_pass() {
         Ok(prog) => prog,
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
@@ -70,7 +80,25 @@ pub fn ensure(dir: &Path) -> Result<(), AnchorError> {
     };
     let link = bpf_sys::link_create_netns(prog.as_fd(), netns.as_fd())
         .map_err(|e| err("BPF_LINK_CREATE (SK_LOOKUP)", e))?;
-    bpf_sys::obj_pin(link.as_fd(), &pin).map_err(|e| err("BPF_OBJ_PIN", e))
+    bpf_sys::obj_pin(link.as_fd(), &pin).map_err(|e| err("BPF_OBJ_PIN", e))?;
+    share_program(&prog);
+    Ok(())
+}
+
+/// Pins `prog` as the node's anchor program for the next anchors, over a stale pin (one
+/// that could not be linked). Best effort: without it the next anchor loads its own.
+fn share_program(prog: &OwnedFd) {
+    let node_pin = pins::anchor_program_pin();
+    let _ = std::fs::remove_file(&node_pin);
+    match bpf_sys::obj_pin(prog.as_fd(), &node_pin) {
+        Ok(()) => {}
+        // Another attach pinned its own meanwhile: as good as ours.
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) => tracing::warn!(
+            "BPF_OBJ_PIN of the netns anchor program at {}: {e}; each sandbox loads its own",
+            node_pin.display()
+        ),
+    }
 }
 
 /// Reads the anchor pinned in `dir`.
@@ -109,6 +137,11 @@ mod tests {
         impl Drop for TestDir {
             fn drop(&mut self) {
                 let _ = std::fs::remove_dir_all(&self.0);
+                // The node's program pin, which this anchor may have made: not left behind
+                // when no sandbox is there to use it.
+                if pins::sandbox_cookies().is_ok_and(|c| c.is_empty()) {
+                    let _ = std::fs::remove_file(pins::anchor_program_pin());
+                }
             }
         }
         let dir = TestDir(
