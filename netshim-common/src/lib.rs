@@ -52,7 +52,15 @@ pub mod map_names {
     pub const GUARD_LOG: &str = "guard_log";
     /// `RingBuf` of [`GuardEvent`](crate::GuardEvent) records: what the guard refused, at
     /// most one record per second per endpoint and reason (`netshim logs` decodes them).
+    /// The datapaths before `guard_last` wrote it; their sandboxes keep it and the log
+    /// followers still read it.
     pub const GUARD_EVENTS: &str = "guard_events";
+    /// `Array<GuardEvent>` by endpoint index × reason (the slots of `guard_log`): the last
+    /// refusal of that endpoint and reason, written at most once per second per slot, just
+    /// before `guard_log` takes its time; the log followers poll it. It replaces the
+    /// `guard_events` ring: a ring is at least one page plus its header pages (16 KiB of
+    /// kernel memory per sandbox), the array is 32 B per slot.
+    pub const GUARD_LAST: &str = "guard_last";
     /// `Array<DatapathEvent>` indexed by counter slot: the last packet of that slot the
     /// datapath did not redirect although its device has a `peers` entry (version skew or a
     /// helper refusal), written only on those paths. Added in issue 13 (it replaces
@@ -68,16 +76,19 @@ pub const GUARD_MAPS: [&str; 6] = [
     map_names::GUARD_V4,
     map_names::GUARD_V6,
     map_names::GUARD_LOG,
-    map_names::GUARD_EVENTS,
+    map_names::GUARD_LAST,
 ];
 
 /// Whether a set of maps (`has(name)`: a sandbox's pins, an object's declarations) has the
 /// source guard: every map of [`GUARD_MAPS`], where the per-CPU `guard_drops` of a datapath
-/// from before issue 13 stands for `guard_drops_v2`.
+/// from before issue 13 stands for `guard_drops_v2`, and the `guard_events` ring of one from
+/// before `guard_last` for that.
 pub fn has_guard_maps(has: impl Fn(&str) -> bool) -> bool {
-    GUARD_MAPS
-        .iter()
-        .all(|m| has(m) || (*m == map_names::GUARD_DROPS_V2 && has(map_names::GUARD_DROPS)))
+    GUARD_MAPS.iter().all(|m| {
+        has(m)
+            || (*m == map_names::GUARD_DROPS_V2 && has(map_names::GUARD_DROPS))
+            || (*m == map_names::GUARD_LAST && has(map_names::GUARD_EVENTS))
+    })
 }
 
 /// Name of the TC classifier program in the eBPF object.
@@ -337,8 +348,8 @@ pub const GUARD_EVENT_V6: u8 = 6;
 /// [`GuardEvent::kind`]: `ethertype` is the refused ethertype (or 802.3 length).
 pub const GUARD_EVENT_ETHERTYPE: u8 = 1;
 
-/// A record of the `guard_events` ring buffer: one refusal (rate-limited per endpoint and
-/// reason). Fixed-size and written with one helper call, so that logging costs the
+/// A record of `guard_last` (and of the `guard_events` ring buffer before it): one refusal
+/// (rate-limited per endpoint and reason). Fixed-size and written with one helper call, so that logging costs the
 /// verifier next to nothing; userspace names the endpoint from the `endpoints` map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -529,6 +540,13 @@ mod tests {
         );
         assert!(!has_guard_maps(with(map_names::DROPS)));
         assert!(!has_guard_maps(|m| m != map_names::GUARD_LOG));
+        let ring = |m: &str| {
+            m == map_names::GUARD_EVENTS || (GUARD_MAPS.contains(&m) && m != map_names::GUARD_LAST)
+        };
+        assert!(has_guard_maps(ring), "a sandbox with the guard_events ring");
+        assert!(!has_guard_maps(
+            |m| GUARD_MAPS.contains(&m) && m != map_names::GUARD_LAST
+        ));
     }
 
     #[test]

@@ -29,24 +29,24 @@
 //! chooses that). A packet too short for a header it claims is refused under that check's
 //! reason. Each refusal counts in `guard_drops_v2` (`dropped` in enforce mode, `flagged` in log
 //! mode, where the packet is then delivered) and writes at most one fixed-size
-//! `GuardEvent` per second per endpoint and reason (`guard_log` holds when) into the
-//! `guard_events` ring buffer: one helper call, nothing for the verifier to walk through,
-//! unlike a formatted aya-log record.
+//! `GuardEvent` per second per endpoint and reason into that slot of `guard_last`, then
+//! the time into `guard_log` (which the log followers poll): a few stores, nothing for the
+//! verifier to walk through, unlike a formatted aya-log record.
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{lpm_trie::Key, Array, LpmTrie, RingBuf},
+    maps::{lpm_trie::Key, Array, LpmTrie},
     programs::TcContext,
 };
 use core::ptr::read_unaligned;
 
 use netshim_common::{
     GuardConfig, GuardDrops, GuardEvent, GuardV4Key, GuardV6Key, GUARD_ALLOW_DHCP, GUARD_ARP,
-    GUARD_DHCP_SERVER, GUARD_ETHERTYPE, GUARD_ETHERTYPE_SLOTS, GUARD_EVENTS_BYTES,
-    GUARD_EVENT_ETHERTYPE, GUARD_EVENT_V4, GUARD_EVENT_V6, GUARD_HAS_V4_CIDRS, GUARD_HAS_V6_CIDRS,
-    GUARD_MAX_CIDRS, GUARD_MODE_ENFORCE, GUARD_MODE_OFF, GUARD_ND, GUARD_RA, GUARD_REASONS,
-    GUARD_SOURCE_IP, GUARD_SOURCE_MAC, GUARD_V4_SLOTS, GUARD_V6_SLOTS, MAX_ENDPOINTS,
+    GUARD_DHCP_SERVER, GUARD_ETHERTYPE, GUARD_ETHERTYPE_SLOTS, GUARD_EVENT_ETHERTYPE,
+    GUARD_EVENT_V4, GUARD_EVENT_V6, GUARD_HAS_V4_CIDRS, GUARD_HAS_V6_CIDRS, GUARD_MAX_CIDRS,
+    GUARD_MODE_ENFORCE, GUARD_MODE_OFF, GUARD_ND, GUARD_RA, GUARD_REASONS, GUARD_SOURCE_IP,
+    GUARD_SOURCE_MAC, GUARD_V4_SLOTS, GUARD_V6_SLOTS, MAX_ENDPOINTS,
 };
 
 #[map(name = "guard")]
@@ -65,8 +65,8 @@ static GUARD_V6: LpmTrie<GuardV6Key, u8> = LpmTrie::pinned(GUARD_MAX_CIDRS, BPF_
 #[map(name = "guard_log")]
 static GUARD_LOG: Array<u64> = Array::pinned(MAX_ENDPOINTS * GUARD_REASONS.len() as u32, 0);
 
-#[map(name = "guard_events")]
-static GUARD_EVENTS: RingBuf = RingBuf::pinned(GUARD_EVENTS_BYTES, 0);
+#[map(name = "guard_last")]
+static GUARD_LAST: Array<GuardEvent> = Array::pinned(MAX_ENDPOINTS * GUARD_REASONS.len() as u32, 0);
 
 /// Extension headers walked before the upper-layer header must show up.
 const MAX_EXT_HEADERS: usize = 6;
@@ -154,17 +154,18 @@ fn refused(ctx: &TcContext, index: u32, cfg: &GuardConfig, r: Refusal) -> bool {
         // SAFETY: an array value; a race between CPUs costs at most one more record.
         unsafe {
             if *last == 0 || now.wrapping_sub(*last) >= LOG_INTERVAL_NS {
+                // The record first: a follower that sees the new time reads the new record.
+                record(ctx, log_slot, index, reason as u8, cfg.mode as u8, r.addr);
                 *last = now;
-                record(ctx, index, reason as u8, cfg.mode as u8, r.addr);
             }
         }
     }
     !enforce
 }
 
-/// Writes one [`GuardEvent`] (a full ring buffer loses it; the counters still count).
+/// Writes one [`GuardEvent`] into `guard_last` slot `log_slot`.
 #[inline(always)]
-fn record(ctx: &TcContext, index: u32, reason: u8, mode: u8, addr: Addr) {
+fn record(ctx: &TcContext, log_slot: u32, index: u32, reason: u8, mode: u8, addr: Addr) {
     let mut ev = GuardEvent {
         index,
         reason,
@@ -189,7 +190,10 @@ fn record(ctx: &TcContext, index: u32, reason: u8, mode: u8, addr: Addr) {
             ev.ethertype = t;
         }
     }
-    let _ = GUARD_EVENTS.output::<GuardEvent>(&ev, 0);
+    if let Some(slot) = GUARD_LAST.get_ptr_mut(log_slot) {
+        // SAFETY: an array value; a concurrent writer can at worst tear the record.
+        unsafe { *slot = ev };
+    }
 }
 
 /// The common case, without a helper call: an untagged IPv4 packet (no IP options) or an

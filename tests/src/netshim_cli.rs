@@ -333,9 +333,21 @@ pub fn attach_with_previous_object(pod: &Pod) -> PathBuf {
 /// directory.
 pub fn attach_as_before_the_guard(pod: &Pod) -> PathBuf {
     let dir = attach_with_previous_object(pod);
-    for map in netshim_common::GUARD_MAPS {
-        std::fs::remove_file(dir.join(map)).unwrap_or_else(|e| panic!("unpin {map}: {e}"));
+    // The previous release's guard has the `guard_events` ring where this one has
+    // `guard_last`: unpin whichever of the two is there.
+    let maps = netshim_common::GUARD_MAPS.into_iter();
+    for map in maps.chain([netshim_common::map_names::GUARD_EVENTS]) {
+        match std::fs::remove_file(dir.join(map)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("unpin {map}: {e}"),
+        }
     }
+    assert!(
+        !netshim_common::has_guard_maps(|m| dir.join(m).exists()),
+        "no guard left in {}",
+        dir.display()
+    );
     dir
 }
 

@@ -518,8 +518,9 @@ fn bpftool_json(args: &[&str]) -> serde_json::Value {
 
 /// Issue 13: the datapath logs without aya-log (no `AYA_LOGS` ring held by its program: its
 /// error records go to the pinned `errors` array) and its maps cost little kernel memory:
-/// `peers` is not preallocated, `guard_events` is one page, the drop counters are shared
-/// arrays (`drops_v2`, `guard_drops_v2`). Prints the memlock per map.
+/// `peers` is not preallocated, the guard's records are an array (`guard_last`, no ring
+/// buffer), the drop counters are shared arrays (`drops_v2`, `guard_drops_v2`), and the
+/// per-endpoint maps are made for 8 endpoints. Prints the memlock per map.
 #[test]
 fn the_datapath_program_has_no_aya_log_ring_and_small_pinned_maps() {
     require_root!();
@@ -552,7 +553,9 @@ fn the_datapath_program_has_no_aya_log_ring_and_small_pinned_maps() {
             );
             match name.as_str() {
                 "peers" => assert_eq!(info["flags"], 1, "BPF_F_NO_PREALLOC: {info}"),
-                "guard_events" => assert_eq!(info["max_entries"], 4096, "{info}"),
+                "guard_events" => panic!("a ring buffer: {info}"),
+                // 8 endpoints x 7 reasons.
+                "guard_last" => assert_eq!(info["max_entries"], 56, "{info}"),
                 // The drop counters: one value for all CPUs, not one per possible CPU.
                 "drops" | "guard_drops" => panic!("a per-CPU drop counter: {info}"),
                 "drops_v2" | "guard_drops_v2" => assert_eq!(info["type"], "array", "{info}"),

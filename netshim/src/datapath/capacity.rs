@@ -27,9 +27,10 @@ pub fn for_new_sandbox(highest: Option<u32>) -> u32 {
 
 /// Each map whose size follows the capacity, with its `max_entries` for `capacity`
 /// endpoints (the object's declaration is this for [`MAX_ENDPOINTS`]).
-pub fn sized_maps(capacity: u32) -> [(&'static str, u32); 8] {
+pub fn sized_maps(capacity: u32) -> [(&'static str, u32); 9] {
     let slots = capacity * 2;
     [
+        (map_names::GUARD_LAST, capacity * GUARD_REASONS.len() as u32),
         (map_names::ENDPOINTS, capacity),
         (map_names::GUARD, capacity),
         (map_names::GUARD_DROPS_V2, capacity),

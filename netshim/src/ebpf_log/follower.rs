@@ -21,7 +21,8 @@ async fn pump(logger: EbpfLogger<Forward>, prog_id: u32) {
 
 /// The programs being followed (those with an aya-log ring by a task on the current tokio
 /// runtime, the others through their sandbox's `errors` array), the sandboxes' `errors`
-/// arrays (polled at each refresh) and their `guard_events` ring buffers (a task each).
+/// arrays and `guard_last` arrays (polled at each refresh) and the `guard_events` ring
+/// buffers of older datapaths (a task each).
 pub struct Follower {
     scope: Scope,
     /// By program id; `None`: a program without aya-log, whose records are in `errors`.
@@ -33,6 +34,8 @@ pub struct Follower {
     /// By the ring buffer's map id (a sandbox keeps it across `upgrade`; one created by an
     /// `upgrade` of an older sandbox is a new id).
     guard_events: BTreeMap<u32, tokio::task::JoinHandle<()>>,
+    /// By the `guard_last` map's id (polled at each refresh).
+    guard_last: BTreeMap<u32, guard_events::LastRefusals>,
     last_error: Option<String>,
 }
 
@@ -44,13 +47,14 @@ impl Follower {
             errors: BTreeMap::new(),
             since: errors::monotonic_ns(),
             guard_events: BTreeMap::new(),
+            guard_last: BTreeMap::new(),
             last_error: None,
         }
     }
 
     /// How many programs, `errors` arrays and guard ring buffers are followed.
     pub fn len(&self) -> usize {
-        self.followed.len() + self.errors.len() + self.guard_events.len()
+        self.followed.len() + self.errors.len() + self.guard_events.len() + self.guard_last.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -93,6 +97,36 @@ impl Follower {
         });
     }
 
+    /// Reports the records written into the sandboxes' `guard_last` arrays since the last
+    /// call (following the arrays pinned since, dropping those unpinned since).
+    fn poll_guard_last(&mut self, sandboxes: &[PinnedSandbox]) {
+        let mut present = Vec::new();
+        for s in sandboxes {
+            let (refusals, id) = match guard_events::LastRefusals::pinned(&s.dir) {
+                Ok(Some(found)) => found,
+                // A datapath with the ring (or none), or taken down in between.
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::debug!(netns = %s.netns, "not reading its guard_last map: {e}");
+                    continue;
+                }
+            };
+            present.push(id);
+            let followed = self.guard_last.entry(id).or_insert_with(|| {
+                tracing::info!(
+                    netns = %s.netns,
+                    map_id = id,
+                    "following the source guard's records"
+                );
+                refusals
+            });
+            if let Err(e) = followed.report(&s.netns) {
+                tracing::debug!(netns = %s.netns, map_id = id, "reading its guard_last map: {e}");
+            }
+        }
+        self.guard_last.retain(|id, _| present.contains(id));
+    }
+
     /// Reports the records written into the sandboxes' `errors` arrays since the last call
     /// (following the arrays pinned since, dropping those unpinned since).
     fn poll_errors(&mut self, sandboxes: &[PinnedSandbox]) {
@@ -127,6 +161,7 @@ impl Follower {
     pub fn refresh(&mut self) -> Result<(), EbpfLogError> {
         let sandboxes = sandboxes(&self.scope)?;
         self.refresh_guard_events(&sandboxes);
+        self.poll_guard_last(&sandboxes);
         self.poll_errors(&sandboxes);
         let programs = programs_of(&self.scope, &sandboxes)?;
         self.followed.retain(|id, task| {

@@ -1,5 +1,10 @@
-//! Forwarding the source guard's refusal records (the pinned `guard_events` ring buffer of a
-//! sandbox) into `tracing`.
+//! Forwarding the source guard's refusal records (the pinned `guard_last` array of a
+//! sandbox, or the `guard_events` ring buffer of a datapath from before it) into `tracing`.
+//!
+//! `guard_last` holds the last refusal per endpoint and reason, and `guard_log` the time it
+//! was written (at most once a second per slot): a follower polls both at each refresh and
+//! reports each slot whose time changed, starting with what is there when it starts (as a
+//! ring gave its unread records to its first reader). Every follower sees every record.
 //!
 //! The datapath writes one fixed-size [`GuardEvent`] per second at most per endpoint and
 //! reason (it rate-limits; the counters in `guard_drops` count every packet). Each becomes a
@@ -10,6 +15,7 @@
 //! sandbox (`watch` and `logs` at once) each see part of the records.
 
 use std::{
+    collections::BTreeMap,
     net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
@@ -142,6 +148,66 @@ pub fn pinned(dir: &Path) -> Result<Option<(MapData, u32)>, aya::maps::MapError>
     let data = MapData::from_pin(&path)?;
     let id = data.info()?.id();
     Ok(Some((data, id)))
+}
+
+/// A sandbox's `guard_last` records and their `guard_log` times, and the time of each
+/// slot's record reported last.
+pub struct LastRefusals {
+    last: Array<MapData, GuardEvent>,
+    times: Array<MapData, u64>,
+    endpoints: Option<Array<MapData, EndpointRecord>>,
+    seen: BTreeMap<u32, u64>,
+}
+
+impl LastRefusals {
+    /// The pinned `guard_last` (with `guard_log`) of the sandbox pinned at `dir` and
+    /// `guard_last`'s map id; `None` when its datapath has none (it has the ring, if any).
+    pub fn pinned(dir: &Path) -> Result<Option<(Self, u32)>, aya::maps::MapError> {
+        let path = dir.join(map_names::GUARD_LAST);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let data = MapData::from_pin(&path)?;
+        let id = data.info()?.id();
+        let last = Array::try_from(Map::Array(data))?;
+        let times = MapData::from_pin(dir.join(map_names::GUARD_LOG))?;
+        let times = Array::try_from(Map::Array(times))?;
+        let refusals = Self {
+            last,
+            times,
+            endpoints: endpoints(dir),
+            seen: BTreeMap::new(),
+        };
+        Ok(Some((refusals, id)))
+    }
+
+    /// The records written since the last call (all of them at the first), by slot.
+    pub fn poll(&mut self) -> Result<Vec<(u32, GuardEvent)>, aya::maps::MapError> {
+        let mut out = Vec::new();
+        for slot in 0..self.last.len().min(self.times.len()) {
+            let time = self.times.get(&slot, 0)?;
+            if time == 0 || self.seen.get(&slot) == Some(&time) {
+                continue;
+            }
+            self.seen.insert(slot, time);
+            out.push((slot, self.last.get(&slot, 0)?));
+        }
+        Ok(out)
+    }
+
+    /// [`Self::poll`], each new record emitted as a WARN event of `netns`.
+    pub fn report(&mut self, netns: &str) -> Result<usize, aya::maps::MapError> {
+        let new = self.poll()?;
+        for (_, ev) in &new {
+            let ep = self
+                .endpoints
+                .as_ref()
+                .and_then(|m| m.get(&ev.index, 0).ok())
+                .filter(|e| e.in_use != 0);
+            Refusal::new(ev, ep.as_ref()).emit(netns);
+        }
+        Ok(new.len())
+    }
 }
 
 /// The endpoints map of `dir`, to name the endpoint of a record.
