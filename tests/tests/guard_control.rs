@@ -261,7 +261,7 @@ fn upgrade_gives_a_sandbox_attached_before_the_guard_its_guard() {
         "guard_v4",
         "guard_v6",
         "guard_log",
-        "guard_events",
+        "guard_last",
     ] {
         assert!(created.contains(&map), "{map} not created: {report:#}");
         assert!(Path::new(&dir).join(map).exists(), "{map} not pinned");

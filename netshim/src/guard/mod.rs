@@ -9,7 +9,8 @@
 //!   one endpoint, built from its guest MAC, its addresses and the settings;
 //! - [`maps`]: writing, removing and reading back one endpoint's guard in the pinned maps;
 //! - [`report`]: the guard as reports show it (`attach`, `status`, `netshim guard`);
-//! - [`events`]: the datapath's refusal records (`guard_events`) as log events.
+//! - [`events`]: the datapath's refusal records (`guard_last`, or an older datapath's
+//!   `guard_events` ring) as log events.
 
 pub mod config_map;
 pub mod events;
