@@ -150,12 +150,37 @@ pub fn pinned(dir: &Path) -> Result<Option<(MapData, u32)>, aya::maps::MapError>
     Ok(Some((data, id)))
 }
 
+/// A sandbox's pinned `endpoints` array, to name the endpoint of a record (`None`: not
+/// pinned or not readable, every endpoint is `?`).
+pub struct Endpoints(Option<Array<MapData, EndpointRecord>>);
+
+impl Endpoints {
+    /// The `endpoints` array of the sandbox pinned at `dir`.
+    pub fn pinned(dir: &Path) -> Self {
+        let array = MapData::from_pin(dir.join(map_names::ENDPOINTS))
+            .ok()
+            .and_then(|data| Array::try_from(Map::Array(data)).ok());
+        Self(array)
+    }
+
+    /// The endpoint in slot `index`, if one is there.
+    pub fn get(&self, index: u32) -> Option<EndpointRecord> {
+        let record = self.0.as_ref()?.get(&index, 0).ok()?;
+        (record.in_use != 0).then_some(record)
+    }
+
+    /// `ev` with its endpoint's names.
+    pub fn refusal(&self, ev: &GuardEvent) -> Refusal {
+        Refusal::new(ev, self.get(ev.index).as_ref())
+    }
+}
+
 /// A sandbox's `guard_last` records and their `guard_log` times, and the time of each
 /// slot's record reported last.
 pub struct LastRefusals {
     last: Array<MapData, GuardEvent>,
     times: Array<MapData, u64>,
-    endpoints: Option<Array<MapData, EndpointRecord>>,
+    endpoints: Endpoints,
     seen: BTreeMap<u32, u64>,
 }
 
@@ -175,7 +200,7 @@ impl LastRefusals {
         let refusals = Self {
             last,
             times,
-            endpoints: endpoints(dir),
+            endpoints: Endpoints::pinned(dir),
             seen: BTreeMap::new(),
         };
         Ok(Some((refusals, id)))
@@ -199,28 +224,13 @@ impl LastRefusals {
     pub fn report(&mut self, netns: &str) -> Result<usize, aya::maps::MapError> {
         let new = self.poll()?;
         for (_, ev) in &new {
-            let ep = self
-                .endpoints
-                .as_ref()
-                .and_then(|m| m.get(&ev.index, 0).ok())
-                .filter(|e| e.in_use != 0);
-            Refusal::new(ev, ep.as_ref()).emit(netns);
+            self.endpoints.refusal(ev).emit(netns);
         }
         Ok(new.len())
     }
 }
 
-/// The endpoints map of `dir`, to name the endpoint of a record.
-fn endpoints(dir: &Path) -> Option<Array<MapData, EndpointRecord>> {
-    let data = MapData::from_pin(dir.join(map_names::ENDPOINTS)).ok()?;
-    Array::try_from(Map::Array(data)).ok()
-}
-
-fn forward_all(
-    ring: &mut RingBuf<MapData>,
-    endpoints: &Option<Array<MapData, EndpointRecord>>,
-    netns: &str,
-) {
+fn forward_all(ring: &mut RingBuf<MapData>, endpoints: &Endpoints, netns: &str) {
     while let Some(item) = ring.next() {
         let Some(ev) = decode(&item) else {
             tracing::debug!(
@@ -230,11 +240,7 @@ fn forward_all(
             );
             continue;
         };
-        let ep = endpoints
-            .as_ref()
-            .and_then(|m| m.get(&ev.index, 0).ok())
-            .filter(|e| e.in_use != 0);
-        Refusal::new(&ev, ep.as_ref()).emit(netns);
+        endpoints.refusal(&ev).emit(netns);
     }
 }
 
@@ -249,7 +255,7 @@ pub async fn pump(map: MapData, dir: PathBuf, netns: String) {
             return;
         }
     };
-    let endpoints = endpoints(&dir);
+    let endpoints = Endpoints::pinned(&dir);
     // SAFETY: the fd is the ring buffer map's, owned by `ring` (its `MapData`).
     unsafe {
         crate::ring_drain::drain_when_readable(ring, &what, |r| forward_all(r, &endpoints, &netns))
