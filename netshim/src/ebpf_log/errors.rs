@@ -39,17 +39,16 @@ pub fn monotonic_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// The pinned `errors` map of the sandbox in `dir` and its map id (`None`: a datapath from
-/// before issue 13, which logs with aya-log instead).
-pub fn pinned(dir: &Path) -> std::io::Result<Option<(Array<MapData, DatapathEvent>, u32)>> {
+/// The pinned `errors` map of the sandbox in `dir` (`None`: a datapath from before issue
+/// 13, which logs with aya-log instead).
+pub fn pinned(dir: &Path) -> std::io::Result<Option<Array<MapData, DatapathEvent>>> {
     let path = dir.join(map_names::ERRORS);
     if !path.exists() {
         return Ok(None);
     }
     let data = MapData::from_pin(&path).map_err(std::io::Error::other)?;
-    let id = data.info().map_err(std::io::Error::other)?.id();
     let array = Array::try_from(Map::Array(data)).map_err(std::io::Error::other)?;
-    Ok(Some((array, id)))
+    Ok(Some(array))
 }
 
 /// One sandbox's `errors` array and the time of the newest record reported per slot.

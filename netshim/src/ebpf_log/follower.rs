@@ -7,6 +7,7 @@ use aya_log::EbpfLogger;
 
 use super::{
     errors::{self, Errors},
+    polled::Polled,
     programs::{programs_of, sandboxes, PinnedSandbox},
     EbpfLogError, Forward, Scope, RESCAN,
 };
@@ -27,27 +28,26 @@ pub struct Follower {
     scope: Scope,
     /// By program id; `None`: a program without aya-log, whose records are in `errors`.
     followed: BTreeMap<u32, Option<tokio::task::JoinHandle<()>>>,
-    /// By the `errors` map's id.
-    errors: BTreeMap<u32, Errors>,
-    /// Records older than this (monotonic ns) were there before the follower started.
-    since: u64,
+    /// The sandboxes' `errors` arrays (records older than the follower's start were there
+    /// before it).
+    errors: Polled<Errors>,
     /// By the ring buffer's map id (a sandbox keeps it across `upgrade`; one created by an
     /// `upgrade` of an older sandbox is a new id).
     guard_events: BTreeMap<u32, tokio::task::JoinHandle<()>>,
-    /// By the `guard_last` map's id (polled at each refresh).
-    guard_last: BTreeMap<u32, guard_events::LastRefusals>,
+    /// The sandboxes' `guard_last` arrays.
+    guard_last: Polled<guard_events::LastRefusals>,
     last_error: Option<String>,
 }
 
 impl Follower {
     pub fn new(scope: Scope) -> Self {
+        let since = errors::monotonic_ns();
         Self {
             scope,
             followed: BTreeMap::new(),
-            errors: BTreeMap::new(),
-            since: errors::monotonic_ns(),
+            errors: Polled::new(since),
             guard_events: BTreeMap::new(),
-            guard_last: BTreeMap::new(),
+            guard_last: Polled::new(since),
             last_error: None,
         }
     }
@@ -97,63 +97,6 @@ impl Follower {
         });
     }
 
-    /// Reports the records written into the sandboxes' `guard_last` arrays since the last
-    /// call (following the arrays pinned since, dropping those unpinned since).
-    fn poll_guard_last(&mut self, sandboxes: &[PinnedSandbox]) {
-        let mut present = Vec::new();
-        for s in sandboxes {
-            let (refusals, id) = match guard_events::LastRefusals::pinned(&s.dir) {
-                Ok(Some(found)) => found,
-                // A datapath with the ring (or none), or taken down in between.
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::debug!(netns = %s.netns, "not reading its guard_last map: {e}");
-                    continue;
-                }
-            };
-            present.push(id);
-            let followed = self.guard_last.entry(id).or_insert_with(|| {
-                tracing::info!(
-                    netns = %s.netns,
-                    map_id = id,
-                    "following the source guard's records"
-                );
-                refusals
-            });
-            if let Err(e) = followed.report(&s.netns) {
-                tracing::debug!(netns = %s.netns, map_id = id, "reading its guard_last map: {e}");
-            }
-        }
-        self.guard_last.retain(|id, _| present.contains(id));
-    }
-
-    /// Reports the records written into the sandboxes' `errors` arrays since the last call
-    /// (following the arrays pinned since, dropping those unpinned since).
-    fn poll_errors(&mut self, sandboxes: &[PinnedSandbox]) {
-        let mut present = Vec::new();
-        for s in sandboxes {
-            let (array, id) = match errors::pinned(&s.dir) {
-                Ok(Some(found)) => found,
-                // A datapath from before issue 13 (aya-log), or taken down in between.
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::debug!(netns = %s.netns, "not reading its errors map: {e}");
-                    continue;
-                }
-            };
-            present.push(id);
-            let since = self.since;
-            let followed = self
-                .errors
-                .entry(id)
-                .or_insert_with(|| Errors::new(array, since));
-            if let Err(e) = followed.report(&s.netns) {
-                tracing::debug!(netns = %s.netns, map_id = id, "reading its errors map: {e}");
-            }
-        }
-        self.errors.retain(|id, _| present.contains(id));
-    }
-
     /// Starts following the programs in scope loaded since the last call and stops following
     /// those unloaded since; the same for the sandboxes' guard ring buffers; reports the
     /// records of their `errors` arrays. Must be called inside a tokio runtime (with IO
@@ -161,8 +104,13 @@ impl Follower {
     pub fn refresh(&mut self) -> Result<(), EbpfLogError> {
         let sandboxes = sandboxes(&self.scope)?;
         self.refresh_guard_events(&sandboxes);
-        self.poll_guard_last(&sandboxes);
-        self.poll_errors(&sandboxes);
+        let pinned = || {
+            sandboxes
+                .iter()
+                .map(|s| (s.dir.as_path(), s.netns.as_str()))
+        };
+        self.guard_last.poll(pinned());
+        self.errors.poll(pinned());
         let programs = programs_of(&self.scope, &sandboxes)?;
         self.followed.retain(|id, task| {
             let keep = programs.iter().any(|p| p.prog_id == *id);
@@ -196,7 +144,7 @@ impl Follower {
                     self.followed.insert(p.prog_id, Some(task));
                 }
                 // A datapath since issue 13: its records are in its sandbox's `errors`
-                // array, which `poll_errors` reads.
+                // array, which `self.errors` polls.
                 Err(aya_log::Error::MapNotFound) => {
                     tracing::info!(
                         prog_id = p.prog_id,

@@ -22,6 +22,8 @@
 //!
 //! - `programs`: which loaded programs and pinned sandboxes are in a [`Scope`].
 //! - `errors`: the `errors` array of one sandbox, polled, as `tracing` events.
+//! - `polled`: the record arrays of the sandboxes (`errors`, `guard_last`), opened once
+//!   per sandbox and polled at each refresh.
 //! - `forward`: aya-log records of one program (older datapaths) as `tracing` events.
 //! - `follower`: the tasks that follow them (and the guard's ring buffers) as they come
 //!   and go: `netshim logs` and `watch`.
@@ -34,6 +36,7 @@
 mod errors;
 mod follower;
 mod forward;
+mod polled;
 mod programs;
 
 use std::{path::PathBuf, time::Duration};

@@ -185,25 +185,22 @@ pub struct LastRefusals {
 }
 
 impl LastRefusals {
-    /// The pinned `guard_last` (with `guard_log`) of the sandbox pinned at `dir` and
-    /// `guard_last`'s map id; `None` when its datapath has none (it has the ring, if any).
-    pub fn pinned(dir: &Path) -> Result<Option<(Self, u32)>, aya::maps::MapError> {
+    /// The pinned `guard_last` (with `guard_log`) of the sandbox pinned at `dir`; `None`
+    /// when its datapath has none (it has the ring, if any).
+    pub fn pinned(dir: &Path) -> Result<Option<Self>, aya::maps::MapError> {
         let path = dir.join(map_names::GUARD_LAST);
         if !path.exists() {
             return Ok(None);
         }
-        let data = MapData::from_pin(&path)?;
-        let id = data.info()?.id();
-        let last = Array::try_from(Map::Array(data))?;
+        let last = Array::try_from(Map::Array(MapData::from_pin(&path)?))?;
         let times = MapData::from_pin(dir.join(map_names::GUARD_LOG))?;
         let times = Array::try_from(Map::Array(times))?;
-        let refusals = Self {
+        Ok(Some(Self {
             last,
             times,
             endpoints: Endpoints::pinned(dir),
             seen: BTreeMap::new(),
-        };
-        Ok(Some((refusals, id)))
+        }))
     }
 
     /// The records written since the last call (all of them at the first), by slot.
