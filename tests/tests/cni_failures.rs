@@ -6,17 +6,19 @@
 //!   no tap, no pins, no state, no lock file, the netns as it was; over a killed ADD's
 //!   leftovers it leaves nothing either, and an attached netns stays as it is.
 //! - CHECK's failures are said in words.
+//! - An ADD for a ninth interface of a netns attached with eight is refused in words and
+//!   leaves the eight as they were; DEL then ADD attaches all nine.
 
 use std::path::PathBuf;
 
 use netshim_tests::{
     cni_runtime::{
-        chain, cni_error, cookie, leases_of, netshim_conf, ok_json, plugins_missing, veth_pod,
-        Runtime, IFNAME,
+        chain, cni_error, cookie, leases_of, namespaces, netshim_conf, ok_json, plugins_missing,
+        veth_pod, Runtime, IFNAME,
     },
     leaks::{netshim_dirs, NetnsSnapshot},
-    netshim_cli::netshim_bin,
-    require_root, TestNetns,
+    netshim_cli::{netshim_bin, netshim_json},
+    require_root, veth_pair, TestNetns,
 };
 use serde_json::{json, Value};
 
@@ -237,4 +239,128 @@ fn check_failures_are_plain_words() {
     );
     let out = rt.netshim("DEL", &conf, &[]);
     assert!(out.status.success(), "DEL: {out:?}");
+}
+
+/// Detaches the netns when the test ends (before the netns goes), so a failing assertion
+/// leaves no pins or state behind.
+struct DetachOnDrop<'a>(&'a TestNetns);
+
+impl Drop for DetachOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(netshim_bin())
+            .args(["detach", "--netns", self.0.name()])
+            .output();
+    }
+}
+
+/// The CNI side of a sandbox's endpoint capacity. Each ADD attaches every endpoint present
+/// (as `netshim attach`), so the maps are sized by the first ADD for all the interfaces
+/// the netns has then (8, or more: at most 32) and an ADD never hot-plugs one endpoint
+/// into them: the room-for-8 refusal of `connect` and `watch` cannot happen through CNI.
+/// What the plugin promises instead: an ADD for a ninth interface that appeared after the
+/// netns was attached with eight is refused (102) saying which endpoints are attached and
+/// what to do (netshim last in the last network; DEL, then ADD again), with nothing half
+/// made (no tap, no qdisc or filter on it, the netns and the attachment of the eight as they
+/// were); DEL then ADD attaches all nine, in maps sized for nine.
+#[test]
+fn an_add_for_a_ninth_interface_after_eight_is_refused_and_del_add_attaches_nine() {
+    require_root!();
+    let (host, sandbox) = namespaces("cap9");
+    let pod = |i: u32| {
+        veth_pair(&host, &format!("h{i}"), &sandbox, &format!("eth{i}"));
+        sandbox.ip(&[
+            "addr",
+            "add",
+            &format!("10.209.{i}.2/24"),
+            "dev",
+            &format!("eth{i}"),
+        ]);
+    };
+    for i in 0..8 {
+        pod(i);
+    }
+    let _detach = DetachOnDrop(&sandbox);
+    let rt = Runtime::new(&host, &sandbox);
+    let conf = netshim_conf("1.0.0", json!({}));
+    // netshim as the last plugin of the last network: CNI_IFNAME is the last interface.
+    let result = ok_json(&rt.netshim("ADD", &conf, &[("CNI_IFNAME", "eth7")]), "ADD");
+    let status = netshim_json(&["status", "--netns", sandbox.name()]);
+    let endpoints = status["endpoints"].as_array().expect("endpoints").clone();
+    assert_eq!(endpoints.len(), 8, "{status}");
+    let cookie = cookie(&sandbox);
+    let commit = format!("/run/netshim/netns-{cookie}/attached.json");
+    let recorded = std::fs::read(&commit).expect("commit file");
+
+    // Another network's plugin makes a ninth interface; netshim's ADD for it is refused.
+    pod(8);
+    let before = NetnsSnapshot::take(&sandbox);
+    let (code, err) = cni_error(&rt.netshim("ADD", &conf, &[("CNI_IFNAME", "eth8")]));
+    assert_eq!(code, 102, "{err}");
+    let details = err["details"].as_str().expect("details");
+    for want in [
+        "eth8 in netns",
+        "not one of the endpoints attached already (eth0, eth1, eth2, eth3, eth4, eth5, \
+         eth6, eth7)",
+        "netshim must be the last plugin of the last network",
+        "DEL, then ADD again, re-attaches everything",
+    ] {
+        assert!(details.contains(want), "{want:?} missing: {err}");
+    }
+    let diff = NetnsSnapshot::take(&sandbox).diff(&before);
+    assert!(
+        diff.is_empty(),
+        "the refused ADD changed the netns: {diff:#?}"
+    );
+    assert!(!sandbox.link_exists("tap8_kata"), "a tap made for eth8");
+    assert_eq!(
+        sandbox
+            .tc(&["filter", "show", "dev", "eth8", "ingress"])
+            .trim(),
+        "",
+        "a filter on eth8"
+    );
+    assert_eq!(std::fs::read(&commit).expect("commit file"), recorded);
+    let status = netshim_json(&["status", "--netns", sandbox.name()]);
+    assert_eq!(status["health"], "ok", "{status}");
+    // The eight connected through their taps as before; eth8 listed, not connected.
+    let listed = status["endpoints"].as_array().unwrap();
+    assert_eq!(listed.len(), 9, "{status}");
+    for (i, e) in listed.iter().enumerate() {
+        let attached = i < 8;
+        assert_eq!(e["name"], format!("eth{i}"), "{status}");
+        assert_eq!(e["connected"], attached, "{status}");
+        assert_eq!(e["tap"].is_string(), attached, "{status}");
+    }
+    let mut check = conf.clone();
+    check["prevResult"] = result;
+    let out = rt.netshim("CHECK", &check, &[("CNI_IFNAME", "eth7")]);
+    assert!(out.status.success(), "CHECK of the eight: {out:?}");
+
+    // What the refusal says to do: DEL, then ADD again; all nine, in maps sized for nine.
+    let out = rt.netshim("DEL", &conf, &[("CNI_IFNAME", "eth7")]);
+    assert!(out.status.success(), "DEL: {out:?}");
+    ok_json(
+        &rt.netshim("ADD", &conf, &[("CNI_IFNAME", "eth8")]),
+        "ADD again",
+    );
+    let status = netshim_json(&["status", "--netns", sandbox.name()]);
+    assert_eq!(status["health"], "ok", "{status}");
+    assert_eq!(status["endpoints"].as_array().unwrap().len(), 9, "{status}");
+    let pins = netshim_tests::netshim_cli::pin_dir(&sandbox);
+    let shown = std::process::Command::new("bpftool")
+        .args(["map", "show", "pinned"])
+        .arg(pins.join("endpoints"))
+        .arg("--json")
+        .output()
+        .expect("bpftool map show");
+    let shown: Value = serde_json::from_slice(&shown.stdout).expect("bpftool json");
+    assert_eq!(shown["max_entries"], 9, "{shown}");
+    let out = rt.netshim("DEL", &conf, &[("CNI_IFNAME", "eth8")]);
+    assert!(out.status.success(), "DEL: {out:?}");
+    assert_eq!(
+        netshim_dirs(cookie),
+        Vec::<PathBuf>::new(),
+        "netshim state left"
+    );
+    assert!(!sandbox.link_exists("tap8_kata"), "tap8_kata left");
 }
