@@ -229,6 +229,48 @@ pub fn remove_sandbox_dir(dir: &Path) -> Result<(), HostFileError> {
     Ok(())
 }
 
+/// A private directory at the root of bpffs that one process makes for itself
+/// (`<prefix><pid>-<n>`: an upgrade's staging, an attach's preloaded datapath) and removes
+/// when done. One left by a dead process with that prefix is removed first
+/// ([`remove_stale_process_dirs`]).
+pub fn create_process_dir(prefix: &str) -> Result<PathBuf, HostFileError> {
+    ensure_bpffs()?;
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = Path::new(BPFFS).join(format!(
+        "{prefix}{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    // A dead run of ours with the same pid left it: its pins are stale.
+    remove_sandbox_dir(&dir)?;
+    remove_stale_process_dirs(prefix);
+    create_private_dirs(&[&dir])?;
+    Ok(dir)
+}
+
+/// Removes the directories of [`create_process_dir`] with `prefix` whose process is gone
+/// (best effort: their pins hold objects pinned elsewhere too, or that nothing uses).
+pub fn remove_stale_process_dirs(prefix: &str) {
+    let Ok(entries) = fs::read_dir(BPFFS) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            .map_or_else(|e| e != nix::errno::Errno::ESRCH, |()| true);
+        if !alive {
+            let _ = remove_sandbox_dir(&entry.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

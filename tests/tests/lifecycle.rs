@@ -186,7 +186,30 @@ fn leaks(pod: &Pod, before: &Snapshot, cookie: u64) -> Vec<String> {
             leaks.push(format!("{} exists", path.display()));
         }
     }
+    leaks.extend(dead_preloads());
     leaks
+}
+
+/// Preloaded datapaths (`/sys/fs/bpf/netshim-preload-<pid>-<n>`) of processes that are gone:
+/// what a killed attach left and neither the next attach nor gc removed.
+fn dead_preloads() -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid: i32 = name
+                .strip_prefix("netshim-preload-")?
+                .split('-')
+                .next()?
+                .parse()
+                .ok()?;
+            let gone = !Path::new(&format!("/proc/{pid}")).exists();
+            gone.then(|| format!("{} exists (its process {pid} is gone)", e.path().display()))
+        })
+        .collect()
 }
 
 // ---- traffic ------------------------------------------------------------------------------

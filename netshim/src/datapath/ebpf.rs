@@ -227,6 +227,12 @@ impl EbpfDatapath {
         self.mode
     }
 
+    /// The directory holding this datapath's pins was renamed to `dir` (see
+    /// [`super::preload`]).
+    pub(super) fn moved_to(&mut self, dir: &Path) {
+        self.dir = dir.to_owned();
+    }
+
     /// A cls_bpf sandbox pins its netns anchor (once; see [`super::netns_anchor`]), so that
     /// gc can tell its netns alive when only a socket holds it. TCX sandboxes have their
     /// links for that. Must run inside the sandbox netns.

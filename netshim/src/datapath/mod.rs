@@ -15,6 +15,7 @@ pub mod ebpf;
 pub mod loader;
 pub mod mirred;
 pub mod netns_anchor;
+pub mod preload;
 pub mod upgrade;
 
 use std::{fmt, str::FromStr};

@@ -117,6 +117,8 @@ pub(crate) struct PlugContext<'a> {
     pub handle: &'a rtnetlink::Handle,
     pub netns: &'a Netns,
     pub options: &'a PlugOptions,
+    /// A new sandbox's datapath, loading since attach began (taken by the first use).
+    pub preload: Option<&'a std::sync::Mutex<Option<crate::datapath::preload::Preload>>>,
 }
 
 /// What [`Model::plug`] made: each endpoint's VM side (in the order given) and the datapath

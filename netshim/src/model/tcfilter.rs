@@ -14,7 +14,9 @@ use crate::{
     crash::crash_point,
     datapath::{
         ebpf::{self, EbpfDatapath, EbpfObject},
-        mirred, AttachMode, DatapathKind, Pair, TcBackend,
+        mirred,
+        preload::Preload,
+        AttachMode, DatapathKind, Pair, TcBackend,
     },
     guard::GuardSettings,
     interfaces::Interface,
@@ -51,12 +53,16 @@ impl Model for TcFilter {
         if pairs.is_empty() {
             return Ok(Plugs::without_datapath(plugs, DatapathKind::None));
         }
+        let preload = cx
+            .preload
+            .and_then(|p| p.lock().unwrap_or_else(|e| e.into_inner()).take());
         let c = connect_pairs(
             cx.handle,
             cx.netns,
             options.backend,
             (options.ebpf_attach, options.ebpf_object.as_ref()),
             &pairs,
+            preload,
             undo,
         )
         .await?;
@@ -126,33 +132,51 @@ pub(crate) struct Connected {
 
 /// Connects `pairs` with `backend`; every change is registered in `undo` first. The eBPF
 /// datapath of a new sandbox is hooked with `ebpf_attach` (else by the kernel) and loaded
-/// from `object` (else the built-in object); a sandbox that exists keeps its own.
+/// from `object` (else the built-in object), or is `preload` when that is what it needs
+/// (see [`crate::datapath::preload`]); a sandbox that exists keeps its own.
 pub(crate) async fn connect_pairs(
     handle: &rtnetlink::Handle,
     netns: &Netns,
     backend: TcBackend,
     (ebpf_attach, object): (Option<AttachMode>, Option<&EbpfObject>),
     pairs: &[Pair],
+    preload: Option<Preload>,
     undo: &mut Undo,
 ) -> Result<Connected> {
     match backend {
         TcBackend::Ebpf => {
             let existed = pins::sandbox_dir(netns.cookie).exists();
-            let dir = pins::create_sandbox_dir(netns.cookie)?;
-            crash_point("pin-dir-created");
             let ebpf_err = Error::ebpf(netns);
-            let mode = match existed {
-                // Later pairs join the sandbox as it was made.
-                true => ebpf::recorded_mode(&dir).map_err(ebpf_err)?,
-                false => {
-                    undo.pin_dir = Some(dir.clone());
-                    ebpf_attach.unwrap_or_else(AttachMode::auto)
-                }
-            };
             let capacity =
                 crate::datapath::capacity::for_new_sandbox(pairs.iter().map(|p| p.index).max());
-            let mut datapath =
-                EbpfDatapath::load(&dir, mode, object, capacity).map_err(ebpf_err)?;
+            let new_mode = ebpf_attach.unwrap_or_else(AttachMode::auto);
+            // A preload that does not fit is dropped here: joined, its directory removed.
+            let preload = preload.filter(|p| !existed && p.fits(new_mode, object, capacity));
+            let (dir, mut datapath) = match preload {
+                Some(preload) => {
+                    let dir = pins::sandbox_dir(netns.cookie);
+                    pins::create_private_dirs(&[std::path::Path::new(pins::PIN_ROOT)])?;
+                    undo.pin_dir = Some(dir.clone());
+                    let datapath = preload.install(&dir).map_err(ebpf_err)?;
+                    crash_point("pin-dir-created");
+                    (dir, datapath)
+                }
+                None => {
+                    let dir = pins::create_sandbox_dir(netns.cookie)?;
+                    crash_point("pin-dir-created");
+                    let mode = match existed {
+                        // Later pairs join the sandbox as it was made.
+                        true => ebpf::recorded_mode(&dir).map_err(ebpf_err)?,
+                        false => {
+                            undo.pin_dir = Some(dir.clone());
+                            new_mode
+                        }
+                    };
+                    let datapath =
+                        EbpfDatapath::load(&dir, mode, object, capacity).map_err(ebpf_err)?;
+                    (dir, datapath)
+                }
+            };
             crash_point("program-loaded");
             if !existed {
                 datapath.record_sandbox(netns).map_err(ebpf_err)?;

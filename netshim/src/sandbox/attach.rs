@@ -17,6 +17,8 @@
 //! exist is attached already; the recorded report comes back (`already_attached`) and
 //! nothing changes, unless another model or backend is asked for (a conflict).
 
+use std::sync::Mutex;
+
 use netshim_common::MAX_ENDPOINTS;
 use rtnetlink::packet_route::link::InfoKind;
 
@@ -31,10 +33,10 @@ use super::{
 };
 use crate::{
     crash::crash_point,
-    datapath::{ebpf, DatapathKind, TcBackend},
+    datapath::{ebpf, preload::Preload, AttachMode, DatapathKind, TcBackend},
     guard::GuardSettings,
     interfaces::Interface,
-    model::{self, undo::Undo, PlugContext},
+    model::{self, undo::Undo, InternetworkingModel, PlugContext},
     netns::Netns,
     state, tap, Error, Result,
 };
@@ -54,21 +56,42 @@ pub fn attach(netns: &Netns, options: &AttachOptions) -> Result<AttachReport> {
     steps.done("sandbox lock taken");
     let result = integrity::refuse(netns, &integrity::check(netns.cookie)).and_then(|()| {
         steps.done("integrity checked");
+        // A new sandbox's datapath loads meanwhile (see datapath/preload.rs).
+        let preload = preload_for(netns, options);
         let o = options.clone();
         netns.run(move |handle| async move {
             let mut steps = Steps::start();
             steps.done("in the netns");
-            attach_locked(&handle, &sandbox, &o, &mut steps).await
+            attach_locked(&handle, &sandbox, &o, preload, &mut steps).await
         })
     });
     lock.release();
     result
 }
 
+/// The preloaded datapath of an attach that will make a new eBPF sandbox (tcfilter model,
+/// eBPF backend, no pin directory yet).
+fn preload_for(netns: &Netns, options: &AttachOptions) -> Mutex<Option<Preload>> {
+    let wanted = options.backend == TcBackend::Ebpf
+        && matches!(options.model, InternetworkingModel::TcFilter);
+    Mutex::new(
+        wanted
+            .then(|| {
+                Preload::start(
+                    netns.cookie,
+                    options.ebpf_attach.unwrap_or_else(AttachMode::auto),
+                    options.ebpf_object.as_ref(),
+                )
+            })
+            .flatten(),
+    )
+}
+
 async fn attach_locked(
     handle: &rtnetlink::Handle,
     sandbox: &Sandbox,
     options: &AttachOptions,
+    preload: Mutex<Option<Preload>>,
     steps: &mut Steps,
 ) -> Result<AttachReport> {
     let netns = &sandbox.netns;
@@ -124,7 +147,8 @@ async fn attach_locked(
         };
         let mut undo = Undo::default();
         let made: Result<AttachReport> = async {
-            let mut report = connect_all(handle, netns, options, &survey, &mut undo).await?;
+            let mut report =
+                connect_all(handle, netns, options, &survey, &preload, &mut undo).await?;
             steps.done("endpoints connected");
             if let Some(cleaned) = cleaned {
                 report.replaced_leftovers = cleaned.removed_taps.clone();
@@ -360,6 +384,7 @@ async fn connect_all(
     netns: &Netns,
     options: &AttachOptions,
     survey: &Survey,
+    preload: &Mutex<Option<Preload>>,
     undo: &mut Undo,
 ) -> Result<AttachReport> {
     // Read before the macvtap model moves addresses (and with them routes) away.
@@ -377,6 +402,7 @@ async fn connect_all(
         handle,
         netns,
         options: &plug_options,
+        preload: Some(preload),
     };
     let plugs = options.model.plug(&cx, &through_model, undo).await?;
     let mut made = plugs.endpoints.into_iter();

@@ -156,6 +156,7 @@ pub fn connect(netns: &Netns, a: &str, b: &str, options: &ConnectOptions) -> Res
             options.backend,
             (options.ebpf_attach, None),
             std::slice::from_ref(&pair),
+            None,
             &mut undo,
         )
         .await

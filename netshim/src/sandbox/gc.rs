@@ -42,6 +42,7 @@ use crate::{
     datapath::{
         bpf_sys, ebpf,
         netns_anchor::{self, Anchor},
+        preload, upgrade,
     },
     netns::{self, Netns},
     pins, state,
@@ -65,6 +66,10 @@ fn collect(half_made_too: bool) -> Result<GcReport> {
     let mut cookies: BTreeSet<u64> = pins::sandbox_cookies()?.into_iter().collect();
     cookies.extend(state::sandbox_cookies()?);
     let mut report = GcReport::default();
+    // What killed attaches (a preloaded datapath) and upgrades (a staging copy) left at
+    // the root of bpffs.
+    pins::remove_stale_process_dirs(preload::PRELOAD_PREFIX);
+    pins::remove_stale_process_dirs(upgrade::STAGING_PREFIX);
     if cookies.is_empty() {
         return Ok(report);
     }

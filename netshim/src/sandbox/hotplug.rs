@@ -73,6 +73,7 @@ async fn plug_with_undo(
                 handle,
                 netns,
                 options: &plug_options,
+                preload: None,
             };
             let plugs = options.model.plug(&cx, &[(index, iface)], undo).await?;
             plugs

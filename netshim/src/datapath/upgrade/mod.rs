@@ -50,7 +50,7 @@ use super::ebpf;
 use crate::pins;
 
 pub use cls_bpf::swap_cls_bpf_filters;
-pub use object::{load_against, Loaded, Object};
+pub use object::{load_against, Loaded, Object, STAGING_PREFIX};
 pub use tcx::swap_tcx_links;
 
 /// The maps the datapath and netshim's later processes use; a replacement object must

@@ -185,43 +185,14 @@ pub(super) struct Staging {
     pub(super) dir: PathBuf,
 }
 
+/// Prefix of an upgrade's staging directory at the root of bpffs.
+pub const STAGING_PREFIX: &str = "netshim-upgrade-";
+
 impl Staging {
     fn new() -> Result<Self, UpgradeError> {
-        pins::ensure_bpffs()?;
-        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let dir = Path::new(pins::BPFFS).join(format!(
-            "netshim-upgrade-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        // A dead run of ours with the same pid left it: its pins are stale.
-        pins::remove_sandbox_dir(&dir)?;
-        remove_stale_staging();
-        pins::create_private_dirs(&[&dir])?;
-        Ok(Self { dir })
-    }
-}
-
-/// Removes the staging directories of upgrades that died before removing their own (best
-/// effort: their pins only hold maps that the sandboxes' own pins hold anyway).
-pub(super) fn remove_stale_staging() {
-    let Ok(entries) = std::fs::read_dir(pins::BPFFS) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("netshim-upgrade-")
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-            .map_or_else(|e| e != nix::errno::Errno::ESRCH, |()| true);
-        if !alive {
-            let _ = pins::remove_sandbox_dir(&entry.path());
-        }
+        Ok(Self {
+            dir: pins::create_process_dir(STAGING_PREFIX)?,
+        })
     }
 }
 
