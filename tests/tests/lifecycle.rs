@@ -879,3 +879,42 @@ fn gc_keeps_a_cls_bpf_netns_that_only_a_socket_holds() {
         "netns anchor link still reports",
     );
 }
+
+/// An attach that fails after it started preloading the datapath (a netns with nothing to
+/// attach) leaves no preload directory, no pin directory and no state behind.
+#[test]
+fn a_failed_attach_removes_its_preloaded_datapath() {
+    require_root!();
+    let ns = TestNetns::new("preload");
+    let child = Command::new(netshim_bin())
+        .args(["--log-level", "debug", "attach", "--netns", ns.name()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run netshim");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait for netshim");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "attach of a netns with only lo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("datapath preloaded"),
+        "the attach preloaded nothing, so this test shows nothing: {stderr}"
+    );
+    let prefix = format!("netshim-preload-{pid}-");
+    let left: Vec<_> = std::fs::read_dir("/sys/fs/bpf")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "preload directories left");
+    let cookie = cookie(&ns);
+    for path in [pin_dir(cookie), state_dir(cookie)] {
+        assert!(!path.exists(), "{} exists", path.display());
+    }
+}
