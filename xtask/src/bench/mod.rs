@@ -32,6 +32,7 @@ mod paths;
 mod progress;
 mod report;
 mod sandbox_setup;
+mod vm_queue;
 
 use machine::{cpu_count, machine_info, utc_timestamp};
 use path_run::{run_path, STEPS_PER_PATH};

@@ -51,7 +51,16 @@ pub(super) fn run_path(
                 }
             }
         }
-        measure_path(&ep, cfg.seconds, &mut result, progress, round, &id);
+        let vm_queue = vm_queue::vmm_device(&live.devices);
+        measure_path(
+            &ep,
+            vm_queue,
+            cfg.seconds,
+            &mut result,
+            progress,
+            round,
+            &id,
+        );
         for (test, key, what) in [
             (IperfTest::Udp64, report::PROG, "prog"),
             (IperfTest::Udp64Reverse, report::PROG_REVERSE, "prog_rev"),
@@ -85,8 +94,10 @@ pub(super) fn run_path(
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn measure_path(
     ep: &measure::Endpoints,
+    vm_queue: Option<&paths::Device>,
     seconds: u32,
     result: &mut RoundResult,
     progress: &mut Progress,
@@ -142,11 +153,27 @@ pub(super) fn measure_path(
     }
 
     progress.step(round, id, "UDP 64 B");
+    // The VMM's queue is read around the run; a failed read costs only its figures.
+    let queue_before = vm_queue.map(vm_queue::read);
     let udp = (|| {
         let before = CpuJiffies::now()?;
         let r = iperf(ep, IperfTest::Udp64, seconds)?;
         Ok::<_, anyhow::Error>((r, CpuJiffies::now()?.since(before)))
     })();
+    match (vm_queue.map(vm_queue::read), queue_before) {
+        (Some(Ok(after)), Some(Ok(before))) if udp.is_ok() => {
+            let q = after.since(before);
+            let per_s = |n: u64| n as f64 / f64::from(seconds.max(1)) / 1e3;
+            result
+                .extra
+                .insert(report::UDP64_VM_QUEUE, per_s(q.delivered));
+            result
+                .extra
+                .insert(report::UDP64_VM_DROPPED, per_s(q.dropped));
+        }
+        (Some(Err(e)), _) | (_, Some(Err(e))) => result.errors.push(format!("vm queue: {e:#}")),
+        _ => {}
+    }
     match udp {
         Ok((r, cpu)) => {
             if let Some(pps) = r.udp_received_pps {

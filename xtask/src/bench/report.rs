@@ -25,6 +25,10 @@ pub const TCP1_REVERSE: &str = "tcp1_rev_gbps";
 pub const TCP4: &str = "tcp4_gbps";
 pub const UDP64: &str = "udp64_kpps";
 pub const UDP64_REVERSE: &str = "udp64_rev_kpps";
+/// Extras of the sandbox paths' UDP 64 B run: frames into the VMM's queue and dropped at it,
+/// per second (see `vm_queue.rs`).
+pub const UDP64_VM_QUEUE: &str = "udp64_vm_queue_kpps";
+pub const UDP64_VM_DROPPED: &str = "udp64_vm_dropped_kpps";
 pub const RR_P50: &str = "rr_p50_us";
 pub const RR_P99: &str = "rr_p99_us";
 pub const RR_SPIN_P50: &str = "rr_spin_p50_us";
@@ -204,6 +208,14 @@ impl PathRun {
         self.rounds
             .iter()
             .filter_map(|r| r.values.get(key).copied())
+            .collect()
+    }
+
+    /// The extra figure `key` of every round that has it.
+    pub fn extra_values(&self, key: &str) -> Vec<f64> {
+        self.rounds
+            .iter()
+            .filter_map(|r| r.extra.get(key).copied())
             .collect()
     }
 

@@ -144,6 +144,9 @@ pub fn markdown(runs: &[PathRun], intro: &str, offload_md: &str) -> String {
                 }),
             );
         }
+        if topo == Topo::Sandbox {
+            vm_queue_table(&mut md, &rows);
+        }
         let notes: Vec<String> = rows
             .iter()
             .filter_map(|r| {
@@ -166,6 +169,42 @@ pub fn markdown(runs: &[PathRun], intro: &str, offload_md: &str) -> String {
     }
     md.push_str(offload_md);
     md
+}
+
+/// Towards the VM during the UDP 64 B run: what the client sent, what went into the VMM's
+/// queue (taken by the stand-in) and what was dropped there (see `vm_queue.rs`), so that a
+/// rate the stand-in caps is not read as the datapath's.
+fn vm_queue_table(md: &mut String, rows: &[&PathRun]) {
+    let rows: Vec<&&PathRun> = rows
+        .iter()
+        .filter(|r| !r.extra_values(UDP64_VM_QUEUE).is_empty())
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    md.push_str(
+        "\nTowards the VM during UDP 64 B (median of rounds): sent by the client, taken into the \
+         VMM's queue (the tap's `tx_packets`, the macvtap's `rx_packets` - `rx_errors`), \
+         dropped at that queue (`tx_dropped`, `rx_errors`)\n\n\
+         | path | sent (kpps) | into the VMM's queue (kpps) | dropped at it (kpps) | dropped at it (%) |\n\
+         |---|--:|--:|--:|--:|\n",
+    );
+    for run in rows {
+        let m = |k: &str| median(&run.extra_values(k));
+        let cell = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.0}"));
+        let pct = match (m(UDP64_VM_QUEUE), m(UDP64_VM_DROPPED)) {
+            (Some(q), Some(d)) if q + d > 0.0 => format!("{:.1}", 100.0 * d / (q + d)),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {pct} |",
+            run.spec.name,
+            cell(m("udp64_sent_kpps")),
+            cell(m(UDP64_VM_QUEUE)),
+            cell(m(UDP64_VM_DROPPED)),
+        );
+    }
 }
 
 /// Offload table (round 1, after setup) and whether each device had the same settings on
