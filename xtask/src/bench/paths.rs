@@ -30,7 +30,7 @@ use std::process::Command;
 use std::time::Duration;
 
 mod setup;
-use setup::quiet;
+pub(super) use setup::quiet;
 pub use setup::setup;
 
 pub const PAIR_CLIENT_ADDR: &str = "10.201.0.1/24";

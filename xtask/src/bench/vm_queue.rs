@@ -11,7 +11,7 @@
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use super::paths::Device;
+use super::paths::{self, Device};
 use crate::topology;
 
 /// Frames into the VMM's queue (taken by the reader) and dropped at it, since some start.
@@ -39,21 +39,11 @@ pub fn vmm_device(devices: &[Device]) -> Option<&Device> {
 
 /// The device's counters now (`ip -s -j link show`).
 pub fn read(dev: &Device) -> Result<QueueCounters> {
-    let out = topology::ip(
+    let out = paths::quiet(&mut topology::ip(
         &dev.netns,
         &["-s", "-j", "link", "show", "dev", &dev.ifname],
-    )
-    .output()
-    .context("ip -s -j link show")?;
-    if !out.status.success() {
-        bail!(
-            "ip -n {} -s link show dev {}: {}",
-            dev.netns,
-            dev.ifname,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).context("ip -j output")?;
+    ))?;
+    let v: Value = serde_json::from_str(&out).context("ip -j output")?;
     counters(dev.kind, &v[0]["stats64"])
         .with_context(|| format!("the counters of {} in {}", dev.ifname, dev.netns))
 }

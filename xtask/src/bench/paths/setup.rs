@@ -4,7 +4,7 @@
 use super::*;
 
 /// Run quietly with a deadline; fail with stderr unless the exit status is 0.
-pub(super) fn quiet(cmd: &mut Command) -> Result<String> {
+pub(in crate::bench) fn quiet(cmd: &mut Command) -> Result<String> {
     let line = cmd::display(cmd);
     let out = run_bounded(cmd, Duration::from_secs(30), &line)?;
     ensure!(
