@@ -196,6 +196,11 @@ pub enum IperfTest {
     /// topology, from the VM (guest) to the pod's client.
     TcpReverse,
     Udp64,
+    /// UDP 64 B from client to server at a fixed rate (packets/s): an offered load every path
+    /// carries, so that CPU per packet compares the datapaths rather than who drops what.
+    Udp64Paced {
+        pps: u32,
+    },
     /// UDP 64 B from the server to the client (`iperf3 -u -R`): the direction netshim's source
     /// guard checks (what the server, or the guest, sends).
     Udp64Reverse,
@@ -229,6 +234,7 @@ pub fn iperf(ep: &Endpoints, test: IperfTest, seconds: u32) -> Result<IperfResul
     let mut args = iperf3::client_args(ep.server_ip, &secs);
     let streams;
     let len = UDP_LEN.to_string();
+    let paced_bps;
     match test {
         IperfTest::Tcp { streams: n } => {
             streams = n.to_string();
@@ -238,6 +244,11 @@ pub fn iperf(ep: &Endpoints, test: IperfTest, seconds: u32) -> Result<IperfResul
         // -b 0: unlimited, the sender goes as fast as it can; the server counts what arrives.
         IperfTest::Udp64 => args.extend(["-u", "-l", &len, "-b", "0"]),
         IperfTest::Udp64Reverse => args.extend(["-u", "-l", &len, "-b", "0", "-R"]),
+        IperfTest::Udp64Paced { pps } => {
+            // iperf3's -b counts payload bits.
+            paced_bps = (u64::from(pps) * u64::from(UDP_LEN) * 8).to_string();
+            args.extend(["-u", "-l", &len, "-b", &paced_bps]);
+        }
     }
     let mut client = load_cmd(ep.client, ep.client_cpu, "iperf3", &args);
     let out = run_bounded(
@@ -265,7 +276,7 @@ pub fn parse_iperf(json: &str, test: IperfTest) -> Result<IperfResult> {
         IperfTest::Tcp { .. } | IperfTest::TcpReverse => {
             result.retransmits = iperf3::retransmits(&end);
         }
-        IperfTest::Udp64 | IperfTest::Udp64Reverse => {
+        IperfTest::Udp64 | IperfTest::Udp64Reverse | IperfTest::Udp64Paced { .. } => {
             let packets = field("sum_received", "packets")?;
             let lost = field("sum_received", "lost_packets")?;
             let secs = field("sum_received", "seconds")?;

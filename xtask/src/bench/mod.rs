@@ -24,6 +24,7 @@
 //! `direct` (pair) and `mirred` (both), all from the same run. It prints; it never fails on
 //! speed, only when a path cannot be set up or measured.
 
+mod datapath_profile;
 mod guard;
 mod machine;
 mod measure;
@@ -93,6 +94,8 @@ struct Config {
     seconds: u32,
     /// CPUs of the load's client and server.
     pin: Option<(u32, u32)>,
+    /// Whether `perf` is here for the sandbox paths' step profile.
+    profile: bool,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -125,7 +128,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }),
         seconds: args.seconds.unwrap_or(if args.quick { 1 } else { 5 }),
         pin: (!args.no_pin && cpu_count() >= 2).then_some((0, 1)),
+        profile: datapath_profile::available(),
     };
+    if !cfg.profile {
+        println!("bench: `perf` is not installed: the sandbox paths' step profile is skipped");
+    }
     let caps = Caps::probe(&netshim)?;
     let other = match &args.compare_netshim {
         Some(path) => {
@@ -279,6 +286,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "prog_rev": "the same over a reverse (-R) UDP 64 B run: the guarded direction",
             "guard": "eBPF paths, after the runs: netshim stats --json endpoint 0 from_vm (the server's / guest's side): +guard paths must show mode enforce (stats, else status, else the connect/attach report; unguarded twins off or no guard), 0 packets dropped by the guard, at least the reverse UDP run's received packets counted; then a ping from an address the server does not own must go unanswered (+guard; counted as a guard drop when stats counts them) or answered (unguarded twin). +guard connect: --guard enforce --guard-mac <server eth0 MAC> --guard-allow <server IP>; +guard attach: no flag (enforce is the default); unguarded twins: connect's default (off), attach --guard off (when the netshim has a guard)",
             "pin": cfg.pin.map(|(c, s)| json!({"client_cpu": c, "server_cpu": s})),
+            "step_profile": cfg.profile.then(|| json!({
+                "rate_pps": datapath_profile::RATE_PPS,
+                "perf_period_ns": datapath_profile::PERIOD_NS,
+            })),
             "bridge": "bridge-nf-call-* set to 0 in the shim netns (where br_netfilter exists)",
             "pair_addresses": [paths::PAIR_CLIENT_ADDR, paths::PAIR_SERVER_ADDR],
             "sandbox_addresses": [paths::SANDBOX_CLIENT_ADDR, paths::SANDBOX_POD_ADDR],

@@ -1,10 +1,10 @@
-//! One path in one round: build it, run the seven loads and the program-cost runs, tear
-//! it down.
+//! One path in one round: build it, run the seven loads, the program-cost runs and (sandbox
+//! paths) the step profile towards the VM, tear it down.
 
 use super::*;
 
-/// setup + the seven load runs + the two program-cost runs.
-pub(super) const STEPS_PER_PATH: usize = 10;
+/// setup + the seven load runs + the two program-cost runs + the step profile.
+pub(super) const STEPS_PER_PATH: usize = 11;
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run_path(
@@ -77,6 +77,13 @@ pub(super) fn run_path(
                     .errors
                     .push(format!("{what}: no netshim_redirect program ran")),
                 Err(e) => result.errors.push(format!("{what}: {e:#}")),
+            }
+        }
+        progress.step(round, &id, "step profile towards the VM");
+        if let Some(queue) = vm_queue.filter(|_| cfg.profile) {
+            match datapath_profile::profile(&ep, queue, cfg.seconds) {
+                Ok(steps) => result.extra.extend(steps),
+                Err(e) => result.errors.push(format!("step profile: {e:#}")),
             }
         }
         if spec.runs_netshim_ebpf() {

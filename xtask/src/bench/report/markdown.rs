@@ -146,6 +146,7 @@ pub fn markdown(runs: &[PathRun], intro: &str, offload_md: &str) -> String {
         }
         if topo == Topo::Sandbox {
             vm_queue_table(&mut md, &rows);
+            step_profile_table(&mut md, &rows);
         }
         let notes: Vec<String> = rows
             .iter()
@@ -204,6 +205,43 @@ fn vm_queue_table(md: &mut String, rows: &[&PathRun]) {
             cell(m(UDP64_VM_QUEUE)),
             cell(m(UDP64_VM_DROPPED)),
         );
+    }
+}
+
+/// Towards the VM at a fixed rate (see `datapath_profile.rs`): each kernel step's CPU per
+/// frame, one column per path, so a path's extra cost is named by the step it is in.
+fn step_profile_table(md: &mut String, rows: &[&PathRun]) {
+    use crate::bench::datapath_profile::{PERIOD_NS, RATE_PPS, STEPS};
+    let rows: Vec<&&PathRun> = rows
+        .iter()
+        .filter(|r| !r.extra_values(STEPS[0].key).is_empty())
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = write!(
+        md,
+        "\nWhere the time goes towards the VM: UDP 64 B at {} kpps (every path carries it), \
+         `perf record -a -g` (cpu-clock, one sample per {} µs), each step's inclusive CPU time \
+         per frame taken into the VMM's queue, ns, median of rounds; – = the path does not \
+         run that step\n\n| step |",
+        RATE_PPS / 1000,
+        PERIOD_NS / 1000
+    );
+    for run in &rows {
+        let _ = write!(md, " {} |", run.spec.name);
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"--:|".repeat(rows.len()));
+    md.push('\n');
+    for step in &STEPS {
+        let _ = write!(md, "| {} |", step.label);
+        for run in &rows {
+            let cell =
+                median(&run.extra_values(step.key)).map_or("–".into(), |v| format!("{v:.0}"));
+            let _ = write!(md, " {cell} |");
+        }
+        md.push('\n');
     }
 }
 
