@@ -273,7 +273,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "quick": args.quick,
             "rounds": cfg.rounds,
             "seconds_per_metric": cfg.seconds,
-            "order": "interleaved: for round { for path { setup, ping, tcp1, tcp1_rev, tcp4, udp64, udp64_rev, rr, rr_spin, prog, prog_rev, guard check; teardown } } (a +guard path right after its unguarded twin, before it in even rounds; with --compare-netshim each netshim path's twin right after it, before it in even rounds)",
+            "order": "interleaved: for round { for path { setup, ping, tcp1, tcp1_rev, tcp4, udp64, udp64_rev, rr, rr_spin, prog, prog_rev, step profile (sandbox, perf), guard check; teardown } } (a +guard path right after its unguarded twin, before it in even rounds; with --compare-netshim each netshim path's twin right after it, before it in even rounds)",
             "tcp1_rev": "iperf3 -R, one stream: the server sends (sandbox: the guest, i.e. VM to pod)",
             "topology_lifecycle": "namespaces kept for the run; every path's links, datapath and stand-in built fresh per round and removed after it",
             "udp": "iperf3 -u -l 64 -b 0; received = server-reported packets - lost_packets over its seconds",
