@@ -20,54 +20,76 @@ pub const RATE_PPS: u32 = 100_000;
 /// One cpu-clock sample per 250 µs of CPU time.
 pub const PERIOD_NS: u64 = 250_000;
 
-/// A step of the path towards the VM: the kernel function whose inclusive time it is, the
-/// key its ns per frame is stored under, and its label in the report.
+/// A step of the path towards the VM: the kernel function (or BPF program, by name) whose
+/// inclusive time it is, the key its ns per frame is stored under, and its label.
 pub struct Step {
-    pub symbol: &'static str,
+    pub symbol: Symbol,
     pub key: &'static str,
     pub label: &'static str,
 }
 
 /// The steps, outermost first. `process_backlog` is the whole receive in the sandbox netns
 /// (the client's frames arrive through the veth's backlog): the datapath's cost per frame.
+/// How a step's symbol appears in `perf report`.
+#[derive(Clone, Copy)]
+pub enum Symbol {
+    /// A kernel function (a `.constprop.0`-style suffix is ignored).
+    Kernel(&'static str),
+    /// A BPF program: `bpf_prog_<tag>_<name>`.
+    Prog(&'static str),
+}
+
+impl Symbol {
+    fn matches(self, sym: &str) -> bool {
+        let base = sym.split('.').next().unwrap_or(sym);
+        match self {
+            Symbol::Kernel(name) => base == name,
+            Symbol::Prog(name) => base
+                .strip_prefix("bpf_prog_")
+                .and_then(|rest| rest.strip_suffix(name))
+                .is_some_and(|tag| tag.ends_with('_')),
+        }
+    }
+}
+
 pub const STEPS: [Step; 8] = [
     Step {
-        symbol: "process_backlog",
+        symbol: Symbol::Kernel("process_backlog"),
         key: "profile_receive_ns",
         label: "sandbox receive, all of it (`process_backlog`)",
     },
     Step {
-        symbol: "tc_run",
+        symbol: Symbol::Kernel("tc_run"),
         key: "profile_tc_ns",
         label: "TC ingress hook and its programs (`tc_run`)",
     },
     Step {
-        symbol: "netshim_redirect",
+        symbol: Symbol::Prog("netshim_redirect"),
         key: "profile_prog_ns",
         label: "netshim's program (`bpf_prog_…_netshim_redirect`)",
     },
     Step {
-        symbol: "__bpf_redirect",
+        symbol: Symbol::Kernel("__bpf_redirect"),
         key: "profile_redirect_ns",
         label: "redirect: `dev_queue_xmit` on the tap (`__bpf_redirect`)",
     },
     Step {
-        symbol: "sch_direct_xmit",
+        symbol: Symbol::Kernel("sch_direct_xmit"),
         key: "profile_qdisc_xmit_ns",
         label: "the tap's qdisc handing the frame to the driver (`sch_direct_xmit`)",
     },
     Step {
-        symbol: "tun_net_xmit",
+        symbol: Symbol::Kernel("tun_net_xmit"),
         key: "profile_tun_xmit_ns",
         label: "into the tap's ring (`tun_net_xmit`)",
     },
     Step {
-        symbol: "macvlan_handle_frame",
+        symbol: Symbol::Kernel("macvlan_handle_frame"),
         key: "profile_macvlan_ns",
         label: "macvtap's rx_handler (`macvlan_handle_frame`)",
     },
     Step {
-        symbol: "tap_handle_frame",
+        symbol: Symbol::Kernel("tap_handle_frame"),
         key: "profile_macvtap_ring_ns",
         label: "into the macvtap's ring (`tap_handle_frame`)",
     },
@@ -129,13 +151,7 @@ pub fn ns_per_frame(report: &str, total: u64, frames: u64) -> Vec<(&'static str,
             let mut cols = line.split_whitespace();
             let children = cols.next()?.strip_suffix('%')?.parse::<f64>().ok()?;
             let sym = cols.last()?;
-            let base = sym.split('.').next().unwrap_or(sym);
-            let hit = if step.symbol == "netshim_redirect" {
-                base.starts_with("bpf_prog_") && base.ends_with("_netshim_redirect")
-            } else {
-                base == step.symbol
-            };
-            hit.then_some(children)
+            step.symbol.matches(sym).then_some(children)
         });
         if let Some(pct) = pct {
             let ns = pct / 100.0 * total as f64 * PERIOD_NS as f64 / frames as f64;
