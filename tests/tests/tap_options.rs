@@ -2,7 +2,7 @@
 
 use netshim_tests::{
     netshim_cli::{netshim, netshim_json, Pod},
-    require_root, TapQueue,
+    require_root, traffic, TapQueue,
 };
 
 #[test]
@@ -197,4 +197,94 @@ fn a_tun_mode_tun_named_tap0_kata_is_a_conflict() {
         &[&["tuntap", "add", "dev", "tap0_kata", "mode", "tun"]],
         "a tun device in tun mode",
     );
+}
+
+/// `tc qdisc show dev tap0_kata` in the sandbox, the root line only.
+fn tap_root_qdisc(pod: &Pod) -> String {
+    let shown = pod.sandbox.tc(&["qdisc", "show", "dev", "tap0_kata"]);
+    shown
+        .lines()
+        .find(|l| l.contains(" root "))
+        .unwrap_or_else(|| panic!("tap0_kata has no root qdisc: {shown}"))
+        .to_owned()
+}
+
+/// The frames of `n` datagrams from the client that reach a VMM reading every one of the
+/// `queues` queues of `tap0_kata`.
+fn datagrams_to_vm(pod: &Pod, queues: usize, n: usize) -> usize {
+    let multi_queue = queues > 1;
+    let taps: Vec<TapQueue> = (0..queues)
+        .map(|_| TapQueue::open_in(pod.sandbox.path(), "tap0_kata", multi_queue, None).unwrap())
+        .collect();
+    assert!(
+        pod.sandbox
+            .wait_oper_up("tap0_kata", std::time::Duration::from_secs(5)),
+        "tap0_kata never came up"
+    );
+    traffic::pin_neighbor(&pod.client, "c0", pod.pod_ip, &pod.pod_mac);
+    pod.send_to_pod("qdisc", n, 9997);
+    let mut got = 0;
+    loop {
+        let before = got;
+        for tap in &taps {
+            while tap
+                .read_udp(std::time::Duration::from_millis(300), 9997)
+                .is_some()
+            {
+                got += 1;
+            }
+        }
+        if got == before {
+            return got;
+        }
+    }
+}
+
+#[test]
+fn the_ebpf_datapath_gives_its_taps_noqueue_and_the_baselines_keep_the_kernel_default() {
+    require_root!();
+    let pod = Pod::new("tqd");
+    // eBPF (default): the frames it redirects go straight to the tap's driver, on every
+    // queue of a multi-queue tap too.
+    for queues in [1, 2] {
+        let report = netshim_json(&[
+            "attach",
+            "--netns",
+            pod.netns(),
+            "--queues",
+            &queues.to_string(),
+        ]);
+        assert_eq!(
+            report["endpoints"][0]["tap"]["qdisc"], "noqueue",
+            "{report}"
+        );
+        let root = tap_root_qdisc(&pod);
+        assert!(
+            root.starts_with("qdisc noqueue "),
+            "queues {queues}: {root}"
+        );
+        let status = netshim_json(&["status", "--netns", pod.netns()]);
+        assert_eq!(status["endpoints"][0]["tap_qdisc"], "noqueue", "{status}");
+        assert_eq!(datagrams_to_vm(&pod, queues, 20), 20, "queues {queues}");
+        netshim_json(&["detach", "--netns", pod.netns()]);
+    }
+    // kata's mirred setup and the none model leave the qdisc the kernel attaches on up.
+    for args in [["--tc-backend", "mirred"], ["--model", "none"]] {
+        let mut attach = vec!["attach", "--netns", pod.netns()];
+        attach.extend(args);
+        let report = netshim_json(&attach);
+        assert_eq!(
+            report["endpoints"][0]["tap"]["qdisc"], "kernel-default",
+            "{args:?}: {report}"
+        );
+        let root = tap_root_qdisc(&pod);
+        assert!(!root.contains("noqueue"), "{args:?}: {root}");
+        let status = netshim_json(&["status", "--netns", pod.netns()]);
+        assert_ne!(status["endpoints"][0]["tap_qdisc"], "noqueue", "{status}");
+        assert!(
+            root.contains(" 0: root"),
+            "{args:?}: the kernel's own: {root}"
+        );
+        netshim_json(&["detach", "--netns", pod.netns()]);
+    }
 }

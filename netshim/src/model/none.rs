@@ -15,7 +15,11 @@ use crate::{
     datapath::{DatapathKind, Dev, TcBackend},
     interfaces::{self, Interface},
     netns::Netns,
-    tap, Error, Result,
+    tap::{
+        self,
+        qdisc::{QdiscPolicy, TapQdisc},
+    },
+    Error, Result,
 };
 
 pub(crate) struct NoModel;
@@ -33,7 +37,8 @@ impl Model for NoModel {
     ) -> Result<Plugs> {
         let mut plugs = Vec::new();
         for &(index, iface) in endpoints {
-            let (tap, created) = create_tap(cx, index, iface, undo).await?;
+            let (tap, created) =
+                create_tap(cx, index, iface, QdiscPolicy::KernelDefault, undo).await?;
             plugs.push(tap_plug(index, iface, tap, &created, TapDatapath::None));
         }
         Ok(Plugs::without_datapath(plugs, DatapathKind::None))
@@ -85,12 +90,13 @@ fn tap_name_for(tap_names: &BTreeMap<String, String>, index: u32, pod: &str) -> 
 }
 
 /// Creates the tap of endpoint `index` for `iface` (see [`tap_name_for`]): persistent,
-/// vnet_hdr, the endpoint's MTU, up. Returns the report and the tap as the netns lists it
+/// vnet_hdr, the endpoint's MTU, the root qdisc `qdisc` says, up. Returns the report and the tap as the netns lists it
 /// (what the datapath pairs it by).
 pub(super) async fn create_tap(
     cx: &PlugContext<'_>,
     index: u32,
     iface: &Interface,
+    qdisc: QdiscPolicy,
     undo: &mut Undo,
 ) -> Result<(TapReport, Interface)> {
     let (handle, netns, options) = (cx.handle, cx.netns, cx.options);
@@ -129,6 +135,20 @@ pub(super) async fn create_tap(
     interfaces::disable_ipv6_addrconf(handle, created.ifindex)
         .await
         .map_err(netlink_err("RTM_NEWLINK (IFLA_INET6_ADDR_GEN_MODE none)"))?;
+    // Before up: swapping the root qdisc of a device that is up deactivates it.
+    let qdisc = match qdisc {
+        QdiscPolicy::KernelDefault => TapQdisc::KernelDefault,
+        QdiscPolicy::Noqueue => tap::qdisc::set_noqueue(handle, created.ifindex)
+            .await
+            .map_err(|e| netlink_err(e.request)(e.into_source()))?,
+    };
+    if let TapQdisc::Kept {
+        kind,
+        handle: major,
+    } = &qdisc
+    {
+        tracing::warn!(tap = %name, %netns, "the tap's root qdisc {kind} {major} is not the kernel's default: kept (frames to the VM pass it)");
+    }
     let mut change = LinkUnspec::new_with_index(created.ifindex)
         .mtu(iface.mtu)
         .up();
@@ -152,6 +172,7 @@ pub(super) async fn create_tap(
         owner: options.tap_owner,
         group: options.tap_group,
         txqueuelen: options.txqueuelen,
+        qdisc,
     };
     Ok((report, created))
 }

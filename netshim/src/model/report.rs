@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::tap::qdisc::TapQdisc;
+
 /// The tap made for an endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TapReport {
@@ -19,6 +21,10 @@ pub struct TapReport {
     pub owner: Option<u32>,
     pub group: Option<u32>,
     pub txqueuelen: Option<u32>,
+    /// The tap's root qdisc (`noqueue` on the eBPF datapath); sandboxes attached by a
+    /// netshim before issue 14 have the kernel's default.
+    #[serde(default)]
+    pub qdisc: TapQdisc,
 }
 
 /// A macvtap the VMM opens (`device`, once per queue).

@@ -21,7 +21,9 @@ use crate::{
     guard::GuardSettings,
     interfaces::Interface,
     netns::Netns,
-    pins, Error, Result,
+    pins,
+    tap::qdisc::QdiscPolicy,
+    Error, Result,
 };
 
 pub(crate) struct TcFilter;
@@ -42,10 +44,15 @@ impl Model for TcFilter {
             TcBackend::Ebpf => TapDatapath::Ebpf,
             TcBackend::Mirred => TapDatapath::Mirred,
         };
+        // kata's mirred setup is the baseline and keeps the kernel's qdisc (see tap::qdisc).
+        let qdisc = match options.backend {
+            TcBackend::Ebpf => QdiscPolicy::Noqueue,
+            TcBackend::Mirred => QdiscPolicy::KernelDefault,
+        };
         let mut plugs = Vec::new();
         let mut pairs = Vec::new();
         for &(index, iface) in endpoints {
-            let (tap, created) = create_tap(cx, index, iface, undo).await?;
+            let (tap, created) = create_tap(cx, index, iface, qdisc, undo).await?;
             let pair = Pair::new(index, iface, &created, options.fast_path);
             pairs.push(guarded_pair(pair, iface, &options.guard));
             plugs.push(tap_plug(index, iface, tap, &created, datapath));

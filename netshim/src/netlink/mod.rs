@@ -79,11 +79,13 @@ fn request_name(msg: &RouteNetlinkMessage, dump: bool) -> &'static str {
         (M::GetRoute(_), true) => "RTM_GETROUTE dump",
         (M::GetNeighbour(_), true) => "RTM_GETNEIGH dump",
         (M::GetTrafficFilter(_), true) => "RTM_GETTFILTER dump",
+        (M::GetQueueDiscipline(_), true) => "RTM_GETQDISC dump",
         (M::NewAddress(_), _) => "RTM_NEWADDR",
         (M::NewRoute(_), _) => "RTM_NEWROUTE",
         (M::NewNeighbour(_), _) => "RTM_NEWNEIGH",
         (M::DelTrafficFilter(_), _) => "RTM_DELTFILTER",
         (M::NewTrafficFilter(_), _) => "RTM_NEWTFILTER",
+        (M::NewQueueDiscipline(_), _) => "RTM_NEWQDISC",
         (_, true) => "netlink dump",
         (_, false) => "netlink request",
     }

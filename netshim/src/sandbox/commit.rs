@@ -172,6 +172,7 @@ mod tests {
                     owner: Some(1000),
                     group: None,
                     txqueuelen: None,
+                    qdisc: crate::tap::qdisc::TapQdisc::Noqueue,
                 }),
                 macvtap: None,
                 redirect: Some(Redirects {

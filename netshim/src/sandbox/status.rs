@@ -27,6 +27,9 @@ pub struct EndpointStatus {
     /// the tap (none attached yet, or it stopped): everything towards the VM is dropped
     /// (counted in `stats` as `tap_tx_dropped`).
     pub vmm_attached: Option<bool>,
+    /// The tap's root qdisc as the kernel lists it (`noqueue` where the eBPF datapath
+    /// connects it; see [`crate::tap::qdisc`]).
+    pub tap_qdisc: Option<String>,
     /// Both directions have a datapath hooked (a pinned TCX link on each device, or an
     /// ingress qdisc on each for mirred).
     pub connected: bool,
@@ -172,6 +175,18 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
                     both
                 }
             };
+            let tap_qdisc = match tap {
+                Some(tap) => crate::tap::qdisc::root_qdisc(&handle, tap.ifindex)
+                    .await
+                    .map_err(|source| Error::Netlink {
+                        op: source.request,
+                        target: tap.name.clone(),
+                        netns: netns.to_string(),
+                        source: Box::new(source.into_source()),
+                    })?
+                    .map(|q| q.kind),
+                None => None,
+            };
             let (routes, neighbors) = guest.of(iface.ifindex);
             let guard = match tap {
                 Some(tap) if pinned => Some(endpoint_guard(&dir, &records, tap.ifindex)),
@@ -189,6 +204,7 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
                 tap_ifindex: tap.map(|t| t.ifindex),
                 tap_up: tap.map(|t| t.up),
                 vmm_attached: tap.map(|t| t.carrier.unwrap_or(false)),
+                tap_qdisc,
                 connected,
                 routes,
                 neighbors,

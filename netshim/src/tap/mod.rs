@@ -14,6 +14,7 @@
 
 pub mod ioctl;
 pub mod name;
+pub mod qdisc;
 
 use std::fs::OpenOptions;
 use std::io;
