@@ -266,6 +266,25 @@ fn the_ebpf_datapath_gives_its_taps_noqueue_and_the_baselines_keep_the_kernel_de
         let status = netshim_json(&["status", "--netns", pod.netns()]);
         assert_eq!(status["endpoints"][0]["tap_qdisc"], "noqueue", "{status}");
         assert_eq!(datagrams_to_vm(&pod, queues, 20), 20, "queues {queues}");
+        // An operator who puts a qdisc of their own on the tap: status says so, and the
+        // frames still pass it to the VM.
+        pod.sandbox.tc(&[
+            "qdisc",
+            "replace",
+            "dev",
+            "tap0_kata",
+            "root",
+            "handle",
+            "1:",
+            "pfifo",
+        ]);
+        let status = netshim_json(&["status", "--netns", pod.netns()]);
+        assert_eq!(status["endpoints"][0]["tap_qdisc"], "pfifo", "{status}");
+        assert_eq!(
+            datagrams_to_vm(&pod, queues, 20),
+            20,
+            "queues {queues}, pfifo"
+        );
         netshim_json(&["detach", "--netns", pod.netns()]);
     }
     // kata's mirred setup and the none model leave the qdisc the kernel attaches on up.
