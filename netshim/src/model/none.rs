@@ -90,8 +90,8 @@ fn tap_name_for(tap_names: &BTreeMap<String, String>, index: u32, pod: &str) -> 
 }
 
 /// Creates the tap of endpoint `index` for `iface` (see [`tap_name_for`]): persistent,
-/// vnet_hdr, the endpoint's MTU, the root qdisc `qdisc` says, up. Returns the report and the tap as the netns lists it
-/// (what the datapath pairs it by).
+/// vnet_hdr, the endpoint's MTU, the root qdisc `qdisc` says, up. Returns the report and
+/// the tap as the netns lists it (what the datapath pairs it by).
 pub(super) async fn create_tap(
     cx: &PlugContext<'_>,
     index: u32,

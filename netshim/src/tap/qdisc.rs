@@ -31,7 +31,8 @@ pub enum QdiscPolicy {
     Noqueue,
 }
 
-/// The tap's root qdisc after attach, as `attach` and `status` report it.
+/// The tap's root qdisc after attach, as `attach` reports it (`status` shows the kind the
+/// kernel lists now).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TapQdisc {
