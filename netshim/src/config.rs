@@ -20,6 +20,14 @@
 //! guard_allow_dhcp = false
 //! guard_allowed_addresses = ["10.0.0.5/32", "fd00::/64"]
 //! guard_allowed_ethertypes = ["0x88b5"]
+//! rx_rate = "1G"                       # rate limits (bits/s; 0 = none), over kata's keys
+//! tx_rate = 100000000
+//! rx_burst = "256k"                    # bytes; default: the profile's
+//! limit_profile = "netshim"            # netshim | kata (the HTB classes' parameters)
+//!
+//! [hypervisor.qemu]                    # kata's limiter keys, in any [hypervisor.*]
+//! rx_rate_limiter_max_rate = 1000000000
+//! tx_rate_limiter_max_rate = 1000000000
 //! ```
 //! Command-line flags override the file.
 
@@ -29,7 +37,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{datapath::TcBackend, model::InternetworkingModel};
+use crate::{datapath::TcBackend, limit::rate, model::InternetworkingModel};
 
 /// Largest configuration file accepted.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -49,6 +57,8 @@ pub struct FileConfig {
     pub guard_allow_dhcp: Option<bool>,
     pub guard_allowed_addresses: Option<Vec<ipnet::IpNet>>,
     pub guard_allowed_ethertypes: Option<Vec<u16>>,
+    /// Rate limits: kata's `[hypervisor.*]` keys, then `[netshim]`'s over them.
+    pub limits: crate::limit::LimitRequest,
 }
 
 /// A tap's owner: `UID[:GID]`.
@@ -225,6 +235,7 @@ pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
             );
         }
     }
+    config.limits = hypervisor_limits(&doc, path)?;
     if let Some(own) = section(&doc, "netshim", path)? {
         for (key, v) in own {
             let full = format!("netshim.{key}");
@@ -296,12 +307,33 @@ pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
                     }
                     config.guard_allowed_ethertypes = Some(types);
                 }
+                "rx_rate" | "tx_rate" => {
+                    let bps = limit_value(v, rate::parse_rate, rate::rate_from_integer)
+                        .map_err(|e| value_err(&full, e))?;
+                    match key.as_str() {
+                        "rx_rate" => config.limits.rx_rate = Some(bps),
+                        _ => config.limits.tx_rate = Some(bps),
+                    }
+                }
+                "rx_burst" | "tx_burst" => {
+                    let bytes = limit_value(v, rate::parse_burst, rate::burst_from_integer)
+                        .map_err(|e| value_err(&full, e))?;
+                    match key.as_str() {
+                        "rx_burst" => config.limits.rx_burst = Some(bytes),
+                        _ => config.limits.tx_burst = Some(bytes),
+                    }
+                }
+                "limit_profile" => {
+                    config.limits.profile =
+                        Some(string()?.parse().map_err(|e| value_err(&full, e))?)
+                }
                 other => {
                     return Err(value_err(
                         &format!("netshim.{other}"),
                         "unknown key (known: tc_backend, queues, tap_owner, txqueuelen, \
                          vhost_user_dir, guard, guard_allow_dhcp, guard_allowed_addresses, \
-                         guard_allowed_ethertypes)"
+                         guard_allowed_ethertypes, rx_rate, tx_rate, rx_burst, tx_burst, \
+                         limit_profile)"
                             .into(),
                     ))
                 }
@@ -309,6 +341,66 @@ pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
         }
     }
     Ok(config)
+}
+
+/// A rate or burst as TOML holds it: an integer, or a string with units.
+fn limit_value(
+    v: &toml::Value,
+    text: fn(&str) -> Result<u64, rate::RateError>,
+    integer: fn(i64) -> Result<u64, rate::RateError>,
+) -> Result<u64, String> {
+    match (v.as_integer(), v.as_str()) {
+        (Some(n), _) => integer(n).map_err(|e| e.to_string()),
+        (_, Some(t)) => text(t).map_err(|e| e.to_string()),
+        _ => Err("not a number or a string".into()),
+    }
+}
+
+/// kata's `rx_rate_limiter_max_rate` / `tx_rate_limiter_max_rate` from the `[hypervisor.*]`
+/// sections (kata reads them from the section of the hypervisor it runs; a file whose
+/// sections disagree is refused, since which one the runtime uses is not netshim's to
+/// guess). Integers, bits per second, 0 = unlimited, as kata takes them.
+fn hypervisor_limits(
+    doc: &toml::Table,
+    path: &Path,
+) -> Result<crate::limit::LimitRequest, ConfigError> {
+    use crate::limit::request::keys;
+    let mut out = crate::limit::LimitRequest::default();
+    let Some(hypervisors) = section(doc, "hypervisor", path)? else {
+        return Ok(out);
+    };
+    let mut seen: [Option<(String, u64)>; 2] = [None, None];
+    for (name, table) in hypervisors {
+        let Some(table) = table.as_table() else {
+            continue;
+        };
+        for (i, key) in [keys::KATA_RX, keys::KATA_TX].into_iter().enumerate() {
+            let Some(v) = table.get(key) else { continue };
+            let full = format!("hypervisor.{name}.{key}");
+            let err = |message: String| ConfigError::Value {
+                path: path.to_owned(),
+                key: full.clone(),
+                message,
+            };
+            let n = v
+                .as_integer()
+                .ok_or_else(|| err("not an integer (bits per second, 0 = unlimited)".into()))?;
+            let bps = rate::rate_from_integer(n).map_err(|e| err(e.to_string()))?;
+            match &seen[i] {
+                Some((other, b)) if *b != bps => {
+                    return Err(err(format!(
+                        "{bps} differs from {other} = {b}: keep the limit in one hypervisor \
+                         section (or set netshim.{}_rate)",
+                        if i == 0 { "rx" } else { "tx" }
+                    )))
+                }
+                _ => seen[i] = Some((full.clone(), bps)),
+            }
+        }
+    }
+    out.rx_rate = seen[0].as_ref().map(|(_, b)| *b);
+    out.tx_rate = seen[1].as_ref().map(|(_, b)| *b);
+    Ok(out)
 }
 
 fn array(v: &toml::Value) -> Result<&Vec<toml::Value>, String> {
@@ -337,6 +429,42 @@ mod tests {
 
     fn p(text: &str) -> Result<FileConfig, ConfigError> {
         parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn kata_limiter_keys_from_any_hypervisor_section_and_netshim_over_them() {
+        let c = p(r#"
+            [hypervisor.firecracker]
+            rx_rate_limiter_max_rate = 100000000
+            tx_rate_limiter_max_rate = 0
+        "#)
+        .unwrap();
+        assert_eq!(c.limits.rx_rate, Some(100_000_000));
+        assert_eq!(c.limits.tx_rate, Some(0), "0 = unlimited, as kata");
+        let c = p(r#"
+            [hypervisor.qemu]
+            rx_rate_limiter_max_rate = 100000000
+            [netshim]
+            rx_rate = "1G"
+            tx_rate = 5000000
+            tx_burst = "64k"
+            limit_profile = "kata"
+        "#)
+        .unwrap();
+        assert_eq!(c.limits.rx_rate, Some(1_000_000_000), "[netshim] wins");
+        assert_eq!(c.limits.tx_burst, Some(65536));
+        assert_eq!(c.limits.profile, Some(crate::limit::HtbProfile::Kata));
+        for (text, key) in [
+            ("[hypervisor.qemu]\nrx_rate_limiter_max_rate = -1", "hypervisor.qemu.rx_rate_limiter_max_rate"),
+            ("[hypervisor.qemu]\nrx_rate_limiter_max_rate = 5", "hypervisor.qemu.rx_rate_limiter_max_rate"),
+            ("[hypervisor.clh]\ntx_rate_limiter_max_rate = \"1G\"", "hypervisor.clh.tx_rate_limiter_max_rate"),
+            ("[hypervisor.a]\nrx_rate_limiter_max_rate = 100000000\n[hypervisor.b]\nrx_rate_limiter_max_rate = 200000000", "rx_rate_limiter_max_rate"),
+            ("[netshim]\nrx_burst = 1", "netshim.rx_burst"),
+            ("[netshim]\nlimit_profile = \"fq\"", "netshim.limit_profile"),
+        ] {
+            let e = p(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

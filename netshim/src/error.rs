@@ -200,6 +200,24 @@ pub enum Error {
     },
     #[error("{0}")]
     InvalidOptions(String),
+    #[error(
+        "netns {netns}: {device} has a root qdisc of someone else's ({kind}, handle {handle}): \
+         netshim does not replace it with a rate limit's shaper; remove it (`tc qdisc del dev \
+         {device} root`) or set no limit in that direction"
+    )]
+    RootQdiscTaken {
+        netns: String,
+        device: String,
+        kind: String,
+        handle: String,
+    },
+    #[error("netns {netns}: the rate limit's shaper on {device}: {source}")]
+    Shaper {
+        netns: String,
+        device: String,
+        #[source]
+        source: Box<crate::netlink::NetlinkError>,
+    },
     #[error(transparent)]
     GuardUnavailable(#[from] crate::model::GuardUnavailable),
     #[error("guard settings: {0}")]
@@ -306,6 +324,7 @@ impl Error {
             Error::Upgrade { source, .. } if source.is_incompatible_object() => EXIT_INVALID_INPUT,
             Error::AlreadyAttached { .. }
             | Error::IngressQdiscTaken { .. }
+            | Error::RootQdiscTaken { .. }
             | Error::DamagedState { .. }
             | Error::TapNameTaken { .. } => EXIT_CONFLICT,
             Error::Upgrade { source, .. } if source.is_conflict() => EXIT_CONFLICT,

@@ -10,6 +10,7 @@
 //! - [`model`]: kata's internetworking models, and the macvtap model itself.
 //! - [`tap`]: creating the persistent taps handed to the VMM (its ioctls), and kata's tap names.
 //! - [`datapath`]: the datapaths that connect an endpoint to its tap (eBPF, mirred).
+//! - [`limit`]: per-endpoint rate limits (kata's rx/tx limiter keys), shaped by HTB.
 //! - [`guard`]: the source guard of the VM's traffic (settings, its maps, reports).
 //! - [`host`]: what a command needs of the host: its mount namespace (bpffs, /run/netshim)
 //!   and privileges.
@@ -40,6 +41,7 @@ pub mod guard;
 pub mod guest_info;
 pub mod host;
 pub mod interfaces;
+pub mod limit;
 pub mod metrics;
 pub mod model;
 pub mod netlink;

@@ -205,6 +205,13 @@ pub struct EndpointStats {
     pub to_vm: DirectionStats,
     /// tap ingress → pod device (from the VM).
     pub from_vm: DirectionStats,
+    /// The rate limit towards the VM (kata's rx) and its shaper's counters; absent:
+    /// unlimited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rx_limit: Option<crate::limit::apply::LiveShaper>,
+    /// The rate limit from the VM (kata's tx).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx_limit: Option<crate::limit::apply::LiveShaper>,
 }
 
 /// Counters of one sandbox netns.
@@ -539,6 +546,8 @@ pub fn read_pinned(dir: &Path) -> Result<SandboxStats, StatsError> {
             tap: String::from_utf8_lossy(from_fixed(&ep.tap_name)).into_owned(),
             to_vm: direction(Direction::ToVm)?,
             from_vm,
+            rx_limit: None,
+            tx_limit: None,
         });
     }
     Ok(out)

@@ -32,6 +32,7 @@ pub mod netshim_cli;
 pub mod qemu;
 pub mod relay;
 pub mod sniffer;
+pub mod standin;
 pub mod tap_reader;
 pub mod traffic;
 pub mod vmconf;

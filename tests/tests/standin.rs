@@ -9,8 +9,7 @@
 //! datapath replaces that); tap0_kata is created with `netshim::tap::create_persistent_tap`.
 //! Pings the guest, runs a 3 s iperf3 client -> guest and prints the throughput.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -83,26 +82,8 @@ fn start_standin(t: &Topology, extra: &[&str]) -> (ChildGuard, mpsc::Receiver<St
         .args(["--guest-mtu", &t.mtu.to_string()])
         .args(["--guest-addr", &format!("{}/24", t.guest_ip)])
         .args(["--guest-gw", &t.client_ip])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut guard = ChildGuard::spawn(cmd, "vm-standin");
-    let stdout = guard.child_mut().stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let first = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("vm-standin did not print ready");
-    assert_eq!(first, "ready");
-    (guard, rx)
+        .args(extra);
+    netshim_tests::standin::spawn_ready(cmd)
 }
 
 /// Closes the stand-in's stdin (its stop signal), returns its JSON summary.

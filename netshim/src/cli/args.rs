@@ -98,6 +98,11 @@ pub enum Command {
     /// the maps hold it.
     #[command(after_help = EXIT_CODES_HELP.as_str())]
     Guard(GuardCmdArgs),
+    /// Show or change the rate limits of an attached sandbox's endpoints, live (a new rate
+    /// is a change of the shaper's classes in place; 0 removes a limit). Prints the shapers
+    /// as the kernel holds them, with their counters.
+    #[command(after_help = EXIT_CODES_HELP.as_str())]
+    Limit(LimitCmdArgs),
     // --- CLI tools (logs, completions, man): see cli/tools.rs, ebpf_log/ ---
     /// Print the eBPF datapath's own log records (aya-log, e.g. a failed redirect) on
     /// stderr as they come, until SIGINT/SIGTERM.
@@ -126,6 +131,7 @@ impl Command {
             Command::Upgrade(_) => "upgrade",
             Command::Gc(_) => "gc",
             Command::Guard(_) => "guard",
+            Command::Limit(_) => "limit",
             Command::Logs(_) => "logs",
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",
@@ -194,6 +200,73 @@ pub struct GuardCmdArgs {
     /// Remove an allowed ethertype. Repeatable.
     #[arg(long, value_name = "TYPE", value_parser = parse_ethertype)]
     pub disallow_ethertype: Vec<u16>,
+}
+
+/// Rate limits, as `attach`/`watch` flags (`--rx-rate`) and as `netshim limit`'s
+/// (`--rx`): per direction a rate in bits per second (0 = none) and a burst in bytes.
+#[derive(Debug, Args, Clone, Default)]
+pub struct LimitArgs {
+    /// Limit of the traffic into the VM (kata's rx_rate_limiter_max_rate), bits per second:
+    /// 100000000, 100M, 1Gbit; 0 = unlimited.
+    #[arg(long = "rx-rate", value_name = "RATE", value_parser = parse_rate)]
+    pub rx_rate: Option<u64>,
+    /// Limit of the traffic out of the VM (kata's tx_rate_limiter_max_rate).
+    #[arg(long = "tx-rate", value_name = "RATE", value_parser = parse_rate)]
+    pub tx_rate: Option<u64>,
+    /// Burst of the rx limit, bytes (65536, 64k, 1MiB); default: the profile's.
+    #[arg(long = "rx-burst", value_name = "BYTES", value_parser = parse_burst)]
+    pub rx_burst: Option<u64>,
+    /// Burst of the tx limit, bytes.
+    #[arg(long = "tx-burst", value_name = "BYTES", value_parser = parse_burst)]
+    pub tx_burst: Option<u64>,
+    /// The shaper's parameters: netshim (a burst sized for GSO frames) or kata (exactly
+    /// kata's addHTBQdisc).
+    #[arg(long = "limit-profile", value_name = "PROFILE")]
+    pub profile: Option<netshim::limit::HtbProfile>,
+}
+
+impl LimitArgs {
+    pub fn request(&self) -> netshim::limit::LimitRequest {
+        netshim::limit::LimitRequest {
+            rx_rate: self.rx_rate,
+            rx_burst: self.rx_burst,
+            tx_rate: self.tx_rate,
+            tx_burst: self.tx_burst,
+            profile: self.profile,
+        }
+    }
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    netshim::limit::rate::parse_rate(s).map_err(|e| e.to_string())
+}
+
+fn parse_burst(s: &str) -> Result<u64, String> {
+    netshim::limit::rate::parse_burst(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct LimitCmdArgs {
+    #[command(flatten)]
+    pub netns: NetnsArgs,
+    /// Only the endpoint of this pod device (default: every endpoint with a tap or macvtap).
+    #[arg(long, value_name = "POD_IF")]
+    pub endpoint: Option<String>,
+    /// New limit into the VM, bits per second (100M, 1G); 0 removes it.
+    #[arg(long = "rx", value_name = "RATE", value_parser = parse_rate)]
+    pub rx: Option<u64>,
+    /// New limit out of the VM; 0 removes it.
+    #[arg(long = "tx", value_name = "RATE", value_parser = parse_rate)]
+    pub tx: Option<u64>,
+    /// New burst of the rx limit, bytes.
+    #[arg(long = "rx-burst", value_name = "BYTES", value_parser = parse_burst)]
+    pub rx_burst: Option<u64>,
+    /// New burst of the tx limit, bytes.
+    #[arg(long = "tx-burst", value_name = "BYTES", value_parser = parse_burst)]
+    pub tx_burst: Option<u64>,
+    /// The shaper's parameters for what this changes: netshim or kata.
+    #[arg(long = "profile", value_name = "PROFILE")]
+    pub profile: Option<netshim::limit::HtbProfile>,
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -284,6 +357,8 @@ pub struct AttachArgs {
     pub disable_new_netns: bool,
     #[command(flatten)]
     pub guard: GuardArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// `--ebpf-attach`: how the eBPF classifier is hooked. (The variants have no doc comments

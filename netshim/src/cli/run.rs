@@ -119,6 +119,7 @@ fn attach_options(a: &AttachArgs) -> Result<sandbox::AttachOptions, Error> {
         needs_tap: None,
         guard,
         guard_explicit: guard_mode.is_some(),
+        limits: a.limits.request().over(file.limits),
     })
 }
 
@@ -240,6 +241,18 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             };
             let report = sandbox::guard(&netns, &change)?;
             print(a.netns.json, &report, output::guard);
+        }
+        Command::Limit(a) => {
+            let netns = Netns::resolve(&a.netns.netns)?;
+            let request = netshim::limit::LimitRequest {
+                rx_rate: a.rx,
+                rx_burst: a.rx_burst,
+                tx_rate: a.tx,
+                tx_burst: a.tx_burst,
+                profile: a.profile,
+            };
+            let report = sandbox::limit(&netns, a.endpoint.as_deref(), &request)?;
+            print(a.netns.json, &report, output::limit);
         }
         Command::Stats(a) => super::metrics::stats(a)?,
         Command::Metrics(a) => super::metrics::serve(a)?,

@@ -9,7 +9,8 @@
 //!  "allowed_addresses": ["10.0.0.5/32"], "guard_allowed_ethertypes": ["0x88b5"],
 //!  "prevResult": {...}}
 //! ```
-//! Keys of other plugins and of the runtime (`runtimeConfig`, `args`, ...) are ignored.
+//! Rate limits come from `runtimeConfig`, `args` and netshim's own keys (see
+//! [`super::limits`]); other keys of other plugins and of the runtime are ignored.
 //! `tap_name` (tc-redirect-tap's key) names CNI_IFNAME's tap instead of `tap<N>_kata`.
 
 use serde::Deserialize;
@@ -113,10 +114,16 @@ pub fn parse(bytes: &[u8]) -> Result<NetConf, CniError> {
     if let Some(v) = value.get("cniVersion").and_then(Value::as_str) {
         version::check(v)?;
     }
+    let limits = super::limits::from_conf(&value).map_err(invalid)?;
     let raw: RawConf = serde_json::from_value(value).map_err(|e| {
         CniError::new(INVALID_CONFIG, "invalid network configuration").with_details(e.to_string())
     })?;
-    let attach = attach_options(&raw)?;
+    let mut attach = attach_options(&raw)?;
+    attach.limits = limits;
+    attach
+        .limits
+        .limits()
+        .map_err(|e| invalid(format!("rate limit: {e}")))?;
     if let Some(name) = &raw.tap_name {
         crate::tap::name::validate_custom(name).map_err(|e| invalid(format!("tap_name: {e}")))?;
         if attach.model == InternetworkingModel::MacVtap {

@@ -526,6 +526,32 @@ fn pinned_map(dir: &Path, name: &'static str) -> Result<aya::maps::Map, EbpfErro
 }
 
 /// Reads the attach mode a sandbox directory was made with.
+/// Sets or clears [`PEER_REDIRECT_PEER`] on the `peers` entry of `ifindex` (a tap: how the
+/// VM's packets reach the pod device), effective on the next packet. `Ok(None)` when the
+/// device has no entry, else whether the entry had the flag before.
+pub fn set_redirect_peer(dir: &Path, ifindex: u32, on: bool) -> Result<Option<bool>, EbpfError> {
+    let mut peers: HashMap<_, u32, PeerEntry> = HashMap::try_from(pinned_map(
+        dir,
+        map_names::PEERS,
+    )?)
+    .map_err(map_err("open", map_names::PEERS, dir))?;
+    let mut entry = match peers.get(&ifindex, 0) {
+        Ok(e) => e,
+        Err(aya::maps::MapError::KeyNotFound) => return Ok(None),
+        Err(e) => return Err(map_err("BPF_MAP_LOOKUP_ELEM", map_names::PEERS, dir)(e)),
+    };
+    let before = entry.flags & PEER_REDIRECT_PEER != 0;
+    if before != on {
+        entry.flags ^= PEER_REDIRECT_PEER;
+        peers.insert(ifindex, entry, 0).map_err(map_err(
+            "BPF_MAP_UPDATE_ELEM",
+            map_names::PEERS,
+            dir,
+        ))?;
+    }
+    Ok(Some(before))
+}
+
 pub fn recorded_mode(dir: &Path) -> Result<AttachMode, EbpfError> {
     Ok(AttachMode::from_record(recorded_sandbox(dir)?.attach_mode))
 }

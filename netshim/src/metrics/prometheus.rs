@@ -81,6 +81,10 @@ pub mod names {
     pub const UNMATCHED_PACKETS: &str = "netshim_unmatched_packets_total";
     pub const UNMATCHED_BYTES: &str = "netshim_unmatched_bytes_total";
     pub const SCRAPE_ERRORS: &str = "netshim_scrape_errors";
+    pub const LIMIT_RATE: &str = "netshim_endpoint_rate_limit_bits_per_second";
+    pub const LIMIT_SENT_BYTES: &str = "netshim_endpoint_rate_limit_sent_bytes_total";
+    pub const LIMIT_THROTTLED: &str = "netshim_endpoint_rate_limit_throttled_total";
+    pub const LIMIT_DROPPED: &str = "netshim_endpoint_rate_limit_dropped_total";
 }
 
 /// One sample per endpoint direction and per `(extra label, value)` that `values` gives
@@ -108,6 +112,59 @@ fn endpoint_family(
                     ];
                     labels.extend(extra);
                     f.sample(&labels, value);
+                }
+            }
+        }
+    }
+}
+
+/// The rate limits (kata's rx = to_vm, tx = from_vm) and their shapers' counters; an
+/// unlimited direction has no sample.
+fn limit_families(out: &mut String, samples: &[Sample]) {
+    type Value = fn(&crate::limit::apply::LiveShaper) -> Option<u64>;
+    let families: [(&'static str, &str, &str, Value); 4] = [
+        (
+            names::LIMIT_RATE,
+            "gauge",
+            "The rate limit of the direction, bits per second of Ethernet frames (kata's rx_rate_limiter_max_rate for to_vm, tx_ for from_vm), as the kernel's shaper has it.",
+            |l| l.live_rate_bps,
+        ),
+        (
+            names::LIMIT_SENT_BYTES,
+            "counter",
+            "Bytes the rate limit's shaper let through (since the limit was set).",
+            |l| l.counters.map(|c| c.sent_bytes),
+        ),
+        (
+            names::LIMIT_THROTTLED,
+            "counter",
+            "Times the shaper held frames back because the direction was over its rate (HTB overlimits).",
+            |l| l.counters.map(|c| c.throttled),
+        ),
+        (
+            names::LIMIT_DROPPED,
+            "counter",
+            "Frames the shaper dropped because its queue was full.",
+            |l| l.counters.map(|c| c.dropped),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let mut f = Family::new(out, name, kind, help);
+        for s in samples {
+            let cookie = s.stats.netns_cookie.to_string();
+            for e in &s.stats.endpoints {
+                for (direction, l) in [("to_vm", &e.rx_limit), ("from_vm", &e.tx_limit)] {
+                    let Some(v) = l.as_ref().and_then(value) else {
+                        continue;
+                    };
+                    let labels = [
+                        ("netns", s.stats.netns.as_str()),
+                        ("netns_cookie", &cookie),
+                        ("endpoint", &e.pod),
+                        ("tap", &e.tap),
+                        ("direction", direction),
+                    ];
+                    f.sample(&labels, v);
                 }
             }
         }
@@ -193,6 +250,7 @@ pub fn render(c: &Collection) -> String {
         "Forwarded packets minus those the kernel dropped after the datapath (tap_tx_dropped, pod_tx_dropped, mirred_action); frames still queued count as delivered.",
         |d| d.delivered.map(|n| (None, n)).into_iter().collect(),
     );
+    limit_families(&mut out, samples);
     for (name, help, value) in [
         (
             names::UNMATCHED_PACKETS,
@@ -273,6 +331,8 @@ mod tests {
                             flagged: [0, 4, 0, 0, 0, 0, 0],
                         }),
                     },
+                    rx_limit: None,
+                    tx_limit: None,
                 }],
                 unmatched: DirectionStats {
                     packets: 3,
@@ -363,7 +423,7 @@ mod tests {
                 assert!(is_metric_name(name));
             }
         }
-        assert_eq!(seen.len(), 10);
+        assert_eq!(seen.len(), 14);
         assert!(text.ends_with('\n'));
         // A reason nothing counted has no sample (from_vm's mtu here), not a zero.
         assert!(!text.contains("direction=\"from_vm\",backend=\"ebpf\",reason=\"mtu\""));

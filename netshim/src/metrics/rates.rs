@@ -149,6 +149,8 @@ mod tests {
                     tap: "tap0_kata".into(),
                     to_vm: d(to_vm),
                     from_vm: d(from_vm),
+                    rx_limit: None,
+                    tx_limit: None,
                 }],
                 unmatched: DirectionStats::default(),
                 notes: Vec::new(),

@@ -150,6 +150,11 @@ async fn attach_locked(
             let mut report =
                 connect_all(handle, netns, options, &survey, &preload, &mut undo).await?;
             steps.done("endpoints connected");
+            if !options.limits.is_empty() {
+                super::limit::limit_new_endpoints(handle, netns, &mut report, &options.limits)
+                    .await?;
+                steps.done("rate limits shaped");
+            }
             if let Some(cleaned) = cleaned {
                 report.replaced_leftovers = cleaned.removed_taps.clone();
                 report.cleaned_leftovers = Some(cleaned);

@@ -196,6 +196,17 @@ mod tests {
                     mac: None,
                     addresses: None,
                 }),
+                shapers: crate::limit::EndpointShapers {
+                    rx: Some(crate::limit::Shaper {
+                        rate_bps: 1_000_000_000,
+                        burst_bytes: 131072,
+                        profile: crate::limit::HtbProfile::Netshim,
+                        device: "tap0_kata".into(),
+                        ifindex: 3,
+                        displaced_peer: false,
+                    }),
+                    tx: None,
+                },
             }],
             skipped: vec![SkippedInterface {
                 name: "lo".into(),

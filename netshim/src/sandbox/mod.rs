@@ -20,6 +20,7 @@ mod health;
 mod hotplug;
 pub mod integrity;
 mod intent;
+mod limit;
 mod needs_tap;
 mod options;
 mod redirect_loop;
@@ -46,6 +47,7 @@ pub(crate) use gc::{collect_dead, NetnsFinder};
 pub use guard::{guard, EndpointGuard, GuardChange, GuardCommandReport};
 pub use health::{repair_hint, Health};
 pub use intent::{AttachIntent, DetachIntent, Intent, IntentOptions, NetnsRecord};
+pub use limit::{limit, EndpointLimit, LimitReport};
 pub use options::AttachOptions;
 pub use removed::{
     DeadSandbox, DetachReport, FailedSandbox, GcReport, HalfMadeSandbox, RepairedSandbox,

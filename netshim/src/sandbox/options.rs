@@ -52,6 +52,8 @@ pub struct AttachOptions {
     /// enforce or log asked for where there is no eBPF datapath is an error, the default
     /// there is off.
     pub guard_explicit: bool,
+    /// Rate limits of every endpoint (kata's rx/tx limiter), merged from the sources.
+    pub limits: crate::limit::LimitRequest,
 }
 
 impl AttachOptions {
@@ -81,6 +83,9 @@ impl AttachOptions {
             ));
         }
         self.resolved_guard().map(drop)?;
+        self.limits
+            .limits()
+            .map_err(|e| Error::InvalidOptions(format!("rate limit: {e}")))?;
         let mut seen = std::collections::BTreeSet::new();
         for (pod, tap) in &self.tap_names {
             tap::name::validate_custom(tap)

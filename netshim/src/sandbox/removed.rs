@@ -16,6 +16,9 @@ pub struct DetachReport {
     pub removed_mirred: Vec<String>,
     /// Macvtaps of the macvtap model removed (their pod devices restored).
     pub removed_macvtaps: Vec<String>,
+    /// Pod devices whose rate limit's shaper (netshim's HTB root qdisc) was removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_shapers: Vec<String>,
     /// netshim's files under /run/netshim that went: the commit file, the intent file of a
     /// run that died, the sandbox's state directory.
     #[serde(default)]

@@ -36,6 +36,12 @@ pub struct EndpointReport {
     /// holds the settings only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<GuardReport>,
+    /// The rate limits' shapers (kata's rx/tx limiter); absent when unlimited.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::limit::EndpointShapers::is_empty"
+    )]
+    pub shapers: crate::limit::EndpointShapers,
 }
 
 impl EndpointReport {
@@ -59,6 +65,7 @@ impl EndpointReport {
             routes,
             neighbors,
             guard: None,
+            shapers: Default::default(),
         }
     }
 }

@@ -40,6 +40,13 @@ pub struct EndpointStatus {
     /// a reason where there is none. Absent without a tap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guard: Option<GuardReport>,
+    /// The rate limit into the VM as the kernel's shaper has it, with its counters (absent:
+    /// unlimited).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rx_limit: Option<crate::limit::apply::LiveShaper>,
+    /// The rate limit out of the VM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx_limit: Option<crate::limit::apply::LiveShaper>,
 }
 
 /// A netns as netshim sees it.
@@ -198,6 +205,31 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
                 }
                 _ => None,
             };
+            let shapers = commit
+                .iter()
+                .flat_map(|c| &c.endpoints)
+                .find(|e| e.endpoint.ifindex == iface.ifindex)
+                .map(|e| e.shapers.clone())
+                .unwrap_or_default();
+            let live = crate::limit::apply::read_live(&handle, netns, &shapers).await?;
+            let limit = |d| live.iter().find(|(x, _)| *x == d).map(|(_, s)| s.clone());
+            let (rx_limit, tx_limit) = (
+                limit(crate::limit::LimitDirection::Rx),
+                limit(crate::limit::LimitDirection::Tx),
+            );
+            for (d, l) in live.iter().filter(|(_, l)| l.counters.is_none()) {
+                report.problems.push(format!(
+                    "the {} limit of {} has no shaper on {}: run `netshim limit --netns {} \
+                     --{} {}` to make it again",
+                    d.as_str(),
+                    iface.name,
+                    l.shaper.device,
+                    netns.arg,
+                    d.as_str(),
+                    l.shaper.rate_bps
+                ));
+            }
+            report.health = Health::of(&report.problems);
             report.endpoints.push(EndpointStatus {
                 endpoint: EndpointInfo::new(index as u32, iface, class),
                 tap: tap.map(|t| t.name.clone()),
@@ -209,6 +241,8 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
                 routes,
                 neighbors,
                 guard,
+                rx_limit,
+                tx_limit,
             });
         }
         Ok(report)
@@ -253,6 +287,7 @@ pub fn stats(netns: &Netns) -> Result<Option<SandboxStats>> {
         Ok(match counted {
             Some(mut s) => {
                 s.add_device_drops(&all);
+                add_limits(&handle, &sandbox, &mut s).await?;
                 s.health = Health::of(&problems);
                 s.problems = problems;
                 Some(s)
@@ -266,6 +301,31 @@ pub fn stats(netns: &Netns) -> Result<Option<SandboxStats>> {
             None => None,
         })
     })
+}
+
+/// Each endpoint's rate limits as the kernel's shapers have them, with their counters.
+async fn add_limits(
+    handle: &rtnetlink::Handle,
+    sandbox: &Sandbox,
+    stats: &mut SandboxStats,
+) -> Result<()> {
+    let Some(commit) = health::commit(sandbox) else {
+        return Ok(());
+    };
+    for e in &mut stats.endpoints {
+        let Some(recorded) = commit.endpoints.iter().find(|r| r.endpoint.name == e.pod) else {
+            continue;
+        };
+        for (d, live) in
+            crate::limit::apply::read_live(handle, &sandbox.netns, &recorded.shapers).await?
+        {
+            match d {
+                crate::limit::LimitDirection::Rx => e.rx_limit = Some(live),
+                crate::limit::LimitDirection::Tx => e.tx_limit = Some(live),
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn list_interfaces(
@@ -319,6 +379,8 @@ async fn mirred_stats(handle: &rtnetlink::Handle, netns: &Netns) -> Result<Optio
                 },
                 ..convert(from_vm)
             },
+            rx_limit: None,
+            tx_limit: None,
         });
     }
     if endpoints.is_empty() {

@@ -128,6 +128,23 @@ pub(crate) async fn teardown(
         report.removed_mirred.push(pod.name);
     }
 
+    // The shapers of tx limits on pod devices (netshim's handle; the taps' and macvtaps'
+    // go with their devices).
+    for (pod, _) in &survey.endpoints {
+        let removed = crate::limit::htb::remove_if_ours(handle, pod.ifindex)
+            .await
+            .map_err(|source| Error::Shaper {
+                netns: netns.to_string(),
+                device: pod.name.clone(),
+                source: Box::new(source),
+            })?;
+        if removed {
+            tracing::debug!(interface = %pod.name, "rate limit shaper removed");
+            report.removed_shapers.push(pod.name.clone());
+        }
+    }
+    steps.done("shapers looked at");
+
     // Only macvtaps netshim's model made: it wrote a state file for the pod device before
     // changing anything. A macvtap someone else named like ours stays.
     let macvtap_err = |source| Error::Macvtap {

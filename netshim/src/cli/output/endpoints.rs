@@ -225,6 +225,14 @@ pub fn status(r: &StatusReport) -> String {
         &[left("tap", 12), left("connected", 9), left("vmm", 15)],
         endpoints,
     );
+    for e in &r.endpoints {
+        for (direction, l) in [("rx", &e.rx_limit), ("tx", &e.tx_limit)] {
+            if l.is_some() {
+                let line = super::limit::line(l.as_ref());
+                let _ = writeln!(s, "{} limit {direction}: {line}", e.endpoint.name);
+            }
+        }
+    }
     for m in &r.macvtaps {
         let _ = writeln!(
             s,

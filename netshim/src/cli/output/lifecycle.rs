@@ -104,6 +104,12 @@ pub(super) fn removed_list(r: &DetachReport) -> String {
             r.removed_mirred.join(",")
         ));
     }
+    if !r.removed_shapers.is_empty() {
+        parts.push(format!(
+            "removed shapers on {}",
+            r.removed_shapers.join(",")
+        ));
+    }
     if !r.removed_macvtaps.is_empty() {
         parts.push(format!("removed macvtaps {}", r.removed_macvtaps.join(",")));
     }

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 mod endpoints;
 mod lifecycle;
+mod limit;
 mod stats;
 mod table;
 mod upgrade;
@@ -14,6 +15,7 @@ mod watch;
 pub use endpoints::{attach, guard, scan, status};
 use lifecycle::removed_list;
 pub use lifecycle::{connect, detach, disconnect, gc};
+pub use limit::limit;
 pub use stats::stats;
 pub use upgrade::upgrade;
 pub use watch::watch_line;

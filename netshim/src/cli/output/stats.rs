@@ -20,7 +20,10 @@ pub fn stats(all: &[SandboxStats]) -> String {
     let mut dropped_lists = Vec::new();
     for sb in all {
         for e in &sb.endpoints {
-            for (dir, d) in [("to_vm", &e.to_vm), ("from_vm", &e.from_vm)] {
+            for (dir, d, limit) in [
+                ("to_vm", &e.to_vm, &e.rx_limit),
+                ("from_vm", &e.from_vm, &e.tx_limit),
+            ] {
                 let mut dropped: Vec<String> = d
                     .dropped
                     .reasons()
@@ -42,6 +45,16 @@ pub fn stats(all: &[SandboxStats]) -> String {
                             .filter(|(_, n)| *n > 0)
                             .map(|(reason, n)| format!("flagged_{reason}={n}")),
                     );
+                }
+                if let Some(l) = limit {
+                    let rate = netshim::limit::rate::display_rate(l.shaper.rate_bps);
+                    match l.counters {
+                        Some(c) => dropped.push(format!(
+                            "limit={rate} throttled={} limit_dropped={}",
+                            c.throttled, c.dropped
+                        )),
+                        None => dropped.push(format!("limit={rate} MISSING")),
+                    }
                 }
                 rows.push(vec![
                     sb.netns.clone(),
@@ -117,6 +130,8 @@ mod tests {
                 tap: "tap0_kata".into(),
                 to_vm: DirectionStats::default(),
                 from_vm,
+                rx_limit: None,
+                tx_limit: None,
             }],
             unmatched: DirectionStats::default(),
             notes: vec![],

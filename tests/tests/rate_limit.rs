@@ -1,0 +1,531 @@
+//! Rate limits (issue 15): kata's rx/tx limiter keys shape traffic into and out of the VM.
+//!
+//! Topology: client netns `veth0` <-> sandbox netns `eth0` (attached by netshim, tcfilter,
+//! eBPF) <-> `tap0_kata` <-> vm-standin <-> guest netns `eth0` running `iperf3 -s`. rx is
+//! client -> guest, tx is guest -> client (`iperf3 -R`). The achieved rate is checked
+//! twice: on the wire (the bytes the shaper sent, Ethernet frames as tc counts them) and as
+//! TCP goodput (iperf3's receiver; ~4.4% below the wire rate at MTU 1500, headers).
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use netshim_tests::netns_fixture::unique_octet;
+use netshim_tests::netshim_cli::{netshim, netshim_json, netshim_ok, vm_standin_bin};
+use netshim_tests::{is_root, veth_pair, ChildGuard, TestNetns};
+use serde_json::Value;
+
+struct Topology {
+    client: TestNetns,
+    sandbox: TestNetns,
+    guest: TestNetns,
+    guest_ip: String,
+    guest_mac: String,
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let _ = netshim(&["detach", "--netns", self.sandbox.path().to_str().unwrap()]);
+    }
+}
+
+fn topology(tag: &str) -> Topology {
+    let client = TestNetns::new(&format!("nsrl-{tag}-c"));
+    let sandbox = TestNetns::new(&format!("nsrl-{tag}-s"));
+    let guest = TestNetns::new(&format!("nsrl-{tag}-g"));
+    let n = unique_octet();
+    let client_ip = format!("10.78.{n}.1");
+    let guest_ip = format!("10.78.{n}.2");
+    veth_pair(&client, "veth0", &sandbox, "eth0");
+    client.ip(&["addr", "add", &format!("{client_ip}/24"), "dev", "veth0"]);
+    sandbox.ip(&["addr", "add", &format!("{guest_ip}/24"), "dev", "eth0"]);
+    let guest_mac = sandbox.link_mac("eth0");
+    Topology {
+        client,
+        sandbox,
+        guest,
+        guest_ip,
+        guest_mac,
+    }
+}
+
+fn ns(t: &TestNetns) -> &str {
+    t.path().to_str().unwrap()
+}
+
+/// Starts the stand-in on tap0_kata (after attach) and waits for `ready`.
+fn start_standin(t: &Topology) -> (ChildGuard, mpsc::Receiver<String>) {
+    let mut cmd = Command::new(vm_standin_bin());
+    cmd.arg("--sandbox-netns")
+        .arg(t.sandbox.path())
+        .args(["--tap", "tap0_kata"])
+        .arg("--guest-netns")
+        .arg(t.guest.path())
+        .args(["--guest-ifname", "eth0", "--guest-mac", &t.guest_mac])
+        .args(["--guest-addr", &format!("{}/24", t.guest_ip)]);
+    netshim_tests::standin::spawn_ready(cmd)
+}
+
+/// The shaper's sent bytes of `direction` (`rx`/`tx`) as `netshim limit` reads them back.
+fn shaper_sent(t: &Topology, direction: &str) -> u64 {
+    let v = netshim_json(&["limit", "--netns", ns(&t.sandbox)]);
+    v["endpoints"][0][direction]["counters"]["sent_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {direction} counters: {v}"))
+}
+
+/// One iperf3 TCP run; `(goodput bit/s, seconds, retransmits, JSON)`.
+fn iperf3(t: &Topology, secs: u32, reverse: bool, extra: &[&str]) -> (f64, f64, u64, Value) {
+    let s = secs.to_string();
+    let mut args = vec!["iperf3", "-c", &t.guest_ip, "-p", "5201", "-t", &s, "-J"];
+    if reverse {
+        args.push("-R");
+    }
+    args.extend_from_slice(extra);
+    let mut last = Value::Null;
+    for _ in 0..50 {
+        let out = t.client.exec(&args);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        // iperf3 3.12 can exit 0 with an error in its JSON.
+        if out.status.success() && v["error"].is_null() {
+            let end = &v["end"]["sum_received"];
+            let bps = end["bits_per_second"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("sum_received: {v}"));
+            let seconds = end["seconds"].as_f64().expect("seconds");
+            let retr = v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
+            return (bps, seconds, retr, v);
+        }
+        last = v["error"].clone();
+        if !last.as_str().is_some_and(|e| e.contains("refused")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("iperf3 {args:?} failed: {last}");
+}
+
+/// A limited run: `(wire rate, goodput)` in bit/s.
+fn limited_run(t: &Topology, direction: &str, secs: u32) -> (f64, f64) {
+    let before = shaper_sent(t, direction);
+    let (goodput, seconds, retr, _) = iperf3(t, secs, direction == "tx", &[]);
+    let wire = (shaper_sent(t, direction) - before) as f64 * 8.0 / seconds;
+    eprintln!(
+        "  {direction}: wire {:.1} Mbit/s, goodput {:.1} Mbit/s, {retr} retransmits",
+        wire / 1e6,
+        goodput / 1e6
+    );
+    (wire, goodput)
+}
+
+fn set_limits(t: &Topology, args: &[&str]) -> Value {
+    let mut all = vec!["limit", "--netns", ns(&t.sandbox)];
+    all.extend_from_slice(args);
+    netshim_json(&all)
+}
+
+fn assert_within(what: &str, got: f64, limit: f64, low: f64, high: f64) {
+    let r = got / limit;
+    assert!(
+        (low..=high).contains(&r),
+        "{what}: {:.1} Mbit/s is {:.1}% of the {:.0} Mbit/s limit (allowed {:.0}%..{:.0}%)",
+        got / 1e6,
+        r * 100.0,
+        limit / 1e6,
+        low * 100.0,
+        high * 100.0
+    );
+}
+
+#[test]
+fn limits_shape_into_and_out_of_the_vm_within_5_percent_and_change_live() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let t = topology("shape");
+    netshim_ok(&["attach", "--netns", ns(&t.sandbox)]);
+    let (_standin, _lines) = start_standin(&t);
+    let _server = t.guest.spawn(&["iperf3", "-s", "-p", "5201"]);
+
+    let (base_rx, ..) = iperf3(&t, 2, false, &[]);
+    let (base_tx, ..) = iperf3(&t, 2, true, &[]);
+    eprintln!(
+        "unlimited: rx {:.2} Gbit/s, tx {:.2} Gbit/s",
+        base_rx / 1e9,
+        base_tx / 1e9
+    );
+
+    for (rate, text) in [(100e6, "100M"), (1e9, "1G"), (5e9, "5G")] {
+        let carried = base_rx.min(base_tx);
+        if rate * 1.1 > carried {
+            eprintln!(
+                "SKIP {text}: unlimited this path carries only {:.2} Gbit/s here, not 1.1x the \
+                 limit, so a shortfall would be the machine's and not the shaper's",
+                carried / 1e9
+            );
+            continue;
+        }
+        let v = set_limits(&t, &["--rx", text, "--tx", text]);
+        for d in ["rx", "tx"] {
+            assert_eq!(
+                v["endpoints"][0][d]["live_rate_bps"].as_f64(),
+                Some(rate),
+                "{v}"
+            );
+        }
+        eprintln!("limit {text}:");
+        for d in ["rx", "tx"] {
+            let (wire, goodput) = limited_run(&t, d, 3);
+            assert_within(&format!("{d} {text} on the wire"), wire, rate, 0.95, 1.05);
+            assert_within(&format!("{d} {text} goodput"), goodput, rate, 0.90, 1.05);
+        }
+        if text == "1G" {
+            stats_and_metrics_show_the_limits(&t, rate);
+            live_change_takes_effect_within_a_second(&t);
+            // Removing the limits gives the path back its full rate.
+            let v = set_limits(&t, &["--rx", "0", "--tx", "0"]);
+            assert!(v["endpoints"][0]["rx"].is_null() && v["endpoints"][0]["tx"].is_null());
+            assert_eq!(
+                t.sandbox
+                    .tc(&["qdisc", "show", "dev", "tap0_kata", "root"])
+                    .split_whitespace()
+                    .nth(1),
+                Some("noqueue")
+            );
+            let (rx, ..) = iperf3(&t, 2, false, &[]);
+            let (tx, ..) = iperf3(&t, 2, true, &[]);
+            eprintln!(
+                "removed: rx {:.2} Gbit/s, tx {:.2} Gbit/s",
+                rx / 1e9,
+                tx / 1e9
+            );
+            for (d, got, base) in [("rx", rx, base_rx), ("tx", tx, base_tx)] {
+                assert!(
+                    got > 0.7 * base && got > 3.0 * 100e6,
+                    "{d} after removal {got:.0} bit/s, unlimited before {base:.0}"
+                );
+            }
+            let status = netshim_json(&["status", "--netns", ns(&t.sandbox)]);
+            assert_eq!(status["endpoints"][0]["redirect"], Value::Null);
+        }
+    }
+}
+
+/// `stats` (JSON and Prometheus text) shows both limits, and the shaper's counters are the
+/// ones `limit` reads.
+fn stats_and_metrics_show_the_limits(t: &Topology, rate: f64) {
+    let all = netshim_json(&["stats", "--netns", ns(&t.sandbox)]);
+    let v = &all[0];
+    let e = &v["endpoints"][0];
+    for (key, d) in [("rx_limit", "rx"), ("tx_limit", "tx")] {
+        assert_eq!(e[key]["live_rate_bps"].as_f64(), Some(rate), "{v}");
+        let c = &e[key]["counters"];
+        assert!(c["sent_bytes"].as_u64().unwrap() > 300_000_000, "{d}: {v}");
+        assert!(
+            c["throttled"].as_u64().unwrap() > 0,
+            "{d} was over its rate: {v}"
+        );
+        let sent = shaper_sent(t, d);
+        assert!(
+            sent >= c["sent_bytes"].as_u64().unwrap(),
+            "{d}: limit reads {sent}: {v}"
+        );
+    }
+    let text = netshim_ok(&["stats", "--netns", ns(&t.sandbox), "--format", "prometheus"]);
+    for (direction, d) in [("to_vm", "rx"), ("from_vm", "tx")] {
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with("netshim_endpoint_rate_limit_bits_per_second{")
+                    && l.contains(&format!("direction=\"{direction}\""))
+            })
+            .unwrap_or_else(|| panic!("no {direction} rate sample: {text}"));
+        assert!(line.ends_with(&format!(" {}", rate as u64)), "{line}");
+        let sent: u64 = text
+            .lines()
+            .find(|l| {
+                l.starts_with("netshim_endpoint_rate_limit_sent_bytes_total{")
+                    && l.contains(&format!("direction=\"{direction}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {direction} sent sample: {text}"));
+        assert!(
+            sent > 300_000_000 && sent <= shaper_sent(t, d),
+            "{d}: {sent}"
+        );
+    }
+}
+
+/// At 1 Gbit/s rx, `netshim limit --rx 100M` during a transfer: the rate falls to the new
+/// limit within a second of the command returning.
+fn live_change_takes_effect_within_a_second(t: &Topology) {
+    let started = Instant::now();
+    let mut cmd = t.client.exec_cmd(&[
+        "iperf3",
+        "-c",
+        &t.guest_ip,
+        "-p",
+        "5201",
+        "-t",
+        "4",
+        "-i",
+        "0.25",
+        "-J",
+    ]);
+    cmd.stdout(Stdio::piped()).stdin(Stdio::null());
+    let client = ChildGuard::spawn(cmd, "iperf3 live");
+    std::thread::sleep(Duration::from_millis(1500));
+    set_limits(t, &["--rx", "100M"]);
+    let changed_at = started.elapsed().as_secs_f64();
+    let out = client.wait_with_output(Duration::from_secs(15));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("iperf3 JSON");
+    let intervals: Vec<(f64, f64)> = v["intervals"]
+        .as_array()
+        .expect("intervals")
+        .iter()
+        .map(|i| {
+            let s = &i["sum"];
+            (
+                s["end"].as_f64().unwrap(),
+                s["bits_per_second"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    eprintln!(
+        "live change at {changed_at:.2} s; intervals (end s, Mbit/s): {:?}",
+        intervals
+            .iter()
+            .map(|(e, b)| (*e, (b / 1e6).round()))
+            .collect::<Vec<_>>()
+    );
+    let before: Vec<_> = intervals
+        .iter()
+        .filter(|(e, _)| *e <= changed_at - 0.3)
+        .collect();
+    assert!(
+        before.iter().any(|(_, b)| *b > 500e6),
+        "1 Gbit/s before the change: {intervals:?}"
+    );
+    // The first interval that starts a second after the change and every later one are at
+    // the new limit (the sender's interval reports what it sent; allow 25%).
+    let after: Vec<_> = intervals
+        .iter()
+        .filter(|(e, _)| *e - 0.25 >= changed_at + 1.0)
+        .collect();
+    assert!(!after.is_empty(), "{intervals:?}");
+    for (end, bps) in after {
+        assert!(*bps < 125e6, "{:.1} Mbit/s at {end:.2} s, more than 1 s after the change to 100 Mbit/s at {changed_at:.2} s", bps / 1e6);
+    }
+}
+
+/// The devices' root qdisc kind, as tc lists it.
+fn root_kind(t: &TestNetns, dev: &str) -> String {
+    let out = t.tc(&["qdisc", "show", "dev", dev, "root"]);
+    out.split_whitespace().nth(1).unwrap_or_default().to_owned()
+}
+
+fn class_rate(t: &TestNetns, dev: &str) -> String {
+    let out = t.tc(&["class", "show", "dev", dev, "classid", "6e73:1"]);
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let i = words
+        .iter()
+        .position(|w| *w == "rate")
+        .unwrap_or_else(|| panic!("{out}"));
+    words[i + 1].to_owned()
+}
+
+/// kata's keys, unchanged in a kata configuration.toml, make both shapers at attach, on the
+/// eBPF and the mirred datapath; detach leaves the pod device as it was.
+#[test]
+fn kata_keys_from_a_configuration_toml_limit_both_directions() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    for backend in ["ebpf", "mirred"] {
+        let t = topology("kata");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("configuration.toml");
+        let mut f = std::fs::File::create(&config).unwrap();
+        writeln!(
+            f,
+            "[hypervisor.qemu]\npath = \"/usr/bin/qemu-system-x86_64\"\n\
+             rx_rate_limiter_max_rate = 100000000\ntx_rate_limiter_max_rate = 200000000\n\
+             [runtime]\ninternetworking_model = \"tcfilter\""
+        )
+        .unwrap();
+        let before = root_kind(&t.sandbox, "eth0");
+        let attach = netshim_json(&[
+            "attach",
+            "--netns",
+            ns(&t.sandbox),
+            "--config",
+            config.to_str().unwrap(),
+            "--tc-backend",
+            backend,
+        ]);
+        let e = &attach["endpoints"][0];
+        assert_eq!(e["shapers"]["rx"]["rate_bps"], 100_000_000, "{attach}");
+        assert_eq!(e["shapers"]["rx"]["device"], "tap0_kata");
+        assert_eq!(e["shapers"]["tx"]["rate_bps"], 200_000_000);
+        assert_eq!(e["shapers"]["tx"]["device"], "eth0");
+        if backend == "ebpf" {
+            // The VM's frames must pass eth0's qdisc: no bpf_redirect_peer for this endpoint.
+            assert_eq!(e["redirect"]["from_vm"], "redirect", "{attach}");
+        }
+        assert_eq!(class_rate(&t.sandbox, "tap0_kata"), "100Mbit");
+        assert_eq!(class_rate(&t.sandbox, "eth0"), "200Mbit");
+        let status = netshim_json(&["status", "--netns", ns(&t.sandbox)]);
+        let s = &status["endpoints"][0];
+        assert_eq!(s["rx_limit"]["live_rate_bps"], 100_000_000, "{status}");
+        assert_eq!(s["tx_limit"]["live_rate_bps"], 200_000_000, "{status}");
+        assert_eq!(status["health"], "ok", "{status}");
+        // Someone deletes the shaper: status says so.
+        t.sandbox.tc(&["qdisc", "del", "dev", "eth0", "root"]);
+        let out = netshim(&["status", "--netns", ns(&t.sandbox), "--json"]);
+        assert_eq!(out.status.code(), Some(4), "status of a broken sandbox");
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(status["health"], "broken", "{status}");
+        assert!(
+            status["problems"].to_string().contains("tx limit"),
+            "{status}"
+        );
+        netshim_ok(&["limit", "--netns", ns(&t.sandbox), "--tx", "200M"]);
+        assert_eq!(class_rate(&t.sandbox, "eth0"), "200Mbit");
+        netshim_ok(&["detach", "--netns", ns(&t.sandbox)]);
+        assert_eq!(
+            root_kind(&t.sandbox, "eth0"),
+            before,
+            "{backend}: eth0's qdisc back"
+        );
+        assert!(!t.sandbox.link_exists("tap0_kata"));
+    }
+}
+
+fn exit_code_and_stderr(args: &[&str]) -> (Option<i32>, String) {
+    let out = netshim(args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Negative, non-numeric, absurd and too-small rates and bursts are exit 2 naming the key,
+/// from flags, from a kata configuration and from `netshim limit`; a foreign root qdisc is
+/// exit 3 and stays; models without a device for a direction refuse it; nothing half-made.
+#[test]
+fn bad_limits_are_refused_with_their_key_and_change_nothing() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let t = topology("bad");
+    let sb = ns(&t.sandbox);
+    for (flag, value, says) in [
+        ("--rx-rate", "-5", "negative"),
+        ("--rx-rate", "fast", "not a number"),
+        ("--tx-rate", "12MBps", "byte rate"),
+        ("--tx-rate", "100", "below"),
+        ("--rx-rate", "5T", "above"),
+        ("--rx-burst", "10", "outside"),
+    ] {
+        let arg = format!("{flag}={value}");
+        let (code, err) = exit_code_and_stderr(&["attach", "--netns", sb, &arg]);
+        assert_eq!(code, Some(2), "{flag} {value}: {err}");
+        assert!(
+            err.contains(flag) && err.contains(says),
+            "{flag} {value}: {err}"
+        );
+    }
+    let (code, err) = exit_code_and_stderr(&["attach", "--netns", sb, "--rx-burst", "64k"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("rx burst") && err.contains("without a rate"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for (text, key) in [
+        (
+            "[hypervisor.qemu]\nrx_rate_limiter_max_rate = -1",
+            "hypervisor.qemu.rx_rate_limiter_max_rate",
+        ),
+        (
+            "[hypervisor.fc]\ntx_rate_limiter_max_rate = \"1G\"",
+            "hypervisor.fc.tx_rate_limiter_max_rate",
+        ),
+        ("[netshim]\nrx_rate = \"fast\"", "netshim.rx_rate"),
+        ("[netshim]\ntx_burst = 99999999999", "netshim.tx_burst"),
+    ] {
+        let config = dir.path().join("c.toml");
+        std::fs::write(&config, text).unwrap();
+        let (code, err) = exit_code_and_stderr(&[
+            "attach",
+            "--netns",
+            sb,
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        assert_eq!(code, Some(2), "{text}: {err}");
+        assert!(err.contains(key), "{text}: {err}");
+    }
+    let (code, err) = exit_code_and_stderr(&["limit", "--netns", sb, "--rx", "1G"]);
+    assert_eq!(code, Some(2), "not attached: {err}");
+    // None of that made anything.
+    assert!(!t.sandbox.link_exists("tap0_kata"));
+    assert_eq!(root_kind(&t.sandbox, "eth0"), "noqueue");
+
+    // A root qdisc of someone else's on eth0: refused (exit 3), kept, nothing made.
+    t.sandbox.tc(&[
+        "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "tbf", "rate", "1gbit", "burst",
+        "64kb", "latency", "50ms",
+    ]);
+    let (code, err) = exit_code_and_stderr(&["attach", "--netns", sb, "--tx-rate", "1G"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("eth0") && err.contains("tbf"), "{err}");
+    assert_eq!(root_kind(&t.sandbox, "eth0"), "tbf");
+    assert!(!t.sandbox.link_exists("tap0_kata"), "nothing half-made");
+    assert!(netshim_json(&["status", "--netns", sb])["attached"] == false);
+    // rx alone does not touch eth0: fine.
+    netshim_ok(&["attach", "--netns", sb, "--rx-rate", "1G"]);
+    let (code, err) = exit_code_and_stderr(&["limit", "--netns", sb, "--tx", "1G"]);
+    assert_eq!(code, Some(3), "{err}");
+    let v = netshim_json(&["limit", "--netns", sb]);
+    assert_eq!(
+        v["endpoints"][0]["rx"]["live_rate_bps"], 1_000_000_000u64,
+        "{v}"
+    );
+    assert!(v["endpoints"][0]["tx"].is_null(), "{v}");
+    for (args, says) in [
+        (vec!["--rx=-1"], "negative"),
+        (vec!["--tx", "1e9"], "not a number"),
+        (vec!["--rx-burst", "512m"], "outside"),
+        (vec!["--tx-burst", "64k"], "without a rate"),
+    ] {
+        let mut all = vec!["limit", "--netns", sb];
+        all.extend(args.iter().copied());
+        let (code, err) = exit_code_and_stderr(&all);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    netshim_ok(&["detach", "--netns", sb]);
+    assert_eq!(
+        root_kind(&t.sandbox, "eth0"),
+        "tbf",
+        "the operator's qdisc stays"
+    );
+
+    // The none model has no qdisc for tx, the macvtap model none for rx: refused, exit 2.
+    for (model, flag) in [("none", "--tx-rate"), ("macvtap", "--rx-rate")] {
+        let (code, err) =
+            exit_code_and_stderr(&["attach", "--netns", sb, "--model", model, flag, "1G"]);
+        assert_eq!(code, Some(2), "{model}: {err}");
+        assert!(err.contains("IFB"), "{model}: {err}");
+        assert_eq!(
+            netshim_json(&["status", "--netns", sb])["attached"],
+            false,
+            "{model}"
+        );
+    }
+}
