@@ -529,3 +529,103 @@ fn bad_limits_are_refused_with_their_key_and_change_nothing() {
         );
     }
 }
+
+/// The CNI plugin takes kata's annotation names from runtimeConfig and args.cni, shapes at
+/// ADD, and DEL leaves the pod device as it was; a bad value is CNI error 7 naming the key.
+#[test]
+fn the_cni_plugin_takes_kata_annotations_from_runtime_config_and_args() {
+    use netshim_tests::cni_runtime::{cni_error, netshim_conf, veth_pod, Runtime};
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let (host, sandbox) = veth_pod("rl", 79);
+    let rt = Runtime::new(&host, &sandbox);
+    let rx = "io.katacontainers.config.hypervisor.rx_rate_limiter_max_rate";
+    let tx = "io.katacontainers.config.hypervisor.tx_rate_limiter_max_rate";
+    let bad = netshim_conf("1.0.0", serde_json::json!({"runtimeConfig": {rx: "fast"}}));
+    let (code, err) = cni_error(&rt.netshim("ADD", &bad, &[]));
+    assert_eq!(code, 7, "{err}");
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("runtimeConfig.{rx}")),
+        "{err}"
+    );
+    assert!(!sandbox.link_exists("tap0_kata"), "nothing made");
+    let conf = netshim_conf(
+        "1.0.0",
+        serde_json::json!({"runtimeConfig": {rx: 100000000}, "args": {"cni": {tx: "200000000"}}}),
+    );
+    let out = rt.netshim("ADD", &conf, &[]);
+    assert!(
+        out.status.success(),
+        "ADD: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(class_rate(&sandbox, "tap0_kata"), "100Mbit");
+    assert_eq!(class_rate(&sandbox, "eth0"), "200Mbit");
+    let out = rt.netshim("DEL", &conf, &[]);
+    assert!(out.status.success(), "DEL: {out:?}");
+    assert_eq!(
+        root_kind(&sandbox, "eth0"),
+        "noqueue",
+        "DEL took the shaper away"
+    );
+    assert!(!sandbox.link_exists("tap0_kata"));
+}
+
+/// `watch --rx-rate` gives the endpoints it hot-plugs later the same limit.
+#[test]
+fn watch_limits_the_endpoints_it_hot_plugs() {
+    use netshim_tests::netshim_cli::Follower;
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let t = topology("watch");
+    let watch = Follower::start(&[
+        "watch",
+        "--netns",
+        ns(&t.sandbox),
+        "--rx-rate",
+        "300M",
+        "--tx-rate",
+        "400M",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !t.sandbox.link_exists("tap0_kata") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    veth_pair(&t.client, "veth1", &t.sandbox, "eth1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(t.sandbox.link_exists("tap1_kata")
+        && t.sandbox
+            .try_tc(&["class", "show", "dev", "eth1"])
+            .contains("6e73:1"))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stderr = watch.stderr();
+    let _ = watch.stop();
+    for (dev, rate) in [
+        ("tap0_kata", "300Mbit"),
+        ("eth0", "400Mbit"),
+        ("tap1_kata", "300Mbit"),
+        ("eth1", "400Mbit"),
+    ] {
+        assert_eq!(
+            class_rate(&t.sandbox, dev),
+            rate,
+            "{dev}; watch said: {stderr}"
+        );
+    }
+    let v = netshim_json(&["limit", "--netns", ns(&t.sandbox)]);
+    assert_eq!(v["endpoints"].as_array().map(Vec::len), Some(2), "{v}");
+    netshim_ok(&["detach", "--netns", ns(&t.sandbox)]);
+    for dev in ["eth0", "eth1"] {
+        assert_eq!(root_kind(&t.sandbox, dev), "noqueue", "{dev}");
+    }
+}

@@ -264,7 +264,8 @@ pub struct LimitCmdArgs {
     /// New burst of the tx limit, bytes.
     #[arg(long = "tx-burst", value_name = "BYTES", value_parser = parse_burst)]
     pub tx_burst: Option<u64>,
-    /// The shaper's parameters for what this changes: netshim or kata.
+    /// The shapers' parameters, netshim or kata, for both directions of the endpoints this
+    /// changes (default: what they have).
     #[arg(long = "profile", value_name = "PROFILE")]
     pub profile: Option<netshim::limit::HtbProfile>,
 }

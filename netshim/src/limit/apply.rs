@@ -89,6 +89,7 @@ pub async fn apply(
                 Some(Shaper {
                     rate_bps: params.rate_bps,
                     burst_bytes: params.burst_bytes,
+                    burst_given: limit.burst_bytes,
                     profile,
                     device: device.name,
                     ifindex: device.ifindex,
@@ -114,10 +115,17 @@ async fn install_or_change(
         source: Box::new(source),
     };
     let ours = htb::read(handle, device.ifindex).await.map_err(fail)?;
-    if ours.is_some() {
-        return htb::change(handle, device.ifindex, params)
-            .await
-            .map_err(fail);
+    match ours {
+        Some(tree) if tree.profile == params.profile => {
+            return htb::change(handle, device.ifindex, params)
+                .await
+                .map_err(fail)
+        }
+        // Another profile's tree: made anew (its queue goes; a rate change keeps it).
+        Some(_) => {
+            htb::remove(handle, device.ifindex).await.map_err(fail)?;
+        }
+        None => {}
     }
     if let Some(root) = qdisc::root_qdisc(handle, device.ifindex)
         .await

@@ -2,11 +2,21 @@
 //! HTB qdiscs or classes, so the messages are made here and sent with
 //! [`netlink::request_ack`]).
 //!
-//! The shape is kata's `addHTBQdisc`: a root `htb` qdisc whose default class is `:2`, a
-//! class `:1` at rate = ceil = the limit, and `:2` under it at the same rate. Its handle is
-//! netshim's own major, [`HANDLE_MAJOR`] (`6e73:`), so that teardown and `gc` know it from
-//! someone else's. The two profiles differ only in the classes' parameters (see
-//! [`HtbParams::for_profile`]).
+//! The `kata` profile is kata's `addHTBQdisc` exactly: a root `htb` qdisc whose default class
+//! is `:2`, a class `:1` at rate = ceil = the limit, and `:2` under it at the same rate, with
+//! the bursts vishvananda/netlink computes and the kernel's default leaf. The `netshim`
+//! profile keeps that shape and adds, under `:1`:
+//! - a latency class `:10` (prio 0, rate 1% of the limit, ceil the limit) that u32 filters
+//!   fill with small packets (IPv4 total length or IPv6 payload below 128 bytes: pings,
+//!   pure ACKs, RPC requests), so that they do not wait behind the bulk's standing queue
+//!   (there is no fq/fq_codel to isolate flows on every kernel);
+//! - the bulk class `:2` at the rest (prio 1, ceil the limit), with a `bfifo` leaf of 20 ms
+//!   at the rate (at least 1 MiB) instead of 1000 packets that may each be a 64 KiB GSO frame;
+//! - bursts of 5 ms at the rate, at least two 64 KiB GSO frames (kata's ~1600 bytes is less
+//!   than one GSO frame: ~92% of 5 Gbit/s), and a quantum of one GSO frame.
+//!
+//! The handle is netshim's own major, [`HANDLE_MAJOR`] (`6e73:`), so that teardown and `gc`
+//! know the tree from someone else's. docs/rate-limits.md has the measurements.
 
 use rtnetlink::{
     packet_core::{DefaultNla, Nla, NLM_F_CREATE, NLM_F_REPLACE},
@@ -41,36 +51,129 @@ const PSCHED_SHIFT: u32 = 6;
 const KATA_MTU: u64 = 1600;
 const KATA_R2Q: u32 = 10;
 
-/// The parameters of both classes of one limit.
+/// What one limit is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HtbParams {
     pub rate_bps: u64,
-    /// Bytes the class may send at once above its rate (`buffer`, and `cbuffer` for ceil).
+    /// Bytes the top class may send at once above its rate (`buffer`, and `cbuffer`).
     pub burst_bytes: u64,
-    /// Bytes a class gets per round among siblings (0: the kernel's rate / r2q).
-    pub quantum: u32,
+    pub profile: HtbProfile,
 }
 
+/// Two 64 KiB GSO frames and a full-size frame: the least burst that lets HTB send a GSO
+/// frame without going into debt for it.
+const GSO_BURST: u64 = 2 * 65536 + 1514;
+/// One GSO frame: the netshim profile's quantum.
+const GSO_QUANTUM: u32 = 65536 + 1514;
+/// The latency class and the bulk class of the netshim profile.
+const LATENCY_CLASS: u16 = 10;
+/// What the latency class takes: IPv4 total length / IPv6 payload length below this.
+const SMALL_PACKET: u32 = 128;
+
 impl HtbParams {
-    /// The classes of `profile` at `rate_bps`, with `burst` when the operator gave one:
-    /// - `kata`: what vishvananda/netlink's `NewHtbClass` computes for kata: a burst of
-    ///   rate / HZ + 1600 bytes, where HZ is the 4th field of /proc/net/psched (1e9 on a
-    ///   kernel with high-resolution timers, so ~1600 bytes), quantum from r2q 10.
-    /// - `netshim`: a burst of 5 ms at the rate, at least two 64 KiB GSO frames (a burst
-    ///   below one frame makes HTB late by a frame each time, and the timer's slack eats
-    ///   the rest: kata's 1600 bytes reach ~90% of 1 Gbit/s).
+    /// The tree of `profile` at `rate_bps`, with `burst` when the operator gave one (see the
+    /// module docs for the two profiles).
     pub fn for_profile(profile: HtbProfile, rate_bps: u64, burst: Option<u64>) -> HtbParams {
         let bytes_per_s = rate_bps / 8;
         let burst_bytes = burst.unwrap_or(match profile {
             HtbProfile::Kata => bytes_per_s / psched_hz() + KATA_MTU,
-            HtbProfile::Netshim => (bytes_per_s / 200).max(2 * 65536),
+            HtbProfile::Netshim => (bytes_per_s / 200).max(GSO_BURST),
         });
         HtbParams {
             rate_bps,
             burst_bytes,
-            quantum: 0,
+            profile,
         }
     }
+
+    /// The latency class's guaranteed rate: 1% of the limit, at least 100 kbit/s (and at
+    /// most half of it).
+    fn latency_rate(&self) -> u64 {
+        (self.rate_bps / 100).max(100_000).min(self.rate_bps / 2)
+    }
+
+    /// The classes of the tree, top first.
+    fn classes(&self) -> Vec<ClassSpec> {
+        let top = ClassSpec {
+            parent: None,
+            minor: TOP_CLASS,
+            rate_bps: self.rate_bps,
+            ceil_bps: self.rate_bps,
+            burst: self.burst_bytes,
+            cburst: self.burst_bytes,
+            quantum: 0,
+            prio: 0,
+        };
+        match self.profile {
+            HtbProfile::Kata => vec![
+                top,
+                ClassSpec {
+                    parent: Some(TOP_CLASS),
+                    minor: DEFAULT_CLASS,
+                    ..top
+                },
+            ],
+            HtbProfile::Netshim => {
+                let latency = self.latency_rate();
+                let top = ClassSpec {
+                    quantum: GSO_QUANTUM,
+                    ..top
+                };
+                vec![
+                    top,
+                    ClassSpec {
+                        parent: Some(TOP_CLASS),
+                        minor: LATENCY_CLASS,
+                        rate_bps: latency,
+                        burst: GSO_BURST,
+                        prio: 0,
+                        ..top
+                    },
+                    ClassSpec {
+                        parent: Some(TOP_CLASS),
+                        minor: DEFAULT_CLASS,
+                        rate_bps: self.rate_bps - latency,
+                        prio: 1,
+                        ..top
+                    },
+                ]
+            }
+        }
+    }
+
+    /// The leaf qdiscs (class minor, kind, `struct tc_fifo_qopt` limit) of the netshim
+    /// profile; kata's classes keep the kernel's default leaf.
+    fn leaves(&self) -> Vec<(u16, &'static str, u32)> {
+        match self.profile {
+            HtbProfile::Kata => Vec::new(),
+            HtbProfile::Netshim => {
+                let bulk = (self.rate_bps / 8 / 50).max(1 << 20);
+                vec![
+                    (LATENCY_CLASS, "pfifo", 100),
+                    (
+                        DEFAULT_CLASS,
+                        "bfifo",
+                        u32::try_from(bulk).unwrap_or(u32::MAX),
+                    ),
+                ]
+            }
+        }
+    }
+}
+
+/// One HTB class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ClassSpec {
+    /// The parent class's minor; `None`: the root qdisc.
+    parent: Option<u16>,
+    minor: u16,
+    rate_bps: u64,
+    ceil_bps: u64,
+    burst: u64,
+    cburst: u64,
+    /// 0: the kernel's rate / r2q.
+    quantum: u32,
+    prio: u32,
 }
 
 /// HZ as tc and vishvananda/netlink read it: the 4th field of /proc/net/psched.
@@ -89,10 +192,7 @@ fn psched_hz() -> u64 {
 fn qdisc_message(ifindex: u32) -> TcMessage {
     let mut m = TcMessage::with_index(ifindex as i32);
     m.header.parent = TcHandle::ROOT;
-    m.header.handle = TcHandle {
-        major: HANDLE_MAJOR,
-        minor: 0,
-    };
+    m.header.handle = root();
     m.attributes.push(TcAttribute::Kind("htb".into()));
     // struct tc_htb_glob: version, rate2quantum, defcls, debug, direct_pkts.
     let mut glob = Vec::with_capacity(20);
@@ -106,39 +206,75 @@ fn qdisc_message(ifindex: u32) -> TcMessage {
     m
 }
 
-/// The message of class `minor` under `parent` with `params`.
-fn class_message(ifindex: u32, parent: TcHandle, minor: u16, params: &HtbParams) -> TcMessage {
+/// `struct tc_ratespec` of `bytes_per_s` (32 bits; more goes in TCA_HTB_RATE64/CEIL64).
+fn ratespec(bytes_per_s: u64) -> Vec<u8> {
+    let mut r = Vec::with_capacity(12);
+    r.push(0); // cell_log
+    r.push(TC_LINKLAYER_ETHERNET); // the kernel needs no rate table then
+    r.extend_from_slice(&0u16.to_ne_bytes()); // overhead
+    r.extend_from_slice(&(-1i16).to_ne_bytes()); // cell_align
+    r.extend_from_slice(&0u16.to_ne_bytes()); // mpu
+    r.extend_from_slice(&u32::try_from(bytes_per_s).unwrap_or(u32::MAX).to_ne_bytes());
+    r
+}
+
+/// The message of class `c` on `ifindex`.
+fn class_message(ifindex: u32, c: &ClassSpec) -> TcMessage {
     let mut m = TcMessage::with_index(ifindex as i32);
-    m.header.parent = parent;
+    m.header.parent = match c.parent {
+        None => root(),
+        Some(minor) => TcHandle {
+            major: HANDLE_MAJOR,
+            minor,
+        },
+    };
     m.header.handle = TcHandle {
         major: HANDLE_MAJOR,
-        minor,
+        minor: c.minor,
     };
     m.attributes.push(TcAttribute::Kind("htb".into()));
-    let bytes_per_s = (params.rate_bps / 8).max(1);
-    let rate32 = u32::try_from(bytes_per_s).unwrap_or(u32::MAX);
-    let buffer = ticks(params.burst_bytes, bytes_per_s);
-    // struct tc_htb_opt: rate, ceil (struct tc_ratespec each), buffer, cbuffer, quantum,
-    // level, prio.
+    let rate = (c.rate_bps / 8).max(1);
+    let ceil = (c.ceil_bps / 8).max(1);
+    // struct tc_htb_opt: rate, ceil, buffer, cbuffer, quantum, level, prio.
     let mut opt = Vec::with_capacity(44);
-    for _ in 0..2 {
-        opt.push(0); // cell_log
-        opt.push(TC_LINKLAYER_ETHERNET); // the kernel needs no rate table then
-        opt.extend_from_slice(&0u16.to_ne_bytes()); // overhead
-        opt.extend_from_slice(&(-1i16).to_ne_bytes()); // cell_align
-        opt.extend_from_slice(&0u16.to_ne_bytes()); // mpu
-        opt.extend_from_slice(&rate32.to_ne_bytes());
-    }
-    for v in [buffer, buffer, params.quantum, 0, 0] {
+    opt.extend(ratespec(rate));
+    opt.extend(ratespec(ceil));
+    for v in [
+        ticks(c.burst, rate),
+        ticks(c.cburst, ceil),
+        c.quantum,
+        0,
+        c.prio,
+    ] {
         opt.extend_from_slice(&v.to_ne_bytes());
     }
     let mut options = nla(TCA_HTB_PARMS, &opt);
-    if rate32 == u32::MAX {
-        options.extend(nla(TCA_HTB_RATE64, &bytes_per_s.to_ne_bytes()));
-        options.extend(nla(TCA_HTB_CEIL64, &bytes_per_s.to_ne_bytes()));
+    if rate > u32::MAX as u64 || ceil > u32::MAX as u64 {
+        options.extend(nla(TCA_HTB_RATE64, &rate.to_ne_bytes()));
+        options.extend(nla(TCA_HTB_CEIL64, &ceil.to_ne_bytes()));
     }
     m.attributes
         .push(TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, options)));
+    m
+}
+
+/// The leaf qdisc `kind` with `limit` under class `minor` on `ifindex`.
+fn leaf_message(ifindex: u32, minor: u16, kind: &str, limit: u32) -> TcMessage {
+    let mut m = TcMessage::with_index(ifindex as i32);
+    m.header.parent = TcHandle {
+        major: HANDLE_MAJOR,
+        minor,
+    };
+    m.header.handle = TcHandle {
+        major: minor,
+        minor: 0,
+    };
+    m.attributes.push(TcAttribute::Kind(kind.into()));
+    // struct tc_fifo_qopt { __u32 limit; }, not nested.
+    m.attributes.push(TcAttribute::Other(DefaultNla::new(
+        TCA_OPTIONS,
+        limit.to_ne_bytes().to_vec(),
+    )));
     m
 }
 
@@ -183,20 +319,79 @@ pub async fn install(
     let flags = NLM_F_CREATE | NLM_F_REPLACE;
     let msg = RouteNetlinkMessage::NewQueueDiscipline(qdisc_message(ifindex));
     netlink::request_ack(handle, msg, flags).await?;
-    for (parent, minor) in [(root(), TOP_CLASS), (top(), DEFAULT_CLASS)] {
-        let class = class_message(ifindex, parent, minor, params);
-        let msg = RouteNetlinkMessage::NewTrafficClass(class);
+    for c in params.classes() {
+        let msg = RouteNetlinkMessage::NewTrafficClass(class_message(ifindex, &c));
         netlink::request_ack(handle, msg, flags).await?;
+    }
+    for (minor, kind, limit) in params.leaves() {
+        let msg =
+            RouteNetlinkMessage::NewQueueDiscipline(leaf_message(ifindex, minor, kind, limit));
+        netlink::request_ack(handle, msg, flags).await?;
+    }
+    if params.profile == HtbProfile::Netshim {
+        add_small_packet_filters(handle, ifindex).await?;
+    }
+    Ok(())
+}
+
+/// The u32 filters on the root qdisc that send small IPv4 and IPv6 packets to the latency
+/// class (`u32 match u16 0 0xff80 at 2` / `at 4`, as tc writes them).
+async fn add_small_packet_filters(handle: &Handle, ifindex: u32) -> Result<(), NetlinkError> {
+    use rtnetlink::packet_route::tc::{
+        TcFilterU32Option, TcU32Key, TcU32Selector, TcU32SelectorFlags,
+    };
+    let high_bits = !(SMALL_PACKET - 1) & 0xffff;
+    // (filter prio, ethertype, key): IPv4 total length is the low half of the first word,
+    // IPv6 payload length the high half of the second.
+    for (prio, ethertype, mask, off) in [
+        (1u16, 0x0800u16, high_bits, 0),
+        (2, 0x86dd, high_bits << 16, 4),
+    ] {
+        let mut sel = TcU32Selector::default();
+        sel.flags = TcU32SelectorFlags::Terminal;
+        sel.nkeys = 1;
+        let mut key = TcU32Key::default();
+        key.mask = mask;
+        key.val = 0;
+        key.off = off;
+        sel.keys = vec![key];
+        let class = TcHandle {
+            major: HANDLE_MAJOR,
+            minor: LATENCY_CLASS,
+        };
+        let fail = |source| NetlinkError {
+            request: "RTM_NEWTFILTER",
+            source,
+        };
+        handle
+            .traffic_filter(ifindex as i32)
+            .add()
+            .parent(u32::from(root()))
+            .priority(prio)
+            .protocol(ethertype.to_be())
+            .u32(&[
+                TcFilterU32Option::ClassId(class),
+                TcFilterU32Option::Selector(sel),
+            ])
+            .map_err(fail)?
+            .execute()
+            .await
+            .map_err(fail)?;
     }
     Ok(())
 }
 
 /// Changes the classes of the tree on `ifindex` to `params` in place: the qdisc and what it
-/// holds stay, the next dequeue runs at the new rate.
+/// holds stay, the next dequeue runs at the new rate. The tree must be of `params.profile`
+/// (see [`Installed::profile`]); the bulk leaf's limit follows the rate.
 pub async fn change(handle: &Handle, ifindex: u32, params: &HtbParams) -> Result<(), NetlinkError> {
-    for (parent, minor) in [(root(), TOP_CLASS), (top(), DEFAULT_CLASS)] {
-        let class = class_message(ifindex, parent, minor, params);
-        let msg = RouteNetlinkMessage::NewTrafficClass(class);
+    for c in params.classes() {
+        let msg = RouteNetlinkMessage::NewTrafficClass(class_message(ifindex, &c));
+        netlink::request_ack(handle, msg, NLM_F_REPLACE).await?;
+    }
+    for (minor, kind, limit) in params.leaves() {
+        let msg =
+            RouteNetlinkMessage::NewQueueDiscipline(leaf_message(ifindex, minor, kind, limit));
         netlink::request_ack(handle, msg, NLM_F_REPLACE).await?;
     }
     Ok(())
@@ -249,11 +444,18 @@ pub async fn read(handle: &Handle, ifindex: u32) -> Result<Option<Installed>, Ne
     let request = TcMessage::with_index(ifindex as i32);
     let classes = netlink::dump(handle, RouteNetlinkMessage::GetTrafficClass(request)).await?;
     let mut params = None;
+    let mut profile = HtbProfile::Kata;
     for m in &classes {
         let RouteNetlinkMessage::NewTrafficClass(c) = m else {
             continue;
         };
-        if c.header.index != ifindex as i32 || c.header.handle != top() {
+        if c.header.index != ifindex as i32 {
+            continue;
+        }
+        if c.header.handle.major == HANDLE_MAJOR && c.header.handle.minor == LATENCY_CLASS {
+            profile = HtbProfile::Netshim;
+        }
+        if c.header.handle != top() {
             continue;
         }
         params = class_params(c);
@@ -262,7 +464,12 @@ pub async fn read(handle: &Handle, ifindex: u32) -> Result<Option<Installed>, Ne
         counters.sent_bytes = sent.sent_bytes;
         counters.sent_packets = sent.sent_packets;
     }
-    Ok(Some(Installed { params, counters }))
+    let params = params.map(|p| HtbParams { profile, ..p });
+    Ok(Some(Installed {
+        params,
+        profile,
+        counters,
+    }))
 }
 
 /// netshim's tree as the kernel lists it.
@@ -270,6 +477,8 @@ pub async fn read(handle: &Handle, ifindex: u32) -> Result<Option<Installed>, Ne
 pub struct Installed {
     /// The top class's rate and burst (`None` when the kernel listed no such class).
     pub params: Option<HtbParams>,
+    /// `netshim` when the tree has the latency class, else `kata`.
+    pub profile: HtbProfile,
     pub counters: ShaperCounters,
 }
 
@@ -355,7 +564,7 @@ fn parse_class_options(buf: &[u8]) -> Option<HtbParams> {
     Some(HtbParams {
         rate_bps: bytes_per_s * 8,
         burst_bytes: burst as u64,
-        quantum: u32_at(32),
+        profile: HtbProfile::Kata,
     })
 }
 
@@ -367,7 +576,7 @@ mod tests {
     fn class_options_read_back_what_was_written() {
         for rate in [100_000_000u64, 1_000_000_000, 5_000_000_000, 40_000_000_000] {
             let params = HtbParams::for_profile(HtbProfile::Netshim, rate, None);
-            let m = class_message(7, root(), TOP_CLASS, &params);
+            let m = class_message(7, &params.classes()[0]);
             let TcAttribute::Other(nla) = &m.attributes[1] else {
                 panic!("options")
             };
@@ -388,9 +597,24 @@ mod tests {
             "{kata:?}"
         );
         let ours = HtbParams::for_profile(HtbProfile::Netshim, 100_000_000, None);
-        assert_eq!(ours.burst_bytes, 2 * 65536, "the GSO floor");
+        assert_eq!(ours.burst_bytes, GSO_BURST, "the GSO floor");
         let ours = HtbParams::for_profile(HtbProfile::Netshim, 5_000_000_000, None);
         assert_eq!(ours.burst_bytes, 5_000_000_000 / 8 / 200, "5 ms");
+        // The latency and bulk classes share the limit; every class may borrow up to it.
+        let c = ours.classes();
+        assert_eq!(c.len(), 3);
+        assert_eq!(c[1].rate_bps + c[2].rate_bps, ours.rate_bps);
+        assert!(c.iter().all(|c| c.ceil_bps == ours.rate_bps));
+        assert_eq!((c[1].prio, c[2].prio), (0, 1));
+        let slow = HtbParams::for_profile(HtbProfile::Netshim, 8_000, None);
+        assert_eq!(slow.latency_rate(), 4_000, "at most half of a slow limit");
+        assert_eq!(
+            HtbParams::for_profile(HtbProfile::Kata, 1_000_000_000, None)
+                .classes()
+                .len(),
+            2,
+            "kata's two classes"
+        );
         let given = HtbParams::for_profile(HtbProfile::Kata, 1_000_000_000, Some(9000));
         assert_eq!(given.burst_bytes, 9000);
     }

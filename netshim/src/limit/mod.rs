@@ -120,8 +120,12 @@ impl std::str::FromStr for HtbProfile {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Shaper {
     pub rate_bps: u64,
-    /// The burst in effect (the given one, else the profile's).
+    /// The burst in effect (the given one, else the profile's at this rate).
     pub burst_bytes: u64,
+    /// The burst the operator gave (it stays through later rate changes); `None`: the
+    /// profile's default, computed anew for each rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst_given: Option<u64>,
     pub profile: HtbProfile,
     /// The device whose root qdisc shapes this direction.
     pub device: String,
@@ -166,7 +170,7 @@ impl EndpointShapers {
         let of = |s: &Option<Shaper>| {
             s.as_ref().map(|s| RateLimit {
                 rate_bps: s.rate_bps,
-                burst_bytes: Some(s.burst_bytes),
+                burst_bytes: s.burst_given,
             })
         };
         Limits {

@@ -257,6 +257,23 @@ fn already_attached(
             }
         }
     }
+    if let Ok(wanted) = options.limits.limits() {
+        let rates = |l: &crate::limit::Limits| (l.rx.map(|r| r.rate_bps), l.tx.map(|r| r.rate_bps));
+        let shaped = recorded
+            .endpoints
+            .iter()
+            .filter(|e| e.tap.is_some() || e.macvtap.is_some());
+        if !options.limits.is_empty()
+            && shaped
+                .clone()
+                .any(|e| rates(&e.shapers.limits()) != rates(&wanted))
+        {
+            differs.push(
+                "other rate limits (`netshim limit` changes them on an attached sandbox)"
+                    .to_string(),
+            );
+        }
+    }
     for e in &recorded.endpoints {
         let Some(tap) = &e.tap else { continue };
         match options.tap_names.get(&e.endpoint.name) {

@@ -200,6 +200,7 @@ mod tests {
                     rx: Some(crate::limit::Shaper {
                         rate_bps: 1_000_000_000,
                         burst_bytes: 131072,
+                        burst_given: None,
                         profile: crate::limit::HtbProfile::Netshim,
                         device: "tap0_kata".into(),
                         ifindex: 3,

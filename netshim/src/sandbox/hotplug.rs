@@ -94,5 +94,17 @@ async fn plug_with_undo(
         pin_dir,
         &plug_options.guard,
     )?;
+    if !options.limits.is_empty() && class.kind.uses_model() {
+        let backend = (options.model == crate::model::InternetworkingModel::TcFilter)
+            .then_some(options.backend);
+        super::limit::limit_plugged(
+            handle,
+            netns,
+            (options.model, backend, pin_dir),
+            &mut report,
+            &options.limits,
+        )
+        .await?;
+    }
     Ok((plugged, report))
 }

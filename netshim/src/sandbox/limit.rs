@@ -85,6 +85,41 @@ async fn shape_all(
     Ok(())
 }
 
+/// Shapes one endpoint `watch` has just plugged (`at`: model, datapath, pin directory)
+/// with `request`; a failure takes back what it made (the tap goes with hotplug's undo).
+pub(crate) async fn limit_plugged(
+    handle: &rtnetlink::Handle,
+    netns: &Netns,
+    (model, backend, pin_dir): (
+        crate::model::InternetworkingModel,
+        Option<crate::datapath::TcBackend>,
+        Option<&std::path::Path>,
+    ),
+    endpoint: &mut EndpointReport,
+    request: &LimitRequest,
+) -> Result<()> {
+    let limits = request
+        .limits()
+        .map_err(|e| Error::InvalidOptions(format!("rate limit: {e}")))?;
+    let at = Sandboxed {
+        netns,
+        model,
+        backend,
+        pin_dir,
+    };
+    let profile = request.profile.unwrap_or_default();
+    let result = apply::apply(handle, &at, endpoint, &limits, profile).await;
+    if result.is_err() && !endpoint.shapers.is_empty() {
+        if let Err(undo) = apply::apply(handle, &at, endpoint, &Limits::default(), profile).await {
+            tracing::warn!(
+                "taking back the shaper of {}: {undo}",
+                endpoint.endpoint.name
+            );
+        }
+    }
+    result
+}
+
 /// One endpoint's limits after `netshim limit`, read back from the kernel.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EndpointLimit {

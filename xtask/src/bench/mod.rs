@@ -31,6 +31,7 @@ mod measure;
 mod path_run;
 mod paths;
 mod progress;
+mod rate_limit;
 mod report;
 mod sandbox_setup;
 mod vm_queue;
@@ -105,8 +106,23 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     let wall = Instant::now();
     setup::run_for(&setup::SetupArgs::default(), &[setup::Purpose::Bench])?;
-    let (specs, want_setup) = select_sections(&args.paths)?;
+    let want_rate_limit =
+        args.paths.is_empty() || args.paths.iter().any(|p| p == RATE_LIMIT_SECTION);
+    let paths: Vec<String> = args
+        .paths
+        .iter()
+        .filter(|p| *p != RATE_LIMIT_SECTION)
+        .cloned()
+        .collect();
+    let only_rate_limit = !args.paths.is_empty() && paths.is_empty();
+    let (specs, want_setup) = match only_rate_limit {
+        true => (Vec::new(), false),
+        false => select_sections(&paths)?,
+    };
     let mut tools = vec!["ip"];
+    if want_rate_limit {
+        tools.extend(["iperf3", "ping"]);
+    }
     if !specs.is_empty() {
         tools.extend(["iperf3", "sockperf", "ethtool", "ss", "ping"]);
     }
@@ -256,6 +272,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     } else {
         None
     };
+    let rate_limit_results = if want_rate_limit {
+        let seconds = if args.quick { 3 } else { cfg.seconds.max(5) };
+        Some(cmd::step(
+            "rate limit: netshim's shaper against kata's HTB",
+            || rate_limit::run(&netshim, &standin, &ns.tag, cfg.rounds, seconds),
+        )?)
+    } else {
+        None
+    };
     let measure_secs = measure_start.elapsed().as_secs_f64();
     cmd::step("delete namespaces", || {
         drop(guard);
@@ -302,6 +327,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut json = report::to_json(&runs, header);
     if let Some(setup) = &setup_results {
         json["setup"] = setup.to_json();
+    }
+    if let Some(rl) = &rate_limit_results {
+        json["rate_limit"] = rl.to_json();
     }
     let subtitle = format!(
         "{} · kernel {} · {} CPUs · {} round(s) × {} s · {}",
@@ -364,6 +392,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         md.push_str(&setup.markdown());
         outputs.push(("setup.svg", setup.svg(&subtitle)));
     }
+    if let Some(rl) = &rate_limit_results {
+        md.push_str(&rl.markdown());
+    }
     outputs.push(("results.md", md.clone()));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let names: Vec<&str> = outputs.iter().map(|(n, _)| *n).collect();
@@ -388,6 +419,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         if !setup.errors().is_empty() {
             failed.push(SETUP_SECTION.to_string());
         }
+    }
+    if rate_limit_results
+        .as_ref()
+        .is_some_and(|r| !r.errors.is_empty() || r.runs.is_empty())
+    {
+        failed.push(RATE_LIMIT_SECTION.to_string());
     }
     if !failed.is_empty() {
         bail!(
@@ -421,6 +458,9 @@ fn round_order(runs: &[PathRun], active: &[usize], round: u32) -> Vec<usize> {
     }
     order
 }
+
+/// `--paths rate-limit`: netshim's shaper against kata's HTB ([`rate_limit`]).
+const RATE_LIMIT_SECTION: &str = "rate-limit";
 
 /// `--paths setup`: the sandbox setup section ([`sandbox_setup`]).
 const SETUP_SECTION: &str = "setup";
