@@ -177,9 +177,18 @@ fn limits_shape_into_and_out_of_the_vm_within_5_percent_and_change_live() {
         }
         eprintln!("limit {text}:");
         for d in ["rx", "tx"] {
-            let (wire, goodput) = limited_run(&t, d, 3);
-            assert_within(&format!("{d} {text} on the wire"), wire, rate, 0.95, 1.05);
-            assert_within(&format!("{d} {text} goodput"), goodput, rate, 0.90, 1.05);
+            // The machine is shared with the other tests: a run out of the band is run again
+            // (a shaper that is wrong is wrong twice).
+            let within = |(wire, goodput): (f64, f64)| {
+                (0.95..=1.05).contains(&(wire / rate)) && (0.90..=1.05).contains(&(goodput / rate))
+            };
+            let mut got = limited_run(&t, d, 3);
+            if !within(got) {
+                eprintln!("  {d} {text}: out of the band, once more");
+                got = limited_run(&t, d, 3);
+            }
+            assert_within(&format!("{d} {text} on the wire"), got.0, rate, 0.95, 1.05);
+            assert_within(&format!("{d} {text} goodput"), got.1, rate, 0.90, 1.05);
         }
         if text == "1G" {
             stats_and_metrics_show_the_limits(&t, rate);
@@ -194,17 +203,17 @@ fn limits_shape_into_and_out_of_the_vm_within_5_percent_and_change_live() {
                     .nth(1),
                 Some("noqueue")
             );
-            let (rx, ..) = iperf3(&t, 2, false, &[]);
-            let (tx, ..) = iperf3(&t, 2, true, &[]);
-            eprintln!(
-                "removed: rx {:.2} Gbit/s, tx {:.2} Gbit/s",
-                rx / 1e9,
-                tx / 1e9
-            );
-            for (d, got, base) in [("rx", rx, base_rx), ("tx", tx, base_tx)] {
+            for (d, reverse, base) in [("rx", false, base_rx), ("tx", true, base_tx)] {
+                let restored = |got: f64| got > 0.7 * base && got > 1.5 * 1e9;
+                let (mut got, ..) = iperf3(&t, 2, reverse, &[]);
+                if !restored(got) {
+                    eprintln!("  {d} after removal {:.2} Gbit/s, once more", got / 1e9);
+                    got = iperf3(&t, 2, reverse, &[]).0;
+                }
+                eprintln!("removed: {d} {:.2} Gbit/s", got / 1e9);
                 assert!(
-                    got > 0.7 * base && got > 3.0 * 100e6,
-                    "{d} after removal {got:.0} bit/s, unlimited before {base:.0}"
+                    restored(got),
+                    "{d} after removal {got:.0} bit/s, unlimited before {base:.0}, limit was 1 Gbit/s"
                 );
             }
             let status = netshim_json(&["status", "--netns", ns(&t.sandbox)]);
