@@ -211,6 +211,12 @@ pub enum Error {
         kind: String,
         handle: String,
     },
+    #[error("netns {netns}: the rate limit's IFB device: {source}")]
+    Ifb {
+        netns: String,
+        #[source]
+        source: Box<crate::limit::ifb::IfbError>,
+    },
     #[error("netns {netns}: the rate limit's shaper on {device}: {source}")]
     Shaper {
         netns: String,
@@ -328,6 +334,11 @@ impl Error {
             | Error::DamagedState { .. }
             | Error::TapNameTaken { .. } => EXIT_CONFLICT,
             Error::Upgrade { source, .. } if source.is_conflict() => EXIT_CONFLICT,
+            Error::Ifb { source, .. }
+                if matches!(**source, crate::limit::ifb::IfbError::NameTaken { .. }) =>
+            {
+                EXIT_CONFLICT
+            }
             Error::Broken { .. } => EXIT_BROKEN,
             _ => EXIT_FAILED,
         }

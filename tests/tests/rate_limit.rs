@@ -56,20 +56,33 @@ fn ns(t: &TestNetns) -> &str {
 
 /// Starts the stand-in on tap0_kata (after attach) and waits for `ready`.
 fn start_standin(t: &Topology) -> (ChildGuard, mpsc::Receiver<String>) {
+    start_standin_on(t, &["--tap", "tap0_kata"], &t.guest_ip)
+}
+
+/// The stand-in on `queue` (`--tap NAME` or `--sandbox-dev PATH`), the guest at `guest_ip`.
+fn start_standin_on(
+    t: &Topology,
+    queue: &[&str],
+    guest_ip: &str,
+) -> (ChildGuard, mpsc::Receiver<String>) {
     let mut cmd = Command::new(vm_standin_bin());
     cmd.arg("--sandbox-netns")
         .arg(t.sandbox.path())
-        .args(["--tap", "tap0_kata"])
+        .args(queue)
         .arg("--guest-netns")
         .arg(t.guest.path())
         .args(["--guest-ifname", "eth0", "--guest-mac", &t.guest_mac])
-        .args(["--guest-addr", &format!("{}/24", t.guest_ip)]);
+        .args(["--guest-addr", &format!("{guest_ip}/24")]);
     netshim_tests::standin::spawn_ready(cmd)
 }
 
 /// The shaper's sent bytes of `direction` (`rx`/`tx`) as `netshim limit` reads them back.
 fn shaper_sent(t: &Topology, direction: &str) -> u64 {
-    let v = netshim_json(&["limit", "--netns", ns(&t.sandbox)]);
+    shaper_sent_in(&t.sandbox, direction)
+}
+
+fn shaper_sent_in(sandbox: &TestNetns, direction: &str) -> u64 {
+    let v = netshim_json(&["limit", "--netns", ns(sandbox)]);
     v["endpoints"][0][direction]["counters"]["sent_bytes"]
         .as_u64()
         .unwrap_or_else(|| panic!("no {direction} counters: {v}"))
@@ -77,15 +90,26 @@ fn shaper_sent(t: &Topology, direction: &str) -> u64 {
 
 /// One iperf3 TCP run; `(goodput bit/s, seconds, retransmits, JSON)`.
 fn iperf3(t: &Topology, secs: u32, reverse: bool, extra: &[&str]) -> (f64, f64, u64, Value) {
+    iperf3_from(&t.client, &t.guest_ip, secs, reverse, extra)
+}
+
+/// [`iperf3`] from `client` to the server at `server_ip`.
+fn iperf3_from(
+    client: &TestNetns,
+    server_ip: &str,
+    secs: u32,
+    reverse: bool,
+    extra: &[&str],
+) -> (f64, f64, u64, Value) {
     let s = secs.to_string();
-    let mut args = vec!["iperf3", "-c", &t.guest_ip, "-p", "5201", "-t", &s, "-J"];
+    let mut args = vec!["iperf3", "-c", server_ip, "-p", "5201", "-t", &s, "-J"];
     if reverse {
         args.push("-R");
     }
     args.extend_from_slice(extra);
     let mut last = Value::Null;
     for _ in 0..50 {
-        let out = t.client.exec(&args);
+        let out = client.exec(&args);
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         // iperf3 3.12 can exit 0 with an error in its JSON.
         if out.status.success() && v["error"].is_null() {
@@ -525,18 +549,33 @@ fn bad_limits_are_refused_with_their_key_and_change_nothing() {
         "the operator's qdisc stays"
     );
 
-    // The none model has no qdisc for tx, the macvtap model none for rx: refused, exit 2.
-    for (model, flag) in [("none", "--tx-rate"), ("macvtap", "--rx-rate")] {
-        let (code, err) =
-            exit_code_and_stderr(&["attach", "--netns", sb, "--model", model, flag, "1G"]);
-        assert_eq!(code, Some(2), "{model}: {err}");
-        assert!(err.contains("IFB"), "{model}: {err}");
-        assert_eq!(
-            netshim_json(&["status", "--netns", sb])["attached"],
-            false,
-            "{model}"
-        );
-    }
+    // An IFB name taken by another device: refused (exit 3), nothing made, the device stays.
+    t.sandbox.ip(&[
+        "link",
+        "add",
+        "ifb0_kata",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "x0",
+    ]);
+    let (code, err) = exit_code_and_stderr(&[
+        "attach",
+        "--netns",
+        sb,
+        "--model",
+        "none",
+        "--tx-rate",
+        "1G",
+    ]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("ifb0_kata") && err.contains("not an IFB"),
+        "{err}"
+    );
+    assert!(t.sandbox.link_exists("ifb0_kata") && !t.sandbox.link_exists("tap0_kata"));
+    assert_eq!(netshim_json(&["status", "--netns", sb])["attached"], false);
 }
 
 /// The CNI plugin takes kata's annotation names from runtimeConfig and args.cni, shapes at
@@ -637,4 +676,123 @@ fn watch_limits_the_endpoints_it_hot_plugs() {
     for dev in ["eth0", "eth1"] {
         assert_eq!(root_kind(&t.sandbox, dev), "noqueue", "{dev}");
     }
+}
+
+/// The none model's tx and the macvtap model's rx have no qdisc of netshim's on their path:
+/// they are shaped on an IFB fed by kata's ingress mirred redirect, and come within the band
+/// like the others; detach takes the IFB and the redirect away.
+#[test]
+fn the_none_and_macvtap_models_shape_through_an_ifb() {
+    if !is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let rate = 100e6;
+    let within = |(wire, goodput): (f64, f64)| {
+        (0.95..=1.05).contains(&(wire / rate)) && (0.90..=1.05).contains(&(goodput / rate))
+    };
+    // One measured run: the client netns, the server's address, the direction's shaper.
+    let run = |t: &Topology, client: &TestNetns, ip: &str, d: &str| {
+        let measure = || {
+            let before = shaper_sent_in(&t.sandbox, d);
+            let (goodput, seconds, _, _) = iperf3_from(client, ip, 2, d == "tx", &[]);
+            let wire = (shaper_sent_in(&t.sandbox, d) - before) as f64 * 8.0 / seconds;
+            eprintln!(
+                "  {d}: wire {:.1} Mbit/s, goodput {:.1} Mbit/s",
+                wire / 1e6,
+                goodput / 1e6
+            );
+            (wire, goodput)
+        };
+        let mut got = measure();
+        if !within(got) {
+            got = measure();
+        }
+        assert_within(&format!("{d} on the wire"), got.0, rate, 0.95, 1.05);
+        assert_within(&format!("{d} goodput"), got.1, rate, 0.90, 1.05);
+    };
+
+    // none: the tap alone; the sandbox talks to the guest over it (10.79.n.0/24).
+    let t = topology("none");
+    let n = unique_octet();
+    let (tap_ip, guest_ip) = (format!("10.79.{n}.1"), format!("10.79.{n}.2"));
+    let attach = netshim_json(&[
+        "attach",
+        "--netns",
+        ns(&t.sandbox),
+        "--model",
+        "none",
+        "--rx-rate",
+        "100M",
+        "--tx-rate",
+        "100M",
+    ]);
+    let e = &attach["endpoints"][0];
+    assert_eq!(e["shapers"]["rx"]["device"], "tap0_kata", "{attach}");
+    assert_eq!(e["shapers"]["tx"]["device"], "ifb0_kata", "{attach}");
+    assert_eq!(
+        e["shapers"]["tx"]["fed_from"]["device"], "tap0_kata",
+        "{attach}"
+    );
+    t.sandbox
+        .ip(&["addr", "add", &format!("{tap_ip}/24"), "dev", "tap0_kata"]);
+    let (_standin, _lines) = start_standin_on(&t, &["--tap", "tap0_kata"], &guest_ip);
+    let _server = t.guest.spawn(&["iperf3", "-s", "-p", "5201"]);
+    eprintln!("none model:");
+    run(&t, &t.sandbox, &guest_ip, "rx");
+    run(&t, &t.sandbox, &guest_ip, "tx");
+    let status = netshim_json(&["status", "--netns", ns(&t.sandbox)]);
+    assert!(
+        status["skipped"].to_string().contains("netshim-ifb"),
+        "{status}"
+    );
+    netshim_ok(&["detach", "--netns", ns(&t.sandbox)]);
+    assert!(
+        !t.sandbox.link_exists("ifb0_kata"),
+        "the IFB went with detach"
+    );
+    drop(_server);
+    drop(_standin);
+
+    // macvtap: the pod device's frames reach the macvtap from its rx handler.
+    let t = topology("mvtap");
+    let attach = netshim_json(&[
+        "attach",
+        "--netns",
+        ns(&t.sandbox),
+        "--model",
+        "macvtap",
+        "--rx-rate",
+        "100M",
+        "--tx-rate",
+        "100M",
+    ]);
+    let e = &attach["endpoints"][0];
+    assert_eq!(e["shapers"]["rx"]["device"], "ifb0_kata", "{attach}");
+    assert_eq!(e["shapers"]["rx"]["fed_from"]["device"], "eth0", "{attach}");
+    assert_eq!(e["shapers"]["tx"]["device"], "tap0_kata", "{attach}");
+    let dev = e["macvtap"]["device"]
+        .as_str()
+        .expect("macvtap device")
+        .to_owned();
+    let (_standin, _lines) = start_standin_on(&t, &["--sandbox-dev", &dev], &t.guest_ip);
+    let _server = t.guest.spawn(&["iperf3", "-s", "-p", "5201"]);
+    eprintln!("macvtap model:");
+    run(&t, &t.client, &t.guest_ip, "rx");
+    run(&t, &t.client, &t.guest_ip, "tx");
+    let status = netshim_json(&["status", "--netns", ns(&t.sandbox)]);
+    let m = &status["macvtaps"][0];
+    assert_eq!(m["rx_limit"]["live_rate_bps"], 100_000_000, "{status}");
+    assert_eq!(m["tx_limit"]["live_rate_bps"], 100_000_000, "{status}");
+    drop(_server);
+    drop(_standin);
+    netshim_ok(&["detach", "--netns", ns(&t.sandbox)]);
+    assert!(!t.sandbox.link_exists("ifb0_kata"));
+    assert_eq!(
+        t.sandbox
+            .try_tc(&["qdisc", "show", "dev", "eth0", "ingress"])
+            .trim(),
+        "",
+        "the pod device's ingress redirect went with detach"
+    );
 }

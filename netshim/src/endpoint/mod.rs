@@ -101,6 +101,9 @@ pub enum SkipReason {
     NoAddress,
     /// A `tap<N>_kata` tap-mode tun or macvtap: netshim's own (or a previous run's) VM side.
     NetshimTap,
+    /// An `ifb<N>_kata` IFB device: the shaper of a rate limit netshim made (see
+    /// `crate::limit::ifb`).
+    NetshimIfb,
     /// An interface kata would refuse; listed by scan/status/detach, an error for attach
     /// unless `--skip-unsupported`.
     Unsupported,
@@ -112,6 +115,7 @@ impl fmt::Display for SkipReason {
             Self::Loopback => "loopback",
             Self::NoAddress => "no address",
             Self::NetshimTap => "netshim tap",
+            Self::NetshimIfb => "netshim ifb",
             Self::Unsupported => "unsupported",
         })
     }
@@ -150,6 +154,11 @@ pub fn classify(iface: &Interface, probe: &dyn Probe) -> Result<Classification, 
     }
     if crate::tap::name::parse(&iface.name).is_some() && could_be_netshims_tap(iface, probe) {
         return Ok(Classification::Skipped(SkipReason::NetshimTap));
+    }
+    if crate::limit::ifb::is_name(&iface.name)
+        && iface.kind == Some(rtnetlink::packet_route::link::InfoKind::Ifb)
+    {
+        return Ok(Classification::Skipped(SkipReason::NetshimIfb));
     }
     if iface.addresses.is_empty() {
         return Ok(Classification::Skipped(SkipReason::NoAddress));

@@ -83,7 +83,7 @@ pub async fn apply(
                     .expect("checked above");
                 let params = HtbParams::for_profile(profile, limit.rate_bps, limit.burst_bytes);
                 let displaced_peer = current.as_ref().is_some_and(|c| c.displaced_peer);
-                install_or_change(handle, at, &device, &params).await?;
+                let device = make_tree(handle, at, device, &params).await?;
                 let displaced_peer = displaced_peer
                     || (direction == LimitDirection::Tx && displace_peer(at, endpoint)?);
                 Some(Shaper {
@@ -94,12 +94,51 @@ pub async fn apply(
                     device: device.name,
                     ifindex: device.ifindex,
                     displaced_peer,
+                    fed_from: device.fed_from.map(|d| super::FedFrom {
+                        device: d.name,
+                        ifindex: d.ifindex,
+                    }),
                 })
             }
         };
         *endpoint.shapers.slot(direction) = new;
     }
     Ok(())
+}
+
+/// The tree of `params` on `device`; an IFB device is made first and fed from its device's
+/// ingress after (a failure takes the IFB away again). Returns the device with its ifindex.
+async fn make_tree(
+    handle: &Handle,
+    at: &Sandboxed<'_>,
+    device: ShapedDevice,
+    params: &HtbParams,
+) -> Result<ShapedDevice> {
+    let Some(from) = device.fed_from.clone() else {
+        install_or_change(handle, at, &device, params).await?;
+        return Ok(device);
+    };
+    let ifb = super::ifb::ensure(handle, &device.name)
+        .await
+        .map_err(|e| ifb_error(at, e))?;
+    let device = ShapedDevice {
+        ifindex: ifb.ifindex,
+        ..device
+    };
+    let fed = async {
+        install_or_change(handle, at, &device, params).await?;
+        crate::datapath::mirred::redirect_ingress(handle, &from, &ifb)
+            .await
+            .map_err(Error::mirred(at.netns))
+    }
+    .await;
+    if let Err(e) = fed {
+        if let Err(undo) = super::ifb::delete(handle, &ifb).await {
+            tracing::warn!("taking back {}: {undo}", ifb.name);
+        }
+        return Err(e);
+    }
+    Ok(device)
 }
 
 /// Installs the tree on `device`, or changes its classes when netshim's tree is there.
@@ -178,7 +217,22 @@ async fn remove(
         .tap
         .as_ref()
         .is_some_and(|t| t.ifindex == old.ifindex && t.qdisc == TapQdisc::Noqueue);
-    if tap_noqueue {
+    if let Some(from) = &old.fed_from {
+        let from = crate::datapath::Dev {
+            name: from.device.clone(),
+            ifindex: from.ifindex,
+        };
+        crate::datapath::mirred::unredirect_ingress(handle, &from, old.ifindex)
+            .await
+            .map_err(Error::mirred(at.netns))?;
+        let ifb = crate::datapath::Dev {
+            name: old.device.clone(),
+            ifindex: old.ifindex,
+        };
+        super::ifb::delete(handle, &ifb)
+            .await
+            .map_err(|e| ifb_error(at, e))?;
+    } else if tap_noqueue {
         replace_with_noqueue(handle, old.ifindex)
             .await
             .map_err(fail)?;
@@ -194,6 +248,13 @@ async fn remove(
         }
     }
     Ok(())
+}
+
+fn ifb_error(at: &Sandboxed<'_>, e: super::ifb::IfbError) -> Error {
+    Error::Ifb {
+        netns: at.netns.to_string(),
+        source: Box::new(e),
+    }
 }
 
 /// Replaces netshim's tree on `ifindex` with `noqueue` in one step.

@@ -5,6 +5,7 @@
 //! - [`rate`]: rates and bursts as text, and their bounds.
 //! - [`request`]: what the sources (flags, TOML, CNI keys) ask for, merged and validated.
 //! - [`htb`]: the HTB tree through netlink: install, change in place, remove, read back.
+//! - [`ifb`]: the IFB device of a direction no qdisc of netshim's is on (kata's `ifb0`).
 //! - [`placement`]: which device shapes which direction, per model and datapath.
 //! - [`apply`]: making an endpoint's limits what was asked (attach, `netshim limit`).
 //!
@@ -17,6 +18,7 @@
 
 pub mod apply;
 pub mod htb;
+pub mod ifb;
 pub mod placement;
 pub mod rate;
 pub mod request;
@@ -135,6 +137,16 @@ pub struct Shaper {
     /// limit switches it back.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub displaced_peer: bool,
+    /// `device` is an IFB fed from this device's ingress (kata's mirred redirect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fed_from: Option<FedFrom>,
+}
+
+/// The device whose ingress feeds a shaper's IFB.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FedFrom {
+    pub device: String,
+    pub ifindex: u32,
 }
 
 /// An endpoint's shapers.

@@ -6,22 +6,28 @@
 //! |---|---|---|
 //! | tcfilter, eBPF | the tap's egress | the pod device's egress (`bpf_redirect`, not `_peer`) |
 //! | tcfilter, mirred | the tap's egress | the pod device's egress (mirred egress redirect) |
-//! | none | the tap's egress | refused: the VM's frames pass no qdisc netshim may own |
-//! | macvtap | refused: frames reach the macvtap from the pod device's rx handler | the macvtap's egress |
+//! | none | the tap's egress | the IFB `ifb<N>_kata`, fed from the tap's ingress |
+//! | macvtap | the IFB `ifb<N>_kata`, fed from the pod device's ingress (frames reach the macvtap from its rx handler, past every qdisc) | the macvtap's egress |
 //!
-//! kata shapes the two refused cases through an IFB device (`ifb0`) fed by a mirred
-//! redirect; netshim refuses them with this reason instead of half-limiting.
+//! The IFB cases are kata's too (its `ifb0`, fed by a mirred redirect); see [`super::ifb`].
 
-use super::LimitDirection;
-use crate::{datapath::TcBackend, model::InternetworkingModel, sandbox::EndpointReport};
+use super::{ifb, LimitDirection};
+use crate::{
+    datapath::{Dev, TcBackend},
+    model::InternetworkingModel,
+    sandbox::EndpointReport,
+};
 
 /// A device that shapes one direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShapedDevice {
     pub name: String,
+    /// 0 for an IFB that is still to be made.
     pub ifindex: u32,
     /// The tap of a tcfilter endpoint (its qdisc before the limit is in its report).
     pub is_tap: bool,
+    /// An IFB: the device whose ingress feeds it.
+    pub fed_from: Option<Dev>,
 }
 
 /// The device that shapes `direction` of `endpoint`, or why there is none.
@@ -36,32 +42,36 @@ pub fn device_for(
         name: t.name.clone(),
         ifindex: t.ifindex,
         is_tap: true,
+        fed_from: None,
     };
     let pod = ShapedDevice {
         name: name.clone(),
         ifindex: endpoint.endpoint.ifindex,
         is_tap: false,
+        fed_from: None,
+    };
+    let ifb_fed_from = |name: &str, ifindex: u32| ShapedDevice {
+        name: ifb::name(endpoint.endpoint.index),
+        ifindex: 0,
+        is_tap: false,
+        fed_from: Some(Dev {
+            name: name.to_owned(),
+            ifindex,
+        }),
     };
     use InternetworkingModel as M;
     use LimitDirection as D;
     match (model, &endpoint.tap, &endpoint.macvtap, direction) {
         (M::TcFilter, Some(t), _, D::Rx) | (M::None, Some(t), _, D::Rx) => Ok(tap(t)),
         (M::TcFilter, Some(_), _, D::Tx) if backend.is_some() => Ok(pod),
-        (M::None, Some(_), _, D::Tx) => Err(format!(
-            "the none model leaves the tap of {name} to the VMM, and what the VM sends \
-             passes no qdisc netshim may own (kata feeds an IFB device for this; netshim \
-             does not): limit rx only, or use the tcfilter model"
-        )),
+        (M::None, Some(t), _, D::Tx) => Ok(ifb_fed_from(&t.name, t.ifindex)),
         (M::MacVtap, _, Some(m), D::Tx) => Ok(ShapedDevice {
             name: m.name.clone(),
             ifindex: m.ifindex,
             is_tap: false,
+            fed_from: None,
         }),
-        (M::MacVtap, _, Some(_), D::Rx) => Err(format!(
-            "with the macvtap model the frames for the VM reach the macvtap of {name} from \
-             the pod device's receive handler, past every qdisc (kata feeds an IFB device \
-             for this; netshim does not): limit tx only, or use the tcfilter model"
-        )),
+        (M::MacVtap, _, Some(_), D::Rx) => Ok(ifb_fed_from(name, endpoint.endpoint.ifindex)),
         _ => Err(format!(
             "{name} is handed to the VMM as it is ({}), with no tap or macvtap of netshim's \
              to shape",

@@ -205,6 +205,7 @@ mod tests {
                         device: "tap0_kata".into(),
                         ifindex: 3,
                         displaced_peer: false,
+                        fed_from: None,
                     }),
                     tx: None,
                 },

@@ -83,6 +83,12 @@ pub struct MacvtapStatus {
     /// The pod device it sits on.
     pub pod_ifindex: u32,
     pub up: bool,
+    /// The rate limits of its endpoint, as for [`EndpointStatus`] (rx on an IFB fed from the
+    /// pod device, tx on the macvtap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rx_limit: Option<crate::limit::apply::LiveShaper>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx_limit: Option<crate::limit::apply::LiveShaper>,
 }
 
 /// Reports what is attached in `netns`. Changes nothing.
@@ -138,12 +144,22 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
             {
                 report.attached = true;
                 report.datapath = Some(DatapathKind::Macvtap);
+                let shapers = commit
+                    .iter()
+                    .flat_map(|c| &c.endpoints)
+                    .find(|e| e.macvtap.as_ref().is_some_and(|m| m.ifindex == mvt.ifindex))
+                    .map(|e| e.shapers.clone())
+                    .unwrap_or_default();
+                let live = crate::limit::apply::read_live(&handle, netns, &shapers).await?;
+                let limit = |d| live.iter().find(|(x, _)| *x == d).map(|(_, s)| s.clone());
                 report.macvtaps.push(MacvtapStatus {
                     name: mvt.name.clone(),
                     ifindex: mvt.ifindex,
                     device: macvtap::device_path(mvt.ifindex),
                     pod_ifindex,
                     up: mvt.up,
+                    rx_limit: limit(crate::limit::LimitDirection::Rx),
+                    tx_limit: limit(crate::limit::LimitDirection::Tx),
                 });
             }
         }

@@ -69,6 +69,36 @@ pub(crate) async fn teardown(
     }
 
     let mirred_err = Error::mirred(netns);
+    // First (a tap's ingress qdisc that feeds an IFB is not a mirred datapath): the IFB devices of limits the tap or pod device had no qdisc for, and the pod
+    // devices' ingress redirects that feed them (a tap's go with the tap).
+    let ifb_err = |source| Error::Ifb {
+        netns: netns.to_string(),
+        source: Box::new(source),
+    };
+    for ifb in crate::limit::ifb::list(handle).await.map_err(ifb_err)? {
+        // Every device: the macvtap model's pod device has handed its addresses to the guest
+        // and is no endpoint.
+        for pod in survey
+            .interfaces
+            .iter()
+            .filter(|i| i.ifindex != ifb.ifindex)
+        {
+            let dev = Dev {
+                name: pod.name.clone(),
+                ifindex: pod.ifindex,
+            };
+            if mirred::unredirect_ingress(handle, &dev, ifb.ifindex)
+                .await
+                .map_err(mirred_err)?
+            {
+                report.removed_mirred.push(pod.name.clone());
+            }
+        }
+        crate::limit::ifb::delete(handle, &ifb)
+            .await
+            .map_err(ifb_err)?;
+        report.removed_shapers.push(ifb.name.clone());
+    }
     for (pod, tap) in mirred_pairs_by_redirect(handle, &survey)
         .await
         .map_err(mirred_err)?

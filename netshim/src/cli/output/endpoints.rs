@@ -243,6 +243,12 @@ pub fn status(r: &StatusReport) -> String {
             m.pod_ifindex,
             if m.up { "up" } else { "down" }
         );
+        for (direction, l) in [("rx", &m.rx_limit), ("tx", &m.tx_limit)] {
+            if l.is_some() {
+                let line = super::limit::line(l.as_ref());
+                let _ = writeln!(s, "{} limit {direction}: {line}", m.name);
+            }
+        }
     }
     skipped_lines(&mut s, &r.skipped);
     for d in &r.damaged {

@@ -191,6 +191,44 @@ pub async fn connect(handle: &Handle, a: &Dev, b: &Dev) -> Result<(), MirredErro
     result
 }
 
+/// One direction of [`connect`]: `from`'s ingress redirected to `to`'s egress (an IFB that
+/// shapes what arrives on `from`, see [`crate::limit::ifb`]). The ingress qdisc is removed
+/// again when it was made here and the filter fails.
+pub async fn redirect_ingress(handle: &Handle, from: &Dev, to: &Dev) -> Result<(), MirredError> {
+    if from.ifindex == to.ifindex {
+        return Err(MirredError::SameDevice {
+            dev: from.name.clone(),
+            ifindex: from.ifindex,
+        });
+    }
+    let created = ensure_ingress(handle, from).await?;
+    let result = ensure_filter(handle, from, to).await;
+    if result.is_err() && created {
+        let _ = del_ingress(handle, from).await;
+    }
+    result
+}
+
+/// Undoes [`redirect_ingress`]: `from`'s ingress qdisc goes when its filter redirects to
+/// `to_ifindex` (or to a device that is gone, ifindex 0); whether it went.
+pub async fn unredirect_ingress(
+    handle: &Handle,
+    from: &Dev,
+    to_ifindex: u32,
+) -> Result<bool, MirredError> {
+    match redirect_target(handle, from).await {
+        Ok(Some(t)) if t == to_ifindex || t == 0 => {
+            remove_ingress(handle, from).await?;
+            Ok(true)
+        }
+        Ok(_) => Ok(false),
+        Err(MirredError::GetFilter { source, .. }) if crate::netlink::is_hook_gone(&source) => {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Removes the ingress qdisc of both devices (that removes the filters). A device that is gone
 /// or has no ingress qdisc is not an error (idempotent teardown). A `clsact` qdisc is not
 /// ours and is left alone.
