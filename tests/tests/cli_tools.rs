@@ -25,6 +25,7 @@ const SUBCOMMANDS: &[&str] = &[
     "upgrade",
     "gc",
     "guard",
+    "limit",
     "logs",
     "completions",
     "man",

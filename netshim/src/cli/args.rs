@@ -309,8 +309,10 @@ pub struct AttachArgs {
     #[arg(long)]
     pub json: bool,
     /// kata-style TOML configuration ([runtime] internetworking_model, disable_new_netns;
-    /// [netshim] tc_backend, queues, tap_owner, txqueuelen, vhost_user_dir, guard,
-    /// guard_allow_dhcp, guard_allowed_addresses, guard_allowed_ethertypes). Flags win.
+    /// [hypervisor.*] rx_rate_limiter_max_rate, tx_rate_limiter_max_rate; [netshim]
+    /// tc_backend, queues, tap_owner, txqueuelen, vhost_user_dir, guard, guard_allow_dhcp,
+    /// guard_allowed_addresses, guard_allowed_ethertypes, rx_rate, tx_rate, rx_burst,
+    /// tx_burst, limit_profile). Flags win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Internetworking model, as kata's `internetworking_model`: default (= tcfilter),

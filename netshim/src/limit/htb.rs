@@ -11,7 +11,8 @@
 //!   pure ACKs, RPC requests), so that they do not wait behind the bulk's standing queue
 //!   (there is no fq/fq_codel to isolate flows on every kernel);
 //! - the bulk class `:2` at the rest (prio 1, ceil the limit), with a `bfifo` leaf of 20 ms
-//!   at the rate (at least 1 MiB) instead of 1000 packets that may each be a 64 KiB GSO frame;
+//!   at the rate (at least 1 MiB, or one second at rates below 8 Mbit/s, and at least two
+//!   GSO frames) instead of 1000 packets that may each be a 64 KiB GSO frame;
 //! - bursts of 5 ms at the rate, at least two 64 KiB GSO frames (kata's ~1600 bytes is less
 //!   than one GSO frame: ~92% of 5 Gbit/s), and a quantum of one GSO frame.
 //!
@@ -147,7 +148,13 @@ impl HtbParams {
         match self.profile {
             HtbProfile::Kata => Vec::new(),
             HtbProfile::Netshim => {
-                let bulk = (self.rate_bps / 8 / 50).max(1 << 20);
+                // 20 ms at the rate; at least 1 MiB (a smaller bfifo only added drops and
+                // retransmits at 100 Mbit/s), or a second at slow rates, and never less than
+                // two GSO frames.
+                let bytes_per_s = self.rate_bps / 8;
+                let bulk = (bytes_per_s / 50)
+                    .max(bytes_per_s.min(1 << 20))
+                    .max(GSO_BURST);
                 vec![
                     (LATENCY_CLASS, "pfifo", 100),
                     (

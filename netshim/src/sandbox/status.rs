@@ -245,6 +245,22 @@ pub fn status(netns: &Netns) -> Result<StatusReport> {
                     l.shaper.rate_bps
                 ));
             }
+            for (d, l) in &live {
+                if let Some(rate) = l.live_rate_bps.filter(|r| *r != l.shaper.rate_bps) {
+                    report.problems.push(format!(
+                        "the {} limit of {} is {rate} bit/s on {}, not the {} netshim set \
+                         (changed behind netshim's back): `netshim limit --netns {} --{} {}` \
+                         sets it again",
+                        d.as_str(),
+                        iface.name,
+                        l.shaper.device,
+                        l.shaper.rate_bps,
+                        netns.arg,
+                        d.as_str(),
+                        l.shaper.rate_bps
+                    ));
+                }
+            }
             report.health = Health::of(&report.problems);
             report.endpoints.push(EndpointStatus {
                 endpoint: EndpointInfo::new(index as u32, iface, class),
