@@ -107,7 +107,8 @@ pub async fn apply(
 }
 
 /// The tree of `params` on `device`; an IFB device is made first and fed from its device's
-/// ingress after (a failure takes the IFB away again). Returns the device with its ifindex.
+/// ingress after (a failure takes an IFB made here away again). Returns the device with its
+/// ifindex.
 async fn make_tree(
     handle: &Handle,
     at: &Sandboxed<'_>,
@@ -118,7 +119,7 @@ async fn make_tree(
         install_or_change(handle, at, &device, params).await?;
         return Ok(device);
     };
-    let ifb = super::ifb::ensure(handle, &device.name)
+    let (ifb, made) = super::ifb::ensure(handle, &device.name)
         .await
         .map_err(|e| ifb_error(at, e))?;
     let device = ShapedDevice {
@@ -133,8 +134,10 @@ async fn make_tree(
     }
     .await;
     if let Err(e) = fed {
-        if let Err(undo) = super::ifb::delete(handle, &ifb).await {
-            tracing::warn!("taking back {}: {undo}", ifb.name);
+        if made {
+            if let Err(undo) = super::ifb::delete(handle, &ifb).await {
+                tracing::warn!("taking back {}: {undo}", ifb.name);
+            }
         }
         return Err(e);
     }

@@ -69,15 +69,15 @@ fn kind_of(m: &LinkMessage) -> Option<InfoKind> {
     })
 }
 
-/// The IFB `name`, made (and up) when it is not there; a device of another kind with that
-/// name is refused.
-pub async fn ensure(handle: &Handle, name: &str) -> Result<Dev, IfbError> {
+/// The IFB `name`, made (and up) when it is not there, and whether it was made here; a
+/// device of another kind with that name is refused.
+pub async fn ensure(handle: &Handle, name: &str) -> Result<(Dev, bool), IfbError> {
     let fail = |op| {
         let name = name.to_owned();
         move |source| IfbError::Netlink { op, name, source }
     };
-    let ifindex = match find(handle, name).await? {
-        Some((ifindex, Some(InfoKind::Ifb))) => ifindex,
+    let (ifindex, made) = match find(handle, name).await? {
+        Some((ifindex, Some(InfoKind::Ifb))) => (ifindex, false),
         Some((_, kind)) => {
             return Err(IfbError::NameTaken {
                 name: name.to_owned(),
@@ -92,7 +92,7 @@ pub async fn ensure(handle: &Handle, name: &str) -> Result<Dev, IfbError> {
                 .await
                 .map_err(fail("RTM_NEWLINK ifb"))?;
             match find(handle, name).await? {
-                Some((ifindex, _)) => ifindex,
+                Some((ifindex, _)) => (ifindex, true),
                 None => {
                     return Err(IfbError::Netlink {
                         op: "RTM_GETLINK",
@@ -109,10 +109,13 @@ pub async fn ensure(handle: &Handle, name: &str) -> Result<Dev, IfbError> {
         .execute()
         .await
         .map_err(fail("RTM_NEWLINK up"))?;
-    Ok(Dev {
-        name: name.to_owned(),
-        ifindex,
-    })
+    Ok((
+        Dev {
+            name: name.to_owned(),
+            ifindex,
+        },
+        made,
+    ))
 }
 
 /// Deletes the IFB `dev` (its qdiscs go with it); gone already is fine.
