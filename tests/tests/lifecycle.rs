@@ -186,6 +186,9 @@ fn leaks(pod: &Pod, before: &Snapshot, cookie: u64) -> Vec<String> {
             leaks.push(format!("{} exists", path.display()));
         }
     }
+    // Preloads are host-wide: a test that killed an attach holds SERIAL until its own
+    // cleanup has taken that attach's preload away (CI saw this check catch one in between).
+    let _serial = serial();
     leaks.extend(dead_preloads());
     leaks
 }
