@@ -230,10 +230,10 @@ impl UpgradeError {
 /// Points the sandbox's program pin at the loaded program: pinned next to it under a
 /// temporary name, then renamed over it (bpffs renames atomically), so a later connect finds
 /// either the old program or the new one, never none. A sandbox of a release without the pin
-/// gets one.
+/// gets one. The temporary name has no dot: bpffs refuses names with one (EPERM, "reserved").
 pub fn repin_program(dir: &std::path::Path, loaded: &mut Loaded) -> Result<(), UpgradeError> {
     let pin = pins::program_pin(dir);
-    let staged = dir.join(format!("{}.new", pins::PROGRAM_PIN));
+    let staged = dir.join(format!("{}_new", pins::PROGRAM_PIN));
     let _ = std::fs::remove_file(&staged);
     loaded
         .program()
