@@ -60,7 +60,9 @@ without the eBPF datapath, bad guard settings, `netshim guard` of a netns that i
 attached, has no eBPF datapath or no guard maps yet; not root (nor
 CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN + CAP_DAC_OVERRIDE + CAP_SYS_PTRACE); started
 in a mount namespace whose /sys/fs/bpf is not the host's when the host's cannot be
-joined",
+joined; `cni install` with no primary network, a network configuration the runtimes
+cannot read, a cniVersion before 0.3.0, or a --plugin-json the plugin refuses; the
+agent in a pid namespace of its own, or without the host's /run/netshim or /run/netns",
     },
     ExitCodeDoc {
         code: EXIT_CONFLICT,
@@ -263,6 +265,10 @@ pub enum Error {
     // --- CLI tools (logs, man) ---
     #[error(transparent)]
     EbpfLog(#[from] crate::ebpf_log::EbpfLogError),
+    #[error(transparent)]
+    Agent(#[from] crate::agent::AgentError),
+    #[error(transparent)]
+    Install(#[from] crate::cni::install::InstallError),
     #[error("writing {path}: {source}")]
     Write {
         path: std::path::PathBuf,
@@ -328,6 +334,10 @@ impl Error {
                 EXIT_INVALID_INPUT
             }
             Error::Upgrade { source, .. } if source.is_incompatible_object() => EXIT_INVALID_INPUT,
+            Error::Install(e) if e.is_input() => EXIT_INVALID_INPUT,
+            Error::Agent(
+                crate::agent::AgentError::NotHostPid | crate::agent::AgentError::NotHostDir { .. },
+            ) => EXIT_INVALID_INPUT,
             Error::AlreadyAttached { .. }
             | Error::IngressQdiscTaken { .. }
             | Error::RootQdiscTaken { .. }

@@ -25,11 +25,14 @@
 //!   [`guard::events`]) the source guard's refusal records.
 //! - [`metrics`]: rates, Prometheus exposition and the scrape endpoint over those counters.
 //! - [`config`]: the kata-style TOML configuration file.
-//! - [`cni`]: the `netshim` binary as a chained CNI plugin (ADD/DEL/CHECK/STATUS/GC/VERSION).
+//! - [`cni`]: the `netshim` binary as a chained CNI plugin (ADD/DEL/CHECK/STATUS/GC/VERSION),
+//!   and its installer into a node's CNI configuration ([`cni::install`]).
+//! - [`agent`]: the node daemon (keeps netshim chained, metrics, gc, rollout upgrades).
 //! - [`sandbox`]: scan / attach / detach / status / stats / upgrade / watch of a whole netns,
 //!   and gc.
 //! - [`schema`]: the published JSON Schemas of the files and reports netshim writes.
 
+pub mod agent;
 pub mod cni;
 pub mod config;
 pub mod crash;

@@ -26,6 +26,8 @@ const SUBCOMMANDS: &[&str] = &[
     "gc",
     "guard",
     "limit",
+    "cni",
+    "agent",
     "logs",
     "completions",
     "man",

@@ -103,6 +103,16 @@ pub enum Command {
     /// as the kernel holds them, with their counters.
     #[command(after_help = EXIT_CODES_HELP.as_str())]
     Limit(LimitCmdArgs),
+    /// Install netshim on a node's CNI configuration (binary into the bin directory,
+    /// chained last into the primary network), or take it out again byte for byte.
+    #[command(subcommand)]
+    Cni(CniCommand),
+    /// The node daemon: keeps netshim chained, serves /metrics, /readyz and /healthz for
+    /// every sandbox of the node, collects sandboxes whose netns is gone, and upgrades the
+    /// sandboxes' datapath to its own on start, until SIGTERM/SIGINT (which leave the
+    /// datapaths and the chained configuration in place: `netshim cni uninstall` removes it).
+    #[command(after_help = EXIT_CODES_HELP.as_str())]
+    Agent(AgentArgs),
     // --- CLI tools (logs, completions, man): see cli/tools.rs, ebpf_log/ ---
     /// Print the eBPF datapath's own log records (aya-log, e.g. a failed redirect) on
     /// stderr as they come, until SIGINT/SIGTERM.
@@ -132,6 +142,9 @@ impl Command {
             Command::Gc(_) => "gc",
             Command::Guard(_) => "guard",
             Command::Limit(_) => "limit",
+            Command::Cni(CniCommand::Install(_)) => "cni install",
+            Command::Cni(CniCommand::Uninstall(_)) => "cni uninstall",
+            Command::Agent(_) => "agent",
             Command::Logs(_) => "logs",
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",
@@ -141,7 +154,11 @@ impl Command {
     /// Whether the command looks at sandboxes (bpffs, /run/netshim, namespaces) and so
     /// needs the privileges and the host's mount namespace (see `netshim::host`).
     pub fn needs_host(&self) -> bool {
-        !matches!(self, Command::Completions(_) | Command::Man(_))
+        // The installer only writes the CNI directories it is given.
+        !matches!(
+            self,
+            Command::Completions(_) | Command::Man(_) | Command::Cni(_)
+        )
     }
 }
 
@@ -276,6 +293,79 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
         "off" => Ok(false),
         other => Err(format!("{other:?} is neither on nor off")),
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CniCommand {
+    /// Copy this binary into the bin directory (atomically) and chain netshim as the last
+    /// plugin of the primary network: the first configuration file as the runtimes pick
+    /// it, or the one --chain-into names. A .conf becomes a .conflist. Idempotent: a run
+    /// that finds it chained as asked writes nothing.
+    #[command(after_help = EXIT_CODES_HELP.as_str())]
+    Install(CniInstallArgs),
+    /// Put the configuration back as it was before install (byte for byte, unless it was
+    /// changed since: then only netshim's entry is taken out) and remove the binary.
+    #[command(after_help = EXIT_CODES_HELP.as_str())]
+    Uninstall(CniDirsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CniDirsArgs {
+    /// The runtimes' CNI configuration directory.
+    #[arg(long, value_name = "DIR", default_value = "/etc/cni/net.d")]
+    pub conf_dir: PathBuf,
+    /// The runtimes' CNI plugin directory.
+    #[arg(long, value_name = "DIR", default_value = "/opt/cni/bin")]
+    pub bin_dir: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChainArgs {
+    /// The network to chain into: a file of the configuration directory (or a path), or a
+    /// network name; without it, the first file as the runtimes pick it.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub chain_into: Option<String>,
+    /// netshim's entry in the list (a JSON object, default {"type": "netshim"}), e.g.
+    /// '{"type": "netshim", "report_tap": false}'. Checked as the plugin reads it.
+    #[arg(long, value_name = "JSON")]
+    pub plugin_json: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CniInstallArgs {
+    #[command(flatten)]
+    pub dirs: CniDirsArgs,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// The runtimes' CNI configuration directory (in a container: where the host's is
+    /// mounted).
+    #[arg(long, value_name = "DIR", default_value = "/etc/cni/net.d")]
+    pub conf_dir: PathBuf,
+    /// The runtimes' CNI plugin directory (in a container: where the host's is mounted).
+    #[arg(long, value_name = "DIR", default_value = "/opt/cni/bin")]
+    pub bin_dir: PathBuf,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    /// Address to serve GET /metrics, /readyz and /healthz on.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9464")]
+    pub listen: std::net::SocketAddr,
+    /// The file that exists while the agent is ready (chained, datapath loadable).
+    #[arg(long, value_name = "PATH", default_value = "/run/netshim/agent/ready")]
+    pub ready_file: PathBuf,
+    /// Seconds between collections of sandboxes whose netns is gone (also run at once
+    /// when a name leaves /run/netns).
+    #[arg(long, value_name = "SECONDS", default_value = "2", value_parser = parse_interval)]
+    pub gc_interval: f64,
+    /// Do not upgrade the sandboxes that run another datapath program on start.
+    #[arg(long)]
+    pub no_upgrade: bool,
 }
 
 #[derive(Debug, Args)]

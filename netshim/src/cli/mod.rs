@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod cni;
+pub mod install;
 pub mod logging;
 pub mod metrics;
 pub mod output;

@@ -18,7 +18,7 @@ use super::{
     tools,
 };
 
-fn print<T: serde::Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) {
+pub(super) fn print<T: serde::Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) {
     if json {
         // Serializing plain structs cannot fail.
         println!(
@@ -254,6 +254,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             let report = sandbox::limit(&netns, a.endpoint.as_deref(), &request)?;
             print(a.netns.json, &report, output::limit);
         }
+        Command::Cni(c) => super::install::run(c)?,
+        Command::Agent(a) => super::install::agent(a)?,
         Command::Stats(a) => super::metrics::stats(a)?,
         Command::Metrics(a) => super::metrics::serve(a)?,
         Command::Upgrade(a) => {

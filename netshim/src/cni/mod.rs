@@ -24,6 +24,7 @@ pub mod config;
 pub mod convert;
 pub mod env;
 pub mod error;
+pub mod install;
 pub mod limits;
 pub mod result;
 pub mod version;

@@ -507,6 +507,34 @@ fn load_object(
     Ok(ebpf)
 }
 
+/// Loads the datapath program of `object` (the built-in one when `None`) into the kernel
+/// and unloads it again: whether this kernel's verifier takes it (the agent's readiness).
+/// Nothing is pinned or attached. Returns how long the load took and the program's tag
+/// (the kernel's hash of its instructions, map references left out: the same for every
+/// sandbox running this program).
+pub fn check_loadable(
+    object: Option<&EbpfObject>,
+) -> Result<(std::time::Duration, u64), EbpfError> {
+    let bytes = object.map_or(crate::EBPF_OBJECT, |o| &o.bytes[..]);
+    let started = std::time::Instant::now();
+    let mut ebpf = super::loader::without_kernel_btf()
+        .load(bytes)
+        .map_err(|source| EbpfError::Load {
+            dir: PathBuf::from("(no pin directory: a load check)"),
+            source: Box::new(source),
+        })?;
+    let program = object_program(&mut ebpf)?;
+    program
+        .load()
+        .map_err(|e| EbpfError::ProgramLoad(Box::new(e)))?;
+    let elapsed = started.elapsed();
+    let tag = program
+        .info()
+        .map_err(|e| EbpfError::ProgramLoad(Box::new(e)))?
+        .tag();
+    Ok((elapsed, tag))
+}
+
 fn object_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, EbpfError> {
     ebpf.program_mut(PROGRAM_NAME)
         .ok_or(EbpfError::MissingProgram)?

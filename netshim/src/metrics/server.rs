@@ -54,8 +54,15 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_SCRAPES: usize = 64;
 /// Connections still sending their request head; one more closes the oldest of them.
 pub const MAX_PENDING_HEADS: usize = 1024;
-/// The one path served.
+/// The metrics path.
 pub const METRICS_PATH: &str = "/metrics";
+/// The agent's readiness path: 200 when ready, 503 with the reason otherwise.
+pub const READY_PATH: &str = "/readyz";
+/// The agent's liveness path: 200 while it serves.
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// What `GET /readyz` answers: `Ok(what is ready)` or `Err(why not)`.
+pub type ReadyProbe = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
 
 /// The connections still sending their request head, oldest first: dropping one's sender
 /// closes it.
@@ -93,6 +100,8 @@ impl PendingHeads {
 /// Shared by the accept loop and the connections.
 struct Server {
     scope: Scope,
+    /// The agent's readiness (`GET /readyz`, and `/healthz`); `None`: metrics only.
+    ready: Option<ReadyProbe>,
     /// Collection slots.
     scrapes: Arc<Semaphore>,
     pending: Mutex<PendingHeads>,
@@ -110,6 +119,20 @@ impl Server {
 pub fn serve<S>(
     listen: SocketAddr,
     scope: Scope,
+    stop: S,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), MetricsError>
+where
+    S: Future<Output = ()>,
+{
+    serve_with(listen, scope, None, stop, on_listening)
+}
+
+/// [`serve`], and with `ready` also [`READY_PATH`] and [`HEALTH_PATH`] (the agent's).
+pub fn serve_with<S>(
+    listen: SocketAddr,
+    scope: Scope,
+    ready: Option<ReadyProbe>,
     stop: S,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), MetricsError>
@@ -134,6 +157,7 @@ where
         on_listening(local);
         let server = Arc::new(Server {
             scope,
+            ready,
             scrapes: Arc::new(Semaphore::new(MAX_SCRAPES)),
             pending: Mutex::default(),
         });
@@ -293,6 +317,22 @@ async fn route(
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return response(StatusCode::METHOD_NOT_ALLOWED, text, "GET or HEAD only\n");
+    }
+    if let Some(ready) = &server.ready {
+        match uri.path() {
+            HEALTH_PATH => return response(StatusCode::OK, text, "ok\n"),
+            READY_PATH => {
+                return match ready() {
+                    Ok(what) => response(StatusCode::OK, text, format!("ready: {what}\n")),
+                    Err(why) => response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        text,
+                        format!("not ready: {why}\n"),
+                    ),
+                }
+            }
+            _ => {}
+        }
     }
     // hyper leaves a HEAD answer's body out and keeps its Content-Length.
     if uri.path() != METRICS_PATH {

@@ -57,7 +57,8 @@ pub use report::EndpointReport;
 pub use scan::{scan, ScanReport, ScannedInterface};
 pub use status::{stats, status, EndpointStatus, MacvtapStatus, StatusReport};
 pub use upgrade::{
-    upgrade, upgrade_all, SandboxUpgrade, UpgradeOptions, UpgradeOutcome, UpgradeReport,
+    upgrade, upgrade_all, upgrade_where, SandboxUpgrade, UpgradeOptions, UpgradeOutcome,
+    UpgradeReport,
 };
 pub use watch::{rfc3339_utc, watch, Change, WatchEvent, WatchOptions, WatchedEndpoint};
 

@@ -131,10 +131,19 @@ pub fn upgrade(netns: &Netns, options: &UpgradeOptions) -> Result<UpgradeReport>
 /// Upgrades every sandbox pinned in bpffs. Per-sandbox failures are in the report (see
 /// [`UpgradeReport::failed`]); none at all is an empty report.
 pub fn upgrade_all(options: &UpgradeOptions) -> Result<UpgradeReport> {
+    upgrade_where(options, |_| true)
+}
+
+/// [`upgrade_all`] of the sandboxes whose netns cookie `wanted` keeps (the agent's: those
+/// on another program).
+pub fn upgrade_where(
+    options: &UpgradeOptions,
+    wanted: impl Fn(u64) -> bool,
+) -> Result<UpgradeReport> {
     let object = object(options)?;
     let mut sandboxes = Vec::new();
     let finder = NetnsFinder::default();
-    for cookie in pins::sandbox_cookies()? {
+    for cookie in pins::sandbox_cookies()?.into_iter().filter(|&c| wanted(c)) {
         let dir = pins::sandbox_dir(cookie);
         let entry = |netns: String, outcome, reason: String| SandboxUpgrade {
             netns,
