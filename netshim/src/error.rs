@@ -62,7 +62,8 @@ CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN + CAP_DAC_OVERRIDE + CAP_SYS_PTRACE); st
 in a mount namespace whose /sys/fs/bpf is not the host's when the host's cannot be
 joined; `cni install` with no primary network, a network configuration the runtimes
 cannot read, a cniVersion before 0.3.0, or a --plugin-json the plugin refuses; the
-agent in a pid namespace of its own, or without the host's /run/netshim or /run/netns",
+agent or gc in a pid namespace of its own, the agent without the host's /run/netshim or
+/run/netns",
     },
     ExitCodeDoc {
         code: EXIT_CONFLICT,
@@ -336,7 +337,8 @@ impl Error {
             Error::Upgrade { source, .. } if source.is_incompatible_object() => EXIT_INVALID_INPUT,
             Error::Install(e) if e.is_input() => EXIT_INVALID_INPUT,
             Error::Agent(
-                crate::agent::AgentError::NotHostPid | crate::agent::AgentError::NotHostDir { .. },
+                crate::agent::AgentError::NotHostPid { .. }
+                | crate::agent::AgentError::NotHostDir { .. },
             ) => EXIT_INVALID_INPUT,
             Error::AlreadyAttached { .. }
             | Error::IngressQdiscTaken { .. }

@@ -81,9 +81,4 @@ impl ChainKeeper {
         }
         Ok(report.path)
     }
-
-    /// Whether it is chained now, without changing anything.
-    pub fn check(&self) -> Result<PathBuf, String> {
-        install::is_chained(&self.options).map_err(|e| e.to_string())
-    }
 }

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(
-        "netshim agent runs in a pid namespace of its own (/proc/self/ns/pid is not the \
+        "netshim {command} runs in a pid namespace of its own (/proc/self/ns/pid is not the \
          host's): it tells a sandbox's netns alive from every process's namespaces, and \
          would collect sandboxes of processes it cannot see. Run it with the host's pid \
          namespace (Kubernetes `hostPID: true`, podman `--pid host`)"
     )]
-    NotHostPid,
+    NotHostPid { command: &'static str },
     #[error(
         "netshim agent: {path} is not the host's ({detail}): the CNI plugin, run by the \
          container runtime on the host, keeps its locks and state there. Mount the host's \

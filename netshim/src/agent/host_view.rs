@@ -25,10 +25,15 @@ fn ino(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// Whether this process is in the host's (the initial) pid namespace.
+pub fn in_host_pid_ns() -> bool {
+    ino(Path::new("/proc/self/ns/pid")).map(|(_, i)| i) == Some(INIT_PID_NS_INO)
+}
+
 /// Checks the pid namespace and the host directories (see the module docs).
 pub fn check() -> Result<(), AgentError> {
-    if ino(Path::new("/proc/self/ns/pid")).map(|(_, i)| i) != Some(INIT_PID_NS_INO) {
-        return Err(AgentError::NotHostPid);
+    if !in_host_pid_ns() {
+        return Err(AgentError::NotHostPid { command: "agent" });
     }
     let host = crate::host::host_pid().map_err(|(path, errno)| AgentError::Io {
         what: format!("reading {}", path.display()),

@@ -207,6 +207,9 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             print(a.json, &report, output::detach);
         }
         Command::Gc(a) => {
+            if !netshim::agent::host_view::in_host_pid_ns() {
+                return Err(netshim::agent::AgentError::NotHostPid { command: "gc" }.into());
+            }
             let report = sandbox::gc()?;
             print(a.json, &report, output::gc);
             if let Some(first) = report.failed.first() {

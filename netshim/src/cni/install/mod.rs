@@ -156,6 +156,18 @@ fn file_name(path: &Path) -> String {
 /// Chains netshim into the primary network (the binary is in place). `binary_written`: the
 /// binary was just put there (uninstall removes it).
 pub fn chain(options: &InstallOptions, binary_written: bool) -> Result<ChainReport, InstallError> {
+    chain_attempt(options, binary_written, RACE_RETRIES)
+}
+
+/// Times the primary CNI may write its file during one chain before netshim gives up
+/// (the agent tries again on the next change).
+const RACE_RETRIES: u32 = 5;
+
+fn chain_attempt(
+    options: &InstallOptions,
+    binary_written: bool,
+    retries: u32,
+) -> Result<ChainReport, InstallError> {
     let dir = &options.conf_dir;
     let records = RecordDir::of(dir);
     let mut record = records.load()?;
@@ -248,7 +260,16 @@ pub fn chain(options: &InstallOptions, binary_written: bool) -> Result<ChainRepo
     if target == path {
         if !files::replace_if_unchanged(&target, &chained, attrs, &bytes)? {
             // The primary wrote the file meanwhile: chain into what it wrote.
-            return chain(options, binary_written);
+            if retries == 0 {
+                return Err(InstallError::BadConf {
+                    path: target,
+                    reason: format!(
+                        "rewritten by someone else {RACE_RETRIES} times while netshim chained \
+                         it; run again when the primary CNI is done"
+                    ),
+                });
+            }
+            return chain_attempt(options, binary_written, retries - 1);
         }
     } else {
         files::write_atomic(&target, &chained, attrs)?;
