@@ -20,6 +20,7 @@
 //!   captured so that a test can compare before and after.
 //! - [`netns_json`]: a netns as `ip -j`/`tc -j` report it, for before/after comparisons.
 //! - [`cni_runtime`]: conflists driven as libcni drives them, with the reference plugins.
+//! - [`podman_env`]: a podman of its own (storage, containers.conf, CNI dirs) in a temp dir.
 //! - [`watch`]: a running `netshim watch --json` and its events.
 //! - [`vmconf`]: firecracker-go-sdk's reading of a CNI result, to test netshim against it.
 
@@ -29,6 +30,7 @@ pub mod leaks;
 pub mod netns_fixture;
 pub mod netns_json;
 pub mod netshim_cli;
+pub mod podman_env;
 pub mod qemu;
 pub mod relay;
 pub mod sniffer;

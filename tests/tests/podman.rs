@@ -4,18 +4,10 @@
 //! podman drives the plugins through libcni: VERSION, then ADD of each plugin with the
 //! previous one's result; DEL in reverse order; never CHECK.
 //!
-//! Nothing of the host's podman setup is used or changed. podman gets a containers.conf of
-//! its own (CONTAINERS_CONF), and its storage (--root/--runroot), tmp dir, file locks, events
-//! log, CNI configuration dir and CNI plugin dir live in a temporary directory. It runs from
-//! a thread inside a network namespace the test creates, so the bridge plugin puts its
-//! bridge and the host ends of the container veths there, never in the root netns.
-//! host-local keeps its leases in the temporary directory too. libcni caches results under
-//! /var/lib/cni (podman 4.3 has no setting for it): what the tests create there goes again.
-//!
-//! Facts of this machine the configuration answers: root lacks CAP_SYS_RESOURCE, so
-//! podman's default rlimits fail (`default_ulimits`); the cgroup layout is hybrid v1+v2,
-//! which crun 1.8 refuses (`runtime = "runc"`). No registry is reachable: containers run
-//! from a busybox-static rootfs (`podman run --rootfs`).
+//! Nothing of the host's podman setup is used or changed: podman, its CNI dirs and
+//! host-local's leases live in a temporary directory, and podman runs inside a network
+//! namespace the test creates ([`netshim_tests::podman_env`]). Containers run from a
+//! busybox-static rootfs (`podman run --rootfs`).
 //!
 //! Every CNI call is logged in order (the plugin directory holds wrappers that append
 //! `<plugin> <CNI_COMMAND> <CNI_IFNAME>` to a file before they exec the real plugin).
@@ -23,64 +15,33 @@
 use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    process::{Command, Output},
-    sync::{Mutex, MutexGuard},
+    process::Output,
+    sync::MutexGuard,
 };
 
 use netshim_tests::{
     leaks::netshim_dirs,
     netns_fixture::{random_u32, unique_octet},
     netshim_cli::{netshim_bin, netshim_json},
-    skip_unless_root,
+    podman_env::{podman_missing, serial, PodmanEnv, PLUGIN_DIR},
     tap_reader::{parse_mac, TapQueue},
     traffic::{probe_path, ProbePath},
     TestNetns,
 };
 use serde_json::{json, Value};
 
-/// Where Debian's containernetworking-plugins are.
-const PLUGIN_DIR: &str = "/usr/lib/cni";
-/// libcni's cache (results of ADD, read back by DEL and reload).
-const CNI_CACHE: &str = "/var/lib/cni";
 /// The container interface podman asks for.
 const IFNAME: &str = "eth0";
 
-/// podman tests run one at a time: they share libcni's cache directory, whose removal at
-/// the end must not race another test's podman.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Whether podman and runc are there (`cargo xtask setup` installs them for the tests).
-fn podman_missing() -> bool {
-    if skip_unless_root() {
-        return true;
-    }
-    let missing: Vec<&str> = ["podman", "runc"]
-        .into_iter()
-        .filter(|t| {
-            !Command::new(t)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{missing:?} missing: run `cargo xtask setup` (Debian packages podman, runc)"
-    );
-    false
-}
-
-/// A podman of its own, in a temporary directory, with one CNI network.
+/// A podman of its own, in a temporary directory, with one CNI network. Drop (of `env`)
+/// removes its containers, the directory and libcni's cache entries of the network, then
+/// the host netns.
 struct Podman {
-    dir: PathBuf,
-    /// Where podman and the plugins run: the bridge is made here.
-    host: TestNetns,
-    network: String,
+    env: PodmanEnv,
     bridge: String,
     /// The network is 10.a.b.0/24, gateway 10.a.b.1 on the bridge.
     subnet: (u8, u8),
-    /// libcni's cache existed before this test (then it is left as it is).
-    cache_existed: bool,
+    /// podman tests run one at a time (see [`serial`]).
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -88,7 +49,7 @@ impl Podman {
     /// A podman whose network `nsh-pm-<n>` is bridge + host-local + netshim, in
     /// `cni_version`, with `netshim_keys` added to netshim's entry.
     fn new(tag: &str, cni_version: &str, netshim_keys: Value) -> Podman {
-        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let serial = serial();
         let n = random_u32();
         let dir = std::env::temp_dir().join(format!(
             "netshim-podman-{tag}-{}-{n:08x}",
@@ -96,43 +57,26 @@ impl Podman {
         ));
         let host = TestNetns::new(&format!("nsh-pm-{tag}-h"));
         let podman = Podman {
-            network: format!("nsh-pm-{n:08x}"),
+            env: PodmanEnv::new(dir, host, format!("nsh-pm-{n:08x}")),
             bridge: format!("nshbr{:04x}", n & 0xffff),
             subnet: (unique_octet(), unique_octet()),
-            cache_existed: Path::new(CNI_CACHE).exists(),
-            dir,
-            host,
             _serial: serial,
         };
-        for sub in [
-            "net.d",
-            "bin",
-            "leases",
-            "root",
-            "runroot",
-            "tmp",
-            "rootfs/bin",
-        ] {
-            std::fs::create_dir_all(podman.dir.join(sub)).expect("create the podman test dirs");
-        }
-        podman.write_rootfs();
         podman.write_plugins();
-        podman.write_containers_conf();
         podman.write_conflist(cni_version, netshim_keys);
         podman
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.dir.join(rel)
+        self.env.path(rel)
     }
 
-    /// busybox-static as the whole container image.
-    fn write_rootfs(&self) {
-        let bin = self.path("rootfs/bin");
-        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("copy /bin/busybox");
-        for applet in ["sh", "sleep", "ip", "cat"] {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("busybox applet link");
-        }
+    fn host(&self) -> &TestNetns {
+        &self.env.host
+    }
+
+    fn network(&self) -> &str {
+        &self.env.network
     }
 
     /// The CNI plugin directory: a logging wrapper per plugin that execs the real one.
@@ -158,33 +102,6 @@ impl Podman {
         }
     }
 
-    fn write_containers_conf(&self) {
-        let p = |rel: &str| self.path(rel).display().to_string();
-        let conf = format!(
-            r#"[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
-
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "{events}"
-tmp_dir = "{tmp}"
-lock_type = "file"
-
-[network]
-network_backend = "cni"
-cni_plugin_dirs = ["{bin}"]
-network_config_dir = "{netd}"
-"#,
-            events = p("events.log"),
-            tmp = p("tmp"),
-            bin = p("bin"),
-            netd = p("net.d"),
-        );
-        std::fs::write(self.path("containers.conf"), conf).expect("write containers.conf");
-    }
-
     fn write_conflist(&self, cni_version: &str, netshim_keys: Value) {
         let (a, b) = self.subnet;
         let mut netshim = json!({"type": "netshim"});
@@ -196,7 +113,7 @@ network_config_dir = "{netd}"
         }
         let list = json!({
             "cniVersion": cni_version,
-            "name": self.network,
+            "name": self.network(),
             "plugins": [
                 {"type": "bridge", "bridge": self.bridge, "isGateway": true, "ipMasq": false,
                  "ipam": {"type": "host-local", "dataDir": self.path("leases"),
@@ -207,7 +124,7 @@ network_config_dir = "{netd}"
         });
         std::fs::write(
             self.path("net.d")
-                .join(format!("{}.conflist", self.network)),
+                .join(format!("{}.conflist", self.network())),
             serde_json::to_vec_pretty(&list).unwrap(),
         )
         .expect("write the conflist");
@@ -215,16 +132,7 @@ network_config_dir = "{netd}"
 
     /// Runs `podman args…` from a thread inside the host netns.
     fn podman(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new("podman");
-        cmd.env("CONTAINERS_CONF", self.path("containers.conf"))
-            .arg("--root")
-            .arg(self.path("root"))
-            .arg("--runroot")
-            .arg(self.path("runroot"))
-            .args(args);
-        self.host
-            .run(|| cmd.output())
-            .unwrap_or_else(|e| panic!("run podman {args:?}: {e}"))
+        self.env.podman(args)
     }
 
     fn podman_ok(&self, args: &[&str]) -> String {
@@ -245,8 +153,8 @@ network_config_dir = "{netd}"
     fn run(&self, name: &str, ifname: Option<&str>) -> Output {
         let rootfs = self.path("rootfs").display().to_string();
         let network = match ifname {
-            Some(i) => format!("{}:interface_name={i}", self.network),
-            None => self.network.clone(),
+            Some(i) => format!("{}:interface_name={i}", self.network()),
+            None => self.network().to_owned(),
         };
         self.podman(&[
             "run",
@@ -285,7 +193,7 @@ network_config_dir = "{netd}"
             "--format",
             &format!(
                 "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
-                self.network
+                self.network()
             ),
         ]);
         let netns = TestNetns::existing(&key);
@@ -321,7 +229,7 @@ network_config_dir = "{netd}"
 
     /// host-local's leases: the files of its data dir named by an IP address.
     fn leases(&self) -> Vec<String> {
-        let dir = self.path("leases").join(&self.network);
+        let dir = self.path("leases").join(self.network());
         std::fs::read_dir(dir)
             .map(|entries| {
                 entries
@@ -350,10 +258,10 @@ network_config_dir = "{netd}"
     /// container's pod interface `pod_dev`.
     fn assert_traffic(&self, c: &Container, pod_dev: &str, tap: &str) {
         let path = ProbePath {
-            client: &self.host,
+            client: self.host(),
             client_dev: &self.bridge,
             client_ip: self.gateway(),
-            client_mac: parse_mac(&self.host.link_mac(&self.bridge)).unwrap(),
+            client_mac: parse_mac(&self.host().link_mac(&self.bridge)).unwrap(),
             sandbox: &c.netns,
             pod_ip: c.ip,
             pod_mac: parse_mac(&c.netns.link_mac(pod_dev)).unwrap(),
@@ -365,37 +273,6 @@ network_config_dir = "{netd}"
             "through {tap} of {} ({pod_dev})",
             c.name
         );
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let out = self.podman(&["rm", "--all", "--force", "--time", "0"]);
-        if !out.status.success() {
-            eprintln!(
-                "warning: podman rm --all: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-        // libcni's cached results of this test's network (its name is the test's own): DEL
-        // removes them, but not one cached under an interface name podman later tore down
-        // under another name.
-        let results = Path::new(CNI_CACHE).join("results");
-        if let Ok(entries) = std::fs::read_dir(&results) {
-            let prefix = format!("{}-", self.network);
-            for e in entries.filter_map(|e| e.ok()) {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
-        if !self.cache_existed {
-            // Only empty directories may be left of what libcni made; a file there is
-            // someone else's, and stays.
-            let _ = std::fs::remove_dir(&results);
-            let _ = std::fs::remove_dir(CNI_CACHE);
-        }
     }
 }
 
@@ -452,7 +329,7 @@ fn run_and_remove(cni_version: &str) {
     podman.assert_traffic(&c, IFNAME, "tap0_kata");
     assert_eq!(podman.leases(), vec![c.ip.to_string()]);
     // podman's view: the container's address and MAC are the pod interface's.
-    let network = format!("(index .NetworkSettings.Networks \"{}\")", podman.network);
+    let network = format!("(index .NetworkSettings.Networks \"{}\")", podman.network());
     let mac = podman.podman_ok(&[
         "inspect",
         &c.name,
@@ -579,7 +456,7 @@ fn refused_option_leaks_nothing(netshim_keys: Value) {
         "host-local lease leaked"
     );
     let bridge_ports = podman
-        .host
+        .host()
         .ip(&["-o", "link", "show", "master", &podman.bridge]);
     assert_eq!(
         bridge_ports.trim(),

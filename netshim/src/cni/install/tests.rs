@@ -96,7 +96,7 @@ fn a_file_changed_after_install_only_loses_netshims_entry() {
     v["plugins"][0]["mtu"] = 9000.into();
     std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
     let u = uninstall(&n.conf, &n.bin).unwrap();
-    assert_eq!(u.unchained, [path.clone()]);
+    assert_eq!(u.unchained, std::slice::from_ref(&path));
     let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(
         v["plugins"],
