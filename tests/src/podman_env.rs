@@ -98,6 +98,20 @@ impl PodmanEnv {
         self.dir.join(rel)
     }
 
+    /// host-local's leases of the network: the files of its data dir (`leases/<network>`)
+    /// named by an IP address.
+    pub fn leases(&self) -> Vec<String> {
+        std::fs::read_dir(self.path("leases").join(&self.network))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The CNI configuration dir (`network_config_dir`).
     pub fn conf_dir(&self) -> PathBuf {
         self.path("net.d")

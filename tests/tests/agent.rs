@@ -70,6 +70,18 @@ impl Node {
             .and_then(|v| v["plugins"].as_array()?.last().cloned())
             .is_some_and(|p| p["type"] == "netshim")
     }
+    /// `netshim cni uninstall` of this node's directories (it must succeed).
+    fn uninstall(&self) {
+        let out = netshim(&[
+            "cni",
+            "uninstall",
+            "--conf-dir",
+            &self.conf().display().to_string(),
+            "--bin-dir",
+            &self.bin().display().to_string(),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+    }
     /// Writes `file` as a primary CNI's installer does: a temporary file renamed over it.
     fn write_renamed(&self, file: &str, text: &str) {
         let tmp = self.conf().join(format!(".{file}.tmp"));
@@ -331,15 +343,7 @@ fn the_agent_keeps_netshim_chained_serves_metrics_collects_and_exits_leaving_the
     netshim_json(&["detach", "--netns", keep.netns()]);
 
     // Uninstall gives back the last file the primary wrote, byte for byte.
-    let out = netshim(&[
-        "cni",
-        "uninstall",
-        "--conf-dir",
-        &node.conf().display().to_string(),
-        "--bin-dir",
-        &node.bin().display().to_string(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    node.uninstall();
     assert_eq!(
         std::fs::read_to_string(node.conf().join("10-podnet.conf")).unwrap(),
         conf
@@ -419,14 +423,7 @@ fn the_agent_upgrades_a_sandbox_of_the_previous_build_on_start_and_only_then() {
     for pod in [&old, &current] {
         netshim_json(&["detach", "--netns", pod.netns()]);
     }
-    netshim(&[
-        "cni",
-        "uninstall",
-        "--conf-dir",
-        &node.conf().display().to_string(),
-        "--bin-dir",
-        &node.bin().display().to_string(),
-    ]);
+    node.uninstall();
 }
 
 #[test]
@@ -480,12 +477,5 @@ fn the_agent_waits_for_the_primary_network_and_refuses_a_pid_namespace_of_its_ow
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("hostPID: true"), "{stderr}");
-    netshim(&[
-        "cni",
-        "uninstall",
-        "--conf-dir",
-        &node.conf().display().to_string(),
-        "--bin-dir",
-        &node.bin().display().to_string(),
-    ]);
+    node.uninstall();
 }

@@ -535,15 +535,7 @@ impl AgentTest {
     }
 
     fn leases(&self) -> Vec<String> {
-        std::fs::read_dir(self.env.path("leases").join(&self.env.network))
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.env.leases()
     }
 }
 

@@ -229,16 +229,7 @@ impl Podman {
 
     /// host-local's leases: the files of its data dir named by an IP address.
     fn leases(&self) -> Vec<String> {
-        let dir = self.path("leases").join(self.network());
-        std::fs::read_dir(dir)
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.env.leases()
     }
 
     /// `podman rm -f`: afterwards netshim has no pin, state or lock file of the container's

@@ -10,11 +10,13 @@
 //! - `bench`: iperf3/sockperf benchmark of every path (direct veth, bridge, mirred, eBPF,
 //!   eBPF + redirect_peer, macvtap) in pair and sandbox topologies; JSON, markdown and SVG.
 //! - `fuzz`: every cargo-fuzz target of netshim/fuzz for a bounded time.
+//! - `image`: the static (musl) netshim binary and its container image (deploy/).
 
 mod bench;
 mod cmd;
 mod demo;
 mod fuzz;
+mod image;
 mod iperf;
 mod setup;
 mod standin;
@@ -50,6 +52,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Fuzz every parser of outside input for a bounded time (cargo-fuzz, nightly).
     Fuzz(fuzz::FuzzArgs),
+    /// Build the static (musl) binary and the agent's container image (deploy/Containerfile)
+    /// with podman, into podman's default storage.
+    Image(image::ImageArgs),
 }
 
 fn main() {
@@ -63,6 +68,7 @@ fn main() {
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Image(args) => image::run(&args),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");

@@ -3,7 +3,7 @@
 //! Host crates only: netshim-ebpf is a `no_std` BPF program built by netshim's build.rs
 //! (aya-build) and cannot be compiled or tested for the host target.
 
-use crate::{cmd, setup};
+use crate::{cmd, image, setup};
 use anyhow::Result;
 
 /// Where the tests look for the guest kernel first (tests/src/qemu.rs reads it).
@@ -56,8 +56,11 @@ pub fn run(args: &TestArgs) -> Result<()> {
         println!("xtask: warning: not root; tests that create network namespaces will fail");
     }
     cmd::step("build", || cmd::run(&mut host_cargo("build")))?;
+    // The agent's container test builds its image from the static binary.
+    let static_bin = image::static_binary()?;
     cmd::step("test", || {
         let mut test = host_cargo("test");
+        test.env(image::STATIC_BIN_ENV, &static_bin);
         // Where setup unpacked the real-VMM test's kernel (tests/src/qemu.rs).
         test.env(
             GUEST_KERNEL_ENV,

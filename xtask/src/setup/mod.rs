@@ -11,6 +11,8 @@
 //!    `-Z build-std=core` for `bpfel-unknown-none`).
 //! 4. `bpf-linker`, built from crates.io against the nightly toolchain's own libLLVM, so no
 //!    separate LLVM install is needed. Skipped when `bpf-linker --version` works.
+//! 5. For the tests (and `cargo xtask image`): the `x86_64-unknown-linux-musl` target of the
+//!    stable toolchain (`rustup target add`), for the static binary of the agent's image.
 
 mod apt;
 mod debversion;
@@ -81,6 +83,9 @@ pub fn run_for(args: &SetupArgs, purposes: &[Purpose]) -> Result<()> {
         let nightly = Nightly::probe()?;
         rust_src(&nightly, &mut report)?;
         bpf_linker(args, &nightly, &mut report)?;
+        if purposes.contains(&Purpose::Test) {
+            musl_target(&mut report)?;
+        }
         Ok(())
     })
 }
@@ -136,6 +141,19 @@ fn rust_src(nightly: &Nightly, report: &mut Report) -> Result<()> {
         marker.display()
     );
     report.note("nightly rust-src: installed".into());
+    Ok(())
+}
+
+/// The musl target of the toolchain the workspace builds with (the static binary).
+fn musl_target(report: &mut Report) -> Result<()> {
+    let target = crate::image::MUSL_TARGET;
+    let installed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|l| l.trim() == target) {
+        report.note(format!("{target} target: skipped, installed"));
+        return Ok(());
+    }
+    cmd::run(Command::new("rustup").args(["target", "add", target]))?;
+    report.note(format!("{target} target: installed"));
     Ok(())
 }
 
