@@ -48,11 +48,6 @@ const BIN_IN: &str = "/host/opt/cni/bin";
 /// The host dirs the agent needs to be the host's, and their modes as netshim and `ip
 /// netns` make them.
 const HOST_DIRS: [(&str, u32); 2] = [("/run/netshim", 0o700), ("/run/netns", 0o755)];
-/// The image, as deploy/Containerfile builds it (used until that file exists).
-const CONTAINERFILE: &str = "FROM scratch\n\
-                             COPY netshim /usr/local/bin/netshim\n\
-                             ENTRYPOINT [\"/usr/local/bin/netshim\"]\n";
-
 /// The workspace's root (this test is a target of its netshim package).
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -359,9 +354,9 @@ impl AgentTest {
         )
     }
 
-    /// `podman build` of the image from `bin`, in a context dir of its own that holds it as
-    /// `netshim`: with `-f deploy/Containerfile` when the workspace has it, else with
-    /// [`CONTAINERFILE`]. Returns the Containerfile's path.
+    /// `podman build -f deploy/Containerfile` of the image from `bin`, in a context dir of
+    /// its own that holds it as `netshim` (as `cargo xtask image` builds it). Returns the
+    /// Containerfile's path.
     fn build_image(&self, bin: &Path) -> PathBuf {
         let context = self.env.path("image");
         std::fs::create_dir_all(&context).unwrap();
@@ -371,14 +366,7 @@ impl AgentTest {
             std::fs::Permissions::from_mode(0o755),
         )
         .unwrap();
-        let deploy = workspace().join("deploy/Containerfile");
-        let containerfile = if deploy.is_file() {
-            deploy
-        } else {
-            let own = context.join("Containerfile");
-            std::fs::write(&own, CONTAINERFILE).unwrap();
-            own
-        };
+        let containerfile = workspace().join("deploy/Containerfile");
         let file = containerfile.display().to_string();
         let context = context.display().to_string();
         self.podman_ok(&[
