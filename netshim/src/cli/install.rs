@@ -84,7 +84,11 @@ fn installed(r: &InstallReport) -> String {
 fn uninstalled(r: &UninstallReport) -> String {
     let mut s = String::new();
     for p in &r.restored {
-        let _ = writeln!(s, "restored  {} (its bytes before install)", p.display());
+        let _ = writeln!(
+            s,
+            "restored  {} (the bytes it had before netshim)",
+            p.display()
+        );
     }
     for p in &r.removed {
         let _ = writeln!(s, "removed   {}", p.display());
