@@ -117,6 +117,18 @@ pub fn netshim_dirs(cookie: u64) -> Vec<PathBuf> {
     .collect()
 }
 
+/// What sits at the root of bpffs outside netshim's own directories (`netshim*`): pins a
+/// load without a pin directory of its own would leave there (its maps, by name).
+pub fn bpffs_root_strays() -> BTreeSet<String> {
+    std::fs::read_dir("/sys/fs/bpf")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("netshim") && !n.ends_with(".debug"))
+        .collect()
+}
+
 /// Open file descriptors of this process.
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")

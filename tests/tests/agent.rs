@@ -15,7 +15,7 @@ use std::{
 };
 
 use netshim_tests::{
-    leaks::netshim_dirs,
+    leaks::{bpffs_root_strays, netshim_dirs},
     netns_fixture::ChildGuard,
     netshim_cli::{attach_with_previous_object, netshim, netshim_bin, netshim_json, Pod},
     require_root,
@@ -242,9 +242,15 @@ fn the_agent_keeps_netshim_chained_serves_metrics_collects_and_exits_leaving_the
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let node = Node::new();
     node.write_renamed("10-podnet.conflist", PRIMARY);
+    let strays = bpffs_root_strays();
     let agent = Agent::start(&node, &[]);
     let ready = agent.wait_ready(Duration::from_secs(20));
     eprintln!("agent ready {} ms after start", ready.as_millis());
+    assert_eq!(
+        bpffs_root_strays(),
+        strays,
+        "the readiness load check pins nothing at the root of bpffs"
+    );
     assert!(node.chained("10-podnet.conflist"));
     assert_eq!(
         std::fs::read(node.bin().join("netshim")).unwrap(),

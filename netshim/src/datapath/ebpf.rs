@@ -507,20 +507,36 @@ fn load_object(
     Ok(ebpf)
 }
 
+/// The prefix of the private bpffs directory of [`check_loadable`] (its maps are pinned
+/// by name: without a directory of its own aya would pin them at the root of bpffs).
+pub const CHECK_PREFIX: &str = "netshim-check-";
+
 /// Loads the datapath program of `object` (the built-in one when `None`) into the kernel
 /// and unloads it again: whether this kernel's verifier takes it (the agent's readiness).
-/// Nothing is pinned or attached. Returns how long the load took and the program's tag
-/// (the kernel's hash of its instructions, map references left out: the same for every
-/// sandbox running this program).
+/// Nothing is attached; the maps live in a private directory ([`CHECK_PREFIX`]) removed
+/// again before this returns. Returns how long the load took and the program's tag (the
+/// kernel's hash of its instructions, map references left out: the same for every sandbox
+/// running this program).
 pub fn check_loadable(
+    object: Option<&EbpfObject>,
+) -> Result<(std::time::Duration, u64), EbpfError> {
+    let dir = pins::create_process_dir(CHECK_PREFIX)?;
+    let checked = load_and_tag(&dir, object);
+    let _ = pins::remove_sandbox_dir(&dir);
+    checked
+}
+
+fn load_and_tag(
+    dir: &Path,
     object: Option<&EbpfObject>,
 ) -> Result<(std::time::Duration, u64), EbpfError> {
     let bytes = object.map_or(crate::EBPF_OBJECT, |o| &o.bytes[..]);
     let started = std::time::Instant::now();
     let mut ebpf = super::loader::without_kernel_btf()
+        .default_map_pin_directory(dir)
         .load(bytes)
         .map_err(|source| EbpfError::Load {
-            dir: PathBuf::from("(no pin directory: a load check)"),
+            dir: dir.to_owned(),
             source: Box::new(source),
         })?;
     let program = object_program(&mut ebpf)?;

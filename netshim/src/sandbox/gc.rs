@@ -70,6 +70,7 @@ fn collect(half_made_too: bool) -> Result<GcReport> {
     // the root of bpffs.
     pins::remove_stale_process_dirs(preload::PRELOAD_PREFIX);
     pins::remove_stale_process_dirs(upgrade::STAGING_PREFIX);
+    pins::remove_stale_process_dirs(ebpf::CHECK_PREFIX);
     if cookies.is_empty() {
         return Ok(report);
     }
