@@ -220,14 +220,56 @@ fn assert_within(what: &str, got: f64, limit: f64, low: f64, high: f64) {
 /// wire and 90-105% in goodput (headers are 4.4%). The machine is shared with the other test
 /// thread: a run out of the band is run again once (a shaper that is wrong is wrong twice).
 fn in_band(what: &str, rate: f64, measure: impl Fn() -> (f64, f64)) {
-    let within = |(wire, goodput): (f64, f64)| {
-        (0.95..=1.05).contains(&(wire / rate)) && (0.90..=1.05).contains(&(goodput / rate))
-    };
-    let mut got = measure();
-    if !within(got) {
+    let got = measure();
+    if !within_band(got, rate) {
         eprintln!("  {what}: out of the band, once more");
-        got = measure();
+        assert_in_band(what, measure(), rate);
+        return;
     }
+    assert_in_band(what, got, rate);
+}
+
+/// [`in_band`] for a rate near what the machine carries at all: after a run below the band,
+/// `unlimited` measures the path without the limit, interleaved. When the other test thread
+/// has taken the headroom (the path carries under 1.1x the rate now), that shortfall is the
+/// machine's, not the shaper's: only the band's upper bound is judged (a shaper that lets
+/// too much through still fails). Otherwise the run is made again once, as in [`in_band`].
+fn in_band_near_capacity(
+    what: &str,
+    rate: f64,
+    measure: impl Fn() -> (f64, f64),
+    unlimited: impl Fn() -> f64,
+) {
+    for attempt in 0..2 {
+        let got = measure();
+        if within_band(got, rate) {
+            return;
+        }
+        if got.0 < 0.95 * rate || got.1 < 0.90 * rate {
+            let carried = unlimited();
+            if carried < 1.1 * rate {
+                eprintln!(
+                    "  {what}: below the band while the unlimited path carries only {:.2} \
+                     Gbit/s (under 1.1x the limit): the upper bound alone is judged",
+                    carried / 1e9
+                );
+                assert_within(&format!("{what} on the wire"), got.0, rate, 0.0, 1.05);
+                assert_within(&format!("{what} goodput"), got.1, rate, 0.0, 1.05);
+                return;
+            }
+        }
+        if attempt == 1 {
+            assert_in_band(what, got, rate);
+        }
+        eprintln!("  {what}: out of the band, once more");
+    }
+}
+
+fn within_band((wire, goodput): (f64, f64), rate: f64) -> bool {
+    (0.95..=1.05).contains(&(wire / rate)) && (0.90..=1.05).contains(&(goodput / rate))
+}
+
+fn assert_in_band(what: &str, got: (f64, f64), rate: f64) {
     assert_within(&format!("{what} on the wire"), got.0, rate, 0.95, 1.05);
     assert_within(&format!("{what} goodput"), got.1, rate, 0.90, 1.05);
 }
@@ -275,7 +317,20 @@ fn limits_shape_into_and_out_of_the_vm_within_5_percent_and_change_live() {
         }
         eprintln!("limit {text}:");
         for d in ["rx", "tx"] {
-            in_band(&format!("{d} {text}"), rate, || limited_run(&t, d, 3));
+            let what = format!("{d} {text}");
+            let measure = || limited_run(&t, d, 3);
+            if rate * 1.5 > carried {
+                // The path unlimited, between two limited runs (the limits back after it).
+                let unlimited = || {
+                    set_limits(&t, &["--rx", "0", "--tx", "0"]);
+                    let (got, ..) = iperf3(&t, 2, d == "tx", &[]);
+                    set_limits(&t, &["--rx", text, "--tx", text]);
+                    got
+                };
+                in_band_near_capacity(&what, rate, measure, unlimited);
+            } else {
+                in_band(&what, rate, measure);
+            }
         }
         if text == "1G" {
             stats_and_metrics_show_the_limits(&t, rate);
@@ -291,7 +346,9 @@ fn limits_shape_into_and_out_of_the_vm_within_5_percent_and_change_live() {
                 Some("noqueue")
             );
             for (d, reverse, base) in [("rx", false, base_rx), ("tx", true, base_tx)] {
-                let restored = |got: f64| got > 0.7 * base && got > 1.5 * 1e9;
+                // Well over the removed 1 Gbit/s (a shaper left behind holds it there); not
+                // a share of `base`: the other test thread may have the CPU now.
+                let restored = |got: f64| got > 1.5 * rate;
                 let (mut got, ..) = iperf3(&t, 2, reverse, &[]);
                 if !restored(got) {
                     eprintln!("  {d} after removal {:.2} Gbit/s, once more", got / 1e9);
